@@ -1,0 +1,287 @@
+//! The C entry points behind [`export_provider!`](crate::export_provider) and
+//! [`export_action!`](crate::export_action).
+//!
+//! Every function here is called by the host across the C ABI. Each one turns
+//! the borrowed C inputs into safe Rust values, calls the plugin's trait
+//! method inside `catch_unwind`, and hands results back through the host's
+//! copying callbacks. A panic becomes `SY_ERR_PANIC` with the panic message;
+//! it never unwinds into the host.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::ffi::{self, SyBytes, SyHost, SyOut, SyRequest};
+use crate::{Action, Host, Job, Outcome, Provider, Request, SampleError, VerifyOutput};
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+static PANIC_HOOK: Once = Once::new();
+
+/// Panics inside a plugin are reported to the host as a status and a message,
+/// never printed: replace this library's panic hook with one that records the
+/// message for the guard below.
+fn install_panic_hook() {
+    PANIC_HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info.to_string();
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(message));
+        }));
+    });
+}
+
+/// Host output callbacks for one call.
+struct Out(*mut SyOut);
+
+impl Out {
+    fn set_json(&self, bytes: &[u8]) {
+        if let Some(out) = unsafe { self.0.as_ref() } {
+            (out.set_json)(out.ctx, bytes.as_ptr(), bytes.len());
+        }
+    }
+    fn set_message(&self, message: &str) {
+        if let Some(out) = unsafe { self.0.as_ref() } {
+            (out.set_message)(out.ctx, message.as_ptr(), message.len());
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into `SY_ERR_PANIC` with its message.
+fn guard(out: &Out, f: impl FnOnce() -> i32) -> i32 {
+    install_panic_hook();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(status) => status,
+        Err(payload) => {
+            let message = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            out.set_message(&format!("plugin panicked: {message}"));
+            ffi::SY_ERR_PANIC
+        }
+    }
+}
+
+fn create_with<T: Send + Sync + 'static>(
+    host: *const SyHost,
+    config_json: SyBytes,
+    out: *mut SyOut,
+    instance: *mut *mut c_void,
+    make: fn(Host, Value) -> Result<T, String>,
+) -> i32 {
+    let out = Out(out);
+    guard(&out, || {
+        if instance.is_null() {
+            out.set_message("create called without an instance pointer");
+            return ffi::SY_ERR_INTERNAL;
+        }
+        let config: Value = match serde_json::from_slice(unsafe { config_json.as_slice() }) {
+            Ok(v) => v,
+            Err(e) => {
+                out.set_message(&format!("config is not valid JSON: {e}"));
+                return ffi::SY_ERR_CONFIG;
+            }
+        };
+        let host = unsafe { Host::from_raw(host) };
+        match make(host, config) {
+            Ok(t) => {
+                unsafe { *instance = Box::into_raw(Box::new(t)) as *mut c_void };
+                ffi::SY_OK
+            }
+            Err(message) => {
+                out.set_message(&message);
+                ffi::SY_ERR_CONFIG
+            }
+        }
+    })
+}
+
+/// # Safety
+/// Called by the host per the ABI contract.
+pub unsafe extern "C" fn create_provider<T: Provider>(
+    host: *const SyHost,
+    config_json: SyBytes,
+    out: *mut SyOut,
+    instance: *mut *mut c_void,
+) -> i32 {
+    create_with::<T>(host, config_json, out, instance, T::create)
+}
+
+/// # Safety
+/// Called by the host per the ABI contract.
+pub unsafe extern "C" fn create_action<T: Action>(
+    host: *const SyHost,
+    config_json: SyBytes,
+    out: *mut SyOut,
+    instance: *mut *mut c_void,
+) -> i32 {
+    create_with::<T>(host, config_json, out, instance, T::create)
+}
+
+/// # Safety
+/// `instance` must come from this plugin's `create` and not be used again.
+pub unsafe extern "C" fn destroy<T: Send + Sync + 'static>(instance: *mut c_void) {
+    if instance.is_null() {
+        return;
+    }
+    install_panic_hook();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        drop(Box::from_raw(instance as *mut T));
+    }));
+}
+
+/// # Safety
+/// As [`SyBytes::as_slice`]: the bytes are borrowed for the current call only.
+unsafe fn text<'a>(bytes: SyBytes) -> Option<&'a str> {
+    std::str::from_utf8(bytes.as_slice()).ok()
+}
+
+/// # Safety
+/// Called by the host per the ABI contract.
+pub unsafe extern "C" fn verify<T: Provider>(
+    instance: *mut c_void,
+    request: *const SyRequest,
+    out: *mut SyOut,
+) -> i32 {
+    let out = Out(out);
+    guard(&out, || {
+        let (Some(provider), Some(raw)) = ((instance as *const T).as_ref(), request.as_ref())
+        else {
+            out.set_message("verify called without an instance or request");
+            return ffi::SY_ERR_INTERNAL;
+        };
+        if raw.struct_size < std::mem::size_of::<SyRequest>() {
+            out.set_message("request struct from an older host is too small");
+            return ffi::SY_ERR_INTERNAL;
+        }
+        let raw_headers: &[ffi::SyHeader] = if raw.headers.is_null() || raw.headers_len == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(raw.headers, raw.headers_len)
+        };
+        let headers: Vec<(&str, &[u8])> = raw_headers
+            .iter()
+            .filter_map(|h| Some((text(h.name)?, h.value.as_slice())))
+            .collect();
+        let (Some(method), Some(path), Some(query), Some(remote_addr)) = (
+            text(raw.method),
+            text(raw.path),
+            text(raw.query),
+            text(raw.remote_addr),
+        ) else {
+            out.set_message("request line is not valid UTF-8");
+            return ffi::SY_REJECT_MALFORMED;
+        };
+        let request = Request {
+            method,
+            path,
+            query,
+            headers: &headers,
+            remote_addr,
+            body: raw.body.as_slice(),
+        };
+        match provider.verify(&request) {
+            Ok(events) => match serde_json::to_vec(&VerifyOutput { events }) {
+                Ok(json) => {
+                    out.set_json(&json);
+                    ffi::SY_OK
+                }
+                Err(e) => {
+                    out.set_message(&format!("could not encode events: {e}"));
+                    ffi::SY_ERR_INTERNAL
+                }
+            },
+            Err(rejection) => {
+                out.set_message(&rejection.message);
+                rejection.kind.status()
+            }
+        }
+    })
+}
+
+/// # Safety
+/// Called by the host per the ABI contract.
+pub unsafe extern "C" fn execute<T: Action>(
+    instance: *mut c_void,
+    job_json: SyBytes,
+    timeout_ms: u64,
+    out: *mut SyOut,
+) -> i32 {
+    let out = Out(out);
+    guard(&out, || {
+        let Some(action) = (instance as *const T).as_ref() else {
+            out.set_message("execute called without an instance");
+            return ffi::SY_ERR_INTERNAL;
+        };
+        let job: Job = match serde_json::from_slice(job_json.as_slice()) {
+            Ok(job) => job,
+            Err(e) => {
+                out.set_message(&format!("job is not valid: {e}"));
+                return ffi::SY_FAIL_PERMANENT;
+            }
+        };
+        match action.execute(&job, Duration::from_millis(timeout_ms)) {
+            Outcome::Done(result) => {
+                if let Some(result) = result {
+                    out.set_json(&serde_json::to_vec(&result).unwrap_or_default());
+                }
+                ffi::SY_OK
+            }
+            Outcome::Retryable(message) => {
+                out.set_message(&message);
+                ffi::SY_FAIL_RETRYABLE
+            }
+            Outcome::Permanent(message) => {
+                out.set_message(&message);
+                ffi::SY_FAIL_PERMANENT
+            }
+        }
+    })
+}
+
+/// # Safety
+/// Called by the host per the ABI contract.
+pub unsafe extern "C" fn sample<T: Provider>(
+    instance: *mut c_void,
+    event_name: SyBytes,
+    out: *mut SyOut,
+) -> i32 {
+    let out = Out(out);
+    guard(&out, || {
+        let Some(provider) = (instance as *const T).as_ref() else {
+            out.set_message("sample called without an instance");
+            return ffi::SY_ERR_INTERNAL;
+        };
+        let Some(name) = text(event_name) else {
+            out.set_message("event name is not valid UTF-8");
+            return ffi::SY_ERR_UNSUPPORTED;
+        };
+        match provider.sample(name) {
+            Ok(request) => match serde_json::to_vec(&request) {
+                Ok(json) => {
+                    out.set_json(&json);
+                    ffi::SY_OK
+                }
+                Err(e) => {
+                    out.set_message(&format!("could not encode sample: {e}"));
+                    ffi::SY_ERR_INTERNAL
+                }
+            },
+            Err(SampleError::Unknown(message)) => {
+                out.set_message(&message);
+                ffi::SY_ERR_UNSUPPORTED
+            }
+            Err(SampleError::Failed(message)) => {
+                out.set_message(&message);
+                ffi::SY_ERR_INTERNAL
+            }
+        }
+    })
+}

@@ -1,0 +1,443 @@
+//! # switchyard-plugin-api
+//!
+//! The stable plugin ABI of Switchyard, and the safe Rust side of it.
+//!
+//! What this crate owns:
+//! - [`ffi`]: the `repr(C)` mirror of `include/switchyard_plugin.h`, which is
+//!   the source of truth for the ABI (a plugin may be written in C against it).
+//! - The safe traits a Rust plugin implements: [`Provider`] (verify and parse
+//!   incoming webhooks) and [`Action`] (carry out a job).
+//! - The export macros [`export_provider!`] and [`export_action!`], which build
+//!   the plugin table and wrap every entry point in `catch_unwind`, so a panic
+//!   in a plugin becomes an error status for that one call.
+//!
+//! It depends on nothing of the daemon; the daemon's plugin host depends on it.
+
+pub mod ffi;
+
+#[doc(hidden)]
+pub mod export;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+pub use serde_json;
+use serde_json::Value;
+
+/// An incoming webhook request, borrowed from the host for one `verify` call.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The path after the source's mount point (`/hooks/{source}`), may be empty.
+    pub path: &'a str,
+    /// The raw query string without `?`, may be empty.
+    pub query: &'a str,
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// The sender's IP address as text, empty when unknown.
+    pub remote_addr: &'a str,
+    /// The raw body exactly as received: verify over these bytes.
+    pub body: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// The first header of that name (case-insensitive), as bytes.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// The first header of that name as UTF-8 text, trimmed.
+    pub fn header_str(&self, name: &str) -> Option<&'a str> {
+        self.header(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::trim)
+    }
+
+    /// Query parameters, percent-decoded.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        parse_query(self.query)
+    }
+}
+
+/// Splits and percent-decodes a query string (`a=1&b=x%20y`).
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One normalized event, as a provider hands it to the host. The host adds
+/// the envelope fields it owns (`id`, `source`, `provider`, `received_at`) and
+/// prefixes `type` with the provider's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventDraft {
+    /// The provider's own event name, e.g. `invoiceViewed` or `entity.invoice`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// When the provider says the event happened (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Stable across the provider's retries of the same delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+    /// Normalized attributes beside the payload (e.g. an entity's resource path).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extensions: serde_json::Map<String, Value>,
+    pub data: Value,
+}
+
+impl EventDraft {
+    pub fn new(kind: impl Into<String>, data: Value) -> Self {
+        EventDraft {
+            kind: kind.into(),
+            subject: None,
+            time: None,
+            dedup_key: None,
+            extensions: serde_json::Map::new(),
+            data,
+        }
+    }
+}
+
+/// Why a provider refused a request. The HTTP answer stays generic; the
+/// message goes to the log and must never contain a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    /// Missing or bad signature or token (401).
+    Unauthenticated,
+    /// Signature timestamp outside the tolerance (401).
+    Expired,
+    /// Authentic, but the body could not be understood (400).
+    Malformed,
+    /// The sender's address is not allowed (403).
+    Forbidden,
+    /// Authentic, but could not be decrypted (400).
+    Decryption,
+}
+
+impl RejectKind {
+    pub fn status(self) -> i32 {
+        match self {
+            RejectKind::Unauthenticated => ffi::SY_REJECT_UNAUTHENTICATED,
+            RejectKind::Expired => ffi::SY_REJECT_EXPIRED,
+            RejectKind::Malformed => ffi::SY_REJECT_MALFORMED,
+            RejectKind::Forbidden => ffi::SY_REJECT_FORBIDDEN,
+            RejectKind::Decryption => ffi::SY_REJECT_DECRYPTION,
+        }
+    }
+
+    pub fn from_status(status: i32) -> Option<RejectKind> {
+        Some(match status {
+            ffi::SY_REJECT_UNAUTHENTICATED => RejectKind::Unauthenticated,
+            ffi::SY_REJECT_EXPIRED => RejectKind::Expired,
+            ffi::SY_REJECT_MALFORMED => RejectKind::Malformed,
+            ffi::SY_REJECT_FORBIDDEN => RejectKind::Forbidden,
+            ffi::SY_REJECT_DECRYPTION => RejectKind::Decryption,
+            _ => return None,
+        })
+    }
+
+    /// A short machine-readable name, used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::Unauthenticated => "unauthenticated",
+            RejectKind::Expired => "expired",
+            RejectKind::Malformed => "malformed",
+            RejectKind::Forbidden => "forbidden",
+            RejectKind::Decryption => "decryption_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: RejectKind,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(kind: RejectKind, message: impl Into<String>) -> Self {
+        Rejection {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(RejectKind::Unauthenticated, message)
+    }
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(RejectKind::Expired, message)
+    }
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(RejectKind::Malformed, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(RejectKind::Forbidden, message)
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+/// The `verify` result document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyOutput {
+    pub events: Vec<EventDraft>,
+}
+
+/// A job handed to an action plugin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    /// Stable across retries: event id + rule + call index.
+    pub idempotency_key: String,
+    pub action: String,
+    pub rule: String,
+    pub attempt: u32,
+    pub params: Value,
+    pub event: Value,
+}
+
+/// What an action made of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done; an optional result object is recorded with the job.
+    Done(Option<Value>),
+    /// Failed; worth trying again later.
+    Retryable(String),
+    /// Failed; will never succeed as it is.
+    Permanent(String),
+}
+
+/// A correctly signed sample request, produced by a provider's `sample`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleRequest {
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default)]
+    pub query: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+/// Why `sample` produced nothing.
+#[derive(Debug, Clone)]
+pub enum SampleError {
+    /// No sample of that name; the message lists the known ones.
+    Unknown(String),
+    Failed(String),
+}
+
+/// A handle on the host's services, given to `create`. Cheap to copy, and
+/// safe to use from any thread for as long as the instance lives.
+#[derive(Clone, Copy)]
+pub struct Host {
+    raw: *const ffi::SyHost,
+}
+
+// SAFETY: the host guarantees the sy_host table and its log callback are
+// thread-safe and outlive the instance (see the header).
+unsafe impl Send for Host {}
+unsafe impl Sync for Host {}
+
+impl Host {
+    /// # Safety
+    /// `raw` must be null or a valid `sy_host` that outlives every use.
+    pub unsafe fn from_raw(raw: *const ffi::SyHost) -> Host {
+        Host { raw }
+    }
+
+    /// A host that drops every message (for unit tests of plugin code).
+    pub fn detached() -> Host {
+        Host {
+            raw: std::ptr::null(),
+        }
+    }
+
+    pub fn log(&self, level: u32, message: &str) {
+        if self.raw.is_null() {
+            return;
+        }
+        // SAFETY: see from_raw.
+        unsafe {
+            let host = &*self.raw;
+            (host.log)(host.ctx, level, message.as_ptr(), message.len());
+        }
+    }
+    pub fn error(&self, message: &str) {
+        self.log(ffi::LOG_ERROR, message)
+    }
+    pub fn warn(&self, message: &str) {
+        self.log(ffi::LOG_WARN, message)
+    }
+    pub fn info(&self, message: &str) {
+        self.log(ffi::LOG_INFO, message)
+    }
+    pub fn debug(&self, message: &str) {
+        self.log(ffi::LOG_DEBUG, message)
+    }
+}
+
+/// A provider plugin: verifies and parses incoming webhooks.
+///
+/// One instance serves one configured source and is called from several
+/// threads at once, so it must be `Sync`.
+pub trait Provider: Send + Sync + Sized + 'static {
+    /// Build an instance from the source's settings (a JSON object, secrets
+    /// resolved). Reject unknown keys with a message naming them.
+    fn create(host: Host, config: Value) -> Result<Self, String>;
+
+    /// Verify the request over its raw bytes and turn it into events.
+    fn verify(&self, request: &Request<'_>) -> Result<Vec<EventDraft>, Rejection>;
+
+    /// A correctly signed sample request for a named event.
+    fn sample(&self, event: &str) -> Result<SampleRequest, SampleError> {
+        Err(SampleError::Unknown(format!(
+            "this provider has no samples (asked for {event:?})"
+        )))
+    }
+}
+
+/// An action plugin: carries out jobs decided by rules.
+pub trait Action: Send + Sync + Sized + 'static {
+    fn create(host: Host, config: Value) -> Result<Self, String>;
+
+    /// Carry out a job within `timeout`. The same job may arrive again after
+    /// a retryable failure or a crash: use `job.idempotency_key` to dedupe.
+    fn execute(&self, job: &Job, timeout: Duration) -> Outcome;
+}
+
+/// Exports a [`Provider`] implementation as a Switchyard plugin.
+///
+/// ```ignore
+/// switchyard_plugin_api::export_provider!("tight", TightProvider);
+/// ```
+#[macro_export]
+macro_rules! export_provider {
+    ($name:literal, $ty:ty) => {
+        #[no_mangle]
+        pub extern "C" fn switchyard_plugin_v1() -> *const $crate::ffi::SyPlugin {
+            static TABLE: $crate::ffi::SyPlugin = $crate::ffi::SyPlugin {
+                struct_size: ::std::mem::size_of::<$crate::ffi::SyPlugin>(),
+                abi_major: $crate::ffi::ABI_MAJOR,
+                abi_minor: $crate::ffi::ABI_MINOR,
+                role: $crate::ffi::ROLE_PROVIDER,
+                name: concat!($name, "\0").as_ptr() as *const ::std::ffi::c_char,
+                version: concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr()
+                    as *const ::std::ffi::c_char,
+                create: Some($crate::export::create_provider::<$ty>),
+                destroy: Some($crate::export::destroy::<$ty>),
+                verify: Some($crate::export::verify::<$ty>),
+                execute: None,
+                sample: Some($crate::export::sample::<$ty>),
+            };
+            &TABLE
+        }
+    };
+}
+
+/// Exports an [`Action`] implementation as a Switchyard plugin.
+///
+/// ```ignore
+/// switchyard_plugin_api::export_action!("file", FileAction);
+/// ```
+#[macro_export]
+macro_rules! export_action {
+    ($name:literal, $ty:ty) => {
+        #[no_mangle]
+        pub extern "C" fn switchyard_plugin_v1() -> *const $crate::ffi::SyPlugin {
+            static TABLE: $crate::ffi::SyPlugin = $crate::ffi::SyPlugin {
+                struct_size: ::std::mem::size_of::<$crate::ffi::SyPlugin>(),
+                abi_major: $crate::ffi::ABI_MAJOR,
+                abi_minor: $crate::ffi::ABI_MINOR,
+                role: $crate::ffi::ROLE_ACTION,
+                name: concat!($name, "\0").as_ptr() as *const ::std::ffi::c_char,
+                version: concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr()
+                    as *const ::std::ffi::c_char,
+                create: Some($crate::export::create_action::<$ty>),
+                destroy: Some($crate::export::destroy::<$ty>),
+                verify: None,
+                execute: Some($crate::export::execute::<$ty>),
+                sample: None,
+            };
+            &TABLE
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_are_percent_decoded() {
+        let pairs = parse_query("token=a%2Fb+c&x=&flag&bad=%zz&end=%4");
+        assert_eq!(
+            pairs,
+            vec![
+                ("token".into(), "a/b c".into()),
+                ("x".into(), "".into()),
+                ("flag".into(), "".into()),
+                ("bad".into(), "%zz".into()),
+                ("end".into(), "%4".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn header_lookup_is_case_insensitive() {
+        let headers = [("tight-verification", &b" tok "[..])];
+        let req = Request {
+            method: "POST",
+            path: "",
+            query: "",
+            headers: &headers,
+            remote_addr: "",
+            body: b"",
+        };
+        assert_eq!(req.header_str("Tight-Verification"), Some("tok"));
+        assert_eq!(req.header("missing"), None);
+    }
+}

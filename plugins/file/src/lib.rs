@@ -1,0 +1,173 @@
+//! # File action plugin
+//!
+//! Appends each job it is given as one JSON line to a file: an audit trail
+//! users can `tail -f`, and the test suite's window into what rules decided.
+//!
+//! Settings:
+//! - `path` (required): the file to append to; created with its parent folders.
+//! - `fsync` (default `true`): flush each line to disk before reporting done.
+//!
+//! Each line is `{"job_id", "idempotency_key", "action", "rule", "attempt",
+//! "event_id", "event_type", "params", "written_at"}`; with `include_event = true`
+//! the whole event envelope is added as `event`.
+//!
+//! Failures to open or write the file are retryable (a full disk may clear);
+//! a job is never half-written, as each line goes out in one `write` call.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_plugin_api::{Action, Host, Job, Outcome};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    path: PathBuf,
+    #[serde(default = "yes")]
+    fsync: bool,
+    #[serde(default)]
+    include_event: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub struct FileAction {
+    path: PathBuf,
+    fsync: bool,
+    include_event: bool,
+    /// Opened lazily, so a file that cannot be opened yet is a retryable job
+    /// failure rather than a refused config.
+    file: Mutex<Option<File>>,
+}
+
+impl FileAction {
+    fn open(&self) -> std::io::Result<File> {
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        OpenOptions::new().create(true).append(true).open(&self.path)
+    }
+
+    fn line(&self, job: &Job) -> Vec<u8> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let mut line = json!({
+            "job_id": job.id,
+            "idempotency_key": job.idempotency_key,
+            "action": job.action,
+            "rule": job.rule,
+            "attempt": job.attempt,
+            "event_id": job.event.get("id").cloned().unwrap_or(Value::Null),
+            "event_type": job.event.get("type").cloned().unwrap_or(Value::Null),
+            "params": job.params,
+            "written_at_ms": now,
+        });
+        if self.include_event {
+            line["event"] = job.event.clone();
+        }
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+impl Action for FileAction {
+    fn create(_host: Host, config: Value) -> Result<Self, String> {
+        let config: Config =
+            serde_json::from_value(config).map_err(|e| format!("file settings: {e}"))?;
+        if config.path.as_os_str().is_empty() {
+            return Err("file settings: path is empty".into());
+        }
+        Ok(FileAction {
+            path: config.path,
+            fsync: config.fsync,
+            include_event: config.include_event,
+            file: Mutex::new(None),
+        })
+    }
+
+    fn execute(&self, job: &Job, _timeout: Duration) -> Outcome {
+        let line = self.line(job);
+        let mut guard = match self.file.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard.is_none() {
+            match self.open() {
+                Ok(f) => *guard = Some(f),
+                Err(e) => {
+                    return Outcome::Retryable(format!("cannot open {}: {e}", self.path.display()))
+                }
+            }
+        }
+        let Some(file) = guard.as_mut() else {
+            return Outcome::Retryable("file not open".into());
+        };
+        let result = file
+            .write_all(&line)
+            .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) });
+        match result {
+            Ok(()) => Outcome::Done(None),
+            Err(e) => {
+                // Reopen next time: the file may have been rotated or removed.
+                *guard = None;
+                Outcome::Retryable(format!("cannot write {}: {e}", self.path.display()))
+            }
+        }
+    }
+}
+
+switchyard_plugin_api::export_action!("file", FileAction);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: u32) -> Job {
+        Job {
+            id: format!("job{n}"),
+            idempotency_key: format!("ev:rule:{n}"),
+            action: "audit".into(),
+            rule: "rule".into(),
+            attempt: 1,
+            params: json!({"n": n}),
+            event: json!({"id": "ev", "type": "tight.invoiceViewed"}),
+        }
+    }
+
+    #[test]
+    fn appends_one_line_per_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/out.jsonl");
+        let action = FileAction::create(Host::detached(), json!({"path": path})).unwrap();
+        for n in 0..3 {
+            assert_eq!(action.execute(&job(n), Duration::from_secs(1)), Outcome::Done(None));
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2]["params"]["n"], 2);
+        assert_eq!(lines[0]["event_type"], "tight.invoiceViewed");
+    }
+
+    #[test]
+    fn unwritable_path_is_retryable_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("blocker");
+        std::fs::write(&blocker, "").unwrap();
+        let action =
+            FileAction::create(Host::detached(), json!({"path": blocker.join("x.jsonl")})).unwrap();
+        assert!(matches!(action.execute(&job(0), Duration::from_secs(1)), Outcome::Retryable(_)));
+        let err = FileAction::create(Host::detached(), json!({"path": "x", "colour": 1})).err().unwrap();
+        assert!(err.contains("colour"), "{err}");
+    }
+}
