@@ -1,1 +1,230 @@
-fn main(){}
+//! `switchyard`: the command-line face of the daemon.
+//!
+//! A thin binary: it parses arguments, sets up logging and calls the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use switchyard::config;
+use switchyard::host::{Instance, Registry, Role};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Self-hosted webhook event router: verify, route through rhai rules, act through plugins",
+    propagate_version = true
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SWITCHYARD_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(short, long, env = "SWITCHYARD_CONFIG", default_value = "/etc/switchyard/switchyard.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: receive webhooks, route them, act.
+    Run(ConfigArg),
+    /// Validate the config, load the plugins and compile the rules; list every problem.
+    Check(ConfigArg),
+    /// Post a correctly signed sample webhook for SOURCE's EVENT to the daemon.
+    Send {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A source name from the config, e.g. `tight`.
+        source: String,
+        /// A sample event the source's provider knows, e.g. `invoiceViewed`.
+        event: String,
+        /// Where to post it; default: the config's listen address.
+        #[arg(long)]
+        to: Option<String>,
+        /// Print the request instead of sending it.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, level);
+    let result = match cli.command {
+        Command::Run(c) => run(&c.config),
+        Command::Check(c) => check(&c.config),
+        Command::Send {
+            config,
+            source,
+            event,
+            to,
+            print,
+        } => send(&config.config, &source, &event, to.as_deref(), print),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (journald under systemd). `SWITCHYARD_LOG` (or
+/// `RUST_LOG`) sets the filter; the daemon logs at info, other commands at warn.
+fn init_logging(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(path: &Path) -> Result<ExitCode> {
+    let (config, warnings) = config::load(path).map_err(|p| anyhow!("{p}"))?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("switchyard")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        switchyard::server::run(config, shutdown_signal(), |_| {})
+            .await
+            .map_err(|p| anyhow!("{p}"))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    }
+}
+
+fn check(path: &Path) -> Result<ExitCode> {
+    match switchyard::check(path) {
+        Ok(report) => {
+            for line in &report.summary {
+                println!("{line}");
+            }
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
+            println!("{}: OK", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                println!("error: {p}");
+            }
+            println!(
+                "{}: {} problem{}",
+                path.display(),
+                problems.0.len(),
+                if problems.0.len() == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn send(path: &Path, source: &str, event: &str, to: Option<&str>, print: bool) -> Result<ExitCode> {
+    let (config, _) = config::load(path).map_err(|p| anyhow!("{p}"))?;
+    let Some(sc) = config.sources.get(source) else {
+        bail!(
+            "no source {source:?} in {} (sources: {})",
+            path.display(),
+            config.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    };
+    let registry = Registry::load_dir(&config.plugin_dir).map_err(|p| anyhow!("{p}"))?;
+    let plugin = registry
+        .plugins
+        .get(&sc.plugin)
+        .filter(|p| p.role == Role::Provider)
+        .ok_or_else(|| anyhow!("no provider plugin {:?} in {}", sc.plugin, config.plugin_dir.display()))?
+        .clone();
+    let instance = Instance::create(plugin, &format!("source {source}"), &sc.settings)?;
+    let sample = instance.sample(event)?;
+    let base = match to {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let mut addr = config.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}/hooks/{source}")
+        }
+    };
+    let url = if sample.query.is_empty() {
+        base
+    } else {
+        format!("{base}?{}", sample.query)
+    };
+    if print {
+        println!("{} {url}", sample.method);
+        for (n, v) in &sample.headers {
+            println!("{n}: {v}");
+        }
+        println!();
+        println!("{}", sample.body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let method = reqwest::Method::from_bytes(sample.method.as_bytes()).context("sample method")?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let mut request = client.request(method, &url).body(sample.body);
+    for (n, v) in &sample.headers {
+        request = request.header(n, v);
+    }
+    let response = request.send().with_context(|| format!("cannot post to {url}"))?;
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    println!("{status} {text}");
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,403 @@
+//! Configuration: the TOML file, its validation and secret resolution.
+//!
+//! Owns: parsing `switchyard.toml` into [`Config`], resolving the secret
+//! references in plugin settings (`{ env = "VAR" }`, `{ file = "PATH" }`),
+//! and reporting every problem with the file and line it comes from.
+//! Calls nothing else in the daemon; every other stage reads a `Config`.
+//!
+//! Host paths (`data_dir`, `plugin_dir`, `rules_dir`) that are relative are
+//! taken relative to the folder of the config file, so the daemon behaves the
+//! same whatever its working directory. Plugin settings are handed to the
+//! plugin as they are written (a relative path there is relative to the
+//! working directory; use absolute paths in production).
+
+mod secret;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use toml::Spanned;
+
+pub use secret::{looks_like_secret_key, resolve_secrets, SecretError};
+
+/// Default body limit for one webhook: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// One problem found in the configuration, rules or plugins, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `file:line` or `file:line:col`, or just a file.
+    pub location: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            location: location.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// A set of problems; the error type of loading anything the user wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    plugin_dir: PathBuf,
+    rules_dir: PathBuf,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: u64,
+    #[serde(default = "default_plugin_timeout_ms")]
+    plugin_timeout_ms: u64,
+    #[serde(default = "default_plugin_concurrency")]
+    plugin_concurrency: usize,
+    #[serde(default = "default_rule_timeout_ms")]
+    rule_timeout_ms: u64,
+    #[serde(default = "default_queue_capacity")]
+    queue_capacity: usize,
+    #[serde(default)]
+    sources: BTreeMap<String, Spanned<toml::Table>>,
+    #[serde(default)]
+    actions: BTreeMap<String, Spanned<toml::Table>>,
+}
+
+fn default_max_body() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_plugin_timeout_ms() -> u64 {
+    10_000
+}
+fn default_plugin_concurrency() -> usize {
+    64
+}
+fn default_rule_timeout_ms() -> u64 {
+    250
+}
+fn default_queue_capacity() -> usize {
+    10_000
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages), if any.
+    pub path: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub plugin_dir: PathBuf,
+    pub rules_dir: PathBuf,
+    /// Largest accepted webhook body (413 above).
+    pub max_body_bytes: u64,
+    /// Deadline for one plugin call (verify, execute unless the action says otherwise).
+    pub plugin_timeout: Duration,
+    /// Most plugin calls running at once, across all plugins.
+    pub plugin_concurrency: usize,
+    /// Wall-clock deadline for one rule run.
+    pub rule_timeout: Duration,
+    /// Bound of the in-memory queues between stages; above it ingress answers 503.
+    pub queue_capacity: usize,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub actions: BTreeMap<String, ActionConfig>,
+}
+
+/// A `[sources.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub plugin: String,
+    /// The plugin's own settings, secrets resolved, as JSON.
+    pub settings: Value,
+    /// Where the table starts, for messages (`file:line`).
+    pub location: String,
+}
+
+/// An `[actions.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct ActionConfig {
+    pub name: String,
+    pub plugin: String,
+    pub settings: Value,
+    pub location: String,
+    /// Deadline of one execute call.
+    pub timeout: Option<Duration>,
+    /// Most jobs of this action running at once.
+    pub concurrency: usize,
+}
+
+/// Reads and validates a config file. Besides the config, returns warnings
+/// (literal secrets) that the daemon logs and `switchyard check` prints.
+pub fn load(path: &Path) -> Result<(Config, Vec<Problem>), Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem::new(
+            path.display().to_string(),
+            format!("cannot read the config file: {e}"),
+        )])
+    })?;
+    parse(&text, Some(path))
+}
+
+/// Parses config text. `path` names the file in messages and anchors
+/// relative host paths; without it they are relative to the working directory.
+pub fn parse(text: &str, path: Option<&Path>) -> Result<(Config, Vec<Problem>), Problems> {
+    let file = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<config>".into());
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let location = match e.span() {
+            Some(span) => {
+                let (line, col) = line_col(text, span.start);
+                format!("{file}:{line}:{col}")
+            }
+            None => file.clone(),
+        };
+        Problems(vec![Problem::new(location, e.message().trim().to_string())])
+    })?;
+
+    let base = path
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let anchor = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let at = |span: std::ops::Range<usize>| format!("{file}:{}", line_col(text, span.start).0);
+
+    if raw.max_body_bytes == 0 {
+        problems.push(Problem::new(&file, "max_body_bytes must be at least 1"));
+    }
+    if raw.plugin_concurrency == 0 || raw.queue_capacity == 0 {
+        problems.push(Problem::new(
+            &file,
+            "plugin_concurrency and queue_capacity must be at least 1",
+        ));
+    }
+
+    let mut sources = BTreeMap::new();
+    for (name, table) in raw.sources {
+        let location = at(table.span());
+        let scope = format!("sources.{name}");
+        check_name(&name, &scope, &location, &mut problems);
+        let mut table = table.into_inner();
+        let Some(plugin) = take_plugin(&mut table, &scope, &location, &mut problems) else {
+            continue;
+        };
+        match plugin_settings(table, &scope, &location, &mut warnings) {
+            Ok(settings) => {
+                sources.insert(
+                    name.clone(),
+                    SourceConfig {
+                        name,
+                        plugin,
+                        settings,
+                        location,
+                    },
+                );
+            }
+            Err(p) => problems.extend(p),
+        }
+    }
+
+    let mut actions = BTreeMap::new();
+    for (name, table) in raw.actions {
+        let location = at(table.span());
+        let scope = format!("actions.{name}");
+        check_name(&name, &scope, &location, &mut problems);
+        let mut table = table.into_inner();
+        let Some(plugin) = take_plugin(&mut table, &scope, &location, &mut problems) else {
+            continue;
+        };
+        let timeout = match take_u64(&mut table, "timeout_ms", &scope, &location, &mut problems) {
+            Some(0) => {
+                problems.push(Problem::new(&location, format!("{scope}.timeout_ms must be at least 1")));
+                None
+            }
+            other => other.map(Duration::from_millis),
+        };
+        let concurrency =
+            take_u64(&mut table, "concurrency", &scope, &location, &mut problems).unwrap_or(8) as usize;
+        if concurrency == 0 {
+            problems.push(Problem::new(&location, format!("{scope}.concurrency must be at least 1")));
+        }
+        match plugin_settings(table, &scope, &location, &mut warnings) {
+            Ok(settings) => {
+                actions.insert(
+                    name.clone(),
+                    ActionConfig {
+                        name,
+                        plugin,
+                        settings,
+                        location,
+                        timeout,
+                        concurrency: concurrency.max(1),
+                    },
+                );
+            }
+            Err(p) => problems.extend(p),
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    Ok((
+        Config {
+            path: path.map(Path::to_path_buf),
+            listen: raw.listen,
+            data_dir: anchor(raw.data_dir),
+            plugin_dir: anchor(raw.plugin_dir),
+            rules_dir: anchor(raw.rules_dir),
+            max_body_bytes: raw.max_body_bytes,
+            plugin_timeout: Duration::from_millis(raw.plugin_timeout_ms.max(1)),
+            plugin_concurrency: raw.plugin_concurrency,
+            rule_timeout: Duration::from_millis(raw.rule_timeout_ms.max(1)),
+            queue_capacity: raw.queue_capacity,
+            sources,
+            actions,
+        },
+        warnings,
+    ))
+}
+
+/// Names appear in URLs (`/hooks/{source}`) and rules (`action("name")`).
+fn check_name(name: &str, scope: &str, location: &str, problems: &mut Vec<Problem>) {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok {
+        problems.push(Problem::new(
+            location,
+            format!("{scope}: a name may hold only letters, digits, '-', '_' and '.'"),
+        ));
+    }
+}
+
+fn take_plugin(
+    table: &mut toml::Table,
+    scope: &str,
+    location: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    match table.remove("plugin") {
+        Some(toml::Value::String(p)) if !p.is_empty() => Some(p),
+        Some(_) => {
+            problems.push(Problem::new(location, format!("{scope}.plugin must be a plugin name")));
+            None
+        }
+        None => {
+            problems.push(Problem::new(
+                location,
+                format!("{scope} has no `plugin` key (e.g. plugin = \"tight\")"),
+            ));
+            None
+        }
+    }
+}
+
+fn take_u64(
+    table: &mut toml::Table,
+    key: &str,
+    scope: &str,
+    location: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<u64> {
+    match table.remove(key) {
+        None => None,
+        Some(toml::Value::Integer(n)) if n >= 0 => Some(n as u64),
+        Some(_) => {
+            problems.push(Problem::new(
+                location,
+                format!("{scope}.{key} must be a non-negative whole number"),
+            ));
+            None
+        }
+    }
+}
+
+/// Converts a plugin's settings to JSON, resolving secret references and
+/// warning about literal secrets.
+fn plugin_settings(
+    table: toml::Table,
+    scope: &str,
+    location: &str,
+    warnings: &mut Vec<Problem>,
+) -> Result<Value, Vec<Problem>> {
+    let mut value = toml_to_json(toml::Value::Table(table));
+    for literal in secret::literal_secrets(&value, scope) {
+        warnings.push(Problem::new(
+            location,
+            format!(
+                "{literal} is a literal secret in the config file; \
+                 prefer {{ env = \"VAR\" }} or {{ file = \"/path\" }}"
+            ),
+        ));
+    }
+    resolve_secrets(&mut value, scope).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| Problem::new(location, e.to_string()))
+            .collect::<Vec<_>>()
+    })?;
+    Ok(value)
+}
+
+fn toml_to_json(v: toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests;

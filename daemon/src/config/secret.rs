@@ -1,0 +1,114 @@
+//! Secret references in plugin settings.
+//!
+//! Anywhere in a source's or action's settings, a value may be written as
+//! `{ env = "VAR" }` (an environment variable) or `{ file = "PATH" }` (a file,
+//! trailing newline dropped) instead of a literal string. They are replaced
+//! by their value before the plugin sees its settings. A secret's value never
+//! appears in a message.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("{key}: environment variable {var} is not set (or not UTF-8)")]
+    MissingEnv { key: String, var: String },
+    #[error("{key}: cannot read secret file {path}: {reason}")]
+    File {
+        key: String,
+        path: String,
+        reason: String,
+    },
+    #[error("{key}: the secret is empty")]
+    Empty { key: String },
+}
+
+/// Keys whose literal string values are secrets, by name.
+pub fn looks_like_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("secret")
+        || k.contains("token")
+        || k.contains("password")
+        || k.contains("passwd")
+        || k == "key"
+        || k.ends_with("_key")
+        || k.ends_with("-key")
+}
+
+/// Dotted names of literal (non-reference) secrets under `scope`.
+pub fn literal_secrets(value: &Value, scope: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    walk_literals(value, scope, &mut found);
+    found
+}
+
+fn walk_literals(value: &Value, path: &str, found: &mut Vec<String>) {
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            let here = format!("{path}.{k}");
+            match v {
+                Value::String(s) if !s.is_empty() && looks_like_secret_key(k) => found.push(here),
+                Value::Object(_) => walk_literals(v, &here, found),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Replaces every `{ env = … }` / `{ file = … }` table with its value.
+pub fn resolve_secrets(value: &mut Value, scope: &str) -> Result<(), Vec<SecretError>> {
+    let mut errors = Vec::new();
+    resolve_at(value, scope, &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn resolve_at(value: &mut Value, path: &str, errors: &mut Vec<SecretError>) {
+    match value {
+        Value::Object(map) => {
+            if map.len() == 1 {
+                if let Some(Value::String(var)) = map.get("env") {
+                    match std::env::var(var) {
+                        Ok(v) if !v.is_empty() => *value = Value::String(v),
+                        Ok(_) => errors.push(SecretError::Empty { key: path.into() }),
+                        Err(_) => errors.push(SecretError::MissingEnv {
+                            key: path.into(),
+                            var: var.clone(),
+                        }),
+                    }
+                    return;
+                }
+                if let Some(Value::String(file)) = map.get("file") {
+                    match std::fs::read_to_string(file.as_str()) {
+                        Ok(v) => {
+                            let v = v.strip_suffix('\n').unwrap_or(&v);
+                            let v = v.strip_suffix('\r').unwrap_or(v);
+                            if v.is_empty() {
+                                errors.push(SecretError::Empty { key: path.into() });
+                            } else {
+                                *value = Value::String(v.to_string());
+                            }
+                        }
+                        Err(e) => errors.push(SecretError::File {
+                            key: path.into(),
+                            path: file.clone(),
+                            reason: e.to_string(),
+                        }),
+                    }
+                    return;
+                }
+            }
+            for (k, v) in map.iter_mut() {
+                resolve_at(v, &format!("{path}.{k}"), errors);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                resolve_at(v, &format!("{path}[{i}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,103 @@
+use super::*;
+
+const GOOD: &str = r#"
+listen = "127.0.0.1:8080"
+data_dir = "data"
+plugin_dir = "plugins"
+rules_dir = "rules"
+
+[sources.tight]
+plugin = "tight"
+secret = { env = "SWITCHYARD_TEST_SECRET_A" }
+tolerance_secs = 60
+
+[actions.notify-owner]
+plugin = "file"
+path = "/tmp/x.jsonl"
+concurrency = 2
+"#;
+
+#[test]
+fn parses_and_resolves_env_secrets() {
+    std::env::set_var("SWITCHYARD_TEST_SECRET_A", "s3cr3t");
+    let (config, warnings) = parse(GOOD, Some(Path::new("/etc/switchyard/switchyard.toml"))).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.rules_dir, PathBuf::from("/etc/switchyard/rules"));
+    let source = &config.sources["tight"];
+    assert_eq!(source.plugin, "tight");
+    assert_eq!(source.settings["secret"], "s3cr3t");
+    assert_eq!(source.settings["tolerance_secs"], 60);
+    assert!(source.settings.get("plugin").is_none());
+    assert_eq!(source.location, "/etc/switchyard/switchyard.toml:7");
+    let action = &config.actions["notify-owner"];
+    assert_eq!(action.concurrency, 2);
+    assert!(action.settings.get("concurrency").is_none());
+    assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+}
+
+#[test]
+fn unknown_top_level_key_is_named_with_its_line() {
+    let text = GOOD.replace("rules_dir = \"rules\"", "rules_dir = \"rules\"\nlisten_port = 9");
+    let err = parse(&text, Some(Path::new("s.toml"))).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("listen_port"), "{msg}");
+    assert!(msg.starts_with("s.toml:6:"), "{msg}");
+}
+
+#[test]
+fn missing_env_and_file_secrets_are_reported_without_values() {
+    let text = r#"
+listen = "127.0.0.1:0"
+data_dir = "d"
+plugin_dir = "p"
+rules_dir = "r"
+[sources.a]
+plugin = "tight"
+secret = { env = "SWITCHYARD_TEST_SURELY_UNSET" }
+[sources.b]
+plugin = "tight"
+secret = { file = "/nonexistent/secret" }
+[sources.c]
+tolerance = 1
+"#;
+    let err = parse(text, None).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.0.len(), 3, "{msg}");
+    assert!(msg.contains("SWITCHYARD_TEST_SURELY_UNSET"), "{msg}");
+    assert!(msg.contains("/nonexistent/secret"), "{msg}");
+    assert!(msg.contains("sources.c has no `plugin` key"), "{msg}");
+    assert!(msg.contains("<config>:9"), "{msg}");
+}
+
+#[test]
+fn literal_secrets_are_warned_about_and_file_secrets_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("s");
+    std::fs::write(&secret_file, "from-file\n").unwrap();
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+data_dir = "d"
+plugin_dir = "p"
+rules_dir = "r"
+[sources.a]
+plugin = "tight"
+secret = "literal-one"
+[sources.b]
+plugin = "tight"
+secret = {{ file = "{}" }}
+"#,
+        secret_file.display()
+    );
+    let (config, warnings) = parse(&text, None).unwrap();
+    assert_eq!(config.sources["b"].settings["secret"], "from-file");
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].message.contains("sources.a.secret"));
+    assert!(!warnings[0].message.contains("literal-one"));
+}
+
+#[test]
+fn line_col_counts_from_one() {
+    assert_eq!(line_col("ab\ncd", 0), (1, 1));
+    assert_eq!(line_col("ab\ncd", 4), (2, 2));
+}

@@ -1,0 +1,277 @@
+//! Plugin instances and the calls into them.
+//!
+//! An [`Instance`] is one `create`d plugin object serving one source or one
+//! action. Its methods are synchronous and may block: callers run them on the
+//! [`CallPool`](super::CallPool), never on the async runtime. Inputs are
+//! borrowed by the plugin for the call; outputs come back through callbacks
+//! that copy them into an [`OutBuf`] owned by this side.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_plugin_api::ffi::{self, SyBytes, SyHeader, SyHost, SyOut, SyRequest};
+use switchyard_plugin_api::{EventDraft, Rejection, RejectKind, SampleRequest, VerifyOutput};
+
+use super::library::Plugin;
+
+/// Largest JSON output a plugin may hand back; more is refused.
+const MAX_JSON_OUT: usize = 64 * 1024 * 1024;
+/// Longest message or log line kept from a plugin; the rest is cut.
+const MAX_MESSAGE: usize = 8 * 1024;
+
+/// A plugin call's failure that is not the plugin's verdict on the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin panicked: {0}")]
+    Panicked(String),
+    #[error("plugin failed: {0}")]
+    Internal(String),
+    #[error("plugin returned invalid output: {0}")]
+    BadOutput(String),
+    #[error("plugin refused its config: {0}")]
+    Config(String),
+    #[error("not supported by this plugin: {0}")]
+    Unsupported(String),
+    #[error("plugin call timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("plugin calls are saturated (none free within {0:?})")]
+    Busy(Duration),
+}
+
+/// An owned webhook request, to be lent to a provider.
+#[derive(Debug, Clone)]
+pub struct OwnedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub remote_addr: String,
+    pub body: bytes::Bytes,
+}
+
+/// What an action plugin made of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecOutcome {
+    Done(Option<serde_json::Value>),
+    Retryable(String),
+    Permanent(String),
+}
+
+/// Where a plugin's outputs are copied to.
+#[derive(Default)]
+struct OutBuf {
+    json: Option<Vec<u8>>,
+    message: Option<String>,
+    too_large: bool,
+}
+
+extern "C" fn out_set_json(ctx: *mut c_void, ptr: *const u8, len: usize) {
+    // SAFETY: ctx is the OutBuf of the current call; ptr/len are borrowed.
+    let buf = unsafe { &mut *(ctx as *mut OutBuf) };
+    if len > MAX_JSON_OUT {
+        buf.too_large = true;
+        return;
+    }
+    buf.json = Some(unsafe { SyBytes { ptr, len }.as_slice() }.to_vec());
+}
+
+extern "C" fn out_set_message(ctx: *mut c_void, ptr: *const u8, len: usize) {
+    let buf = unsafe { &mut *(ctx as *mut OutBuf) };
+    let bytes = unsafe { SyBytes { ptr, len }.as_slice() };
+    buf.message = Some(truncate(bytes));
+}
+
+fn truncate(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(MAX_MESSAGE)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+impl OutBuf {
+    fn sink(&mut self) -> SyOut {
+        SyOut {
+            ctx: self as *mut OutBuf as *mut c_void,
+            set_json: out_set_json,
+            set_message: out_set_message,
+        }
+    }
+    fn message(&mut self) -> String {
+        self.message.take().unwrap_or_else(|| "(no message)".into())
+    }
+}
+
+/// The host services block handed to `create`; lives as long as the instance.
+struct HostBlock {
+    sy: SyHost,
+    plugin: String,
+    label: String,
+}
+
+extern "C" fn host_log(ctx: *mut c_void, level: u32, ptr: *const u8, len: usize) {
+    // SAFETY: ctx is the HostBlock that owns this SyHost.
+    let block = unsafe { &*(ctx as *const HostBlock) };
+    let msg = truncate(unsafe { SyBytes { ptr, len }.as_slice() });
+    let (plugin, instance) = (block.plugin.as_str(), block.label.as_str());
+    match level {
+        ffi::LOG_ERROR => tracing::error!(plugin, instance, "{msg}"),
+        ffi::LOG_WARN => tracing::warn!(plugin, instance, "{msg}"),
+        ffi::LOG_INFO => tracing::info!(plugin, instance, "{msg}"),
+        ffi::LOG_DEBUG => tracing::debug!(plugin, instance, "{msg}"),
+        _ => tracing::trace!(plugin, instance, "{msg}"),
+    }
+}
+
+/// One live plugin object.
+pub struct Instance {
+    plugin: Arc<Plugin>,
+    ptr: *mut c_void,
+    _host: Box<HostBlock>,
+}
+
+// SAFETY: the ABI requires verify/execute/sample to be callable concurrently
+// from any thread; create and destroy are only called with exclusive access.
+unsafe impl Send for Instance {}
+unsafe impl Sync for Instance {}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from this plugin's create; no call is in flight
+        // because every call holds an Arc to the instance.
+        unsafe { (self.plugin.table.destroy)(self.ptr) }
+    }
+}
+
+fn status_error(status: i32, buf: &mut OutBuf) -> PluginError {
+    let msg = buf.message();
+    match status {
+        ffi::SY_ERR_PANIC => PluginError::Panicked(msg),
+        ffi::SY_ERR_CONFIG => PluginError::Config(msg),
+        ffi::SY_ERR_UNSUPPORTED => PluginError::Unsupported(msg),
+        ffi::SY_ERR_INTERNAL => PluginError::Internal(msg),
+        other => PluginError::BadOutput(format!("unexpected status {other}: {msg}")),
+    }
+}
+
+impl Instance {
+    /// Creates an instance from settings (a JSON object). `label` names it in
+    /// logs, e.g. `source tight-prod`.
+    pub fn create(plugin: Arc<Plugin>, label: &str, settings: &serde_json::Value) -> Result<Instance, PluginError> {
+        let mut host = Box::new(HostBlock {
+            sy: SyHost {
+                struct_size: std::mem::size_of::<SyHost>(),
+                ctx: std::ptr::null_mut(),
+                log: host_log,
+            },
+            plugin: plugin.name.clone(),
+            label: label.to_string(),
+        });
+        host.sy.ctx = &*host as *const HostBlock as *mut c_void;
+        let config = serde_json::to_vec(settings).unwrap_or_else(|_| b"{}".to_vec());
+        let mut buf = OutBuf::default();
+        let mut sink = buf.sink();
+        let mut ptr: *mut c_void = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; the host block outlives the instance.
+        let status = unsafe {
+            (plugin.table.create)(&host.sy, SyBytes::from_slice(&config), &mut sink, &mut ptr)
+        };
+        if status != ffi::SY_OK {
+            return Err(status_error(status, &mut buf));
+        }
+        if ptr.is_null() {
+            return Err(PluginError::BadOutput("create returned no instance".into()));
+        }
+        Ok(Instance {
+            plugin,
+            ptr,
+            _host: host,
+        })
+    }
+
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Verifies a request. `Ok(Err(_))` is the provider's verdict against the
+    /// request; `Err(_)` is the plugin failing.
+    pub fn verify(&self, req: &OwnedRequest) -> Result<Result<Vec<EventDraft>, Rejection>, PluginError> {
+        let Some(verify) = self.plugin.table.verify else {
+            return Err(PluginError::Unsupported("verify (not a provider)".into()));
+        };
+        let headers: Vec<SyHeader> = req
+            .headers
+            .iter()
+            .map(|(n, v)| SyHeader {
+                name: SyBytes::from_slice(n.as_bytes()),
+                value: SyBytes::from_slice(v),
+            })
+            .collect();
+        let raw = SyRequest {
+            struct_size: std::mem::size_of::<SyRequest>(),
+            method: SyBytes::from_slice(req.method.as_bytes()),
+            path: SyBytes::from_slice(req.path.as_bytes()),
+            query: SyBytes::from_slice(req.query.as_bytes()),
+            headers: headers.as_ptr(),
+            headers_len: headers.len(),
+            remote_addr: SyBytes::from_slice(req.remote_addr.as_bytes()),
+            body: SyBytes::from_slice(&req.body),
+        };
+        let mut buf = OutBuf::default();
+        let mut sink = buf.sink();
+        // SAFETY: raw and everything it points to live until the call returns.
+        let status = unsafe { verify(self.ptr, &raw, &mut sink) };
+        if let Some(kind) = RejectKind::from_status(status) {
+            return Ok(Err(Rejection::new(kind, buf.message())));
+        }
+        if status != ffi::SY_OK {
+            return Err(status_error(status, &mut buf));
+        }
+        if buf.too_large {
+            return Err(PluginError::BadOutput("events larger than 64 MiB".into()));
+        }
+        let json = buf.json.take().ok_or_else(|| PluginError::BadOutput("verify returned OK but no events".into()))?;
+        let out: VerifyOutput = serde_json::from_slice(&json)
+            .map_err(|e| PluginError::BadOutput(format!("events are not valid: {e}")))?;
+        Ok(Ok(out.events))
+    }
+
+    /// Runs a job (JSON per the ABI) within `timeout`.
+    pub fn execute(&self, job_json: &[u8], timeout: Duration) -> Result<ExecOutcome, PluginError> {
+        let Some(execute) = self.plugin.table.execute else {
+            return Err(PluginError::Unsupported("execute (not an action)".into()));
+        };
+        let mut buf = OutBuf::default();
+        let mut sink = buf.sink();
+        let ms = timeout.as_millis().min(u64::MAX as u128) as u64;
+        // SAFETY: job_json lives until the call returns.
+        let status = unsafe { execute(self.ptr, SyBytes::from_slice(job_json), ms, &mut sink) };
+        match status {
+            ffi::SY_OK => {
+                let result = buf.json.take().and_then(|j| serde_json::from_slice(&j).ok());
+                Ok(ExecOutcome::Done(result))
+            }
+            ffi::SY_FAIL_RETRYABLE => Ok(ExecOutcome::Retryable(buf.message())),
+            ffi::SY_FAIL_PERMANENT => Ok(ExecOutcome::Permanent(buf.message())),
+            other => Err(status_error(other, &mut buf)),
+        }
+    }
+
+    /// Asks a provider for a correctly signed sample request.
+    pub fn sample(&self, event: &str) -> Result<SampleRequest, PluginError> {
+        let Some(sample) = self.plugin.table.sample else {
+            return Err(PluginError::Unsupported(format!(
+                "plugin {} has no samples",
+                self.plugin.name
+            )));
+        };
+        let mut buf = OutBuf::default();
+        let mut sink = buf.sink();
+        // SAFETY: event lives until the call returns.
+        let status = unsafe { sample(self.ptr, SyBytes::from_slice(event.as_bytes()), &mut sink) };
+        if status != ffi::SY_OK {
+            return Err(status_error(status, &mut buf));
+        }
+        let json = buf.json.take().ok_or_else(|| PluginError::BadOutput("sample returned no request".into()))?;
+        serde_json::from_slice(&json).map_err(|e| PluginError::BadOutput(format!("sample is not valid: {e}")))
+    }
+}

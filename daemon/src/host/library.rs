@@ -1,0 +1,192 @@
+//! Loading plugin libraries and checking their ABI.
+//!
+//! A library is opened, its one entry symbol called, and the table it returns
+//! checked (ABI major, size, role, required entry points) and copied. Opened
+//! libraries are never closed: `dlclose` on Rust code with thread-locals is
+//! unsound, so every handle is parked in a process-wide list for good.
+
+use std::ffi::{c_char, CStr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use switchyard_plugin_api::ffi::{self, SyPlugin};
+
+/// What a plugin is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Provider,
+    Action,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Provider => "provider",
+            Role::Action => "action",
+        })
+    }
+}
+
+/// The entry points of a loaded plugin, copied out of its table.
+#[derive(Clone, Copy)]
+pub(crate) struct Table {
+    pub create: ffi::CreateFn,
+    pub destroy: ffi::DestroyFn,
+    pub verify: Option<ffi::VerifyFn>,
+    pub execute: Option<ffi::ExecuteFn>,
+    pub sample: Option<ffi::SampleFn>,
+}
+
+/// One loaded plugin library.
+pub struct Plugin {
+    pub name: String,
+    pub version: String,
+    pub role: Role,
+    pub abi_minor: u16,
+    pub path: PathBuf,
+    pub(crate) table: Table,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("role", &self.role)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Plugin {
+    pub fn has_sample(&self) -> bool {
+        self.table.sample.is_some()
+    }
+}
+
+/// Why a library was refused. Every message names the file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot load library: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("{path}: not a Switchyard plugin (no `switchyard_plugin_v1` symbol)")]
+    NoEntry { path: PathBuf },
+    #[error(
+        "{path}: built for plugin ABI {major}.{minor}, but this switchyard speaks ABI {}.x; \
+         rebuild the plugin against switchyard-plugin-api {}",
+        ffi::ABI_MAJOR,
+        ffi::ABI_MAJOR
+    )]
+    AbiMajor { path: PathBuf, major: u16, minor: u16 },
+    #[error("{path}: invalid plugin table: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{path}: a plugin named {name:?} is already loaded from {other}")]
+    Duplicate {
+        path: PathBuf,
+        name: String,
+        other: PathBuf,
+    },
+}
+
+/// Every library ever opened, so none is ever unloaded.
+static OPENED: Mutex<Vec<libloading::Library>> = Mutex::new(Vec::new());
+
+/// The file name ending of shared libraries on this platform.
+pub fn is_library(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+}
+
+unsafe fn c_text(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    CStr::from_ptr(p).to_str().ok().map(str::to_owned)
+}
+
+/// Opens one library and reads its plugin table.
+pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
+    let path_buf = path.to_path_buf();
+    // SAFETY: loading a library runs its initializers; plugin_dir is trusted
+    // configuration, like the daemon binary itself.
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| LoadError::Open {
+        path: path_buf.clone(),
+        reason: e.to_string(),
+    })?;
+    let result = read_table(&lib, &path_buf);
+    OPENED.lock().unwrap_or_else(|p| p.into_inner()).push(lib);
+    result.map(Arc::new)
+}
+
+fn read_table(lib: &libloading::Library, path: &Path) -> Result<Plugin, LoadError> {
+    let path = path.to_path_buf();
+    let invalid = |reason: &str| LoadError::Invalid {
+        path: path.clone(),
+        reason: reason.into(),
+    };
+    // SAFETY: the symbol's type is fixed by the ABI.
+    let entry = unsafe { lib.get::<ffi::EntryFn>(ffi::ENTRY_SYMBOL) }
+        .map_err(|_| LoadError::NoEntry { path: path.clone() })?;
+    // SAFETY: the entry point takes nothing and returns a static table.
+    let raw = unsafe { entry() };
+    if raw.is_null() {
+        return Err(invalid("the entry symbol returned NULL"));
+    }
+    // Read the fixed head first: struct_size, then the versions. These fields
+    // keep their place in every ABI major.
+    // SAFETY: every table starts with these fields.
+    let (struct_size, major, minor) = unsafe {
+        let head = raw as *const u8;
+        let size = std::ptr::read_unaligned(head as *const usize);
+        let major = std::ptr::read_unaligned(head.add(std::mem::offset_of!(SyPlugin, abi_major)) as *const u16);
+        let minor = std::ptr::read_unaligned(head.add(std::mem::offset_of!(SyPlugin, abi_minor)) as *const u16);
+        (size, major, minor)
+    };
+    if major != ffi::ABI_MAJOR {
+        return Err(LoadError::AbiMajor {
+            path,
+            major,
+            minor,
+        });
+    }
+    if struct_size < ffi::PLUGIN_V1_0_SIZE {
+        return Err(invalid(&format!(
+            "struct_size {struct_size} is smaller than the ABI 1.0 table ({})",
+            ffi::PLUGIN_V1_0_SIZE
+        )));
+    }
+    // SAFETY: the table is at least as large as ours; read only our fields.
+    let t: &SyPlugin = unsafe { &*raw };
+    let name = unsafe { c_text(t.name) }
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("no plugin name (or not UTF-8)"))?;
+    let version = unsafe { c_text(t.version) }.unwrap_or_else(|| "unknown".into());
+    let role = match t.role {
+        ffi::ROLE_PROVIDER => Role::Provider,
+        ffi::ROLE_ACTION => Role::Action,
+        other => return Err(invalid(&format!("unknown role {other}"))),
+    };
+    let (Some(create), Some(destroy)) = (t.create, t.destroy) else {
+        return Err(invalid("create and destroy are required"));
+    };
+    match role {
+        Role::Provider if t.verify.is_none() => return Err(invalid("a provider must have verify")),
+        Role::Action if t.execute.is_none() => return Err(invalid("an action must have execute")),
+        _ => {}
+    }
+    Ok(Plugin {
+        name,
+        version,
+        role,
+        abi_minor: minor,
+        path,
+        table: Table {
+            create,
+            destroy,
+            verify: t.verify,
+            execute: t.execute,
+            sample: t.sample,
+        },
+    })
+}

@@ -1,0 +1,225 @@
+//! The plugin host: loads plugin libraries, makes the configured sources and
+//! actions out of them, and calls them safely.
+//!
+//! Owns: the plugin registry (name → loaded library), plugin instances, and
+//! the [`CallPool`] every plugin call runs on: a bounded set of blocking
+//! threads, each call with a deadline, so a slow or stuck plugin costs a
+//! permit, never an async worker thread.
+//! Calls: `config` (to read what to build) and the plugin ABI. Nothing above.
+
+mod instance;
+mod library;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+pub use instance::{ExecOutcome, Instance, OwnedRequest, PluginError};
+pub use library::{is_library, load, LoadError, Plugin, Role};
+
+use crate::config::{Config, Problem};
+
+/// Every plugin found in a folder, and the libraries that were refused.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    pub refused: Vec<LoadError>,
+}
+
+impl Registry {
+    /// Loads every shared library in `dir` (not recursive), in name order.
+    pub fn load_dir(dir: &Path) -> Result<Registry, Problem> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            Problem::new(
+                dir.display().to_string(),
+                format!("cannot read plugin_dir: {e}"),
+            )
+        })?;
+        let mut paths: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_library(p))
+            .collect();
+        paths.sort();
+        let mut registry = Registry::default();
+        for path in paths {
+            registry.add(load(&path));
+        }
+        Ok(registry)
+    }
+
+    /// Adds a load result: a plugin, or a refusal to report.
+    pub fn add(&mut self, result: Result<Arc<Plugin>, LoadError>) {
+        match result {
+            Ok(plugin) => {
+                if let Some(other) = self.plugins.get(&plugin.name) {
+                    self.refused.push(LoadError::Duplicate {
+                        path: plugin.path.clone(),
+                        name: plugin.name.clone(),
+                        other: other.path.clone(),
+                    });
+                } else {
+                    tracing::info!(
+                        plugin = %plugin.name,
+                        version = %plugin.version,
+                        role = %plugin.role,
+                        path = %plugin.path.display(),
+                        "plugin loaded"
+                    );
+                    self.plugins.insert(plugin.name.clone(), plugin);
+                }
+            }
+            Err(e) => self.refused.push(e),
+        }
+    }
+
+    fn find(&self, name: &str, role: Role) -> Result<Arc<Plugin>, String> {
+        match self.plugins.get(name) {
+            Some(p) if p.role == role => Ok(p.clone()),
+            Some(p) => Err(format!(
+                "plugin {name:?} is an {} plugin, not an {role} plugin",
+                p.role
+            )),
+            None => {
+                let known: Vec<&str> = self
+                    .plugins
+                    .values()
+                    .filter(|p| p.role == role)
+                    .map(|p| p.name.as_str())
+                    .collect();
+                Err(format!(
+                    "no {role} plugin named {name:?} in plugin_dir (loaded {role}s: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            }
+        }
+    }
+}
+
+/// A configured source: a provider instance with its name.
+pub struct Source {
+    pub name: String,
+    pub instance: Arc<Instance>,
+}
+
+impl Source {
+    pub fn provider(&self) -> &str {
+        &self.instance.plugin().name
+    }
+}
+
+/// A configured action: an action instance with its limits.
+pub struct ActionHandle {
+    pub name: String,
+    pub instance: Arc<Instance>,
+    pub timeout: Duration,
+    pub permits: Arc<Semaphore>,
+}
+
+/// The sources and actions the config asks for, made from the registry.
+pub struct Topology {
+    pub sources: BTreeMap<String, Arc<Source>>,
+    pub actions: BTreeMap<String, Arc<ActionHandle>>,
+}
+
+/// Makes every source and action of the config; reports every problem.
+/// Plugins' `create` runs here, synchronously (call it off the runtime).
+pub fn build(config: &Config, registry: &Registry) -> Result<Topology, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut sources = BTreeMap::new();
+    for (name, sc) in &config.sources {
+        let plugin = match registry.find(&sc.plugin, Role::Provider) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(Problem::new(&sc.location, format!("sources.{name}: {e}")));
+                continue;
+            }
+        };
+        match Instance::create(plugin, &format!("source {name}"), &sc.settings) {
+            Ok(instance) => {
+                sources.insert(
+                    name.clone(),
+                    Arc::new(Source {
+                        name: name.clone(),
+                        instance: Arc::new(instance),
+                    }),
+                );
+            }
+            Err(e) => problems.push(Problem::new(&sc.location, format!("sources.{name}: {e}"))),
+        }
+    }
+    let mut actions = BTreeMap::new();
+    for (name, ac) in &config.actions {
+        let plugin = match registry.find(&ac.plugin, Role::Action) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(Problem::new(&ac.location, format!("actions.{name}: {e}")));
+                continue;
+            }
+        };
+        match Instance::create(plugin, &format!("action {name}"), &ac.settings) {
+            Ok(instance) => {
+                actions.insert(
+                    name.clone(),
+                    Arc::new(ActionHandle {
+                        name: name.clone(),
+                        instance: Arc::new(instance),
+                        timeout: ac.timeout.unwrap_or(config.plugin_timeout),
+                        permits: Arc::new(Semaphore::new(ac.concurrency)),
+                    }),
+                );
+            }
+            Err(e) => problems.push(Problem::new(&ac.location, format!("actions.{name}: {e}"))),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Topology { sources, actions })
+    } else {
+        Err(problems)
+    }
+}
+
+/// The bounded blocking pool plugin calls run on.
+#[derive(Clone)]
+pub struct CallPool {
+    permits: Arc<Semaphore>,
+}
+
+impl CallPool {
+    pub fn new(max_concurrent: usize) -> CallPool {
+        CallPool {
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        }
+    }
+
+    /// Runs `f` on a blocking thread within `deadline` (waiting for a free
+    /// permit counts). A call that overruns is abandoned, not killed: it keeps
+    /// its permit until it returns, so stuck plugins use up the pool rather
+    /// than an unbounded number of threads.
+    pub async fn call<T, F>(&self, deadline: Duration, f: F) -> Result<T, PluginError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let start = Instant::now();
+        let permit = tokio::time::timeout(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| PluginError::Busy(deadline))?
+            .map_err(|_| PluginError::Busy(deadline))?;
+        let handle = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        });
+        match tokio::time::timeout(deadline.saturating_sub(start.elapsed()), handle).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(join)) => Err(PluginError::Panicked(join.to_string())),
+            Err(_) => Err(PluginError::Timeout(deadline)),
+        }
+    }
+}

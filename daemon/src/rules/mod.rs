@@ -1,0 +1,429 @@
+//! Rules: user-written rhai scripts that decide what happens to an event.
+//!
+//! Owns: the sandboxed rhai engine, compiling the rules folder into a
+//! [`RuleSet`] (an index from event types to the rules that want them), and
+//! running the matching rules for one event. A rule decides by calling
+//! `action("name", #{ ... })`; the calls come back as [`ActionCall`]s, and
+//! turning them into jobs is the caller's business.
+//! Calls: `event` and `config` types only. Never ingress, never dispatch.
+//!
+//! ## A rule file
+//! ```rhai
+//! // rules/invoice-viewed.rhai
+//! const EVENTS = ["tight.invoiceViewed", "tight.INVOICE_VIEWED"];
+//!
+//! action("notify-owner", #{
+//!     subject: `Invoice ${event.subject} was viewed`,
+//!     company: event.data?.company?.id,
+//! });
+//! ```
+//! `EVENTS` lists glob patterns (`*` matches anything, dots included) of the
+//! event types the rule wants; the rest of the file runs once per matching
+//! event with `event` (the envelope as a map) in scope.
+//!
+//! ## Sandbox
+//! Operation, call-depth, expression-depth, string, array and map limits, and
+//! a wall-clock deadline per run (checked as the script makes progress). No
+//! file, network or process access exists in the engine; `eval` is disabled.
+//! A rule that fails or overruns is stopped and reported; the other rules for
+//! the same event still run.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Scope, AST};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Problem;
+use crate::event::Event;
+
+/// Sandbox limits for every rule run.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    pub max_expr_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+    /// Most action calls one run may make.
+    pub max_actions: usize,
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 1_000_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_string_size: 1024 * 1024,
+            max_array_size: 100_000,
+            max_map_size: 100_000,
+            max_actions: 100,
+            timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+/// One action a rule asked for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionCall {
+    pub action: String,
+    pub params: Value,
+}
+
+/// The result of running one rule on one event.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleRun {
+    pub rule: String,
+    /// None if the run completed; else why it was stopped.
+    pub error: Option<String>,
+    /// The calls made, in order. A failed run's calls are discarded: a rule
+    /// either completes and its decisions stand, or it decides nothing.
+    pub calls: Vec<ActionCall>,
+    pub elapsed_us: u64,
+}
+
+/// One compiled rule.
+pub struct Rule {
+    /// The file's stem: `invoice-viewed` for `invoice-viewed.rhai`.
+    pub name: String,
+    pub path: PathBuf,
+    pub patterns: Vec<String>,
+    ast: AST,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("patterns", &self.patterns)
+            .finish()
+    }
+}
+
+/// Every rule of a folder, indexed by the event types they want.
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    /// Exact event types → rule indexes.
+    exact: HashMap<String, Vec<usize>>,
+    /// Patterns with wildcards, matched in one pass.
+    globs: GlobSet,
+    glob_rule: Vec<usize>,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.rules).finish()
+    }
+}
+
+struct RunState {
+    deadline: Instant,
+    calls: Vec<ActionCall>,
+    max_actions: usize,
+    rule: String,
+    event_id: String,
+}
+
+thread_local! {
+    /// The run in progress on this thread; rules run synchronously, one at a
+    /// time per thread, so the engine's callbacks find their run here.
+    static RUN: RefCell<Option<RunState>> = const { RefCell::new(None) };
+}
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn record_action(name: &str, params: Map) -> RhaiResult<()> {
+    let params: Value = rhai::serde::from_dynamic(&Dynamic::from_map(params))?;
+    RUN.with(|run| {
+        let mut run = run.borrow_mut();
+        let Some(state) = run.as_mut() else {
+            return Err("action() called outside a rule run".into());
+        };
+        if state.calls.len() >= state.max_actions {
+            return Err(format!("more than {} action calls in one run", state.max_actions).into());
+        }
+        state.calls.push(ActionCall {
+            action: name.to_string(),
+            params,
+        });
+        Ok(())
+    })
+}
+
+fn log_line(message: &str) {
+    RUN.with(|run| match run.borrow().as_ref() {
+        Some(s) => tracing::info!(rule = %s.rule, event_id = %s.event_id, "rule log: {message}"),
+        None => tracing::info!("rule log: {message}"),
+    })
+}
+
+/// Builds the sandboxed engine all rules compile and run on.
+pub fn engine(limits: &Limits) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
+        .set_max_modules(0)
+        .disable_symbol("eval");
+    engine.on_progress(|ops| {
+        if ops % 256 != 0 {
+            return None;
+        }
+        RUN.with(|run| match run.borrow().as_ref() {
+            Some(s) if Instant::now() >= s.deadline => Some(Dynamic::from("deadline exceeded")),
+            _ => None,
+        })
+    });
+    engine.on_print(log_line);
+    engine.on_debug(|text, _source, pos| log_line(&format!("{text} ({pos})")));
+    engine.register_fn("action", |name: &str, params: Map| record_action(name, params));
+    engine.register_fn("action", |name: &str| record_action(name, Map::new()));
+    engine.register_fn("log", |message: &str| log_line(message));
+    engine.register_fn("log", |value: Dynamic| log_line(&value.to_string()));
+    engine
+}
+
+impl RuleSet {
+    /// An empty set: no rule wants anything.
+    pub fn empty() -> RuleSet {
+        RuleSet {
+            rules: Vec::new(),
+            exact: HashMap::new(),
+            globs: GlobSet::empty(),
+            glob_rule: Vec::new(),
+        }
+    }
+
+    /// Compiles every `*.rhai` file in `dir`, reporting every problem with
+    /// its file:line:col.
+    pub fn load_dir(engine: &Engine, dir: &Path) -> Result<RuleSet, Vec<Problem>> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            vec![Problem::new(
+                dir.display().to_string(),
+                format!("cannot read rules_dir: {e}"),
+            )]
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "rhai"))
+            .collect();
+        paths.sort();
+        let mut rules = Vec::new();
+        let mut problems = Vec::new();
+        for path in paths {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(Problem::new(path.display().to_string(), format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            match compile(engine, &path, &text) {
+                Ok(rule) => rules.push(rule),
+                Err(p) => problems.push(p),
+            }
+        }
+        if problems.is_empty() {
+            RuleSet::from_rules(rules).map_err(|p| vec![p])
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Indexes compiled rules.
+    pub fn from_rules(rules: Vec<Rule>) -> Result<RuleSet, Problem> {
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut builder = GlobSetBuilder::new();
+        let mut glob_rule = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            for pattern in &rule.patterns {
+                if pattern.contains(['*', '?', '[', '{']) {
+                    let glob = Glob::new(pattern).map_err(|e| {
+                        Problem::new(
+                            rule.path.display().to_string(),
+                            format!("EVENTS pattern {pattern:?}: {e}"),
+                        )
+                    })?;
+                    builder.add(glob);
+                    glob_rule.push(i);
+                } else {
+                    exact.entry(pattern.clone()).or_default().push(i);
+                }
+            }
+        }
+        let globs = builder.build().map_err(|e| Problem::new("rules", e.to_string()))?;
+        Ok(RuleSet {
+            rules,
+            exact,
+            globs,
+            glob_rule,
+        })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rules that want an event type, in rule-name order, each once.
+    pub fn matching(&self, kind: &str) -> Vec<usize> {
+        let mut hits: Vec<usize> = self.exact.get(kind).cloned().unwrap_or_default();
+        if !self.glob_rule.is_empty() {
+            hits.extend(self.globs.matches(kind).into_iter().map(|g| self.glob_rule[g]));
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        hits
+    }
+
+    /// Runs every rule that wants this event. Synchronous and CPU-bound:
+    /// call it from a blocking thread.
+    pub fn route(&self, engine: &Engine, limits: &Limits, event: &Event) -> Vec<RuleRun> {
+        let matching = self.matching(&event.kind);
+        if matching.is_empty() {
+            return Vec::new();
+        }
+        let event_value = match rhai::serde::to_dynamic(event) {
+            Ok(v) => v,
+            Err(e) => {
+                return vec![RuleRun {
+                    rule: "*".into(),
+                    error: Some(format!("event cannot be handed to rules: {e}")),
+                    calls: Vec::new(),
+                    elapsed_us: 0,
+                }]
+            }
+        };
+        matching
+            .into_iter()
+            .map(|i| run_rule(engine, limits, &self.rules[i], &event.id, event_value.clone()))
+            .collect()
+    }
+}
+
+fn run_rule(engine: &Engine, limits: &Limits, rule: &Rule, event_id: &str, event: Dynamic) -> RuleRun {
+    let start = Instant::now();
+    RUN.with(|run| {
+        *run.borrow_mut() = Some(RunState {
+            deadline: start + limits.timeout,
+            calls: Vec::new(),
+            max_actions: limits.max_actions,
+            rule: rule.name.clone(),
+            event_id: event_id.to_string(),
+        })
+    });
+    let mut scope = Scope::new();
+    scope.push_constant("event", event);
+    let result = engine.run_ast_with_scope(&mut scope, &rule.ast);
+    let state = RUN.with(|run| run.borrow_mut().take());
+    let calls = state.map(|s| s.calls).unwrap_or_default();
+    let elapsed_us = start.elapsed().as_micros() as u64;
+    match result {
+        Ok(()) => RuleRun {
+            rule: rule.name.clone(),
+            error: None,
+            calls,
+            elapsed_us,
+        },
+        Err(e) => {
+            let error = match *e {
+                EvalAltResult::ErrorTerminated(..) => format!(
+                    "stopped: ran past its {} ms deadline",
+                    limits.timeout.as_millis()
+                ),
+                ref other => other.to_string(),
+            };
+            tracing::warn!(rule = %rule.name, event_id, "rule failed: {error}");
+            RuleRun {
+                rule: rule.name.clone(),
+                error: Some(error),
+                calls: Vec::new(),
+                elapsed_us,
+            }
+        }
+    }
+}
+
+/// Compiles one rule file.
+pub fn compile(engine: &Engine, path: &Path, text: &str) -> Result<Rule, Problem> {
+    let file = path.display().to_string();
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("rule")
+        .to_string();
+    let ast = engine.compile(text).map_err(|e| {
+        let pos = e.position();
+        let location = match (pos.line(), pos.position()) {
+            (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
+            (Some(l), None) => format!("{file}:{l}"),
+            _ => file.clone(),
+        };
+        Problem::new(location, e.err_type().to_string())
+    })?;
+    let declared = ast
+        .iter_literal_variables(true, false)
+        .find(|(n, _, _)| *n == "EVENTS")
+        .map(|(_, _, v)| v);
+    let missing = || {
+        Problem::new(
+            &file,
+            "declare the event types this rule wants, e.g. const EVENTS = [\"tight.invoiceViewed\"];",
+        )
+    };
+    let declared = declared.ok_or_else(missing)?;
+    let patterns: Vec<String> = if declared.is_string() {
+        vec![declared.into_string().unwrap_or_default()]
+    } else if declared.is_array() {
+        declared
+            .into_array()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.into_string().map_err(|_| ()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| Problem::new(&file, "EVENTS must hold only strings"))?
+    } else {
+        return Err(Problem::new(&file, "EVENTS must be a string or an array of strings"));
+    };
+    if patterns.is_empty() || patterns.iter().any(String::is_empty) {
+        return Err(Problem::new(&file, "EVENTS must name at least one non-empty pattern"));
+    }
+    for p in &patterns {
+        if let Err(e) = Glob::new(p) {
+            return Err(Problem::new(&file, format!("EVENTS pattern {p:?}: {e}")));
+        }
+    }
+    Ok(Rule {
+        name,
+        path: path.to_path_buf(),
+        patterns,
+        ast,
+    })
+}
+
+/// The live rules: the engine, limits and the current rule set.
+pub struct Rules {
+    pub engine: Engine,
+    pub limits: Limits,
+    pub set: Arc<RuleSet>,
+}
+
+impl Rules {
+    pub fn route(&self, event: &Event) -> Vec<RuleRun> {
+        self.set.route(&self.engine, &self.limits, event)
+    }
+}
+
+#[cfg(test)]
+mod tests;
