@@ -47,7 +47,10 @@ pub fn build(config: &Config) -> Result<Built, Problems> {
         Err(p) => return Err(Problems(vec![p])),
     };
     for refused in &registry.refused {
-        warnings.push(Problem::new("plugin_dir", format!("plugin refused: {refused}")));
+        warnings.push(Problem::new(
+            "plugin_dir",
+            format!("plugin refused: {refused}"),
+        ));
     }
     let topology = match host::build(config, &registry) {
         Ok(t) => Some(t),
@@ -113,13 +116,20 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
         ));
     }
     for (name, s) in &built.topology.sources {
-        summary.push(format!("source {name}: POST /hooks/{name} via {}", s.provider()));
+        summary.push(format!(
+            "source {name}: POST /hooks/{name} via {}",
+            s.provider()
+        ));
     }
     for (name, a) in &built.topology.actions {
         summary.push(format!("action {name}: {}", a.instance.plugin().name));
     }
     for rule in built.rules.set.rules() {
-        summary.push(format!("rule {}: wants {}", rule.name, rule.patterns.join(", ")));
+        summary.push(format!(
+            "rule {}: wants {}",
+            rule.name,
+            rule.patterns.join(", ")
+        ));
     }
     Ok(CheckReport { summary, warnings })
 }
@@ -144,7 +154,8 @@ impl Switchyard {
         let pool = CallPool::new(config.plugin_concurrency);
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let rules = Arc::new(built.rules);
-        let dispatcher = Dispatcher::new(built.topology.actions, pool.clone(), config.queue_capacity);
+        let dispatcher =
+            Dispatcher::new(built.topology.actions, pool.clone(), config.queue_capacity);
         let router = router::spawn(rules.clone(), dispatcher, rx);
         let ingress = Arc::new(Ingress {
             sources: built.topology.sources,

@@ -35,7 +35,12 @@ enum LogFormat {
 #[derive(Args)]
 struct ConfigArg {
     /// The config file.
-    #[arg(short, long, env = "SWITCHYARD_CONFIG", default_value = "/etc/switchyard/switchyard.toml")]
+    #[arg(
+        short,
+        long,
+        env = "SWITCHYARD_CONFIG",
+        default_value = "/etc/switchyard/switchyard.toml"
+    )]
     config: PathBuf,
 }
 
@@ -174,7 +179,12 @@ fn send(path: &Path, source: &str, event: &str, to: Option<&str>, print: bool) -
         bail!(
             "no source {source:?} in {} (sources: {})",
             path.display(),
-            config.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+            config
+                .sources
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     };
     let registry = Registry::load_dir(&config.plugin_dir).map_err(|p| anyhow!("{p}"))?;
@@ -182,7 +192,13 @@ fn send(path: &Path, source: &str, event: &str, to: Option<&str>, print: bool) -
         .plugins
         .get(&sc.plugin)
         .filter(|p| p.role == Role::Provider)
-        .ok_or_else(|| anyhow!("no provider plugin {:?} in {}", sc.plugin, config.plugin_dir.display()))?
+        .ok_or_else(|| {
+            anyhow!(
+                "no provider plugin {:?} in {}",
+                sc.plugin,
+                config.plugin_dir.display()
+            )
+        })?
         .clone();
     let instance = Instance::create(plugin, &format!("source {source}"), &sc.settings)?;
     let sample = instance.sample(event)?;
@@ -218,7 +234,9 @@ fn send(path: &Path, source: &str, event: &str, to: Option<&str>, print: bool) -
     for (n, v) in &sample.headers {
         request = request.header(n, v);
     }
-    let response = request.send().with_context(|| format!("cannot post to {url}"))?;
+    let response = request
+        .send()
+        .with_context(|| format!("cannot post to {url}"))?;
     let status = response.status();
     let text = response.text().unwrap_or_default();
     println!("{status} {text}");

@@ -22,7 +22,11 @@ pub struct Accepted {
 
 /// Starts the router. It ends when every sender is dropped and all the jobs
 /// it started have finished.
-pub fn spawn(rules: Arc<Rules>, dispatcher: Dispatcher, mut rx: mpsc::Receiver<Accepted>) -> JoinHandle<()> {
+pub fn spawn(
+    rules: Arc<Rules>,
+    dispatcher: Dispatcher,
+    mut rx: mpsc::Receiver<Accepted>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut jobs = JoinSet::new();
         while let Some(batch) = rx.recv().await {
@@ -35,7 +39,12 @@ pub fn spawn(rules: Arc<Rules>, dispatcher: Dispatcher, mut rx: mpsc::Receiver<A
     })
 }
 
-async fn route_one(rules: &Arc<Rules>, dispatcher: &Dispatcher, event: Arc<Event>, jobs: &mut JoinSet<()>) {
+async fn route_one(
+    rules: &Arc<Rules>,
+    dispatcher: &Dispatcher,
+    event: Arc<Event>,
+    jobs: &mut JoinSet<()>,
+) {
     let (r, e) = (rules.clone(), event.clone());
     let runs = match tokio::task::spawn_blocking(move || r.route(&e)).await {
         Ok(runs) => runs,
@@ -56,7 +65,13 @@ async fn route_one(rules: &Arc<Rules>, dispatcher: &Dispatcher, event: Arc<Event
                 );
                 continue;
             }
-            let job = Job::new(event.clone(), &run.rule, index, call.action.clone(), call.params.clone());
+            let job = Job::new(
+                event.clone(),
+                &run.rule,
+                index,
+                call.action.clone(),
+                call.params.clone(),
+            );
             dispatcher.submit(job, jobs).await;
             submitted += 1;
         }

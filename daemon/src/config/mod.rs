@@ -241,15 +241,21 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<(Config, Vec<Problem>), 
         };
         let timeout = match take_u64(&mut table, "timeout_ms", &scope, &location, &mut problems) {
             Some(0) => {
-                problems.push(Problem::new(&location, format!("{scope}.timeout_ms must be at least 1")));
+                problems.push(Problem::new(
+                    &location,
+                    format!("{scope}.timeout_ms must be at least 1"),
+                ));
                 None
             }
             other => other.map(Duration::from_millis),
         };
-        let concurrency =
-            take_u64(&mut table, "concurrency", &scope, &location, &mut problems).unwrap_or(8) as usize;
+        let concurrency = take_u64(&mut table, "concurrency", &scope, &location, &mut problems)
+            .unwrap_or(8) as usize;
         if concurrency == 0 {
-            problems.push(Problem::new(&location, format!("{scope}.concurrency must be at least 1")));
+            problems.push(Problem::new(
+                &location,
+                format!("{scope}.concurrency must be at least 1"),
+            ));
         }
         match plugin_settings(table, &scope, &location, &mut warnings) {
             Ok(settings) => {
@@ -314,7 +320,10 @@ fn take_plugin(
     match table.remove("plugin") {
         Some(toml::Value::String(p)) if !p.is_empty() => Some(p),
         Some(_) => {
-            problems.push(Problem::new(location, format!("{scope}.plugin must be a plugin name")));
+            problems.push(Problem::new(
+                location,
+                format!("{scope}.plugin must be a plugin name"),
+            ));
             None
         }
         None => {

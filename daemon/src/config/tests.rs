@@ -20,7 +20,8 @@ concurrency = 2
 #[test]
 fn parses_and_resolves_env_secrets() {
     std::env::set_var("SWITCHYARD_TEST_SECRET_A", "s3cr3t");
-    let (config, warnings) = parse(GOOD, Some(Path::new("/etc/switchyard/switchyard.toml"))).unwrap();
+    let (config, warnings) =
+        parse(GOOD, Some(Path::new("/etc/switchyard/switchyard.toml"))).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(config.rules_dir, PathBuf::from("/etc/switchyard/rules"));
     let source = &config.sources["tight"];
@@ -37,7 +38,10 @@ fn parses_and_resolves_env_secrets() {
 
 #[test]
 fn unknown_top_level_key_is_named_with_its_line() {
-    let text = GOOD.replace("rules_dir = \"rules\"", "rules_dir = \"rules\"\nlisten_port = 9");
+    let text = GOOD.replace(
+        "rules_dir = \"rules\"",
+        "rules_dir = \"rules\"\nlisten_port = 9",
+    );
     let err = parse(&text, Some(Path::new("s.toml"))).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("listen_port"), "{msg}");

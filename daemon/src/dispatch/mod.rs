@@ -117,9 +117,9 @@ impl Dispatcher {
             Ok(ExecOutcome::Retryable(m)) => Attempt::Retryable(m),
             Ok(ExecOutcome::Permanent(m)) => Attempt::Permanent(m),
             // A plugin that times out, is busy or panics may succeed next time.
-            Err(e @ (PluginError::Timeout(_) | PluginError::Busy(_) | PluginError::Panicked(_))) => {
-                Attempt::Retryable(e.to_string())
-            }
+            Err(
+                e @ (PluginError::Timeout(_) | PluginError::Busy(_) | PluginError::Panicked(_)),
+            ) => Attempt::Retryable(e.to_string()),
             Err(e) => Attempt::Permanent(e.to_string()),
         };
         let ms = started.elapsed().as_millis() as u64;

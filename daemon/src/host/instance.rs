@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_plugin_api::ffi::{self, SyBytes, SyHeader, SyHost, SyOut, SyRequest};
-use switchyard_plugin_api::{EventDraft, Rejection, RejectKind, SampleRequest, VerifyOutput};
+use switchyard_plugin_api::{EventDraft, RejectKind, Rejection, SampleRequest, VerifyOutput};
 
 use super::library::Plugin;
 
@@ -156,7 +156,11 @@ fn status_error(status: i32, buf: &mut OutBuf) -> PluginError {
 impl Instance {
     /// Creates an instance from settings (a JSON object). `label` names it in
     /// logs, e.g. `source tight-prod`.
-    pub fn create(plugin: Arc<Plugin>, label: &str, settings: &serde_json::Value) -> Result<Instance, PluginError> {
+    pub fn create(
+        plugin: Arc<Plugin>,
+        label: &str,
+        settings: &serde_json::Value,
+    ) -> Result<Instance, PluginError> {
         let mut host = Box::new(HostBlock {
             sy: SyHost {
                 struct_size: std::mem::size_of::<SyHost>(),
@@ -194,7 +198,10 @@ impl Instance {
 
     /// Verifies a request. `Ok(Err(_))` is the provider's verdict against the
     /// request; `Err(_)` is the plugin failing.
-    pub fn verify(&self, req: &OwnedRequest) -> Result<Result<Vec<EventDraft>, Rejection>, PluginError> {
+    pub fn verify(
+        &self,
+        req: &OwnedRequest,
+    ) -> Result<Result<Vec<EventDraft>, Rejection>, PluginError> {
         let Some(verify) = self.plugin.table.verify else {
             return Err(PluginError::Unsupported("verify (not a provider)".into()));
         };
@@ -229,7 +236,10 @@ impl Instance {
         if buf.too_large {
             return Err(PluginError::BadOutput("events larger than 64 MiB".into()));
         }
-        let json = buf.json.take().ok_or_else(|| PluginError::BadOutput("verify returned OK but no events".into()))?;
+        let json = buf
+            .json
+            .take()
+            .ok_or_else(|| PluginError::BadOutput("verify returned OK but no events".into()))?;
         let out: VerifyOutput = serde_json::from_slice(&json)
             .map_err(|e| PluginError::BadOutput(format!("events are not valid: {e}")))?;
         Ok(Ok(out.events))
@@ -247,7 +257,10 @@ impl Instance {
         let status = unsafe { execute(self.ptr, SyBytes::from_slice(job_json), ms, &mut sink) };
         match status {
             ffi::SY_OK => {
-                let result = buf.json.take().and_then(|j| serde_json::from_slice(&j).ok());
+                let result = buf
+                    .json
+                    .take()
+                    .and_then(|j| serde_json::from_slice(&j).ok());
                 Ok(ExecOutcome::Done(result))
             }
             ffi::SY_FAIL_RETRYABLE => Ok(ExecOutcome::Retryable(buf.message())),
@@ -271,7 +284,11 @@ impl Instance {
         if status != ffi::SY_OK {
             return Err(status_error(status, &mut buf));
         }
-        let json = buf.json.take().ok_or_else(|| PluginError::BadOutput("sample returned no request".into()))?;
-        serde_json::from_slice(&json).map_err(|e| PluginError::BadOutput(format!("sample is not valid: {e}")))
+        let json = buf
+            .json
+            .take()
+            .ok_or_else(|| PluginError::BadOutput("sample returned no request".into()))?;
+        serde_json::from_slice(&json)
+            .map_err(|e| PluginError::BadOutput(format!("sample is not valid: {e}")))
     }
 }

@@ -77,7 +77,11 @@ pub enum LoadError {
         ffi::ABI_MAJOR,
         ffi::ABI_MAJOR
     )]
-    AbiMajor { path: PathBuf, major: u16, minor: u16 },
+    AbiMajor {
+        path: PathBuf,
+        major: u16,
+        minor: u16,
+    },
     #[error("{path}: invalid plugin table: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("{path}: a plugin named {name:?} is already loaded from {other}")]
@@ -139,16 +143,16 @@ fn read_table(lib: &libloading::Library, path: &Path) -> Result<Plugin, LoadErro
     let (struct_size, major, minor) = unsafe {
         let head = raw as *const u8;
         let size = std::ptr::read_unaligned(head as *const usize);
-        let major = std::ptr::read_unaligned(head.add(std::mem::offset_of!(SyPlugin, abi_major)) as *const u16);
-        let minor = std::ptr::read_unaligned(head.add(std::mem::offset_of!(SyPlugin, abi_minor)) as *const u16);
+        let major = std::ptr::read_unaligned(
+            head.add(std::mem::offset_of!(SyPlugin, abi_major)) as *const u16
+        );
+        let minor = std::ptr::read_unaligned(
+            head.add(std::mem::offset_of!(SyPlugin, abi_minor)) as *const u16
+        );
         (size, major, minor)
     };
     if major != ffi::ABI_MAJOR {
-        return Err(LoadError::AbiMajor {
-            path,
-            major,
-            minor,
-        });
+        return Err(LoadError::AbiMajor { path, major, minor });
     }
     if struct_size < ffi::PLUGIN_V1_0_SIZE {
         return Err(invalid(&format!(

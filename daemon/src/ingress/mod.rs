@@ -58,11 +58,7 @@ pub fn filter(
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(warp::addr::remote())
-        .and(
-            warp::query::raw()
-                .or(warp::any().map(String::new))
-                .unify(),
-        )
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream())
         .and_then(
             move |source: String,
@@ -229,7 +225,16 @@ impl Ingress {
         let events: Vec<Arc<Event>> = drafts
             .into_iter()
             .enumerate()
-            .map(|(i, d)| Arc::new(Event::from_draft(d, &source.name, &provider, &body, i, received_at)))
+            .map(|(i, d)| {
+                Arc::new(Event::from_draft(
+                    d,
+                    &source.name,
+                    &provider,
+                    &body,
+                    i,
+                    received_at,
+                ))
+            })
             .collect();
         let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
         match self.queue.try_send(Accepted { events }) {

@@ -188,7 +188,9 @@ pub fn engine(limits: &Limits) -> Engine {
     });
     engine.on_print(log_line);
     engine.on_debug(|text, _source, pos| log_line(&format!("{text} ({pos})")));
-    engine.register_fn("action", |name: &str, params: Map| record_action(name, params));
+    engine.register_fn("action", |name: &str, params: Map| {
+        record_action(name, params)
+    });
     engine.register_fn("action", |name: &str| record_action(name, Map::new()));
     engine.register_fn("log", |message: &str| log_line(message));
     engine.register_fn("log", |value: Dynamic| log_line(&value.to_string()));
@@ -226,7 +228,10 @@ impl RuleSet {
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
-                    problems.push(Problem::new(path.display().to_string(), format!("cannot read: {e}")));
+                    problems.push(Problem::new(
+                        path.display().to_string(),
+                        format!("cannot read: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -263,7 +268,9 @@ impl RuleSet {
                 }
             }
         }
-        let globs = builder.build().map_err(|e| Problem::new("rules", e.to_string()))?;
+        let globs = builder
+            .build()
+            .map_err(|e| Problem::new("rules", e.to_string()))?;
         Ok(RuleSet {
             rules,
             exact,
@@ -280,7 +287,12 @@ impl RuleSet {
     pub fn matching(&self, kind: &str) -> Vec<usize> {
         let mut hits: Vec<usize> = self.exact.get(kind).cloned().unwrap_or_default();
         if !self.glob_rule.is_empty() {
-            hits.extend(self.globs.matches(kind).into_iter().map(|g| self.glob_rule[g]));
+            hits.extend(
+                self.globs
+                    .matches(kind)
+                    .into_iter()
+                    .map(|g| self.glob_rule[g]),
+            );
         }
         hits.sort_unstable();
         hits.dedup();
@@ -307,12 +319,26 @@ impl RuleSet {
         };
         matching
             .into_iter()
-            .map(|i| run_rule(engine, limits, &self.rules[i], &event.id, event_value.clone()))
+            .map(|i| {
+                run_rule(
+                    engine,
+                    limits,
+                    &self.rules[i],
+                    &event.id,
+                    event_value.clone(),
+                )
+            })
             .collect()
     }
 }
 
-fn run_rule(engine: &Engine, limits: &Limits, rule: &Rule, event_id: &str, event: Dynamic) -> RuleRun {
+fn run_rule(
+    engine: &Engine,
+    limits: &Limits,
+    rule: &Rule,
+    event_id: &str,
+    event: Dynamic,
+) -> RuleRun {
     let start = Instant::now();
     RUN.with(|run| {
         *run.borrow_mut() = Some(RunState {
@@ -394,10 +420,16 @@ pub fn compile(engine: &Engine, path: &Path, text: &str) -> Result<Rule, Problem
             .collect::<Result<_, _>>()
             .map_err(|_| Problem::new(&file, "EVENTS must hold only strings"))?
     } else {
-        return Err(Problem::new(&file, "EVENTS must be a string or an array of strings"));
+        return Err(Problem::new(
+            &file,
+            "EVENTS must be a string or an array of strings",
+        ));
     };
     if patterns.is_empty() || patterns.iter().any(String::is_empty) {
-        return Err(Problem::new(&file, "EVENTS must name at least one non-empty pattern"));
+        return Err(Problem::new(
+            &file,
+            "EVENTS must name at least one non-empty pattern",
+        ));
     }
     for p in &patterns {
         if let Err(e) = Glob::new(p) {

@@ -52,7 +52,10 @@ impl FileAction {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        OpenOptions::new().create(true).append(true).open(&self.path)
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
     }
 
     fn line(&self, job: &Job) -> Vec<u8> {
@@ -112,9 +115,9 @@ impl Action for FileAction {
         let Some(file) = guard.as_mut() else {
             return Outcome::Retryable("file not open".into());
         };
-        let result = file
-            .write_all(&line)
-            .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) });
+        let result =
+            file.write_all(&line)
+                .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) });
         match result {
             Ok(()) => Outcome::Done(None),
             Err(e) => {
@@ -150,10 +153,16 @@ mod tests {
         let path = dir.path().join("sub/out.jsonl");
         let action = FileAction::create(Host::detached(), json!({"path": path})).unwrap();
         for n in 0..3 {
-            assert_eq!(action.execute(&job(n), Duration::from_secs(1)), Outcome::Done(None));
+            assert_eq!(
+                action.execute(&job(n), Duration::from_secs(1)),
+                Outcome::Done(None)
+            );
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2]["params"]["n"], 2);
         assert_eq!(lines[0]["event_type"], "tight.invoiceViewed");
@@ -166,8 +175,13 @@ mod tests {
         std::fs::write(&blocker, "").unwrap();
         let action =
             FileAction::create(Host::detached(), json!({"path": blocker.join("x.jsonl")})).unwrap();
-        assert!(matches!(action.execute(&job(0), Duration::from_secs(1)), Outcome::Retryable(_)));
-        let err = FileAction::create(Host::detached(), json!({"path": "x", "colour": 1})).err().unwrap();
+        assert!(matches!(
+            action.execute(&job(0), Duration::from_secs(1)),
+            Outcome::Retryable(_)
+        ));
+        let err = FileAction::create(Host::detached(), json!({"path": "x", "colour": 1}))
+            .err()
+            .unwrap();
         assert!(err.contains("colour"), "{err}");
     }
 }

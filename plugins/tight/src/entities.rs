@@ -47,10 +47,9 @@ pub fn resource_for_entity(entity: &str) -> String {
 pub fn entity_for_url(url: &str) -> (String, String) {
     let path = url.split(['?', '#']).next().unwrap_or("");
     let mut segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if segments
-        .first()
-        .is_some_and(|s| s.len() > 1 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit()))
-    {
+    if segments.first().is_some_and(|s| {
+        s.len() > 1 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit())
+    }) {
         segments.remove(0);
     }
     // Try the longest prefix first, so `/expenses/categories/x` is expenseCategory.

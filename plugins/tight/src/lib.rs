@@ -285,7 +285,9 @@ pub fn normalize(body: &Value, raw_body: &[u8]) -> Result<Vec<EventDraft>, Rejec
                     events.push(ev);
                 }
                 if events.is_empty() {
-                    return Err(Rejection::malformed("legacy ENTITY_UPDATE lists no entities"));
+                    return Err(Rejection::malformed(
+                        "legacy ENTITY_UPDATE lists no entities",
+                    ));
                 }
             } else {
                 return Err(Rejection::malformed(
@@ -327,9 +329,9 @@ impl Provider for Tight {
             serde_json::from_value(config).map_err(|e| format!("tight settings: {e}"))?;
         let secret = match config.encoding {
             SecretEncoding::Utf8 => config.secret.into_bytes(),
-            SecretEncoding::Base64 => STANDARD
-                .decode(config.secret.trim())
-                .map_err(|_| "tight settings: secret is not valid base64 (encoding = \"base64\")")?,
+            SecretEncoding::Base64 => STANDARD.decode(config.secret.trim()).map_err(|_| {
+                "tight settings: secret is not valid base64 (encoding = \"base64\")"
+            })?,
         };
         if secret.is_empty() {
             return Err("tight settings: secret is empty".into());
@@ -367,7 +369,8 @@ impl Provider for Tight {
         let body: Value = serde_json::from_slice(request.body)
             .map_err(|e| Rejection::malformed(format!("body is not JSON: {e}")))?;
         let events = normalize(&body, request.body)?;
-        self.host.debug(&format!("verified, {} event(s)", events.len()));
+        self.host
+            .debug(&format!("verified, {} event(s)", events.len()));
         Ok(events)
     }
 
@@ -384,8 +387,11 @@ impl Provider for Tight {
                 LEGACY_EVENTS.join(", ")
             ))
         })?;
-        let body = serde_json::to_string_pretty(&body).map_err(|e| SampleError::Failed(e.to_string()))?;
-        let jwt = self.sign(body.as_bytes(), unix_now()).map_err(SampleError::Failed)?;
+        let body =
+            serde_json::to_string_pretty(&body).map_err(|e| SampleError::Failed(e.to_string()))?;
+        let jwt = self
+            .sign(body.as_bytes(), unix_now())
+            .map_err(SampleError::Failed)?;
         Ok(SampleRequest {
             method: "POST".into(),
             query: String::new(),

@@ -19,7 +19,12 @@ fn body_claim(body: &[u8]) -> String {
     STANDARD.encode(Sha256::digest(body))
 }
 
-fn verify(p: &Tight, token: Option<&str>, body: &[u8], addr: &str) -> Result<Vec<EventDraft>, Rejection> {
+fn verify(
+    p: &Tight,
+    token: Option<&str>,
+    body: &[u8],
+    addr: &str,
+) -> Result<Vec<EventDraft>, Rejection> {
     let headers: Vec<(&str, &[u8])> = token
         .map(|t| vec![("tight-verification", t.as_bytes())])
         .unwrap_or_default();
@@ -57,14 +62,70 @@ fn refuses_wrong_secret_alg_none_other_algs_and_age() {
     let now = unix_now();
     let good = json!({"iat": now, "request_body_sha256": body_claim(LIFECYCLE)});
     let cases: Vec<(&str, String, RejectKind)> = vec![
-        ("wrong secret", jwt(Header::new(Algorithm::HS256), good.clone(), b"other"), RejectKind::Unauthenticated),
-        ("HS512", jwt(Header::new(Algorithm::HS512), good.clone(), SECRET.as_bytes()), RejectKind::Unauthenticated),
-        ("HS384", jwt(Header::new(Algorithm::HS384), good.clone(), SECRET.as_bytes()), RejectKind::Unauthenticated),
-        ("old iat", jwt(Header::new(Algorithm::HS256), json!({"iat": now - 300, "request_body_sha256": body_claim(LIFECYCLE)}), SECRET.as_bytes()), RejectKind::Expired),
-        ("future iat", jwt(Header::new(Algorithm::HS256), json!({"iat": now + 3600, "request_body_sha256": body_claim(LIFECYCLE)}), SECRET.as_bytes()), RejectKind::Expired),
-        ("no iat", jwt(Header::new(Algorithm::HS256), json!({"request_body_sha256": body_claim(LIFECYCLE)}), SECRET.as_bytes()), RejectKind::Unauthenticated),
-        ("other body", jwt(Header::new(Algorithm::HS256), json!({"iat": now, "request_body_sha256": body_claim(b"{}")}), SECRET.as_bytes()), RejectKind::Unauthenticated),
-        ("garbage", "not.a.jwt".to_string(), RejectKind::Unauthenticated),
+        (
+            "wrong secret",
+            jwt(Header::new(Algorithm::HS256), good.clone(), b"other"),
+            RejectKind::Unauthenticated,
+        ),
+        (
+            "HS512",
+            jwt(
+                Header::new(Algorithm::HS512),
+                good.clone(),
+                SECRET.as_bytes(),
+            ),
+            RejectKind::Unauthenticated,
+        ),
+        (
+            "HS384",
+            jwt(
+                Header::new(Algorithm::HS384),
+                good.clone(),
+                SECRET.as_bytes(),
+            ),
+            RejectKind::Unauthenticated,
+        ),
+        (
+            "old iat",
+            jwt(
+                Header::new(Algorithm::HS256),
+                json!({"iat": now - 300, "request_body_sha256": body_claim(LIFECYCLE)}),
+                SECRET.as_bytes(),
+            ),
+            RejectKind::Expired,
+        ),
+        (
+            "future iat",
+            jwt(
+                Header::new(Algorithm::HS256),
+                json!({"iat": now + 3600, "request_body_sha256": body_claim(LIFECYCLE)}),
+                SECRET.as_bytes(),
+            ),
+            RejectKind::Expired,
+        ),
+        (
+            "no iat",
+            jwt(
+                Header::new(Algorithm::HS256),
+                json!({"request_body_sha256": body_claim(LIFECYCLE)}),
+                SECRET.as_bytes(),
+            ),
+            RejectKind::Unauthenticated,
+        ),
+        (
+            "other body",
+            jwt(
+                Header::new(Algorithm::HS256),
+                json!({"iat": now, "request_body_sha256": body_claim(b"{}")}),
+                SECRET.as_bytes(),
+            ),
+            RejectKind::Unauthenticated,
+        ),
+        (
+            "garbage",
+            "not.a.jwt".to_string(),
+            RejectKind::Unauthenticated,
+        ),
     ];
     for (name, token, kind) in cases {
         let err = verify(&p, Some(&token), LIFECYCLE, "").expect_err(name);
@@ -74,8 +135,14 @@ fn refuses_wrong_secret_alg_none_other_algs_and_age() {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let claims = URL_SAFE_NO_PAD.encode(good.to_string());
     let none = format!("{header}.{claims}.");
-    assert_eq!(verify(&p, Some(&none), LIFECYCLE, "").unwrap_err().kind, RejectKind::Unauthenticated);
-    assert_eq!(verify(&p, None, LIFECYCLE, "").unwrap_err().kind, RejectKind::Unauthenticated);
+    assert_eq!(
+        verify(&p, Some(&none), LIFECYCLE, "").unwrap_err().kind,
+        RejectKind::Unauthenticated
+    );
+    assert_eq!(
+        verify(&p, None, LIFECYCLE, "").unwrap_err().kind,
+        RejectKind::Unauthenticated
+    );
 }
 
 #[test]
@@ -86,7 +153,10 @@ fn tolerance_is_configurable() {
         json!({"iat": unix_now() - 60, "request_body_sha256": body_claim(LIFECYCLE)}),
         SECRET.as_bytes(),
     );
-    assert_eq!(verify(&p, Some(&token), LIFECYCLE, "").unwrap_err().kind, RejectKind::Expired);
+    assert_eq!(
+        verify(&p, Some(&token), LIFECYCLE, "").unwrap_err().kind,
+        RejectKind::Expired
+    );
 }
 
 #[test]
@@ -100,7 +170,11 @@ fn body_digest_accepts_every_encoding() {
         hex(&digest),
         hex(&digest).to_uppercase(),
     ] {
-        assert_eq!(decode_digest(&claim).as_deref(), Some(&digest[..]), "{claim}");
+        assert_eq!(
+            decode_digest(&claim).as_deref(),
+            Some(&digest[..]),
+            "{claim}"
+        );
     }
     assert_eq!(decode_digest("c2hvcnQ="), None);
 }
@@ -113,14 +187,24 @@ fn allow_ips_is_enforced() {
         json!({"iat": unix_now(), "request_body_sha256": body_claim(LIFECYCLE)}),
         SECRET.as_bytes(),
     );
-    assert_eq!(verify(&p, Some(&token), LIFECYCLE, "127.0.0.1").unwrap_err().kind, RejectKind::Forbidden);
-    assert_eq!(verify(&p, Some(&token), LIFECYCLE, "").unwrap_err().kind, RejectKind::Forbidden);
+    assert_eq!(
+        verify(&p, Some(&token), LIFECYCLE, "127.0.0.1")
+            .unwrap_err()
+            .kind,
+        RejectKind::Forbidden
+    );
+    assert_eq!(
+        verify(&p, Some(&token), LIFECYCLE, "").unwrap_err().kind,
+        RejectKind::Forbidden
+    );
     assert!(verify(&p, Some(&token), LIFECYCLE, "34.200.77.221").is_ok());
 }
 
 #[test]
 fn config_errors_name_the_key() {
-    let err = Tight::create(Host::detached(), json!({"secret": "s", "tolerance": 5})).err().unwrap();
+    let err = Tight::create(Host::detached(), json!({"secret": "s", "tolerance": 5}))
+        .err()
+        .unwrap();
     assert!(err.contains("tolerance"), "{err}");
     let err = Tight::create(Host::detached(), json!({})).err().unwrap();
     assert!(err.contains("secret"), "{err}");
@@ -147,7 +231,14 @@ fn entity_update_legacy_form_gives_one_event_per_entity() {
     let body = json!({"userId":"u","type":"ENTITY_UPDATE","entities":["bankTransfer","expense","expenseCategory"]});
     let events = normalize(&body, b"x").unwrap();
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["entity.bankTransfer", "entity.expense", "entity.expenseCategory"]);
+    assert_eq!(
+        kinds,
+        [
+            "entity.bankTransfer",
+            "entity.expense",
+            "entity.expenseCategory"
+        ]
+    );
     assert_eq!(events[2].extensions["resource"], "/expenses/categories");
     let keys: std::collections::HashSet<_> = events.iter().map(|e| e.dedup_key.clone()).collect();
     assert_eq!(keys.len(), 3);
@@ -165,7 +256,8 @@ fn url_mapping_covers_the_table() {
 
 #[test]
 fn legacy_lifecycle_and_unknown_types_pass_through() {
-    let body = json!({"userId":"u","type":"LIFECYCLE_EVENT","event":"INVOICE_VIEWED","eventData":{}});
+    let body =
+        json!({"userId":"u","type":"LIFECYCLE_EVENT","event":"INVOICE_VIEWED","eventData":{}});
     let events = normalize(&body, b"x").unwrap();
     assert_eq!(events[0].kind, "INVOICE_VIEWED");
     assert_eq!(events[0].extensions["legacy"], true);
@@ -174,8 +266,14 @@ fn legacy_lifecycle_and_unknown_types_pass_through() {
     assert_eq!(normalize(&body, b"x").unwrap()[0].kind, "SOMETHING_NEW");
 
     let body = json!({"type":"LIFECYCLE"});
-    assert_eq!(normalize(&body, b"x").unwrap_err().kind, RejectKind::Malformed);
-    assert_eq!(normalize(&json!([1]), b"x").unwrap_err().kind, RejectKind::Malformed);
+    assert_eq!(
+        normalize(&body, b"x").unwrap_err().kind,
+        RejectKind::Malformed
+    );
+    assert_eq!(
+        normalize(&json!([1]), b"x").unwrap_err().kind,
+        RejectKind::Malformed
+    );
 }
 
 #[test]
@@ -192,7 +290,12 @@ fn samples_verify_against_the_same_plugin() {
     let p = plugin(json!({}));
     for name in ["invoiceViewed", "entity.invoice", "INVOICE_VIEWED"] {
         let s = p.sample(name).unwrap();
-        let token = &s.headers.iter().find(|(n, _)| n == "tight-verification").unwrap().1;
+        let token = &s
+            .headers
+            .iter()
+            .find(|(n, _)| n == "tight-verification")
+            .unwrap()
+            .1;
         let events = verify(&p, Some(token), s.body.as_bytes(), "").unwrap();
         assert!(!events.is_empty(), "{name}");
     }

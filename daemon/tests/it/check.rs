@@ -1,0 +1,130 @@
+//! `switchyard check` lists every problem with its file and line, and exits
+//! non-zero; a good setup passes.
+
+use std::process::Command;
+
+use crate::common::*;
+
+fn check(config: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(config)
+        .env("SWITCHYARD_IT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_shipped_example_config_passes() {
+    // The README's quick start config, with plugins from this build.
+    let root = repo_root();
+    let env = Env::new();
+    env.with_standard_plugins();
+    let text = std::fs::read_to_string(root.join("switchyard.toml"))
+        .unwrap()
+        .replace(
+            "plugin_dir = \"target/release\"",
+            "plugin_dir = \"plugins\"",
+        )
+        .replace(
+            "rules_dir = \"rules\"",
+            &format!("rules_dir = \"{}\"", root.join("rules").display()),
+        );
+    let config = env.path("switchyard.toml");
+    std::fs::write(&config, text).unwrap();
+    let (code, out) = check(&config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("rule invoice-viewed: wants tight.invoiceViewed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("source tight: POST /hooks/tight via tight"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_problem_is_listed_with_its_location() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.rule("broken", "const EVENTS = [\"tight.*\"];\nlet x = ;\n");
+    env.rule("no-events", "action(\"audit\");\n");
+    let config = env.config(
+        r#"
+[sources.tight]
+plugin = "tight"
+secret = { env = "SWITCHYARD_IT_SECRET" }
+tolerance_secs = "five"
+
+[sources.other]
+plugin = "nonexistent"
+
+[actions.audit]
+plugin = "file"
+"#,
+    );
+    let (code, out) = check(&config);
+    assert_ne!(code, 0, "{out}");
+    let file = config.display().to_string();
+    assert!(
+        out.contains(&format!(
+            "{file}:6: sources.tight: plugin refused its config: tight settings: invalid type"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{file}:11: sources.other: no provider plugin named \"nonexistent\""
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{file}:14: actions.audit: plugin refused its config: file settings: missing field `path`")), "{out}");
+    assert!(out.contains("broken.rhai:2:9: "), "{out}");
+    assert!(
+        out.contains("no-events.rhai: declare the event types"),
+        "{out}"
+    );
+    assert!(out.contains("5 problems"), "{out}");
+}
+
+#[test]
+fn unknown_keys_and_bad_toml_are_named() {
+    let env = Env::new();
+    let config = env.config("colour = \"blue\"\n");
+    let (code, out) = check(&config);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("switchyard.toml:5:1: unknown field `colour`"),
+        "{out}"
+    );
+
+    std::fs::write(&config, "listen = \n").unwrap();
+    let (code, out) = check(&config);
+    assert_ne!(code, 0);
+    assert!(out.contains("switchyard.toml:1:"), "{out}");
+}
+
+#[test]
+fn help_is_there_for_every_command() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["send", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: switchyard"),
+            "{args:?}"
+        );
+    }
+}

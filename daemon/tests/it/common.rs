@@ -1,0 +1,294 @@
+//! Shared test context: a temporary deployment (plugins, rules, config), the
+//! daemon process on 127.0.0.1, and helpers to sign and send webhooks.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "it-tight-secret";
+
+/// The folder cargo put the binary and the plugin libraries in.
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_switchyard"))
+        .parent()
+        .expect("binary has a folder")
+        .to_path_buf()
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("daemon/ is in the repo")
+        .to_path_buf()
+}
+
+/// A plugin library built by this workspace. The plugin crates are
+/// dev-dependencies of the daemon, so cargo builds them into `deps/`.
+pub fn built_plugin(lib_name: &str) -> PathBuf {
+    let file = format!(
+        "{}{lib_name}.{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_EXTENSION
+    );
+    let candidates = [
+        target_dir().join("deps").join(&file),
+        target_dir().join(&file),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{file} was not built (looked in {candidates:?})"))
+        .clone()
+}
+
+/// Builds the C example plugin against the checked-in header into `out_dir`.
+pub fn build_c_plugin(out_dir: &Path) -> PathBuf {
+    let out = out_dir.join("libswitchyard_c_example.so");
+    let root = repo_root();
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args([
+            "-O2", "-Wall", "-Wextra", "-Werror", "-std=c11", "-shared", "-fPIC", "-I",
+        ])
+        .arg(root.join("plugin-api/include"))
+        .arg("-o")
+        .arg(&out)
+        .arg(root.join("plugins/c-example/token_provider.c"))
+        .status()
+        .expect("a C compiler (cc) is needed for the C plugin test");
+    assert!(status.success(), "building the C plugin failed");
+    out
+}
+
+/// A temporary deployment: plugin_dir, rules_dir, data_dir and a config.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for sub in ["plugins", "rules", "data"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Env { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.path("plugins")
+    }
+
+    /// Copies a built plugin library into plugin_dir.
+    pub fn add_plugin(&self, lib: &Path) -> &Self {
+        std::fs::copy(lib, self.plugin_dir().join(lib.file_name().unwrap())).unwrap();
+        self
+    }
+
+    pub fn with_standard_plugins(&self) -> &Self {
+        self.add_plugin(&built_plugin("switchyard_tight"));
+        self.add_plugin(&built_plugin("switchyard_file"));
+        self
+    }
+
+    pub fn rule(&self, name: &str, text: &str) -> &Self {
+        std::fs::write(self.path("rules").join(format!("{name}.rhai")), text).unwrap();
+        self
+    }
+
+    /// Writes `switchyard.toml`: the host settings, then `rest`.
+    pub fn config(&self, rest: &str) -> PathBuf {
+        let path = self.path("switchyard.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\nrules_dir = \"rules\"\n{rest}"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The usual setup: a Tight source, a file action `audit`, and a rule
+    /// sending every invoiceViewed to it.
+    pub fn standard(&self) -> PathBuf {
+        self.with_standard_plugins();
+        self.rule(
+            "viewed",
+            r#"const EVENTS = ["tight.invoiceViewed"];
+action("audit", #{ invoice: event.data.eventData.entityId, type: event.type });"#,
+        );
+        self.config(&format!(
+            r#"
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+            self.audit_path().display()
+        ))
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.path("data/audit.jsonl")
+    }
+
+    /// The JSON lines the file action wrote so far.
+    pub fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.audit_path())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// Waits (bounded) until the audit file has at least `n` lines.
+    pub fn wait_audit(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.audit_lines();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The daemon process; killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(config)
+            .env("SWITCHYARD_IT_SECRET", SECRET)
+            .env("SWITCHYARD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchyard");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if let Some(addr) = v.pointer("/fields/addr").and_then(Value::as_str) {
+                        let _ = tx.send(addr.parse::<SocketAddr>().ok());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+            let _ = tx.send(None);
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(addr)) => addr,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "daemon did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Daemon { child, addr, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Posts a body with headers; returns (status, body).
+    pub fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, String) {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let mut req = client.post(self.url(path)).body(body.into());
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let resp = req.send().expect("request reached the daemon");
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap_or_default())
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Tight-Verification token from PyJWT.
+pub fn pyjwt(secret: &str, body: &[u8], extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let body_file = dir.path().join("body");
+    std::fs::write(&body_file, body).unwrap();
+    let out = Command::new("python3")
+        .arg(repo_root().join("daemon/tests/fixtures/tight_jwt.py"))
+        .args(["--secret", secret, "--body-file"])
+        .arg(&body_file)
+        .args(extra)
+        .output()
+        .expect("python3 is needed to sign test webhooks");
+    assert!(
+        out.status.success(),
+        "signing with PyJWT failed (pip install -r requirements-dev.txt): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A Tight LIFECYCLE invoiceViewed body.
+pub fn invoice_viewed(invoice: &str) -> String {
+    format!(
+        r#"{{"editor":{{"userId":"usr_1"}},"company":{{"id":"co_1"}},"type":"LIFECYCLE","event":"invoiceViewed","datetime":"2025-04-01T11:31:04.1Z","eventData":{{"entityId":"{invoice}"}}}}"#
+    )
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real `switchyard` binary and real plugin libraries,
+//! talking HTTP on 127.0.0.1. Signed requests come from PyJWT
+//! (`pip install -r requirements-dev.txt`), not from the code under test.
+
+mod common;
+
+mod check;
+mod embed;
+mod plugins;
+mod tight;

@@ -1,0 +1,200 @@
+//! The plugin ABI from the host's side: a plugin written in C, libraries the
+//! host must refuse, and a plugin that panics or hangs.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn check(config: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(config)
+        .env("SWITCHYARD_IT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_plugin_written_in_c_verifies_and_its_events_are_routed() {
+    let env = Env::new();
+    build_c_plugin(&env.plugin_dir());
+    env.add_plugin(&built_plugin("switchyard_file"));
+    env.rule(
+        "c-messages",
+        r#"const EVENTS = ["c-example.*"]; action("audit", #{ said: event.data.say });"#,
+    );
+    let config = env.config(&format!(
+        r#"
+[sources.c]
+plugin = "c-example"
+token = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+        env.audit_path().display()
+    ));
+    let daemon = Daemon::start(&config);
+    let (status, text) = daemon.post(
+        "/hooks/c",
+        &[("X-Switchyard-Token", SECRET)],
+        r#"{"say":"hello from C"}"#,
+    );
+    assert_eq!(status, 200, "{text}\n{}", daemon.logs());
+    assert_eq!(
+        daemon
+            .post("/hooks/c", &[("X-Switchyard-Token", "wrong")], "{}")
+            .0,
+        401
+    );
+    assert_eq!(daemon.post("/hooks/c", &[], "{}").0, 401);
+    assert_eq!(
+        daemon
+            .post("/hooks/c", &[("X-Switchyard-Token", SECRET)], "[1]")
+            .0,
+        400
+    );
+    let lines = env.wait_audit(1);
+    assert_eq!(lines.len(), 1, "{}", daemon.logs());
+    assert_eq!(lines[0]["params"]["said"], "hello from C");
+    assert_eq!(lines[0]["event_type"], "c-example.message");
+}
+
+#[test]
+fn c_plugin_refuses_unknown_settings_with_a_clear_message() {
+    let env = Env::new();
+    build_c_plugin(&env.plugin_dir());
+    let config = env.config(
+        r#"
+[sources.c]
+plugin = "c-example"
+tokn = "x"
+"#,
+    );
+    let (ok, out) = check(&config);
+    assert!(!ok, "{out}");
+    assert!(out.contains("switchyard.toml:6: sources.c"), "{out}");
+    assert!(out.contains("unknown key"), "{out}");
+}
+
+#[test]
+fn libraries_for_another_abi_or_without_the_entry_symbol_are_refused_by_name() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_test_future_abi"));
+    // A shared library that is not a plugin at all.
+    let stray_c = env.path("stray.c");
+    std::fs::write(&stray_c, "int not_a_plugin(void) { return 1; }\n").unwrap();
+    let stray = env.plugin_dir().join("libstray.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&stray)
+        .arg(&stray_c)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let config = env.standard();
+
+    let (ok, out) = check(&config);
+    assert!(ok, "refused libraries nobody uses are warnings: {out}");
+    assert!(
+        out.contains("libswitchyard_test_future_abi.so: built for plugin ABI 2.0, but this switchyard speaks ABI 1.x"),
+        "{out}"
+    );
+    assert!(
+        out.contains("libstray.so: not a Switchyard plugin"),
+        "{out}"
+    );
+
+    // The daemon starts and serves beside them.
+    let daemon = Daemon::start(&config);
+    let body = invoice_viewed("inv_7");
+    let token = pyjwt(SECRET, body.as_bytes(), &[]);
+    assert_eq!(
+        daemon
+            .post("/hooks/tight", &[("Tight-Verification", &token)], body)
+            .0,
+        200
+    );
+    assert!(daemon.logs().contains("libstray.so"));
+
+    // A source naming the refused plugin is an error.
+    let config = env.config(
+        r#"
+[sources.f]
+plugin = "future"
+"#,
+    );
+    let (ok, out) = check(&config);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no provider plugin named \"future\""), "{out}");
+}
+
+#[test]
+fn a_panicking_plugin_fails_one_request_and_the_daemon_serves_on() {
+    let env = Env::new();
+    env.add_plugin(&built_plugin("switchyard_test_panicky"));
+    let config = env.config(
+        r#"
+plugin_timeout_ms = 500
+[sources.p]
+plugin = "panicky"
+"#,
+    );
+    let mut daemon = Daemon::start(&config);
+    for _ in 0..3 {
+        let (status, text) = daemon.post("/hooks/p", &[], "panic");
+        assert_eq!(status, 500, "{text}");
+        assert_eq!(text, r#"{"error":"internal error"}"#);
+        assert_eq!(daemon.post("/hooks/p", &[], "fine").0, 200);
+    }
+    assert!(daemon.alive());
+    assert!(
+        daemon.logs().contains("plugin panicked: "),
+        "{}",
+        daemon.logs()
+    );
+    assert!(
+        daemon.logs().contains("asked to panic"),
+        "{}",
+        daemon.logs()
+    );
+
+    // A call that overruns its deadline is answered 503 at the deadline, not later.
+    let start = Instant::now();
+    let (status, _) = daemon.post("/hooks/p", &[], "sleep");
+    assert_eq!(status, 503);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(daemon.post("/hooks/p", &[], "fine").0, 200);
+    assert!(daemon.alive());
+}
+
+#[test]
+fn a_plugin_that_panics_in_create_is_a_config_problem() {
+    let env = Env::new();
+    env.add_plugin(&built_plugin("switchyard_test_panicky"));
+    let config = env.config(
+        r#"
+[sources.p]
+plugin = "panicky"
+panic_on_create = true
+"#,
+    );
+    let (ok, out) = check(&config);
+    assert!(!ok, "{out}");
+    assert!(out.contains("sources.p: plugin panicked: "), "{out}");
+}
