@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use warp::reply::Response;
 use warp::Filter;
@@ -26,6 +26,7 @@ pub struct Switchyard {
     ingress: Arc<Ingress>,
     rules: Arc<Rules>,
     router: JoinHandle<()>,
+    stop: watch::Sender<bool>,
 }
 
 /// Everything `check` and `start` build before anything runs.
@@ -156,7 +157,8 @@ impl Switchyard {
         let rules = Arc::new(built.rules);
         let dispatcher =
             Dispatcher::new(built.topology.actions, pool.clone(), config.queue_capacity);
-        let router = router::spawn(rules.clone(), dispatcher, rx);
+        let (stop, stop_rx) = watch::channel(false);
+        let router = router::spawn(rules.clone(), dispatcher, rx, stop_rx);
         let ingress = Arc::new(Ingress {
             sources: built.topology.sources,
             pool,
@@ -174,6 +176,7 @@ impl Switchyard {
             ingress,
             rules,
             router,
+            stop,
         })
     }
 
@@ -190,16 +193,12 @@ impl Switchyard {
         ingress::filter(self.ingress.clone())
     }
 
-    /// Stops accepting work and waits for routed events' jobs to finish.
-    /// Call after the HTTP server has stopped.
+    /// Stops accepting webhooks (the filter answers 503 from now on), routes
+    /// what was already accepted and waits for the jobs that started.
+    /// Best called after the HTTP server has stopped taking requests.
     pub async fn shutdown(self) {
-        let Switchyard {
-            ingress, router, ..
-        } = self;
-        // The filter clones hold the sender too; dropping ours is enough once
-        // the server (and its filters) are gone.
-        drop(ingress);
-        if let Err(e) = router.await {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.router.await {
             tracing::error!("router ended badly: {e}");
         }
     }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::dispatch::{Dispatcher, Job};
@@ -20,16 +20,28 @@ pub struct Accepted {
     pub events: Vec<Arc<Event>>,
 }
 
-/// Starts the router. It ends when every sender is dropped and all the jobs
-/// it started have finished.
+/// Starts the router. When `stop` turns true it closes the queue (senders
+/// then fail at once), routes what was already queued, waits for the jobs it
+/// started, and ends. It also ends if every sender is dropped.
 pub fn spawn(
     rules: Arc<Rules>,
     dispatcher: Dispatcher,
     mut rx: mpsc::Receiver<Accepted>,
+    mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut jobs = JoinSet::new();
-        while let Some(batch) = rx.recv().await {
+        let mut stopping = false;
+        loop {
+            let batch = tokio::select! {
+                batch = rx.recv() => batch,
+                _ = stop.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
+                    rx.close();
+                    continue;
+                }
+            };
+            let Some(batch) = batch else { break };
             for event in batch.events {
                 route_one(&rules, &dispatcher, event, &mut jobs).await;
             }
