@@ -103,8 +103,17 @@ pub struct CheckReport {
 
 /// Validates a config file, loads its plugins and compiles its rules.
 pub fn check(path: &Path) -> Result<CheckReport, Problems> {
-    let (config, mut warnings) = config::load(path)?;
-    let built = build(&config)?;
+    let partial = config::load_partial(path)?;
+    let mut warnings = partial.warnings;
+    let built = match build(&partial.config) {
+        Ok(built) if partial.problems.is_empty() => built,
+        Ok(_) => return Err(Problems(partial.problems)),
+        Err(more) => {
+            let mut all = partial.problems;
+            all.extend(more.0);
+            return Err(Problems(all));
+        }
+    };
     warnings.extend(built.warnings);
     let mut summary = Vec::new();
     for p in built.registry.plugins.values() {

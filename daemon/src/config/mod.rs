@@ -159,18 +159,49 @@ pub struct ActionConfig {
 /// Reads and validates a config file. Besides the config, returns warnings
 /// (literal secrets) that the daemon logs and `switchyard check` prints.
 pub fn load(path: &Path) -> Result<(Config, Vec<Problem>), Problems> {
+    let partial = load_partial(path)?;
+    if partial.problems.is_empty() {
+        Ok((partial.config, partial.warnings))
+    } else {
+        Err(Problems(partial.problems))
+    }
+}
+
+/// Parses config text. `path` names the file in messages and anchors
+/// relative host paths; without it they are relative to the working directory.
+pub fn parse(text: &str, path: Option<&Path>) -> Result<(Config, Vec<Problem>), Problems> {
+    let partial = parse_partial(text, path)?;
+    if partial.problems.is_empty() {
+        Ok((partial.config, partial.warnings))
+    } else {
+        Err(Problems(partial.problems))
+    }
+}
+
+/// A config that may have problems in some of its sources and actions:
+/// those are left out of `config` and listed in `problems`. `switchyard
+/// check` uses it to go on and report the plugins' and rules' problems too.
+#[derive(Debug)]
+pub struct Partial {
+    pub config: Config,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
+/// Reads a config file, keeping what is valid (see [`Partial`]). Fails only
+/// when the file cannot be read or is not valid TOML of the right shape.
+pub fn load_partial(path: &Path) -> Result<Partial, Problems> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Problems(vec![Problem::new(
             path.display().to_string(),
             format!("cannot read the config file: {e}"),
         )])
     })?;
-    parse(&text, Some(path))
+    parse_partial(&text, Some(path))
 }
 
-/// Parses config text. `path` names the file in messages and anchors
-/// relative host paths; without it they are relative to the working directory.
-pub fn parse(text: &str, path: Option<&Path>) -> Result<(Config, Vec<Problem>), Problems> {
+/// See [`Partial`].
+pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problems> {
     let file = path
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "<config>".into());
@@ -275,11 +306,8 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<(Config, Vec<Problem>), 
         }
     }
 
-    if !problems.is_empty() {
-        return Err(Problems(problems));
-    }
-    Ok((
-        Config {
+    Ok(Partial {
+        config: Config {
             path: path.map(Path::to_path_buf),
             listen: raw.listen,
             data_dir: anchor(raw.data_dir),
@@ -293,8 +321,9 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<(Config, Vec<Problem>), 
             sources,
             actions,
         },
+        problems,
         warnings,
-    ))
+    })
 }
 
 /// Names appear in URLs (`/hooks/{source}`) and rules (`action("name")`).

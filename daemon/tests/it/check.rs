@@ -64,6 +64,10 @@ tolerance_secs = "five"
 [sources.other]
 plugin = "nonexistent"
 
+[sources.secretless]
+plugin = "tight"
+secret = { env = "SWITCHYARD_IT_SURELY_UNSET" }
+
 [actions.audit]
 plugin = "file"
 "#,
@@ -83,13 +87,14 @@ plugin = "file"
         )),
         "{out}"
     );
-    assert!(out.contains(&format!("{file}:14: actions.audit: plugin refused its config: file settings: missing field `path`")), "{out}");
+    assert!(out.contains(&format!("{file}:14: sources.secretless.secret: environment variable SWITCHYARD_IT_SURELY_UNSET is not set")), "{out}");
+    assert!(out.contains(&format!("{file}:18: actions.audit: plugin refused its config: file settings: missing field `path`")), "{out}");
     assert!(out.contains("broken.rhai:2:9: "), "{out}");
     assert!(
         out.contains("no-events.rhai: declare the event types"),
         "{out}"
     );
-    assert!(out.contains("5 problems"), "{out}");
+    assert!(out.contains("6 problems"), "{out}");
 }
 
 #[test]
