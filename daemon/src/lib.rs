@@ -38,6 +38,7 @@ pub mod ingress;
 pub mod router;
 pub mod rules;
 pub mod server;
+pub mod store;
 
 pub use app::{check, Switchyard};
 pub use config::Config;

@@ -1,0 +1,366 @@
+//! The store: where every accepted webhook, its events, their routing and
+//! the jobs (outbox) they lead to are kept, durably.
+//!
+//! Owns: the [`Store`] interface the pipeline talks to, and its embedded
+//! backend, [`SqliteStore`]. Calls nothing else in the daemon (it stores
+//! `event::Event`s as JSON).
+//!
+//! ## Why SQLite (WAL) rather than redb
+//! - The CLI must read and change the store while the daemon runs (list,
+//!   show, replay, redrive). SQLite's file locking lets a second process do
+//!   that safely; redb allows one process at a time.
+//! - The later PostgreSQL backend speaks SQL too: one schema, one set of
+//!   queries to reason about, and `SKIP LOCKED`-style claiming maps directly.
+//! - WAL mode gives concurrent readers beside the one writer, and one fsync
+//!   per commit of the write-ahead log.
+//!
+//! ## Durability: group commit
+//! All writes go through one writer thread. It takes every write waiting in
+//! its queue, applies each inside its own savepoint of one transaction, and
+//! commits once: with `synchronous = FULL` that is one fsync for the whole
+//! batch, after which every caller in the batch gets its answer. A webhook is
+//! answered 2xx only after the commit that holds it. `durability = "relaxed"`
+//! (`synchronous = NORMAL`) skips the fsync: a power loss may then lose the
+//! last commits, a crash of the daemon alone still loses nothing.
+//!
+//! Each pipeline stage uses the store through [`Store`], so a PostgreSQL
+//! backend can take its place without touching ingress, rules or dispatch.
+
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use sqlite::{Durability, SqliteStore, StoreOptions};
+
+use crate::event::Event;
+
+/// Why the store could not do something.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take writes now (disk full, read-only, I/O error):
+    /// answer 503 and let the sender retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// An accepted request as it is kept: credentials redacted.
+#[derive(Debug, Clone)]
+pub struct StoredRequest {
+    pub id: String,
+    pub source: String,
+    pub received_at_ms: i64,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: bytes::Bytes,
+}
+
+/// What became of each event of an ingested request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "id", rename_all = "lowercase")]
+pub enum Ingested {
+    /// Stored and due for routing.
+    New(String),
+    /// Seen within the dedup window: the id of the event it repeats.
+    Duplicate(String),
+}
+
+/// An event waiting for routing.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub event: Event,
+    /// Times it was routed before (a replay routes it again).
+    pub routings: u32,
+}
+
+/// An event's routing, to record in one transaction with its jobs.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub event_id: String,
+    pub rule_runs: Value,
+    pub jobs: Vec<NewJob>,
+    pub routed_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub rule: String,
+    pub call_index: usize,
+    pub action: String,
+    pub params: Value,
+    pub idempotency_key: String,
+}
+
+/// A job claimed for an attempt.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: String,
+    pub event: Value,
+    pub rule: String,
+    pub action: String,
+    pub params: Value,
+    pub idempotency_key: String,
+    /// The number of this attempt (1 for the first), over the job's life.
+    pub attempt: u32,
+    /// The number of this attempt since the job was last redriven: the
+    /// retry schedule counts these.
+    pub series_attempt: u32,
+}
+
+/// The outcome of one attempt, as the dispatcher decided it.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Done,
+    /// Try again at `next_at_ms`.
+    Retry {
+        message: String,
+        next_at_ms: i64,
+    },
+    /// Give up: a dead letter.
+    Dead {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    pub job_id: String,
+    pub attempt: u32,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub finish: Finish,
+}
+
+/// How much work is waiting; ingress refuses new work beyond set bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    pub unrouted_events: u64,
+    pub pending_jobs: u64,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Pruned {
+    pub events: u64,
+    pub requests: u64,
+    pub dedup_keys: u64,
+}
+
+/// Filters for listing events.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub source: Option<String>,
+    /// A type, or a prefix ending in `*` (`tight.*`).
+    pub kind: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub received_at_ms: i64,
+    pub state: String,
+    pub jobs: u64,
+    pub jobs_dead: u64,
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub n: u32,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub outcome: String,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub event_id: String,
+    pub rule: String,
+    pub call_index: u32,
+    pub action: String,
+    pub params: Value,
+    pub idempotency_key: String,
+    pub state: String,
+    pub attempts: u32,
+    pub next_at_ms: i64,
+    pub last_error: Option<String>,
+    pub attempt_log: Vec<AttemptRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    pub id: String,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub verdict: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDetail {
+    pub envelope: Value,
+    pub state: String,
+    pub routings: u32,
+    pub routed_at_ms: Option<i64>,
+    pub duplicates: u64,
+    pub rule_runs: Value,
+    pub request: RequestRecord,
+    pub jobs: Vec<JobRecord>,
+}
+
+/// The store as the pipeline sees it.
+pub trait Store: Send + Sync + 'static {
+    /// Persists a request and its events in one durable transaction,
+    /// deduplicating by (source, dedup key) within `dedup_window_ms`.
+    fn ingest(
+        &self,
+        request: StoredRequest,
+        events: Vec<Event>,
+        dedup_window_ms: i64,
+    ) -> StoreFuture<'_, Vec<Ingested>>;
+
+    /// Events waiting to be routed, oldest first.
+    fn pending_events(&self, limit: usize) -> StoreFuture<'_, Vec<PendingEvent>>;
+
+    /// Marks an event routed and adds its jobs, in one transaction.
+    fn record_routing(&self, routing: Routing) -> StoreFuture<'_, ()>;
+
+    /// Claims up to `limit` jobs due at `now_ms` for an attempt each.
+    fn claim_jobs(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<ClaimedJob>>;
+
+    /// Records an attempt's outcome.
+    fn finish_attempt(&self, attempt: FinishedAttempt) -> StoreFuture<'_, ()>;
+
+    /// When the next pending job is due, if any.
+    fn next_due(&self) -> StoreFuture<'_, Option<i64>>;
+
+    /// Counts of waiting work.
+    fn backlog(&self) -> StoreFuture<'_, Backlog>;
+
+    /// Hands jobs left running by a stopped or crashed process back.
+    fn recover(&self) -> StoreFuture<'_, u64>;
+
+    /// Removes routed events (with their requests, finished jobs and
+    /// attempts) received before `before_ms`, and dedup keys expired by `now_ms`.
+    fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned>;
+
+    fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>>;
+    fn show_event(&self, id: String) -> StoreFuture<'_, EventDetail>;
+    /// Routes a stored event again through the current rules.
+    fn replay(&self, id: String) -> StoreFuture<'_, ()>;
+    fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<JobRecord>>;
+    /// Sends dead jobs (one, or all with `None`) back to the queue, due now.
+    fn redrive(&self, id: Option<String>, now_ms: i64) -> StoreFuture<'_, u64>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Header names whose values are credentials and never stored.
+const SECRET_HEADERS: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+];
+
+/// Query parameter names whose values are credentials.
+const SECRET_PARAMS: [&str; 7] = [
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "signature",
+];
+
+pub const REDACTED: &str = "[redacted]";
+
+/// Redacts credentials in headers: the usual ones and `extra` names (a
+/// source's configured auth header), compared case-insensitively.
+pub fn redact_headers(headers: &[(String, Vec<u8>)], extra: &[String]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let secret = SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s))
+                || extra.iter().any(|s| name.eq_ignore_ascii_case(s));
+            let value = if secret {
+                REDACTED.to_string()
+            } else {
+                String::from_utf8_lossy(value).into_owned()
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+/// Redacts credential-looking query parameters, keeping the rest as sent.
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            let k = key.to_ascii_lowercase();
+            if SECRET_PARAMS.contains(&k.as_str()) || k.contains("token") || k.contains("secret") {
+                format!("{key}={REDACTED}")
+            } else {
+                pair.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted() {
+        let headers = vec![
+            ("authorization".to_string(), b"Basic abc".to_vec()),
+            ("x-my-auth".to_string(), b"s3cret".to_vec()),
+            ("content-type".to_string(), b"application/json".to_vec()),
+        ];
+        let out = redact_headers(&headers, &["X-My-Auth".into()]);
+        assert_eq!(out[0].1, REDACTED);
+        assert_eq!(out[1].1, REDACTED);
+        assert_eq!(out[2].1, "application/json");
+        assert_eq!(
+            redact_query("a=1&token=xyz&my_token=q&flag"),
+            "a=1&token=[redacted]&my_token=[redacted]&flag"
+        );
+        assert_eq!(redact_query(""), "");
+    }
+}

@@ -1,0 +1,77 @@
+-- Switchyard store schema, version 1.
+-- Times are Unix milliseconds. Every JSON column holds UTF-8 JSON text.
+
+-- One row per accepted delivery: what came in, credentials redacted.
+CREATE TABLE IF NOT EXISTS requests (
+    id          TEXT PRIMARY KEY,         -- ULID
+    source      TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    method      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    query       TEXT NOT NULL,            -- redacted
+    headers     TEXT NOT NULL,            -- JSON [[name, value], ...], redacted
+    body        BLOB NOT NULL,
+    verdict     TEXT NOT NULL             -- 'accepted' | 'duplicate'
+);
+CREATE INDEX IF NOT EXISTS requests_received ON requests(received_at);
+
+-- Events, from their arrival to their routing.
+CREATE TABLE IF NOT EXISTS events (
+    id            TEXT PRIMARY KEY,       -- ULID: sorts by arrival
+    request_id    TEXT NOT NULL REFERENCES requests(id) ON DELETE CASCADE,
+    source        TEXT NOT NULL,
+    type          TEXT NOT NULL,
+    received_at   INTEGER NOT NULL,
+    envelope      TEXT NOT NULL,          -- the event as JSON
+    state         TEXT NOT NULL,          -- 'pending' (to route) | 'routed'
+    routings      INTEGER NOT NULL DEFAULT 0,  -- times routed (replays add one)
+    routed_at     INTEGER,
+    rule_runs     TEXT,                   -- JSON of the last routing's rule runs
+    duplicates    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events(id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+CREATE INDEX IF NOT EXISTS events_source_type ON events(source, type, id);
+
+-- Dedup keys seen within the window, per source.
+CREATE TABLE IF NOT EXISTS dedup (
+    source     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (source, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_expires ON dedup(expires_at);
+
+-- The outbox: one row per action call a rule made.
+CREATE TABLE IF NOT EXISTS jobs (
+    id              TEXT PRIMARY KEY,     -- ULID
+    event_id        TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+    rule            TEXT NOT NULL,
+    call_index      INTEGER NOT NULL,
+    action          TEXT NOT NULL,
+    params          TEXT NOT NULL,        -- JSON
+    idempotency_key TEXT NOT NULL UNIQUE,
+    state           TEXT NOT NULL,        -- 'pending' | 'running' | 'done' | 'dead'
+    attempts        INTEGER NOT NULL DEFAULT 0,  -- attempts ever made
+    series_start    INTEGER NOT NULL DEFAULT 0,  -- attempts before the last redrive
+    next_at         INTEGER NOT NULL,     -- when a pending job is due
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    finished_at     INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(next_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs(id) WHERE state = 'running';
+CREATE INDEX IF NOT EXISTS jobs_dead ON jobs(id) WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS jobs_event ON jobs(event_id);
+
+-- Every attempt at a job.
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id      TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    n           INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,            -- 'done' | 'retry' | 'dead'
+    message     TEXT,
+    PRIMARY KEY (job_id, n)
+) WITHOUT ROWID;

@@ -1,0 +1,243 @@
+use super::*;
+use crate::store::{now_ms, EventFilter, NewJob};
+use serde_json::json;
+
+fn event(id: &str, key: &str) -> Event {
+    Event {
+        id: id.into(),
+        source: "tight".into(),
+        kind: "tight.invoiceViewed".into(),
+        subject: None,
+        time: "2025-01-01T00:00:00Z".into(),
+        data: json!({"n": id}),
+        provider: "tight".into(),
+        dedup_key: key.into(),
+        received_at: "2025-01-01T00:00:00Z".into(),
+        extensions: Default::default(),
+    }
+}
+
+fn request(id: &str, at: i64) -> StoredRequest {
+    StoredRequest {
+        id: id.into(),
+        source: "tight".into(),
+        received_at_ms: at,
+        method: "POST".into(),
+        path: String::new(),
+        query: String::new(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: bytes::Bytes::from_static(b"{}"),
+    }
+}
+
+fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn ingest_dedups_routes_and_runs_jobs_through_to_done_and_dead() {
+    let (_dir, store) = store();
+    let now = now_ms();
+    let r = store
+        .ingest(request("r1", now), vec![event("e1", "k1")], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ingested::New("e1".into())]);
+    let r = store
+        .ingest(request("r2", now), vec![event("e2", "k1")], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ingested::Duplicate("e1".into())]);
+    assert_eq!(store.backlog().await.unwrap().unrouted_events, 1);
+
+    let pending = store.pending_events(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].routings, 0);
+    let job = |id: &str, i: usize| NewJob {
+        id: id.into(),
+        rule: "r".into(),
+        call_index: i,
+        action: "audit".into(),
+        params: json!({"i": i}),
+        idempotency_key: format!("e1:r:{i}"),
+    };
+    let routing = Routing {
+        event_id: "e1".into(),
+        rule_runs: json!([{"rule": "r"}]),
+        jobs: vec![job("j1", 0), job("j2", 1)],
+        routed_at_ms: now,
+    };
+    store.record_routing(routing.clone()).await.unwrap();
+    // Recording the same routing twice adds nothing.
+    store.record_routing(routing).await.unwrap();
+    assert_eq!(
+        store.backlog().await.unwrap(),
+        Backlog {
+            unrouted_events: 0,
+            pending_jobs: 2
+        }
+    );
+
+    let claimed = store.claim_jobs(now, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].attempt, 1);
+    assert_eq!(claimed[0].event["id"], "e1");
+    assert!(
+        store.claim_jobs(now, 10).await.unwrap().is_empty(),
+        "claimed jobs are not claimed again"
+    );
+    for c in &claimed {
+        let finish = if c.id == "j1" {
+            Finish::Done
+        } else {
+            Finish::Dead {
+                message: "refused".into(),
+            }
+        };
+        store
+            .finish_attempt(FinishedAttempt {
+                job_id: c.id.clone(),
+                attempt: c.attempt,
+                started_at_ms: now,
+                finished_at_ms: now,
+                finish,
+            })
+            .await
+            .unwrap();
+    }
+    let dead = store.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, "j2");
+    assert_eq!(dead[0].attempt_log[0].outcome, "dead");
+
+    assert_eq!(store.redrive(None, now).await.unwrap(), 1);
+    let again = store.claim_jobs(now, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].attempt, again[0].series_attempt), (2, 1));
+
+    let detail = store.show_event("e1".into()).await.unwrap();
+    assert_eq!(detail.duplicates, 1);
+    assert_eq!(detail.jobs.len(), 2);
+    assert_eq!(detail.state, "routed");
+    let listed = store
+        .list_events(EventFilter {
+            kind: Some("tight.*".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(matches!(
+        store.show_event("nope".into()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn recover_hands_back_running_jobs_and_replay_routes_again() {
+    let (_dir, store) = store();
+    let now = now_ms();
+    store
+        .ingest(request("r1", now), vec![event("e1", "k1")], 60_000)
+        .await
+        .unwrap();
+    store
+        .record_routing(Routing {
+            event_id: "e1".into(),
+            rule_runs: json!([]),
+            jobs: vec![NewJob {
+                id: "j1".into(),
+                rule: "r".into(),
+                call_index: 0,
+                action: "a".into(),
+                params: json!({}),
+                idempotency_key: "e1:r:0".into(),
+            }],
+            routed_at_ms: now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.claim_jobs(now, 10).await.unwrap().len(), 1);
+    assert_eq!(store.recover().await.unwrap(), 1);
+    assert_eq!(store.claim_jobs(now, 10).await.unwrap()[0].attempt, 2);
+
+    store.replay("e1".into()).await.unwrap();
+    let pending = store.pending_events(10).await.unwrap();
+    assert_eq!(pending[0].routings, 1);
+}
+
+#[tokio::test]
+async fn prune_removes_old_routed_events_and_expired_keys() {
+    let (_dir, store) = store();
+    let old = now_ms() - 100_000;
+    store
+        .ingest(request("r1", old), vec![event("e1", "k1")], 1_000)
+        .await
+        .unwrap();
+    store
+        .ingest(request("r2", old), vec![event("e2", "k2")], 1_000)
+        .await
+        .unwrap();
+    store
+        .record_routing(Routing {
+            event_id: "e1".into(),
+            rule_runs: json!([]),
+            jobs: vec![],
+            routed_at_ms: old,
+        })
+        .await
+        .unwrap();
+    let pruned = store.prune(old + 1, now_ms()).await.unwrap();
+    assert_eq!(
+        (pruned.events, pruned.requests, pruned.dedup_keys),
+        (1, 1, 2),
+        "the unrouted e2 stays"
+    );
+    assert!(store.show_event("e2".into()).await.is_ok());
+    // With its key expired, the same delivery is new again.
+    let r = store
+        .ingest(request("r3", now_ms()), vec![event("e3", "k1")], 1_000)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ingested::New("e3".into())]);
+}
+
+#[tokio::test]
+async fn a_full_store_is_unavailable_and_keeps_what_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        &dir.path().join("s.db"),
+        StoreOptions {
+            max_size_bytes: Some(256 * 1024),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for i in 0..1000 {
+        let mut req = request(&format!("r{i}"), now_ms());
+        req.body = bytes::Bytes::from(vec![b'x'; 4096]);
+        match store
+            .ingest(req, vec![event(&format!("e{i}"), &format!("k{i}"))], 60_000)
+            .await
+        {
+            Ok(_) => accepted.push(format!("e{i}")),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refused, Some(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(!accepted.is_empty());
+    for id in &accepted {
+        assert!(store.show_event(id.clone()).await.is_ok(), "{id} survives");
+    }
+}
