@@ -2,30 +2,35 @@
 //!
 //! Owns: [`Switchyard`], the value an embedding program (or `switchyard run`)
 //! holds: it loads plugins, builds sources and actions, compiles rules,
-//! starts the background router, and hands out the warp filter to mount.
+//! opens the store, starts the background tasks (router, dispatcher,
+//! pruner), and hands out the warp filter to mount.
 //! Also [`check`], which does all of that without serving.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::config::{self, Config, Problem, Problems};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, RetryPolicy};
 use crate::host::{self, CallPool, Registry, Topology};
 use crate::ingress::{self, Ingress};
-use crate::router;
+use crate::router::{BacklogGauge, Router};
 use crate::rules::{self, Limits, RuleSet, Rules};
+use crate::store::{now_ms, Pruned, SqliteStore, Store, StoreOptions};
 
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
     config: Config,
     ingress: Arc<Ingress>,
     rules: Arc<Rules>,
-    router: JoinHandle<()>,
+    store: Arc<dyn Store>,
+    tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
@@ -144,9 +149,73 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
     Ok(CheckReport { summary, warnings })
 }
 
+/// Opens the store a config names.
+pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, Problems> {
+    SqliteStore::open(
+        &config.store.path,
+        StoreOptions {
+            durability: config.store.durability,
+            max_size_bytes: config.store.max_size_bytes,
+        },
+    )
+    .map(Arc::new)
+    .map_err(|e| {
+        Problems(vec![Problem::new(
+            config.store.path.display().to_string(),
+            e.to_string(),
+        )])
+    })
+}
+
+/// How often old events are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+fn spawn_pruner(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = now_ms();
+            let before = now - retention.as_millis() as i64;
+            let mut total = Pruned::default();
+            // Small transactions, so ingress never waits long behind a prune.
+            for _ in 0..10_000 {
+                match store.prune(before, now).await {
+                    Ok(p) => {
+                        total.events += p.events;
+                        total.requests += p.requests;
+                        total.dedup_keys += p.dedup_keys;
+                        if p.events + p.requests + p.dedup_keys == 0 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("pruning failed: {e}");
+                        break;
+                    }
+                }
+            }
+            if total.events + total.requests + total.dedup_keys > 0 {
+                tracing::info!(
+                    events = total.events,
+                    requests = total.requests,
+                    dedup_keys = total.dedup_keys,
+                    "pruned"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    })
+}
+
 impl Switchyard {
-    /// Builds everything from a config and starts the background router on
-    /// the current tokio runtime.
+    /// Builds everything from a config, opens the store, and starts the
+    /// background tasks (router, dispatcher, pruner) on the current runtime.
     pub async fn start(config: Config) -> Result<Switchyard, Problems> {
         let cfg = config.clone();
         let built = tokio::task::spawn_blocking(move || build(&cfg))
@@ -161,30 +230,74 @@ impl Switchyard {
                 format!("cannot create data_dir: {e}"),
             )]));
         }
+        let store: Arc<dyn Store> = open_store(&config)?;
+        Self::start_with(config, built, store).await
+    }
+
+    /// As [`start`](Self::start), with a store of the caller's.
+    pub async fn start_with(
+        config: Config,
+        built: Built,
+        store: Arc<dyn Store>,
+    ) -> Result<Switchyard, Problems> {
         let pool = CallPool::new(config.plugin_concurrency);
-        let (tx, rx) = mpsc::channel(config.queue_capacity);
         let rules = Arc::new(built.rules);
-        let dispatcher =
-            Dispatcher::new(built.topology.actions, pool.clone(), config.queue_capacity);
         let (stop, stop_rx) = watch::channel(false);
-        let router = router::spawn(rules.clone(), dispatcher, rx, stop_rx);
+        let gauge = Arc::new(BacklogGauge::default());
+        if let Ok(b) = store.backlog().await {
+            gauge.set(b);
+        }
+        let actions = built.topology.actions;
+        let action_names: std::collections::BTreeSet<String> = actions.keys().cloned().collect();
+        let dispatcher = Dispatcher::new(
+            actions,
+            pool.clone(),
+            store.clone(),
+            RetryPolicy {
+                schedule: config.delivery.retry_schedule.clone(),
+                jitter: config.delivery.jitter,
+            },
+            config.delivery.concurrency,
+        );
+        let router_wake = Arc::new(Notify::new());
+        let router = Router {
+            rules: rules.clone(),
+            store: store.clone(),
+            wake: router_wake.clone(),
+            dispatch: dispatcher.wake.clone(),
+            gauge: gauge.clone(),
+            known_action: Arc::new(move |name: &str| action_names.contains(name)),
+        };
+        let tasks = vec![
+            router.spawn(stop_rx.clone()),
+            dispatcher.spawn(stop_rx.clone()),
+            spawn_pruner(store.clone(), config.store.retention, stop_rx),
+        ];
         let ingress = Arc::new(Ingress {
             sources: built.topology.sources,
             pool,
             plugin_timeout: config.plugin_timeout,
             max_body_bytes: config.max_body_bytes,
-            queue: tx,
+            store: store.clone(),
+            dedup_window: config.store.dedup_window,
+            router: router_wake,
+            gauge,
+            max_unrouted_events: config.store.max_unrouted_events,
+            max_pending_jobs: config.store.max_pending_jobs,
+            stopping: AtomicBool::new(false),
         });
         tracing::info!(
             sources = ingress.sources.len(),
             rules = rules.set.rules().len(),
+            store = %config.store.path.display(),
             "switchyard ready"
         );
         Ok(Switchyard {
             config,
             ingress,
             rules,
-            router,
+            store,
+            tasks,
             stop,
         })
     }
@@ -197,18 +310,25 @@ impl Switchyard {
         &self.rules
     }
 
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// The webhook filter (`hooks/{source}`), to mount under any path.
     pub fn filter(&self) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
         ingress::filter(self.ingress.clone())
     }
 
-    /// Stops accepting webhooks (the filter answers 503 from now on), routes
-    /// what was already accepted and waits for the jobs that started.
-    /// Best called after the HTTP server has stopped taking requests.
+    /// Stops accepting webhooks (the filter answers 503 from then on), lets
+    /// the router finish its batch and the dispatcher its attempts in flight.
+    /// What is left stays in the store and resumes at the next start.
     pub async fn shutdown(self) {
+        self.ingress.stopping.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
-        if let Err(e) = self.router.await {
-            tracing::error!("router ended badly: {e}");
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!("a background task ended badly: {e}");
+            }
         }
     }
 }

@@ -1,75 +1,165 @@
-//! The router: runs the rules on each accepted event and hands the actions
-//! they decide on to dispatch as jobs.
+//! The router: runs the rules on each stored, unrouted event and records
+//! the routing with the jobs it decided on, in one transaction.
 //!
-//! Owns: the background task between ingress and dispatch, fed through a
-//! bounded queue (ingress answers 503 when it is full).
-//! Calls: `rules` (to decide) and `dispatch` (to act). Never ingress.
+//! Owns: the router task. It takes unrouted events from the store in
+//! arrival order (woken by ingress after each commit, and polling so it also
+//! finds events a restart or a replay left unrouted), runs the rules off the
+//! async threads, and records each event's rule runs and jobs together: an
+//! event is either unrouted, or routed with all of its jobs.
+//! Calls: `rules` (to decide), `store`, and wakes `dispatch`. Never ingress.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use futures_util::future::join_all;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 
-use crate::dispatch::{Dispatcher, Job};
-use crate::event::Event;
-use crate::rules::Rules;
+use crate::event::new_id;
+use crate::rules::{RuleRun, Rules};
+use crate::store::{now_ms, Backlog, NewJob, PendingEvent, Routing, Store};
 
-/// The events of one accepted request, routed in order.
-#[derive(Debug)]
-pub struct Accepted {
-    pub events: Vec<Arc<Event>>,
+/// Events taken from the store per round.
+const BATCH: usize = 256;
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The backlog as ingress sees it: refreshed from the store about once a
+/// second, and counted up by ingress in between.
+#[derive(Debug, Default)]
+pub struct BacklogGauge {
+    pub unrouted_events: AtomicU64,
+    pub pending_jobs: AtomicU64,
 }
 
-/// Starts the router. When `stop` turns true it closes the queue (senders
-/// then fail at once), routes what was already queued, waits for the jobs it
-/// started, and ends. It also ends if every sender is dropped.
-pub fn spawn(
-    rules: Arc<Rules>,
-    dispatcher: Dispatcher,
-    mut rx: mpsc::Receiver<Accepted>,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut jobs = JoinSet::new();
-        let mut stopping = false;
-        loop {
-            let batch = tokio::select! {
-                batch = rx.recv() => batch,
-                _ = stop.wait_for(|s| *s), if !stopping => {
-                    stopping = true;
-                    rx.close();
+impl BacklogGauge {
+    pub fn set(&self, b: Backlog) {
+        self.unrouted_events
+            .store(b.unrouted_events, Ordering::Relaxed);
+        self.pending_jobs.store(b.pending_jobs, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> Backlog {
+        Backlog {
+            unrouted_events: self.unrouted_events.load(Ordering::Relaxed),
+            pending_jobs: self.pending_jobs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The router's connections.
+pub struct Router {
+    pub rules: Arc<Rules>,
+    pub store: Arc<dyn Store>,
+    /// Woken by ingress after it stored events.
+    pub wake: Arc<Notify>,
+    /// Woken after jobs were stored.
+    pub dispatch: Arc<Notify>,
+    pub gauge: Arc<BacklogGauge>,
+    /// Actions the config defines; calls to others are logged and dropped.
+    pub known_action: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+/// The idempotency key of a job: `{event}:{rule}:{call}`, and for a replay
+/// (the event's `n`th routing) `{event}:{rule}:{call}:replay{n}`.
+pub fn idempotency_key(event_id: &str, rule: &str, index: usize, routings: u32) -> String {
+    if routings == 0 {
+        format!("{event_id}:{rule}:{index}")
+    } else {
+        format!("{event_id}:{rule}:{index}:replay{routings}")
+    }
+}
+
+impl Router {
+    /// Starts the router. It routes until `stop` turns true, finishing the
+    /// batch in hand; what is left stays unrouted in the store for next time.
+    pub fn spawn(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut last_refresh = Instant::now() - IDLE_POLL;
+            loop {
+                if *stop.borrow() {
+                    break;
+                }
+                if last_refresh.elapsed() >= IDLE_POLL {
+                    if let Ok(b) = self.store.backlog().await {
+                        self.gauge.set(b);
+                    }
+                    last_refresh = Instant::now();
+                }
+                let batch = match self.store.pending_events(BATCH).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::error!("cannot read unrouted events: {e}");
+                        Vec::new()
+                    }
+                };
+                let full = batch.len() == BATCH;
+                if !batch.is_empty() {
+                    self.route_batch(batch).await;
+                }
+                if full {
                     continue;
                 }
-            };
-            let Some(batch) = batch else { break };
-            for event in batch.events {
-                route_one(&rules, &dispatcher, event, &mut jobs).await;
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
             }
-            while jobs.try_join_next().is_some() {}
+        })
+    }
+
+    async fn route_batch(&self, batch: Vec<PendingEvent>) {
+        let rules = self.rules.clone();
+        let known = self.known_action.clone();
+        let routed = tokio::task::spawn_blocking(move || {
+            batch
+                .into_iter()
+                .map(|p| {
+                    let runs = rules.route(&p.event);
+                    (p, runs)
+                })
+                .map(|(p, runs)| routing(&p, runs, known.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let routings = match routed {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("routing failed: {e}");
+                return;
+            }
+        };
+        let summaries: Vec<_> = routings
+            .iter()
+            .map(|r| (r.event_id.clone(), r.jobs.len()))
+            .collect();
+        let results = join_all(routings.into_iter().map(|r| self.store.record_routing(r))).await;
+        let mut jobs = 0;
+        for ((event_id, n), result) in summaries.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    jobs += n;
+                    tracing::info!(%event_id, jobs = n, "event routed");
+                }
+                Err(e) => tracing::error!(%event_id, "cannot record routing (will retry): {e}"),
+            }
         }
-        while jobs.join_next().await.is_some() {}
-    })
+        if jobs > 0 {
+            self.dispatch.notify_one();
+        }
+    }
 }
 
-async fn route_one(
-    rules: &Arc<Rules>,
-    dispatcher: &Dispatcher,
-    event: Arc<Event>,
-    jobs: &mut JoinSet<()>,
-) {
-    let (r, e) = (rules.clone(), event.clone());
-    let runs = match tokio::task::spawn_blocking(move || r.route(&e)).await {
-        Ok(runs) => runs,
-        Err(e) => {
-            tracing::error!(event_id = %event.id, "routing failed: {e}");
-            return;
-        }
-    };
-    let mut submitted = 0usize;
+fn routing(
+    p: &PendingEvent,
+    runs: Vec<RuleRun>,
+    known_action: &(dyn Fn(&str) -> bool + Send + Sync),
+) -> Routing {
+    let event = &p.event;
+    let mut jobs = Vec::new();
     for run in &runs {
-        tracing::debug!(event_id = %event.id, rule = %run.rule, us = run.elapsed_us, error = ?run.error, calls = run.calls.len(), "rule ran");
         for (index, call) in run.calls.iter().enumerate() {
-            if !dispatcher.has_action(&call.action) {
+            if !known_action(&call.action) {
                 tracing::error!(
                     event_id = %event.id, rule = %run.rule, action = %call.action,
                     "rule called an action that the config does not define; add [actions.{}] or fix the rule",
@@ -77,19 +167,20 @@ async fn route_one(
                 );
                 continue;
             }
-            let job = Job::new(
-                event.clone(),
-                &run.rule,
-                index,
-                call.action.clone(),
-                call.params.clone(),
-            );
-            dispatcher.submit(job, jobs).await;
-            submitted += 1;
+            jobs.push(NewJob {
+                id: new_id(),
+                rule: run.rule.clone(),
+                call_index: index,
+                action: call.action.clone(),
+                params: call.params.clone(),
+                idempotency_key: idempotency_key(&event.id, &run.rule, index, p.routings),
+            });
         }
     }
-    tracing::info!(
-        event_id = %event.id, source = %event.source, r#type = %event.kind,
-        rules = runs.len(), jobs = submitted, "event routed"
-    );
+    Routing {
+        event_id: event.id.clone(),
+        rule_runs: serde_json::to_value(&runs).unwrap_or_default(),
+        jobs,
+        routed_at_ms: now_ms(),
+    }
 }

@@ -23,6 +23,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
 
+pub use crate::store::Durability;
+
 pub use secret::{looks_like_secret_key, resolve_secrets, SecretError};
 
 /// Default body limit for one webhook: 1 MiB.
@@ -85,8 +87,10 @@ struct RawConfig {
     plugin_concurrency: usize,
     #[serde(default = "default_rule_timeout_ms")]
     rule_timeout_ms: u64,
-    #[serde(default = "default_queue_capacity")]
-    queue_capacity: usize,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    delivery: RawDelivery,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
@@ -105,8 +109,94 @@ fn default_plugin_concurrency() -> usize {
 fn default_rule_timeout_ms() -> u64 {
     250
 }
-fn default_queue_capacity() -> usize {
-    10_000
+
+/// `[store]`: where and how events are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    path: PathBuf,
+    durability: Durability,
+    max_size_mb: Option<u64>,
+    retention: String,
+    dedup_window: String,
+    max_unrouted_events: u64,
+    max_pending_jobs: u64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            path: PathBuf::from("switchyard.db"),
+            durability: Durability::Full,
+            max_size_mb: None,
+            retention: "30d".into(),
+            dedup_window: "7d".into(),
+            max_unrouted_events: 10_000,
+            max_pending_jobs: 100_000,
+        }
+    }
+}
+
+/// `[delivery]`: how action jobs are retried.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDelivery {
+    retry_schedule: Vec<String>,
+    jitter: f64,
+    concurrency: usize,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery {
+            retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+                .map(String::from)
+                .to_vec(),
+            jitter: 0.2,
+            concurrency: 64,
+        }
+    }
+}
+
+/// Store settings, validated.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The database file (relative paths are under `data_dir`).
+    pub path: PathBuf,
+    pub durability: Durability,
+    pub max_size_bytes: Option<u64>,
+    /// Routed events and finished jobs older than this are pruned.
+    pub retention: Duration,
+    /// A delivery with a dedup key seen within this window is not routed again.
+    pub dedup_window: Duration,
+    /// Beyond this many events waiting for rules, ingress answers 503.
+    pub max_unrouted_events: u64,
+    /// Beyond this many jobs waiting to run, ingress answers 503.
+    pub max_pending_jobs: u64,
+}
+
+/// Delivery settings, validated.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Delay before each retry; its length + 1 is the most attempts a job gets.
+    pub retry_schedule: Vec<Duration>,
+    /// Each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
+    pub jitter: f64,
+    /// Most jobs running at once, across actions.
+    pub concurrency: usize,
+}
+
+fn duration(text: &str, key: &str, problems: &mut Vec<Problem>, file: &str) -> Duration {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(Problem::new(
+                file,
+                format!("{key}: {text:?} is not a duration like \"30s\", \"5m\", \"7d\" ({e})"),
+            ));
+            Duration::ZERO
+        }
+    }
 }
 
 /// The validated configuration.
@@ -126,8 +216,8 @@ pub struct Config {
     pub plugin_concurrency: usize,
     /// Wall-clock deadline for one rule run.
     pub rule_timeout: Duration,
-    /// Bound of the in-memory queues between stages; above it ingress answers 503.
-    pub queue_capacity: usize,
+    pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
     pub sources: BTreeMap<String, SourceConfig>,
     pub actions: BTreeMap<String, ActionConfig>,
 }
@@ -229,10 +319,57 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
     if raw.max_body_bytes == 0 {
         problems.push(Problem::new(&file, "max_body_bytes must be at least 1"));
     }
-    if raw.plugin_concurrency == 0 || raw.queue_capacity == 0 {
+    if raw.plugin_concurrency == 0 || raw.delivery.concurrency == 0 {
         problems.push(Problem::new(
             &file,
-            "plugin_concurrency and queue_capacity must be at least 1",
+            "plugin_concurrency and delivery.concurrency must be at least 1",
+        ));
+    }
+    let store = StoreConfig {
+        path: if raw.store.path.is_relative() {
+            anchor(raw.data_dir.clone()).join(&raw.store.path)
+        } else {
+            raw.store.path.clone()
+        },
+        durability: raw.store.durability,
+        max_size_bytes: raw.store.max_size_mb.map(|mb| mb * 1024 * 1024),
+        retention: duration(
+            &raw.store.retention,
+            "store.retention",
+            &mut problems,
+            &file,
+        ),
+        dedup_window: duration(
+            &raw.store.dedup_window,
+            "store.dedup_window",
+            &mut problems,
+            &file,
+        ),
+        max_unrouted_events: raw.store.max_unrouted_events.max(1),
+        max_pending_jobs: raw.store.max_pending_jobs.max(1),
+    };
+    let delivery = DeliveryConfig {
+        retry_schedule: raw
+            .delivery
+            .retry_schedule
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                duration(
+                    d,
+                    &format!("delivery.retry_schedule[{i}]"),
+                    &mut problems,
+                    &file,
+                )
+            })
+            .collect(),
+        jitter: raw.delivery.jitter,
+        concurrency: raw.delivery.concurrency,
+    };
+    if !(0.0..1.0).contains(&delivery.jitter) {
+        problems.push(Problem::new(
+            &file,
+            "delivery.jitter must be at least 0 and below 1",
         ));
     }
 
@@ -317,7 +454,8 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
             plugin_timeout: Duration::from_millis(raw.plugin_timeout_ms.max(1)),
             plugin_concurrency: raw.plugin_concurrency,
             rule_timeout: Duration::from_millis(raw.rule_timeout_ms.max(1)),
-            queue_capacity: raw.queue_capacity,
+            store,
+            delivery,
             sources,
             actions,
         },

@@ -1,47 +1,31 @@
 //! Dispatch: carrying out the jobs rules decided on, through action plugins.
 //!
-//! Owns: the [`Job`] record and running it on its action's plugin instance,
-//! within the action's concurrency limit and deadline, on the plugin call
-//! pool. Reports each outcome (done, retryable, permanent) in the log.
-//! Calls: `host` (action instances, the call pool) and `event`. Nothing above.
+//! Owns: the dispatcher task, which claims due jobs from the store's outbox,
+//! runs each on its action's plugin instance (within the action's
+//! concurrency limit and deadline, on the plugin call pool), and records the
+//! attempt: done; retryable → again after the next delay of the retry
+//! schedule (with jitter); permanent, or out of attempts → dead letter.
+//! Calls: `host` (action instances, the call pool), `store`. Nothing above.
+//!
+//! Actions run at least once: a job is claimed, then run, then recorded. A
+//! crash between the run and the record runs it again after the restart;
+//! the job's idempotency key, the same on every attempt, lets the action's
+//! target recognise the repeat.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::Value;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use serde_json::{json, Value};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::event::Event;
 use crate::host::{ActionHandle, CallPool, ExecOutcome, PluginError};
+use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Store};
 
-/// One action call to carry out.
-#[derive(Debug, Clone, Serialize)]
-pub struct Job {
-    pub id: String,
-    /// Stable across every attempt: `{event id}:{rule}:{call index}`.
-    pub idempotency_key: String,
-    pub action: String,
-    pub rule: String,
-    pub attempt: u32,
-    pub params: Value,
-    pub event: Arc<Event>,
-}
-
-impl Job {
-    pub fn new(event: Arc<Event>, rule: &str, index: usize, action: String, params: Value) -> Job {
-        Job {
-            id: crate::event::new_id(),
-            idempotency_key: format!("{}:{}:{}", event.id, rule, index),
-            action,
-            rule: rule.to_string(),
-            attempt: 1,
-            params,
-            event,
-        }
-    }
-}
+/// How long the dispatcher sleeps at most when it knows of no due job: it
+/// also picks up jobs another process (the CLI's redrive) made due.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// What became of one attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,25 +35,70 @@ pub enum Attempt {
     Permanent(String),
 }
 
+/// The retry policy.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Delay before retry n (1-based); its length + 1 is the attempt budget.
+    pub schedule: Vec<Duration>,
+    /// Each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
+    pub jitter: f64,
+}
+
+impl RetryPolicy {
+    /// What to do after attempt `series_attempt` (1-based) of a job ended so.
+    pub fn decide(&self, series_attempt: u32, attempt: &Attempt, now_ms: i64) -> Finish {
+        match attempt {
+            Attempt::Done(_) => Finish::Done,
+            Attempt::Permanent(message) => Finish::Dead {
+                message: message.clone(),
+            },
+            Attempt::Retryable(message) => {
+                match self.schedule.get(series_attempt.saturating_sub(1) as usize) {
+                    Some(delay) => {
+                        let factor = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
+                        let delay_ms = (delay.as_millis() as f64 * factor).round() as i64;
+                        Finish::Retry {
+                            message: message.clone(),
+                            next_at_ms: now_ms + delay_ms.max(0),
+                        }
+                    }
+                    None => Finish::Dead {
+                        message: format!("gave up after {series_attempt} attempts: {message}"),
+                    },
+                }
+            }
+        }
+    }
+}
+
 /// Runs jobs on action plugins. Cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
     actions: Arc<BTreeMap<String, Arc<ActionHandle>>>,
     pool: CallPool,
-    /// Bounds the jobs in flight; submitting waits when it is used up.
+    store: Arc<dyn Store>,
+    policy: Arc<RetryPolicy>,
+    /// Bounds the jobs in flight.
     in_flight: Arc<Semaphore>,
+    /// Woken when new jobs are stored.
+    pub wake: Arc<Notify>,
 }
 
 impl Dispatcher {
     pub fn new(
         actions: BTreeMap<String, Arc<ActionHandle>>,
         pool: CallPool,
+        store: Arc<dyn Store>,
+        policy: RetryPolicy,
         max_in_flight: usize,
     ) -> Dispatcher {
         Dispatcher {
             actions: Arc::new(actions),
             pool,
+            store,
+            policy: Arc::new(policy),
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -78,32 +107,114 @@ impl Dispatcher {
         self.actions.contains_key(name)
     }
 
-    /// Starts a job in the background, waiting for room if too many run.
-    pub async fn submit(&self, job: Job, tasks: &mut JoinSet<()>) {
-        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-            return;
+    /// Starts the dispatcher task: hands back jobs a previous process left
+    /// running, then claims and runs due jobs until `stop` turns true, and
+    /// waits for the attempts in flight.
+    pub fn spawn(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            match self.store.recover().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "resuming jobs left running by the last run"),
+                Err(e) => tracing::error!("cannot resume jobs: {e}"),
+            }
+            let mut tasks = JoinSet::new();
+            loop {
+                if *stop.borrow() {
+                    break;
+                }
+                while tasks.try_join_next().is_some() {}
+                let free = self.in_flight.available_permits();
+                let claimed = if free == 0 {
+                    Vec::new()
+                } else {
+                    match self.store.claim_jobs(now_ms(), free.min(256)).await {
+                        Ok(jobs) => jobs,
+                        Err(e) => {
+                            tracing::error!("cannot claim jobs: {e}");
+                            Vec::new()
+                        }
+                    }
+                };
+                let full_batch = !claimed.is_empty() && claimed.len() == free.min(256);
+                for job in claimed {
+                    let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let this = self.clone();
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        this.attempt_and_record(job).await;
+                    });
+                }
+                if full_batch {
+                    continue;
+                }
+                let wait = if free == 0 {
+                    // Wait for a slot to free up.
+                    Duration::from_millis(50)
+                } else {
+                    match self.store.next_due().await {
+                        Ok(Some(at)) => Duration::from_millis(
+                            (at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64,
+                        ),
+                        _ => IDLE_POLL,
+                    }
+                };
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+        })
+    }
+
+    async fn attempt_and_record(&self, job: ClaimedJob) {
+        let started = now_ms();
+        let attempt = self.attempt(&job).await;
+        let finished = now_ms();
+        let finish = self.policy.decide(job.series_attempt, &attempt, finished);
+        if let Finish::Dead { message } = &finish {
+            tracing::error!(
+                event_id = %event_id(&job), rule = %job.rule, action = %job.action, job_id = %job.id,
+                "job moved to dead letters: {message}"
+            );
+        }
+        let record = FinishedAttempt {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            started_at_ms: started,
+            finished_at_ms: finished,
+            finish,
         };
-        let this = self.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            this.run(&job).await;
-        });
+        if let Err(e) = self.store.finish_attempt(record).await {
+            // The job stays claimed; the next start hands it back and it runs again.
+            tracing::error!(job_id = %job.id, "cannot record the attempt: {e}");
+        }
     }
 
     /// Runs one attempt of a job and logs the outcome.
-    pub async fn run(&self, job: &Job) -> Attempt {
+    pub async fn attempt(&self, job: &ClaimedJob) -> Attempt {
+        let event_id = event_id(job);
         let Some(action) = self.actions.get(&job.action).cloned() else {
             let msg = format!("no action named {:?} in the config", job.action);
-            tracing::error!(event_id = %job.event.id, rule = %job.rule, action = %job.action, job_id = %job.id, "{msg}");
+            tracing::error!(%event_id, rule = %job.rule, action = %job.action, job_id = %job.id, "{msg}");
             return Attempt::Permanent(msg);
         };
         let Ok(_slot) = action.permits.clone().acquire_owned().await else {
             return Attempt::Retryable("action is shutting down".into());
         };
-        let json = match serde_json::to_vec(job) {
-            Ok(j) => j,
-            Err(e) => return Attempt::Permanent(format!("job cannot be encoded: {e}")),
-        };
+        let json = serde_json::to_vec(&json!({
+            "id": job.id,
+            "idempotency_key": job.idempotency_key,
+            "action": job.action,
+            "rule": job.rule,
+            "attempt": job.attempt,
+            "params": job.params,
+            "event": job.event,
+        }))
+        .unwrap_or_default();
         let instance = action.instance.clone();
         let timeout = action.timeout;
         let started = std::time::Instant::now();
@@ -125,18 +236,56 @@ impl Dispatcher {
         let ms = started.elapsed().as_millis() as u64;
         match &attempt {
             Attempt::Done(_) => tracing::info!(
-                event_id = %job.event.id, rule = %job.rule, action = %job.action,
+                %event_id, rule = %job.rule, action = %job.action,
                 job_id = %job.id, attempt = job.attempt, ms, "job done"
             ),
             Attempt::Retryable(m) => tracing::warn!(
-                event_id = %job.event.id, rule = %job.rule, action = %job.action,
+                %event_id, rule = %job.rule, action = %job.action,
                 job_id = %job.id, attempt = job.attempt, ms, "job failed (retryable): {m}"
             ),
             Attempt::Permanent(m) => tracing::error!(
-                event_id = %job.event.id, rule = %job.rule, action = %job.action,
+                %event_id, rule = %job.rule, action = %job.action,
                 job_id = %job.id, attempt = job.attempt, ms, "job failed (permanent): {m}"
             ),
         }
         attempt
+    }
+}
+
+fn event_id(job: &ClaimedJob) -> &str {
+    job.event.get("id").and_then(Value::as_str).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_follow_the_schedule_then_give_up() {
+        let policy = RetryPolicy {
+            schedule: vec![Duration::from_secs(5), Duration::from_secs(300)],
+            jitter: 0.2,
+        };
+        let failed = Attempt::Retryable("503".into());
+        for (n, base) in [(1u32, 5_000i64), (2, 300_000)] {
+            match policy.decide(n, &failed, 0) {
+                Finish::Retry { next_at_ms, .. } => {
+                    assert!(
+                        next_at_ms >= base * 8 / 10 && next_at_ms <= base * 12 / 10,
+                        "{n}: {next_at_ms}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(policy.decide(3, &failed, 0), Finish::Dead { .. }));
+        assert!(matches!(
+            policy.decide(1, &Attempt::Permanent("400".into()), 0),
+            Finish::Dead { .. }
+        ));
+        assert!(matches!(
+            policy.decide(1, &Attempt::Done(None), 0),
+            Finish::Done
+        ));
     }
 }

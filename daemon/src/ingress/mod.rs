@@ -2,13 +2,17 @@
 //!
 //! Owns: `POST /hooks/{source}[/{rest}]` as a warp filter, the body limit,
 //! turning a request into a plugin call and the verdict into an HTTP answer.
-//! Calls: `host` (verify on the call pool) and hands accepted events to the
-//! router's queue. Nothing below imports this module.
+//! Calls: `host` (verify on the call pool) and `store` (persist before the
+//! answer), then wakes the router. Nothing below imports this module.
+//!
+//! A 2xx is sent only once the request and its events are committed to the
+//! store (durably, by default). A delivery seen before (same dedup key within
+//! the window) is answered 2xx too, and not routed again.
 //!
 //! Answers:
 //! | status | when |
 //! |---|---|
-//! | 200 | verified; body `{"accepted": ["<event id>", ...]}` |
+//! | 200 | verified and stored; `{"accepted": [new event ids], "duplicates": [ids of the events repeated]}` |
 //! | 400 | authentic but malformed (or undecryptable) |
 //! | 401 | verification failed (generic body; the reason is logged) |
 //! | 403 | sender address not allowed |
@@ -16,7 +20,7 @@
 //! | 405 | not POST |
 //! | 413 | body over `max_body_bytes` |
 //! | 500 | the provider plugin failed (panicked or returned nonsense) |
-//! | 503 | plugin overloaded or timed out, or the queue is full (`Retry-After`) |
+//! | 503 | plugin overloaded or timed out, backlog over its bound, or the store cannot write (`Retry-After`) |
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -28,14 +32,15 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
 use switchyard_plugin_api::RejectKind;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::event::Event;
 use crate::host::{CallPool, OwnedRequest, PluginError, Source};
-use crate::router::Accepted;
+use crate::router::BacklogGauge;
+use crate::store::{redact_headers, redact_query, Ingested, Store, StoredRequest};
 
 /// What ingress needs to answer a webhook.
 pub struct Ingress {
@@ -43,7 +48,15 @@ pub struct Ingress {
     pub pool: CallPool,
     pub plugin_timeout: Duration,
     pub max_body_bytes: u64,
-    pub queue: mpsc::Sender<Accepted>,
+    pub store: Arc<dyn Store>,
+    pub dedup_window: Duration,
+    /// Woken after each commit of new events.
+    pub router: Arc<Notify>,
+    pub gauge: Arc<BacklogGauge>,
+    pub max_unrouted_events: u64,
+    pub max_pending_jobs: u64,
+    /// Set when the daemon is stopping: answer 503.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The webhook filter: `hooks/{source}` relative to wherever it is mounted.
@@ -176,8 +189,21 @@ impl Ingress {
                 return error(StatusCode::BAD_REQUEST, "unreadable body");
             }
         };
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return unavailable("shutting down", 5);
+        }
+        let backlog = self.gauge.get();
+        if backlog.unrouted_events >= self.max_unrouted_events
+            || backlog.pending_jobs >= self.max_pending_jobs
+        {
+            tracing::warn!(
+                source = %source.name, unrouted = backlog.unrouted_events, pending_jobs = backlog.pending_jobs,
+                "backlog over its bound; asking the sender to retry"
+            );
+            return unavailable("busy", 30);
+        }
         let received_at = time::OffsetDateTime::now_utc();
-        let owned = OwnedRequest {
+        let owned = Arc::new(OwnedRequest {
             method: req.method.to_string(),
             path: req.tail,
             query: req.query,
@@ -187,12 +213,13 @@ impl Ingress {
                 .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
                 .collect(),
             remote_addr: req.remote.map(|a| a.ip().to_string()).unwrap_or_default(),
-            body: body.clone(),
-        };
+            body,
+        });
         let instance = source.instance.clone();
+        let lent = owned.clone();
         let verdict = self
             .pool
-            .call(self.plugin_timeout, move || instance.verify(&owned))
+            .call(self.plugin_timeout, move || instance.verify(&lent))
             .await
             .and_then(|r| r);
         let drafts = match verdict {
@@ -222,34 +249,57 @@ impl Ingress {
             }
         };
         let provider = source.provider().to_string();
-        let events: Vec<Arc<Event>> = drafts
+        let events: Vec<Event> = drafts
             .into_iter()
             .enumerate()
             .map(|(i, d)| {
-                Arc::new(Event::from_draft(
-                    d,
-                    &source.name,
-                    &provider,
-                    &body,
-                    i,
-                    received_at,
-                ))
+                Event::from_draft(d, &source.name, &provider, &owned.body, i, received_at)
             })
             .collect();
-        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-        match self.queue.try_send(Accepted { events }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(source = %source.name, "routing queue full; asking the sender to retry");
-                return unavailable("busy", 5);
+        let request = StoredRequest {
+            id: crate::event::new_id(),
+            source: source.name.clone(),
+            received_at_ms: (received_at.unix_timestamp_nanos() / 1_000_000) as i64,
+            method: owned.method.clone(),
+            path: owned.path.clone(),
+            query: redact_query(&owned.query),
+            headers: redact_headers(&owned.headers, &[]),
+            body: owned.body.clone(),
+        };
+        let outcome = match self
+            .store
+            .ingest(request, events, self.dedup_window.as_millis() as i64)
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(source = %source.name, "cannot store the webhook; asking the sender to retry: {e}");
+                return unavailable("temporarily unavailable", 5);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return unavailable("shutting down", 5);
+        };
+        let mut accepted = Vec::new();
+        let mut duplicates = Vec::new();
+        for o in outcome {
+            match o {
+                Ingested::New(id) => {
+                    tracing::info!(event_id = %id, source = %source.name, "webhook accepted");
+                    accepted.push(id);
+                }
+                Ingested::Duplicate(id) => {
+                    tracing::info!(event_id = %id, source = %source.name, "duplicate delivery; not routed again");
+                    duplicates.push(id);
+                }
             }
         }
-        for id in &ids {
-            tracing::info!(event_id = %id, source = %source.name, "webhook accepted");
+        if !accepted.is_empty() {
+            self.gauge
+                .unrouted_events
+                .fetch_add(accepted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.router.notify_one();
         }
-        answer(StatusCode::OK, json!({ "accepted": ids }))
+        answer(
+            StatusCode::OK,
+            json!({ "accepted": accepted, "duplicates": duplicates }),
+        )
     }
 }
