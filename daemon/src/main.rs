@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use std::sync::Arc;
+
 use switchyard::config;
 use switchyard::host::{Instance, Registry, Role};
+use switchyard::store::{now_ms, EventFilter, Store};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +68,82 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Look at stored events (safe while the daemon runs).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Route a stored event again through the current rules.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The event id.
+        id: String,
+    },
+    /// Dead letters: jobs that failed for good.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List stored events, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only from this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only of this type; a trailing `*` matches a prefix (`tight.*`).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Only received since: a time (RFC 3339) or an age (`1h`, `2d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only received before: a time (RFC 3339) or an age (`1h`, `2d`).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one event: envelope, request, rule runs, jobs and attempts.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The event id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to the queue, due now.
+    Redrive {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The job id of one dead letter.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +163,13 @@ fn main() -> ExitCode {
             to,
             print,
         } => send(&config.config, &source, &event, to.as_deref(), print),
+        Command::Events { command } => events(command),
+        Command::Replay { config, id } => with_store(&config.config, |store| async move {
+            store.replay(id.clone()).await?;
+            println!("event {id} will be routed again through the current rules");
+            Ok(())
+        }),
+        Command::Dlq { command } => dlq(command),
     };
     match result {
         Ok(code) => code,
@@ -143,6 +229,142 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    }
+}
+
+/// Opens the store of a config and runs `f` on a small runtime.
+fn with_store<F, Fut>(path: &Path, f: F) -> Result<ExitCode>
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let partial = config::load_partial(path).map_err(|p| anyhow!("{p}"))?;
+    let db = &partial.config.store.path;
+    if !db.exists() {
+        bail!(
+            "no store at {} yet (it is made when the daemon first runs)",
+            db.display()
+        );
+    }
+    let store: Arc<dyn Store> =
+        switchyard::app::open_store(&partial.config).map_err(|p| anyhow!("{p}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(f(store))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A time given as RFC 3339, or as an age (`90m`, `2d`) before now.
+fn parse_when(text: &str) -> Result<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let age = humantime::parse_duration(text)
+        .with_context(|| format!("{text:?} is neither an RFC 3339 time nor an age like 1h"))?;
+    Ok(now_ms() - age.as_millis() as i64)
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .map(switchyard::event::rfc3339)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+fn events(command: EventsCommand) -> Result<ExitCode> {
+    match command {
+        EventsCommand::List {
+            config,
+            source,
+            kind,
+            since,
+            until,
+            limit,
+            json,
+        } => {
+            let filter = EventFilter {
+                source,
+                kind,
+                since_ms: since.as_deref().map(parse_when).transpose()?,
+                until_ms: until.as_deref().map(parse_when).transpose()?,
+                limit,
+            };
+            with_store(&config.config, |store| async move {
+                let list = store.list_events(filter).await?;
+                if json {
+                    for e in &list {
+                        println!("{}", serde_json::to_string(e)?);
+                    }
+                } else {
+                    println!(
+                        "{:<26}  {:<24}  {:<12}  {:<32}  {:<7}  JOBS  DEAD  DUPS",
+                        "ID", "RECEIVED", "SOURCE", "TYPE", "STATE"
+                    );
+                    for e in &list {
+                        println!(
+                            "{:<26}  {:<24}  {:<12}  {:<32}  {:<7}  {:>4}  {:>4}  {:>4}",
+                            e.id,
+                            rfc3339_ms(e.received_at_ms),
+                            e.source,
+                            e.kind,
+                            e.state,
+                            e.jobs,
+                            e.jobs_dead,
+                            e.duplicates
+                        );
+                    }
+                }
+                Ok(())
+            })
+        }
+        EventsCommand::Show { config, id } => with_store(&config.config, |store| async move {
+            let detail = store.show_event(id).await?;
+            println!("{}", serde_json::to_string_pretty(&detail)?);
+            Ok(())
+        }),
+    }
+}
+
+fn dlq(command: DlqCommand) -> Result<ExitCode> {
+    match command {
+        DlqCommand::List {
+            config,
+            limit,
+            json,
+        } => with_store(&config.config, |store| async move {
+            let dead = store.dead_letters(limit).await?;
+            if json {
+                for j in &dead {
+                    println!("{}", serde_json::to_string(j)?);
+                }
+            } else {
+                println!(
+                    "{:<26}  {:<26}  {:<20}  {:<20}  {:>8}  LAST ERROR",
+                    "JOB", "EVENT", "RULE", "ACTION", "ATTEMPTS"
+                );
+                for j in &dead {
+                    println!(
+                        "{:<26}  {:<26}  {:<20}  {:<20}  {:>8}  {}",
+                        j.id,
+                        j.event_id,
+                        j.rule,
+                        j.action,
+                        j.attempts,
+                        j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }),
+        DlqCommand::Redrive { config, id, all } => with_store(&config.config, |store| async move {
+            let n = store.redrive(if all { None } else { id }, now_ms()).await?;
+            println!(
+                "{n} dead letter{} sent back to the queue",
+                if n == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const SECRET: &str = "it-tight-secret";
+pub const SECRET: &str = "it-tight-secret-0123456789abcdefghij";
 
 /// The folder cargo put the binary and the plugin libraries in.
 pub fn target_dir() -> PathBuf {
@@ -243,6 +243,12 @@ impl Daemon {
         (status, resp.text().unwrap_or_default())
     }
 
+    /// Kills the process outright (SIGKILL): no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits (bounded) for a clean exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
@@ -291,4 +297,74 @@ pub fn invoice_viewed(invoice: &str) -> String {
     format!(
         r#"{{"editor":{{"userId":"usr_1"}},"company":{{"id":"co_1"}},"type":"LIFECYCLE","event":"invoiceViewed","datetime":"2025-04-01T11:31:04.1Z","eventData":{{"entityId":"{invoice}"}}}}"#
     )
+}
+
+/// A signed webhook made by PyJWT.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Signed {
+    pub invoice: String,
+    pub body: String,
+    pub token: String,
+}
+
+/// `n` distinct invoiceViewed webhooks signed by PyJWT in one go, each body
+/// padded with `pad` bytes.
+pub fn bulk_signed(n: usize, prefix: &str, pad: usize) -> Vec<Signed> {
+    let out = Command::new("python3")
+        .arg(repo_root().join("daemon/tests/fixtures/tight_jwt.py"))
+        .args([
+            "--secret",
+            SECRET,
+            "--bulk",
+            &n.to_string(),
+            "--prefix",
+            prefix,
+            "--pad",
+            &pad.to_string(),
+        ])
+        .output()
+        .expect("python3 is needed to sign test webhooks");
+    assert!(
+        out.status.success(),
+        "bulk signing failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Runs a `switchyard` command with the test secret; returns (exit code, stdout + stderr).
+pub fn cli(args: &[&str], config: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("SWITCHYARD_IT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Polls `f` until it returns true or `secs` pass; returns the last result.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -5,6 +5,7 @@
 mod common;
 
 mod check;
+mod durability;
 mod embed;
 mod plugins;
 mod tight;

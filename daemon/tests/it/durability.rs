@@ -1,0 +1,389 @@
+//! Never lose an event: persist before ack, dedup, retries and dead letters,
+//! replay, crash recovery, and a store that cannot write.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard::store::{SqliteStore, Store, StoreOptions};
+
+use crate::common::*;
+
+fn show(config: &std::path::Path, id: &str) -> Value {
+    let (code, out) = cli(&["events", "show", id], config);
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn the_same_delivery_twice_is_routed_once() {
+    let env = Env::new();
+    let config = env.standard();
+    let daemon = Daemon::start(&config);
+    let body = invoice_viewed("inv_dup");
+    let token = pyjwt(SECRET, body.as_bytes(), &[]);
+    let (s1, t1) = daemon.post(
+        "/hooks/tight",
+        &[("Tight-Verification", &token)],
+        body.clone(),
+    );
+    // The provider's retry: the same body, re-signed.
+    let token2 = pyjwt(SECRET, body.as_bytes(), &["--iat-offset", "-5"]);
+    let (s2, t2) = daemon.post(
+        "/hooks/tight",
+        &[("Tight-Verification", &token2)],
+        body.clone(),
+    );
+    assert_eq!((s1, s2), (200, 200), "{t1} {t2}");
+    let first: Value = serde_json::from_str(&t1).unwrap();
+    let second: Value = serde_json::from_str(&t2).unwrap();
+    let id = first["accepted"][0].as_str().unwrap().to_string();
+    assert_eq!(second["accepted"], serde_json::json!([]));
+    assert_eq!(second["duplicates"][0], id.as_str());
+
+    assert_eq!(env.wait_audit(1).len(), 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.audit_lines().len(), 1, "routed once");
+    let detail = show(&config, &id);
+    assert_eq!(detail["duplicates"], 1);
+    assert_eq!(detail["request"]["verdict"], "accepted");
+    assert_eq!(detail["state"], "routed");
+}
+
+fn scripted_env(env: &Env, rule: &str) -> std::path::PathBuf {
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_test_scripted"));
+    env.rule("act", rule);
+    env.config(&format!(
+        r#"
+[delivery]
+retry_schedule = ["100ms", "200ms"]
+jitter = 0.1
+
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.scripted]
+plugin = "scripted"
+
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+        env.audit_path().display()
+    ))
+}
+
+fn send_one(daemon: &Daemon, invoice: &str) -> String {
+    let body = invoice_viewed(invoice);
+    let token = pyjwt(SECRET, body.as_bytes(), &[]);
+    let (status, text) = daemon.post("/hooks/tight", &[("Tight-Verification", &token)], body);
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["accepted"][0].as_str().unwrap().to_string()
+}
+
+#[test]
+fn transient_failures_are_retried_with_backoff_until_they_succeed() {
+    let env = Env::new();
+    let flag = env.path("data/ready");
+    let config = scripted_env(
+        &env,
+        &format!(
+            r#"const EVENTS = ["tight.*"];
+action("scripted", #{{ fail_unless_exists: "{}" }});"#,
+            flag.display()
+        ),
+    );
+    let daemon = Daemon::start(&config);
+    let id = send_one(&daemon, "inv_retry");
+    // Fails while the file is missing: attempt 1, then a retry ~100 ms later.
+    assert!(eventually(10, || show(&config, &id)["jobs"][0]["attempts"]
+        .as_u64()
+        >= Some(2)));
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        eventually(10, || show(&config, &id)["jobs"][0]["state"] == "done"),
+        "{}",
+        daemon.logs()
+    );
+    let job = &show(&config, &id)["jobs"][0];
+    let log = job["attempt_log"].as_array().unwrap();
+    assert!(log.len() >= 2 && log.len() <= 3, "{job}");
+    assert_eq!(log.last().unwrap()["outcome"], "done");
+    assert_eq!(log[0]["outcome"], "retry");
+    // Backoff: the second attempt started no sooner than ~80 ms after the first ended.
+    let gap =
+        log[1]["started_at_ms"].as_i64().unwrap() - log[0]["finished_at_ms"].as_i64().unwrap();
+    assert!(gap >= 80, "gap {gap} ms");
+}
+
+#[test]
+fn permanent_failures_and_exhausted_retries_become_dead_letters_and_redrive_runs_them() {
+    let env = Env::new();
+    let flag = env.path("data/fixed");
+    let config = scripted_env(
+        &env,
+        &format!(
+            r#"const EVENTS = ["tight.*"];
+if event.data.eventData.entityId == "inv_perm" {{
+    action("scripted", #{{ fail: "permanent" }});
+}} else {{
+    action("scripted", #{{ fail_unless_exists: "{}" }});
+}}"#,
+            flag.display()
+        ),
+    );
+    let daemon = Daemon::start(&config);
+    let perm = send_one(&daemon, "inv_perm");
+    let flaky = send_one(&daemon, "inv_flaky");
+    assert!(eventually(10, || {
+        let (_, out) = cli(&["dlq", "list", "--json"], &config);
+        out.lines().count() == 2
+    }));
+    let perm_job = &show(&config, &perm)["jobs"][0];
+    assert_eq!(perm_job["state"], "dead");
+    assert_eq!(
+        perm_job["attempts"], 1,
+        "a permanent failure is not retried"
+    );
+    let flaky_job = show(&config, &flaky)["jobs"][0].clone();
+    assert_eq!(flaky_job["state"], "dead");
+    assert_eq!(
+        flaky_job["attempts"], 3,
+        "one attempt and the two retries of the schedule"
+    );
+    assert!(flaky_job["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("gave up after 3 attempts"));
+
+    // Fix the cause, then redrive that one job.
+    std::fs::write(&flag, "").unwrap();
+    let job_id = flaky_job["id"].as_str().unwrap();
+    let (code, out) = cli(&["dlq", "redrive", job_id], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        eventually(10, || show(&config, &flaky)["jobs"][0]["state"] == "done"),
+        "{}",
+        daemon.logs()
+    );
+    let (_, out) = cli(&["dlq", "list", "--json"], &config);
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "the permanent one is still dead: {out}"
+    );
+    // The idempotency key is the same on every attempt.
+    assert_eq!(
+        show(&config, &flaky)["jobs"][0]["idempotency_key"],
+        flaky_job["idempotency_key"]
+    );
+}
+
+#[test]
+fn replay_routes_a_stored_event_again_with_new_idempotency_keys() {
+    let env = Env::new();
+    let config = env.standard();
+    let daemon = Daemon::start(&config);
+    let id = send_one(&daemon, "inv_replay");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    let (code, out) = cli(&["replay", &id], &config);
+    assert_eq!(code, 0, "{out}");
+    let lines = env.wait_audit(2);
+    assert_eq!(lines.len(), 2, "{}", daemon.logs());
+    assert_eq!(lines[0]["event_id"], lines[1]["event_id"]);
+    assert_eq!(lines[0]["idempotency_key"], format!("{id}:viewed:0"));
+    assert_eq!(
+        lines[1]["idempotency_key"],
+        format!("{id}:viewed:0:replay1")
+    );
+    let (code, out) = cli(&["events", "list", "--type", "tight.*"], &config);
+    assert_eq!(code, 0);
+    assert!(out.contains(&id) && out.contains("routed"), "{out}");
+    let (code, _) = cli(&["replay", "01NOTANEVENT00000000000000"], &config);
+    assert_ne!(code, 0);
+}
+
+#[test]
+fn a_store_that_cannot_write_answers_503_and_keeps_what_it_acknowledged() {
+    let env = Env::new();
+    env.standard();
+    let config = env.config(&format!(
+        r#"
+[store]
+max_size_mb = 1
+
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+        env.audit_path().display()
+    ));
+    let daemon = Daemon::start(&config);
+    let signed = bulk_signed(60, "inv_full_", 64 * 1024);
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for s in &signed {
+        let (status, text) = daemon.post(
+            "/hooks/tight",
+            &[("Tight-Verification", &s.token)],
+            s.body.clone(),
+        );
+        match status {
+            200 => acked.push(
+                serde_json::from_str::<Value>(&text).unwrap()["accepted"][0]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ),
+            503 => refused += 1,
+            other => panic!("unexpected {other}: {text}"),
+        }
+    }
+    assert!(refused > 0, "the 1 MiB store filled up");
+    assert!(!acked.is_empty());
+    assert!(daemon.logs().contains("cannot store the webhook"));
+    // The operator makes room (here: lifts the cap) and restarts: everything
+    // acknowledged is there and gets routed.
+    daemon.stop();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_size_mb = 1", "");
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(&config);
+    assert!(
+        eventually(15, || env.audit_lines().len() >= acked.len()),
+        "{}",
+        daemon.logs()
+    );
+    let audited: HashSet<String> = env
+        .audit_lines()
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &acked {
+        assert!(audited.contains(id), "{id} was acknowledged but not routed");
+    }
+}
+
+/// The crash test: thousands of signed webhooks from concurrent clients,
+/// SIGKILL while they are being written, restart. Every request that got a
+/// 2xx must be stored, routed, and its action run at least once.
+#[test]
+fn kill_9_mid_stream_loses_no_acknowledged_event() {
+    const TOTAL: usize = 3000;
+    const CLIENTS: usize = 16;
+    const KILL_AFTER: usize = 1000;
+    let env = Env::new();
+    let config = env.standard();
+    let signed = Arc::new(bulk_signed(TOTAL, "inv_crash_", 0));
+    let mut daemon = Daemon::start(&config);
+    let url = daemon.url("/hooks/tight");
+
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default(); // invoice -> event id
+    let failed = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (signed, acked, failed, next, url) = (
+                signed.clone(),
+                acked.clone(),
+                failed.clone(),
+                next.clone(),
+                url.clone(),
+            );
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(s) = signed.get(i) else { break };
+                    let resp = client
+                        .post(&url)
+                        .header("Tight-Verification", &s.token)
+                        .body(s.body.clone())
+                        .send();
+                    match resp {
+                        Ok(r) if r.status().as_u16() == 200 => {
+                            let v: Value = r.json().unwrap();
+                            let id = v["accepted"][0].as_str().unwrap().to_string();
+                            acked.lock().unwrap().insert(s.invoice.clone(), id);
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Kill while the clients are mid-stream: requests are in flight and the
+    // store is committing.
+    assert!(
+        eventually(60, || acked.lock().unwrap().len() >= KILL_AFTER),
+        "not enough acks"
+    );
+    daemon.kill9();
+    let acked_at_kill = acked.lock().unwrap().len();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let failed = failed.load(Ordering::SeqCst);
+    assert!(
+        acked_at_kill < TOTAL && failed > 0,
+        "the kill landed mid-stream ({} acked, {failed} failed)",
+        acked.len()
+    );
+    assert_eq!(acked.len() + failed, TOTAL);
+
+    // Restart: what was stored but not routed gets routed; jobs resume.
+    let daemon = Daemon::start(&config);
+    let want: HashSet<&String> = acked.values().collect();
+    let done = eventually(60, || {
+        let seen: HashSet<String> = env
+            .audit_lines()
+            .iter()
+            .map(|l| l["event_id"].as_str().unwrap().to_string())
+            .collect();
+        want.iter().all(|id| seen.contains(*id))
+    });
+    assert!(
+        done,
+        "some acknowledged events never ran their action\n{}",
+        daemon.logs()
+    );
+
+    // And the store has each of them, routed, with its job done.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store =
+        SqliteStore::open(&env.path("data/switchyard.db"), StoreOptions::default()).unwrap();
+    rt.block_on(async {
+        for id in &want {
+            let detail = store.show_event(id.to_string()).await.unwrap();
+            assert_eq!(detail.state, "routed", "{id}");
+            assert_eq!(detail.jobs.len(), 1, "{id}");
+        }
+    });
+    let audited = env.audit_lines();
+    eprintln!(
+        "crash test: {} acknowledged, {failed} refused or cut off, {} action lines after restart ({} repeats)",
+        acked.len(),
+        audited.len(),
+        audited.len() - audited.iter().map(|l| l["event_id"].as_str().unwrap()).collect::<HashSet<_>>().len()
+    );
+}
