@@ -167,8 +167,11 @@ pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, Problems> {
     })
 }
 
-/// How often old events are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often old events are pruned: a tenth of the retention, between a
+/// second and ten minutes.
+fn prune_every(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600))
+}
 
 fn spawn_pruner(
     store: Arc<dyn Store>,
@@ -206,7 +209,7 @@ fn spawn_pruner(
                 );
             }
             tokio::select! {
-                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                _ = tokio::time::sleep(prune_every(retention)) => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
         }

@@ -6,16 +6,18 @@
 //!
 //! The data flow, one stage per module, dependencies pointing one way:
 //! ```text
-//! ingress  ──verify──▶ host (provider plugins, call pool)
-//!    │
-//!    └──events──▶ router ──▶ rules (sandboxed rhai) ──jobs──▶ dispatch ──▶ host (action plugins)
+//! ingress ──verify──▶ host (provider plugins, call pool)
+//!    └──request + events──▶ store ──▶ 2xx
+//! router:   store (unrouted) ──▶ rules (sandboxed rhai) ──▶ store (routing + jobs)
+//! dispatch: store (due jobs) ──▶ host (action plugins) ──▶ store (attempts)
 //! ```
 //! - [`config`]: the TOML file, secrets, problems with file:line.
 //! - [`host`]: loading plugin libraries through the C ABI, instances, the call pool.
 //! - [`ingress`]: the warp filter for `POST /hooks/{source}`.
-//! - [`router`]: the task between ingress and dispatch.
+//! - [`store`]: the durable store (SQLite, group commit) behind the `Store` interface.
+//! - [`router`]: routing stored events, recording their jobs.
 //! - [`rules`]: compiling and running rule scripts.
-//! - [`dispatch`]: running jobs on action plugins.
+//! - [`dispatch`]: running jobs on action plugins, with retries and dead letters.
 //! - [`event`]: the event envelope.
 //! - [`app`]: [`Switchyard`], the embeddable whole.
 //!

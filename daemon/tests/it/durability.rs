@@ -387,3 +387,91 @@ fn kill_9_mid_stream_loses_no_acknowledged_event() {
         audited.len() - audited.iter().map(|l| l["event_id"].as_str().unwrap()).collect::<HashSet<_>>().len()
     );
 }
+
+#[test]
+fn a_job_backlog_over_its_bound_gets_503_with_retry_after() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_test_scripted"));
+    env.rule(
+        "act",
+        r#"const EVENTS = ["tight.*"]; action("scripted", #{ fail: "retryable" });"#,
+    );
+    let config = env.config(
+        r#"
+[store]
+max_pending_jobs = 3
+
+[delivery]
+retry_schedule = ["1h"]
+
+[sources.tight]
+plugin = "tight"
+secret = { env = "SWITCHYARD_IT_SECRET" }
+
+[actions.scripted]
+plugin = "scripted"
+"#,
+    );
+    let daemon = Daemon::start(&config);
+    let signed = bulk_signed(40, "inv_bp_", 0);
+    let client = reqwest::blocking::Client::new();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for s in &signed {
+        let resp = client
+            .post(daemon.url("/hooks/tight"))
+            .header("Tight-Verification", &s.token)
+            .body(s.body.clone())
+            .send()
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+        if resp.status().as_u16() == 503 {
+            retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 3,
+        "{statuses:?}"
+    );
+    assert!(retry_after.is_some_and(|v| v.parse::<u32>().unwrap() > 0));
+    assert!(daemon.logs().contains("backlog over its bound"));
+}
+
+#[test]
+fn events_older_than_the_retention_are_pruned() {
+    let env = Env::new();
+    env.standard();
+    let config = env.config(&format!(
+        r#"
+[store]
+retention = "2s"
+dedup_window = "2s"
+
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+        env.audit_path().display()
+    ));
+    let daemon = Daemon::start(&config);
+    let id = send_one(&daemon, "inv_old");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    assert_eq!(cli(&["events", "show", &id], &config).0, 0);
+    assert!(
+        eventually(15, || cli(&["events", "show", &id], &config).0 != 0),
+        "{}",
+        daemon.logs()
+    );
+    assert!(daemon.logs().contains("pruned"));
+}
