@@ -59,6 +59,9 @@ type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
 
 /// A queued write.
 trait WriteOp: Send {
+    /// Whether the caller needs the write on disk before its answer (an
+    /// acknowledgement hangs on it), not only safe from a crash of the process.
+    fn needs_sync(&self) -> bool;
     /// Runs inside its own savepoint; says whether it succeeded (else the
     /// savepoint is rolled back) and how to answer once the batch commits.
     fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply);
@@ -71,6 +74,7 @@ type Op = Box<dyn WriteOp>;
 struct Write<F, T> {
     f: F,
     tx: oneshot::Sender<StoreResult<T>>,
+    sync: bool,
 }
 
 impl<F, T> WriteOp for Write<F, T>
@@ -78,8 +82,12 @@ where
     F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     T: Send + 'static,
 {
+    fn needs_sync(&self) -> bool {
+        self.sync
+    }
+
     fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply) {
-        let Write { f, tx } = *self;
+        let Write { f, tx, .. } = *self;
         let result = f(conn);
         let ok = result.is_ok();
         let reply: Reply = Box::new(move |commit: StoreResult<()>| {
@@ -164,9 +172,10 @@ impl SqliteStore {
         let conn = open_connection(path, &options, true)?;
         conn.execute_batch(SCHEMA).map_err(map_err)?;
         let (tx, rx) = std_mpsc::channel::<Op>();
+        let durability = options.durability;
         std::thread::Builder::new()
             .name("switchyard-store".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, rx, durability))
             .map_err(|e| StoreError::Other(format!("cannot start the store writer: {e}")))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -180,13 +189,35 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Queues a write for the next group commit.
+    /// Queues a write that must be on disk before it is answered (with
+    /// `durability = "full"`): what an acknowledgement or a user's command
+    /// hangs on.
     fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreFuture<'_, T> {
+        self.submit(true, f)
+    }
+
+    /// Queues a write that need only survive a crash of the process, not of
+    /// the machine: the pipeline's own bookkeeping (routing, claims, attempt
+    /// records). Losing the last of these to a power cut only repeats work —
+    /// an event is routed again with the same idempotency keys, a job runs
+    /// again — and the next synced commit makes them durable too.
+    fn write_relaxed<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        self.submit(false, f)
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        sync: bool,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
-        let op: Op = Box::new(Write { f, tx });
+        let op: Op = Box::new(Write { f, tx, sync });
         let sent = self
             .ops
             .lock()
@@ -236,8 +267,14 @@ impl SqliteStore {
     }
 }
 
-/// The writer thread: group commit.
-fn writer(conn: Connection, rx: std_mpsc::Receiver<Op>) {
+/// The writer thread: group commit. A batch holding a write that needs to
+/// be on disk commits with an fsync (`synchronous = FULL`, with full
+/// durability); a batch of bookkeeping only commits without one (`NORMAL`).
+fn writer(conn: Connection, rx: std_mpsc::Receiver<Op>, durability: Durability) {
+    let mut synchronous = "";
+    // Statements run per batch and per write: parse them once.
+    let run =
+        |sql: &str| -> rusqlite::Result<()> { conn.prepare_cached(sql)?.execute([]).map(|_| ()) };
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -246,7 +283,15 @@ fn writer(conn: Connection, rx: std_mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let wanted = if durability == Durability::Full && batch.iter().any(|op| op.needs_sync()) {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        if wanted != synchronous && conn.pragma_update(None, "synchronous", wanted).is_ok() {
+            synchronous = wanted;
+        }
+        if let Err(e) = run("BEGIN IMMEDIATE") {
             let err = map_err(e);
             tracing::error!("store: cannot begin a transaction: {err}");
             for op in batch {
@@ -254,9 +299,11 @@ fn writer(conn: Connection, rx: std_mpsc::Receiver<Op>) {
             }
             continue;
         }
+        let ops = batch.len();
+        let started = std::time::Instant::now();
         let mut replies = Vec::with_capacity(batch.len());
         for op in batch {
-            if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+            if let Err(e) = run("SAVEPOINT op") {
                 op.fail(map_err(e));
                 continue;
             }
@@ -276,16 +323,26 @@ fn writer(conn: Connection, rx: std_mpsc::Receiver<Op>) {
                 "the batch was rolled back after a write failed (disk full or I/O error)".into(),
             ))
         } else {
-            conn.execute_batch("COMMIT").map_err(map_err)
+            run("COMMIT").map_err(map_err)
         };
         if let Err(e) = &commit {
             tracing::error!("store: commit failed: {e}");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run("ROLLBACK");
         }
+        tracing::trace!(
+            ops,
+            us = started.elapsed().as_micros() as u64,
+            "store commit"
+        );
         for reply in replies {
             reply(commit.clone());
         }
     }
+}
+
+/// The smallest ULID of a millisecond: ids below it were made before it.
+fn ulid_floor(ms: i64) -> String {
+    ulid::Ulid::from_parts(ms.max(0) as u64, 0).to_string()
 }
 
 fn json_text(v: &Value) -> String {
@@ -299,7 +356,8 @@ fn parse_json(text: &str) -> Value {
 fn ingest_tx(
     conn: &Connection,
     request: &StoredRequest,
-    events: &[Event],
+    headers: &str,
+    events: &[(Event, String)],
     dedup_window_ms: i64,
 ) -> StoreResult<Vec<Ingested>> {
     let now = request.received_at_ms;
@@ -309,25 +367,23 @@ fn ingest_tx(
             "SELECT event_id FROM dedup WHERE source = ?1 AND key = ?2 AND expires_at > ?3",
         )
         .map_err(map_err)?;
-    let mut fresh = Vec::new();
-    for ev in events {
+    let mut fresh: Vec<&(Event, String)> = Vec::new();
+    for pair in events {
+        let ev = &pair.0;
         let prior: Option<String> = seen
             .query_row(params![ev.source, ev.dedup_key, now], |r| r.get(0))
             .optional()
             .map_err(map_err)?;
         match prior {
             Some(original) => results.push(Ingested::Duplicate(original)),
-            None if fresh.iter().any(|e: &&Event| e.dedup_key == ev.dedup_key) => {
-                let first = fresh
-                    .iter()
-                    .find(|e| e.dedup_key == ev.dedup_key)
-                    .map(|e| e.id.clone());
-                results.push(Ingested::Duplicate(first.unwrap_or_default()));
-            }
-            None => {
-                fresh.push(ev);
-                results.push(Ingested::New(ev.id.clone()));
-            }
+            None => match fresh.iter().find(|(e, _)| e.dedup_key == ev.dedup_key) {
+                // Two events of one request with the same key: the first counts.
+                Some((first, _)) => results.push(Ingested::Duplicate(first.id.clone())),
+                None => {
+                    fresh.push(pair);
+                    results.push(Ingested::New(ev.id.clone()));
+                }
+            },
         }
     }
     let verdict = if fresh.is_empty() && !events.is_empty() {
@@ -335,7 +391,6 @@ fn ingest_tx(
     } else {
         "accepted"
     };
-    let headers = serde_json::to_string(&request.headers).unwrap_or_else(|_| "[]".into());
     conn.prepare_cached(
         "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -364,8 +419,7 @@ fn ingest_tx(
             "INSERT OR REPLACE INTO dedup (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(map_err)?;
-    for ev in &fresh {
-        let envelope = serde_json::to_string(ev).map_err(|e| StoreError::Other(e.to_string()))?;
+    for (ev, envelope) in &fresh {
         insert_event
             .execute(params![
                 ev.id, request.id, ev.source, ev.kind, now, envelope
@@ -527,21 +581,21 @@ fn prune_tx(conn: &Connection, before_ms: i64, now_ms: i64) -> StoreResult<Prune
         .execute(
             "DELETE FROM events WHERE id IN (
                 SELECT e.id FROM events e
-                WHERE e.received_at < ?1 AND e.state = 'routed'
+                WHERE e.id < ?1 AND e.state = 'routed'
                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id
                                   AND j.state IN ('pending', 'running'))
                 LIMIT ?2)",
-            params![before_ms, PRUNE_CHUNK],
+            params![ulid_floor(before_ms), PRUNE_CHUNK],
         )
         .map_err(map_err)? as u64;
     let requests = conn
         .execute(
             "DELETE FROM requests WHERE id IN (
                 SELECT r.id FROM requests r
-                WHERE r.received_at < ?1
+                WHERE r.id < ?1
                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id)
                 LIMIT ?2)",
-            params![before_ms, PRUNE_CHUNK],
+            params![ulid_floor(before_ms), PRUNE_CHUNK],
         )
         .map_err(map_err)? as u64;
     let dedup_keys = conn
@@ -620,7 +674,22 @@ impl Store for SqliteStore {
         events: Vec<Event>,
         dedup_window_ms: i64,
     ) -> StoreFuture<'_, Vec<Ingested>> {
-        self.write(move |conn| ingest_tx(conn, &request, &events, dedup_window_ms))
+        // Encode here, on the caller's thread: the writer thread is the one
+        // every write waits for.
+        let encoded: StoreResult<Vec<(Event, String)>> = events
+            .into_iter()
+            .map(|e| {
+                serde_json::to_string(&e)
+                    .map(|json| (e, json))
+                    .map_err(|err| StoreError::Other(err.to_string()))
+            })
+            .collect();
+        let headers = serde_json::to_string(&request.headers).unwrap_or_else(|_| "[]".into());
+        match encoded {
+            Ok(events) => self
+                .write(move |conn| ingest_tx(conn, &request, &headers, &events, dedup_window_ms)),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
 
     fn pending_events(&self, limit: usize) -> StoreFuture<'_, Vec<PendingEvent>> {
@@ -649,15 +718,15 @@ impl Store for SqliteStore {
     }
 
     fn record_routing(&self, routing: Routing) -> StoreFuture<'_, ()> {
-        self.write(move |conn| routing_tx(conn, &routing))
+        self.write_relaxed(move |conn| routing_tx(conn, &routing))
     }
 
     fn claim_jobs(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<ClaimedJob>> {
-        self.write(move |conn| claim_tx(conn, now_ms, limit))
+        self.write_relaxed(move |conn| claim_tx(conn, now_ms, limit))
     }
 
     fn finish_attempt(&self, attempt: FinishedAttempt) -> StoreFuture<'_, ()> {
-        self.write(move |conn| finish_tx(conn, &attempt))
+        self.write_relaxed(move |conn| finish_tx(conn, &attempt))
     }
 
     fn next_due(&self) -> StoreFuture<'_, Option<i64>> {
@@ -706,7 +775,7 @@ impl Store for SqliteStore {
     }
 
     fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned> {
-        self.write(move |conn| prune_tx(conn, before_ms, now_ms))
+        self.write_relaxed(move |conn| prune_tx(conn, before_ms, now_ms))
     }
 
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>> {
@@ -732,12 +801,12 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(since) = filter.since_ms {
-                args.push(Box::new(since));
-                sql.push_str(&format!(" AND e.received_at >= ?{}", args.len()));
+                args.push(Box::new(ulid_floor(since)));
+                sql.push_str(&format!(" AND e.id >= ?{}", args.len()));
             }
             if let Some(until) = filter.until_ms {
-                args.push(Box::new(until));
-                sql.push_str(&format!(" AND e.received_at < ?{}", args.len()));
+                args.push(Box::new(ulid_floor(until)));
+                sql.push_str(&format!(" AND e.id < ?{}", args.len()));
             }
             args.push(Box::new(filter.limit.max(1) as i64));
             sql.push_str(&format!(" ORDER BY e.id DESC LIMIT ?{}", args.len()));

@@ -13,11 +13,15 @@
 //!
 //! Failures to open or write the file are retryable (a full disk may clear);
 //! a job is never half-written, as each line goes out in one `write` call.
+//!
+//! With `fsync`, a job is reported done only once its line is on disk. Jobs
+//! running at once share an fsync: whoever syncs covers every line written
+//! before it started (group commit, as the store does).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -42,9 +46,12 @@ pub struct FileAction {
     path: PathBuf,
     fsync: bool,
     include_event: bool,
-    /// Opened lazily, so a file that cannot be opened yet is a retryable job
-    /// failure rather than a refused config.
-    file: Mutex<Option<File>>,
+    /// The open file (opened lazily, so a file that cannot be opened yet is
+    /// a retryable job failure rather than a refused config) and the number
+    /// of lines written to it.
+    file: Mutex<(Option<Arc<File>>, u64)>,
+    /// Lines known to be on disk; held while syncing, so one fsync runs at a time.
+    synced: Mutex<u64>,
 }
 
 impl FileAction {
@@ -94,37 +101,53 @@ impl Action for FileAction {
             path: config.path,
             fsync: config.fsync,
             include_event: config.include_event,
-            file: Mutex::new(None),
+            file: Mutex::new((None, 0)),
+            synced: Mutex::new(0),
         })
     }
 
     fn execute(&self, job: &Job, _timeout: Duration) -> Outcome {
         let line = self.line(job);
-        let mut guard = match self.file.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if guard.is_none() {
-            match self.open() {
-                Ok(f) => *guard = Some(f),
-                Err(e) => {
-                    return Outcome::Retryable(format!("cannot open {}: {e}", self.path.display()))
+        let (file, seq) = {
+            let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.0.is_none() {
+                match self.open() {
+                    Ok(f) => guard.0 = Some(Arc::new(f)),
+                    Err(e) => {
+                        return Outcome::Retryable(format!(
+                            "cannot open {}: {e}",
+                            self.path.display()
+                        ))
+                    }
                 }
             }
-        }
-        let Some(file) = guard.as_mut() else {
-            return Outcome::Retryable("file not open".into());
-        };
-        let result =
-            file.write_all(&line)
-                .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) });
-        match result {
-            Ok(()) => Outcome::Done(None),
-            Err(e) => {
+            let Some(file) = guard.0.clone() else {
+                return Outcome::Retryable("file not open".into());
+            };
+            if let Err(e) = (&*file).write_all(&line) {
                 // Reopen next time: the file may have been rotated or removed.
-                *guard = None;
-                Outcome::Retryable(format!("cannot write {}: {e}", self.path.display()))
+                guard.0 = None;
+                return Outcome::Retryable(format!("cannot write {}: {e}", self.path.display()));
             }
+            guard.1 += 1;
+            (file, guard.1)
+        };
+        if !self.fsync {
+            return Outcome::Done(None);
+        }
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= seq {
+            // An fsync that started after our write covered it.
+            return Outcome::Done(None);
+        }
+        // Every line written so far is covered by the fsync about to run.
+        let upto = self.file.lock().unwrap_or_else(|p| p.into_inner()).1;
+        match file.sync_data() {
+            Ok(()) => {
+                *synced = upto.max(*synced);
+                Outcome::Done(None)
+            }
+            Err(e) => Outcome::Retryable(format!("cannot sync {}: {e}", self.path.display())),
         }
     }
 }

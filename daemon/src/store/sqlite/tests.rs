@@ -173,17 +173,20 @@ async fn recover_hands_back_running_jobs_and_replay_routes_again() {
 async fn prune_removes_old_routed_events_and_expired_keys() {
     let (_dir, store) = store();
     let old = now_ms() - 100_000;
+    // Ids are ULIDs: their time orders them.
+    let id = |n: u128| ulid::Ulid::from_parts(old as u64, n).to_string();
+    let (e1, e2) = (id(1), id(2));
     store
-        .ingest(request("r1", old), vec![event("e1", "k1")], 1_000)
+        .ingest(request(&id(3), old), vec![event(&e1, "k1")], 1_000)
         .await
         .unwrap();
     store
-        .ingest(request("r2", old), vec![event("e2", "k2")], 1_000)
+        .ingest(request(&id(4), old), vec![event(&e2, "k2")], 1_000)
         .await
         .unwrap();
     store
         .record_routing(Routing {
-            event_id: "e1".into(),
+            event_id: e1.clone(),
             rule_runs: json!([]),
             jobs: vec![],
             routed_at_ms: old,
@@ -196,13 +199,14 @@ async fn prune_removes_old_routed_events_and_expired_keys() {
         (1, 1, 2),
         "the unrouted e2 stays"
     );
-    assert!(store.show_event("e2".into()).await.is_ok());
+    assert!(store.show_event(e1).await.is_err());
+    assert!(store.show_event(e2).await.is_ok());
     // With its key expired, the same delivery is new again.
     let r = store
-        .ingest(request("r3", now_ms()), vec![event("e3", "k1")], 1_000)
+        .ingest(request("r5", now_ms()), vec![event("e5", "k1")], 1_000)
         .await
         .unwrap();
-    assert_eq!(r, vec![Ingested::New("e3".into())]);
+    assert_eq!(r, vec![Ingested::New("e5".into())]);
 }
 
 #[tokio::test]

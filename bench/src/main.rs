@@ -1,0 +1,334 @@
+//! `switchyard-bench`: the pieces of the ingest benchmark (see bench/README.md).
+//!
+//! - `ceiling`: a minimal hyper server that only checks an HMAC-SHA256 of the
+//!   body and answers 200: the most this machine can do per request.
+//! - `load`: a closed-loop HTTP/1.1 load generator. Each connection sends
+//!   distinct 1 KiB Tight LIFECYCLE webhooks back to back, signed either as
+//!   Tight does (a `Tight-Verification` JWT) or with a plain body HMAC
+//!   (`X-Signature: sha256=<hex>`), and records every latency.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard-bench",
+    about = "Ingest benchmark: load generator and reference server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Signing {
+    /// Tight-Verification JWT (HS256, iat, request_body_sha256).
+    Tight,
+    /// X-Signature: sha256=<hex HMAC-SHA256 of the body>.
+    Hmac,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve POST requests checking X-Signature (HMAC-SHA256 of the body).
+    Ceiling {
+        #[arg(long, default_value = "127.0.0.1:9101")]
+        listen: SocketAddr,
+        #[arg(long)]
+        secret: String,
+    },
+    /// Send signed webhooks for a while and report throughput and latency.
+    Load {
+        /// Where to post, e.g. http://127.0.0.1:8080/hooks/tight
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_enum)]
+        signing: Signing,
+        #[arg(long)]
+        secret: String,
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+        /// A label for the result line.
+        #[arg(long, default_value = "target")]
+        label: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Ceiling { listen, secret } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(ceiling(listen, secret))
+        }
+        Command::Load {
+            url,
+            signing,
+            secret,
+            connections,
+            seconds,
+            body_bytes,
+            label,
+        } => {
+            // One thread: the generator should take as little of the machine as it can.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(load(
+                url,
+                signing,
+                secret,
+                connections,
+                seconds,
+                body_bytes,
+                label,
+            ))
+        }
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn ceiling(listen: SocketAddr, secret: String) -> Result<()> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Request, Response, StatusCode};
+    let listener = TcpListener::bind(listen).await?;
+    println!("ceiling listening on {}", listener.local_addr()?);
+    let secret = Arc::new(secret.into_bytes());
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let secret = secret.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let secret = secret.clone();
+                async move {
+                    let sig = req
+                        .headers()
+                        .get("x-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("sha256="))
+                        .map(str::to_owned);
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let mut mac = HmacSha256::new_from_slice(&secret).expect("any key length");
+                    mac.update(&body);
+                    let ok = sig.is_some_and(|s| {
+                        (0..s.len() / 2)
+                            .map(|i| {
+                                u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("zz"), 16)
+                            })
+                            .collect::<Result<Vec<u8>, _>>()
+                            .is_ok_and(|bytes| mac.verify_slice(&bytes).is_ok())
+                    });
+                    let status = if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::UNAUTHORIZED
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .body(Full::new(bytes::Bytes::from_static(b"{}")))
+                            .unwrap(),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Builds the n-th request: a distinct 1 KiB LIFECYCLE body, signed.
+fn request(
+    n: u64,
+    host: &str,
+    path: &str,
+    signing: Signing,
+    secret: &[u8],
+    body_bytes: usize,
+) -> Vec<u8> {
+    let head = format!(
+        r#"{{"editor":{{"userId":"usr_bench"}},"company":{{"id":"co_bench"}},"type":"LIFECYCLE","event":"invoiceViewed","datetime":"2025-04-01T11:31:04.1Z","eventData":{{"entityId":"inv_{n}","padding":""#
+    );
+    let tail = r#""}}"#;
+    let pad = body_bytes.saturating_sub(head.len() + tail.len());
+    let body = format!("{head}{}{tail}", "x".repeat(pad));
+    let auth = match signing {
+        Signing::Tight => {
+            let iat = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let claims = serde_json::json!({
+                "iat": iat,
+                "request_body_sha256": base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body.as_bytes())),
+            });
+            let jwt = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret),
+            )
+            .expect("sign");
+            format!("Tight-Verification: {jwt}\r\n")
+        }
+        Signing::Hmac => {
+            let mut mac = HmacSha256::new_from_slice(secret).expect("any key length");
+            mac.update(body.as_bytes());
+            format!(
+                "X-Signature: sha256={}\r\n",
+                hex(&mac.finalize().into_bytes())
+            )
+        }
+    };
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads one HTTP/1.1 response; returns its status.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<u16> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..header_end]).context("response head")?;
+    let status: u16 = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .context("status line")?;
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < header_end + length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed mid-body");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(status)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load(
+    url: String,
+    signing: Signing,
+    secret: String,
+    connections: usize,
+    seconds: u64,
+    body_bytes: usize,
+    label: String,
+) -> Result<()> {
+    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h.to_string(), format!("/{p}")))
+        .unwrap_or((rest.to_string(), "/".into()));
+    let addr: SocketAddr = host
+        .parse()
+        .context("the URL's host must be an IP:port on this machine")?;
+    let secret = Arc::new(secret.into_bytes());
+    let counter = Arc::new(AtomicU64::new(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            % 1_000_000_000,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (host, path, secret, counter) =
+            (host.clone(), path.clone(), secret.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies: Vec<u32> = Vec::with_capacity(100_000);
+            let mut failures = 0u64;
+            let mut stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let mut buf = Vec::with_capacity(8192);
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let req = request(n, &host, &path, signing, &secret, body_bytes);
+                let start = Instant::now();
+                stream.write_all(&req).await?;
+                match read_response(&mut stream, &mut buf).await {
+                    Ok(status) if (200..300).contains(&status) => {
+                        latencies.push(start.elapsed().as_micros() as u32)
+                    }
+                    Ok(_) => failures += 1,
+                    Err(_) => {
+                        failures += 1;
+                        stream = TcpStream::connect(addr).await?;
+                        stream.set_nodelay(true)?;
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((latencies, failures))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut failures = 0;
+    for t in tasks {
+        let (lat, f) = t.await??;
+        all.extend(lat);
+        failures += f;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return 0.0;
+        }
+        all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1000.0
+    };
+    let rps = all.len() as f64 / seconds as f64;
+    println!(
+        "{{\"label\":\"{label}\",\"connections\":{connections},\"ok\":{},\"failed\":{failures},\"rps\":{rps:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}}",
+        all.len(),
+        pct(0.50),
+        pct(0.99)
+    );
+    Ok(())
+}
