@@ -231,6 +231,9 @@ pub struct SourceConfig {
     pub settings: Value,
     /// Where the table starts, for messages (`file:line`).
     pub location: String,
+    /// Header names whose values are credentials: stored as `[redacted]`
+    /// (beside the usual ones, such as `Authorization`).
+    pub redact_headers: Vec<String>,
 }
 
 /// An `[actions.NAME]` table.
@@ -382,6 +385,20 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
         let Some(plugin) = take_plugin(&mut table, &scope, &location, &mut problems) else {
             continue;
         };
+        let redact_headers = match table.remove("redact_headers") {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_str) => items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            Some(_) => {
+                problems.push(Problem::new(
+                    &location,
+                    format!("{scope}.redact_headers must be a list of header names"),
+                ));
+                Vec::new()
+            }
+        };
         match plugin_settings(table, &scope, &location, &mut warnings) {
             Ok(settings) => {
                 sources.insert(
@@ -391,6 +408,7 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
                         plugin,
                         settings,
                         location,
+                        redact_headers,
                     },
                 );
             }

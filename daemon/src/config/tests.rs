@@ -10,6 +10,7 @@ rules_dir = "rules"
 plugin = "tight"
 secret = { env = "SWITCHYARD_TEST_SECRET_A" }
 tolerance_secs = 60
+redact_headers = ["X-Auth"]
 
 [actions.notify-owner]
 plugin = "file"
@@ -29,6 +30,8 @@ fn parses_and_resolves_env_secrets() {
     assert_eq!(source.settings["secret"], "s3cr3t");
     assert_eq!(source.settings["tolerance_secs"], 60);
     assert!(source.settings.get("plugin").is_none());
+    assert!(source.settings.get("redact_headers").is_none());
+    assert_eq!(source.redact_headers, ["X-Auth"]);
     assert_eq!(source.location, "/etc/switchyard/switchyard.toml:7");
     let action = &config.actions["notify-owner"];
     assert_eq!(action.concurrency, 2);

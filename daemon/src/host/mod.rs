@@ -106,6 +106,8 @@ impl Registry {
 pub struct Source {
     pub name: String,
     pub instance: Arc<Instance>,
+    /// Extra header names to redact when the request is stored.
+    pub redact_headers: Vec<String>,
 }
 
 impl Source {
@@ -148,6 +150,7 @@ pub fn build(config: &Config, registry: &Registry) -> Result<Topology, Vec<Probl
                     Arc::new(Source {
                         name: name.clone(),
                         instance: Arc::new(instance),
+                        redact_headers: sc.redact_headers.clone(),
                     }),
                 );
             }

@@ -263,7 +263,7 @@ impl Ingress {
             method: owned.method.clone(),
             path: owned.path.clone(),
             query: redact_query(&owned.query),
-            headers: redact_headers(&owned.headers, &[]),
+            headers: redact_headers(&owned.headers, &source.redact_headers),
             body: owned.body.clone(),
         };
         let outcome = match self

@@ -475,3 +475,58 @@ path = "{}"
     );
     assert!(daemon.logs().contains("pruned"));
 }
+
+#[test]
+fn stored_requests_keep_no_credentials() {
+    let env = Env::new();
+    env.standard();
+    let config = env.config(&format!(
+        r#"
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+redact_headers = ["X-Custom-Auth"]
+
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+        env.audit_path().display()
+    ));
+    let daemon = Daemon::start(&config);
+    let body = invoice_viewed("inv_redact");
+    let token = pyjwt(SECRET, body.as_bytes(), &[]);
+    let (status, text) = daemon.post(
+        "/hooks/tight?token=query-credential-1&keep=visible",
+        &[
+            ("Tight-Verification", token.as_str()),
+            ("Authorization", "Bearer header-credential-2"),
+            ("X-Custom-Auth", "custom-credential-3"),
+        ],
+        body,
+    );
+    assert_eq!(status, 200, "{text}");
+    let id = serde_json::from_str::<Value>(&text).unwrap()["accepted"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, out) = cli(&["events", "show", &id], &config);
+    assert_eq!(code, 0, "{out}");
+    for secret in [
+        "query-credential-1",
+        "header-credential-2",
+        "custom-credential-3",
+    ] {
+        assert!(!out.contains(secret), "{secret} was stored:\n{out}");
+    }
+    let detail: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(detail["request"]["query"], "token=[redacted]&keep=visible");
+    let headers = detail["request"]["headers"].as_array().unwrap();
+    let get = |name: &str| headers.iter().find(|h| h[0] == name).map(|h| h[1].clone());
+    assert_eq!(get("authorization"), Some(Value::from("[redacted]")));
+    assert_eq!(get("x-custom-auth"), Some(Value::from("[redacted]")));
+    assert_eq!(
+        detail["request"]["body"].as_str().unwrap(),
+        invoice_viewed("inv_redact")
+    );
+}
