@@ -55,7 +55,21 @@ wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 wait_port $SY_PORT; wait_port $CEIL_PORT; wait_port $HOOK_PORT
 
 results="$work/results.jsonl"
-run() { target/release/switchyard-bench load --seconds "$SECONDS_PER_RUN" --secret "$SECRET" "$@" | tee -a "$results"; }
+# adnanh/webhook answers before its command has run, and keeps spawning
+# /bin/true for seconds after its load ends: wait until processes stop being
+# created (the last pid in /proc/loadavg stands still), at most 30 s, so that
+# no run pays for the one before it.
+settle() {
+  local last now
+  last=$(awk -F/ '{print $NF}' /proc/loadavg | awk '{print $2}')
+  for _ in $(seq 1 30); do
+    sleep 1
+    now=$(awk -F/ '{print $NF}' /proc/loadavg | awk '{print $2}')
+    [ $((now - last)) -lt 20 ] && return 0
+    last=$now
+  done
+}
+run() { settle; target/release/switchyard-bench load --seconds "$SECONDS_PER_RUN" --secret "$SECRET" "$@" | tee -a "$results"; }
 for conns in 1 32; do
   run --label switchyard --url "http://127.0.0.1:$SY_PORT/hooks/tight" --signing tight --connections $conns
   run --label ceiling --url "http://127.0.0.1:$CEIL_PORT/hook" --signing hmac --connections $conns
