@@ -6,16 +6,7 @@ use std::process::Command;
 use crate::common::*;
 
 fn check(config: &std::path::Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--config"])
-        .arg(config)
-        .env("SWITCHYARD_IT_SECRET", SECRET)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    cli(&["check"], config)
 }
 
 #[test]

@@ -116,6 +116,12 @@ impl Env {
     /// The usual setup: a Tight source, a file action `audit`, and a rule
     /// sending every invoiceViewed to it.
     pub fn standard(&self) -> PathBuf {
+        self.standard_with("", "")
+    }
+
+    /// The usual setup, with `host` settings (top-level keys and tables such
+    /// as `[store]`) before it and `source` lines added to `[sources.tight]`.
+    pub fn standard_with(&self, host: &str, source: &str) -> PathBuf {
         self.with_standard_plugins();
         self.rule(
             "viewed",
@@ -123,10 +129,11 @@ impl Env {
 action("audit", #{ invoice: event.data.eventData.entityId, type: event.type });"#,
         );
         self.config(&format!(
-            r#"
+            r#"{host}
 [sources.tight]
 plugin = "tight"
 secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+{source}
 
 [actions.audit]
 plugin = "file"

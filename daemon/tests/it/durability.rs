@@ -211,22 +211,7 @@ fn replay_routes_a_stored_event_again_with_new_idempotency_keys() {
 #[test]
 fn a_store_that_cannot_write_answers_503_and_keeps_what_it_acknowledged() {
     let env = Env::new();
-    env.standard();
-    let config = env.config(&format!(
-        r#"
-[store]
-max_size_mb = 1
-
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
-[actions.audit]
-plugin = "file"
-path = "{}"
-"#,
-        env.audit_path().display()
-    ));
+    let config = env.standard_with("[store]\nmax_size_mb = 1", "");
     let daemon = Daemon::start(&config);
     let signed = bulk_signed(60, "inv_full_", 64 * 1024);
     let mut acked = Vec::new();
@@ -447,23 +432,7 @@ plugin = "scripted"
 #[test]
 fn events_older_than_the_retention_are_pruned() {
     let env = Env::new();
-    env.standard();
-    let config = env.config(&format!(
-        r#"
-[store]
-retention = "2s"
-dedup_window = "2s"
-
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
-[actions.audit]
-plugin = "file"
-path = "{}"
-"#,
-        env.audit_path().display()
-    ));
+    let config = env.standard_with("[store]\nretention = \"2s\"\ndedup_window = \"2s\"", "");
     let daemon = Daemon::start(&config);
     let id = send_one(&daemon, "inv_old");
     assert_eq!(env.wait_audit(1).len(), 1);
@@ -479,20 +448,7 @@ path = "{}"
 #[test]
 fn stored_requests_keep_no_credentials() {
     let env = Env::new();
-    env.standard();
-    let config = env.config(&format!(
-        r#"
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-redact_headers = ["X-Custom-Auth"]
-
-[actions.audit]
-plugin = "file"
-path = "{}"
-"#,
-        env.audit_path().display()
-    ));
+    let config = env.standard_with("", r#"redact_headers = ["X-Custom-Auth"]"#);
     let daemon = Daemon::start(&config);
     let body = invoice_viewed("inv_redact");
     let token = pyjwt(SECRET, body.as_bytes(), &[]);

@@ -7,20 +7,8 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 fn check(config: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--config"])
-        .arg(config)
-        .env("SWITCHYARD_IT_SECRET", SECRET)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, out) = cli(&["check"], config);
+    (code == 0, out)
 }
 
 #[test]
