@@ -136,47 +136,31 @@ pub fn build(config: &Config, registry: &Registry) -> Result<Topology, Vec<Probl
     let mut problems = Vec::new();
     let mut sources = BTreeMap::new();
     for (name, sc) in &config.sources {
-        let plugin = match registry.find(&sc.plugin, Role::Provider) {
-            Ok(p) => p,
-            Err(e) => {
-                problems.push(Problem::new(&sc.location, format!("sources.{name}: {e}")));
-                continue;
-            }
-        };
-        match Instance::create(plugin, &format!("source {name}"), &sc.settings) {
+        let made = instantiate(registry, &sc.plugin, Role::Provider, name, &sc.settings);
+        match made {
             Ok(instance) => {
-                sources.insert(
-                    name.clone(),
-                    Arc::new(Source {
-                        name: name.clone(),
-                        instance: Arc::new(instance),
-                        redact_headers: sc.redact_headers.clone(),
-                    }),
-                );
+                let source = Source {
+                    name: name.clone(),
+                    instance,
+                    redact_headers: sc.redact_headers.clone(),
+                };
+                sources.insert(name.clone(), Arc::new(source));
             }
             Err(e) => problems.push(Problem::new(&sc.location, format!("sources.{name}: {e}"))),
         }
     }
     let mut actions = BTreeMap::new();
     for (name, ac) in &config.actions {
-        let plugin = match registry.find(&ac.plugin, Role::Action) {
-            Ok(p) => p,
-            Err(e) => {
-                problems.push(Problem::new(&ac.location, format!("actions.{name}: {e}")));
-                continue;
-            }
-        };
-        match Instance::create(plugin, &format!("action {name}"), &ac.settings) {
+        let made = instantiate(registry, &ac.plugin, Role::Action, name, &ac.settings);
+        match made {
             Ok(instance) => {
-                actions.insert(
-                    name.clone(),
-                    Arc::new(ActionHandle {
-                        name: name.clone(),
-                        instance: Arc::new(instance),
-                        timeout: ac.timeout.unwrap_or(config.plugin_timeout),
-                        permits: Arc::new(Semaphore::new(ac.concurrency)),
-                    }),
-                );
+                let action = ActionHandle {
+                    name: name.clone(),
+                    instance,
+                    timeout: ac.timeout.unwrap_or(config.plugin_timeout),
+                    permits: Arc::new(Semaphore::new(ac.concurrency)),
+                };
+                actions.insert(name.clone(), Arc::new(action));
             }
             Err(e) => problems.push(Problem::new(&ac.location, format!("actions.{name}: {e}"))),
         }
@@ -186,6 +170,24 @@ pub fn build(config: &Config, registry: &Registry) -> Result<Topology, Vec<Probl
     } else {
         Err(problems)
     }
+}
+
+/// Finds a plugin of a role and creates an instance of it named `name`.
+fn instantiate(
+    registry: &Registry,
+    plugin: &str,
+    role: Role,
+    name: &str,
+    settings: &serde_json::Value,
+) -> Result<Arc<Instance>, String> {
+    let plugin = registry.find(plugin, role)?;
+    let label = match role {
+        Role::Provider => format!("source {name}"),
+        Role::Action => format!("action {name}"),
+    };
+    Instance::create(plugin, &label, settings)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 /// The bounded blocking pool plugin calls run on.

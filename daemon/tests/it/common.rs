@@ -250,6 +250,17 @@ impl Daemon {
         (status, resp.text().unwrap_or_default())
     }
 
+    /// Sends a PyJWT-signed invoiceViewed for `invoice`; expects a 200 and
+    /// returns the new event's id.
+    pub fn send_viewed(&self, invoice: &str) -> String {
+        let body = invoice_viewed(invoice);
+        let token = pyjwt(SECRET, body.as_bytes(), &[]);
+        let (status, text) = self.post("/hooks/tight", &[("Tight-Verification", &token)], body);
+        assert_eq!(status, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["accepted"][0].as_str().expect("a new event").to_string()
+    }
+
     /// Kills the process outright (SIGKILL): no chance to flush or clean up.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -77,15 +77,6 @@ path = "{}"
     ))
 }
 
-fn send_one(daemon: &Daemon, invoice: &str) -> String {
-    let body = invoice_viewed(invoice);
-    let token = pyjwt(SECRET, body.as_bytes(), &[]);
-    let (status, text) = daemon.post("/hooks/tight", &[("Tight-Verification", &token)], body);
-    assert_eq!(status, 200, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["accepted"][0].as_str().unwrap().to_string()
-}
-
 #[test]
 fn transient_failures_are_retried_with_backoff_until_they_succeed() {
     let env = Env::new();
@@ -99,7 +90,7 @@ action("scripted", #{{ fail_unless_exists: "{}" }});"#,
         ),
     );
     let daemon = Daemon::start(&config);
-    let id = send_one(&daemon, "inv_retry");
+    let id = daemon.send_viewed("inv_retry");
     // Fails while the file is missing: attempt 1, then a retry ~100 ms later.
     assert!(eventually(10, || show(&config, &id)["jobs"][0]["attempts"]
         .as_u64()
@@ -138,8 +129,8 @@ if event.data.eventData.entityId == "inv_perm" {{
         ),
     );
     let daemon = Daemon::start(&config);
-    let perm = send_one(&daemon, "inv_perm");
-    let flaky = send_one(&daemon, "inv_flaky");
+    let perm = daemon.send_viewed("inv_perm");
+    let flaky = daemon.send_viewed("inv_flaky");
     assert!(eventually(10, || {
         let (_, out) = cli(&["dlq", "list", "--json"], &config);
         out.lines().count() == 2
@@ -189,7 +180,7 @@ fn replay_routes_a_stored_event_again_with_new_idempotency_keys() {
     let env = Env::new();
     let config = env.standard();
     let daemon = Daemon::start(&config);
-    let id = send_one(&daemon, "inv_replay");
+    let id = daemon.send_viewed("inv_replay");
     assert_eq!(env.wait_audit(1).len(), 1);
     let (code, out) = cli(&["replay", &id], &config);
     assert_eq!(code, 0, "{out}");
@@ -434,7 +425,7 @@ fn events_older_than_the_retention_are_pruned() {
     let env = Env::new();
     let config = env.standard_with("[store]\nretention = \"2s\"\ndedup_window = \"2s\"", "");
     let daemon = Daemon::start(&config);
-    let id = send_one(&daemon, "inv_old");
+    let id = daemon.send_viewed("inv_old");
     assert_eq!(env.wait_audit(1).len(), 1);
     assert_eq!(cli(&["events", "show", &id], &config).0, 0);
     assert!(
