@@ -225,6 +225,12 @@ impl Daemon {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// Whether the log has (or gets, within 10 s) a line containing `needle`.
+    /// The log is read by a thread of its own, a moment behind the answers.
+    pub fn logged(&self, needle: &str) -> bool {
+        eventually(10, || self.logs().contains(needle))
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

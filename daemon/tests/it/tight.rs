@@ -164,7 +164,7 @@ secret = "literal-but-fine-for-a-test"
         .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
     assert!(
-        daemon.logs().contains("literal secret"),
+        daemon.logged("literal secret"),
         "literal secrets are warned about"
     );
     assert!(!daemon.logs().contains("literal-but-fine-for-a-test"));
