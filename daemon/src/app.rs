@@ -268,6 +268,7 @@ impl Switchyard {
             store: store.clone(),
             wake: router_wake.clone(),
             dispatch: dispatcher.wake.clone(),
+            handoff: dispatcher.handoff(),
             gauge: gauge.clone(),
             known_action: Arc::new(move |name: &str| action_names.contains(name)),
         };

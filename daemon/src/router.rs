@@ -5,7 +5,9 @@
 //! arrival order (woken by ingress after each commit, and polling so it also
 //! finds events a restart or a replay left unrouted), runs the rules off the
 //! async threads, and records each event's rule runs and jobs together: an
-//! event is either unrouted, or routed with all of its jobs.
+//! event is either unrouted, or routed with all of its jobs. Jobs the
+//! dispatcher has room for are stored already claimed and handed to it in
+//! memory, saving a claim round trip through the store.
 //! Calls: `rules` (to decide), `store`, and wakes `dispatch`. Never ingress.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,12 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::event::new_id;
 use crate::rules::{RuleRun, Rules};
-use crate::store::{now_ms, Backlog, NewJob, PendingEvent, Routing, Store};
+use crate::store::{now_ms, Backlog, ClaimedJob, NewJob, PendingEvent, Routing, Store};
 
 /// Events taken from the store per round.
 const BATCH: usize = 256;
@@ -54,6 +56,8 @@ pub struct Router {
     pub wake: Arc<Notify>,
     /// Woken after jobs were stored.
     pub dispatch: Arc<Notify>,
+    /// Where jobs claimed with their routing go straight to the dispatcher.
+    pub handoff: mpsc::Sender<ClaimedJob>,
     pub gauge: Arc<BacklogGauge>,
     /// Actions the config defines; calls to others are logged and dropped.
     pub known_action: Arc<dyn Fn(&str) -> bool + Send + Sync>,
@@ -129,22 +133,41 @@ impl Router {
                 return;
             }
         };
+        // Jobs the dispatcher has room for are claimed in the routing's own
+        // transaction and handed over in memory; the rest wait in the store.
+        let mut routings = routings;
+        let mut permits = Vec::with_capacity(routings.len());
+        for r in &mut routings {
+            let reserved = match r.jobs.len() {
+                0 => None,
+                n => self.handoff.try_reserve_many(n).ok(),
+            };
+            if reserved.is_none() {
+                r.claim_with = None;
+            }
+            permits.push(reserved);
+        }
         let summaries: Vec<_> = routings
             .iter()
             .map(|r| (r.event_id.clone(), r.jobs.len()))
             .collect();
         let results = join_all(routings.into_iter().map(|r| self.store.record_routing(r))).await;
-        let mut jobs = 0;
-        for ((event_id, n), result) in summaries.into_iter().zip(results) {
+        let mut waiting = 0;
+        for (((event_id, n), result), reserved) in summaries.into_iter().zip(results).zip(permits) {
             match result {
-                Ok(()) => {
-                    jobs += n;
+                Ok(claimed) => {
                     tracing::info!(%event_id, jobs = n, "event routed");
+                    waiting += n - claimed.len();
+                    if let Some(reserved) = reserved {
+                        for (permit, job) in reserved.zip(claimed) {
+                            permit.send(job);
+                        }
+                    }
                 }
                 Err(e) => tracing::error!(%event_id, "cannot record routing (will retry): {e}"),
             }
         }
-        if jobs > 0 {
+        if waiting > 0 {
             self.dispatch.notify_one();
         }
     }
@@ -177,10 +200,16 @@ fn routing(
             });
         }
     }
+    let claim_with = if jobs.is_empty() {
+        None
+    } else {
+        serde_json::to_value(event).ok()
+    };
     Routing {
         event_id: event.id.clone(),
         rule_runs: serde_json::to_value(&runs).unwrap_or_default(),
         jobs,
         routed_at_ms: now_ms(),
+        claim_with,
     }
 }

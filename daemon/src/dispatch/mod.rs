@@ -1,6 +1,8 @@
 //! Dispatch: carrying out the jobs rules decided on, through action plugins.
 //!
-//! Owns: the dispatcher task, which claims due jobs from the store's outbox,
+//! Owns: the dispatcher task, which takes the jobs the router claimed with
+//! their routing (handed over in memory, when there is room) and claims due
+//! jobs from the store's outbox (retries, redrives, what did not fit),
 //! runs each on its action's plugin instance (within the action's
 //! concurrency limit and deadline, on the plugin call pool), and records the
 //! attempt: done; retryable → again after the next delay of the retry
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::host::{ActionHandle, CallPool, ExecOutcome, PluginError};
@@ -82,6 +84,9 @@ pub struct Dispatcher {
     in_flight: Arc<Semaphore>,
     /// Woken when new jobs are stored.
     pub wake: Arc<Notify>,
+    /// Jobs claimed by the router with their routing, handed over in memory.
+    handoff: Arc<std::sync::Mutex<Option<mpsc::Receiver<ClaimedJob>>>>,
+    handoff_tx: mpsc::Sender<ClaimedJob>,
 }
 
 impl Dispatcher {
@@ -92,6 +97,7 @@ impl Dispatcher {
         policy: RetryPolicy,
         max_in_flight: usize,
     ) -> Dispatcher {
+        let (handoff_tx, handoff_rx) = mpsc::channel(max_in_flight.max(1));
         Dispatcher {
             actions: Arc::new(actions),
             pool,
@@ -99,7 +105,14 @@ impl Dispatcher {
             policy: Arc::new(policy),
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             wake: Arc::new(Notify::new()),
+            handoff: Arc::new(std::sync::Mutex::new(Some(handoff_rx))),
+            handoff_tx,
         }
+    }
+
+    /// Where the router hands over jobs it claimed with their routing.
+    pub fn handoff(&self) -> mpsc::Sender<ClaimedJob> {
+        self.handoff_tx.clone()
     }
 
     /// Whether an action of that name is configured.
@@ -111,6 +124,13 @@ impl Dispatcher {
     /// running, then claims and runs due jobs until `stop` turns true, and
     /// waits for the attempts in flight.
     pub fn spawn(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        let taken = self
+            .handoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        // Only one dispatcher task may take the hand-over queue.
+        let mut handoff = taken.unwrap_or_else(|| mpsc::channel(1).1);
         tokio::spawn(async move {
             match self.store.recover().await {
                 Ok(0) => {}
@@ -123,6 +143,9 @@ impl Dispatcher {
                     break;
                 }
                 while tasks.try_join_next().is_some() {}
+                while let Ok(job) = handoff.try_recv() {
+                    self.start(job, &mut tasks).await;
+                }
                 let free = self.in_flight.available_permits();
                 let claimed = if free == 0 {
                     Vec::new()
@@ -137,14 +160,7 @@ impl Dispatcher {
                 };
                 let full_batch = !claimed.is_empty() && claimed.len() == free.min(256);
                 for job in claimed {
-                    let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let this = self.clone();
-                    tasks.spawn(async move {
-                        let _permit = permit;
-                        this.attempt_and_record(job).await;
-                    });
+                    self.start(job, &mut tasks).await;
                 }
                 if full_batch {
                     continue;
@@ -160,14 +176,32 @@ impl Dispatcher {
                         _ => IDLE_POLL,
                     }
                 };
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|s| *s) => {}
+                let handed = tokio::select! {
+                    _ = self.wake.notified() => None,
+                    _ = tokio::time::sleep(wait) => None,
+                    _ = stop.wait_for(|s| *s) => None,
+                    Some(job) = handoff.recv() => Some(job),
+                };
+                if let Some(job) = handed {
+                    self.start(job, &mut tasks).await;
                 }
             }
+            // Jobs still in the hand-over queue stay claimed in the store;
+            // the next start hands them back.
             while tasks.join_next().await.is_some() {}
         })
+    }
+
+    /// Starts an attempt once a slot is free.
+    async fn start(&self, job: ClaimedJob, tasks: &mut JoinSet<()>) {
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let this = self.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            this.attempt_and_record(job).await;
+        });
     }
 
     async fn attempt_and_record(&self, job: ClaimedJob) {

@@ -92,6 +92,10 @@ pub struct Routing {
     pub rule_runs: Value,
     pub jobs: Vec<NewJob>,
     pub routed_at_ms: i64,
+    /// When set, the jobs are stored already claimed for their first
+    /// attempt and handed back (the envelope is what the attempt carries):
+    /// the dispatcher runs them without claiming them from the store.
+    pub claim_with: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -245,8 +249,10 @@ pub trait Store: Send + Sync + 'static {
     /// Events waiting to be routed, oldest first.
     fn pending_events(&self, limit: usize) -> StoreFuture<'_, Vec<PendingEvent>>;
 
-    /// Marks an event routed and adds its jobs, in one transaction.
-    fn record_routing(&self, routing: Routing) -> StoreFuture<'_, ()>;
+    /// Marks an event routed and adds its jobs, in one transaction. Returns
+    /// the jobs claimed with it (see [`Routing::claim_with`]); none if the
+    /// event had been routed already.
+    fn record_routing(&self, routing: Routing) -> StoreFuture<'_, Vec<ClaimedJob>>;
 
     /// Claims up to `limit` jobs due at `now_ms` for an attempt each.
     fn claim_jobs(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<ClaimedJob>>;

@@ -445,7 +445,7 @@ fn ingest_tx(
     Ok(results)
 }
 
-fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<()> {
+fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<Vec<ClaimedJob>> {
     let changed = conn
         .prepare_cached(
             "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = ?2, rule_runs = ?3
@@ -456,17 +456,22 @@ fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<()> {
         .map_err(map_err)?;
     if changed == 0 {
         // Routed already (by an earlier run of this routing): nothing to add.
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let (state, attempts) = match routing.claim_with {
+        Some(_) => ("running", 1),
+        None => ("pending", 0),
+    };
     let mut insert = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO jobs (id, event_id, rule, call_index, action, params, idempotency_key,
-                                         state, next_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+                                         state, attempts, next_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
         )
         .map_err(map_err)?;
+    let mut claimed = Vec::new();
     for job in &routing.jobs {
-        insert
+        let added = insert
             .execute(params![
                 job.id,
                 routing.event_id,
@@ -475,11 +480,25 @@ fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<()> {
                 job.action,
                 json_text(&job.params),
                 job.idempotency_key,
+                state,
+                attempts,
                 routing.routed_at_ms
             ])
             .map_err(map_err)?;
+        if let (1, Some(event)) = (added, &routing.claim_with) {
+            claimed.push(ClaimedJob {
+                id: job.id.clone(),
+                event: event.clone(),
+                rule: job.rule.clone(),
+                action: job.action.clone(),
+                params: job.params.clone(),
+                idempotency_key: job.idempotency_key.clone(),
+                attempt: 1,
+                series_attempt: 1,
+            });
+        }
     }
-    Ok(())
+    Ok(claimed)
 }
 
 fn claim_tx(conn: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedJob>> {
@@ -717,7 +736,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn record_routing(&self, routing: Routing) -> StoreFuture<'_, ()> {
+    fn record_routing(&self, routing: Routing) -> StoreFuture<'_, Vec<ClaimedJob>> {
         self.write_relaxed(move |conn| routing_tx(conn, &routing))
     }
 

@@ -68,6 +68,7 @@ async fn ingest_dedups_routes_and_runs_jobs_through_to_done_and_dead() {
         rule_runs: json!([{"rule": "r"}]),
         jobs: vec![job("j1", 0), job("j2", 1)],
         routed_at_ms: now,
+        claim_with: None,
     };
     store.record_routing(routing.clone()).await.unwrap();
     // Recording the same routing twice adds nothing.
@@ -157,6 +158,7 @@ async fn recover_hands_back_running_jobs_and_replay_routes_again() {
                 idempotency_key: "e1:r:0".into(),
             }],
             routed_at_ms: now,
+            claim_with: None,
         })
         .await
         .unwrap();
@@ -190,6 +192,7 @@ async fn prune_removes_old_routed_events_and_expired_keys() {
             rule_runs: json!([]),
             jobs: vec![],
             routed_at_ms: old,
+            claim_with: None,
         })
         .await
         .unwrap();
