@@ -112,6 +112,11 @@ fn help_is_there_for_every_command() {
         &["run", "--help"],
         &["check", "--help"],
         &["send", "--help"],
+        &["events", "list", "--help"],
+        &["events", "show", "--help"],
+        &["replay", "--help"],
+        &["dlq", "list", "--help"],
+        &["dlq", "redrive", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(args)
