@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warp::reply::Response;
 use warp::Filter;
@@ -262,11 +262,13 @@ impl Switchyard {
             },
             config.delivery.concurrency,
         );
-        let router_wake = Arc::new(Notify::new());
+        let (inbox_tx, inbox) = tokio::sync::mpsc::channel(crate::router::INBOX);
+        let overflowed = Arc::new(AtomicBool::new(false));
         let router = Router {
             rules: rules.clone(),
             store: store.clone(),
-            wake: router_wake.clone(),
+            inbox,
+            overflowed: overflowed.clone(),
             dispatch: dispatcher.wake.clone(),
             handoff: dispatcher.handoff(),
             gauge: gauge.clone(),
@@ -284,7 +286,8 @@ impl Switchyard {
             max_body_bytes: config.max_body_bytes,
             store: store.clone(),
             dedup_window: config.store.dedup_window,
-            router: router_wake,
+            router: inbox_tx,
+            router_overflowed: overflowed,
             gauge,
             max_unrouted_events: config.store.max_unrouted_events,
             max_pending_jobs: config.store.max_pending_jobs,

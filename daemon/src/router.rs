@@ -1,21 +1,26 @@
 //! The router: runs the rules on each stored, unrouted event and records
 //! the routing with the jobs it decided on, in one transaction.
 //!
-//! Owns: the router task. It takes unrouted events from the store in
-//! arrival order (woken by ingress after each commit, and polling so it also
-//! finds events a restart or a replay left unrouted), runs the rules off the
+//! Owns: the router task. It takes the events ingress committed from an
+//! in-memory inbox, and reads unrouted events from the store at start, when
+//! the inbox overflowed, and about once a second (what a restart, an
+//! overflow or a replay left unrouted); it runs the rules off the
 //! async threads, and records each event's rule runs and jobs together: an
 //! event is either unrouted, or routed with all of its jobs. Jobs the
 //! dispatcher has room for are stored already claimed and handed to it in
 //! memory, saving a claim round trip through the store.
 //! Calls: `rules` (to decide), `store`, and wakes `dispatch`. Never ingress.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, watch, Notify};
+
+/// Room in the inbox from ingress; beyond it, events wait in the store.
+pub const INBOX: usize = 4096;
 use tokio::task::JoinHandle;
 
 use crate::event::new_id;
@@ -52,8 +57,11 @@ impl BacklogGauge {
 pub struct Router {
     pub rules: Arc<Rules>,
     pub store: Arc<dyn Store>,
-    /// Woken by ingress after it stored events.
-    pub wake: Arc<Notify>,
+    /// Events ingress stored, handed over in memory (when there is room).
+    pub inbox: mpsc::Receiver<PendingEvent>,
+    /// Set by ingress when the inbox was full: the store has events the
+    /// inbox does not.
+    pub overflowed: Arc<AtomicBool>,
     /// Woken after jobs were stored.
     pub dispatch: Arc<Notify>,
     /// Where jobs claimed with their routing go straight to the dispatcher.
@@ -76,9 +84,12 @@ pub fn idempotency_key(event_id: &str, rule: &str, index: usize, routings: u32) 
 impl Router {
     /// Starts the router. It routes until `stop` turns true, finishing the
     /// batch in hand; what is left stays unrouted in the store for next time.
-    pub fn spawn(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(mut self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut last_refresh = Instant::now() - IDLE_POLL;
+            // The store is read at start (what a restart left unrouted), when
+            // the inbox overflowed, and about once a second (replays).
+            let mut last_scan: Option<Instant> = None;
             loop {
                 if *stop.borrow() {
                     break;
@@ -89,24 +100,47 @@ impl Router {
                     }
                     last_refresh = Instant::now();
                 }
-                let batch = match self.store.pending_events(BATCH).await {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        tracing::error!("cannot read unrouted events: {e}");
-                        Vec::new()
+                let mut batch = Vec::new();
+                while batch.len() < BATCH {
+                    match self.inbox.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
                     }
-                };
-                let full = batch.len() == BATCH;
+                }
+                let scan = last_scan.is_none_or(|t| t.elapsed() >= IDLE_POLL)
+                    || (batch.is_empty() && self.overflowed.swap(false, Ordering::Relaxed));
+                let mut more = batch.len() == BATCH;
+                if scan {
+                    last_scan = Some(Instant::now());
+                    match self.store.pending_events(BATCH).await {
+                        Ok(stored) => {
+                            more |= stored.len() == BATCH;
+                            if more {
+                                // Not all read: read again next round.
+                                self.overflowed.store(true, Ordering::Relaxed);
+                            }
+                            let known: HashSet<String> =
+                                batch.iter().map(|p| p.event.id.clone()).collect();
+                            batch.extend(
+                                stored.into_iter().filter(|p| !known.contains(&p.event.id)),
+                            );
+                        }
+                        Err(e) => tracing::error!("cannot read unrouted events: {e}"),
+                    }
+                }
                 if !batch.is_empty() {
                     self.route_batch(batch).await;
                 }
-                if full {
+                if more {
                     continue;
                 }
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = stop.wait_for(|s| *s) => {}
+                let next = tokio::select! {
+                    p = self.inbox.recv() => p,
+                    _ = tokio::time::sleep(IDLE_POLL) => None,
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                if let Some(p) = next {
+                    self.route_batch(vec![p]).await;
                 }
             }
         })

@@ -32,7 +32,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
 use switchyard_plugin_api::RejectKind;
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
@@ -40,7 +40,7 @@ use warp::Filter;
 use crate::event::Event;
 use crate::host::{CallPool, OwnedRequest, PluginError, Source};
 use crate::router::BacklogGauge;
-use crate::store::{redact_headers, redact_query, Ingested, Store, StoredRequest};
+use crate::store::{redact_headers, redact_query, Ingested, PendingEvent, Store, StoredRequest};
 
 /// What ingress needs to answer a webhook.
 pub struct Ingress {
@@ -50,8 +50,10 @@ pub struct Ingress {
     pub max_body_bytes: u64,
     pub store: Arc<dyn Store>,
     pub dedup_window: Duration,
-    /// Woken after each commit of new events.
-    pub router: Arc<Notify>,
+    /// The router's inbox: new events, after their commit.
+    pub router: mpsc::Sender<PendingEvent>,
+    /// Set when the inbox was full (the router then reads the store).
+    pub router_overflowed: Arc<std::sync::atomic::AtomicBool>,
     pub gauge: Arc<BacklogGauge>,
     pub max_unrouted_events: u64,
     pub max_pending_jobs: u64,
@@ -268,7 +270,11 @@ impl Ingress {
         };
         let outcome = match self
             .store
-            .ingest(request, events, self.dedup_window.as_millis() as i64)
+            .ingest(
+                request,
+                events.clone(),
+                self.dedup_window.as_millis() as i64,
+            )
             .await
         {
             Ok(outcome) => outcome,
@@ -279,11 +285,16 @@ impl Ingress {
         };
         let mut accepted = Vec::new();
         let mut duplicates = Vec::new();
-        for o in outcome {
+        for (o, event) in outcome.into_iter().zip(events) {
             match o {
                 Ingested::New(id) => {
                     tracing::info!(event_id = %id, source = %source.name, "webhook accepted");
                     accepted.push(id);
+                    let pending = PendingEvent { event, routings: 0 };
+                    if self.router.try_send(pending).is_err() {
+                        self.router_overflowed
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
                 Ingested::Duplicate(id) => {
                     tracing::info!(event_id = %id, source = %source.name, "duplicate delivery; not routed again");
@@ -295,7 +306,6 @@ impl Ingress {
             self.gauge
                 .unrouted_events
                 .fetch_add(accepted.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            self.router.notify_one();
         }
         answer(
             StatusCode::OK,
