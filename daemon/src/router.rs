@@ -18,15 +18,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, watch, Notify};
-
-/// Room in the inbox from ingress; beyond it, events wait in the store.
-pub const INBOX: usize = 4096;
 use tokio::task::JoinHandle;
 
 use crate::event::new_id;
 use crate::rules::{RuleRun, Rules};
 use crate::store::{now_ms, Backlog, ClaimedJob, NewJob, PendingEvent, Routing, Store};
 
+/// Room in the inbox from ingress; beyond it, events wait in the store.
+pub const INBOX: usize = 4096;
 /// Events taken from the store per round.
 const BATCH: usize = 256;
 const IDLE_POLL: Duration = Duration::from_secs(1);
