@@ -270,11 +270,7 @@ impl Ingress {
         };
         let outcome = match self
             .store
-            .ingest(
-                request,
-                events.clone(),
-                self.dedup_window.as_millis() as i64,
-            )
+            .ingest(request, &events, self.dedup_window.as_millis() as i64)
             .await
         {
             Ok(outcome) => outcome,

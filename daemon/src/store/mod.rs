@@ -242,7 +242,7 @@ pub trait Store: Send + Sync + 'static {
     fn ingest(
         &self,
         request: StoredRequest,
-        events: Vec<Event>,
+        events: &[Event],
         dedup_window_ms: i64,
     ) -> StoreFuture<'_, Vec<Ingested>>;
 

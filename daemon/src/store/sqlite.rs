@@ -353,11 +353,33 @@ fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
+/// What the writer needs of an event: its keys and its envelope, encoded
+/// on the caller's thread.
+struct EncodedEvent {
+    id: String,
+    source: String,
+    kind: String,
+    dedup_key: String,
+    envelope: String,
+}
+
+impl EncodedEvent {
+    fn new(e: &Event) -> StoreResult<EncodedEvent> {
+        Ok(EncodedEvent {
+            id: e.id.clone(),
+            source: e.source.clone(),
+            kind: e.kind.clone(),
+            dedup_key: e.dedup_key.clone(),
+            envelope: serde_json::to_string(e).map_err(|err| StoreError::Other(err.to_string()))?,
+        })
+    }
+}
+
 fn ingest_tx(
     conn: &Connection,
     request: &StoredRequest,
     headers: &str,
-    events: &[(Event, String)],
+    events: &[EncodedEvent],
     dedup_window_ms: i64,
 ) -> StoreResult<Vec<Ingested>> {
     let now = request.received_at_ms;
@@ -367,20 +389,19 @@ fn ingest_tx(
             "SELECT event_id FROM dedup WHERE source = ?1 AND key = ?2 AND expires_at > ?3",
         )
         .map_err(map_err)?;
-    let mut fresh: Vec<&(Event, String)> = Vec::new();
-    for pair in events {
-        let ev = &pair.0;
+    let mut fresh: Vec<&EncodedEvent> = Vec::new();
+    for ev in events {
         let prior: Option<String> = seen
             .query_row(params![ev.source, ev.dedup_key, now], |r| r.get(0))
             .optional()
             .map_err(map_err)?;
         match prior {
             Some(original) => results.push(Ingested::Duplicate(original)),
-            None => match fresh.iter().find(|(e, _)| e.dedup_key == ev.dedup_key) {
+            None => match fresh.iter().find(|e| e.dedup_key == ev.dedup_key) {
                 // Two events of one request with the same key: the first counts.
-                Some((first, _)) => results.push(Ingested::Duplicate(first.id.clone())),
+                Some(first) => results.push(Ingested::Duplicate(first.id.clone())),
                 None => {
-                    fresh.push(pair);
+                    fresh.push(ev);
                     results.push(Ingested::New(ev.id.clone()));
                 }
             },
@@ -419,10 +440,15 @@ fn ingest_tx(
             "INSERT OR REPLACE INTO dedup (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(map_err)?;
-    for (ev, envelope) in &fresh {
+    for ev in &fresh {
         insert_event
             .execute(params![
-                ev.id, request.id, ev.source, ev.kind, now, envelope
+                ev.id,
+                request.id,
+                ev.source,
+                ev.kind,
+                now,
+                ev.envelope
             ])
             .map_err(map_err)?;
         insert_key
@@ -690,19 +716,13 @@ impl Store for SqliteStore {
     fn ingest(
         &self,
         request: StoredRequest,
-        events: Vec<Event>,
+        events: &[Event],
         dedup_window_ms: i64,
     ) -> StoreFuture<'_, Vec<Ingested>> {
         // Encode here, on the caller's thread: the writer thread is the one
         // every write waits for.
-        let encoded: StoreResult<Vec<(Event, String)>> = events
-            .into_iter()
-            .map(|e| {
-                serde_json::to_string(&e)
-                    .map(|json| (e, json))
-                    .map_err(|err| StoreError::Other(err.to_string()))
-            })
-            .collect();
+        let encoded: StoreResult<Vec<EncodedEvent>> =
+            events.iter().map(EncodedEvent::new).collect();
         let headers = serde_json::to_string(&request.headers).unwrap_or_else(|_| "[]".into());
         match encoded {
             Ok(events) => self

@@ -41,12 +41,12 @@ async fn ingest_dedups_routes_and_runs_jobs_through_to_done_and_dead() {
     let (_dir, store) = store();
     let now = now_ms();
     let r = store
-        .ingest(request("r1", now), vec![event("e1", "k1")], 60_000)
+        .ingest(request("r1", now), &[event("e1", "k1")], 60_000)
         .await
         .unwrap();
     assert_eq!(r, vec![Ingested::New("e1".into())]);
     let r = store
-        .ingest(request("r2", now), vec![event("e2", "k1")], 60_000)
+        .ingest(request("r2", now), &[event("e2", "k1")], 60_000)
         .await
         .unwrap();
     assert_eq!(r, vec![Ingested::Duplicate("e1".into())]);
@@ -142,7 +142,7 @@ async fn recover_hands_back_running_jobs_and_replay_routes_again() {
     let (_dir, store) = store();
     let now = now_ms();
     store
-        .ingest(request("r1", now), vec![event("e1", "k1")], 60_000)
+        .ingest(request("r1", now), &[event("e1", "k1")], 60_000)
         .await
         .unwrap();
     store
@@ -179,11 +179,11 @@ async fn prune_removes_old_routed_events_and_expired_keys() {
     let id = |n: u128| ulid::Ulid::from_parts(old as u64, n).to_string();
     let (e1, e2) = (id(1), id(2));
     store
-        .ingest(request(&id(3), old), vec![event(&e1, "k1")], 1_000)
+        .ingest(request(&id(3), old), &[event(&e1, "k1")], 1_000)
         .await
         .unwrap();
     store
-        .ingest(request(&id(4), old), vec![event(&e2, "k2")], 1_000)
+        .ingest(request(&id(4), old), &[event(&e2, "k2")], 1_000)
         .await
         .unwrap();
     store
@@ -206,7 +206,7 @@ async fn prune_removes_old_routed_events_and_expired_keys() {
     assert!(store.show_event(e2).await.is_ok());
     // With its key expired, the same delivery is new again.
     let r = store
-        .ingest(request("r5", now_ms()), vec![event("e5", "k1")], 1_000)
+        .ingest(request("r5", now_ms()), &[event("e5", "k1")], 1_000)
         .await
         .unwrap();
     assert_eq!(r, vec![Ingested::New("e5".into())]);
@@ -229,7 +229,7 @@ async fn a_full_store_is_unavailable_and_keeps_what_it_had() {
         let mut req = request(&format!("r{i}"), now_ms());
         req.body = bytes::Bytes::from(vec![b'x'; 4096]);
         match store
-            .ingest(req, vec![event(&format!("e{i}"), &format!("k{i}"))], 60_000)
+            .ingest(req, &[event(&format!("e{i}"), &format!("k{i}"))], 60_000)
             .await
         {
             Ok(_) => accepted.push(format!("e{i}")),
