@@ -150,16 +150,12 @@ impl Router {
         let known = self.known_action.clone();
         let routed = tokio::task::spawn_blocking(move || {
             batch
-                .into_iter()
-                .map(|p| {
-                    let runs = rules.route(&p.event);
-                    (p, runs)
-                })
-                .map(|(p, runs)| routing(&p, runs, known.as_ref()))
+                .iter()
+                .map(|p| routing(p, rules.route(&p.event), known.as_ref()))
                 .collect::<Vec<_>>()
         })
         .await;
-        let routings = match routed {
+        let mut routings = match routed {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("routing failed: {e}");
@@ -168,7 +164,6 @@ impl Router {
         };
         // Jobs the dispatcher has room for are claimed in the routing's own
         // transaction and handed over in memory; the rest wait in the store.
-        let mut routings = routings;
         let mut permits = Vec::with_capacity(routings.len());
         for r in &mut routings {
             let reserved = match r.jobs.len() {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -28,14 +28,6 @@ use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Store};
 /// How long the dispatcher sleeps at most when it knows of no due job: it
 /// also picks up jobs another process (the CLI's redrive) made due.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-
-/// What became of one attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Attempt {
-    Done(Option<Value>),
-    Retryable(String),
-    Permanent(String),
-}
 
 /// The retry policy.
 #[derive(Debug, Clone)]
@@ -48,13 +40,13 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// What to do after attempt `series_attempt` (1-based) of a job ended so.
-    pub fn decide(&self, series_attempt: u32, attempt: &Attempt, now_ms: i64) -> Finish {
+    pub fn decide(&self, series_attempt: u32, attempt: &ExecOutcome, now_ms: i64) -> Finish {
         match attempt {
-            Attempt::Done(_) => Finish::Done,
-            Attempt::Permanent(message) => Finish::Dead {
+            ExecOutcome::Done(_) => Finish::Done,
+            ExecOutcome::Permanent(message) => Finish::Dead {
                 message: message.clone(),
             },
-            Attempt::Retryable(message) => {
+            ExecOutcome::Retryable(message) => {
                 match self.schedule.get(series_attempt.saturating_sub(1) as usize) {
                     Some(delay) => {
                         let factor = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
@@ -229,25 +221,26 @@ impl Dispatcher {
     }
 
     /// Runs one attempt of a job and logs the outcome.
-    pub async fn attempt(&self, job: &ClaimedJob) -> Attempt {
+    pub async fn attempt(&self, job: &ClaimedJob) -> ExecOutcome {
         let event_id = event_id(job);
         let Some(action) = self.actions.get(&job.action).cloned() else {
             let msg = format!("no action named {:?} in the config", job.action);
             tracing::error!(%event_id, rule = %job.rule, action = %job.action, job_id = %job.id, "{msg}");
-            return Attempt::Permanent(msg);
+            return ExecOutcome::Permanent(msg);
         };
         let Ok(_slot) = action.permits.clone().acquire_owned().await else {
-            return Attempt::Retryable("action is shutting down".into());
+            return ExecOutcome::Retryable("action is shutting down".into());
         };
-        let json = serde_json::to_vec(&json!({
-            "id": job.id,
-            "idempotency_key": job.idempotency_key,
-            "action": job.action,
-            "rule": job.rule,
-            "attempt": job.attempt,
-            "params": job.params,
-            "event": job.event,
-        }))
+        // The job as the ABI defines it for `execute`.
+        let json = serde_json::to_vec(&switchyard_plugin_api::Job {
+            id: job.id.clone(),
+            idempotency_key: job.idempotency_key.clone(),
+            action: job.action.clone(),
+            rule: job.rule.clone(),
+            attempt: job.attempt,
+            params: job.params.clone(),
+            event: job.event.clone(),
+        })
         .unwrap_or_default();
         let instance = action.instance.clone();
         let timeout = action.timeout;
@@ -258,26 +251,24 @@ impl Dispatcher {
             .await
             .and_then(|r| r);
         let attempt = match result {
-            Ok(ExecOutcome::Done(v)) => Attempt::Done(v),
-            Ok(ExecOutcome::Retryable(m)) => Attempt::Retryable(m),
-            Ok(ExecOutcome::Permanent(m)) => Attempt::Permanent(m),
+            Ok(outcome) => outcome,
             // A plugin that times out, is busy or panics may succeed next time.
             Err(
                 e @ (PluginError::Timeout(_) | PluginError::Busy(_) | PluginError::Panicked(_)),
-            ) => Attempt::Retryable(e.to_string()),
-            Err(e) => Attempt::Permanent(e.to_string()),
+            ) => ExecOutcome::Retryable(e.to_string()),
+            Err(e) => ExecOutcome::Permanent(e.to_string()),
         };
         let ms = started.elapsed().as_millis() as u64;
         match &attempt {
-            Attempt::Done(_) => tracing::info!(
+            ExecOutcome::Done(_) => tracing::info!(
                 %event_id, rule = %job.rule, action = %job.action,
                 job_id = %job.id, attempt = job.attempt, ms, "job done"
             ),
-            Attempt::Retryable(m) => tracing::warn!(
+            ExecOutcome::Retryable(m) => tracing::warn!(
                 %event_id, rule = %job.rule, action = %job.action,
                 job_id = %job.id, attempt = job.attempt, ms, "job failed (retryable): {m}"
             ),
-            Attempt::Permanent(m) => tracing::error!(
+            ExecOutcome::Permanent(m) => tracing::error!(
                 %event_id, rule = %job.rule, action = %job.action,
                 job_id = %job.id, attempt = job.attempt, ms, "job failed (permanent): {m}"
             ),
@@ -300,7 +291,7 @@ mod tests {
             schedule: vec![Duration::from_secs(5), Duration::from_secs(300)],
             jitter: 0.2,
         };
-        let failed = Attempt::Retryable("503".into());
+        let failed = ExecOutcome::Retryable("503".into());
         for (n, base) in [(1u32, 5_000i64), (2, 300_000)] {
             match policy.decide(n, &failed, 0) {
                 Finish::Retry { next_at_ms, .. } => {
@@ -314,11 +305,11 @@ mod tests {
         }
         assert!(matches!(policy.decide(3, &failed, 0), Finish::Dead { .. }));
         assert!(matches!(
-            policy.decide(1, &Attempt::Permanent("400".into()), 0),
+            policy.decide(1, &ExecOutcome::Permanent("400".into()), 0),
             Finish::Dead { .. }
         ));
         assert!(matches!(
-            policy.decide(1, &Attempt::Done(None), 0),
+            policy.decide(1, &ExecOutcome::Done(None), 0),
             Finish::Done
         ));
     }

@@ -51,13 +51,8 @@ pub struct OwnedRequest {
     pub body: bytes::Bytes,
 }
 
-/// What an action plugin made of a job.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExecOutcome {
-    Done(Option<serde_json::Value>),
-    Retryable(String),
-    Permanent(String),
-}
+/// What an action plugin made of a job: the ABI's own outcome type.
+pub use switchyard_plugin_api::Outcome as ExecOutcome;
 
 /// Where a plugin's outputs are copied to.
 #[derive(Default)]
