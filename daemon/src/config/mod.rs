@@ -252,23 +252,13 @@ pub struct ActionConfig {
 /// Reads and validates a config file. Besides the config, returns warnings
 /// (literal secrets) that the daemon logs and `switchyard check` prints.
 pub fn load(path: &Path) -> Result<(Config, Vec<Problem>), Problems> {
-    let partial = load_partial(path)?;
-    if partial.problems.is_empty() {
-        Ok((partial.config, partial.warnings))
-    } else {
-        Err(Problems(partial.problems))
-    }
+    load_partial(path)?.complete()
 }
 
 /// Parses config text. `path` names the file in messages and anchors
 /// relative host paths; without it they are relative to the working directory.
 pub fn parse(text: &str, path: Option<&Path>) -> Result<(Config, Vec<Problem>), Problems> {
-    let partial = parse_partial(text, path)?;
-    if partial.problems.is_empty() {
-        Ok((partial.config, partial.warnings))
-    } else {
-        Err(Problems(partial.problems))
-    }
+    parse_partial(text, path)?.complete()
 }
 
 /// A config that may have problems in some of its sources and actions:
@@ -279,6 +269,17 @@ pub struct Partial {
     pub config: Config,
     pub problems: Vec<Problem>,
     pub warnings: Vec<Problem>,
+}
+
+impl Partial {
+    /// The config and its warnings if nothing was wrong; else every problem.
+    pub fn complete(self) -> Result<(Config, Vec<Problem>), Problems> {
+        if self.problems.is_empty() {
+            Ok((self.config, self.warnings))
+        } else {
+            Err(Problems(self.problems))
+        }
+    }
 }
 
 /// Reads a config file, keeping what is valid (see [`Partial`]). Fails only
