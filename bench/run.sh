@@ -76,11 +76,15 @@ for conns in 1 32; do
   run --label webhook --url "http://127.0.0.1:$HOOK_PORT/hooks/bench" --signing hmac --connections $conns
 done
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$sy_pid/status")
+# What the store costs the disk: bytes Switchyard handed to write(2) (WAL
+# frames, checkpoints, the action's file) and CPU seconds it used, in all.
+wchar=$(awk '/^wchar/ {print $2}' "/proc/$sy_pid/io")
+cpu_ticks=$(awk '{print $14 + $15}' "/proc/$sy_pid/stat")
 # Let the outbox drain so the actions' count can be checked.
 sleep 2
 actions=$(wc -l < "$work/data/notify-owner.jsonl")
 
-python3 - "$results" "$rss_kb" "$actions" <<'PY'
+python3 - "$results" "$rss_kb" "$actions" "$wchar" "$cpu_ticks" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 rss_mib = int(sys.argv[2]) / 1024
@@ -95,4 +99,7 @@ for c in (1, 32):
     print(f"{c:>2} conn: switchyard/ceiling = {s['rps']/max(b['rps'],1):.2f}x, switchyard/webhook = {s['rps']/max(w['rps'],1):.2f}x")
 print(f"switchyard peak RSS: {rss_mib:.1f} MiB; action lines written: {sys.argv[3]}; "
       f"2xx answered: {sum(r['ok'] for r in rows if r['label']=='switchyard')}")
+answered = max(sum(r['ok'] for r in rows if r['label'] == 'switchyard'), 1)
+print(f"switchyard per webhook: {int(sys.argv[4]) / answered / 1024:.1f} KiB written, "
+      f"{int(sys.argv[5]) / int(sys.argv[6]) / answered * 1e6:.0f} us CPU")
 PY

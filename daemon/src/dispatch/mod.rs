@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -28,6 +28,8 @@ use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Store};
 /// How long the dispatcher sleeps at most when it knows of no due job: it
 /// also picks up jobs another process (the CLI's redrive) made due.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How soon the dispatcher looks for due jobs again when every slot was taken.
+const FULL_POLL: Duration = Duration::from_millis(50);
 
 /// The retry policy.
 #[derive(Debug, Clone)]
@@ -130,6 +132,13 @@ impl Dispatcher {
                 Err(e) => tracing::error!("cannot resume jobs: {e}"),
             }
             let mut tasks = JoinSet::new();
+            // The store is asked for due jobs only when it may hold some the
+            // hand-over queue did not bring: at start, when woken (jobs
+            // stored unclaimed, a retry recorded), when the next stored job
+            // falls due, and once per `IDLE_POLL` (another process's
+            // redrive). A job handed over costs no store round trip here.
+            let mut claim = true;
+            let mut next_look = Instant::now() + IDLE_POLL;
             loop {
                 if *stop.borrow() {
                     break;
@@ -138,39 +147,40 @@ impl Dispatcher {
                 while let Ok(job) = handoff.try_recv() {
                     self.start(job, &mut tasks).await;
                 }
-                let free = self.in_flight.available_permits();
-                let claimed = if free == 0 {
-                    Vec::new()
-                } else {
-                    match self.store.claim_jobs(now_ms(), free.min(256)).await {
-                        Ok(jobs) => jobs,
-                        Err(e) => {
-                            tracing::error!("cannot claim jobs: {e}");
-                            Vec::new()
+                if claim || Instant::now() >= next_look {
+                    claim = false;
+                    let free = self.in_flight.available_permits().min(256);
+                    if free == 0 {
+                        // No room: look again once some attempts have ended.
+                        claim = true;
+                        next_look = Instant::now() + FULL_POLL;
+                    } else {
+                        let now = now_ms();
+                        let claimed = match self.store.claim_jobs(now, free).await {
+                            Ok(jobs) => jobs,
+                            Err(e) => {
+                                tracing::error!("cannot claim jobs: {e}");
+                                Vec::new()
+                            }
+                        };
+                        let full_batch = claimed.len() == free;
+                        for job in claimed {
+                            self.start(job, &mut tasks).await;
                         }
+                        if full_batch {
+                            claim = true;
+                            continue;
+                        }
+                        let wait = match self.store.next_due().await {
+                            Ok(Some(at)) => (at - now).clamp(0, IDLE_POLL.as_millis() as i64),
+                            _ => IDLE_POLL.as_millis() as i64,
+                        };
+                        next_look = Instant::now() + Duration::from_millis(wait as u64);
                     }
-                };
-                let full_batch = !claimed.is_empty() && claimed.len() == free.min(256);
-                for job in claimed {
-                    self.start(job, &mut tasks).await;
                 }
-                if full_batch {
-                    continue;
-                }
-                let wait = if free == 0 {
-                    // Wait for a slot to free up.
-                    Duration::from_millis(50)
-                } else {
-                    match self.store.next_due().await {
-                        Ok(Some(at)) => Duration::from_millis(
-                            (at - now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64,
-                        ),
-                        _ => IDLE_POLL,
-                    }
-                };
                 let handed = tokio::select! {
-                    _ = self.wake.notified() => None,
-                    _ = tokio::time::sleep(wait) => None,
+                    _ = self.wake.notified() => { claim = true; None }
+                    _ = tokio::time::sleep_until(next_look.into()) => None,
                     _ = stop.wait_for(|s| *s) => None,
                     Some(job) = handoff.recv() => Some(job),
                 };
@@ -214,9 +224,13 @@ impl Dispatcher {
             finished_at_ms: finished,
             finish,
         };
+        let retry = matches!(record.finish, Finish::Retry { .. });
         if let Err(e) = self.store.finish_attempt(record).await {
             // The job stays claimed; the next start hands it back and it runs again.
             tracing::error!(job_id = %job.id, "cannot record the attempt: {e}");
+        } else if retry {
+            // The dispatcher learns when the retry falls due.
+            self.wake.notify_one();
         }
     }
 
