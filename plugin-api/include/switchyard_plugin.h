@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define SWITCHYARD_ABI_MAJOR 1
-#define SWITCHYARD_ABI_MINOR 0
+#define SWITCHYARD_ABI_MINOR 1
 #define SWITCHYARD_ENTRY_SYMBOL "switchyard_plugin_v1"
 
 /* What a plugin is for. */
@@ -145,6 +145,10 @@ typedef struct sy_host {
  *        "time": "2025-04-01T11:31:04.1Z",  optional, RFC 3339
  *        "dedup_key": "...",           optional, stable across the provider's retries
  *        "extensions": {...},          optional, normalized attributes
+ *        "order": {"key": "product:42", "version": 7},
+ *                                      optional (ABI 1.1): the host drops the
+ *                                      event (2xx, not routed) unless version
+ *                                      is newer than the last it accepted for key
  *        "data": <any JSON>}           the payload
  *     On SY_REJECT_*: set_message(reason). The reason is logged, never sent back.
  * execute(instance, job_json, timeout_ms, out)           [actions; else NULL]

@@ -7,7 +7,7 @@
 use std::ffi::{c_char, c_void};
 
 pub const ABI_MAJOR: u16 = 1;
-pub const ABI_MINOR: u16 = 0;
+pub const ABI_MINOR: u16 = 1;
 /// The exported entry symbol, NUL-terminated for `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"switchyard_plugin_v1\0";
 

@@ -117,7 +117,20 @@ pub struct EventDraft {
     /// Normalized attributes beside the payload (e.g. an entity's resource path).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extensions: serde_json::Map<String, Value>,
+    /// The version of the object this event carries, when the provider says
+    /// versions only grow: the host drops (2xx, not routed) an event whose
+    /// version is not newer than the last it accepted for the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<Order>,
     pub data: Value,
+}
+
+/// An object's identity and version, for dropping stale events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Names the object within the source, e.g. `product:42`.
+    pub key: String,
+    pub version: i64,
 }
 
 impl EventDraft {
@@ -128,6 +141,7 @@ impl EventDraft {
             time: None,
             dedup_key: None,
             extensions: serde_json::Map::new(),
+            order: None,
             data,
         }
     }
