@@ -102,8 +102,14 @@ mod tests {
             hex(&m),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        let m = mac(Algorithm::Sha512, b"Jefe", &[b"what do ya want for nothing?"]);
-        assert!(hex(&m).starts_with("164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554"));
+        let m = mac(
+            Algorithm::Sha512,
+            b"Jefe",
+            &[b"what do ya want for nothing?"],
+        );
+        assert!(
+            hex(&m).starts_with("164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554")
+        );
         // RFC 2202 test case 2 for SHA-1.
         let m = mac(Algorithm::Sha1, b"Jefe", &[b"what do ya want for nothing?"]);
         assert_eq!(hex(&m), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
@@ -114,15 +120,75 @@ mod tests {
         let m = mac(Algorithm::Sha256, b"k", &[b"body"]);
         let h = hex(&m);
         let b = crate::base64(&m);
-        assert!(verify(Algorithm::Sha256, b"k", &[b"body"], &h, Encoding::Hex));
-        assert!(verify(Algorithm::Sha256, b"k", &[b"body"], &h.to_uppercase(), Encoding::Hex));
-        assert!(!verify(Algorithm::Sha256, b"k", &[b"body"], &b, Encoding::Hex));
-        assert!(verify(Algorithm::Sha256, b"k", &[b"body"], &b, Encoding::Base64));
-        assert!(verify(Algorithm::Sha256, b"k", &[b"body"], &b, Encoding::Any));
-        assert!(verify(Algorithm::Sha256, b"k", &[b"body"], &h, Encoding::Any));
-        assert!(!verify(Algorithm::Sha256, b"k", &[b"Body"], &h, Encoding::Any));
-        assert!(!verify(Algorithm::Sha256, b"k2", &[b"body"], &h, Encoding::Any));
-        assert!(!verify(Algorithm::Sha256, b"k", &[b"body"], &h[..62], Encoding::Any));
-        assert!(!verify(Algorithm::Sha256, b"k", &[b"body"], "", Encoding::Any));
+        assert!(verify(
+            Algorithm::Sha256,
+            b"k",
+            &[b"body"],
+            &h,
+            Encoding::Hex
+        ));
+        assert!(verify(
+            Algorithm::Sha256,
+            b"k",
+            &[b"body"],
+            &h.to_uppercase(),
+            Encoding::Hex
+        ));
+        assert!(!verify(
+            Algorithm::Sha256,
+            b"k",
+            &[b"body"],
+            &b,
+            Encoding::Hex
+        ));
+        assert!(verify(
+            Algorithm::Sha256,
+            b"k",
+            &[b"body"],
+            &b,
+            Encoding::Base64
+        ));
+        assert!(verify(
+            Algorithm::Sha256,
+            b"k",
+            &[b"body"],
+            &b,
+            Encoding::Any
+        ));
+        assert!(verify(
+            Algorithm::Sha256,
+            b"k",
+            &[b"body"],
+            &h,
+            Encoding::Any
+        ));
+        assert!(!verify(
+            Algorithm::Sha256,
+            b"k",
+            &[b"Body"],
+            &h,
+            Encoding::Any
+        ));
+        assert!(!verify(
+            Algorithm::Sha256,
+            b"k2",
+            &[b"body"],
+            &h,
+            Encoding::Any
+        ));
+        assert!(!verify(
+            Algorithm::Sha256,
+            b"k",
+            &[b"body"],
+            &h[..62],
+            Encoding::Any
+        ));
+        assert!(!verify(
+            Algorithm::Sha256,
+            b"k",
+            &[b"body"],
+            "",
+            Encoding::Any
+        ));
     }
 }

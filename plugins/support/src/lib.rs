@@ -179,9 +179,12 @@ mod tests {
         assert_eq!(b.bytes(), &[0, 1, 2]);
         let w = Secret::decode("whsec_AAEC", SecretEncoding::Whsec, "secret").unwrap();
         assert_eq!(w.bytes(), &[0, 1, 2]);
-        let err = Secret::decode("not base64!", SecretEncoding::Base64, "signing_secret")
-            .unwrap_err();
-        assert!(err.contains("signing_secret") && !err.contains("not base64!"), "{err}");
+        let err =
+            Secret::decode("not base64!", SecretEncoding::Base64, "signing_secret").unwrap_err();
+        assert!(
+            err.contains("signing_secret") && !err.contains("not base64!"),
+            "{err}"
+        );
         assert!(Secret::decode("", SecretEncoding::Utf8, "secret").is_err());
     }
 
@@ -202,7 +205,10 @@ mod tests {
     #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339_from_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_from_ms(1_614_265_330_123), "2021-02-25T15:02:10.123Z");
+        assert_eq!(
+            rfc3339_from_ms(1_614_265_330_123),
+            "2021-02-25T15:02:10.123Z"
+        );
         assert_eq!(rfc3339_from_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

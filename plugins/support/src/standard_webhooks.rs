@@ -160,12 +160,20 @@ mod tests {
     fn tampering_and_time() {
         use switchyard_plugin_api::RejectKind::*;
         let s = [secret()];
-        let kind = |h: Headers<'_>, body: &[u8], now: i64| verify(&s, &h, body, now, 300).unwrap_err().kind;
-        assert_eq!(kind(headers(SIG), br#"{"test": 2432232315}"#, TS), Unauthenticated);
+        let kind = |h: Headers<'_>, body: &[u8], now: i64| {
+            verify(&s, &h, body, now, 300).unwrap_err().kind
+        };
+        assert_eq!(
+            kind(headers(SIG), br#"{"test": 2432232315}"#, TS),
+            Unauthenticated
+        );
         assert_eq!(kind(headers(SIG), BODY, TS + 301), Expired);
         assert_eq!(kind(headers(SIG), BODY, TS - 301), Expired);
         assert_eq!(kind(headers("v1,"), BODY, TS), Unauthenticated);
-        assert_eq!(kind(headers(&SIG.replace("v1,", "v2,")), BODY, TS), Unauthenticated);
+        assert_eq!(
+            kind(headers(&SIG.replace("v1,", "v2,")), BODY, TS),
+            Unauthenticated
+        );
         let mut h = headers(SIG);
         h.id = "msg_other";
         assert_eq!(kind(h, BODY, TS), Unauthenticated);

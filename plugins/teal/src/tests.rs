@@ -37,7 +37,10 @@ fn reject(t: &Teal, headers: &[(&str, &[u8])], body: &[u8]) -> RejectKind {
 
 #[test]
 fn signature_vector() {
-    assert_eq!(signed().signature(VECTOR_BODY.as_bytes()).unwrap(), VECTOR_SIG);
+    assert_eq!(
+        signed().signature(VECTOR_BODY.as_bytes()).unwrap(),
+        VECTOR_SIG
+    );
     let events = signed()
         .verify(&request(
             &[("x-teal-signature", VECTOR_SIG.as_bytes())],
@@ -83,8 +86,14 @@ fn decryption_vector() {
             SEALED.as_bytes(),
         ))
         .unwrap();
-    assert_eq!(events[0].extensions["entry_id"], "3a839179-b8aa-4281-bcdd-b618f3ec4377");
-    assert_eq!(events[0].data["user_id"], "c7a3bdb2-68c3-46d4-8c40-901269d1f033");
+    assert_eq!(
+        events[0].extensions["entry_id"],
+        "3a839179-b8aa-4281-bcdd-b618f3ec4377"
+    );
+    assert_eq!(
+        events[0].data["user_id"],
+        "c7a3bdb2-68c3-46d4-8c40-901269d1f033"
+    );
 }
 
 #[test]
@@ -97,14 +106,22 @@ fn each_tampering_is_refused() {
     let mut body = SEALED.as_bytes().to_vec();
     body[10] ^= 1;
     assert_eq!(
-        reject(&t, &[("x-teal-signature", sig), ("x-teal-encryption-iv", iv)], &body),
+        reject(
+            &t,
+            &[("x-teal-signature", sig), ("x-teal-encryption-iv", iv)],
+            &body
+        ),
         RejectKind::Unauthenticated
     );
     // Signature changed, missing, or made with another secret.
     let mut bad = sig.to_vec();
     bad[0] = if bad[0] == b'a' { b'b' } else { b'a' };
     assert_eq!(
-        reject(&t, &[("x-teal-signature", &bad), ("x-teal-encryption-iv", iv)], SEALED.as_bytes()),
+        reject(
+            &t,
+            &[("x-teal-signature", &bad), ("x-teal-encryption-iv", iv)],
+            SEALED.as_bytes()
+        ),
         RejectKind::Unauthenticated
     );
     assert_eq!(
@@ -113,13 +130,24 @@ fn each_tampering_is_refused() {
     );
     let other = teal(json!({"signing_secret": "othersecret", "encryption_key": KEY}));
     assert_eq!(
-        reject(&other, &[("x-teal-signature", sig), ("x-teal-encryption-iv", iv)], SEALED.as_bytes()),
+        reject(
+            &other,
+            &[("x-teal-signature", sig), ("x-teal-encryption-iv", iv)],
+            SEALED.as_bytes()
+        ),
         RejectKind::Unauthenticated
     );
     // A correctly signed delivery with a wrong IV, a broken tag or another key.
     let wrong_iv = base64(b"000000000000");
     assert_eq!(
-        reject(&t, &[("x-teal-signature", sig), ("x-teal-encryption-iv", wrong_iv.as_bytes())], SEALED.as_bytes()),
+        reject(
+            &t,
+            &[
+                ("x-teal-signature", sig),
+                ("x-teal-encryption-iv", wrong_iv.as_bytes())
+            ],
+            SEALED.as_bytes()
+        ),
         RejectKind::Decryption
     );
     let mut raw = decode_base64(SEALED).unwrap();
@@ -128,17 +156,33 @@ fn each_tampering_is_refused() {
     let cut_tag = base64(&raw);
     let resigned = t.signature(cut_tag.as_bytes()).unwrap();
     assert_eq!(
-        reject(&t, &[("x-teal-signature", resigned.as_bytes()), ("x-teal-encryption-iv", iv)], cut_tag.as_bytes()),
+        reject(
+            &t,
+            &[
+                ("x-teal-signature", resigned.as_bytes()),
+                ("x-teal-encryption-iv", iv)
+            ],
+            cut_tag.as_bytes()
+        ),
         RejectKind::Decryption
     );
-    let other_key = teal(json!({"signing_secret": "mysecret", "encryption_key": base64(&[7u8; 32])}));
+    let other_key =
+        teal(json!({"signing_secret": "mysecret", "encryption_key": base64(&[7u8; 32])}));
     assert_eq!(
-        reject(&other_key, &[("x-teal-signature", sig), ("x-teal-encryption-iv", iv)], SEALED.as_bytes()),
+        reject(
+            &other_key,
+            &[("x-teal-signature", sig), ("x-teal-encryption-iv", iv)],
+            SEALED.as_bytes()
+        ),
         RejectKind::Decryption
     );
     // An IV of the wrong length.
     assert_eq!(
-        reject(&t, &[("x-teal-signature", sig), ("x-teal-encryption-iv", b"AAAA")], SEALED.as_bytes()),
+        reject(
+            &t,
+            &[("x-teal-signature", sig), ("x-teal-encryption-iv", b"AAAA")],
+            SEALED.as_bytes()
+        ),
         RejectKind::Decryption
     );
 }
@@ -147,15 +191,38 @@ fn each_tampering_is_refused() {
 fn encryption_alone_authenticates_and_requires_encrypted_deliveries() {
     let t = teal(json!({"encryption_key": KEY}));
     let events = t
-        .verify(&request(&[("x-teal-encryption-iv", IV.as_bytes())], SEALED.as_bytes()))
+        .verify(&request(
+            &[("x-teal-encryption-iv", IV.as_bytes())],
+            SEALED.as_bytes(),
+        ))
         .unwrap();
     assert_eq!(events[0].kind, "user-payroll-submitted");
-    assert_eq!(reject(&t, &[], PLAIN.as_bytes()), RejectKind::Unauthenticated);
+    assert_eq!(
+        reject(&t, &[], PLAIN.as_bytes()),
+        RejectKind::Unauthenticated
+    );
     assert!(Teal::create(Host::detached(), json!({})).is_err());
-    assert!(Teal::create(Host::detached(), json!({"encryption_key": KEY, "require_encryption": false})).is_err());
-    assert!(Teal::create(Host::detached(), json!({"signing_secret": "s", "require_encryption": true})).is_err());
-    assert!(Teal::create(Host::detached(), json!({"signing_secret": "s", "encryption_key": "c2hvcnQ="})).is_err());
-    let err = Teal::create(Host::detached(), json!({"signing_secret": "s", "sekret": 1})).err().unwrap();
+    assert!(Teal::create(
+        Host::detached(),
+        json!({"encryption_key": KEY, "require_encryption": false})
+    )
+    .is_err());
+    assert!(Teal::create(
+        Host::detached(),
+        json!({"signing_secret": "s", "require_encryption": true})
+    )
+    .is_err());
+    assert!(Teal::create(
+        Host::detached(),
+        json!({"signing_secret": "s", "encryption_key": "c2hvcnQ="})
+    )
+    .is_err());
+    let err = Teal::create(
+        Host::detached(),
+        json!({"signing_secret": "s", "sekret": 1}),
+    )
+    .err()
+    .unwrap();
     assert!(err.contains("sekret"), "{err}");
 }
 
@@ -165,7 +232,10 @@ fn dedup_key_is_stable_and_tells_submissions_apart() {
     let b = normalize(PLAIN.as_bytes()).unwrap();
     assert_eq!(a[0].dedup_key, b[0].dedup_key);
     let other = PLAIN.replace("b618f3ec4377", "b618f3ec4378");
-    assert_ne!(normalize(other.as_bytes()).unwrap()[0].dedup_key, a[0].dedup_key);
+    assert_ne!(
+        normalize(other.as_bytes()).unwrap()[0].dedup_key,
+        a[0].dedup_key
+    );
 }
 
 #[test]
@@ -178,22 +248,35 @@ fn shapes_and_unknown_events_pass_through() {
     let ev = &normalize(payslip.to_string().as_bytes()).unwrap()[0];
     assert!(ev.extensions.get("account_id").is_none());
     assert!(ev.extensions["document_external_id"].is_string());
-    let new = br#"{"event":"user-pension-submitted","user_id":"u1","timestamp":"2025-01-01T00:00:00Z"}"#;
+    let new =
+        br#"{"event":"user-pension-submitted","user_id":"u1","timestamp":"2025-01-01T00:00:00Z"}"#;
     assert_eq!(normalize(new).unwrap()[0].kind, "user-pension-submitted");
     assert_eq!(normalize(b"[1]").unwrap_err().kind, RejectKind::Malformed);
-    assert_eq!(normalize(br#"{"user_id":"u"}"#).unwrap_err().kind, RejectKind::Malformed);
+    assert_eq!(
+        normalize(br#"{"user_id":"u"}"#).unwrap_err().kind,
+        RejectKind::Malformed
+    );
 }
 
 #[test]
 fn samples_verify_for_every_event_in_every_mode() {
     for t in [signed(), both(), teal(json!({"encryption_key": KEY}))] {
-        for name in EVENTS.iter().flat_map(|e| [e.to_string(), format!("{e}+payload")]) {
+        for name in EVENTS
+            .iter()
+            .flat_map(|e| [e.to_string(), format!("{e}+payload")])
+        {
             let s = t.sample(&name).unwrap();
-            let headers: Vec<(&str, &[u8])> =
-                s.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+            let headers: Vec<(&str, &[u8])> = s
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                .collect();
             let events = t.verify(&request(&headers, s.body.as_bytes())).unwrap();
             assert_eq!(events[0].kind, name.split('+').next().unwrap());
         }
     }
-    assert!(matches!(signed().sample("nope"), Err(SampleError::Unknown(_))));
+    assert!(matches!(
+        signed().sample("nope"),
+        Err(SampleError::Unknown(_))
+    ));
 }

@@ -180,7 +180,9 @@ impl Tripletex {
                 let sig = request
                     .header_str(SIGNATURE_HEADER)
                     .filter(|s| !s.is_empty())
-                    .ok_or_else(|| Rejection::unauthenticated("missing x-request-signature header"))?;
+                    .ok_or_else(|| {
+                        Rejection::unauthenticated("missing x-request-signature header")
+                    })?;
                 let key = request.header(IDEMPOTENCY_HEADER).ok_or_else(|| {
                     Rejection::unauthenticated("missing idempotency-key header (it is signed)")
                 })?;
@@ -208,10 +210,15 @@ impl Tripletex {
         ];
         let mut query = String::new();
         match &self.auth {
-            Auth::Header { name, value } => headers.push((name.to_ascii_lowercase(), value.clone())),
+            Auth::Header { name, value } => {
+                headers.push((name.to_ascii_lowercase(), value.clone()))
+            }
             Auth::Basic { username, password } => headers.push((
                 "authorization".into(),
-                format!("Basic {}", base64(format!("{username}:{password}").as_bytes())),
+                format!(
+                    "Basic {}",
+                    base64(format!("{username}:{password}").as_bytes())
+                ),
             )),
             Auth::Token { token, param } => {
                 query = format!("{}={}", percent_encode(param), percent_encode(token))
@@ -392,15 +399,25 @@ pub fn sample_body(event: &str) -> Value {
     let id = 1000 + now_ms % 1_000_000;
     let value = match (object, verb) {
         (_, "delete") => Value::Null,
-        ("invoice", _) => json!({"id": id, "version": 1, "invoiceNumber": 10042, "invoiceDate": "2025-04-01",
-            "amount": 1250.0, "currency": {"id": 1, "code": "NOK"}, "customer": {"id": 77}}),
-        ("product", _) => json!({"id": id, "version": (now_ms / 1000) % 100_000, "name": "Consulting hour", "number": "P-100",
-            "priceExcludingVatCurrency": 1200.0}),
-        ("customer" | "supplier", _) => json!({"id": id, "version": (now_ms / 1000) % 100_000, "name": "Nordlys AS",
-            "organizationNumber": "987654321", "email": "post@nordlys.example"}),
-        ("employee" | "contact", _) => json!({"id": id, "version": (now_ms / 1000) % 100_000, "firstName": "Kari", "lastName": "Nordmann",
-            "email": "kari@nordlys.example"}),
-        ("notification", _) => json!({"id": id, "title": "Invoice paid", "message": "Invoice 10042 was paid"}),
+        ("invoice", _) => {
+            json!({"id": id, "version": 1, "invoiceNumber": 10042, "invoiceDate": "2025-04-01",
+            "amount": 1250.0, "currency": {"id": 1, "code": "NOK"}, "customer": {"id": 77}})
+        }
+        ("product", _) => {
+            json!({"id": id, "version": (now_ms / 1000) % 100_000, "name": "Consulting hour", "number": "P-100",
+            "priceExcludingVatCurrency": 1200.0})
+        }
+        ("customer" | "supplier", _) => {
+            json!({"id": id, "version": (now_ms / 1000) % 100_000, "name": "Nordlys AS",
+            "organizationNumber": "987654321", "email": "post@nordlys.example"})
+        }
+        ("employee" | "contact", _) => {
+            json!({"id": id, "version": (now_ms / 1000) % 100_000, "firstName": "Kari", "lastName": "Nordmann",
+            "email": "kari@nordlys.example"})
+        }
+        ("notification", _) => {
+            json!({"id": id, "title": "Invoice paid", "message": "Invoice 10042 was paid"})
+        }
         ("voucherstatus", _) => json!({"id": id, "status": "READY"}),
         _ => json!({"id": id, "version": (now_ms / 1000) % 100_000}),
     };
