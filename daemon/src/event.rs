@@ -29,6 +29,10 @@ pub struct Event {
     pub received_at: String,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extensions: Map<String, Value>,
+    /// The object's key and version, when the provider orders its events:
+    /// an event not newer than the last accepted for its key is not routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<switchyard_plugin_api::Order>,
 }
 
 /// A new sortable event id.
@@ -74,6 +78,7 @@ impl Event {
             dedup_key,
             received_at,
             extensions: draft.extensions,
+            order: draft.order,
         }
     }
 }

@@ -12,7 +12,7 @@
 //! Answers:
 //! | status | when |
 //! |---|---|
-//! | 200 | verified and stored; `{"accepted": [new event ids], "duplicates": [ids of the events repeated]}` |
+//! | 200 | verified and stored; `{"accepted": [new event ids], "duplicates": [ids of the events repeated], "stale": [ids stored but not routed: an older version of their object]}` |
 //! | 400 | authentic but malformed (or undecryptable) |
 //! | 401 | verification failed (generic body; the reason is logged) |
 //! | 403 | sender address not allowed |
@@ -281,6 +281,7 @@ impl Ingress {
         };
         let mut accepted = Vec::new();
         let mut duplicates = Vec::new();
+        let mut stale = Vec::new();
         for (o, event) in outcome.into_iter().zip(events) {
             match o {
                 Ingested::New(id) => {
@@ -291,6 +292,10 @@ impl Ingress {
                         self.router_overflowed
                             .store(true, std::sync::atomic::Ordering::Relaxed);
                     }
+                }
+                Ingested::Stale(id) => {
+                    tracing::info!(event_id = %id, source = %source.name, "older version of an object than one already accepted; stored, not routed");
+                    stale.push(id);
                 }
                 Ingested::Duplicate(id) => {
                     tracing::info!(event_id = %id, source = %source.name, "duplicate delivery; not routed again");
@@ -305,7 +310,7 @@ impl Ingress {
         }
         answer(
             StatusCode::OK,
-            json!({ "accepted": accepted, "duplicates": duplicates }),
+            json!({ "accepted": accepted, "duplicates": duplicates, "stale": stale }),
         )
     }
 }

@@ -13,6 +13,7 @@ fn event(kind: &str) -> Event {
         dedup_key: "k".into(),
         received_at: "2025-01-01T00:00:00Z".into(),
         extensions: Default::default(),
+        order: None,
     }
 }
 

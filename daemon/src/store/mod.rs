@@ -75,6 +75,9 @@ pub enum Ingested {
     New(String),
     /// Seen within the dedup window: the id of the event it repeats.
     Duplicate(String),
+    /// Stored but not routed: its object's version is not newer than the
+    /// last one accepted (the event's id; see `Event::order`).
+    Stale(String),
 }
 
 /// An event waiting for routing.

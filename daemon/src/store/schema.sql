@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS events (
     type          TEXT NOT NULL,
     received_at   INTEGER NOT NULL,
     envelope      TEXT NOT NULL,          -- the event as JSON
-    state         TEXT NOT NULL,          -- 'pending' (to route) | 'routed'
+    state         TEXT NOT NULL,          -- 'pending' (to route) | 'routed' | 'stale' (never routed)
     routings      INTEGER NOT NULL DEFAULT 0,  -- times routed (replays add one)
     routed_at     INTEGER,
     rule_runs     TEXT,                   -- JSON of the last routing's rule runs
@@ -42,6 +42,17 @@ CREATE TABLE IF NOT EXISTS dedup (
     PRIMARY KEY (source, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_expires ON dedup(expires_at);
+
+-- The last version accepted per object, for sources whose events carry one
+-- (an event not newer than this is stored as 'stale' and not routed).
+CREATE TABLE IF NOT EXISTS versions (
+    source     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    event_id   TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (source, key)
+) WITHOUT ROWID;
 
 -- The outbox: one row per action call a rule made.
 CREATE TABLE IF NOT EXISTS jobs (

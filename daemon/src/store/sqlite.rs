@@ -361,6 +361,7 @@ struct EncodedEvent {
     kind: String,
     dedup_key: String,
     envelope: String,
+    order: Option<switchyard_plugin_api::Order>,
 }
 
 impl EncodedEvent {
@@ -371,8 +372,24 @@ impl EncodedEvent {
             kind: e.kind.clone(),
             dedup_key: e.dedup_key.clone(),
             envelope: serde_json::to_string(e).map_err(|err| StoreError::Other(err.to_string()))?,
+            order: e.order.clone(),
         })
     }
+}
+
+/// Whether an ordered event's version is not newer than the last accepted
+/// for its object.
+fn is_stale(conn: &Connection, ev: &EncodedEvent) -> StoreResult<bool> {
+    let Some(order) = &ev.order else {
+        return Ok(false);
+    };
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT version FROM versions WHERE source = ?1 AND key = ?2")
+        .map_err(map_err)?
+        .query_row(params![ev.source, order.key], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    Ok(last.is_some_and(|v| order.version <= v))
 }
 
 fn ingest_tx(
@@ -402,7 +419,10 @@ fn ingest_tx(
                 Some(first) => results.push(Ingested::Duplicate(first.id.clone())),
                 None => {
                     fresh.push(ev);
-                    results.push(Ingested::New(ev.id.clone()));
+                    results.push(match is_stale(conn, ev)? {
+                        true => Ingested::Stale(ev.id.clone()),
+                        false => Ingested::New(ev.id.clone()),
+                    });
                 }
             },
         }
@@ -432,15 +452,33 @@ fn ingest_tx(
     let mut insert_event = conn
         .prepare_cached(
             "INSERT INTO events (id, request_id, source, type, received_at, envelope, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(map_err)?;
+    let mut set_version = conn
+        .prepare_cached(
+            "INSERT INTO versions (source, key, version, event_id, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (source, key) DO UPDATE SET
+                version = excluded.version, event_id = excluded.event_id,
+                updated_at = excluded.updated_at
+             WHERE excluded.version > versions.version",
+        )
+        .map_err(map_err)?;
+    let stale: Vec<&str> = results
+        .iter()
+        .filter_map(|r| match r {
+            Ingested::Stale(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
     let mut insert_key = conn
         .prepare_cached(
             "INSERT OR REPLACE INTO dedup (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(map_err)?;
     for ev in &fresh {
+        let is_stale = stale.contains(&ev.id.as_str());
         insert_event
             .execute(params![
                 ev.id,
@@ -448,9 +486,15 @@ fn ingest_tx(
                 ev.source,
                 ev.kind,
                 now,
-                ev.envelope
+                ev.envelope,
+                if is_stale { "stale" } else { "pending" }
             ])
             .map_err(map_err)?;
+        if let (Some(order), false) = (&ev.order, is_stale) {
+            set_version
+                .execute(params![ev.source, order.key, order.version, ev.id, now])
+                .map_err(map_err)?;
+        }
         insert_key
             .execute(params![
                 ev.source,
@@ -626,7 +670,7 @@ fn prune_tx(conn: &Connection, before_ms: i64, now_ms: i64) -> StoreResult<Prune
         .execute(
             "DELETE FROM events WHERE id IN (
                 SELECT e.id FROM events e
-                WHERE e.id < ?1 AND e.state = 'routed'
+                WHERE e.id < ?1 AND e.state IN ('routed', 'stale')
                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id
                                   AND j.state IN ('pending', 'running'))
                 LIMIT ?2)",

@@ -14,7 +14,17 @@ fn event(id: &str, key: &str) -> Event {
         dedup_key: key.into(),
         received_at: "2025-01-01T00:00:00Z".into(),
         extensions: Default::default(),
+        order: None,
     }
+}
+
+fn versioned(id: &str, key: &str, object: &str, version: i64) -> Event {
+    let mut e = event(id, key);
+    e.order = Some(switchyard_plugin_api::Order {
+        key: object.into(),
+        version,
+    });
+    e
 }
 
 fn request(id: &str, at: i64) -> StoredRequest {
@@ -247,4 +257,33 @@ async fn a_full_store_is_unavailable_and_keeps_what_it_had() {
     for id in &accepted {
         assert!(store.show_event(id.clone()).await.is_ok(), "{id} survives");
     }
+}
+
+#[tokio::test]
+async fn an_older_version_of_an_object_is_stored_but_not_routed() {
+    let (_dir, store) = store();
+    let now = now_ms();
+    let ingest = |r: &'static str, e: Event| {
+        let store = &store;
+        async move { store.ingest(request(r, now), &[e], 60_000).await.unwrap() }
+    };
+    assert_eq!(ingest("r1", versioned("e1", "k1", "product:1", 5)).await, vec![Ingested::New("e1".into())]);
+    // Same version again (another delivery), then an older one: stale.
+    assert_eq!(ingest("r2", versioned("e2", "k2", "product:1", 5)).await, vec![Ingested::Stale("e2".into())]);
+    assert_eq!(ingest("r3", versioned("e3", "k3", "product:1", 4)).await, vec![Ingested::Stale("e3".into())]);
+    // Another object, and a newer version, go through.
+    assert_eq!(ingest("r4", versioned("e4", "k4", "product:2", 1)).await, vec![Ingested::New("e4".into())]);
+    assert_eq!(ingest("r5", versioned("e5", "k5", "product:1", 7)).await, vec![Ingested::New("e5".into())]);
+    assert_eq!(ingest("r6", versioned("e6", "k6", "product:1", 6)).await, vec![Ingested::Stale("e6".into())]);
+    let pending: Vec<String> = store
+        .pending_events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.event.id)
+        .collect();
+    assert_eq!(pending, ["e1", "e4", "e5"]);
+    // The stale ones are kept, for `events show` and a deliberate replay.
+    let shown = store.show_event("e3".into()).await.unwrap();
+    assert_eq!(shown.state, "stale");
 }
