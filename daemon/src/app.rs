@@ -291,6 +291,7 @@ impl Switchyard {
             gauge,
             max_unrouted_events: config.store.max_unrouted_events,
             max_pending_jobs: config.store.max_pending_jobs,
+            trusted_proxies: config.trusted_proxies.clone(),
             stopping: AtomicBool::new(false),
         });
         tracing::info!(

@@ -91,10 +91,76 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     delivery: RawDelivery,
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDRs).
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
     actions: BTreeMap<String, Spanned<toml::Table>>,
+}
+
+/// Parses an address (`10.0.0.1`, `::1`) or a network (`10.0.0.0/8`).
+pub fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    let t = text.trim();
+    t.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| t.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn parse_nets(
+    items: &[String],
+    scope: &str,
+    location: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<ipnet::IpNet> {
+    items
+        .iter()
+        .filter_map(|item| {
+            let net = parse_net(item);
+            if net.is_none() {
+                problems.push(Problem::new(
+                    location,
+                    format!("{scope}: {item:?} is not an IP address or network (a.b.c.d, a.b.c.d/n, IPv6)"),
+                ));
+            }
+            net
+        })
+        .collect()
+}
+
+/// Setting names whose values are credentials: a request carrying one of
+/// these values (in a header, the query or the path) has it redacted
+/// before it is stored.
+fn is_credential_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "token", "password", "header_value", "key"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+/// The credential values among a plugin's settings (strings, or lists of them).
+fn credential_values(settings: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Value::Object(map) = settings {
+        for (k, v) in map {
+            if !is_credential_key(k) {
+                continue;
+            }
+            match v {
+                Value::String(s) if s.len() >= 4 => out.push(s.clone()),
+                Value::Array(items) => out.extend(
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .filter(|s| s.len() >= 4)
+                        .map(str::to_owned),
+                ),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 fn default_max_body() -> u64 {
@@ -218,6 +284,8 @@ pub struct Config {
     pub rule_timeout: Duration,
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
+    /// Proxies whose `X-Forwarded-For` names the sender.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub sources: BTreeMap<String, SourceConfig>,
     pub actions: BTreeMap<String, ActionConfig>,
 }
@@ -234,6 +302,11 @@ pub struct SourceConfig {
     /// Header names whose values are credentials: stored as `[redacted]`
     /// (beside the usual ones, such as `Authorization`).
     pub redact_headers: Vec<String>,
+    /// Sender addresses or networks allowed; empty allows all (403 otherwise).
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// Credential values from the settings (secrets, tokens, passwords):
+    /// wherever a request carries one, it is redacted before storing.
+    pub credentials: Vec<String>,
 }
 
 /// An `[actions.NAME]` table.
@@ -377,6 +450,12 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
         ));
     }
 
+    let trusted_proxies = parse_nets(
+        &raw.trusted_proxies,
+        "trusted_proxies",
+        &file,
+        &mut problems,
+    );
     let mut sources = BTreeMap::new();
     for (name, table) in raw.sources {
         let location = at(table.span());
@@ -400,8 +479,31 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
                 Vec::new()
             }
         };
+        let allow_ips = match table.remove("allow_ips") {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_str) => {
+                let items: Vec<String> = items
+                    .into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                parse_nets(
+                    &items,
+                    &format!("{scope}.allow_ips"),
+                    &location,
+                    &mut problems,
+                )
+            }
+            Some(_) => {
+                problems.push(Problem::new(
+                    &location,
+                    format!("{scope}.allow_ips must be a list of addresses or networks"),
+                ));
+                Vec::new()
+            }
+        };
         match plugin_settings(table, &scope, &location, &mut warnings) {
             Ok(settings) => {
+                let credentials = credential_values(&settings);
                 sources.insert(
                     name.clone(),
                     SourceConfig {
@@ -410,6 +512,8 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
                         settings,
                         location,
                         redact_headers,
+                        allow_ips,
+                        credentials,
                     },
                 );
             }
@@ -475,6 +579,7 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
             rule_timeout: Duration::from_millis(raw.rule_timeout_ms.max(1)),
             store,
             delivery,
+            trusted_proxies,
             sources,
             actions,
         },

@@ -108,6 +108,10 @@ pub struct Source {
     pub instance: Arc<Instance>,
     /// Extra header names to redact when the request is stored.
     pub redact_headers: Vec<String>,
+    /// Sender networks allowed (empty: any).
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// Credential values to redact wherever a stored request carries them.
+    pub credentials: Vec<String>,
 }
 
 impl Source {
@@ -143,6 +147,8 @@ pub fn build(config: &Config, registry: &Registry) -> Result<Topology, Vec<Probl
                     name: name.clone(),
                     instance,
                     redact_headers: sc.redact_headers.clone(),
+                    allow_ips: sc.allow_ips.clone(),
+                    credentials: sc.credentials.clone(),
                 };
                 sources.insert(name.clone(), Arc::new(source));
             }

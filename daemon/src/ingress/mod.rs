@@ -57,6 +57,8 @@ pub struct Ingress {
     pub gauge: Arc<BacklogGauge>,
     pub max_unrouted_events: u64,
     pub max_pending_jobs: u64,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Set when the daemon is stopping: answer 503.
     pub stopping: std::sync::atomic::AtomicBool,
 }
@@ -127,6 +129,67 @@ fn unavailable(code: &str, retry_after_secs: u32) -> Response {
 }
 
 use warp::Reply as _;
+
+/// The sender of a request: the peer, or, when the peer is a trusted proxy,
+/// the nearest address in `X-Forwarded-For` that is not a trusted proxy
+/// (read from the right: only what trusted proxies appended is believed).
+pub fn sender_address(
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<std::net::IpAddr> {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut sender = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                sender = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // A hop that is not an address: stop at what is known.
+            Err(_) => break,
+        }
+    }
+    Some(sender)
+}
+
+/// Replaces every occurrence of a credential (as is, or percent-encoded) in
+/// a stored value.
+fn redact_values(text: &str, credentials: &[String]) -> String {
+    let mut out = text.to_string();
+    for c in credentials {
+        if out.contains(c.as_str()) {
+            out = out.replace(c.as_str(), crate::store::REDACTED);
+        }
+        let encoded: String = c
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        if encoded != *c && out.contains(encoded.as_str()) {
+            out = out.replace(encoded.as_str(), crate::store::REDACTED);
+        }
+    }
+    out
+}
 
 enum BodyError {
     TooLarge,
@@ -204,6 +267,21 @@ impl Ingress {
             );
             return unavailable("busy", 30);
         }
+        let sender = sender_address(
+            req.remote.map(|a| a.ip()),
+            &req.headers,
+            &self.trusted_proxies,
+        );
+        if !source.allow_ips.is_empty()
+            && !sender.is_some_and(|ip| source.allow_ips.iter().any(|net| net.contains(&ip)))
+        {
+            tracing::warn!(
+                source = %source.name, reason = "forbidden",
+                "webhook rejected: sender {} is not in allow_ips",
+                sender.map_or_else(|| "(unknown)".to_string(), |ip| ip.to_string())
+            );
+            return error(StatusCode::FORBIDDEN, "forbidden");
+        }
         let received_at = time::OffsetDateTime::now_utc();
         let owned = Arc::new(OwnedRequest {
             method: req.method.to_string(),
@@ -214,7 +292,7 @@ impl Ingress {
                 .iter()
                 .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
                 .collect(),
-            remote_addr: req.remote.map(|a| a.ip().to_string()).unwrap_or_default(),
+            remote_addr: sender.map(|ip| ip.to_string()).unwrap_or_default(),
             body,
         });
         let instance = source.instance.clone();
@@ -263,9 +341,12 @@ impl Ingress {
             source: source.name.clone(),
             received_at_ms: (received_at.unix_timestamp_nanos() / 1_000_000) as i64,
             method: owned.method.clone(),
-            path: owned.path.clone(),
-            query: redact_query(&owned.query),
-            headers: redact_headers(&owned.headers, &source.redact_headers),
+            path: redact_values(&owned.path, &source.credentials),
+            query: redact_values(&redact_query(&owned.query), &source.credentials),
+            headers: redact_headers(&owned.headers, &source.redact_headers)
+                .into_iter()
+                .map(|(n, v)| (n, redact_values(&v, &source.credentials)))
+                .collect(),
             body: owned.body.clone(),
         };
         let outcome = match self
@@ -312,5 +393,77 @@ impl Ingress {
             StatusCode::OK,
             json!({ "accepted": accepted, "duplicates": duplicates, "stale": stale }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ];
+        let ip = |s: &str| Some(s.parse().unwrap());
+        // A direct sender: its header is ignored.
+        assert_eq!(
+            sender_address(ip("3.3.3.3"), &headers(&["1.1.1.1"]), &trusted),
+            ip("3.3.3.3")
+        );
+        // Through a trusted proxy: the nearest untrusted hop.
+        assert_eq!(
+            sender_address(ip("10.0.0.2"), &headers(&["1.1.1.1"]), &trusted),
+            ip("1.1.1.1")
+        );
+        // A spoofed first hop is not believed: the proxy appended the real one.
+        assert_eq!(
+            sender_address(
+                ip("10.0.0.2"),
+                &headers(&["6.6.6.6, 2.2.2.2, 10.0.0.9"]),
+                &trusted
+            ),
+            ip("2.2.2.2")
+        );
+        assert_eq!(
+            sender_address(ip("127.0.0.1"), &headers(&["5.5.5.5", "2.2.2.2"]), &trusted),
+            ip("2.2.2.2")
+        );
+        assert_eq!(
+            sender_address(ip("10.0.0.2"), &headers(&[]), &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            sender_address(ip("10.0.0.2"), &headers(&["garbage"]), &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            sender_address(ip("10.0.0.2"), &headers(&["1.1.1.1"]), &[]),
+            ip("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn credentials_are_redacted_wherever_they_appear() {
+        let creds = vec!["s3cret tok".to_string()];
+        assert_eq!(redact_values("/a/s3cret tok", &creds), "/a/[redacted]");
+        assert_eq!(
+            redact_values("t=s3cret%20tok&x=1", &creds),
+            "t=[redacted]&x=1"
+        );
+        assert_eq!(
+            redact_values("Bearer s3cret tok", &creds),
+            "Bearer [redacted]"
+        );
+        assert_eq!(redact_values("nothing", &creds), "nothing");
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real `switchyard` binary and real plugin libraries,
-//! talking HTTP on 127.0.0.1. Signed requests come from PyJWT
-//! (`pip install -r requirements-dev.txt`), not from the code under test.
+//! talking HTTP on 127.0.0.1. Signed requests come from PyJWT, Python's
+//! `cryptography` and `standardwebhooks` (`pip install -r
+//! requirements-dev.txt`), not from the code under test.
 
 mod common;
 
@@ -8,4 +9,5 @@ mod check;
 mod durability;
 mod embed;
 mod plugins;
+mod providers;
 mod tight;

@@ -2,13 +2,13 @@
 //!
 //! Verifies Tight webhooks and turns them into Switchyard events.
 //!
-//! Verification, in order (every step over the raw body bytes):
-//! 1. the sender's address, when `allow_ips` is set (403 otherwise);
-//! 2. the `Tight-Verification` header is a JWT signed with **HS256 only**
+//! Verification, in order (every step over the raw body bytes; the host
+//! has already checked the source's `allow_ips`, e.g. [`TIGHT_SENDER_IPS`]):
+//! 1. the `Tight-Verification` header is a JWT signed with **HS256 only**
 //!    (`none` and every other algorithm are refused) under the source's secret;
-//! 3. its `iat` claim is within `tolerance_secs` (default 300) of now, in
+//! 2. its `iat` claim is within `tolerance_secs` (default 300) of now, in
 //!    either direction;
-//! 4. its `request_body_sha256` claim equals SHA-256 of the raw body, compared
+//! 3. its `request_body_sha256` claim equals SHA-256 of the raw body, compared
 //!    as decoded bytes in constant time. Tight sends standard padded base64;
 //!    unpadded, base64url and hex are accepted too.
 //!
@@ -22,7 +22,6 @@
 
 mod entities;
 
-use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -78,9 +77,6 @@ struct Config {
     /// Maximum age of `iat`, and how far in the future it may be, in seconds.
     #[serde(default = "default_tolerance")]
     tolerance_secs: u64,
-    /// When set, only these sender addresses are accepted.
-    #[serde(default)]
-    allow_ips: Vec<IpAddr>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
@@ -107,7 +103,6 @@ pub struct Tight {
     host: Host,
     secret: Vec<u8>,
     tolerance_secs: i64,
-    allow_ips: Vec<IpAddr>,
 }
 
 impl Tight {
@@ -343,24 +338,10 @@ impl Provider for Tight {
             host,
             secret,
             tolerance_secs: config.tolerance_secs.min(i64::MAX as u64) as i64,
-            allow_ips: config.allow_ips,
         })
     }
 
     fn verify(&self, request: &Request<'_>) -> Result<Vec<EventDraft>, Rejection> {
-        if !self.allow_ips.is_empty() {
-            let from: Option<IpAddr> = request.remote_addr.parse().ok();
-            if !from.is_some_and(|ip| self.allow_ips.contains(&ip)) {
-                return Err(Rejection::forbidden(format!(
-                    "sender {} is not in allow_ips",
-                    if request.remote_addr.is_empty() {
-                        "(unknown)"
-                    } else {
-                        request.remote_addr
-                    }
-                )));
-            }
-        }
         let token = request
             .header_str(HEADER)
             .filter(|t| !t.is_empty())

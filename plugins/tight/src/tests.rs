@@ -180,27 +180,6 @@ fn body_digest_accepts_every_encoding() {
 }
 
 #[test]
-fn allow_ips_is_enforced() {
-    let p = plugin(json!({"allow_ips": TIGHT_SENDER_IPS}));
-    let token = jwt(
-        Header::new(Algorithm::HS256),
-        json!({"iat": unix_now(), "request_body_sha256": body_claim(LIFECYCLE)}),
-        SECRET.as_bytes(),
-    );
-    assert_eq!(
-        verify(&p, Some(&token), LIFECYCLE, "127.0.0.1")
-            .unwrap_err()
-            .kind,
-        RejectKind::Forbidden
-    );
-    assert_eq!(
-        verify(&p, Some(&token), LIFECYCLE, "").unwrap_err().kind,
-        RejectKind::Forbidden
-    );
-    assert!(verify(&p, Some(&token), LIFECYCLE, "34.200.77.221").is_ok());
-}
-
-#[test]
 fn config_errors_name_the_key() {
     let err = Tight::create(Host::detached(), json!({"secret": "s", "tolerance": 5}))
         .err()

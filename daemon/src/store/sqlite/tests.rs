@@ -267,14 +267,32 @@ async fn an_older_version_of_an_object_is_stored_but_not_routed() {
         let store = &store;
         async move { store.ingest(request(r, now), &[e], 60_000).await.unwrap() }
     };
-    assert_eq!(ingest("r1", versioned("e1", "k1", "product:1", 5)).await, vec![Ingested::New("e1".into())]);
+    assert_eq!(
+        ingest("r1", versioned("e1", "k1", "product:1", 5)).await,
+        vec![Ingested::New("e1".into())]
+    );
     // Same version again (another delivery), then an older one: stale.
-    assert_eq!(ingest("r2", versioned("e2", "k2", "product:1", 5)).await, vec![Ingested::Stale("e2".into())]);
-    assert_eq!(ingest("r3", versioned("e3", "k3", "product:1", 4)).await, vec![Ingested::Stale("e3".into())]);
+    assert_eq!(
+        ingest("r2", versioned("e2", "k2", "product:1", 5)).await,
+        vec![Ingested::Stale("e2".into())]
+    );
+    assert_eq!(
+        ingest("r3", versioned("e3", "k3", "product:1", 4)).await,
+        vec![Ingested::Stale("e3".into())]
+    );
     // Another object, and a newer version, go through.
-    assert_eq!(ingest("r4", versioned("e4", "k4", "product:2", 1)).await, vec![Ingested::New("e4".into())]);
-    assert_eq!(ingest("r5", versioned("e5", "k5", "product:1", 7)).await, vec![Ingested::New("e5".into())]);
-    assert_eq!(ingest("r6", versioned("e6", "k6", "product:1", 6)).await, vec![Ingested::Stale("e6".into())]);
+    assert_eq!(
+        ingest("r4", versioned("e4", "k4", "product:2", 1)).await,
+        vec![Ingested::New("e4".into())]
+    );
+    assert_eq!(
+        ingest("r5", versioned("e5", "k5", "product:1", 7)).await,
+        vec![Ingested::New("e5".into())]
+    );
+    assert_eq!(
+        ingest("r6", versioned("e6", "k6", "product:1", 6)).await,
+        vec![Ingested::Stale("e6".into())]
+    );
     let pending: Vec<String> = store
         .pending_events(10)
         .await
