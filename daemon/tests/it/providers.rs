@@ -552,3 +552,89 @@ fn allow_ips_behind_a_trusted_proxy() {
     assert!(d.logged("not in allow_ips"));
     assert_eq!(env.wait_audit(1).len(), 1);
 }
+
+/// The GitHub recipe of plugins/webhook/README.md, copied from it, with a
+/// request signed as GitHub signs (Python's hmac).
+#[test]
+fn github_by_configuration_alone_following_the_readme() {
+    let readme = std::fs::read_to_string(repo_root().join("plugins/webhook/README.md")).unwrap();
+    let recipe = readme
+        .split("```toml\n")
+        .find(|block| block.starts_with("[sources.github]"))
+        .and_then(|block| block.split("```").next())
+        .expect("the README has a GitHub recipe")
+        .replace(
+            r#"secret = { env = "GITHUB_WEBHOOK_SECRET" }"#,
+            r#"secret = "gh-secret""#,
+        );
+    let env = Env::new();
+    env.add_plugin(&built_plugin("switchyard_webhook"));
+    let config = deployment(&env, "", &recipe);
+    env.rule(
+        "gh",
+        r#"const EVENTS = ["webhook.issues.*"];
+if event.source == "github" { action("audit", #{ type: event.type, subject: event.data.issue.title }); }"#,
+    );
+    let d = Daemon::start(&config);
+    let body = r#"{"action":"opened","issue":{"number":7,"title":"Crash on start"}}"#;
+    let (mut h, b) = sign("github", body, &["--secret", "gh-secret"]);
+    h.push(("X-GitHub-Event".into(), "issues".into()));
+    h.push((
+        "X-GitHub-Delivery".into(),
+        "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+    ));
+    let (status, text) = post(&d, "/hooks/github", &h, &b);
+    assert_eq!(status, 200, "{text}\n{}", d.logs());
+    // GitHub's redelivery of the same delivery id is not routed again.
+    let (_, again) = post(&d, "/hooks/github", &h, &b);
+    assert!(again.contains(r#""duplicates":[""#), "{again}");
+    let lines = env.wait_audit(1);
+    assert_eq!(lines[0]["params"]["type"], "webhook.issues.opened");
+    assert_eq!(lines[0]["params"]["subject"], "Crash on start");
+    let (bad, _) = sign("github", body, &["--secret", "not-it"]);
+    let mut bad = bad;
+    bad.push(("X-GitHub-Event".into(), "issues".into()));
+    assert_eq!(post(&d, "/hooks/github", &bad, &b).0, 401);
+    assert_eq!(
+        post(&d, "/hooks/github", &h, &b.replace("Crash", "Crush")).0,
+        401
+    );
+    let (code, out) = cli(
+        &["send", "github", "issues", "--to", &d.url("/hooks/github")],
+        &config,
+    );
+    assert_eq!(code, 0, "{out}");
+}
+
+/// A generic Standard Webhooks source, signed by the `standardwebhooks` package.
+#[test]
+fn generic_standard_webhooks_source() {
+    let env = Env::new();
+    env.add_plugin(&built_plugin("switchyard_webhook"));
+    let config = deployment(
+        &env,
+        "",
+        &format!(
+            "\n[sources.svix]\nplugin = \"webhook\"\nverify = \"standard-webhooks\"\nsecrets = [\"{TK_SECRET}\"]\nevent_type = \"/type\"\ndedup_header = \"webhook-id\"\n"
+        ),
+    );
+    env.rule(
+        "svix",
+        r#"const EVENTS = ["webhook.*"]; action("audit", #{ type: event.type });"#,
+    );
+    let d = Daemon::start(&config);
+    let body = r#"{"type":"email.delivered","data":{"to":"a@example.com"}}"#;
+    let (h, b) = sign(
+        "standard",
+        body,
+        &[
+            "--secret", TK_SECRET, "--msg-id", "msg_g1", "--prefix", "webhook",
+        ],
+    );
+    assert_eq!(post(&d, "/hooks/svix", &h, &b).0, 200, "{}", d.logs());
+    assert_eq!(
+        env.wait_audit(1)[0]["params"]["type"],
+        "webhook.email.delivered"
+    );
+    assert_eq!(post(&d, "/hooks/svix", &h, &b.replace("a@", "b@")).0, 401);
+}

@@ -1,0 +1,262 @@
+use super::*;
+use serde_json::json;
+use switchyard_plugin_api::RejectKind;
+
+fn plugin(config: Value) -> Webhook {
+    Webhook::create(Host::detached(), config).unwrap()
+}
+
+fn req<'a>(query: &'a str, headers: &'a [(&'a str, &'a [u8])], body: &'a [u8]) -> Request<'a> {
+    Request {
+        method: "POST",
+        path: "",
+        query,
+        headers,
+        remote_addr: "127.0.0.1",
+        body,
+    }
+}
+
+fn github() -> Webhook {
+    plugin(json!({
+        "verify": "hmac", "secret": "It's a Secret to Everybody",
+        "signature_header": "X-Hub-Signature-256", "signature_prefix": "sha256=",
+        "event_type_header": "X-GitHub-Event", "event_type": "/action",
+        "dedup_header": "X-GitHub-Delivery"
+    }))
+}
+
+#[test]
+fn github_documented_vector() {
+    // From GitHub's "Validating webhook deliveries".
+    let sig = b"sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let headers: [(&str, &[u8]); 3] = [
+        ("x-hub-signature-256", sig),
+        ("x-github-event", b"ping"),
+        ("x-github-delivery", b"d1"),
+    ];
+    let ev = github()
+        .verify(&req("", &headers, b"Hello, World!"))
+        .unwrap();
+    assert_eq!(ev[0].kind, "ping");
+    assert_eq!(ev[0].dedup_key.as_deref(), Some("header:d1"));
+    assert_eq!(ev[0].data, json!("Hello, World!"));
+    let tampered = github()
+        .verify(&req("", &headers, b"Hello, World?"))
+        .unwrap_err();
+    assert_eq!(tampered.kind, RejectKind::Unauthenticated);
+    let no_prefix: [(&str, &[u8]); 2] = [
+        ("x-hub-signature-256", &sig[7..]),
+        ("x-github-event", b"ping"),
+    ];
+    assert_eq!(
+        github()
+            .verify(&req("", &no_prefix, b"Hello, World!"))
+            .unwrap_err()
+            .kind,
+        RejectKind::Unauthenticated
+    );
+}
+
+#[test]
+fn github_type_joins_header_and_action() {
+    let p = github();
+    let body = br#"{"action":"opened","issue":{"number":1}}"#;
+    let mac = hmac::mac(Algorithm::Sha256, b"It's a Secret to Everybody", &[body]);
+    let sig = format!("sha256={}", hex(&mac));
+    let headers: [(&str, &[u8]); 2] = [
+        ("x-hub-signature-256", sig.as_bytes()),
+        ("x-github-event", b"issues"),
+    ];
+    assert_eq!(
+        p.verify(&req("", &headers, body)).unwrap()[0].kind,
+        "issues.opened"
+    );
+}
+
+#[test]
+fn slack_documented_vector() {
+    // From Slack's "Verifying requests from Slack".
+    let p = plugin(json!({
+        "verify": "hmac", "secret": "8f742231b10e8888abcd99yyyzzz85a5",
+        "signature_header": "X-Slack-Signature", "signature_prefix": "v0=",
+        "timestamp_header": "X-Slack-Request-Timestamp", "signed_content": "v0:{timestamp}:{body}",
+        "event_type": "/type"
+    }));
+    let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+    let headers: [(&str, &[u8]); 2] = [
+        (
+            "x-slack-signature",
+            b"v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503",
+        ),
+        ("x-slack-request-timestamp", b"1531420618"),
+    ];
+    let Check::Hmac(h) = &p.check else { panic!() };
+    h.verify(&req("", &headers, body), 1531420618, 300).unwrap();
+    assert_eq!(
+        h.verify(&req("", &headers, body), 1531420618 + 301, 300)
+            .unwrap_err()
+            .kind,
+        RejectKind::Expired
+    );
+    // Now is far from 2018: the live check refuses it as expired.
+    assert_eq!(
+        p.verify(&req("", &headers, body)).unwrap_err().kind,
+        RejectKind::Expired
+    );
+}
+
+fn stripe() -> Webhook {
+    plugin(json!({
+        "verify": "hmac", "secret": "whsec_test_secret",
+        "signature_header": "Stripe-Signature", "signature_key": "v1", "timestamp_key": "t",
+        "signed_content": "{timestamp}.{body}", "event_type": "/type", "dedup_pointer": "/id"
+    }))
+}
+
+#[test]
+fn stripe_structured_header() {
+    let p = stripe();
+    let body = br#"{"id":"evt_1","type":"invoice.paid","data":{"object":{}}}"#;
+    let ts = unix_now().to_string();
+    let mac = hex(&hmac::mac(
+        Algorithm::Sha256,
+        b"whsec_test_secret",
+        &[format!("{ts}.").as_bytes(), body],
+    ));
+    let header = format!("t={ts},v1=00ff,v1={mac},v0=abc");
+    let headers: [(&str, &[u8]); 1] = [("stripe-signature", header.as_bytes())];
+    let ev = p.verify(&req("", &headers, body)).unwrap();
+    assert_eq!(ev[0].kind, "invoice.paid");
+    assert_eq!(ev[0].dedup_key.as_deref(), Some("body:evt_1"));
+    let old = format!("t={},v1={mac}", unix_now() - 1000);
+    let headers: [(&str, &[u8]); 1] = [("stripe-signature", old.as_bytes())];
+    assert_eq!(
+        p.verify(&req("", &headers, body)).unwrap_err().kind,
+        RejectKind::Expired
+    );
+    let no_ts = format!("v1={mac}");
+    let headers: [(&str, &[u8]); 1] = [("stripe-signature", no_ts.as_bytes())];
+    assert_eq!(
+        p.verify(&req("", &headers, body)).unwrap_err().kind,
+        RejectKind::Unauthenticated
+    );
+}
+
+#[test]
+fn algorithms_and_encodings() {
+    for (alg, enc) in [("sha1", "hex"), ("sha512", "base64"), ("sha256", "base64")] {
+        let p = plugin(json!({"verify": "hmac", "secret": "k", "algorithm": alg,
+                              "signature_header": "X-Sig", "signature_encoding": enc, "event_type": "/t"}));
+        let s = p.sample("thing.done").unwrap();
+        let h: Vec<(&str, &[u8])> = s
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(
+            p.verify(&req("", &h, s.body.as_bytes())).unwrap()[0].kind,
+            "thing.done"
+        );
+        let mut other = s.body.clone();
+        other.push(' ');
+        assert_eq!(
+            p.verify(&req("", &h, other.as_bytes())).unwrap_err().kind,
+            RejectKind::Unauthenticated
+        );
+    }
+}
+
+#[test]
+fn standard_webhooks_vector() {
+    let p = plugin(
+        json!({"verify": "standard-webhooks", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
+    );
+    let Check::Standard(secrets) = &p.check else {
+        panic!()
+    };
+    let h = Headers {
+        id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        timestamp: "1614265330",
+        signature: "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    };
+    standard_webhooks::verify(secrets, &h, br#"{"test": 2432232314}"#, 1614265330, 300).unwrap();
+    let s = p.sample("x").unwrap();
+    let hs: Vec<(&str, &[u8])> = s
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    p.verify(&req("", &hs, s.body.as_bytes())).unwrap();
+}
+
+#[test]
+fn token_and_basic() {
+    let gitlab = plugin(
+        json!({"verify": "token", "token": "glt", "token_header": "X-Gitlab-Token",
+                               "event_type": "/object_kind"}),
+    );
+    let body = br#"{"object_kind":"push"}"#;
+    assert_eq!(
+        gitlab
+            .verify(&req("", &[("x-gitlab-token", b"glt")], body))
+            .unwrap()[0]
+            .kind,
+        "push"
+    );
+    assert_eq!(
+        gitlab
+            .verify(&req("", &[("x-gitlab-token", b"glx")], body))
+            .unwrap_err()
+            .kind,
+        RejectKind::Unauthenticated
+    );
+    let q = plugin(json!({"verify": "token", "token": "a b", "token_param": "key"}));
+    q.verify(&req("key=a%20b", &[], body)).unwrap();
+    assert!(q.verify(&req("key=ab", &[], body)).is_err());
+    let basic = plugin(json!({"verify": "basic", "username": "u", "password": "p"}));
+    let good = format!("Basic {}", base64(b"u:p"));
+    basic
+        .verify(&req("", &[("authorization", good.as_bytes())], body))
+        .unwrap();
+    let bad = format!("Basic {}", base64(b"u:q"));
+    assert!(basic
+        .verify(&req("", &[("authorization", bad.as_bytes())], body))
+        .is_err());
+    let open = plugin(json!({"verify": "none"}));
+    assert_eq!(open.verify(&req("", &[], body)).unwrap()[0].kind, "unknown");
+}
+
+#[test]
+fn settings_are_checked() {
+    for (config, needle) in [
+        (json!({}), "choose verify"),
+        (json!({"verify": "hmac", "signature_header": "X"}), "secret"),
+        (json!({"verify": "hmac", "secret": "s"}), "signature_header"),
+        (
+            json!({"verify": "hmac", "secret": "s", "signature_header": "X", "signed_content": "{timestamp}.{body}"}),
+            "timestamp_header",
+        ),
+        (
+            json!({"verify": "hmac", "secret": "s", "signature_header": "X", "signed_content": "{timestamp}"}),
+            "{body}",
+        ),
+        (
+            json!({"verify": "hmac", "secret": "s", "signature_header": "X", "timestamp_key": "t"}),
+            "signature_key",
+        ),
+        (
+            json!({"verify": "hmac", "secret": "s", "signature_header": "X", "algorithm": "md5"}),
+            "md5",
+        ),
+        (json!({"verify": "token", "token": "t"}), "token_header"),
+        (
+            json!({"verify": "none", "event_type": "type"}),
+            "JSON pointer",
+        ),
+        (json!({"verify": "none", "colour": 1}), "colour"),
+    ] {
+        let err = Webhook::create(Host::detached(), config).err().unwrap();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
