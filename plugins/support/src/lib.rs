@@ -8,10 +8,12 @@
 //!   signature in hex or base64;
 //! - [`standard_webhooks`]: verifying and signing the Standard Webhooks
 //!   (Svix) scheme, with several secrets for rotation;
-//! - [`dedup_key`]: a stable key from the parts that identify a delivery.
+//! - [`dedup_key`]: a stable key from the parts that identify a delivery;
+//! - [`fuzz`]: fuzzer bytes as a request, for the fuzz targets.
 //!
 //! It is linked into each plugin library; it is not part of the ABI.
 
+pub mod fuzz;
 pub mod hmac;
 pub mod standard_webhooks;
 

@@ -335,6 +335,23 @@ pub fn sample_body(name: &str) -> Option<Value> {
     Some(body)
 }
 
+/// One fuzzing input: bytes as a request (see
+/// `switchyard_plugin_support::fuzz`) through `verify`, and its body
+/// through normalization directly (a fuzzer cannot forge a signature).
+/// Must never panic.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    static PLUGIN: std::sync::OnceLock<Teal> = std::sync::OnceLock::new();
+    let p = PLUGIN.get_or_init(|| {
+        Teal::create(Host::detached(), json!({"signing_secret": "fuzz", "encryption_key": "7/PxZATSzWbQkS8ZjSt0f+bTMt9oQ6jkm0aYFe3NN24="}))
+            .expect("fuzz settings")
+    });
+    let r = switchyard_plugin_support::fuzz::FuzzRequest::parse(data);
+    let _ = r.with(|req| p.verify(req));
+    let _ = normalize(&r.body);
+    let _ = p.decrypt(&r.body, "vdBbe9Tk7aqo1pZi");
+}
+
 switchyard_plugin_api::export_provider!("teal", Teal);
 
 #[cfg(test)]

@@ -428,6 +428,23 @@ pub fn sample_body(event: &str) -> Option<Value> {
     None
 }
 
+/// One fuzzing input: bytes as a request (see
+/// `switchyard_plugin_support::fuzz`) through `verify`, and its body
+/// through normalization directly (a fuzzer cannot forge a signature).
+/// Must never panic.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    static PLUGIN: std::sync::OnceLock<Tight> = std::sync::OnceLock::new();
+    let p = PLUGIN.get_or_init(|| {
+        Tight::create(Host::detached(), json!({"secret": "fuzz-secret"})).expect("fuzz settings")
+    });
+    let r = switchyard_plugin_support::fuzz::FuzzRequest::parse(data);
+    let _ = r.with(|req| p.verify(req));
+    if let Ok(v) = serde_json::from_slice::<Value>(&r.body) {
+        let _ = normalize(&v, &r.body);
+    }
+}
+
 switchyard_plugin_api::export_provider!("tight", Tight);
 
 #[cfg(test)]

@@ -280,3 +280,10 @@ fn samples_verify_against_the_same_plugin() {
     }
     assert!(matches!(p.sample("nope"), Err(SampleError::Unknown(_))));
 }
+
+#[test]
+fn fuzz_corpus_replays_without_panics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/tight");
+    let n = switchyard_plugin_support::fuzz::replay_dir(&dir, fuzz_one);
+    assert!(n > 0, "no corpus at {}", dir.display());
+}

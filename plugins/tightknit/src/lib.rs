@@ -288,6 +288,25 @@ pub fn sample_body(name: &str) -> Option<Value> {
     })
 }
 
+/// One fuzzing input: bytes as a request (see
+/// `switchyard_plugin_support::fuzz`) through `verify`, and its body
+/// through normalization directly (a fuzzer cannot forge a signature).
+/// Must never panic.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    static PLUGIN: std::sync::OnceLock<Tightknit> = std::sync::OnceLock::new();
+    let p = PLUGIN.get_or_init(|| {
+        Tightknit::create(
+            Host::detached(),
+            json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
+        )
+        .expect("fuzz settings")
+    });
+    let r = switchyard_plugin_support::fuzz::FuzzRequest::parse(data);
+    let _ = r.with(|req| p.verify(req));
+    let _ = normalize(&r.body, None);
+}
+
 switchyard_plugin_api::export_provider!("tightknit", Tightknit);
 
 #[cfg(test)]

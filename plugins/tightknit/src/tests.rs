@@ -174,3 +174,10 @@ fn samples_verify() {
         }
     }
 }
+
+#[test]
+fn fuzz_corpus_replays_without_panics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/tightknit");
+    let n = switchyard_plugin_support::fuzz::replay_dir(&dir, fuzz_one);
+    assert!(n > 0, "no corpus at {}", dir.display());
+}

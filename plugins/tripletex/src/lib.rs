@@ -424,6 +424,28 @@ pub fn sample_body(event: &str) -> Value {
     json!({"subscriptionId": 4321, "event": event, "id": id, "value": value})
 }
 
+/// One fuzzing input: bytes as a request (see
+/// `switchyard_plugin_support::fuzz`) through `verify`, and its body
+/// through normalization directly (a fuzzer cannot forge a signature).
+/// Must never panic.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    static PLUGIN: std::sync::OnceLock<Tripletex> = std::sync::OnceLock::new();
+    let p = PLUGIN.get_or_init(|| {
+        Tripletex::create(Host::detached(), json!({"auth": "token", "token": "fuzz"}))
+            .expect("fuzz settings")
+    });
+    let r = switchyard_plugin_support::fuzz::FuzzRequest::parse(data);
+    let _ = r.with(|req| p.verify(req));
+    let _ = normalize(
+        &r.body,
+        r.headers
+            .first()
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()),
+        true,
+    );
+}
+
 switchyard_plugin_api::export_provider!("tripletex", Tripletex);
 
 #[cfg(test)]
