@@ -190,7 +190,8 @@ fn spawn_pruner(
                         total.events += p.events;
                         total.requests += p.requests;
                         total.dedup_keys += p.dedup_keys;
-                        if p.events + p.requests + p.dedup_keys == 0 {
+                        total.versions += p.versions;
+                        if p.events + p.requests + p.dedup_keys + p.versions == 0 {
                             break;
                         }
                     }
@@ -200,11 +201,12 @@ fn spawn_pruner(
                     }
                 }
             }
-            if total.events + total.requests + total.dedup_keys > 0 {
+            if total.events + total.requests + total.dedup_keys + total.versions > 0 {
                 tracing::info!(
                     events = total.events,
                     requests = total.requests,
                     dedup_keys = total.dedup_keys,
+                    versions = total.versions,
                     "pruned"
                 );
             }

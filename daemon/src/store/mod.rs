@@ -164,6 +164,8 @@ pub struct Pruned {
     pub events: u64,
     pub requests: u64,
     pub dedup_keys: u64,
+    /// Object versions (the stale-event guard) not updated within retention.
+    pub versions: u64,
 }
 
 /// Filters for listing events.

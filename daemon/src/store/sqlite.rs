@@ -694,10 +694,18 @@ fn prune_tx(conn: &Connection, before_ms: i64, now_ms: i64) -> StoreResult<Prune
             params![now_ms, PRUNE_CHUNK],
         )
         .map_err(map_err)? as u64;
+    let versions = conn
+        .execute(
+            "DELETE FROM versions WHERE (source, key) IN
+                (SELECT source, key FROM versions WHERE updated_at < ?1 LIMIT ?2)",
+            params![before_ms, PRUNE_CHUNK],
+        )
+        .map_err(map_err)? as u64;
     Ok(Pruned {
         events,
         requests,
         dedup_keys,
+        versions,
     })
 }
 
