@@ -63,7 +63,7 @@ typedef enum sy_status {
     SY_REJECT_EXPIRED = 11,         /* signature timestamp outside tolerance: 401 */
     SY_REJECT_MALFORMED = 12,       /* authentic but unparseable: 400 */
     SY_REJECT_FORBIDDEN = 13,       /* sender address not allowed: 403 */
-    SY_REJECT_DECRYPTION = 14,      /* authentic but could not be decrypted: 400 */
+    SY_REJECT_DECRYPTION = 14,      /* could not be decrypted (tag, key or IV wrong): 401 */
     /* execute(): the job failed. */
     SY_FAIL_RETRYABLE = 20, /* try again later (timeouts, 5xx, refused connections) */
     SY_FAIL_PERMANENT = 21, /* will never succeed as is (bad params, 4xx) */

@@ -159,7 +159,8 @@ pub enum RejectKind {
     Malformed,
     /// The sender's address is not allowed (403).
     Forbidden,
-    /// Authentic, but could not be decrypted (400).
+    /// Could not be decrypted: the cipher's authentication tag failed, or the
+    /// key, IV or ciphertext is wrong (401).
     Decryption,
 }
 

@@ -13,8 +13,8 @@
 //! | status | when |
 //! |---|---|
 //! | 200 | verified and stored; `{"accepted": [new event ids], "duplicates": [ids of the events repeated], "stale": [ids stored but not routed: an older version of their object]}` |
-//! | 400 | authentic but malformed (or undecryptable) |
-//! | 401 | verification failed (generic body; the reason is logged) |
+//! | 400 | authentic but malformed |
+//! | 401 | verification or decryption failed (generic body; the reason is logged) |
 //! | 403 | sender address not allowed |
 //! | 404 | no such source |
 //! | 405 | not POST |
@@ -310,13 +310,13 @@ impl Ingress {
                     "webhook rejected: {}", rejection.message
                 );
                 return match rejection.kind {
-                    RejectKind::Unauthenticated | RejectKind::Expired => {
+                    // A body that does not decrypt failed its authentication
+                    // tag (AES-GCM): as unauthenticated as a bad signature.
+                    RejectKind::Unauthenticated | RejectKind::Expired | RejectKind::Decryption => {
                         error(StatusCode::UNAUTHORIZED, "unauthorized")
                     }
                     RejectKind::Forbidden => error(StatusCode::FORBIDDEN, "forbidden"),
-                    RejectKind::Malformed | RejectKind::Decryption => {
-                        error(StatusCode::BAD_REQUEST, "malformed")
-                    }
+                    RejectKind::Malformed => error(StatusCode::BAD_REQUEST, "malformed"),
                 };
             }
             Err(e @ (PluginError::Timeout(_) | PluginError::Busy(_))) => {

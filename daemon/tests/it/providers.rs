@@ -216,9 +216,9 @@ fn teal_signed_and_encrypted_by_python_is_routed_and_tampering_is_refused() {
             "iv",
             with(&h, "X-Teal-Encryption-IV", &flip(&iv, 0)),
             body.clone(),
-            400,
+            401,
         ),
-        ("key", other_key_h, other_key_body, 400),
+        ("key", other_key_h, other_key_body, 401),
     ];
     for (what, headers, b, want) in cases {
         let (status, text) = post(&d, "/hooks/teal", &headers, &b);
@@ -233,7 +233,7 @@ fn teal_signed_and_encrypted_by_python_is_routed_and_tampering_is_refused() {
     let (resigned, _) = sign("teal", &broken, &["--secret", TEAL_SECRET]);
     let mut headers = resigned;
     headers.push(("X-Teal-Encryption-IV".into(), iv));
-    assert_eq!(post(&d, "/hooks/teal", &headers, &broken).0, 400);
+    assert_eq!(post(&d, "/hooks/teal", &headers, &broken).0, 401);
 
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(env.audit_lines().len(), 2, "nothing tampered was routed");
