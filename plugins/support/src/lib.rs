@@ -84,6 +84,43 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
         .find_map(|engine| engine.decode(s).ok())
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters, for
+/// building query strings of samples.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A secret token sent in the query parameter `param`, else as the last
+/// segment of the request's path (`/hooks/{source}/{token}`).
+pub fn token_in_query_or_path(
+    request: &switchyard_plugin_api::Request<'_>,
+    param: &str,
+) -> Option<String> {
+    request
+        .query_pairs()
+        .into_iter()
+        .find(|(k, _)| k == param)
+        .map(|(_, v)| v)
+        .or_else(|| {
+            request
+                .path
+                .trim_matches('/')
+                .rsplit('/')
+                .next()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        })
+}
+
 /// Standard padded base64.
 pub fn base64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)

@@ -24,7 +24,9 @@ use switchyard_plugin_api::{
 };
 use switchyard_plugin_support::hmac::equal;
 use switchyard_plugin_support::standard_webhooks::{self, Headers};
-use switchyard_plugin_support::{dedup_key, unix_now, Secret, SecretEncoding};
+use switchyard_plugin_support::{
+    dedup_key, percent_encode, token_in_query_or_path, unix_now, Secret, SecretEncoding,
+};
 
 pub const REGISTERED: &str = "calendar_event.user_registered";
 pub const UNREGISTERED: &str = "calendar_event.user_unregistered";
@@ -78,23 +80,9 @@ impl Tightknit {
         let Some((token, param)) = &self.token else {
             return Ok(());
         };
-        let got = request
-            .query_pairs()
-            .into_iter()
-            .find(|(k, _)| k == param)
-            .map(|(_, v)| v)
-            .or_else(|| {
-                request
-                    .path
-                    .trim_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-            })
-            .ok_or_else(|| {
-                Rejection::unauthenticated(format!("no ?{param}= and no token in the path"))
-            })?;
+        let got = token_in_query_or_path(request, param).ok_or_else(|| {
+            Rejection::unauthenticated(format!("no ?{param}= and no token in the path"))
+        })?;
         if !equal(got.as_bytes(), token.as_bytes()) {
             return Err(Rejection::unauthenticated("token does not match"));
         }
@@ -237,7 +225,7 @@ impl Provider for Tightknit {
             headers.push(("svix-signature".into(), sig));
         }
         let query = match &self.token {
-            Some((token, param)) => format!("{}={}", encode(param), encode(token)),
+            Some((token, param)) => format!("{}={}", percent_encode(param), percent_encode(token)),
             None => String::new(),
         };
         Ok(SampleRequest {
@@ -247,17 +235,6 @@ impl Provider for Tightknit {
             body,
         })
     }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A sample body by name (see [`SAMPLES`]).

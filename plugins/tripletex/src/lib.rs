@@ -28,7 +28,10 @@ use switchyard_plugin_api::{
     EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest,
 };
 use switchyard_plugin_support::hmac::{self, Algorithm, Encoding};
-use switchyard_plugin_support::{base64, decode_base64, dedup_key, Secret, SecretEncoding};
+use switchyard_plugin_support::{
+    base64, decode_base64, dedup_key, percent_encode, token_in_query_or_path, Secret,
+    SecretEncoding,
+};
 
 pub const SIGNATURE_HEADER: &str = "x-request-signature";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -157,19 +160,7 @@ impl Tripletex {
                 }
             }
             Auth::Token { token, param } => {
-                let from_query = request
-                    .query_pairs()
-                    .into_iter()
-                    .find(|(k, _)| k == param)
-                    .map(|(_, v)| v);
-                let from_path = request
-                    .path
-                    .trim_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned);
-                let got = from_query.or(from_path).ok_or_else(|| {
+                let got = token_in_query_or_path(request, param).ok_or_else(|| {
                     Rejection::unauthenticated(format!("no ?{param}= and no token in the path"))
                 })?;
                 if !same(&got, token) {
@@ -239,17 +230,6 @@ impl Tripletex {
             body,
         }
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A JSON number or string as text (ids arrive as numbers).

@@ -27,7 +27,9 @@ use switchyard_plugin_api::{
 };
 use switchyard_plugin_support::hmac::{self, equal, Algorithm, Encoding};
 use switchyard_plugin_support::standard_webhooks::{self, Headers};
-use switchyard_plugin_support::{base64, decode_base64, hex, unix_now, Secret, SecretEncoding};
+use switchyard_plugin_support::{
+    base64, decode_base64, hex, percent_encode, unix_now, Secret, SecretEncoding,
+};
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -548,7 +550,7 @@ impl Provider for Webhook {
                 param,
             } => match (header, param) {
                 (Some(h), _) => headers.push((h.to_ascii_lowercase(), token.clone())),
-                (None, Some(p)) => query = format!("{p}={}", encode(token)),
+                (None, Some(p)) => query = format!("{p}={}", percent_encode(token)),
                 (None, None) => {}
             },
             Check::Basic { username, password } => headers.push((
@@ -567,17 +569,6 @@ impl Provider for Webhook {
             body,
         })
     }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Sets a value at a JSON pointer, creating objects on the way.
