@@ -29,6 +29,8 @@ pub struct Switchyard {
     config: Config,
     ingress: Arc<Ingress>,
     rules: Arc<Rules>,
+    /// Reloads the rules when their folder changes, until dropped.
+    _watcher: Option<crate::rules::watch::RulesWatcher>,
     store: Arc<dyn Store>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -88,11 +90,7 @@ pub fn build(config: &Config) -> Result<Built, Problems> {
             Ok(Built {
                 registry,
                 topology,
-                rules: Rules {
-                    engine,
-                    limits,
-                    set: Arc::new(set),
-                },
+                rules: Rules::new(engine, limits, config.rules_dir.clone(), set),
                 warnings,
             })
         }
@@ -139,7 +137,7 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
     for (name, a) in &built.topology.actions {
         summary.push(format!("action {name}: {}", a.instance.plugin().name));
     }
-    for rule in built.rules.set.rules() {
+    for rule in built.rules.current().rules() {
         summary.push(format!(
             "rule {}: wants {}",
             rule.name,
@@ -298,10 +296,17 @@ impl Switchyard {
         });
         tracing::info!(
             sources = ingress.sources.len(),
-            rules = rules.set.rules().len(),
+            rules = rules.current().rules().len(),
             store = %config.store.path.display(),
             "switchyard ready"
         );
+        let watcher = match crate::rules::watch::watch(rules.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!("{e}; rules change only on SIGHUP");
+                None
+            }
+        };
         Ok(Switchyard {
             config,
             ingress,
@@ -309,6 +314,7 @@ impl Switchyard {
             store,
             tasks,
             stop,
+            _watcher: watcher,
         })
     }
 
@@ -318,6 +324,15 @@ impl Switchyard {
 
     pub fn rules(&self) -> &Arc<Rules> {
         &self.rules
+    }
+
+    /// Compiles the rules folder again now (what a change to it, or SIGHUP,
+    /// does), off the async threads.
+    pub async fn reload_rules(&self, why: &'static str) {
+        let rules = self.rules.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || crate::rules::watch::reload_and_log(&rules, why))
+                .await;
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -149,9 +149,15 @@ impl Router {
         let rules = self.rules.clone();
         let known = self.known_action.clone();
         let routed = tokio::task::spawn_blocking(move || {
+            // One version of the rules for the whole batch, recorded with
+            // each event: a reload never splits an event's routing.
+            let set = rules.current();
             batch
                 .iter()
-                .map(|p| routing(p, rules.route(&p.event), known.as_ref()))
+                .map(|p| {
+                    let runs = set.route(&rules.engine, &rules.limits, &p.event);
+                    routing(p, set.version, runs, known.as_ref())
+                })
                 .collect::<Vec<_>>()
         })
         .await;
@@ -203,6 +209,7 @@ impl Router {
 
 fn routing(
     p: &PendingEvent,
+    rules_version: u64,
     runs: Vec<RuleRun>,
     known_action: &(dyn Fn(&str) -> bool + Send + Sync),
 ) -> Routing {
@@ -236,6 +243,7 @@ fn routing(
     Routing {
         event_id: event.id.clone(),
         rule_runs: serde_json::to_value(&runs).unwrap_or_default(),
+        rules_version,
         jobs,
         routed_at_ms: now_ms(),
         claim_with,

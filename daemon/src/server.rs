@@ -1,5 +1,6 @@
 //! The standalone HTTP server `switchyard run` uses: the webhook filter at
-//! the root, a JSON 404 for anything else, graceful shutdown.
+//! the root, a JSON 404 for anything else, SIGHUP to reload the rules,
+//! graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub async fn run(
         )
     });
     let routes = app.filter().or(fallback);
+    let app = std::sync::Arc::new(app);
+    let hangups = tokio::spawn(reload_on_sighup(app.clone()));
     tracing::info!(%addr, "listening for webhooks on http://{addr}/hooks/<source>");
     on_bound(addr);
     warp::serve(routes)
@@ -42,6 +45,27 @@ pub async fn run(
         .run()
         .await;
     tracing::info!("stopped accepting webhooks; finishing routed work");
-    app.shutdown().await;
+    hangups.abort();
+    let _ = hangups.await;
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app.shutdown().await,
+        Err(_) => tracing::error!("could not finish the routed work cleanly"),
+    }
     Ok(())
+}
+
+/// SIGHUP reloads the rules.
+async fn reload_on_sighup(app: std::sync::Arc<Switchyard>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading rules");
+        app.reload_rules("SIGHUP").await;
+    }
 }

@@ -31,7 +31,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -97,6 +98,8 @@ pub struct Rule {
     pub path: PathBuf,
     pub patterns: Vec<String>,
     ast: AST,
+    /// A hash of the source text: a reload recompiles only changed files.
+    digest: u64,
 }
 
 impl std::fmt::Debug for Rule {
@@ -110,7 +113,13 @@ impl std::fmt::Debug for Rule {
 
 /// Every rule of a folder, indexed by the event types they want.
 pub struct RuleSet {
-    rules: Vec<Rule>,
+    /// Counts the rule sets a process has made live (1 at start); recorded
+    /// with every routing, so each event says which version routed it.
+    pub version: u64,
+    /// Files that failed to compile when this set was made. Those that had
+    /// compiled before are still here in their last good version.
+    pub broken: Vec<Problem>,
+    rules: Vec<Arc<Rule>>,
     /// Exact event types → rule indexes.
     exact: HashMap<String, Vec<usize>>,
     /// Patterns with wildcards, matched in one pass.
@@ -201,6 +210,8 @@ impl RuleSet {
     /// An empty set: no rule wants anything.
     pub fn empty() -> RuleSet {
         RuleSet {
+            version: 0,
+            broken: Vec::new(),
             rules: Vec::new(),
             exact: HashMap::new(),
             globs: GlobSet::empty(),
@@ -209,46 +220,41 @@ impl RuleSet {
     }
 
     /// Compiles every `*.rhai` file in `dir`, reporting every problem with
-    /// its file:line:col.
+    /// its file:line:col. Strict: any problem is an error (at start, with no
+    /// earlier version to fall back on).
     pub fn load_dir(engine: &Engine, dir: &Path) -> Result<RuleSet, Vec<Problem>> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            vec![Problem::new(
-                dir.display().to_string(),
-                format!("cannot read rules_dir: {e}"),
-            )]
-        })?;
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "rhai"))
-            .collect();
-        paths.sort();
-        let mut rules = Vec::new();
-        let mut problems = Vec::new();
-        for path in paths {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    problems.push(Problem::new(
-                        path.display().to_string(),
-                        format!("cannot read: {e}"),
-                    ));
-                    continue;
-                }
-            };
-            match compile(engine, &path, &text) {
-                Ok(rule) => rules.push(rule),
-                Err(p) => problems.push(p),
-            }
+        let (rules, problems) = scan(engine, dir, None).map_err(|p| vec![p])?;
+        if !problems.is_empty() {
+            return Err(problems);
         }
-        if problems.is_empty() {
-            RuleSet::from_rules(rules).map_err(|p| vec![p])
-        } else {
-            Err(problems)
+        let mut set = RuleSet::from_rules(rules).map_err(|p| vec![p])?;
+        set.version = 1;
+        Ok(set)
+    }
+
+    /// Compiles `dir` again after a change, reusing the unchanged rules of
+    /// `self`. A file that fails to compile keeps its last good version from
+    /// `self` (or stays out, if it never compiled) and is listed in
+    /// `broken`; a deleted file's rule is gone. None when nothing changed.
+    pub fn reload(&self, engine: &Engine, dir: &Path) -> Result<Option<RuleSet>, Problem> {
+        let (rules, problems) = scan(engine, dir, Some(self))?;
+        let same = rules.len() == self.rules.len()
+            && rules
+                .iter()
+                .zip(&self.rules)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && problems == self.broken;
+        if same {
+            return Ok(None);
         }
+        let mut set = RuleSet::from_rules(rules)?;
+        set.version = self.version + 1;
+        set.broken = problems;
+        Ok(Some(set))
     }
 
     /// Indexes compiled rules.
-    pub fn from_rules(rules: Vec<Rule>) -> Result<RuleSet, Problem> {
+    pub fn from_rules(rules: Vec<Arc<Rule>>) -> Result<RuleSet, Problem> {
         let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
         let mut builder = GlobSetBuilder::new();
         let mut glob_rule = Vec::new();
@@ -272,6 +278,8 @@ impl RuleSet {
             .build()
             .map_err(|e| Problem::new("rules", e.to_string()))?;
         Ok(RuleSet {
+            version: 0,
+            broken: Vec::new(),
             rules,
             exact,
             globs,
@@ -279,7 +287,7 @@ impl RuleSet {
         })
     }
 
-    pub fn rules(&self) -> &[Rule] {
+    pub fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
     }
 
@@ -381,6 +389,74 @@ fn run_rule(
     }
 }
 
+/// Whether a file in the rules folder is a rule: `*.rhai`, and not an
+/// editor's lock, backup or swap file (`.#x.rhai`, `.x.rhai.swp`, `x.rhai~`).
+pub fn is_rule_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name.ends_with(".rhai") && !name.starts_with('.') && !name.starts_with('#')
+}
+
+fn digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Reads and compiles every rule file of `dir`, in name order. With a
+/// `previous` set, unchanged files reuse their compiled rule and a file that
+/// fails keeps its previous version. Errs only when the folder cannot be read.
+fn scan(
+    engine: &Engine,
+    dir: &Path,
+    previous: Option<&RuleSet>,
+) -> Result<(Vec<Arc<Rule>>, Vec<Problem>), Problem> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Problem::new(
+            dir.display().to_string(),
+            format!("cannot read rules_dir: {e}"),
+        )
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_rule_file(p) && p.is_file())
+        .collect();
+    paths.sort();
+    let before: HashMap<&Path, &Arc<Rule>> = previous
+        .map(|set| set.rules.iter().map(|r| (r.path.as_path(), r)).collect())
+        .unwrap_or_default();
+    let mut rules = Vec::with_capacity(paths.len());
+    let mut problems = Vec::new();
+    for path in paths {
+        let old = before.get(path.as_path()).copied();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem::new(
+                    path.display().to_string(),
+                    format!("cannot read: {e}"),
+                ));
+                rules.extend(old.cloned());
+                continue;
+            }
+        };
+        if let Some(old) = old.filter(|r| r.digest == digest(&text)) {
+            rules.push(old.clone());
+            continue;
+        }
+        match compile(engine, &path, &text) {
+            Ok(rule) => rules.push(Arc::new(rule)),
+            Err(p) => {
+                problems.push(p);
+                rules.extend(old.cloned());
+            }
+        }
+    }
+    Ok((rules, problems))
+}
+
 /// Compiles one rule file.
 pub fn compile(engine: &Engine, path: &Path, text: &str) -> Result<Rule, Problem> {
     let file = path.display().to_string();
@@ -441,21 +517,91 @@ pub fn compile(engine: &Engine, path: &Path, text: &str) -> Result<Rule, Problem
         path: path.to_path_buf(),
         patterns,
         ast,
+        digest: digest(text),
     })
 }
 
-/// The live rules: the engine, limits and the current rule set.
+/// The live rules: the engine, limits and the current rule set, swapped
+/// whole by a reload.
 pub struct Rules {
     pub engine: Engine,
     pub limits: Limits,
-    pub set: Arc<RuleSet>,
+    /// The folder the rules come from.
+    pub dir: PathBuf,
+    current: RwLock<Arc<RuleSet>>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+    /// Reloads that found a file that does not compile.
+    pub failed_reloads: AtomicU64,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The version live after it.
+    pub version: u64,
+    /// Whether a new set went live.
+    pub changed: bool,
+    pub rules: usize,
+    /// Files that do not compile (their last good version, if any, is live).
+    pub broken: Vec<Problem>,
 }
 
 impl Rules {
-    pub fn route(&self, event: &Event) -> Vec<RuleRun> {
-        self.set.route(&self.engine, &self.limits, event)
+    pub fn new(engine: Engine, limits: Limits, dir: PathBuf, set: RuleSet) -> Rules {
+        Rules {
+            engine,
+            limits,
+            dir,
+            current: RwLock::new(Arc::new(set)),
+            reloading: Mutex::new(()),
+            failed_reloads: AtomicU64::new(0),
+        }
+    }
+
+    /// The live rule set. Route a batch with one snapshot: every event is
+    /// routed by exactly one version.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Routes one event with the live set; returns the version used too.
+    pub fn route(&self, event: &Event) -> (u64, Vec<RuleRun>) {
+        let set = self.current();
+        (set.version, set.route(&self.engine, &self.limits, event))
+    }
+
+    /// Compiles the folder again and makes the result live (see
+    /// [`RuleSet::reload`]). Blocking: compiling takes a while for many rules.
+    pub fn reload(&self) -> Result<Reloaded, Problem> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self.current();
+        let next = live.reload(&self.engine, &self.dir)?;
+        let changed = next.is_some();
+        let set = match next {
+            Some(set) => {
+                let set = Arc::new(set);
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
+                set
+            }
+            None => live,
+        };
+        if !set.broken.is_empty() {
+            self.failed_reloads.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Reloaded {
+            version: set.version,
+            changed,
+            rules: set.rules().len(),
+            broken: set.broken.clone(),
+        })
     }
 }
+
+pub mod watch;
 
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,9 @@ fn event(kind: &str) -> Event {
 fn set(engine: &Engine, files: &[(&str, &str)]) -> RuleSet {
     let rules = files
         .iter()
-        .map(|(name, text)| compile(engine, Path::new(&format!("{name}.rhai")), text).unwrap())
+        .map(|(name, text)| {
+            Arc::new(compile(engine, Path::new(&format!("{name}.rhai")), text).unwrap())
+        })
         .collect();
     RuleSet::from_rules(rules).unwrap()
 }
@@ -125,4 +127,67 @@ fn eval_is_disabled_and_errors_have_positions() {
     assert!(err.message.contains("const EVENTS"), "{err}");
     let err = compile(&engine, Path::new("r.rhai"), "const EVENTS = [1];").unwrap_err();
     assert!(err.message.contains("strings"), "{err}");
+}
+
+#[test]
+fn reload_keeps_the_last_good_version_of_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write("a.rhai", r#"const EVENTS = ["x.a"]; action("one");"#);
+    write("b.rhai", r#"const EVENTS = ["x.b"]; action("two");"#);
+    write(".#a.rhai", "not a rule: an editor's lock file");
+    write("a.rhai~", "a backup");
+    let limits = limits();
+    let engine = engine(&limits);
+    let rules = Rules::new(
+        engine,
+        limits,
+        dir.path().to_path_buf(),
+        RuleSet::load_dir(&engine_for_load(), dir.path()).unwrap(),
+    );
+    assert_eq!(rules.current().version, 1);
+    assert_eq!(rules.current().rules().len(), 2);
+
+    // Nothing changed: the same set stays, same version.
+    let r = rules.reload().unwrap();
+    assert!(!r.changed);
+    assert_eq!(r.version, 1);
+
+    // Break a: its last good version stays live; b changes.
+    write("a.rhai", r#"const EVENTS = ["x.a"]; action("one"#);
+    write("b.rhai", r#"const EVENTS = ["x.b"]; action("three");"#);
+    let r = rules.reload().unwrap();
+    assert!(r.changed);
+    assert_eq!(r.version, 2);
+    assert_eq!(r.broken.len(), 1);
+    assert!(r.broken[0].location.contains("a.rhai:1:"), "{:?}", r.broken);
+    let calls = |kind: &str| -> Vec<String> {
+        rules
+            .route(&event(kind))
+            .1
+            .into_iter()
+            .flat_map(|run| run.calls.into_iter().map(|c| c.action))
+            .collect()
+    };
+    assert_eq!(calls("x.a"), ["one"]);
+    assert_eq!(calls("x.b"), ["three"]);
+    assert_eq!(rules.failed_reloads.load(Ordering::Relaxed), 1);
+
+    // Fix a, delete b, add c.
+    write("a.rhai", r#"const EVENTS = ["x.a"]; action("four");"#);
+    std::fs::remove_file(dir.path().join("b.rhai")).unwrap();
+    write("c.rhai", r#"const EVENTS = ["x.*"]; action("five");"#);
+    let r = rules.reload().unwrap();
+    assert_eq!((r.version, r.rules, r.broken.len()), (3, 2, 0));
+    assert_eq!(calls("x.a"), ["four", "five"]);
+    assert_eq!(calls("x.b"), ["five"]);
+
+    // A new file that never compiled is simply absent.
+    write("d.rhai", "const EVENTS = [");
+    let r = rules.reload().unwrap();
+    assert_eq!((r.rules, r.broken.len()), (2, 1));
+}
+
+fn engine_for_load() -> Engine {
+    engine(&limits())
 }

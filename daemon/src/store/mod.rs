@@ -93,6 +93,8 @@ pub struct PendingEvent {
 pub struct Routing {
     pub event_id: String,
     pub rule_runs: Value,
+    /// The version of the rule set that routed the event.
+    pub rules_version: u64,
     pub jobs: Vec<NewJob>,
     pub routed_at_ms: i64,
     /// When set, the jobs are stored already claimed for their first
@@ -236,6 +238,9 @@ pub struct EventDetail {
     pub routed_at_ms: Option<i64>,
     pub duplicates: u64,
     pub rule_runs: Value,
+    /// The rule set version of the last routing (versions count from 1 at
+    /// each start of the daemon).
+    pub rules_version: Option<i64>,
     pub request: RequestRecord,
     pub jobs: Vec<JobRecord>,
 }

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS events (
     routings      INTEGER NOT NULL DEFAULT 0,  -- times routed (replays add one)
     routed_at     INTEGER,
     rule_runs     TEXT,                   -- JSON of the last routing's rule runs
+    rules_version INTEGER,                -- the rule set version that routed it (per daemon start)
     duplicates    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events(id) WHERE state = 'pending';

@@ -171,6 +171,7 @@ impl SqliteStore {
         }
         let conn = open_connection(path, &options, true)?;
         conn.execute_batch(SCHEMA).map_err(map_err)?;
+        migrate(&conn)?;
         let (tx, rx) = std_mpsc::channel::<Op>();
         let durability = options.durability;
         std::thread::Builder::new()
@@ -338,6 +339,26 @@ fn writer(conn: Connection, rx: std_mpsc::Receiver<Op>, durability: Durability) 
             reply(commit.clone());
         }
     }
+}
+
+/// Brings a store made by an earlier version up to this schema.
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let has = |table: &str, column: &str| -> StoreResult<bool> {
+        let mut stmt = conn
+            .prepare(&format!("PRAGMA table_info({table})"))
+            .map_err(map_err)?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(1))
+            .map_err(map_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err)?;
+        Ok(names.iter().any(|n| n == column))
+    };
+    if !has("events", "rules_version")? {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN rules_version INTEGER")
+            .map_err(map_err)?;
+    }
+    Ok(())
 }
 
 /// The smallest ULID of a millisecond: ids below it were made before it.
@@ -518,11 +539,17 @@ fn ingest_tx(
 fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<Vec<ClaimedJob>> {
     let changed = conn
         .prepare_cached(
-            "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = ?2, rule_runs = ?3
+            "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = ?2, rule_runs = ?3,
+                               rules_version = ?4
              WHERE id = ?1 AND state = 'pending'",
         )
         .map_err(map_err)?
-        .execute(params![routing.event_id, routing.routed_at_ms, json_text(&routing.rule_runs)])
+        .execute(params![
+            routing.event_id,
+            routing.routed_at_ms,
+            json_text(&routing.rule_runs),
+            routing.rules_version as i64
+        ])
         .map_err(map_err)?;
     if changed == 0 {
         // Routed already (by an earlier run of this routing): nothing to add.
@@ -927,7 +954,8 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let row = conn
                 .query_row(
-                    "SELECT envelope, state, routings, routed_at, duplicates, rule_runs, request_id
+                    "SELECT envelope, state, routings, routed_at, duplicates, rule_runs, request_id,
+                            rules_version
                      FROM events WHERE id = ?1",
                     params![id],
                     |r| {
@@ -939,13 +967,15 @@ impl Store for SqliteStore {
                             r.get::<_, i64>(4)?,
                             r.get::<_, Option<String>>(5)?,
                             r.get::<_, String>(6)?,
+                            r.get::<_, Option<i64>>(7)?,
                         ))
                     },
                 )
                 .optional()
                 .map_err(map_err)?
                 .ok_or_else(|| StoreError::NotFound(format!("no event {id}")))?;
-            let (envelope, state, routings, routed_at, duplicates, rule_runs, request_id) = row;
+            let (envelope, state, routings, routed_at, duplicates, rule_runs, request_id, version) =
+                row;
             let request = conn
                 .query_row(
                     "SELECT id, method, path, query, headers, body, verdict FROM requests WHERE id = ?1",
@@ -973,6 +1003,7 @@ impl Store for SqliteStore {
                 routed_at_ms: routed_at,
                 duplicates: duplicates as u64,
                 rule_runs: rule_runs.map(|r| parse_json(&r)).unwrap_or(Value::Null),
+                rules_version: version,
                 request,
                 jobs,
             })

@@ -267,6 +267,10 @@ impl Daemon {
         v["accepted"][0].as_str().expect("a new event").to_string()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process outright (SIGKILL): no chance to flush or clean up.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

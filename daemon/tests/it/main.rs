@@ -10,4 +10,5 @@ mod durability;
 mod embed;
 mod plugins;
 mod providers;
+mod reload;
 mod tight;

@@ -76,6 +76,7 @@ async fn ingest_dedups_routes_and_runs_jobs_through_to_done_and_dead() {
     let routing = Routing {
         event_id: "e1".into(),
         rule_runs: json!([{"rule": "r"}]),
+        rules_version: 1,
         jobs: vec![job("j1", 0), job("j2", 1)],
         routed_at_ms: now,
         claim_with: None,
@@ -159,6 +160,7 @@ async fn recover_hands_back_running_jobs_and_replay_routes_again() {
         .record_routing(Routing {
             event_id: "e1".into(),
             rule_runs: json!([]),
+            rules_version: 1,
             jobs: vec![NewJob {
                 id: "j1".into(),
                 rule: "r".into(),
@@ -200,6 +202,7 @@ async fn prune_removes_old_routed_events_and_expired_keys() {
         .record_routing(Routing {
             event_id: e1.clone(),
             rule_runs: json!([]),
+            rules_version: 1,
             jobs: vec![],
             routed_at_ms: old,
             claim_with: None,
