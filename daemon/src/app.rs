@@ -118,6 +118,10 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
         }
     };
     warnings.extend(built.warnings);
+    let unknown = unknown_actions(&built.rules, &partial.config);
+    if !unknown.is_empty() {
+        return Err(Problems(unknown));
+    }
     let mut summary = Vec::new();
     for p in built.registry.plugins.values() {
         summary.push(format!(
@@ -145,6 +149,34 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
         ));
     }
     Ok(CheckReport { summary, warnings })
+}
+
+/// Calls to actions the config does not define, where a rule names the
+/// action literally (`action("notify-owner", …)`): each a problem at its rule.
+pub fn unknown_actions(rules: &Rules, config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for rule in rules.current().rules() {
+        let Ok(text) = std::fs::read_to_string(&rule.path) else {
+            continue;
+        };
+        for name in crate::rules::testing::literal_actions(&text) {
+            if !config.actions.contains_key(&name) {
+                problems.push(Problem::new(
+                    rule.path.display().to_string(),
+                    format!(
+                        "calls action {name:?}, which the config does not define (actions: {})",
+                        config
+                            .actions
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Opens the store a config names.
@@ -226,6 +258,9 @@ impl Switchyard {
             .map_err(|e| Problems(vec![Problem::new("startup", e.to_string())]))??;
         for w in &built.warnings {
             tracing::warn!("{w}");
+        }
+        for p in unknown_actions(&built.rules, &config) {
+            tracing::warn!("{p}; such calls are logged and dropped");
         }
         if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
             return Err(Problems(vec![Problem::new(

@@ -85,6 +85,33 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Rules: try them before they go live.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Run the rules on events and print what they would do, with no side
+    /// effects. With no event given, run the test cases in <rules_dir>/tests/
+    /// and fail on a mismatch.
+    Test {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Event files: JSON, a whole envelope or just `type` and `data`.
+        files: Vec<PathBuf>,
+        /// A stored event, by id (repeatable).
+        #[arg(long = "event", value_name = "ID")]
+        ids: Vec<String>,
+        /// A provider's sample, verified and normalized as a delivery would be.
+        #[arg(long, num_args = 2, value_names = ["SOURCE", "EVENT"])]
+        sample: Option<Vec<String>>,
+        /// Print the rule runs as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,6 +197,16 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Dlq { command } => dlq(command),
+        Command::Rules {
+            command:
+                RulesCommand::Test {
+                    config,
+                    files,
+                    ids,
+                    sample,
+                    json,
+                },
+        } => rules_test(&config.config, &files, &ids, sample.as_deref(), json),
     };
     match result {
         Ok(code) => code,
@@ -238,6 +275,16 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
+    with_store_value(path, f)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// As [`with_store`], returning what `f` made.
+fn with_store_value<T, F, Fut>(path: &Path, f: F) -> Result<T>
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let partial = config::load_partial(path).map_err(|p| anyhow!("{p}"))?;
     let db = &partial.config.store.path;
     if !db.exists() {
@@ -251,8 +298,7 @@ where
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(f(store))?;
-    Ok(ExitCode::SUCCESS)
+    runtime.block_on(f(store))
 }
 
 /// A time given as RFC 3339, or as an age (`90m`, `2d`) before now.
@@ -395,8 +441,8 @@ fn check(path: &Path) -> Result<ExitCode> {
     }
 }
 
-fn send(path: &Path, source: &str, event: &str, to: Option<&str>, print: bool) -> Result<ExitCode> {
-    let (config, _) = config::load(path).map_err(|p| anyhow!("{p}"))?;
+/// The provider instance of a configured source, made as the daemon makes it.
+fn source_instance(config: &config::Config, path: &Path, source: &str) -> Result<Instance> {
     let Some(sc) = config.sources.get(source) else {
         bail!(
             "no source {source:?} in {} (sources: {})",
@@ -422,7 +468,16 @@ fn send(path: &Path, source: &str, event: &str, to: Option<&str>, print: bool) -
             )
         })?
         .clone();
-    let instance = Instance::create(plugin, &format!("source {source}"), &sc.settings)?;
+    Ok(Instance::create(
+        plugin,
+        &format!("source {source}"),
+        &sc.settings,
+    )?)
+}
+
+fn send(path: &Path, source: &str, event: &str, to: Option<&str>, print: bool) -> Result<ExitCode> {
+    let (config, _) = config::load(path).map_err(|p| anyhow!("{p}"))?;
+    let instance = source_instance(&config, path, source)?;
     let sample = instance.sample(event)?;
     let base = match to {
         Some(url) => url.trim_end_matches('/').to_string(),
@@ -463,6 +518,169 @@ fn send(path: &Path, source: &str, event: &str, to: Option<&str>, print: bool) -
     let text = response.text().unwrap_or_default();
     println!("{status} {text}");
     Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The events a provider's sample becomes: signed by the plugin, verified
+/// and normalized by it, completed by the host.
+fn sample_events(
+    config: &config::Config,
+    path: &Path,
+    source: &str,
+    event: &str,
+) -> Result<Vec<switchyard::event::Event>> {
+    let instance = source_instance(config, path, source)?;
+    let sample = instance.sample(event)?;
+    let request = switchyard::host::OwnedRequest {
+        method: sample.method.clone(),
+        path: String::new(),
+        query: sample.query.clone(),
+        headers: sample
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+            .collect(),
+        remote_addr: "127.0.0.1".into(),
+        body: bytes::Bytes::from(sample.body.clone()),
+    };
+    let drafts = instance
+        .verify(&request)?
+        .map_err(|r| anyhow!("the {source} plugin refused its own sample: {r}"))?;
+    let provider = instance.plugin().name.clone();
+    let now = time::OffsetDateTime::now_utc();
+    Ok(drafts
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            switchyard::event::Event::from_draft(d, source, &provider, &request.body, i, now)
+        })
+        .collect())
+}
+
+fn rules_test(
+    path: &Path,
+    files: &[PathBuf],
+    ids: &[String],
+    sample: Option<&[String]>,
+    json: bool,
+) -> Result<ExitCode> {
+    use switchyard::rules::testing;
+    let (config, _) = config::load(path).map_err(|p| anyhow!("{p}"))?;
+    let limits = switchyard::rules::Limits {
+        timeout: config.rule_timeout,
+        ..Default::default()
+    };
+    let engine = switchyard::rules::engine(&limits);
+    let set = switchyard::rules::RuleSet::load_dir(&engine, &config.rules_dir)
+        .map_err(|p| anyhow!("{}", switchyard::config::Problems(p)))?;
+    let rules = switchyard::rules::Rules::new(engine, limits, config.rules_dir.clone(), set);
+    let known = |name: &str| config.actions.contains_key(name);
+
+    let mut events = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", f.display()))?;
+        events.push(testing::event_from_json(value).map_err(|e| anyhow!("{}: {e}", f.display()))?);
+    }
+    if !ids.is_empty() {
+        let found = with_store_value(path, {
+            let ids = ids.to_vec();
+            |store| async move {
+                let mut out = Vec::new();
+                for id in ids {
+                    let detail = store.show_event(id).await?;
+                    out.push(detail.envelope);
+                }
+                Ok(out)
+            }
+        })?;
+        for v in found {
+            events.push(serde_json::from_value(v).context("a stored envelope")?);
+        }
+    }
+    if let Some([source, event]) = sample {
+        events.extend(sample_events(&config, path, source, event)?);
+    }
+
+    if !events.is_empty() {
+        for event in &events {
+            let (_, runs) = testing::run(&rules, event);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&serde_json::json!({"event": event, "runs": runs}))?
+                );
+            } else {
+                print!("{}", testing::describe(&runs, event, &known));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let cases = testing::load_cases(&config.rules_dir).map_err(|e| anyhow!(e))?;
+    if cases.is_empty() {
+        println!(
+            "no test cases in {}/tests/ (and no events given; see `switchyard rules test --help`)",
+            config.rules_dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = 0;
+    for (name, case) in &cases {
+        let result: Result<Vec<String>> = (|| {
+            let case = case.as_ref().map_err(|e| anyhow!("not a test case: {e}"))?;
+            let events = match (&case.event, &case.sample) {
+                (Some(_), None) => vec![testing::case_event(case)
+                    .expect("event is set")
+                    .map_err(|e| anyhow!(e))?],
+                (None, Some(s)) => sample_events(&config, path, &s.source, &s.event)?,
+                _ => bail!("give either \"event\" or \"sample\""),
+            };
+            let mut runs = Vec::new();
+            for e in &events {
+                runs.extend(testing::run(&rules, e).1);
+            }
+            let mut problems = testing::compare(&runs, case);
+            for r in &runs {
+                for c in &r.calls {
+                    if !known(&c.action) {
+                        problems.push(format!(
+                            "rule {} calls action {:?}, which the config does not define",
+                            r.rule, c.action
+                        ));
+                    }
+                }
+            }
+            Ok(problems)
+        })();
+        let description = case
+            .as_ref()
+            .ok()
+            .and_then(|c| c.description.clone())
+            .map(|d| format!(" — {d}"))
+            .unwrap_or_default();
+        match result {
+            Ok(p) if p.is_empty() => println!("ok      {name}{description}"),
+            Ok(p) => {
+                failed += 1;
+                println!("FAILED  {name}{description}");
+                for line in p {
+                    println!("        {line}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {name}{description}\n        {e:#}");
+            }
+        }
+    }
+    println!("{} passed, {failed} failed", cases.len() - failed);
+    Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

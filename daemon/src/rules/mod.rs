@@ -601,6 +601,7 @@ impl Rules {
     }
 }
 
+pub mod testing;
 pub mod watch;
 
 #[cfg(test)]

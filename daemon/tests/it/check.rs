@@ -12,21 +12,8 @@ fn check(config: &std::path::Path) -> (i32, String) {
 #[test]
 fn the_shipped_example_config_passes() {
     // The README's quick start config, with plugins from this build.
-    let root = repo_root();
     let env = Env::new();
-    env.with_standard_plugins();
-    let text = std::fs::read_to_string(root.join("switchyard.toml"))
-        .unwrap()
-        .replace(
-            "plugin_dir = \"target/release\"",
-            "plugin_dir = \"plugins\"",
-        )
-        .replace(
-            "rules_dir = \"rules\"",
-            &format!("rules_dir = \"{}\"", root.join("rules").display()),
-        );
-    let config = env.path("switchyard.toml");
-    std::fs::write(&config, text).unwrap();
+    let config = env.example_config();
     let (code, out) = check(&config);
     assert_eq!(code, 0, "{out}");
     assert!(

@@ -98,6 +98,40 @@ impl Env {
         self
     }
 
+    /// Every plugin `cargo build` ships (what the example config uses).
+    pub fn with_bundled_plugins(&self) -> &Self {
+        self.with_standard_plugins();
+        for lib in [
+            "switchyard_teal",
+            "switchyard_tripletex",
+            "switchyard_tightknit",
+            "switchyard_webhook",
+        ] {
+            self.add_plugin(&built_plugin(lib));
+        }
+        self
+    }
+
+    /// The example config of the repository, with this build's plugins and
+    /// the repository's rules folder.
+    pub fn example_config(&self) -> PathBuf {
+        let root = repo_root();
+        self.with_bundled_plugins();
+        let text = std::fs::read_to_string(root.join("switchyard.toml"))
+            .unwrap()
+            .replace(
+                "plugin_dir = \"target/release\"",
+                "plugin_dir = \"plugins\"",
+            )
+            .replace(
+                "rules_dir = \"rules\"",
+                &format!("rules_dir = \"{}\"", root.join("rules").display()),
+            );
+        let config = self.path("switchyard.toml");
+        std::fs::write(&config, text).unwrap();
+        config
+    }
+
     pub fn rule(&self, name: &str, text: &str) -> &Self {
         std::fs::write(self.path("rules").join(format!("{name}.rhai")), text).unwrap();
         self

@@ -11,4 +11,5 @@ mod embed;
 mod plugins;
 mod providers;
 mod reload;
+mod rules_test;
 mod tight;

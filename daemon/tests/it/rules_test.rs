@@ -1,0 +1,100 @@
+//! `switchyard rules test`: the shipped rules pass their cases; a mismatch
+//! fails with what differs; events from files, the store and samples are
+//! routed without side effects; `check` catches calls to unknown actions.
+
+use crate::common::*;
+
+#[test]
+fn the_shipped_rules_pass_their_cases() {
+    let env = Env::new();
+    let config = env.example_config();
+    let (code, out) = cli(&["rules", "test"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 passed, 0 failed"), "{out}");
+    assert!(
+        out.contains("ok      ") && out.contains("invoice-viewed-sample.json"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_mismatch_fails_and_says_what_differs() {
+    let env = Env::new();
+    let config = env.standard();
+    std::fs::create_dir_all(env.path("rules/tests")).unwrap();
+    std::fs::write(
+        env.path("rules/tests/wrong.json"),
+        r#"{"event": {"type": "tight.invoiceViewed", "data": {"eventData": {"entityId": "inv_1"}}},
+            "expect": [{"rule": "viewed", "action": "audit", "params": {"invoice": "inv_2"}}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("rules/tests/missing.json"),
+        r#"{"event": {"type": "tight.invoiceSent"},
+            "expect": [{"rule": "viewed", "action": "audit"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("rules/tests/right.json"),
+        r#"{"event": {"type": "tight.invoiceViewed", "data": {"eventData": {"entityId": "inv_1"}}},
+            "expect": [{"rule": "viewed", "action": "audit", "params": {"invoice": "inv_1"}}]}"#,
+    )
+    .unwrap();
+    let (code, out) = cli(&["rules", "test"], &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 passed, 2 failed"), "{out}");
+    assert!(out.contains(r#"do not have {"invoice":"inv_2"}"#), "{out}");
+    assert!(out.contains("missing call 1: viewed → audit"), "{out}");
+}
+
+#[test]
+fn events_from_files_the_store_and_samples_have_no_side_effects() {
+    let env = Env::new();
+    let config = env.standard();
+    let file = env.path("event.json");
+    std::fs::write(
+        &file,
+        r#"{"type": "tight.invoiceViewed", "data": {"eventData": {"entityId": "inv_file"}}}"#,
+    )
+    .unwrap();
+    let (code, out) = cli(&["rules", "test", file.to_str().unwrap()], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("rule viewed: matched") && out.contains(r#""invoice":"inv_file""#),
+        "{out}"
+    );
+
+    let (code, out) = cli(
+        &["rules", "test", "--sample", "tight", "invoiceViewed"],
+        &config,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#"→ audit {"invoice":"inv_sample1""#), "{out}");
+
+    // A stored event, while the daemon runs; nothing new is routed or run.
+    let daemon = Daemon::start(&config);
+    let id = daemon.send_viewed("inv_stored");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    let (code, out) = cli(&["rules", "test", "--event", &id, "--json"], &config);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(v["runs"][0]["calls"][0]["params"]["invoice"], "inv_stored");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(env.audit_lines().len(), 1, "rules test ran no action");
+}
+
+#[test]
+fn check_catches_a_call_to_an_undefined_action() {
+    let env = Env::new();
+    let config = env.standard();
+    env.rule(
+        "typo",
+        r#"const EVENTS = ["tight.*"]; action("adit", #{});"#,
+    );
+    let (code, out) = cli(&["check"], &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("typo.rhai") && out.contains(r#"calls action "adit""#),
+        "{out}"
+    );
+}
