@@ -203,7 +203,41 @@ pub fn engine(limits: &Limits) -> Engine {
     engine.register_fn("action", |name: &str| record_action(name, Map::new()));
     engine.register_fn("log", |message: &str| log_line(message));
     engine.register_fn("log", |value: Dynamic| log_line(&value.to_string()));
+    register_helpers(&mut engine);
     engine
+}
+
+/// Time and text helpers for rules (rhai's own string functions —
+/// `contains`, `starts_with`, `split`, `to_upper`, `replace`, … — are there too).
+fn register_helpers(engine: &mut Engine) {
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+    let parse = |s: &str| OffsetDateTime::parse(s.trim(), &Rfc3339).ok();
+    // now() → "2025-04-01T11:31:04.123Z"; now_unix() → seconds.
+    engine.register_fn("now", || crate::event::rfc3339(OffsetDateTime::now_utc()));
+    engine.register_fn("now_unix", || OffsetDateTime::now_utc().unix_timestamp());
+    // parse_time("2025-04-01T11:31:04.1Z") → Unix seconds, or () if not a time.
+    engine.register_fn("parse_time", move |s: &str| -> Dynamic {
+        parse(s).map_or(Dynamic::UNIT, |t| Dynamic::from(t.unix_timestamp()))
+    });
+    // format_time(unix seconds) → RFC 3339 (UTC).
+    engine.register_fn("format_time", |secs: i64| -> Dynamic {
+        OffsetDateTime::from_unix_timestamp(secs)
+            .map_or(Dynamic::UNIT, |t| Dynamic::from(crate::event::rfc3339(t)))
+    });
+    // age_secs(time text) → seconds from then to now, or () if not a time.
+    engine.register_fn("age_secs", move |s: &str| -> Dynamic {
+        parse(s).map_or(Dynamic::UNIT, |t| {
+            Dynamic::from((OffsetDateTime::now_utc() - t).whole_seconds())
+        })
+    });
+    // json(value) → compact JSON text, for messages.
+    engine.register_fn("json", |v: Dynamic| -> String {
+        rhai::serde::from_dynamic::<Value>(&v)
+            .ok()
+            .and_then(|v| serde_json::to_string(&v).ok())
+            .unwrap_or_default()
+    });
 }
 
 impl RuleSet {

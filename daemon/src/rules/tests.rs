@@ -191,3 +191,36 @@ fn reload_keeps_the_last_good_version_of_a_broken_file() {
 fn engine_for_load() -> Engine {
     engine(&limits())
 }
+
+#[test]
+fn time_and_text_helpers() {
+    let engine = engine(&limits());
+    let eval = |src: &str| engine.eval::<Dynamic>(src).unwrap();
+    assert_eq!(
+        eval(r#"parse_time("2025-04-01T11:31:04.1Z")"#)
+            .as_int()
+            .unwrap(),
+        1743507064
+    );
+    assert!(eval(r#"parse_time("yesterday")"#).is_unit());
+    assert_eq!(
+        eval("format_time(0)").into_string().unwrap(),
+        "1970-01-01T00:00:00Z"
+    );
+    assert!(
+        eval(r#"age_secs("2020-01-01T00:00:00Z")"#)
+            .as_int()
+            .unwrap()
+            > 100_000_000
+    );
+    assert!(eval("now_unix()").as_int().unwrap() > 1_700_000_000);
+    assert!(eval("now()").into_string().unwrap().ends_with('Z'));
+    assert_eq!(
+        eval(r#"json(#{a: [1, "x"]})"#).into_string().unwrap(),
+        r#"{"a":[1,"x"]}"#
+    );
+    assert_eq!(
+        eval(r#""Inv_1".to_upper()"#).into_string().unwrap(),
+        "INV_1"
+    );
+}
