@@ -98,3 +98,48 @@ fn check_catches_a_call_to_an_undefined_action() {
         "{out}"
     );
 }
+
+#[test]
+fn runaway_rules_are_stopped_and_ingress_carries_on() {
+    let env = Env::new();
+    let config = env.standard();
+    env.rule("a-loop", r#"const EVENTS = ["tight.*"]; loop { }"#);
+    env.rule(
+        "b-recurse",
+        r#"const EVENTS = ["tight.*"]; fn f(n) { f(n + 1) } f(0);"#,
+    );
+    env.rule(
+        "c-huge",
+        r#"const EVENTS = ["tight.*"]; let s = "x"; loop { s += s; }"#,
+    );
+    let daemon = Daemon::start(&config);
+    let started = std::time::Instant::now();
+    let ids: Vec<String> = (0..5)
+        .map(|i| daemon.send_viewed(&format!("inv_run{i}")))
+        .collect();
+    // Ingress answered every webhook while the rules spun.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let lines = env.wait_audit(5);
+    assert_eq!(lines.len(), 5, "the good rule still ran for every event");
+    assert!(eventually(10, || {
+        let (_, out) = cli(&["events", "show", &ids[4]], &config);
+        out.contains("\"state\": \"routed\"")
+    }));
+    let (_, shown) = cli(&["events", "show", &ids[4]], &config);
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let runs = v["rule_runs"].as_array().unwrap();
+    let error = |rule: &str| {
+        runs.iter()
+            .find(|r| r["rule"] == rule)
+            .and_then(|r| r["error"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Stopped by its operation budget or its deadline, whichever comes first.
+    assert!(!error("a-loop").is_empty(), "{shown}");
+    assert!(!error("b-recurse").is_empty(), "{shown}");
+    assert!(!error("c-huge").is_empty(), "{shown}");
+    assert!(runs
+        .iter()
+        .any(|r| r["rule"] == "viewed" && r["error"].is_null()));
+}
