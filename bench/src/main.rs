@@ -6,6 +6,10 @@
 //!   distinct 1 KiB Tight LIFECYCLE webhooks back to back, signed either as
 //!   Tight does (a `Tight-Verification` JWT) or with a plain body HMAC
 //!   (`X-Signature: sha256=<hex>`), and records every latency.
+//! - `rules`: routing cost with 1, 100 and 1,000 rule files where one rule
+//!   matches, and reload times (see `rules.rs`).
+
+mod rules;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,11 +71,18 @@ enum Command {
         #[arg(long, default_value = "target")]
         label: String,
     },
+    /// Route one event through 1, 100 and 1,000 rule files (one matches);
+    /// report median and p99 per routing and the reload times.
+    Rules {
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Rules { iterations } => rules::run(iterations),
         Command::Ceiling { listen, secret } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

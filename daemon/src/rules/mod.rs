@@ -125,7 +125,13 @@ pub struct RuleSet {
     /// Patterns with wildcards, matched in one pass.
     globs: GlobSet,
     glob_rule: Vec<usize>,
+    /// The rules each event type seen so far matched: an event costs a
+    /// hash lookup, not a pass over the globs (bounded; cleared when full).
+    seen: RwLock<HashMap<String, Arc<[usize]>>>,
 }
+
+/// Most event types whose matching rules a rule set remembers.
+const SEEN_TYPES: usize = 4096;
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -250,6 +256,7 @@ impl RuleSet {
             exact: HashMap::new(),
             globs: GlobSet::empty(),
             glob_rule: Vec::new(),
+            seen: RwLock::default(),
         }
     }
 
@@ -318,6 +325,7 @@ impl RuleSet {
             exact,
             globs,
             glob_rule,
+            seen: RwLock::default(),
         })
     }
 
@@ -326,7 +334,25 @@ impl RuleSet {
     }
 
     /// The rules that want an event type, in rule-name order, each once.
-    pub fn matching(&self, kind: &str) -> Vec<usize> {
+    pub fn matching(&self, kind: &str) -> Arc<[usize]> {
+        if let Some(hit) = self
+            .seen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kind)
+        {
+            return hit.clone();
+        }
+        let hits: Arc<[usize]> = self.match_index(kind).into();
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= SEEN_TYPES {
+            seen.clear();
+        }
+        seen.insert(kind.to_string(), hits.clone());
+        hits
+    }
+
+    fn match_index(&self, kind: &str) -> Vec<usize> {
         let mut hits: Vec<usize> = self.exact.get(kind).cloned().unwrap_or_default();
         if !self.glob_rule.is_empty() {
             hits.extend(
@@ -360,8 +386,8 @@ impl RuleSet {
             }
         };
         matching
-            .into_iter()
-            .map(|i| {
+            .iter()
+            .map(|&i| {
                 run_rule(
                     engine,
                     limits,

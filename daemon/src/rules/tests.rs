@@ -67,7 +67,7 @@ fn matching_rules_call_actions_with_params() {
     assert!(rules
         .route(&engine, &limits(), &event("tripletex.x"))
         .is_empty());
-    assert_eq!(rules.matching("tight.entity.invoice"), vec![1]);
+    assert_eq!(*rules.matching("tight.entity.invoice"), [1]);
 }
 
 #[test]
