@@ -85,10 +85,35 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Actions: their circuit breakers and pauses (safe while the daemon runs).
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
     /// Rules: try them before they go live.
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActionsCommand {
+    /// Every action of the config with its gate: closed (running), open
+    /// (paused by the breaker), half-open, or disabled (the target said 410).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a disabled or paused action; its waiting jobs become due now.
+    Enable {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The action's name in the config.
+        name: String,
     },
 }
 
@@ -174,6 +199,8 @@ enum DlqCommand {
 }
 
 fn main() -> ExitCode {
+    // The process's TLS (`send --to https://…`) uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let level = match cli.command {
         Command::Run(_) => "info",
@@ -197,6 +224,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Dlq { command } => dlq(command),
+        Command::Actions { command } => actions(command),
         Command::Rules {
             command:
                 RulesCommand::Test {
@@ -685,4 +713,75 @@ fn rules_test(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn actions(command: ActionsCommand) -> Result<ExitCode> {
+    match command {
+        ActionsCommand::List { config, json } => {
+            let (cfg, _) = config::load(&config.config).map_err(|p| anyhow!("{p}"))?;
+            let names: Vec<String> = cfg.actions.keys().cloned().collect();
+            with_store(&config.config, |store| async move {
+                let states = store.action_states().await?;
+                let now = now_ms();
+                if !json {
+                    println!(
+                        "{:<24}  {:<10}  {:>8}  {:<24}  REASON",
+                        "ACTION", "STATE", "FAILURES", "UNTIL"
+                    );
+                }
+                for name in names {
+                    let st = states.iter().find(|s| s.action == name);
+                    let state = st.map_or("closed", |s| s.state.as_str());
+                    // An open breaker whose cool-down passed is probing.
+                    let state = match (state, st.and_then(|s| s.until_ms)) {
+                        ("open", Some(until)) if until <= now => "half-open",
+                        (s, _) => s,
+                    };
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "action": name, "state": state,
+                                "failures": st.map_or(0, |s| s.failures),
+                                "until_ms": st.and_then(|s| s.until_ms),
+                                "reason": st.and_then(|s| s.reason.clone()),
+                            })
+                        );
+                    } else {
+                        let until = st
+                            .and_then(|s| s.until_ms)
+                            .filter(|_| state == "open")
+                            .map(|ms| {
+                                humantime::format_rfc3339_millis(
+                                    std::time::UNIX_EPOCH
+                                        + std::time::Duration::from_millis(ms.max(0) as u64),
+                                )
+                                .to_string()
+                            })
+                            .unwrap_or_default();
+                        println!(
+                            "{:<24}  {:<10}  {:>8}  {:<24}  {}",
+                            name,
+                            state,
+                            st.map_or(0, |s| s.failures),
+                            until,
+                            st.and_then(|s| s.reason.clone()).unwrap_or_default()
+                        );
+                    }
+                }
+                Ok(())
+            })
+        }
+        ActionsCommand::Enable { config, name } => {
+            let (cfg, _) = config::load(&config.config).map_err(|p| anyhow!("{p}"))?;
+            if !cfg.actions.contains_key(&name) {
+                bail!("no action {name:?} in {}", config.config.display());
+            }
+            with_store(&config.config, |store| async move {
+                let n = store.enable_action(name.clone(), now_ms()).await?;
+                println!("action {name} enabled; {n} waiting job(s) are due now");
+                Ok(())
+            })
+        }
+    }
 }

@@ -155,7 +155,11 @@ typedef struct sy_host {
  *     job_json: {"id", "idempotency_key", "action", "rule", "attempt",
  *                "params": {...}, "event": {ENVELOPE}}
  *     Must return within timeout_ms. SY_OK, SY_FAIL_RETRYABLE or
- *     SY_FAIL_PERMANENT, with a message; set_json may carry a result object.
+ *     SY_FAIL_PERMANENT, with a message; on SY_OK set_json may carry a result
+ *     object (recorded with the attempt). From ABI 1.1, on a failure set_json
+ *     may carry {"retry_after_ms": N} (retry no sooner: a Retry-After) or
+ *     {"disable": true} (the target is gone, HTTP 410: the host pauses the
+ *     action until it is enabled again).
  * sample(instance, event_name, out)                      [optional, providers]
  *     A correctly signed sample request for a named event, as
  *       {"method": "POST", "query": "", "headers": [["name","value"], ...],

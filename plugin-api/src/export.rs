@@ -238,8 +238,26 @@ pub unsafe extern "C" fn execute<T: Action>(
                 out.set_message(&message);
                 ffi::SY_FAIL_RETRYABLE
             }
+            Outcome::RetryAfter(message, after) => {
+                out.set_message(&message);
+                let detail = crate::FailureDetail {
+                    retry_after_ms: Some(after.as_millis().min(u64::MAX as u128) as u64),
+                    disable: false,
+                };
+                out.set_json(&serde_json::to_vec(&detail).unwrap_or_default());
+                ffi::SY_FAIL_RETRYABLE
+            }
             Outcome::Permanent(message) => {
                 out.set_message(&message);
+                ffi::SY_FAIL_PERMANENT
+            }
+            Outcome::Gone(message) => {
+                out.set_message(&message);
+                let detail = crate::FailureDetail {
+                    retry_after_ms: None,
+                    disable: true,
+                };
+                out.set_json(&serde_json::to_vec(&detail).unwrap_or_default());
                 ffi::SY_FAIL_PERMANENT
             }
         }

@@ -257,8 +257,22 @@ pub enum Outcome {
     Done(Option<Value>),
     /// Failed; worth trying again later.
     Retryable(String),
+    /// Failed; worth trying again, not before this long (a `Retry-After`).
+    RetryAfter(String, Duration),
     /// Failed; will never succeed as it is.
     Permanent(String),
+    /// Failed for good, and the target says it is gone (HTTP 410): the host
+    /// pauses this action until someone enables it again.
+    Gone(String),
+}
+
+/// The JSON an action's failure may carry beside its message.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FailureDetail {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable: bool,
 }
 
 /// A correctly signed sample request, produced by a provider's `sample`.

@@ -320,6 +320,13 @@ pub struct ActionConfig {
     pub timeout: Option<Duration>,
     /// Most jobs of this action running at once.
     pub concurrency: usize,
+    /// Consecutive retryable failures that open the circuit breaker (0: never).
+    pub breaker_failures: u32,
+    /// How long an open breaker pauses the action.
+    pub breaker_cooldown: Duration,
+    /// A parameter whose value orders jobs: jobs with the same value run
+    /// one at a time, in order.
+    pub order_by: Option<String>,
 }
 
 /// Reads and validates a config file. Besides the config, returns warnings
@@ -542,6 +549,48 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
         };
         let concurrency = take_u64(&mut table, "concurrency", &scope, &location, &mut problems)
             .unwrap_or(8) as usize;
+        let breaker_failures = take_u64(
+            &mut table,
+            "breaker_failures",
+            &scope,
+            &location,
+            &mut problems,
+        )
+        .unwrap_or(5)
+        .min(u32::MAX as u64) as u32;
+        let breaker_cooldown = match table.remove("breaker_cooldown") {
+            None => Duration::from_secs(30),
+            Some(toml::Value::String(text)) => {
+                match humantime::parse_duration(&text) {
+                    Ok(d) if !d.is_zero() => d,
+                    _ => {
+                        problems.push(Problem::new(
+                        &location,
+                        format!("{scope}.breaker_cooldown must be a duration such as \"30s\" or \"5m\""),
+                    ));
+                        Duration::from_secs(30)
+                    }
+                }
+            }
+            Some(_) => {
+                problems.push(Problem::new(
+                    &location,
+                    format!("{scope}.breaker_cooldown must be a duration such as \"30s\""),
+                ));
+                Duration::from_secs(30)
+            }
+        };
+        let order_by = match table.remove("order_by") {
+            None => None,
+            Some(toml::Value::String(key)) if !key.is_empty() => Some(key),
+            Some(_) => {
+                problems.push(Problem::new(
+                    &location,
+                    format!("{scope}.order_by must name a parameter"),
+                ));
+                None
+            }
+        };
         if concurrency == 0 {
             problems.push(Problem::new(
                 &location,
@@ -559,6 +608,9 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
                         location,
                         timeout,
                         concurrency: concurrency.max(1),
+                        breaker_failures,
+                        breaker_cooldown,
+                        order_by,
                     },
                 );
             }

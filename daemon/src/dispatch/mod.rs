@@ -25,6 +25,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::host::{ActionHandle, CallPool, ExecOutcome, PluginError};
 use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Store};
 
+pub mod gate;
+
+use gate::{Admit, KeyQueues, Transition};
+
 /// How long the dispatcher sleeps at most when it knows of no due job: it
 /// also picks up jobs another process (the CLI's redrive) made due.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -44,10 +48,25 @@ impl RetryPolicy {
     /// What to do after attempt `series_attempt` (1-based) of a job ended so.
     pub fn decide(&self, series_attempt: u32, attempt: &ExecOutcome, now_ms: i64) -> Finish {
         match attempt {
-            ExecOutcome::Done(_) => Finish::Done,
-            ExecOutcome::Permanent(message) => Finish::Dead {
+            ExecOutcome::Done(result) => Finish::Done {
+                result: result.as_ref().map(|r| r.to_string()),
+            },
+            ExecOutcome::Permanent(message) | ExecOutcome::Gone(message) => Finish::Dead {
                 message: message.clone(),
             },
+            ExecOutcome::RetryAfter(message, after) => {
+                if series_attempt as usize > self.schedule.len() {
+                    return Finish::Dead {
+                        message: format!("gave up after {series_attempt} attempts: {message}"),
+                    };
+                }
+                // The target said when: no sooner, and at most a day out.
+                let after = (*after).min(Duration::from_secs(86_400));
+                Finish::Retry {
+                    message: message.clone(),
+                    next_at_ms: now_ms + after.as_millis() as i64,
+                }
+            }
             ExecOutcome::Retryable(message) => {
                 match self.schedule.get(series_attempt.saturating_sub(1) as usize) {
                     Some(delay) => {
@@ -81,6 +100,8 @@ pub struct Dispatcher {
     /// Jobs claimed by the router with their routing, handed over in memory.
     handoff: Arc<std::sync::Mutex<Option<mpsc::Receiver<ClaimedJob>>>>,
     handoff_tx: mpsc::Sender<ClaimedJob>,
+    /// Jobs waiting behind one with the same ordering key.
+    queues: Arc<KeyQueues>,
 }
 
 impl Dispatcher {
@@ -101,6 +122,18 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             handoff: Arc::new(std::sync::Mutex::new(Some(handoff_rx))),
             handoff_tx,
+            queues: Arc::new(KeyQueues::default()),
+        }
+    }
+
+    /// Takes on the gates another process changed (`switchyard actions enable`).
+    async fn sync_gates(&self) {
+        if let Ok(states) = self.store.action_states().await {
+            for st in &states {
+                if let Some(a) = self.actions.get(&st.action) {
+                    a.breaker.sync(st);
+                }
+            }
         }
     }
 
@@ -149,6 +182,7 @@ impl Dispatcher {
                 }
                 if claim || Instant::now() >= next_look {
                     claim = false;
+                    self.sync_gates().await;
                     let free = self.in_flight.available_permits().min(256);
                     if free == 0 {
                         // No room: look again once some attempts have ended.
@@ -194,15 +228,43 @@ impl Dispatcher {
         })
     }
 
-    /// Starts an attempt once a slot is free.
+    /// Starts an attempt once a slot is free, unless the action's gate says
+    /// wait, or another job with the same ordering key is running.
     async fn start(&self, job: ClaimedJob, tasks: &mut JoinSet<()>) {
+        if let Some(action) = self.actions.get(&job.action) {
+            if let Admit::Wait(until) = action.breaker.admit(now_ms()) {
+                if let Err(e) = self.store.release_job(job.id.clone(), until).await {
+                    tracing::error!(job_id = %job.id, "cannot put a paused job back: {e}");
+                }
+                return;
+            }
+            if let Some(key) = gate::order_key(&job, action.order_by.as_deref()) {
+                let Some(job) = self.queues.enter(&job.action.clone(), &key, job) else {
+                    return;
+                };
+                return self.spawn_attempt(job, Some(key), tasks).await;
+            }
+        }
+        self.spawn_attempt(job, None, tasks).await
+    }
+
+    async fn spawn_attempt(&self, job: ClaimedJob, key: Option<String>, tasks: &mut JoinSet<()>) {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
         let this = self.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            this.attempt_and_record(job).await;
+            let mut job = job;
+            loop {
+                let action = job.action.clone();
+                this.attempt_and_record(job).await;
+                // The next job of the same key, in the order they came.
+                match key.as_deref().and_then(|k| this.queues.leave(&action, k)) {
+                    Some(next) => job = next,
+                    None => break,
+                }
+            }
         });
     }
 
@@ -210,6 +272,7 @@ impl Dispatcher {
         let started = now_ms();
         let attempt = self.attempt(&job).await;
         let finished = now_ms();
+        self.update_gate(&job.action, &attempt, finished).await;
         let finish = self.policy.decide(job.series_attempt, &attempt, finished);
         if let Finish::Dead { message } = &finish {
             tracing::error!(
@@ -231,6 +294,34 @@ impl Dispatcher {
         } else if retry {
             // The dispatcher learns when the retry falls due.
             self.wake.notify_one();
+        }
+    }
+
+    /// Feeds an attempt's outcome to its action's breaker; logs and stores
+    /// a change.
+    async fn update_gate(&self, action: &str, attempt: &ExecOutcome, now: i64) {
+        let Some(handle) = self.actions.get(action) else {
+            return;
+        };
+        let Some(change) = handle.breaker.record(attempt, now) else {
+            return;
+        };
+        match &change {
+            Transition::Opened { until_ms, failures } => tracing::warn!(
+                action,
+                failures,
+                pause_ms = until_ms - now,
+                "circuit open: the action is paused after repeated failures"
+            ),
+            Transition::Closed => tracing::info!(action, "circuit closed: the action runs again"),
+            Transition::Disabled(reason) => tracing::error!(
+                action,
+                "action disabled (the target is gone): {reason}; `switchyard actions enable {action}` resumes it"
+            ),
+        }
+        let state = handle.breaker.snapshot(action, now);
+        if let Err(e) = self.store.save_action_state(state).await {
+            tracing::error!(action, "cannot store the action's state: {e}");
         }
     }
 
@@ -278,6 +369,15 @@ impl Dispatcher {
                 %event_id, rule = %job.rule, action = %job.action,
                 job_id = %job.id, attempt = job.attempt, ms, "job done"
             ),
+            ExecOutcome::RetryAfter(m, after) => tracing::warn!(
+                %event_id, rule = %job.rule, action = %job.action,
+                job_id = %job.id, attempt = job.attempt, ms, retry_after_ms = after.as_millis() as u64,
+                "job failed (retryable, the target asked to wait): {m}"
+            ),
+            ExecOutcome::Gone(m) => tracing::error!(
+                %event_id, rule = %job.rule, action = %job.action,
+                job_id = %job.id, attempt = job.attempt, ms, "target is gone; pausing the action: {m}"
+            ),
             ExecOutcome::Retryable(m) => tracing::warn!(
                 %event_id, rule = %job.rule, action = %job.action,
                 job_id = %job.id, attempt = job.attempt, ms, "job failed (retryable): {m}"
@@ -324,7 +424,7 @@ mod tests {
         ));
         assert!(matches!(
             policy.decide(1, &ExecOutcome::Done(None), 0),
-            Finish::Done
+            Finish::Done { .. }
         ));
     }
 }

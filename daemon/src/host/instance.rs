@@ -258,8 +258,22 @@ impl Instance {
                     .and_then(|j| serde_json::from_slice(&j).ok());
                 Ok(ExecOutcome::Done(result))
             }
-            ffi::SY_FAIL_RETRYABLE => Ok(ExecOutcome::Retryable(buf.message())),
-            ffi::SY_FAIL_PERMANENT => Ok(ExecOutcome::Permanent(buf.message())),
+            ffi::SY_FAIL_RETRYABLE | ffi::SY_FAIL_PERMANENT => {
+                let detail: switchyard_plugin_api::FailureDetail = buf
+                    .json
+                    .as_deref()
+                    .and_then(|j| serde_json::from_slice(j).ok())
+                    .unwrap_or_default();
+                let message = buf.message();
+                Ok(match (status, detail.retry_after_ms, detail.disable) {
+                    (ffi::SY_FAIL_RETRYABLE, Some(ms), _) => {
+                        ExecOutcome::RetryAfter(message, Duration::from_millis(ms))
+                    }
+                    (ffi::SY_FAIL_RETRYABLE, None, _) => ExecOutcome::Retryable(message),
+                    (_, _, true) => ExecOutcome::Gone(message),
+                    _ => ExecOutcome::Permanent(message),
+                })
+            }
             other => Err(status_error(other, &mut buf)),
         }
     }

@@ -126,7 +126,15 @@ pub struct ActionHandle {
     pub instance: Arc<Instance>,
     pub timeout: Duration,
     pub permits: Arc<Semaphore>,
+    /// The circuit breaker and the pause after 410 Gone.
+    pub breaker: crate::dispatch::gate::Breaker,
+    /// The parameter that orders this action's jobs, if any.
+    pub order_by: Option<String>,
 }
+
+/// An action's deadline when the config sets none (Standard Webhooks
+/// suggests 15 to 30 s for a delivery).
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The sources and actions the config asks for, made from the registry.
 pub struct Topology {
@@ -163,8 +171,13 @@ pub fn build(config: &Config, registry: &Registry) -> Result<Topology, Vec<Probl
                 let action = ActionHandle {
                     name: name.clone(),
                     instance,
-                    timeout: ac.timeout.unwrap_or(config.plugin_timeout),
+                    timeout: ac.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT),
                     permits: Arc::new(Semaphore::new(ac.concurrency)),
+                    breaker: crate::dispatch::gate::Breaker::new(
+                        ac.breaker_failures,
+                        ac.breaker_cooldown,
+                    ),
+                    order_by: ac.order_by.clone(),
                 };
                 actions.insert(name.clone(), Arc::new(action));
             }

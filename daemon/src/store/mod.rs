@@ -132,16 +132,12 @@ pub struct ClaimedJob {
 /// The outcome of one attempt, as the dispatcher decided it.
 #[derive(Debug, Clone)]
 pub enum Finish {
-    Done,
+    /// Done; the action's result (e.g. a command's captured output) as JSON text.
+    Done { result: Option<String> },
     /// Try again at `next_at_ms`.
-    Retry {
-        message: String,
-        next_at_ms: i64,
-    },
+    Retry { message: String, next_at_ms: i64 },
     /// Give up: a dead letter.
-    Dead {
-        message: String,
-    },
+    Dead { message: String },
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +241,20 @@ pub struct EventDetail {
     pub jobs: Vec<JobRecord>,
 }
 
+/// An action's gate as last stored: what `switchyard actions list` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionState {
+    pub action: String,
+    /// `closed` (running), `open` (paused by the breaker until `until_ms`),
+    /// `half-open` (probing), or `disabled` (the target said 410 Gone).
+    pub state: String,
+    pub until_ms: Option<i64>,
+    /// Consecutive retryable failures.
+    pub failures: u32,
+    pub reason: Option<String>,
+    pub updated_at_ms: i64,
+}
+
 /// The store as the pipeline sees it.
 pub trait Store: Send + Sync + 'static {
     /// Persists a request and its events in one durable transaction,
@@ -285,6 +295,20 @@ pub trait Store: Send + Sync + 'static {
 
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>>;
     fn show_event(&self, id: String) -> StoreFuture<'_, EventDetail>;
+
+    /// Puts a claimed job back, due at `next_at_ms`, without using an attempt
+    /// (its action was paused).
+    fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()>;
+
+    /// Records an action's gate (breaker or pause).
+    fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()>;
+
+    /// Every action's gate as last stored.
+    fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>>;
+
+    /// Closes an action's gate and makes its waiting jobs due now; returns
+    /// how many jobs that was.
+    fn enable_action(&self, action: String, now_ms: i64) -> StoreFuture<'_, u64>;
     /// Routes a stored event again through the current rules.
     fn replay(&self, id: String) -> StoreFuture<'_, ()>;
     fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<JobRecord>>;

@@ -87,3 +87,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     message     TEXT,
     PRIMARY KEY (job_id, n)
 ) WITHOUT ROWID;
+
+-- Each action's gate: the circuit breaker, or a pause after 410 Gone.
+CREATE TABLE IF NOT EXISTS action_states (
+    action      TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,            -- 'closed' | 'open' | 'half-open' | 'disabled'
+    until_ms    INTEGER,
+    failures    INTEGER NOT NULL,
+    reason      TEXT,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;

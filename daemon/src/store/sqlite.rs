@@ -14,9 +14,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    AttemptRecord, Backlog, ClaimedJob, EventDetail, EventFilter, EventSummary, Finish,
-    FinishedAttempt, Ingested, JobRecord, PendingEvent, Pruned, RequestRecord, Routing, Store,
-    StoreError, StoreFuture, StoreResult, StoredRequest,
+    ActionState, AttemptRecord, Backlog, ClaimedJob, EventDetail, EventFilter, EventSummary,
+    Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pruned, RequestRecord, Routing,
+    Store, StoreError, StoreFuture, StoreResult, StoredRequest,
 };
 use crate::event::Event;
 
@@ -648,7 +648,13 @@ fn claim_tx(conn: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec<Cla
 
 fn finish_tx(conn: &Connection, a: &FinishedAttempt) -> StoreResult<()> {
     let (outcome, message, state, next_at, finished_at) = match &a.finish {
-        Finish::Done => ("done", None, "done", None, Some(a.finished_at_ms)),
+        Finish::Done { result } => (
+            "done",
+            result.as_deref(),
+            "done",
+            None,
+            Some(a.finished_at_ms),
+        ),
         Finish::Retry {
             message,
             next_at_ms,
@@ -947,6 +953,83 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(map_err)?;
             Ok(rows)
+        })
+    }
+
+    fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
+        self.write_relaxed(move |conn| {
+            conn.prepare_cached(
+                "UPDATE jobs SET state = 'pending', next_at = ?2, attempts = MAX(attempts - 1, 0)
+                 WHERE id = ?1 AND state = 'running'",
+            )
+            .map_err(map_err)?
+            .execute(params![job_id, next_at_ms])
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()> {
+        self.write_relaxed(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO action_states (action, state, until_ms, failures, reason, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                state.action,
+                state.state,
+                state.until_ms,
+                state.failures,
+                state.reason,
+                state.updated_at_ms
+            ])
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT action, state, until_ms, failures, reason, updated_at
+                     FROM action_states ORDER BY action",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ActionState {
+                        action: r.get(0)?,
+                        state: r.get(1)?,
+                        until_ms: r.get(2)?,
+                        failures: r.get(3)?,
+                        reason: r.get(4)?,
+                        updated_at_ms: r.get(5)?,
+                    })
+                })
+                .map_err(map_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err)?;
+            Ok(rows)
+        })
+    }
+
+    fn enable_action(&self, action: String, now_ms: i64) -> StoreFuture<'_, u64> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO action_states (action, state, until_ms, failures, reason, updated_at)
+                 VALUES (?1, 'closed', NULL, 0, NULL, ?2)",
+                params![action, now_ms],
+            )
+            .map_err(map_err)?;
+            let n = conn
+                .execute(
+                    "UPDATE jobs SET next_at = ?2 WHERE action = ?1 AND state = 'pending' AND next_at > ?2",
+                    params![action, now_ms],
+                )
+                .map_err(map_err)?;
+            Ok(n as u64)
         })
     }
 

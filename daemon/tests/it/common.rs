@@ -71,6 +71,7 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
+        tls_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         for sub in ["plugins", "rules", "data"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -277,6 +278,7 @@ impl Daemon {
         headers: &[(&str, &str)],
         body: impl Into<Vec<u8>>,
     ) -> (u16, String) {
+        tls_provider();
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -415,6 +417,11 @@ pub fn cli(args: &[&str], config: &Path) -> (i32, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// reqwest is built with TLS whose crypto provider the program picks.
+pub fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Polls `f` until it returns true or `secs` pass; returns the last result.

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod actions;
 mod check;
 mod durability;
 mod embed;

@@ -102,7 +102,7 @@ async fn ingest_dedups_routes_and_runs_jobs_through_to_done_and_dead() {
     );
     for c in &claimed {
         let finish = if c.id == "j1" {
-            Finish::Done
+            Finish::Done { result: None }
         } else {
             Finish::Dead {
                 message: "refused".into(),

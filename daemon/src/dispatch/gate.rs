@@ -1,0 +1,274 @@
+//! Per-action gates: the circuit breaker, the pause after a 410, and
+//! ordering by key.
+//!
+//! Breaker: after `threshold` consecutive retryable failures (the target
+//! looks down) the action is *open* for `cooldown`: its jobs wait, without
+//! using attempts. Then one job probes (*half-open*): success closes it,
+//! failure opens it again. Permanent failures are about the job, not the
+//! target, and do not count. A target that answers 410 Gone *disables* the
+//! action until `switchyard actions enable NAME`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::host::ExecOutcome;
+use crate::store::{ActionState, ClaimedJob};
+
+/// What to do with a job of a gated action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admit {
+    Run,
+    /// Put back, due again at this time (ms); no attempt used.
+    Wait(i64),
+}
+
+/// A change worth logging and storing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Opened { until_ms: i64, failures: u32 },
+    Closed,
+    Disabled(String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    failures: u32,
+    open_until_ms: Option<i64>,
+    probing: bool,
+    disabled: Option<String>,
+}
+
+/// One action's breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    /// Consecutive retryable failures that open it; 0: never.
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<State>,
+}
+
+/// How long a job of a disabled action waits before it is looked at again.
+const DISABLED_RECHECK_MS: i64 = 60_000;
+/// How long a job waits while another probes a half-open breaker.
+const PROBE_WAIT_MS: i64 = 1_000;
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
+        Breaker {
+            threshold,
+            cooldown,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn admit(&self, now_ms: i64) -> Admit {
+        let mut s = self.lock();
+        if s.disabled.is_some() {
+            return Admit::Wait(now_ms + DISABLED_RECHECK_MS);
+        }
+        match s.open_until_ms {
+            None => Admit::Run,
+            Some(until) if now_ms < until => Admit::Wait(until),
+            Some(_) if s.probing => Admit::Wait(now_ms + PROBE_WAIT_MS),
+            Some(_) => {
+                s.probing = true;
+                Admit::Run
+            }
+        }
+    }
+
+    pub fn record(&self, outcome: &ExecOutcome, now_ms: i64) -> Option<Transition> {
+        let mut s = self.lock();
+        let was_open = s.open_until_ms.is_some();
+        s.probing = false;
+        match outcome {
+            ExecOutcome::Done(_) => {
+                s.failures = 0;
+                s.open_until_ms = None;
+                was_open.then_some(Transition::Closed)
+            }
+            ExecOutcome::Gone(message) => {
+                s.disabled = Some(message.clone());
+                Some(Transition::Disabled(message.clone()))
+            }
+            ExecOutcome::Retryable(_) | ExecOutcome::RetryAfter(..) => {
+                s.failures = s.failures.saturating_add(1);
+                if self.threshold > 0 && (was_open || s.failures >= self.threshold) {
+                    let until_ms = now_ms + self.cooldown.as_millis() as i64;
+                    s.open_until_ms = Some(until_ms);
+                    Some(Transition::Opened {
+                        until_ms,
+                        failures: s.failures,
+                    })
+                } else {
+                    None
+                }
+            }
+            ExecOutcome::Permanent(_) => None,
+        }
+    }
+
+    /// Takes on what the store says (another process may have enabled it).
+    pub fn sync(&self, stored: &ActionState) {
+        let mut s = self.lock();
+        if stored.state != "disabled" && s.disabled.is_some() {
+            s.disabled = None;
+            s.failures = 0;
+            s.open_until_ms = None;
+        }
+    }
+
+    /// The state to show and store.
+    pub fn snapshot(&self, action: &str, now_ms: i64) -> ActionState {
+        let s = self.lock();
+        let (state, until) = match (&s.disabled, s.open_until_ms) {
+            (Some(_), _) => ("disabled", None),
+            (None, Some(until)) if now_ms < until => ("open", Some(until)),
+            (None, Some(until)) => ("half-open", Some(until)),
+            (None, None) => ("closed", None),
+        };
+        ActionState {
+            action: action.to_string(),
+            state: state.into(),
+            until_ms: until,
+            failures: s.failures,
+            reason: s.disabled.clone(),
+            updated_at_ms: now_ms,
+        }
+    }
+}
+
+/// The ordering key of a job: its `order_by` parameter, as text.
+pub fn order_key(job: &ClaimedJob, order_by: Option<&str>) -> Option<String> {
+    match job.params.get(order_by?)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Jobs waiting behind another of the same key, per (action, key).
+#[derive(Debug, Default)]
+pub struct KeyQueues {
+    queues: Mutex<HashMap<(String, String), VecDeque<ClaimedJob>>>,
+}
+
+impl KeyQueues {
+    /// Whether `job` may run now; if not, it is queued behind the running one.
+    pub fn enter(&self, action: &str, key: &str, job: ClaimedJob) -> Option<ClaimedJob> {
+        let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        match q.get_mut(&(action.to_string(), key.to_string())) {
+            Some(waiting) => {
+                waiting.push_back(job);
+                None
+            }
+            None => {
+                q.insert((action.to_string(), key.to_string()), VecDeque::new());
+                Some(job)
+            }
+        }
+    }
+
+    /// The job that ran for `key` ended: the next one in line, if any.
+    pub fn leave(&self, action: &str, key: &str) -> Option<ClaimedJob> {
+        let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let k = (action.to_string(), key.to_string());
+        let next = q.get_mut(&k).and_then(VecDeque::pop_front);
+        if next.is_none() {
+            q.remove(&k);
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_probes_and_closes() {
+        let b = Breaker::new(3, Duration::from_secs(10));
+        let fail = ExecOutcome::Retryable("503".into());
+        assert_eq!(b.admit(0), Admit::Run);
+        assert_eq!(b.record(&fail, 0), None);
+        assert_eq!(b.record(&ExecOutcome::Permanent("400".into()), 0), None);
+        assert_eq!(b.record(&fail, 0), None);
+        assert_eq!(
+            b.record(&fail, 1_000),
+            Some(Transition::Opened {
+                until_ms: 11_000,
+                failures: 3
+            })
+        );
+        assert_eq!(b.admit(5_000), Admit::Wait(11_000));
+        assert_eq!(b.snapshot("a", 5_000).state, "open");
+        // Half-open: one probe runs, the others wait.
+        assert_eq!(b.admit(11_000), Admit::Run);
+        assert_eq!(b.admit(11_001), Admit::Wait(12_001));
+        // The probe fails: open again for a cool-down.
+        assert_eq!(
+            b.record(&fail, 11_500),
+            Some(Transition::Opened {
+                until_ms: 21_500,
+                failures: 4
+            })
+        );
+        assert_eq!(b.admit(21_500), Admit::Run);
+        assert_eq!(
+            b.record(&ExecOutcome::Done(None), 21_600),
+            Some(Transition::Closed)
+        );
+        assert_eq!(b.admit(21_700), Admit::Run);
+        assert_eq!(b.snapshot("a", 21_700).state, "closed");
+    }
+
+    #[test]
+    fn gone_disables_until_enabled() {
+        let b = Breaker::new(0, Duration::from_secs(1));
+        assert_eq!(
+            b.record(&ExecOutcome::Gone("HTTP 410".into()), 0),
+            Some(Transition::Disabled("HTTP 410".into()))
+        );
+        assert_eq!(b.admit(10), Admit::Wait(10 + DISABLED_RECHECK_MS));
+        let mut stored = b.snapshot("a", 10);
+        assert_eq!(stored.state, "disabled");
+        stored.state = "closed".into();
+        b.sync(&stored);
+        assert_eq!(b.admit(20), Admit::Run);
+        // Threshold 0: failures never open it.
+        for _ in 0..10 {
+            assert_eq!(b.record(&ExecOutcome::Retryable("x".into()), 0), None);
+        }
+    }
+
+    #[test]
+    fn jobs_with_one_key_wait_in_line() {
+        let q = KeyQueues::default();
+        let job = |id: &str| ClaimedJob {
+            id: id.into(),
+            event: Value::Null,
+            rule: "r".into(),
+            action: "a".into(),
+            params: Value::Null,
+            idempotency_key: id.into(),
+            attempt: 1,
+            series_attempt: 1,
+        };
+        assert!(q.enter("a", "k", job("1")).is_some());
+        assert!(q.enter("a", "k", job("2")).is_none());
+        assert!(q.enter("a", "k", job("3")).is_none());
+        assert!(q.enter("a", "other", job("4")).is_some());
+        assert_eq!(q.leave("a", "k").unwrap().id, "2");
+        assert_eq!(q.leave("a", "k").unwrap().id, "3");
+        assert!(q.leave("a", "k").is_none());
+        assert!(q.enter("a", "k", job("5")).is_some());
+    }
+}

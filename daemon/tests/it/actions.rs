@@ -1,0 +1,211 @@
+//! Action plugins against real servers on 127.0.0.1: the http action to a
+//! receiver that verifies with the `standardwebhooks` library; retries with
+//! Retry-After, 410 disabling the action until enabled, timeouts, and the
+//! circuit breaker opening and closing.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// tests/fixtures/receiver.py, killed on drop.
+pub struct Receiver {
+    child: Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+}
+
+impl Receiver {
+    pub fn start(dir: &std::path::Path, secret: &str, script: &str) -> Receiver {
+        let log = dir.join("receiver.jsonl");
+        let mut child = Command::new("python3")
+            .arg(repo_root().join("daemon/tests/fixtures/receiver.py"))
+            .args(["--secret", secret, "--script", script, "--log"])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the receiver's port");
+        Receiver { child, port, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/in", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn wait(&self, n: usize, secs: u64) -> Vec<Value> {
+        eventually(secs, || self.requests().len() >= n);
+        self.requests()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A deployment whose rule sends every invoiceViewed to an http action.
+fn forwarding(env: &Env, url: &str, action_extra: &str, host_extra: &str) -> std::path::PathBuf {
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_http"));
+    env.rule(
+        "forward",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("forward", #{ invoice: event.data.eventData.entityId });"#,
+    );
+    env.config(&format!(
+        r#"{host_extra}
+[delivery]
+retry_schedule = ["200ms", "200ms", "200ms", "200ms", "200ms"]
+jitter = 0.0
+
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.forward]
+plugin = "http"
+url = "{url}"
+secret = "{HOOK_SECRET}"
+headers = {{ "X-Env" = "test" }}
+{action_extra}
+"#
+    ))
+}
+
+#[test]
+fn http_forward_is_signed_and_retried_with_the_same_webhook_id() {
+    let env = Env::new();
+    let rx = Receiver::start(env.dir.path(), HOOK_SECRET, "500,429:1,200");
+    let config = forwarding(&env, &rx.url(), "", "");
+    let daemon = Daemon::start(&config);
+    let id = daemon.send_viewed("inv_fwd");
+    let reqs = rx.wait(3, 20);
+    assert_eq!(reqs.len(), 3, "{}", daemon.logs());
+    for r in &reqs {
+        assert_eq!(
+            r["verified"], true,
+            "the standardwebhooks library verifies it: {r}"
+        );
+        assert_eq!(r["id"], format!("{id}:forward:0"));
+        assert_eq!(r["headers"]["x-env"], "test");
+    }
+    let body: Value = serde_json::from_str(reqs[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["type"], "tight.invoiceViewed");
+    assert_eq!(body["data"]["id"], id.as_str());
+    // Retry-After: 1 was honoured.
+    let gap = reqs[2]["at"].as_f64().unwrap() - reqs[1]["at"].as_f64().unwrap();
+    assert!(
+        gap >= 0.9,
+        "retried {gap:.2}s after a 429 with Retry-After: 1"
+    );
+    assert!(eventually(10, || {
+        let (_, out) = cli(&["events", "show", &id], &config);
+        out.contains(r#""state": "done""#)
+    }));
+}
+
+#[test]
+fn gone_disables_the_action_until_it_is_enabled() {
+    let env = Env::new();
+    let rx = Receiver::start(env.dir.path(), HOOK_SECRET, "410");
+    let config = forwarding(&env, &rx.url(), "", "");
+    let daemon = Daemon::start(&config);
+    let first = daemon.send_viewed("inv_gone1");
+    assert_eq!(rx.wait(1, 10).len(), 1);
+    assert!(eventually(10, || daemon.logged("action disabled")));
+    let (_, list) = cli(&["actions", "list"], &config);
+    assert!(
+        list.contains("forward") && list.contains("disabled"),
+        "{list}"
+    );
+    let (_, dead) = cli(&["dlq", "list"], &config);
+    assert!(
+        dead.contains(&first),
+        "the 410 job is a dead letter: {dead}"
+    );
+    // While disabled, new jobs wait.
+    let second = daemon.send_viewed("inv_gone2");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(rx.requests().len(), 1);
+    let (code, out) = cli(&["actions", "enable", "forward"], &config);
+    assert_eq!(code, 0, "{out}");
+    let reqs = rx.wait(2, 10);
+    assert_eq!(reqs.len(), 2, "{}", daemon.logs());
+    assert_eq!(reqs[1]["id"], format!("{second}:forward:0"));
+}
+
+#[test]
+fn a_slow_target_times_out_and_is_retried() {
+    let env = Env::new();
+    let rx = Receiver::start(env.dir.path(), HOOK_SECRET, "sleep:3,200");
+    let config = forwarding(&env, &rx.url(), "timeout_ms = 500", "");
+    let daemon = Daemon::start(&config);
+    let id = daemon.send_viewed("inv_slow");
+    let reqs = rx.wait(2, 15);
+    assert_eq!(reqs.len(), 2, "{}", daemon.logs());
+    assert_eq!(reqs[0]["id"], reqs[1]["id"]);
+    assert!(daemon.logged("within 500 ms"), "{}", daemon.logs());
+    assert!(eventually(10, || {
+        let (_, out) = cli(&["events", "show", &id], &config);
+        out.contains(r#""state": "done""#)
+    }));
+}
+
+#[test]
+fn the_circuit_breaker_opens_and_closes() {
+    let env = Env::new();
+    let rx = Receiver::start(env.dir.path(), HOOK_SECRET, "500,500,200");
+    let config = forwarding(
+        &env,
+        &rx.url(),
+        "breaker_failures = 2\nbreaker_cooldown = \"1500ms\"",
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    daemon.send_viewed("inv_cb");
+    assert!(
+        eventually(10, || daemon.logged("circuit open")),
+        "{}",
+        daemon.logs()
+    );
+    let (_, list) = cli(&["actions", "list"], &config);
+    assert!(list.contains("open"), "{list}");
+    // Paused: no request during the cool-down.
+    let before = rx.requests().len();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(rx.requests().len(), before);
+    // After it, one probe succeeds and closes it.
+    assert!(
+        eventually(10, || daemon.logged("circuit closed")),
+        "{}",
+        daemon.logs()
+    );
+    let (_, list) = cli(&["actions", "list"], &config);
+    assert!(list.contains("closed"), "{list}");
+    let reqs = rx.requests();
+    let gap = reqs[2]["at"].as_f64().unwrap() - reqs[1]["at"].as_f64().unwrap();
+    assert!(
+        gap >= 1.3,
+        "the probe came {gap:.2}s after the breaker opened"
+    );
+}
