@@ -209,3 +209,77 @@ fn the_circuit_breaker_opens_and_closes() {
         "the probe came {gap:.2}s after the breaker opened"
     );
 }
+
+#[test]
+fn exec_gets_the_event_on_stdin_and_a_hang_is_killed_with_its_children() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_exec"));
+    let out = env.path("data/stdin.json");
+    let pids = env.path("data/pids");
+    env.rule(
+        "run",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action(if event.data.eventData.entityId == "inv_hang" { "hang" } else { "save" }, #{ invoice: event.data.eventData.entityId });"#,
+    );
+    let config = env.config(&format!(
+        r#"
+[delivery]
+retry_schedule = ["100ms"]
+jitter = 0.0
+
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.save]
+plugin = "exec"
+shell = "cat > {out}; echo \"invoice=$INVOICE\""
+env = {{ INVOICE = "/params/invoice" }}
+
+[actions.hang]
+plugin = "exec"
+shell = "sleep 60 & echo $! >> {pids}; sleep 60"
+timeout_ms = 400
+"#,
+        out = out.display(),
+        pids = pids.display()
+    ));
+    let daemon = Daemon::start(&config);
+    let id = daemon.send_viewed("inv_exec");
+    assert!(eventually(10, || out.exists()
+        && std::fs::read_to_string(&out).unwrap().ends_with('}')));
+    let event: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(event["id"], id.as_str());
+    assert!(
+        eventually(10, || {
+            let (_, shown) = cli(&["events", "show", &id], &config);
+            shown.contains(r#"invoice=inv_exec"#)
+        }),
+        "stdout is recorded with the attempt"
+    );
+
+    let hang = daemon.send_viewed("inv_hang");
+    // Two attempts, each killed at 400 ms, then a dead letter.
+    assert!(
+        eventually(15, || {
+            let (_, dead) = cli(&["dlq", "list"], &config);
+            dead.contains(&hang)
+        }),
+        "{}",
+        daemon.logs()
+    );
+    let children: Vec<i32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(children.len(), 2);
+    for pid in children {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "child {pid} still runs: {stat}"
+        );
+    }
+}
