@@ -283,3 +283,153 @@ timeout_ms = 400
         );
     }
 }
+
+/// tests/fixtures/smtp_server.py (aiosmtpd), killed on drop.
+struct Smtp {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Smtp {
+    fn start(dir: &std::path::Path, refuse: u32) -> Smtp {
+        let log = dir.join("smtp.jsonl");
+        let mut child = Command::new("python3")
+            .arg(repo_root().join("daemon/tests/fixtures/smtp_server.py"))
+            .args(["--refuse", &refuse.to_string(), "--log"])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with aiosmtpd (pip install -r requirements-dev.txt)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Smtp {
+            port: line.trim().parse().expect("the SMTP server's port"),
+            child,
+            log,
+        }
+    }
+
+    fn messages(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn email_reaches_a_real_smtp_server_after_a_refusal() {
+    let env = Env::new();
+    let smtp = Smtp::start(env.dir.path(), 1);
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_email"));
+    env.rule(
+        "mail",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+let invoice = event.data.eventData.entityId;
+action("mail-owner", #{
+    to: "owner@example.com",
+    cc: ["books@example.com"],
+    subject: `Invoice ${invoice} was viewed`,
+    text: `A client opened invoice ${invoice}.`,
+});"#,
+    );
+    let config = env.config(&format!(
+        r#"
+[delivery]
+retry_schedule = ["300ms", "300ms"]
+jitter = 0.0
+
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.mail-owner]
+plugin = "email"
+host = "127.0.0.1"
+port = {}
+from = "Switchyard <switchyard@example.com>"
+"#,
+        smtp.port
+    ));
+    let daemon = Daemon::start(&config);
+    let id = daemon.send_viewed("inv_mail");
+    assert!(
+        eventually(15, || !smtp.messages().is_empty()),
+        "{}",
+        daemon.logs()
+    );
+    let m = &smtp.messages()[0];
+    assert_eq!(m["from"], "switchyard@example.com");
+    assert_eq!(
+        m["to"],
+        serde_json::json!(["owner@example.com", "books@example.com"])
+    );
+    let content = m["content"].as_str().unwrap();
+    assert!(
+        content.contains("Subject: Invoice inv_mail was viewed"),
+        "{content}"
+    );
+    assert!(
+        content.contains("A client opened invoice inv_mail."),
+        "{content}"
+    );
+    assert!(
+        content.contains(&format!("Message-ID: <{id}.mail.0@switchyard>")),
+        "{content}"
+    );
+    // The 451 was a retry, the second attempt went through.
+    let (_, shown) = cli(&["events", "show", &id], &config);
+    assert!(
+        shown.contains("451") && shown.contains(r#""state": "done""#),
+        "{shown}"
+    );
+}
+
+#[test]
+fn slack_messages_survive_a_rate_limit() {
+    let env = Env::new();
+    let rx = Receiver::start(env.dir.path(), "", "429:1,200");
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_slack"));
+    env.rule(
+        "tell",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("slack", #{ text: `Invoice ${event.data.eventData.entityId} was viewed` });"#,
+    );
+    let config = env.config(&format!(
+        r#"
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.slack]
+plugin = "slack"
+webhook_url = "{}"
+"#,
+        rx.url()
+    ));
+    let daemon = Daemon::start(&config);
+    daemon.send_viewed("inv_slack");
+    let reqs = rx.wait(2, 15);
+    assert_eq!(reqs.len(), 2, "{}", daemon.logs());
+    let body: Value = serde_json::from_str(reqs[1]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["text"], "Invoice inv_slack was viewed");
+    let gap = reqs[1]["at"].as_f64().unwrap() - reqs[0]["at"].as_f64().unwrap();
+    assert!(gap >= 0.9, "Retry-After honoured ({gap:.2}s)");
+    assert!(
+        !daemon.logs().contains(&rx.url()),
+        "the webhook URL is a secret"
+    );
+}

@@ -14,14 +14,15 @@
 //! `{"type", "timestamp", "data"}` with the event envelope as `data`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::blocking::Client;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
+use switchyard_plugin_support::http::http_outcome;
 use switchyard_plugin_support::standard_webhooks;
 use switchyard_plugin_support::{unix_now, Secret, SecretEncoding};
 
@@ -51,35 +52,6 @@ pub struct HttpAction {
     method: Method,
     headers: HeaderMap,
     secrets: Vec<Secret>,
-}
-
-/// Reads `Retry-After`: seconds, or an HTTP date.
-pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// What an HTTP answer means for the job.
-pub fn outcome(status: StatusCode, retry_after_header: Option<&str>, body: &str) -> Outcome {
-    let code = status.as_u16();
-    let snippet: String = body.chars().take(200).collect();
-    let message = format!("HTTP {code} {}", snippet.trim());
-    match code {
-        200..=299 => Outcome::Done(Some(json!({ "status": code }))),
-        410 => Outcome::Gone(message),
-        429 | 502 | 503 | 504 => {
-            match retry_after_header.and_then(|v| retry_after(v, SystemTime::now())) {
-                Some(after) => Outcome::RetryAfter(message, after),
-                None => Outcome::Retryable(message),
-            }
-        }
-        400..=499 => Outcome::Permanent(message),
-        _ => Outcome::Retryable(message),
-    }
 }
 
 impl HttpAction {
@@ -177,7 +149,7 @@ impl Action for HttpAction {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 let text = resp.text().unwrap_or_default();
-                let out = outcome(status, retry.as_deref(), &text);
+                let out = http_outcome(status.as_u16(), retry.as_deref(), &text);
                 self.host
                     .debug(&format!("{} → HTTP {}", self.url, status.as_u16()));
                 out
@@ -208,36 +180,6 @@ switchyard_plugin_api::export_action!("http", HttpAction);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn answers_map_to_outcomes() {
-        let s = |c| StatusCode::from_u16(c).unwrap();
-        assert!(matches!(outcome(s(200), None, ""), Outcome::Done(_)));
-        assert!(matches!(outcome(s(204), None, ""), Outcome::Done(_)));
-        assert!(matches!(outcome(s(410), None, ""), Outcome::Gone(_)));
-        assert_eq!(
-            outcome(s(429), Some("7"), "slow down"),
-            Outcome::RetryAfter("HTTP 429 slow down".into(), Duration::from_secs(7))
-        );
-        assert!(matches!(outcome(s(503), None, ""), Outcome::Retryable(_)));
-        assert!(matches!(outcome(s(500), None, ""), Outcome::Retryable(_)));
-        assert!(matches!(outcome(s(400), None, ""), Outcome::Permanent(_)));
-        assert!(matches!(
-            outcome(s(404), Some("5"), ""),
-            Outcome::Permanent(_)
-        ));
-    }
-
-    #[test]
-    fn retry_after_in_seconds_or_as_a_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(
-            retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(retry_after("soon", now), None);
-    }
 
     #[test]
     fn settings_are_checked() {

@@ -9,12 +9,14 @@
 //! - [`standard_webhooks`]: verifying and signing the Standard Webhooks
 //!   (Svix) scheme, with several secrets for rotation;
 //! - [`dedup_key`]: a stable key from the parts that identify a delivery;
-//! - [`fuzz`]: fuzzer bytes as a request, for the fuzz targets.
+//! - [`fuzz`]: fuzzer bytes as a request, for the fuzz targets;
+//! - [`http`]: what an HTTP answer means for an action's job.
 //!
 //! It is linked into each plugin library; it is not part of the ABI.
 
 pub mod fuzz;
 pub mod hmac;
+pub mod http;
 pub mod standard_webhooks;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
