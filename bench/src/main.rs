@@ -9,6 +9,7 @@
 //! - `rules`: routing cost with 1, 100 and 1,000 rule files where one rule
 //!   matches, and reload times (see `rules.rs`).
 
+mod e2e;
 mod rules;
 
 use std::net::SocketAddr;
@@ -71,6 +72,25 @@ enum Command {
         #[arg(long, default_value = "target")]
         label: String,
     },
+    /// Send Tight webhooks at a steady rate to Switchyard, receive its http
+    /// action's requests, and report delivery latency.
+    E2e {
+        /// Switchyard's hook, e.g. http://127.0.0.1:18080/hooks/tight
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        secret: String,
+        /// Where the http action posts to.
+        #[arg(long, default_value = "127.0.0.1:19200")]
+        listen: SocketAddr,
+        /// Webhooks per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
     /// Route one event through 1, 100 and 1,000 rule files (one matches);
     /// report median and p99 per routing and the reload times.
     Rules {
@@ -83,6 +103,18 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Rules { iterations } => rules::run(iterations),
+        Command::E2e {
+            url,
+            secret,
+            listen,
+            rate,
+            seconds,
+            connections,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(e2e::run(url, secret, listen, rate, seconds, connections)),
         Command::Ceiling { listen, secret } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -433,3 +433,53 @@ webhook_url = "{}"
         "the webhook URL is a secret"
     );
 }
+
+#[test]
+fn jobs_with_the_same_order_key_run_one_at_a_time_in_order() {
+    let env = Env::new();
+    let rx = Receiver::start(
+        env.dir.path(),
+        HOOK_SECRET,
+        "sleep:0.3,sleep:0.3,sleep:0.3,sleep:0.3",
+    );
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_http"));
+    env.rule(
+        "forward",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("forward", #{ customer: "c1", body: #{ invoice: event.data.eventData.entityId } });"#,
+    );
+    let config = env.config(&format!(
+        r#"
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.forward]
+plugin = "http"
+url = "{}"
+concurrency = 8
+order_by = "customer"
+"#,
+        rx.url()
+    ));
+    let daemon = Daemon::start(&config);
+    for i in 0..4 {
+        daemon.send_viewed(&format!("inv_o{i}"));
+    }
+    let reqs = rx.wait(4, 20);
+    assert_eq!(reqs.len(), 4, "{}", daemon.logs());
+    let invoices: Vec<String> = reqs
+        .iter()
+        .map(|r| {
+            let b: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            b["invoice"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(invoices, ["inv_o0", "inv_o1", "inv_o2", "inv_o3"]);
+    // One at a time: each arrived after the one before was answered (0.3 s).
+    for w in reqs.windows(2) {
+        let gap = w[1]["at"].as_f64().unwrap() - w[0]["at"].as_f64().unwrap();
+        assert!(gap >= 0.28, "overlapped: {gap:.2}s apart");
+    }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: Tight webhooks at a steady rate (default 1,000/s for
+# 10 s) into Switchyard (default durable settings), a rule forwarding each
+# to the http action, and a receiver on 127.0.0.1 that answers at once and
+# measures how long each event took from its scheduled send to its arrival.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${RATE:-1000} SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+SECRET=bench-secret-0123456789abcdefghijklmnop
+SY_PORT=18090 RX_PORT=19200
+
+cargo build --release -q -p switchyard -p switchyard-tight -p switchyard-http -p switchyard-bench
+work=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$work/plugins" "$work/rules" "$work/data"
+cp target/release/libswitchyard_tight.so target/release/libswitchyard_http.so "$work/plugins/"
+cat > "$work/rules/forward.rhai" <<'RHAI'
+const EVENTS = ["tight.invoiceViewed"];
+action("forward", #{ body: #{ invoice: event.data.eventData.entityId, id: event.id } });
+RHAI
+cat > "$work/switchyard.toml" <<TOML
+listen = "127.0.0.1:$SY_PORT"
+data_dir = "data"
+plugin_dir = "plugins"
+rules_dir = "rules"
+[sources.tight]
+plugin = "tight"
+secret = { env = "BENCH_SECRET" }
+[actions.forward]
+plugin = "http"
+url = "http://127.0.0.1:$RX_PORT/in"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+concurrency = 32
+TOML
+BENCH_SECRET=$SECRET SWITCHYARD_LOG=warn target/release/switchyard run --config "$work/switchyard.toml" 2>"$work/switchyard.log" &
+pid=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$SY_PORT") 2>/dev/null && break; sleep 0.1; done
+target/release/switchyard-bench e2e --url "http://127.0.0.1:$SY_PORT/hooks/tight" --secret "$SECRET" \
+    --listen "127.0.0.1:$RX_PORT" --rate "$RATE" --seconds "$SECONDS_PER_RUN"
+echo "switchyard peak RSS: $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") kB"
