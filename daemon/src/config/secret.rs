@@ -32,6 +32,8 @@ pub fn looks_like_secret_key(key: &str) -> bool {
         || k == "key"
         || k.ends_with("_key")
         || k.ends_with("-key")
+        // A Slack incoming webhook's URL is its credential.
+        || k == "webhook_url"
 }
 
 /// Dotted names of literal (non-reference) secrets under `scope`.
