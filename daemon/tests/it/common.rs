@@ -107,6 +107,10 @@ impl Env {
             "switchyard_tripletex",
             "switchyard_tightknit",
             "switchyard_webhook",
+            "switchyard_email",
+            "switchyard_http",
+            "switchyard_slack",
+            "switchyard_exec",
         ] {
             self.add_plugin(&built_plugin(lib));
         }
