@@ -31,8 +31,9 @@ pub struct Switchyard {
     rules: Arc<Rules>,
     /// Reloads the rules when their folder changes, until dropped.
     _watcher: Option<crate::rules::watch::RulesWatcher>,
+    metrics: Arc<crate::metrics::Metrics>,
     store: Arc<dyn Store>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -280,6 +281,13 @@ impl Switchyard {
     ) -> Result<Switchyard, Problems> {
         let pool = CallPool::new(config.plugin_concurrency);
         let rules = Arc::new(built.rules);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        {
+            let metrics = metrics.clone();
+            store.observe_commits(Box::new(move |took| {
+                metrics.store_commit_seconds.observe(took.as_secs_f64())
+            }));
+        }
         let (stop, stop_rx) = watch::channel(false);
         let gauge = Arc::new(BacklogGauge::default());
         if let Ok(b) = store.backlog().await {
@@ -296,6 +304,7 @@ impl Switchyard {
                 jitter: config.delivery.jitter,
             },
             config.delivery.concurrency,
+            metrics.clone(),
         );
         let (inbox_tx, inbox) = tokio::sync::mpsc::channel(crate::router::INBOX);
         let overflowed = Arc::new(AtomicBool::new(false));
@@ -308,6 +317,7 @@ impl Switchyard {
             handoff: dispatcher.handoff(),
             gauge: gauge.clone(),
             known_action: Arc::new(move |name: &str| action_names.contains(name)),
+            metrics: metrics.clone(),
         };
         let tasks = vec![
             router.spawn(stop_rx.clone()),
@@ -327,6 +337,7 @@ impl Switchyard {
             max_unrouted_events: config.store.max_unrouted_events,
             max_pending_jobs: config.store.max_pending_jobs,
             trusted_proxies: config.trusted_proxies.clone(),
+            metrics: metrics.clone(),
             stopping: AtomicBool::new(false),
         });
         tracing::info!(
@@ -347,9 +358,10 @@ impl Switchyard {
             ingress,
             rules,
             store,
-            tasks,
+            tasks: std::sync::Mutex::new(tasks),
             stop,
             _watcher: watcher,
+            metrics,
         })
     }
 
@@ -359,6 +371,84 @@ impl Switchyard {
 
     pub fn rules(&self) -> &Arc<Rules> {
         &self.rules
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let set = self.rules.current();
+        self.metrics.rules_version.set(set.version as i64);
+        self.metrics.rules_broken.set(set.broken.len() as i64);
+        let failures = self.rules.failed_reloads.load(Ordering::Relaxed);
+        let counted = self.metrics.rules_reload_failures.get();
+        if failures > counted {
+            self.metrics
+                .rules_reload_failures
+                .inc_by(failures - counted);
+        }
+        self.metrics.render()
+    }
+
+    /// Whether the daemon can take webhooks: not stopping, and the store
+    /// takes writes. The reason when not.
+    pub async fn ready(&self) -> Result<(), String> {
+        if self.ingress.stopping.load(Ordering::Relaxed) {
+            return Err("stopping".into());
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("store: {e}")),
+            Err(_) => Err("store: no answer within 2 s".into()),
+        }
+    }
+
+    /// `GET /healthz` (the process serves), `GET /readyz` (it can take
+    /// webhooks: 503 otherwise) and `GET /metrics` (Prometheus text).
+    pub fn service_filter(
+        self: &Arc<Self>,
+    ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+        use warp::Reply as _;
+        let health = warp::path("healthz")
+            .and(warp::path::end())
+            .and(warp::get())
+            .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+        let app = self.clone();
+        let ready = warp::path("readyz")
+            .and(warp::path::end())
+            .and(warp::get())
+            .and_then(move || {
+                let app = app.clone();
+                async move {
+                    let resp = match app.ready().await {
+                        Ok(()) => warp::reply::json(&serde_json::json!({"status": "ready"}))
+                            .into_response(),
+                        Err(why) => warp::reply::with_status(
+                            warp::reply::json(
+                                &serde_json::json!({"status": "not ready", "reason": why}),
+                            ),
+                            warp::http::StatusCode::SERVICE_UNAVAILABLE,
+                        )
+                        .into_response(),
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+        let app = self.clone();
+        let metrics = warp::path("metrics")
+            .and(warp::path::end())
+            .and(warp::get())
+            .map(move || {
+                warp::reply::with_header(
+                    app.render_metrics(),
+                    "content-type",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+                .into_response()
+            });
+        health.or(ready).unify().or(metrics).unify()
     }
 
     /// Compiles the rules folder again now (what a change to it, or SIGHUP,
@@ -382,10 +472,11 @@ impl Switchyard {
     /// Stops accepting webhooks (the filter answers 503 from then on), lets
     /// the router finish its batch and the dispatcher its attempts in flight.
     /// What is left stays in the store and resumes at the next start.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.ingress.stopping.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
-        for task in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
             if let Err(e) = task.await {
                 tracing::error!("a background task ended badly: {e}");
             }

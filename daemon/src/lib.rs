@@ -37,6 +37,7 @@ pub mod dispatch;
 pub mod event;
 pub mod host;
 pub mod ingress;
+pub mod metrics;
 pub mod router;
 pub mod rules;
 pub mod server;

@@ -68,6 +68,7 @@ pub struct Router {
     pub gauge: Arc<BacklogGauge>,
     /// Actions the config defines; calls to others are logged and dropped.
     pub known_action: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The idempotency key of a job: `{event}:{rule}:{call}`, and for a replay
@@ -96,6 +97,8 @@ impl Router {
                 if last_refresh.elapsed() >= IDLE_POLL {
                     if let Ok(b) = self.store.backlog().await {
                         self.gauge.set(b);
+                        self.metrics.unrouted_events.set(b.unrouted_events as i64);
+                        self.metrics.pending_jobs.set(b.pending_jobs as i64);
                     }
                     last_refresh = Instant::now();
                 }
@@ -162,7 +165,29 @@ impl Router {
         })
         .await;
         let mut routings = match routed {
-            Ok(r) => r,
+            Ok(r) => {
+                for run in r
+                    .iter()
+                    .flat_map(|r: &Routing| r.rule_runs.as_array().into_iter().flatten())
+                {
+                    let rule = run.get("rule").and_then(|v| v.as_str()).unwrap_or("?");
+                    let outcome = if run.get("error").is_some_and(|e| !e.is_null()) {
+                        "error"
+                    } else {
+                        "ok"
+                    };
+                    self.metrics
+                        .rule_runs
+                        .get_or_create(&crate::metrics::RuleLabels {
+                            rule: rule.to_string(),
+                            outcome: outcome.to_string(),
+                        })
+                        .inc();
+                    let us = run.get("elapsed_us").and_then(|v| v.as_u64()).unwrap_or(0);
+                    self.metrics.rule_seconds.observe(us as f64 / 1e6);
+                }
+                r
+            }
             Err(e) => {
                 tracing::error!("routing failed: {e}");
                 return;

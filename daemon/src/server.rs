@@ -1,5 +1,5 @@
 //! The standalone HTTP server `switchyard run` uses: the webhook filter at
-//! the root, a JSON 404 for anything else, SIGHUP to reload the rules,
+//! the root, `/healthz`, `/readyz` and `/metrics`, a JSON 404 for anything else, SIGHUP to reload the rules,
 //! graceful shutdown.
 
 use std::future::Future;
@@ -34,8 +34,8 @@ pub async fn run(
             StatusCode::NOT_FOUND,
         )
     });
-    let routes = app.filter().or(fallback);
     let app = std::sync::Arc::new(app);
+    let routes = app.filter().or(app.service_filter()).or(fallback);
     let hangups = tokio::spawn(reload_on_sighup(app.clone()));
     tracing::info!(%addr, "listening for webhooks on http://{addr}/hooks/<source>");
     on_bound(addr);
@@ -47,10 +47,7 @@ pub async fn run(
     tracing::info!("stopped accepting webhooks; finishing routed work");
     hangups.abort();
     let _ = hangups.await;
-    match std::sync::Arc::try_unwrap(app) {
-        Ok(app) => app.shutdown().await,
-        Err(_) => tracing::error!("could not finish the routed work cleanly"),
-    }
+    app.shutdown().await;
     Ok(())
 }
 

@@ -102,6 +102,7 @@ pub struct Dispatcher {
     handoff_tx: mpsc::Sender<ClaimedJob>,
     /// Jobs waiting behind one with the same ordering key.
     queues: Arc<KeyQueues>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Dispatcher {
@@ -111,6 +112,7 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         policy: RetryPolicy,
         max_in_flight: usize,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Dispatcher {
         let (handoff_tx, handoff_rx) = mpsc::channel(max_in_flight.max(1));
         Dispatcher {
@@ -123,6 +125,7 @@ impl Dispatcher {
             handoff: Arc::new(std::sync::Mutex::new(Some(handoff_rx))),
             handoff_tx,
             queues: Arc::new(KeyQueues::default()),
+            metrics,
         }
     }
 
@@ -274,6 +277,33 @@ impl Dispatcher {
         let finished = now_ms();
         self.update_gate(&job.action, &attempt, finished).await;
         let finish = self.policy.decide(job.series_attempt, &attempt, finished);
+        let action_label = crate::metrics::ActionLabel {
+            action: job.action.clone(),
+        };
+        let outcome = match &attempt {
+            ExecOutcome::Done(_) => "done",
+            ExecOutcome::Retryable(_) | ExecOutcome::RetryAfter(..) => "retryable",
+            ExecOutcome::Permanent(_) => "permanent",
+            ExecOutcome::Gone(_) => "gone",
+        };
+        self.metrics
+            .action_attempts
+            .get_or_create(&crate::metrics::ActionLabels {
+                action: job.action.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.metrics
+            .action_seconds
+            .get_or_create(&action_label)
+            .observe((finished - started).max(0) as f64 / 1e3);
+        if let Some(a) = self.actions.get(&job.action) {
+            self.metrics
+                .plugin_call(&a.instance.plugin().name, "execute", outcome);
+        }
+        if matches!(finish, Finish::Dead { .. }) {
+            self.metrics.dead_letters.get_or_create(&action_label).inc();
+        }
         if let Finish::Dead { message } = &finish {
             tracing::error!(
                 event_id = %event_id(&job), rule = %job.rule, action = %job.action, job_id = %job.id,
@@ -320,6 +350,17 @@ impl Dispatcher {
             ),
         }
         let state = handle.breaker.snapshot(action, now);
+        let paused = match state.state.as_str() {
+            "disabled" => 2,
+            "open" | "half-open" => 1,
+            _ => 0,
+        };
+        self.metrics
+            .action_paused
+            .get_or_create(&crate::metrics::ActionLabel {
+                action: action.to_string(),
+            })
+            .set(paused);
         if let Err(e) = self.store.save_action_state(state).await {
             tracing::error!(action, "cannot store the action's state: {e}");
         }

@@ -59,6 +59,7 @@ pub struct Ingress {
     pub max_pending_jobs: u64,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Set when the daemon is stopping: answer 503.
     pub stopping: std::sync::atomic::AtomicBool,
 }
@@ -224,6 +225,25 @@ impl Ingress {
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
+        let started = std::time::Instant::now();
+        let source = req.source.clone();
+        let known = self.sources.contains_key(&source);
+        let response = self.handle_inner(req, body).await;
+        if known {
+            self.metrics
+                .ingest_seconds
+                .get_or_create(&self.metrics.source(&source))
+                .observe(started.elapsed().as_secs_f64());
+        }
+        response
+    }
+
+    async fn handle_inner<S, B>(&self, req: Incoming, body: S) -> Response
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send,
+        B: Buf,
+    {
+        let m = &self.metrics;
         let Some(source) = self.sources.get(&req.source).cloned() else {
             tracing::info!(source = %req.source, "webhook for an unknown source");
             return error(StatusCode::NOT_FOUND, "unknown source");
@@ -241,20 +261,24 @@ impl Ingress {
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body_bytes) {
             tracing::warn!(source = %source.name, bytes = declared, "webhook body over the limit");
+            m.reject(&source.name, "too_large");
             return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
         }
         let body = match read_body(body, self.max_body_bytes).await {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
                 tracing::warn!(source = %source.name, "webhook body over the limit");
+                m.reject(&source.name, "too_large");
                 return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
             }
             Err(BodyError::Broken(e)) => {
                 tracing::info!(source = %source.name, "webhook body could not be read: {e}");
+                m.reject(&source.name, "unreadable");
                 return error(StatusCode::BAD_REQUEST, "unreadable body");
             }
         };
         if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            m.reject(&source.name, "shutting_down");
             return unavailable("shutting down", 5);
         }
         let backlog = self.gauge.get();
@@ -265,6 +289,7 @@ impl Ingress {
                 source = %source.name, unrouted = backlog.unrouted_events, pending_jobs = backlog.pending_jobs,
                 "backlog over its bound; asking the sender to retry"
             );
+            m.reject(&source.name, "backlog");
             return unavailable("busy", 30);
         }
         let sender = sender_address(
@@ -280,6 +305,7 @@ impl Ingress {
                 "webhook rejected: sender {} is not in allow_ips",
                 sender.map_or_else(|| "(unknown)".to_string(), |ip| ip.to_string())
             );
+            m.reject(&source.name, "sender_not_allowed");
             return error(StatusCode::FORBIDDEN, "forbidden");
         }
         let received_at = time::OffsetDateTime::now_utc();
@@ -303,8 +329,13 @@ impl Ingress {
             .await
             .and_then(|r| r);
         let drafts = match verdict {
-            Ok(Ok(drafts)) => drafts,
+            Ok(Ok(drafts)) => {
+                m.plugin_call(source.provider(), "verify", "ok");
+                drafts
+            }
             Ok(Err(rejection)) => {
+                m.reject(&source.name, rejection.kind.as_str());
+                m.plugin_call(source.provider(), "verify", "rejected");
                 tracing::warn!(
                     source = %source.name, reason = rejection.kind.as_str(),
                     "webhook rejected: {}", rejection.message
@@ -321,10 +352,19 @@ impl Ingress {
             }
             Err(e @ (PluginError::Timeout(_) | PluginError::Busy(_))) => {
                 tracing::error!(source = %source.name, "provider plugin unavailable: {e}");
+                m.reject(&source.name, "plugin_unavailable");
+                let what = if matches!(e, PluginError::Timeout(_)) {
+                    "timeout"
+                } else {
+                    "busy"
+                };
+                m.plugin_call(source.provider(), "verify", what);
                 return unavailable("temporarily unavailable", 5);
             }
             Err(e) => {
                 tracing::error!(source = %source.name, "provider plugin failed: {e}");
+                m.reject(&source.name, "plugin_failed");
+                m.plugin_call(source.provider(), "verify", "failed");
                 return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
             }
         };
@@ -357,6 +397,7 @@ impl Ingress {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(source = %source.name, "cannot store the webhook; asking the sender to retry: {e}");
+                m.reject(&source.name, "store_unavailable");
                 return unavailable("temporarily unavailable", 5);
             }
         };
@@ -384,6 +425,14 @@ impl Ingress {
                 }
             }
         }
+        let label = m.source(&source.name);
+        m.accepted
+            .get_or_create(&label)
+            .inc_by(accepted.len() as u64);
+        m.duplicates
+            .get_or_create(&label)
+            .inc_by(duplicates.len() as u64);
+        m.stale.get_or_create(&label).inc_by(stale.len() as u64);
         if !accepted.is_empty() {
             self.gauge
                 .unrouted_events

@@ -296,6 +296,14 @@ pub trait Store: Send + Sync + 'static {
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>>;
     fn show_event(&self, id: String) -> StoreFuture<'_, EventDetail>;
 
+    /// Takes the write lock and commits nothing: the store can write.
+    fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Has `f` told the time of each commit, for metrics (if the store can).
+    fn observe_commits(&self, f: Box<dyn Fn(std::time::Duration) + Send + Sync>) {
+        let _ = f;
+    }
+
     /// Puts a claimed job back, due at `next_at_ms`, without using an attempt
     /// (its action was paused).
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()>;

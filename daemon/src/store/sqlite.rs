@@ -102,6 +102,8 @@ where
 }
 
 pub struct SqliteStore {
+    /// Told of each group commit's time, once someone asks to be.
+    on_commit: Arc<std::sync::OnceLock<CommitObserver>>,
     path: PathBuf,
     ops: Mutex<Option<std_mpsc::Sender<Op>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -174,11 +176,14 @@ impl SqliteStore {
         migrate(&conn)?;
         let (tx, rx) = std_mpsc::channel::<Op>();
         let durability = options.durability;
+        let on_commit: Arc<std::sync::OnceLock<CommitObserver>> = Arc::default();
+        let observer = on_commit.clone();
         std::thread::Builder::new()
             .name("switchyard-store".into())
-            .spawn(move || writer(conn, rx, durability))
+            .spawn(move || writer(conn, rx, durability, observer))
             .map_err(|e| StoreError::Other(format!("cannot start the store writer: {e}")))?;
         Ok(SqliteStore {
+            on_commit,
             path: path.to_path_buf(),
             ops: Mutex::new(Some(tx)),
             readers: Arc::new(Mutex::new(Vec::new())),
@@ -271,7 +276,15 @@ impl SqliteStore {
 /// The writer thread: group commit. A batch holding a write that needs to
 /// be on disk commits with an fsync (`synchronous = FULL`, with full
 /// durability); a batch of bookkeeping only commits without one (`NORMAL`).
-fn writer(conn: Connection, rx: std_mpsc::Receiver<Op>, durability: Durability) {
+/// Told the time of each group commit.
+pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
+fn writer(
+    conn: Connection,
+    rx: std_mpsc::Receiver<Op>,
+    durability: Durability,
+    on_commit: Arc<std::sync::OnceLock<CommitObserver>>,
+) {
     let mut synchronous = "";
     // Statements run per batch and per write: parse them once.
     let run =
@@ -330,11 +343,11 @@ fn writer(conn: Connection, rx: std_mpsc::Receiver<Op>, durability: Durability) 
             tracing::error!("store: commit failed: {e}");
             let _ = run("ROLLBACK");
         }
-        tracing::trace!(
-            ops,
-            us = started.elapsed().as_micros() as u64,
-            "store commit"
-        );
+        let took = started.elapsed();
+        if let Some(f) = on_commit.get() {
+            f(took);
+        }
+        tracing::trace!(ops, us = took.as_micros() as u64, "store commit");
         for reply in replies {
             reply(commit.clone());
         }
@@ -954,6 +967,15 @@ impl Store for SqliteStore {
                 .map_err(map_err)?;
             Ok(rows)
         })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.write_relaxed(|_| Ok(()))
+    }
+
+    /// Set once; later calls are ignored.
+    fn observe_commits(&self, f: CommitObserver) {
+        let _ = self.on_commit.set(f);
     }
 
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {

@@ -13,4 +13,5 @@ mod plugins;
 mod providers;
 mod reload;
 mod rules_test;
+mod service;
 mod tight;

@@ -1,0 +1,236 @@
+//! Metrics in the Prometheus text format, and what they count.
+//!
+//! Owns: the registry and every metric family. Ingress, the router, the
+//! dispatcher and the store writer record into it; `/metrics` renders it.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub source: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+    pub call: String,
+    pub outcome: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency() -> Histogram {
+    // 0.1 ms … ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// Every metric the daemon keeps.
+pub struct Metrics {
+    registry: Registry,
+    pub accepted: Family<SourceLabel, Counter>,
+    pub rejected: Family<RejectLabels, Counter>,
+    pub duplicates: Family<SourceLabel, Counter>,
+    pub stale: Family<SourceLabel, Counter>,
+    pub ingest_seconds: Histograms<SourceLabel>,
+    pub store_commit_seconds: Histogram,
+    pub rule_runs: Family<RuleLabels, Counter>,
+    pub rule_seconds: Histogram,
+    pub action_attempts: Family<ActionLabels, Counter>,
+    pub action_seconds: Histograms<ActionLabel>,
+    pub dead_letters: Family<ActionLabel, Counter>,
+    /// 0 closed, 1 open or half-open, 2 disabled.
+    pub action_paused: Family<ActionLabel, Gauge>,
+    pub plugin_calls: Family<PluginLabels, Counter>,
+    pub unrouted_events: Gauge<i64, AtomicI64>,
+    pub pending_jobs: Gauge<i64, AtomicI64>,
+    pub rules_version: Gauge<i64, AtomicI64>,
+    pub rules_broken: Gauge<i64, AtomicI64>,
+    pub rules_reload_failures: Counter<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("switchyard");
+        let m = Metrics {
+            accepted: Family::default(),
+            rejected: Family::default(),
+            duplicates: Family::default(),
+            stale: Family::default(),
+            ingest_seconds: Family::new_with_constructor(latency),
+            store_commit_seconds: latency(),
+            rule_runs: Family::default(),
+            rule_seconds: latency(),
+            action_attempts: Family::default(),
+            action_seconds: Family::new_with_constructor(latency),
+            dead_letters: Family::default(),
+            action_paused: Family::default(),
+            plugin_calls: Family::default(),
+            unrouted_events: Gauge::default(),
+            pending_jobs: Gauge::default(),
+            rules_version: Gauge::default(),
+            rules_broken: Gauge::default(),
+            rules_reload_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "webhooks_accepted",
+            "Webhooks verified and stored, per source",
+            m.accepted.clone(),
+        );
+        r.register(
+            "webhooks_rejected",
+            "Webhooks refused, per source and reason",
+            m.rejected.clone(),
+        );
+        r.register(
+            "webhooks_duplicate",
+            "Deliveries already seen (answered 2xx, not routed)",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "events_stale",
+            "Events older than their object's last version (stored, not routed)",
+            m.stale.clone(),
+        );
+        r.register(
+            "ingest_seconds",
+            "From a webhook's body being read to its answer",
+            m.ingest_seconds.clone(),
+        );
+        r.register(
+            "store_commit_seconds",
+            "One group commit of the store",
+            m.store_commit_seconds.clone(),
+        );
+        r.register(
+            "rule_runs",
+            "Rule runs, per rule and outcome (ok, error)",
+            m.rule_runs.clone(),
+        );
+        r.register(
+            "rule_seconds",
+            "Time of one rule run",
+            m.rule_seconds.clone(),
+        );
+        r.register(
+            "action_attempts",
+            "Action attempts, per action and outcome",
+            m.action_attempts.clone(),
+        );
+        r.register(
+            "action_seconds",
+            "Time of one action attempt",
+            m.action_seconds.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Jobs moved to dead letters, per action",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            "action_paused",
+            "0 running, 1 circuit open, 2 disabled (410 Gone)",
+            m.action_paused.clone(),
+        );
+        r.register(
+            "plugin_calls",
+            "Plugin calls, per plugin, call and outcome",
+            m.plugin_calls.clone(),
+        );
+        r.register(
+            "unrouted_events",
+            "Events stored and not yet routed",
+            m.unrouted_events.clone(),
+        );
+        r.register(
+            "pending_jobs",
+            "Jobs waiting to run",
+            m.pending_jobs.clone(),
+        );
+        r.register(
+            "rules_version",
+            "The version of the live rule set",
+            m.rules_version.clone(),
+        );
+        r.register(
+            "rules_broken",
+            "Rule files that do not compile (their last good version runs)",
+            m.rules_broken.clone(),
+        );
+        r.register(
+            "rules_reload_failures",
+            "Reloads that found a rule file that does not compile",
+            m.rules_reload_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn source(&self, source: &str) -> SourceLabel {
+        SourceLabel {
+            source: source.to_string(),
+        }
+    }
+
+    pub fn reject(&self, source: &str, reason: &str) {
+        self.rejected
+            .get_or_create(&RejectLabels {
+                source: source.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn plugin_call(&self, plugin: &str, call: &str, outcome: &str) {
+        self.plugin_calls
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+                call: call.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+}
