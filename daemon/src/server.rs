@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use sd_notify::NotifyState;
 use warp::http::StatusCode;
 use warp::Filter;
 
@@ -37,16 +38,28 @@ pub async fn run(
     let app = std::sync::Arc::new(app);
     let routes = app.filter().or(app.service_filter()).or(fallback);
     let hangups = tokio::spawn(reload_on_sighup(app.clone()));
+    let watchdog = tokio::spawn(watchdog(app.clone()));
     tracing::info!(%addr, "listening for webhooks on http://{addr}/hooks/<source>");
     on_bound(addr);
+    let status = format!(
+        "accepting webhooks on {addr}; {} rules",
+        app.rules().current().rules().len()
+    );
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     warp::serve(routes)
         .incoming(listener)
         .graceful(shutdown)
         .run()
         .await;
     tracing::info!("stopped accepting webhooks; finishing routed work");
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: finishing routed work"),
+    ]);
     hangups.abort();
+    watchdog.abort();
     let _ = hangups.await;
+    let _ = watchdog.await;
     app.shutdown().await;
     Ok(())
 }
@@ -63,6 +76,38 @@ async fn reload_on_sighup(app: std::sync::Arc<Switchyard>) {
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading rules");
+        let now = NotifyState::monotonic_usec_now().ok();
+        let mut states = vec![NotifyState::Reloading];
+        states.extend(now);
+        notify(&states);
         app.reload_rules("SIGHUP").await;
+        notify(&[NotifyState::Ready, NotifyState::Status("reloaded")]);
+    }
+}
+
+/// Tells systemd (when it started us with Type=notify) how things are.
+fn notify(states: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// With `WatchdogSec=`, pings systemd at half the period — but only while
+/// the daemon can really take webhooks (the store takes a write): a wedged
+/// daemon stops pinging and systemd restarts it.
+async fn watchdog(app: std::sync::Arc<Switchyard>) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = (period / 2).max(std::time::Duration::from_millis(50));
+    loop {
+        match app.ready().await {
+            Ok(()) => notify(&[NotifyState::Watchdog]),
+            Err(why) => tracing::error!("not pinging the watchdog: {why}"),
+        }
+        tokio::time::sleep(every).await;
     }
 }

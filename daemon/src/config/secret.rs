@@ -1,8 +1,10 @@
 //! Secret references in plugin settings.
 //!
 //! Anywhere in a source's or action's settings, a value may be written as
-//! `{ env = "VAR" }` (an environment variable) or `{ file = "PATH" }` (a file,
-//! trailing newline dropped) instead of a literal string. They are replaced
+//! `{ env = "VAR" }` (an environment variable), `{ file = "PATH" }` (a file,
+//! trailing newline dropped) or `{ credential = "NAME" }` (a systemd
+//! credential: the file NAME in `$CREDENTIALS_DIRECTORY`, as `LoadCredential=`
+//! provides it) instead of a literal string. They are replaced
 //! by their value before the plugin sees its settings. A secret's value never
 //! appears in a message.
 
@@ -20,6 +22,19 @@ pub enum SecretError {
     },
     #[error("{key}: the secret is empty")]
     Empty { key: String },
+    #[error("{key}: credential {name}: {reason}")]
+    Credential {
+        key: String,
+        name: String,
+        reason: String,
+    },
+}
+
+fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+    let v = std::fs::read_to_string(path)?;
+    let v = v.strip_suffix('\n').unwrap_or(&v);
+    let v = v.strip_suffix('\r').unwrap_or(v);
+    Ok(v.to_string())
 }
 
 /// Keys whose literal string values are secrets, by name.
@@ -82,15 +97,36 @@ fn resolve_at(value: &mut Value, path: &str, errors: &mut Vec<SecretError>) {
                     }
                     return;
                 }
+                if let Some(Value::String(name)) = map.get("credential") {
+                    let dir = std::env::var_os("CREDENTIALS_DIRECTORY");
+                    let valid =
+                        !name.is_empty() && !name.contains('/') && name != "." && name != "..";
+                    let read = match (dir, valid) {
+                        (_, false) => Err("not a credential name".to_string()),
+                        (None, _) => Err("$CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit provides it)".to_string()),
+                        (Some(d), true) => read_secret_file(&std::path::Path::new(&d).join(name))
+                            .map_err(|e| e.to_string()),
+                    };
+                    match read {
+                        Ok(v) if v.is_empty() => {
+                            errors.push(SecretError::Empty { key: path.into() })
+                        }
+                        Ok(v) => *value = Value::String(v),
+                        Err(reason) => errors.push(SecretError::Credential {
+                            key: path.into(),
+                            name: name.clone(),
+                            reason,
+                        }),
+                    }
+                    return;
+                }
                 if let Some(Value::String(file)) = map.get("file") {
-                    match std::fs::read_to_string(file.as_str()) {
+                    match read_secret_file(std::path::Path::new(file.as_str())) {
                         Ok(v) => {
-                            let v = v.strip_suffix('\n').unwrap_or(&v);
-                            let v = v.strip_suffix('\r').unwrap_or(v);
                             if v.is_empty() {
                                 errors.push(SecretError::Empty { key: path.into() });
                             } else {
-                                *value = Value::String(v.to_string());
+                                *value = Value::String(v);
                             }
                         }
                         Err(e) => errors.push(SecretError::File {

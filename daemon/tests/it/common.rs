@@ -217,9 +217,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
+        Self::start_with_env(config, &[])
+    }
+
+    /// As [`start`](Self::start), with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["run", "--log-format", "json", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("SWITCHYARD_IT_SECRET", SECRET)
             .env("SWITCHYARD_LOG", "info")
             .stdin(Stdio::null())

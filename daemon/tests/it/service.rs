@@ -128,3 +128,128 @@ fn metrics_move_as_requests_arrive_and_health_answers() {
     );
     assert_eq!(value(&m, "switchyard_rules_version", &[]), 1.0);
 }
+
+/// Type=notify as systemd sees it: a datagram socket in NOTIFY_SOCKET.
+#[test]
+fn systemd_hears_ready_watchdog_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    let config = env.standard();
+    let socket_path = env.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "300000"),
+        ],
+    );
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = heard.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = socket.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let mut all = sink.lock().unwrap();
+                all.push_str(&msg);
+                all.push('\n');
+                if msg.contains("STOPPING=1") {
+                    break;
+                }
+            }
+        }
+    });
+    let has = |what: &str| heard.lock().unwrap().contains(what);
+    assert!(
+        eventually(10, || has("READY=1")),
+        "{}",
+        heard.lock().unwrap()
+    );
+    assert!(eventually(10, || has("WATCHDOG=1")));
+    let _ = Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status();
+    assert!(
+        eventually(10, || has("RELOADING=1")),
+        "{}",
+        heard.lock().unwrap()
+    );
+    assert!(has("MONOTONIC_USEC="));
+    let status = daemon.stop();
+    assert!(status.success());
+    reader.join().unwrap();
+    assert!(has("STOPPING=1"), "{}", heard.lock().unwrap());
+}
+
+/// `{ credential = "NAME" }` reads $CREDENTIALS_DIRECTORY/NAME, as systemd's
+/// LoadCredential= provides it.
+#[test]
+fn secrets_from_systemd_credentials() {
+    let env = Env::new();
+    let creds = env.path("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("tight-secret"), format!("{SECRET}\n")).unwrap();
+    let config = env.standard();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        r#"{ env = "SWITCHYARD_IT_SECRET" }"#,
+        r#"{ credential = "tight-secret" }"#,
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
+    );
+    daemon.send_viewed("inv_cred");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    // Without the directory, check names the credential and not its value.
+    let (code, out) = cli(&["check"], &config);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("credential tight-secret") && out.contains("CREDENTIALS_DIRECTORY"),
+        "{out}"
+    );
+    assert!(!out.contains(SECRET));
+}
+
+/// The shipped unit: `systemd-analyze verify` passes (with this build's
+/// binary in place of /usr/bin/switchyard) and `systemd-analyze security`
+/// rates it 2.0 or better.
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let unit = std::fs::read_to_string(repo_root().join("systemd/switchyard.service")).unwrap();
+    let env = Env::new();
+    let path = env.path("switchyard.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/switchyard", env!("CARGO_BIN_EXE_switchyard")),
+    )
+    .unwrap();
+    let analyze = |args: &[&str]| {
+        Command::new("systemd-analyze")
+            .args(args)
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (Debian package systemd) is needed")
+    };
+    let verify = analyze(&["verify"]);
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = analyze(&["security", "--offline=yes", "--threshold=20"]);
+    let report = String::from_utf8_lossy(&security.stdout);
+    assert!(security.status.success(), "exposure above 2.0:\n{report}");
+    let level: f64 = report
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for ").nth(1))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("an overall exposure level");
+    assert!(level <= 2.0, "{level}");
+}
