@@ -35,6 +35,8 @@ pub struct Switchyard {
     store: Arc<dyn Store>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
+    /// Wakes the dispatcher (after a redrive or an enable).
+    dispatch_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Everything `check` and `start` build before anything runs.
@@ -306,6 +308,7 @@ impl Switchyard {
             config.delivery.concurrency,
             metrics.clone(),
         );
+        let dispatch_wake = dispatcher.wake.clone();
         let (inbox_tx, inbox) = tokio::sync::mpsc::channel(crate::router::INBOX);
         let overflowed = Arc::new(AtomicBool::new(false));
         let router = Router {
@@ -362,6 +365,7 @@ impl Switchyard {
             stop,
             _watcher: watcher,
             metrics,
+            dispatch_wake,
         })
     }
 
@@ -371,6 +375,51 @@ impl Switchyard {
 
     pub fn rules(&self) -> &Arc<Rules> {
         &self.rules
+    }
+
+    /// Has the dispatcher look for due jobs now.
+    pub fn wake_dispatcher(&self) {
+        self.dispatch_wake.notify_one();
+    }
+
+    /// What the daemon is running: sources, rules, actions and their gates,
+    /// the backlog.
+    pub async fn status(&self) -> serde_json::Value {
+        use serde_json::json;
+        let set = self.rules.current();
+        let states = self.store.action_states().await.unwrap_or_default();
+        let backlog = self.store.backlog().await.ok();
+        let now = crate::store::now_ms();
+        let actions: Vec<_> = self
+            .config
+            .actions
+            .iter()
+            .map(|(name, a)| {
+                let st = states.iter().find(|s| &s.action == name);
+                let state = match (st.map(|s| s.state.as_str()), st.and_then(|s| s.until_ms)) {
+                    (Some("open"), Some(until)) if until <= now => "half-open",
+                    (Some(s), _) => s,
+                    (None, _) => "closed",
+                };
+                json!({
+                    "name": name, "plugin": a.plugin, "state": state,
+                    "failures": st.map_or(0, |s| s.failures),
+                    "until_ms": st.and_then(|s| s.until_ms),
+                    "reason": st.and_then(|s| s.reason.clone()),
+                })
+            })
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "sources": self.ingress.sources.iter().map(|(name, s)| json!({"name": name, "plugin": s.provider()})).collect::<Vec<_>>(),
+            "rules": {
+                "version": set.version,
+                "count": set.rules().len(),
+                "broken": set.broken.iter().map(|p| json!({"location": p.location, "message": p.message})).collect::<Vec<_>>(),
+            },
+            "actions": actions,
+            "backlog": backlog.map(|b| json!({"unrouted_events": b.unrouted_events, "pending_jobs": b.pending_jobs})),
+        })
     }
 
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {

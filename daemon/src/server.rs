@@ -38,6 +38,23 @@ pub async fn run(
     let app = std::sync::Arc::new(app);
     let routes = app.filter().or(app.service_filter()).or(fallback);
     let hangups = tokio::spawn(reload_on_sighup(app.clone()));
+    let admin = match app.config().admin.clone() {
+        Some(admin) => {
+            let listener = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .map_err(|e| {
+                    Problems(vec![Problem::new(
+                        "admin.listen",
+                        format!("cannot listen on {}: {e}", admin.listen),
+                    )])
+                })?;
+            let admin_addr = listener.local_addr().unwrap_or(admin.listen);
+            tracing::info!(admin_addr = %admin_addr, "admin API on http://{admin_addr}/v1/");
+            let routes = crate::admin::filter(app.clone(), admin.token);
+            Some(tokio::spawn(warp::serve(routes).incoming(listener).run()))
+        }
+        None => None,
+    };
     let watchdog = tokio::spawn(watchdog(app.clone()));
     tracing::info!(%addr, "listening for webhooks on http://{addr}/hooks/<source>");
     on_bound(addr);
@@ -58,6 +75,10 @@ pub async fn run(
     ]);
     hangups.abort();
     watchdog.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+        let _ = admin.await;
+    }
     let _ = hangups.await;
     let _ = watchdog.await;
     app.shutdown().await;

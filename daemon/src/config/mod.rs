@@ -91,6 +91,9 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     delivery: RawDelivery,
+    /// `[admin]`: the admin API's listener and token.
+    #[serde(default)]
+    admin: Option<Spanned<toml::Table>>,
     /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDRs).
     #[serde(default)]
     trusted_proxies: Vec<String>,
@@ -286,6 +289,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Proxies whose `X-Forwarded-For` names the sender.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The admin API, when `[admin]` is set.
+    pub admin: Option<AdminConfig>,
     pub sources: BTreeMap<String, SourceConfig>,
     pub actions: BTreeMap<String, ActionConfig>,
 }
@@ -307,6 +312,15 @@ pub struct SourceConfig {
     /// Credential values from the settings (secrets, tokens, passwords):
     /// wherever a request carries one, it is redacted before storing.
     pub credentials: Vec<String>,
+}
+
+/// `[admin]`: the admin API (status, events, replay, dead letters, actions,
+/// reload) on its own listener, behind a bearer token.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The bearer token (resolved; never logged).
+    pub token: String,
 }
 
 /// An `[actions.NAME]` table.
@@ -463,6 +477,46 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
         &file,
         &mut problems,
     );
+    let admin = raw.admin.and_then(|table| {
+        let location = at(table.span());
+        let value = match plugin_settings(table.into_inner(), "admin", &location, &mut warnings) {
+            Ok(v) => v,
+            Err(p) => {
+                problems.extend(p);
+                return None;
+            }
+        };
+        let listen = value
+            .get("listen")
+            .and_then(Value::as_str)
+            .and_then(|l| l.parse::<SocketAddr>().ok());
+        let token = value.get("token").and_then(Value::as_str).map(str::to_owned);
+        if let Some(m) = value.as_object() {
+            for k in m.keys().filter(|k| !matches!(k.as_str(), "listen" | "token")) {
+                problems.push(Problem::new(
+                    &location,
+                    format!("admin.{k} is not a setting (listen, token)"),
+                ));
+            }
+        }
+        match (listen, token) {
+            (Some(listen), Some(token)) if token.len() >= 16 => Some(AdminConfig { listen, token }),
+            (None, _) => {
+                problems.push(Problem::new(
+                    &location,
+                    "admin.listen must be an address such as \"127.0.0.1:8081\"",
+                ));
+                None
+            }
+            _ => {
+                problems.push(Problem::new(
+                    &location,
+                    "admin.token must be set, at least 16 characters (e.g. { credential = \"admin-token\" })",
+                ));
+                None
+            }
+        }
+    });
     let mut sources = BTreeMap::new();
     for (name, table) in raw.sources {
         let location = at(table.span());
@@ -632,6 +686,7 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
             store,
             delivery,
             trusted_proxies,
+            admin,
             sources,
             actions,
         },

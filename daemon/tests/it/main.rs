@@ -6,6 +6,7 @@
 mod common;
 
 mod actions;
+mod admin;
 mod check;
 mod durability;
 mod embed;

@@ -1,0 +1,153 @@
+//! The admin API: its own listener, a bearer token, and what it shows and does.
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const TOKEN: &str = "admin-token-0123456789abcdef";
+
+fn admin_addr(daemon: &Daemon) -> String {
+    assert!(eventually(10, || daemon.logged("admin API on")));
+    let logs = daemon.logs();
+    let line = logs.lines().find(|l| l.contains("admin API on")).unwrap();
+    let v: Value = serde_json::from_str(line).unwrap();
+    v["fields"]["admin_addr"].as_str().unwrap().to_string()
+}
+
+fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    tls_provider();
+    let client = reqwest::blocking::Client::new();
+    let mut req = client.request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn the_admin_api_needs_its_token_and_shows_and_does() {
+    let env = Env::new();
+    let config = env.standard_with(
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ env = \"ADMIN_TOKEN\" }}\n"),
+        "",
+    );
+    let daemon = Daemon::start_with_env(&config, &[("ADMIN_TOKEN", TOKEN)]);
+    let base = format!("http://{}", admin_addr(&daemon));
+
+    for token in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
+        let (status, body) = call("GET", &format!("{base}/v1/status"), token, None);
+        assert_eq!(status, 401, "{token:?}: {body}");
+    }
+    assert_eq!(
+        call("POST", &format!("{base}/v1/reload"), None, None).0,
+        401
+    );
+    assert_eq!(call("GET", &format!("{base}/metrics"), None, None).0, 401);
+
+    let id = daemon.send_viewed("inv_admin");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    let (status, st) = call("GET", &format!("{base}/v1/status"), Some(TOKEN), None);
+    assert_eq!(status, 200, "{st}");
+    assert_eq!(st["sources"][0]["name"], "tight");
+    assert_eq!(st["rules"]["count"], 1);
+    assert_eq!(st["actions"][0]["name"], "audit");
+    assert_eq!(st["actions"][0]["state"], "closed");
+
+    let (_, list) = call(
+        "GET",
+        &format!("{base}/v1/events?source=tight&limit=5"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(list["events"][0]["id"], id.as_str(), "{list}");
+    let (status, shown) = call("GET", &format!("{base}/v1/events/{id}"), Some(TOKEN), None);
+    assert_eq!(status, 200);
+    assert_eq!(shown["envelope"]["id"], id.as_str());
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{base}/v1/events/01NOSUCHEVENT0000000000000"),
+            Some(TOKEN),
+            None
+        )
+        .0,
+        404
+    );
+
+    let (status, _) = call(
+        "POST",
+        &format!("{base}/v1/events/{id}/replay"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        env.wait_audit(2).len(),
+        2,
+        "the replay ran the action again"
+    );
+
+    let (status, dead) = call("GET", &format!("{base}/v1/dead-letters"), Some(TOKEN), None);
+    assert_eq!(status, 200);
+    assert_eq!(dead["dead_letters"].as_array().unwrap().len(), 0);
+    let (status, _) = call(
+        "POST",
+        &format!("{base}/v1/dead-letters/redrive"),
+        Some(TOKEN),
+        Some(r#"{"all": true}"#),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{base}/v1/dead-letters/redrive"),
+            Some(TOKEN),
+            Some("{}")
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{base}/v1/actions/audit/enable"),
+            Some(TOKEN),
+            None
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{base}/v1/actions/nope/enable"),
+            Some(TOKEN),
+            None
+        )
+        .0,
+        404
+    );
+
+    let (status, reloaded) = call("POST", &format!("{base}/v1/reload"), Some(TOKEN), None);
+    assert_eq!(status, 200);
+    assert_eq!(reloaded["rules"], 1);
+    let (status, _) = call("GET", &format!("{base}/metrics"), Some(TOKEN), None);
+    assert_eq!(status, 200);
+    assert!(!daemon.logs().contains(TOKEN), "the token is never logged");
+}
+
+#[test]
+fn admin_settings_are_checked() {
+    let env = Env::new();
+    let config = env.standard_with("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"short\"\n", "");
+    let (code, out) = cli(&["check"], &config);
+    assert_eq!(code, 1);
+    assert!(out.contains("admin.token"), "{out}");
+}
