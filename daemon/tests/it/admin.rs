@@ -35,7 +35,7 @@ fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u1
 fn the_admin_api_needs_its_token_and_shows_and_does() {
     let env = Env::new();
     let config = env.standard_with(
-        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ env = \"ADMIN_TOKEN\" }}\n"),
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = { env = \"ADMIN_TOKEN\" }\n",
         "",
     );
     let daemon = Daemon::start_with_env(&config, &[("ADMIN_TOKEN", TOKEN)]);
