@@ -10,7 +10,7 @@
 //! | GET | `/v1/dead-letters?limit=` | dead letters |
 //! | POST | `/v1/dead-letters/redrive` | `{"id": "…"}` or `{"all": true}` |
 //! | POST | `/v1/actions/{name}/enable` | resume a paused or disabled action |
-//! | POST | `/v1/reload` | reload the rules |
+//! | POST | `/v1/reload` | reload the config, plugins and rules (422 with the problems if refused) |
 //! | GET | `/metrics`, `/healthz`, `/readyz` | as on the webhook listener |
 //!
 //! `since`/`until` are Unix milliseconds or RFC 3339. Errors are
@@ -201,7 +201,15 @@ pub fn filter(
         .and(warp::post())
         .and(with_app.clone())
         .then(|app: Arc<Switchyard>| async move {
-            app.reload_rules("admin API").await;
+            if let Err(problems) = app.reload("admin API").await {
+                return reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({
+                        "error": "reload refused; the running configuration stays",
+                        "problems": problems.0.iter().map(|p| json!({"location": p.location, "message": p.message})).collect::<Vec<_>>(),
+                    }),
+                );
+            }
             let set = app.rules().current();
             reply(
                 StatusCode::OK,

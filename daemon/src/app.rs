@@ -26,7 +26,8 @@ use crate::store::{now_ms, Pruned, SqliteStore, Store, StoreOptions};
 
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
-    config: Config,
+    /// The configuration now live; a reload swaps it.
+    config: std::sync::RwLock<Arc<Config>>,
     ingress: Arc<Ingress>,
     rules: Arc<Rules>,
     /// Reloads the rules when their folder changes, until dropped.
@@ -37,6 +38,12 @@ pub struct Switchyard {
     stop: watch::Sender<bool>,
     /// Wakes the dispatcher (after a redrive or an enable).
     dispatch_wake: Arc<tokio::sync::Notify>,
+    /// For swapping the actions on a reload.
+    dispatcher: Dispatcher,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    /// Reloads when a plugin library is added or replaced, once started.
+    plugin_watcher: std::sync::Mutex<Option<crate::rules::watch::RulesWatcher>>,
 }
 
 /// Everything `check` and `start` build before anything runs.
@@ -46,6 +53,19 @@ pub struct Built {
     pub rules: Rules,
     /// Things worth saying that do not stop the daemon.
     pub warnings: Vec<Problem>,
+}
+
+/// Loads the plugins and builds the sources and actions (no rules): what a
+/// reload makes anew. Also returns warnings. Blocking.
+pub fn build_topology(config: &Config) -> Result<(Registry, Topology, Vec<Problem>), Problems> {
+    let registry = Registry::load_dir(&config.plugin_dir).map_err(|p| Problems(vec![p]))?;
+    let warnings = registry
+        .refused
+        .iter()
+        .map(|r| Problem::new("plugin_dir", format!("plugin refused: {r}")))
+        .collect();
+    let topology = host::build(config, &registry).map_err(Problems)?;
+    Ok((registry, topology, warnings))
 }
 
 /// Loads plugins, builds the sources and actions and compiles the rules,
@@ -255,6 +275,8 @@ impl Switchyard {
     /// Builds everything from a config, opens the store, and starts the
     /// background tasks (router, dispatcher, pruner) on the current runtime.
     pub async fn start(config: Config) -> Result<Switchyard, Problems> {
+        // Libraries load from copies, so a plugin replaced later loads anew.
+        crate::host::load_copies_into(config.data_dir.join(".plugins"));
         let cfg = config.clone();
         let built = tokio::task::spawn_blocking(move || build(&cfg))
             .await
@@ -296,7 +318,6 @@ impl Switchyard {
             gauge.set(b);
         }
         let actions = built.topology.actions;
-        let action_names: std::collections::BTreeSet<String> = actions.keys().cloned().collect();
         let dispatcher = Dispatcher::new(
             actions,
             pool.clone(),
@@ -319,16 +340,19 @@ impl Switchyard {
             dispatch: dispatcher.wake.clone(),
             handoff: dispatcher.handoff(),
             gauge: gauge.clone(),
-            known_action: Arc::new(move |name: &str| action_names.contains(name)),
+            known_action: {
+                let d = dispatcher.clone();
+                Arc::new(move |name: &str| d.has_action(name))
+            },
             metrics: metrics.clone(),
         };
         let tasks = vec![
             router.spawn(stop_rx.clone()),
-            dispatcher.spawn(stop_rx.clone()),
+            dispatcher.clone().spawn(stop_rx.clone()),
             spawn_pruner(store.clone(), config.store.retention, stop_rx),
         ];
         let ingress = Arc::new(Ingress {
-            sources: built.topology.sources,
+            sources: std::sync::RwLock::new(Arc::new(built.topology.sources)),
             pool,
             plugin_timeout: config.plugin_timeout,
             max_body_bytes: config.max_body_bytes,
@@ -344,7 +368,7 @@ impl Switchyard {
             stopping: AtomicBool::new(false),
         });
         tracing::info!(
-            sources = ingress.sources.len(),
+            sources = ingress.sources().len(),
             rules = rules.current().rules().len(),
             store = %config.store.path.display(),
             "switchyard ready"
@@ -357,7 +381,7 @@ impl Switchyard {
             }
         };
         Ok(Switchyard {
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             ingress,
             rules,
             store,
@@ -366,11 +390,106 @@ impl Switchyard {
             _watcher: watcher,
             metrics,
             dispatch_wake,
+            dispatcher,
+            reloading: tokio::sync::Mutex::new(()),
+            plugin_watcher: std::sync::Mutex::new(None),
         })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// Watches plugin_dir: a library added or replaced there triggers a
+    /// reload, so the sources and actions that name it go live with it.
+    pub fn watch_plugins(self: &Arc<Self>) {
+        let dir = self.config().plugin_dir.clone();
+        let app = Arc::downgrade(self);
+        let runtime = tokio::runtime::Handle::current();
+        let watcher = crate::rules::watch::watch_folder(&dir, crate::host::is_library, move || {
+            if let Some(app) = app.upgrade() {
+                let _ = runtime.block_on(app.reload("a plugin library changed"));
+            }
+        });
+        match watcher {
+            Ok(w) => {
+                *self
+                    .plugin_watcher
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(w)
+            }
+            Err(e) => tracing::error!("{e}; plugins change only on reload"),
+        }
+    }
+
+    /// The configuration now live.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reloads the config file, the plugins and the rules, and makes them
+    /// live together: sources and actions added, changed or removed take
+    /// effect; requests and attempts in flight finish on what they started
+    /// with. A config that does not load, or a plugin it names that does not,
+    /// leaves everything running as it was and says why. Settings that need
+    /// a new listener or store (`listen`, `data_dir`, `[store]`, `[admin]`)
+    /// take effect at the next start. An embedded instance without a config
+    /// file reloads its rules.
+    pub async fn reload(&self, why: &str) -> Result<(), Problems> {
+        let _one = self.reloading.lock().await;
+        let current = self.config();
+        let Some(path) = current.path.clone() else {
+            self.reload_rules_now(why).await;
+            return Ok(());
+        };
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (config, warnings) = config::load(&path)?;
+            let built = build_topology(&config)?;
+            Ok::<_, Problems>((config, built, warnings))
+        })
+        .await
+        .map_err(|e| Problems(vec![Problem::new("reload", e.to_string())]))?;
+        let (config, (registry, topology, more), warnings) = match loaded {
+            Ok(v) => v,
+            Err(problems) => {
+                for p in &problems.0 {
+                    tracing::error!("reload refused ({why}); the running configuration stays: {p}");
+                }
+                return Err(problems);
+            }
+        };
+        for w in warnings.iter().chain(&more) {
+            tracing::warn!("{w}");
+        }
+        for refused in &registry.refused {
+            tracing::warn!("plugin refused: {refused}");
+        }
+        let restart_only = [
+            ("listen", current.listen != config.listen),
+            ("data_dir", current.data_dir != config.data_dir),
+            ("rules_dir", current.rules_dir != config.rules_dir),
+            ("store", current.store.path != config.store.path),
+            (
+                "admin",
+                current.admin.as_ref().map(|a| a.listen) != config.admin.as_ref().map(|a| a.listen),
+            ),
+        ];
+        for (what, changed) in restart_only {
+            if changed {
+                tracing::warn!("{what} changed: it takes effect at the next start");
+            }
+        }
+        let (sources, actions) = (topology.sources.len(), topology.actions.len());
+        self.ingress.set_sources(topology.sources);
+        self.dispatcher.set_actions(topology.actions);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        tracing::info!(
+            sources,
+            actions,
+            "configuration and plugins reloaded ({why})"
+        );
+        self.reload_rules_now(why).await;
+        self.dispatcher.wake.notify_one();
+        Ok(())
     }
 
     pub fn rules(&self) -> &Arc<Rules> {
@@ -390,8 +509,8 @@ impl Switchyard {
         let states = self.store.action_states().await.unwrap_or_default();
         let backlog = self.store.backlog().await.ok();
         let now = crate::store::now_ms();
-        let actions: Vec<_> = self
-            .config
+        let config = self.config();
+        let actions: Vec<_> = config
             .actions
             .iter()
             .map(|(name, a)| {
@@ -411,7 +530,7 @@ impl Switchyard {
             .collect();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "sources": self.ingress.sources.iter().map(|(name, s)| json!({"name": name, "plugin": s.provider()})).collect::<Vec<_>>(),
+            "sources": self.ingress.sources().iter().map(|(name, s)| json!({"name": name, "plugin": s.provider()})).collect::<Vec<_>>(),
             "rules": {
                 "version": set.version,
                 "count": set.rules().len(),
@@ -503,9 +622,14 @@ impl Switchyard {
     /// Compiles the rules folder again now (what a change to it, or SIGHUP,
     /// does), off the async threads.
     pub async fn reload_rules(&self, why: &'static str) {
+        self.reload_rules_now(why).await
+    }
+
+    async fn reload_rules_now(&self, why: &str) {
+        let why = why.to_string();
         let rules = self.rules.clone();
         let _ =
-            tokio::task::spawn_blocking(move || crate::rules::watch::reload_and_log(&rules, why))
+            tokio::task::spawn_blocking(move || crate::rules::watch::reload_and_log(&rules, &why))
                 .await;
     }
 
@@ -523,6 +647,10 @@ impl Switchyard {
     /// What is left stays in the store and resumes at the next start.
     pub async fn shutdown(&self) {
         self.ingress.stopping.store(true, Ordering::Relaxed);
+        self.plugin_watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let _ = self.stop.send(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {

@@ -36,8 +36,17 @@ pub async fn run(
         )
     });
     let app = std::sync::Arc::new(app);
+    app.watch_plugins();
     let routes = app.filter().or(app.service_filter()).or(fallback);
-    let hangups = tokio::spawn(reload_on_sighup(app.clone()));
+    // Listen for SIGHUP before saying we are up: its default would kill us.
+    let hup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| {
+            Problems(vec![Problem::new(
+                "signals",
+                format!("cannot listen for SIGHUP: {e}"),
+            )])
+        })?;
+    let hangups = tokio::spawn(reload_on_sighup(app.clone(), hup));
     let admin = match app.config().admin.clone() {
         Some(admin) => {
             let listener = tokio::net::TcpListener::bind(admin.listen)
@@ -85,24 +94,22 @@ pub async fn run(
     Ok(())
 }
 
-/// SIGHUP reloads the rules.
-async fn reload_on_sighup(app: std::sync::Arc<Switchyard>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGHUP: {e}");
-            return;
-        }
-    };
+/// SIGHUP reloads the configuration, the plugins and the rules.
+async fn reload_on_sighup(app: std::sync::Arc<Switchyard>, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading rules");
+        tracing::info!("SIGHUP: reloading the configuration, plugins and rules");
         let now = NotifyState::monotonic_usec_now().ok();
         let mut states = vec![NotifyState::Reloading];
         states.extend(now);
         notify(&states);
-        app.reload_rules("SIGHUP").await;
-        notify(&[NotifyState::Ready, NotifyState::Status("reloaded")]);
+        let status = match app.reload("SIGHUP").await {
+            Ok(()) => "reloaded".to_string(),
+            Err(p) => format!(
+                "reload refused, still running the previous configuration: {}",
+                p.0.len()
+            ),
+        };
+        notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     }
 }
 

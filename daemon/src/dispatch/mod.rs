@@ -86,10 +86,14 @@ impl RetryPolicy {
     }
 }
 
+/// The configured actions by name.
+pub type Actions = BTreeMap<String, Arc<ActionHandle>>;
+
 /// Runs jobs on action plugins. Cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
-    actions: Arc<BTreeMap<String, Arc<ActionHandle>>>,
+    /// The configured actions; a reload swaps the whole map.
+    actions: Arc<std::sync::RwLock<Arc<Actions>>>,
     pool: CallPool,
     store: Arc<dyn Store>,
     policy: Arc<RetryPolicy>,
@@ -116,7 +120,7 @@ impl Dispatcher {
     ) -> Dispatcher {
         let (handoff_tx, handoff_rx) = mpsc::channel(max_in_flight.max(1));
         Dispatcher {
-            actions: Arc::new(actions),
+            actions: Arc::new(std::sync::RwLock::new(Arc::new(actions))),
             pool,
             store,
             policy: Arc::new(policy),
@@ -133,11 +137,25 @@ impl Dispatcher {
     async fn sync_gates(&self) {
         if let Ok(states) = self.store.action_states().await {
             for st in &states {
-                if let Some(a) = self.actions.get(&st.action) {
+                if let Some(a) = self.actions().get(&st.action) {
                     a.breaker.sync(st);
                 }
             }
         }
+    }
+
+    /// The actions now configured.
+    pub fn actions(&self) -> Arc<Actions> {
+        self.actions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes a new set of actions live (a reload). Attempts in flight finish
+    /// on the instances they started with.
+    pub fn set_actions(&self, actions: Actions) {
+        *self.actions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(actions);
     }
 
     /// Where the router hands over jobs it claimed with their routing.
@@ -147,7 +165,7 @@ impl Dispatcher {
 
     /// Whether an action of that name is configured.
     pub fn has_action(&self, name: &str) -> bool {
-        self.actions.contains_key(name)
+        self.actions().contains_key(name)
     }
 
     /// Starts the dispatcher task: hands back jobs a previous process left
@@ -234,7 +252,7 @@ impl Dispatcher {
     /// Starts an attempt once a slot is free, unless the action's gate says
     /// wait, or another job with the same ordering key is running.
     async fn start(&self, job: ClaimedJob, tasks: &mut JoinSet<()>) {
-        if let Some(action) = self.actions.get(&job.action) {
+        if let Some(action) = self.actions().get(&job.action).cloned() {
             if let Admit::Wait(until) = action.breaker.admit(now_ms()) {
                 if let Err(e) = self.store.release_job(job.id.clone(), until).await {
                     tracing::error!(job_id = %job.id, "cannot put a paused job back: {e}");
@@ -297,7 +315,7 @@ impl Dispatcher {
             .action_seconds
             .get_or_create(&action_label)
             .observe((finished - started).max(0) as f64 / 1e3);
-        if let Some(a) = self.actions.get(&job.action) {
+        if let Some(a) = self.actions().get(&job.action) {
             self.metrics
                 .plugin_call(&a.instance.plugin().name, "execute", outcome);
         }
@@ -330,7 +348,7 @@ impl Dispatcher {
     /// Feeds an attempt's outcome to its action's breaker; logs and stores
     /// a change.
     async fn update_gate(&self, action: &str, attempt: &ExecOutcome, now: i64) {
-        let Some(handle) = self.actions.get(action) else {
+        let Some(handle) = self.actions().get(action).cloned() else {
             return;
         };
         let Some(change) = handle.breaker.record(attempt, now) else {
@@ -369,7 +387,7 @@ impl Dispatcher {
     /// Runs one attempt of a job and logs the outcome.
     pub async fn attempt(&self, job: &ClaimedJob) -> ExecOutcome {
         let event_id = event_id(job);
-        let Some(action) = self.actions.get(&job.action).cloned() else {
+        let Some(action) = self.actions().get(&job.action).cloned() else {
             let msg = format!("no action named {:?} in the config", job.action);
             tracing::error!(%event_id, rule = %job.rule, action = %job.action, job_id = %job.id, "{msg}");
             return ExecOutcome::Permanent(msg);

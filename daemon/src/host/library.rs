@@ -110,11 +110,52 @@ unsafe fn c_text(p: *const c_char) -> Option<String> {
 }
 
 /// Opens one library and reads its plugin table.
+/// Where libraries are copied before loading, once a running daemon says
+/// (see [`load_copies_into`]).
+static COPIES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// From now on, each library is copied into `dir` under a name made of its
+/// content's hash, and loaded from there: a library replaced in plugin_dir
+/// loads as the new code (the loader would hand back the old one for a path
+/// it has open), the same content reuses its copy, and nothing loaded is
+/// ever unloaded or overwritten under a running instance.
+pub fn load_copies_into(dir: PathBuf) {
+    let _ = COPIES.set(dir);
+}
+
+fn copy_for_loading(path: &Path) -> std::io::Result<PathBuf> {
+    let Some(dir) = COPIES.get() else {
+        return Ok(path.to_path_buf());
+    };
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path)?;
+    let hash: String = Sha256::digest(&bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
+    let copy = dir.join(format!("{stem}-{hash}.so"));
+    if !copy.exists() {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{stem}-{hash}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &copy)?;
+    }
+    Ok(copy)
+}
+
 pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
     let path_buf = path.to_path_buf();
+    let from = copy_for_loading(path).map_err(|e| LoadError::Open {
+        path: path_buf.clone(),
+        reason: format!("cannot copy it for loading: {e}"),
+    })?;
     // SAFETY: loading a library runs its initializers; plugin_dir is trusted
     // configuration, like the daemon binary itself.
-    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| LoadError::Open {
+    let lib = unsafe { libloading::Library::new(&from) }.map_err(|e| LoadError::Open {
         path: path_buf.clone(),
         reason: e.to_string(),
     })?;

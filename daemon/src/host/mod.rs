@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 pub use instance::{ExecOutcome, Instance, OwnedRequest, PluginError};
-pub use library::{is_library, load, LoadError, Plugin, Role};
+pub use library::{is_library, load, load_copies_into, LoadError, Plugin, Role};
 
 use crate::config::{Config, Problem};
 

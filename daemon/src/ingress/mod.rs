@@ -44,7 +44,8 @@ use crate::store::{redact_headers, redact_query, Ingested, PendingEvent, Store, 
 
 /// What ingress needs to answer a webhook.
 pub struct Ingress {
-    pub sources: BTreeMap<String, Arc<Source>>,
+    /// The configured sources; a reload swaps the whole map.
+    pub sources: std::sync::RwLock<Arc<BTreeMap<String, Arc<Source>>>>,
     pub pool: CallPool,
     pub plugin_timeout: Duration,
     pub max_body_bytes: u64,
@@ -220,6 +221,20 @@ where
 }
 
 impl Ingress {
+    /// The sources now configured.
+    pub fn sources(&self) -> Arc<BTreeMap<String, Arc<Source>>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes a new set of sources live (a reload). Requests in flight finish
+    /// with the source they started with.
+    pub fn set_sources(&self, sources: BTreeMap<String, Arc<Source>>) {
+        *self.sources.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(sources);
+    }
+
     async fn handle<S, B>(&self, req: Incoming, body: S) -> Response
     where
         S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -227,7 +242,7 @@ impl Ingress {
     {
         let started = std::time::Instant::now();
         let source = req.source.clone();
-        let known = self.sources.contains_key(&source);
+        let known = self.sources().contains_key(&source);
         let response = self.handle_inner(req, body).await;
         if known {
             self.metrics
@@ -244,7 +259,7 @@ impl Ingress {
         B: Buf,
     {
         let m = &self.metrics;
-        let Some(source) = self.sources.get(&req.source).cloned() else {
+        let Some(source) = self.sources().get(&req.source).cloned() else {
             tracing::info!(source = %req.source, "webhook for an unknown source");
             return error(StatusCode::NOT_FOUND, "unknown source");
         };

@@ -36,28 +36,41 @@ impl Drop for RulesWatcher {
 
 /// Starts watching `rules.dir`.
 pub fn watch(rules: Arc<Rules>) -> Result<RulesWatcher, String> {
+    let dir = rules.dir.clone();
+    watch_folder(&dir, is_rule_file, move || {
+        reload_and_log(&rules, "a rule file changed")
+    })
+}
+
+/// Watches a folder (not its subfolders) and calls `on_change`, on the
+/// watcher's own thread, after a burst of changes to files `relevant` accepts.
+pub fn watch_folder(
+    dir: &std::path::Path,
+    relevant: fn(&std::path::Path) -> bool,
+    on_change: impl Fn() + Send + 'static,
+) -> Result<RulesWatcher, String> {
     let (tx, rx) = std::sync::mpsc::channel::<DebounceEventResult>();
-    let mut debouncer = new_debouncer(DEBOUNCE, tx)
-        .map_err(|e| format!("cannot watch {}: {e}", rules.dir.display()))?;
+    let mut debouncer =
+        new_debouncer(DEBOUNCE, tx).map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     debouncer
         .watcher()
-        .watch(&rules.dir, RecursiveMode::NonRecursive)
-        .map_err(|e| format!("cannot watch {}: {e}", rules.dir.display()))?;
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let thread = std::thread::Builder::new()
-        .name("switchyard-rules".into())
+        .name("switchyard-watch".into())
         .spawn(move || {
             // The debouncer lives as long as this thread.
             let _debouncer = debouncer;
             while !stopping.load(Ordering::Relaxed) {
                 match rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(Ok(events)) => {
-                        if events.iter().any(|e| is_rule_file(&e.path)) {
-                            reload_and_log(&rules, "a rule file changed");
+                        if events.iter().any(|e| relevant(&e.path)) {
+                            on_change();
                         }
                     }
-                    Ok(Err(e)) => tracing::warn!("watching the rules folder: {e}"),
+                    Ok(Err(e)) => tracing::warn!("watching a folder: {e}"),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }

@@ -13,6 +13,7 @@ mod embed;
 mod plugins;
 mod providers;
 mod reload;
+mod reload_config;
 mod rules_test;
 mod service;
 mod tight;

@@ -128,7 +128,7 @@ fn sighup_reloads_the_rules() {
     let _ = std::process::Command::new("kill")
         .args(["-HUP", &daemon.pid().to_string()])
         .status();
-    assert!(eventually(10, || daemon.logged("SIGHUP: reloading rules")));
+    assert!(eventually(10, || daemon.logged("SIGHUP: reloading")));
     daemon.send_viewed("inv_hup");
     assert!(eventually(10, || env
         .audit_lines()

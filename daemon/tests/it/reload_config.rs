@@ -1,0 +1,178 @@
+//! Reloading the configuration and plugins while webhooks flow: a good
+//! config adds a source and removes one, a bad one is refused and the old
+//! keeps running, a plugin built after the daemon started goes live — and
+//! no acknowledged event is lost.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn sighup(daemon: &Daemon) {
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status();
+}
+
+const C_SOURCE: &str = r#"
+[sources.c]
+plugin = "c-example"
+token = { env = "SWITCHYARD_IT_SECRET" }
+"#;
+
+#[test]
+fn reload_with_good_and_bad_configs_while_webhooks_flow() {
+    let env = Env::new();
+    let config = env.standard();
+    let original = std::fs::read_to_string(&config).unwrap();
+    let daemon = Daemon::start(&config);
+
+    // Webhooks keep coming during all of it.
+    let signed = bulk_signed(200, "rl", 0);
+    let url = daemon.url("/hooks/tight");
+    let sender = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let mut accepted = Vec::new();
+        for s in signed {
+            let resp = client
+                .post(&url)
+                .header("Tight-Verification", &s.token)
+                .body(s.body)
+                .send()
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            let v: Value = resp.json().unwrap();
+            accepted.push(v["accepted"][0].as_str().unwrap().to_string());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        accepted
+    });
+
+    // A plugin built now, after the daemon started, named by a new source.
+    build_c_plugin(&env.plugin_dir());
+    std::fs::write(&config, format!("{original}\n{C_SOURCE}")).unwrap();
+    sighup(&daemon);
+    assert!(
+        eventually(10, || daemon.logged("configuration and plugins reloaded")),
+        "{}",
+        daemon.logs()
+    );
+    let (status, text) = daemon.post(
+        "/hooks/c",
+        &[("X-Switchyard-Token", SECRET)],
+        r#"{"say":"hi"}"#,
+    );
+    assert_eq!(status, 200, "{text}\n{}", daemon.logs());
+
+    // A bad config: refused, the running one stays (the c source still works).
+    std::fs::write(
+        &config,
+        format!("{original}\n{C_SOURCE}\n[sources.broken]\nplugin = \"nope\"\n"),
+    )
+    .unwrap();
+    sighup(&daemon);
+    assert!(
+        eventually(10, || daemon.logged("reload refused")),
+        "{}",
+        daemon.logs()
+    );
+    assert!(daemon.logged("sources.broken"));
+    let (status, _) = daemon.post(
+        "/hooks/c",
+        &[("X-Switchyard-Token", SECRET)],
+        r#"{"say":"still"}"#,
+    );
+    assert_eq!(status, 200);
+
+    // Back to the original: the c source is gone.
+    std::fs::write(&config, &original).unwrap();
+    sighup(&daemon);
+    assert!(eventually(10, || {
+        daemon
+            .post(
+                "/hooks/c",
+                &[("X-Switchyard-Token", SECRET)],
+                r#"{"say":"gone"}"#,
+            )
+            .0
+            == 404
+    }));
+
+    // Nothing acknowledged was lost: every tight event ran its action once.
+    let accepted = sender.join().unwrap();
+    assert_eq!(accepted.len(), 200);
+    assert!(
+        eventually(20, || env.audit_lines().len() >= 200),
+        "{}",
+        daemon.logs()
+    );
+    let lines = env.audit_lines();
+    for id in &accepted {
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l["event_id"] == id.as_str())
+                .count(),
+            1,
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn a_replaced_plugin_library_goes_live_without_a_restart() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    build_c_plugin(&env.plugin_dir());
+    env.rule(
+        "c",
+        r#"const EVENTS = ["c-example.*"]; action("audit", #{ said: event.data.say });"#,
+    );
+    let config = env.config(&format!(
+        "{C_SOURCE}\n[actions.audit]\nplugin = \"file\"\npath = \"{}\"\n",
+        env.audit_path().display()
+    ));
+    let daemon = Daemon::start(&config);
+    assert_eq!(
+        daemon
+            .post(
+                "/hooks/c",
+                &[("X-Switchyard-Token", SECRET)],
+                r#"{"say":"v1"}"#
+            )
+            .0,
+        200
+    );
+    // Rebuild the library in place (new content, same name): the folder
+    // watcher loads the new copy and the source's instance is remade.
+    let lib = env.plugin_dir().join("libswitchyard_c_example.so");
+    let before = std::fs::read(&lib).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let rebuilt = build_c_plugin(tmp.path());
+    let mut bytes = std::fs::read(&rebuilt).unwrap();
+    bytes.extend_from_slice(b"\0rebuilt");
+    assert_ne!(bytes, before);
+    let staged = env.plugin_dir().join(".staged");
+    std::fs::write(&staged, &bytes).unwrap();
+    std::fs::rename(&staged, &lib).unwrap();
+    assert!(
+        eventually(10, || daemon.logged("a plugin library changed")),
+        "{}",
+        daemon.logs()
+    );
+    assert_eq!(
+        daemon
+            .post(
+                "/hooks/c",
+                &[("X-Switchyard-Token", SECRET)],
+                r#"{"say":"v2"}"#
+            )
+            .0,
+        200
+    );
+    assert_eq!(env.wait_audit(2).len(), 2);
+}
