@@ -85,6 +85,11 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Reload the running daemon's config, plugins and rules (through the
+    /// admin API; `systemctl reload switchyard` does the same with SIGHUP).
+    Reload(ConfigArg),
+    /// What the running daemon runs: sources, rules, actions, backlog (admin API).
+    Status(ConfigArg),
     /// Actions: their circuit breakers and pauses (safe while the daemon runs).
     Actions {
         #[command(subcommand)]
@@ -225,6 +230,8 @@ fn main() -> ExitCode {
         }),
         Command::Dlq { command } => dlq(command),
         Command::Actions { command } => actions(command),
+        Command::Reload(c) => admin_call(&c.config, "POST", "/v1/reload"),
+        Command::Status(c) => admin_call(&c.config, "GET", "/v1/status"),
         Command::Rules {
             command:
                 RulesCommand::Test {
@@ -788,4 +795,41 @@ fn actions(command: ActionsCommand) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// Calls the running daemon's admin API (`[admin]` in the config) and prints
+/// the answer.
+fn admin_call(path: &Path, method: &str, api_path: &str) -> Result<ExitCode> {
+    let (config, _) = config::load(path).map_err(|p| anyhow!("{p}"))?;
+    let Some(admin) = config.admin else {
+        bail!(
+            "{} has no [admin] section: the command talks to the daemon's admin API \
+             (or use `systemctl reload switchyard` / kill -HUP for a reload)",
+            path.display()
+        );
+    };
+    let mut addr = admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}{api_path}");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()?;
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let response = client
+        .request(method, &url)
+        .bearer_auth(&admin.token)
+        .send()
+        .with_context(|| {
+            format!("cannot reach the daemon's admin API at {url} (is it running?)")
+        })?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().unwrap_or(serde_json::Value::Null);
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -140,6 +140,21 @@ fn the_admin_api_needs_its_token_and_shows_and_does() {
     assert_eq!(reloaded["rules"], 1);
     let (status, _) = call("GET", &format!("{base}/metrics"), Some(TOKEN), None);
     assert_eq!(status, 200);
+    // The CLI talks to it (at the port the daemon took).
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!(
+            "[admin]\nlisten = \"{}\"",
+            base.trim_start_matches("http://")
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, out) = cli_with_env(&["status"], &config, &[("ADMIN_TOKEN", TOKEN)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""name": "tight""#), "{out}");
+    let (code, out) = cli_with_env(&["reload"], &config, &[("ADMIN_TOKEN", TOKEN)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(daemon.logged("configuration and plugins reloaded (admin API)"));
     assert!(!daemon.logs().contains(TOKEN), "the token is never logged");
 }
 

@@ -412,10 +412,16 @@ pub fn bulk_signed(n: usize, prefix: &str, pad: usize) -> Vec<Signed> {
 
 /// Runs a `switchyard` command with the test secret; returns (exit code, stdout + stderr).
 pub fn cli(args: &[&str], config: &Path) -> (i32, String) {
+    cli_with_env(args, config, &[])
+}
+
+/// As [`cli`], with extra environment variables.
+pub fn cli_with_env(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .env("SWITCHYARD_IT_SECRET", SECRET)
         .output()
         .unwrap();
