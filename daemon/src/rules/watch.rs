@@ -3,7 +3,8 @@
 //! The folder is watched, not the files, so that an editor saving by
 //! writing a temporary file and renaming it over the rule is seen; events
 //! are debounced (a save is often several events) and only rule files count
-//! (`*.rhai`, not `.#x.rhai`, `x.rhai~` or swap files). Each change compiles
+//! (`*.rhai`, not `.#x.rhai`, `x.rhai~` or swap files), and only changes
+//! (reading a file is not one). Each change compiles
 //! the folder again and swaps the rule set whole (see [`Rules::reload`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +12,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
+use std::time::Instant;
+
+use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 
 use super::{is_rule_file, Rules};
 
@@ -42,18 +44,36 @@ pub fn watch(rules: Arc<Rules>) -> Result<RulesWatcher, String> {
     })
 }
 
+/// Whether an event changes a file (as opposed to reading it: loading a
+/// library or compiling a rule opens and reads files, and reacting to that
+/// would reload forever).
+fn changes_content(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        // A file written and closed: the end of a save.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
+}
+
 /// Watches a folder (not its subfolders) and calls `on_change`, on the
-/// watcher's own thread, after a burst of changes to files `relevant` accepts.
+/// watcher's own thread, once changes to files `relevant` accepts have
+/// stopped for `DEBOUNCE` (a save is often several events). Reads of those
+/// files are not changes.
 pub fn watch_folder(
     dir: &std::path::Path,
     relevant: fn(&std::path::Path) -> bool,
     on_change: impl Fn() + Send + 'static,
 ) -> Result<RulesWatcher, String> {
-    let (tx, rx) = std::sync::mpsc::channel::<DebounceEventResult>();
-    let mut debouncer =
-        new_debouncer(DEBOUNCE, tx).map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    debouncer
-        .watcher()
+    let (tx, rx) = std::sync::mpsc::channel::<notify::Result<Event>>();
+    let mut watcher = notify::recommended_watcher(move |res| {
+        let _ = tx.send(res);
+    })
+    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    watcher
         .watch(dir, RecursiveMode::NonRecursive)
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -61,22 +81,31 @@ pub fn watch_folder(
     let thread = std::thread::Builder::new()
         .name("switchyard-watch".into())
         .spawn(move || {
-            // The debouncer lives as long as this thread.
-            let _debouncer = debouncer;
+            // The watcher lives as long as this thread.
+            let _watcher = watcher;
+            let mut due: Option<Instant> = None;
             while !stopping.load(Ordering::Relaxed) {
-                match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Ok(events)) => {
-                        if events.iter().any(|e| relevant(&e.path)) {
-                            on_change();
+                let wait = due
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(200))
+                    .min(Duration::from_millis(200));
+                match rx.recv_timeout(wait) {
+                    Ok(Ok(event)) => {
+                        if changes_content(&event.kind) && event.paths.iter().any(|p| relevant(p)) {
+                            due = Some(Instant::now() + DEBOUNCE);
                         }
                     }
                     Ok(Err(e)) => tracing::warn!("watching a folder: {e}"),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
+                if due.is_some_and(|d| Instant::now() >= d) {
+                    due = None;
+                    on_change();
+                }
             }
         })
-        .map_err(|e| format!("cannot start the rules watcher: {e}"))?;
+        .map_err(|e| format!("cannot start a folder watcher: {e}"))?;
     Ok(RulesWatcher {
         stop,
         thread: Some(thread),

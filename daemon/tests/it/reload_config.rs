@@ -176,3 +176,39 @@ fn a_replaced_plugin_library_goes_live_without_a_restart() {
     );
     assert_eq!(env.wait_audit(2).len(), 2);
 }
+
+/// Loading a library or reading a rule opens the file: that is not a change,
+/// and must not reload (or the daemon's own reload, which reads them all,
+/// would trigger the next one forever).
+#[test]
+fn reading_plugins_and_rules_is_not_a_change() {
+    let env = Env::new();
+    let config = env.standard();
+    let daemon = Daemon::start(&config);
+    std::thread::sleep(Duration::from_millis(300));
+    // Another process loads the same plugins and reads the rules.
+    let (code, out) = cli(&["check"], &config);
+    assert_eq!(code, 0, "{out}");
+    for dir in ["plugins", "rules"] {
+        for entry in std::fs::read_dir(env.path(dir)).unwrap() {
+            let _ = std::fs::read(entry.unwrap().path()).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        !daemon.logged("reloaded"),
+        "reading is not changing:\n{}",
+        daemon.logs()
+    );
+    // A real change still counts.
+    let lib = env.plugin_dir().join("libswitchyard_file.so");
+    let bytes = std::fs::read(&lib).unwrap();
+    std::fs::write(&lib, &bytes).unwrap();
+    assert!(eventually(10, || daemon.logged("configuration and plugins reloaded")));
+    std::thread::sleep(Duration::from_millis(800));
+    let reloads = daemon
+        .logs()
+        .matches("configuration and plugins reloaded")
+        .count();
+    assert_eq!(reloads, 1, "one change, one reload:\n{}", daemon.logs());
+}
