@@ -224,6 +224,16 @@ impl Metrics {
             .inc();
     }
 
+    pub fn rule_run(&self, rule: &str, ok: bool, elapsed_us: u64) {
+        self.rule_runs
+            .get_or_create(&RuleLabels {
+                rule: rule.to_string(),
+                outcome: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+        self.rule_seconds.observe(elapsed_us as f64 / 1e6);
+    }
+
     pub fn plugin_call(&self, plugin: &str, call: &str, outcome: &str) {
         self.plugin_calls
             .get_or_create(&PluginLabels {

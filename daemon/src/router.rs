@@ -151,6 +151,7 @@ impl Router {
     async fn route_batch(&self, batch: Vec<PendingEvent>) {
         let rules = self.rules.clone();
         let known = self.known_action.clone();
+        let metrics = self.metrics.clone();
         let routed = tokio::task::spawn_blocking(move || {
             // One version of the rules for the whole batch, recorded with
             // each event: a reload never splits an event's routing.
@@ -159,35 +160,16 @@ impl Router {
                 .iter()
                 .map(|p| {
                     let runs = set.route(&rules.engine, &rules.limits, &p.event);
+                    for run in &runs {
+                        metrics.rule_run(&run.rule, run.error.is_none(), run.elapsed_us);
+                    }
                     routing(p, set.version, runs, known.as_ref())
                 })
                 .collect::<Vec<_>>()
         })
         .await;
         let mut routings = match routed {
-            Ok(r) => {
-                for run in r
-                    .iter()
-                    .flat_map(|r: &Routing| r.rule_runs.as_array().into_iter().flatten())
-                {
-                    let rule = run.get("rule").and_then(|v| v.as_str()).unwrap_or("?");
-                    let outcome = if run.get("error").is_some_and(|e| !e.is_null()) {
-                        "error"
-                    } else {
-                        "ok"
-                    };
-                    self.metrics
-                        .rule_runs
-                        .get_or_create(&crate::metrics::RuleLabels {
-                            rule: rule.to_string(),
-                            outcome: outcome.to_string(),
-                        })
-                        .inc();
-                    let us = run.get("elapsed_us").and_then(|v| v.as_u64()).unwrap_or(0);
-                    self.metrics.rule_seconds.observe(us as f64 / 1e6);
-                }
-                r
-            }
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!("routing failed: {e}");
                 return;

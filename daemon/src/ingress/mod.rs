@@ -241,28 +241,24 @@ impl Ingress {
         B: Buf,
     {
         let started = std::time::Instant::now();
-        let source = req.source.clone();
-        let known = self.sources().contains_key(&source);
-        let response = self.handle_inner(req, body).await;
-        if known {
-            self.metrics
-                .ingest_seconds
-                .get_or_create(&self.metrics.source(&source))
-                .observe(started.elapsed().as_secs_f64());
-        }
+        let Some(source) = self.sources().get(&req.source).cloned() else {
+            tracing::info!(source = %req.source, "webhook for an unknown source");
+            return error(StatusCode::NOT_FOUND, "unknown source");
+        };
+        let response = self.handle_source(req, source.clone(), body).await;
+        self.metrics
+            .ingest_seconds
+            .get_or_create(&self.metrics.source(&source.name))
+            .observe(started.elapsed().as_secs_f64());
         response
     }
 
-    async fn handle_inner<S, B>(&self, req: Incoming, body: S) -> Response
+    async fn handle_source<S, B>(&self, req: Incoming, source: Arc<Source>, body: S) -> Response
     where
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
         let m = &self.metrics;
-        let Some(source) = self.sources().get(&req.source).cloned() else {
-            tracing::info!(source = %req.source, "webhook for an unknown source");
-            return error(StatusCode::NOT_FOUND, "unknown source");
-        };
         if req.method != Method::POST {
             let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             resp.headers_mut()
