@@ -515,11 +515,7 @@ impl Switchyard {
             .iter()
             .map(|(name, a)| {
                 let st = states.iter().find(|s| &s.action == name);
-                let state = match (st.map(|s| s.state.as_str()), st.and_then(|s| s.until_ms)) {
-                    (Some("open"), Some(until)) if until <= now => "half-open",
-                    (Some(s), _) => s,
-                    (None, _) => "closed",
-                };
+                let state = crate::store::ActionState::shown(st, now);
                 json!({
                     "name": name, "plugin": a.plugin, "state": state,
                     "failures": st.map_or(0, |s| s.failures),

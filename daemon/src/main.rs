@@ -742,12 +742,7 @@ fn actions(command: ActionsCommand) -> Result<ExitCode> {
                 }
                 for name in names {
                     let st = states.iter().find(|s| s.action == name);
-                    let state = st.map_or("closed", |s| s.state.as_str());
-                    // An open breaker whose cool-down passed is probing.
-                    let state = match (state, st.and_then(|s| s.until_ms)) {
-                        ("open", Some(until)) if until <= now => "half-open",
-                        (s, _) => s,
-                    };
+                    let state = switchyard::store::ActionState::shown(st, now);
                     if json {
                         println!(
                             "{}",

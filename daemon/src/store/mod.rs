@@ -255,6 +255,18 @@ pub struct ActionState {
     pub updated_at_ms: i64,
 }
 
+impl ActionState {
+    /// The state of an action as of `now_ms`, from what was last stored (or
+    /// nothing: closed). An open breaker whose cool-down has passed is probing.
+    pub fn shown(state: Option<&ActionState>, now_ms: i64) -> &str {
+        match state.map(|s| (s.state.as_str(), s.until_ms)) {
+            None => "closed",
+            Some(("open", Some(until))) if until <= now_ms => "half-open",
+            Some((s, _)) => s,
+        }
+    }
+}
+
 /// The store as the pipeline sees it.
 pub trait Store: Send + Sync + 'static {
     /// Persists a request and its events in one durable transaction,
