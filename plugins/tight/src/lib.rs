@@ -22,9 +22,7 @@
 
 mod entities;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -34,6 +32,8 @@ use subtle::ConstantTimeEq;
 use switchyard_plugin_api::{
     EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest,
 };
+use switchyard_plugin_support::hmac::{decode_signature, Encoding};
+use switchyard_plugin_support::{hex, unix_now};
 
 pub use entities::{entity_for_url, resource_for_entity, ENTITIES};
 
@@ -183,31 +183,12 @@ fn jwt_reason(e: &jsonwebtoken::errors::Error) -> &'static str {
 /// Decodes a SHA-256 digest written as base64 (padded or not, standard or
 /// url-safe) or hex. Returns None unless it decodes to exactly 32 bytes.
 fn decode_digest(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return (0..32)
-            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-            .collect();
-    }
-    [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|engine| engine.decode(s).ok())
-        .filter(|bytes| bytes.len() == 32)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    decode_signature(s, Encoding::Any, 32)
 }
 
 /// A stable key for a delivery: the same body of the same kind is the same
-/// delivery, whatever JWT (re-signed on each retry) came with it.
+/// delivery, whatever JWT (re-signed on each retry) came with it. (Not the
+/// support crate's `dedup_key`: keys already stored were made this way.)
 fn dedup_key(parts: &[&str], body_sha: &str) -> String {
     let mut h = Sha256::new();
     for p in parts {

@@ -1,4 +1,5 @@
 use super::*;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use switchyard_plugin_api::RejectKind;
 
 const SECRET: &str = "tight-test-secret";
