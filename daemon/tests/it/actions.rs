@@ -13,36 +13,60 @@ use crate::common::*;
 
 const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// tests/fixtures/receiver.py, killed on drop.
-pub struct Receiver {
+/// A Python server from tests/fixtures/ on 127.0.0.1: it prints its port,
+/// logs what it receives as JSON lines, and is killed on drop.
+pub struct Fixture {
     child: Child,
     pub port: u16,
     pub log: std::path::PathBuf,
 }
 
-impl Receiver {
-    pub fn start(dir: &std::path::Path, secret: &str, script: &str) -> Receiver {
-        let log = dir.join("receiver.jsonl");
+impl Fixture {
+    fn start(script: &str, args: &[&str], log: std::path::PathBuf) -> Fixture {
         let mut child = Command::new("python3")
-            .arg(repo_root().join("daemon/tests/fixtures/receiver.py"))
-            .args(["--secret", secret, "--script", script, "--log"])
+            .arg(repo_root().join("daemon/tests/fixtures").join(script))
+            .args(args)
+            .arg("--log")
             .arg(&log)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3");
+            .expect("python3 (pip install -r requirements-dev.txt)");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let port = line.trim().parse().expect("the receiver's port");
-        Receiver { child, port, log }
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{script} did not say its port: {line:?}"));
+        Fixture { child, port, log }
+    }
+
+    /// receiver.py: verifies with `standardwebhooks` (given a secret) and
+    /// answers as `script` says.
+    pub fn receiver(dir: &std::path::Path, secret: &str, script: &str) -> Fixture {
+        Self::start(
+            "receiver.py",
+            &["--secret", secret, "--script", script],
+            dir.join("receiver.jsonl"),
+        )
+    }
+
+    /// smtp_server.py (aiosmtpd): refuses the first `refuse` messages.
+    pub fn smtp(dir: &std::path::Path, refuse: u32) -> Fixture {
+        Self::start(
+            "smtp_server.py",
+            &["--refuse", &refuse.to_string()],
+            dir.join("smtp.jsonl"),
+        )
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/in", self.port)
     }
 
-    pub fn requests(&self) -> Vec<Value> {
+    /// What it received so far.
+    pub fn lines(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -50,13 +74,14 @@ impl Receiver {
             .collect()
     }
 
+    /// Waits (bounded) for `n` lines.
     pub fn wait(&self, n: usize, secs: u64) -> Vec<Value> {
-        eventually(secs, || self.requests().len() >= n);
-        self.requests()
+        eventually(secs, || self.lines().len() >= n);
+        self.lines()
     }
 }
 
-impl Drop for Receiver {
+impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -95,7 +120,7 @@ headers = {{ "X-Env" = "test" }}
 #[test]
 fn http_forward_is_signed_and_retried_with_the_same_webhook_id() {
     let env = Env::new();
-    let rx = Receiver::start(env.dir.path(), HOOK_SECRET, "500,429:1,200");
+    let rx = Fixture::receiver(env.dir.path(), HOOK_SECRET, "500,429:1,200");
     let config = forwarding(&env, &rx.url(), "", "");
     let daemon = Daemon::start(&config);
     let id = daemon.send_viewed("inv_fwd");
@@ -127,7 +152,7 @@ fn http_forward_is_signed_and_retried_with_the_same_webhook_id() {
 #[test]
 fn gone_disables_the_action_until_it_is_enabled() {
     let env = Env::new();
-    let rx = Receiver::start(env.dir.path(), HOOK_SECRET, "410");
+    let rx = Fixture::receiver(env.dir.path(), HOOK_SECRET, "410");
     let config = forwarding(&env, &rx.url(), "", "");
     let daemon = Daemon::start(&config);
     let first = daemon.send_viewed("inv_gone1");
@@ -146,7 +171,7 @@ fn gone_disables_the_action_until_it_is_enabled() {
     // While disabled, new jobs wait.
     let second = daemon.send_viewed("inv_gone2");
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(rx.requests().len(), 1);
+    assert_eq!(rx.lines().len(), 1);
     let (code, out) = cli(&["actions", "enable", "forward"], &config);
     assert_eq!(code, 0, "{out}");
     let reqs = rx.wait(2, 10);
@@ -157,7 +182,7 @@ fn gone_disables_the_action_until_it_is_enabled() {
 #[test]
 fn a_slow_target_times_out_and_is_retried() {
     let env = Env::new();
-    let rx = Receiver::start(env.dir.path(), HOOK_SECRET, "sleep:3,200");
+    let rx = Fixture::receiver(env.dir.path(), HOOK_SECRET, "sleep:3,200");
     let config = forwarding(&env, &rx.url(), "timeout_ms = 500", "");
     let daemon = Daemon::start(&config);
     let id = daemon.send_viewed("inv_slow");
@@ -174,7 +199,7 @@ fn a_slow_target_times_out_and_is_retried() {
 #[test]
 fn the_circuit_breaker_opens_and_closes() {
     let env = Env::new();
-    let rx = Receiver::start(env.dir.path(), HOOK_SECRET, "500,500,200");
+    let rx = Fixture::receiver(env.dir.path(), HOOK_SECRET, "500,500,200");
     let config = forwarding(
         &env,
         &rx.url(),
@@ -191,9 +216,9 @@ fn the_circuit_breaker_opens_and_closes() {
     let (_, list) = cli(&["actions", "list"], &config);
     assert!(list.contains("open"), "{list}");
     // Paused: no request during the cool-down.
-    let before = rx.requests().len();
+    let before = rx.lines().len();
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(rx.requests().len(), before);
+    assert_eq!(rx.lines().len(), before);
     // After it, one probe succeeds and closes it.
     assert!(
         eventually(10, || daemon.logged("circuit closed")),
@@ -202,7 +227,7 @@ fn the_circuit_breaker_opens_and_closes() {
     );
     let (_, list) = cli(&["actions", "list"], &config);
     assert!(list.contains("closed"), "{list}");
-    let reqs = rx.requests();
+    let reqs = rx.lines();
     let gap = reqs[2]["at"].as_f64().unwrap() - reqs[1]["at"].as_f64().unwrap();
     assert!(
         gap >= 1.3,
@@ -284,54 +309,10 @@ timeout_ms = 400
     }
 }
 
-/// tests/fixtures/smtp_server.py (aiosmtpd), killed on drop.
-struct Smtp {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Smtp {
-    fn start(dir: &std::path::Path, refuse: u32) -> Smtp {
-        let log = dir.join("smtp.jsonl");
-        let mut child = Command::new("python3")
-            .arg(repo_root().join("daemon/tests/fixtures/smtp_server.py"))
-            .args(["--refuse", &refuse.to_string(), "--log"])
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with aiosmtpd (pip install -r requirements-dev.txt)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Smtp {
-            port: line.trim().parse().expect("the SMTP server's port"),
-            child,
-            log,
-        }
-    }
-
-    fn messages(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn email_reaches_a_real_smtp_server_after_a_refusal() {
     let env = Env::new();
-    let smtp = Smtp::start(env.dir.path(), 1);
+    let smtp = Fixture::smtp(env.dir.path(), 1);
     env.with_standard_plugins();
     env.add_plugin(&built_plugin("switchyard_email"));
     env.rule(
@@ -366,11 +347,11 @@ from = "Switchyard <switchyard@example.com>"
     let daemon = Daemon::start(&config);
     let id = daemon.send_viewed("inv_mail");
     assert!(
-        eventually(15, || !smtp.messages().is_empty()),
+        eventually(15, || !smtp.lines().is_empty()),
         "{}",
         daemon.logs()
     );
-    let m = &smtp.messages()[0];
+    let m = &smtp.lines()[0];
     assert_eq!(m["from"], "switchyard@example.com");
     assert_eq!(
         m["to"],
@@ -400,7 +381,7 @@ from = "Switchyard <switchyard@example.com>"
 #[test]
 fn slack_messages_survive_a_rate_limit() {
     let env = Env::new();
-    let rx = Receiver::start(env.dir.path(), "", "429:1,200");
+    let rx = Fixture::receiver(env.dir.path(), "", "429:1,200");
     env.with_standard_plugins();
     env.add_plugin(&built_plugin("switchyard_slack"));
     env.rule(
@@ -437,7 +418,7 @@ webhook_url = "{}"
 #[test]
 fn jobs_with_the_same_order_key_run_one_at_a_time_in_order() {
     let env = Env::new();
-    let rx = Receiver::start(
+    let rx = Fixture::receiver(
         env.dir.path(),
         HOOK_SECRET,
         "sleep:0.3,sleep:0.3,sleep:0.3,sleep:0.3",

@@ -313,6 +313,38 @@ impl Daemon {
         v["accepted"][0].as_str().expect("a new event").to_string()
     }
 
+    /// Posts pre-signed webhooks one by one from another thread, `pause`
+    /// apart, each expected to get a 200; the thread returns the accepted
+    /// event ids in order.
+    pub fn send_in_background(
+        &self,
+        signed: Vec<Signed>,
+        pause: Duration,
+    ) -> std::thread::JoinHandle<Vec<String>> {
+        tls_provider();
+        let url = self.url("/hooks/tight");
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap();
+            let mut ids = Vec::new();
+            for s in signed {
+                let resp = client
+                    .post(&url)
+                    .header("Tight-Verification", &s.token)
+                    .body(s.body)
+                    .send()
+                    .unwrap();
+                assert_eq!(resp.status().as_u16(), 200);
+                let v: Value = resp.json().unwrap();
+                ids.push(v["accepted"][0].as_str().unwrap().to_string());
+                std::thread::sleep(pause);
+            }
+            ids
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

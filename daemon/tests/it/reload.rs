@@ -25,29 +25,7 @@ fn rules_change_while_webhooks_flow_and_nothing_is_lost_or_doubled() {
     env.rule("viewed", VIEWED_V1);
     let daemon = Daemon::start(&config);
     let signed = bulk_signed(300, "reload", 0);
-    let sender = {
-        let url = daemon.url("/hooks/tight");
-        std::thread::spawn(move || {
-            let client = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap();
-            let mut ids = Vec::new();
-            for s in signed {
-                let resp = client
-                    .post(&url)
-                    .header("Tight-Verification", &s.token)
-                    .body(s.body)
-                    .send()
-                    .unwrap();
-                assert_eq!(resp.status().as_u16(), 200);
-                let v: Value = resp.json().unwrap();
-                ids.push(v["accepted"][0].as_str().unwrap().to_string());
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            ids
-        })
-    };
+    let sender = daemon.send_in_background(signed, Duration::from_millis(5));
     let steps: [(&str, Option<&str>); 5] = [
         ("second", Some(SECOND)),
         ("viewed", Some(BROKEN)),

@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::common::*;
 
 fn sighup(daemon: &Daemon) {
@@ -30,27 +28,7 @@ fn reload_with_good_and_bad_configs_while_webhooks_flow() {
 
     // Webhooks keep coming during all of it.
     let signed = bulk_signed(200, "rl", 0);
-    let url = daemon.url("/hooks/tight");
-    let sender = std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
-        let mut accepted = Vec::new();
-        for s in signed {
-            let resp = client
-                .post(&url)
-                .header("Tight-Verification", &s.token)
-                .body(s.body)
-                .send()
-                .unwrap();
-            assert_eq!(resp.status().as_u16(), 200);
-            let v: Value = resp.json().unwrap();
-            accepted.push(v["accepted"][0].as_str().unwrap().to_string());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        accepted
-    });
+    let sender = daemon.send_in_background(signed, Duration::from_millis(5));
 
     // A plugin built now, after the daemon started, named by a new source.
     build_c_plugin(&env.plugin_dir());
