@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{read_response, request, Signing};
+use crate::{read_response, request, serve, split_url, Signing};
 
 type Sent = Arc<Mutex<HashMap<u64, Instant>>>;
 
@@ -25,43 +25,16 @@ fn invoice_number(body: &[u8]) -> Option<u64> {
     digits.parse().ok()
 }
 
-async fn receiver(listener: TcpListener, sent: Sent, latencies: Arc<Mutex<Vec<u32>>>) {
-    use http_body_util::{BodyExt, Full};
-    use hyper::{Request, Response};
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            return;
-        };
-        let _ = stream.set_nodelay(true);
-        let (sent, latencies) = (sent.clone(), latencies.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (sent, latencies) = (sent.clone(), latencies.clone());
-                async move {
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let arrived = Instant::now();
-                    if let Some(n) = invoice_number(&body) {
-                        if let Some(at) = sent.lock().unwrap().remove(&n) {
-                            latencies
-                                .lock()
-                                .unwrap()
-                                .push(arrived.duration_since(at).as_micros() as u32);
-                        }
-                    }
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                        bytes::Bytes::from_static(b"ok"),
-                    )))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
+/// Answers every request at once, noting how long its event took.
+fn receive(sent: &Sent, latencies: &Mutex<Vec<u32>>, body: &[u8]) {
+    let arrived = Instant::now();
+    if let Some(n) = invoice_number(body) {
+        if let Some(at) = sent.lock().unwrap().remove(&n) {
+            latencies
+                .lock()
+                .unwrap()
+                .push(arrived.duration_since(at).as_micros() as u32);
+        }
     }
 }
 
@@ -73,18 +46,21 @@ pub async fn run(
     seconds: u64,
     connections: usize,
 ) -> Result<()> {
-    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h.to_string(), format!("/{p}")))
-        .unwrap_or((rest.to_string(), "/".into()));
-    let addr: SocketAddr = host.parse().context("the URL's host must be IP:port")?;
+    let (addr, host, path) = split_url(&url)?;
     let sent: Sent = Arc::default();
     let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
     let listener = TcpListener::bind(listen).await?;
-    tokio::spawn(receiver(listener, sent.clone(), latencies.clone()));
+    {
+        let (sent, latencies) = (sent.clone(), latencies.clone());
+        tokio::spawn(serve(listener, move |_, body| {
+            receive(&sent, &latencies, body);
+            (hyper::StatusCode::OK, b"ok")
+        }));
+    }
 
-    let (tx, rx) = async_channel(rate as usize * seconds as usize + 16);
+    // The schedule's numbers, shared by the connections: each takes the next.
+    let (tx, rx) = tokio::sync::mpsc::channel::<u64>(rate as usize * seconds as usize + 16);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let accepted = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let secret = Arc::new(secret.into_bytes());
@@ -96,7 +72,10 @@ pub async fn run(
             let mut stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             let mut buf = Vec::with_capacity(4096);
-            while let Ok(n) = rx.recv().await {
+            loop {
+                let Some(n) = rx.lock().await.recv().await else {
+                    break;
+                };
                 let req = request(n, &host, &path, Signing::Tight, &secret, 1024);
                 stream.write_all(&req).await?;
                 match read_response(&mut stream, &mut buf).await {
@@ -124,7 +103,7 @@ pub async fn run(
         sent.lock().unwrap().insert(n, due);
         let _ = tx.send(n).await;
     }
-    tx.close();
+    drop(tx);
     for s in senders {
         let _ = s.await;
     }
@@ -154,34 +133,4 @@ pub async fn run(
         })
     );
     Ok(())
-}
-
-/// A small multi-consumer channel over tokio's primitives.
-fn async_channel(cap: usize) -> (Tx, Rx) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<u64>(cap.max(1));
-    let rx = Rx(Arc::new(tokio::sync::Mutex::new(rx)));
-    (Tx(Some(tx)), rx)
-}
-
-struct Tx(Option<tokio::sync::mpsc::Sender<u64>>);
-
-impl Tx {
-    async fn send(&self, n: u64) -> Result<(), ()> {
-        match &self.0 {
-            Some(tx) => tx.send(n).await.map_err(|_| ()),
-            None => Err(()),
-        }
-    }
-    fn close(mut self) {
-        self.0.take();
-    }
-}
-
-#[derive(Clone)]
-struct Rx(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<u64>>>);
-
-impl Rx {
-    async fn recv(&self) -> Result<u64, ()> {
-        self.0.lock().await.recv().await.ok_or(())
-    }
 }

@@ -153,51 +153,34 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn ceiling(listen: SocketAddr, secret: String) -> Result<()> {
+/// Serves HTTP/1.1 on `listener`: each request's headers and whole body go
+/// to `handle`, whose status and body are the answer.
+pub(crate) async fn serve<F>(listener: TcpListener, handle: F) -> Result<()>
+where
+    F: Fn(&hyper::HeaderMap, &[u8]) -> (hyper::StatusCode, &'static [u8]) + Send + Sync + 'static,
+{
     use http_body_util::{BodyExt, Full};
-    use hyper::{Request, Response, StatusCode};
-    let listener = TcpListener::bind(listen).await?;
-    println!("ceiling listening on {}", listener.local_addr()?);
-    let secret = Arc::new(secret.into_bytes());
+    use hyper::{Request, Response};
+    let handle = Arc::new(handle);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let secret = secret.clone();
+        let handle = handle.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let secret = secret.clone();
+                let handle = handle.clone();
                 async move {
-                    let sig = req
-                        .headers()
-                        .get("x-signature")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("sha256="))
-                        .map(str::to_owned);
-                    let body = req
-                        .into_body()
+                    let (parts, body) = req.into_parts();
+                    let body = body
                         .collect()
                         .await
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
-                    let mut mac = HmacSha256::new_from_slice(&secret).expect("any key length");
-                    mac.update(&body);
-                    let ok = sig.is_some_and(|s| {
-                        (0..s.len() / 2)
-                            .map(|i| {
-                                u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("zz"), 16)
-                            })
-                            .collect::<Result<Vec<u8>, _>>()
-                            .is_ok_and(|bytes| mac.verify_slice(&bytes).is_ok())
-                    });
-                    let status = if ok {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::UNAUTHORIZED
-                    };
+                    let (status, answer) = handle(&parts.headers, &body);
                     Ok::<_, std::convert::Infallible>(
                         Response::builder()
                             .status(status)
-                            .body(Full::new(bytes::Bytes::from_static(b"{}")))
+                            .body(Full::new(bytes::Bytes::from_static(answer)))
                             .unwrap(),
                     )
                 }
@@ -207,6 +190,46 @@ async fn ceiling(listen: SocketAddr, secret: String) -> Result<()> {
                 .await;
         });
     }
+}
+
+async fn ceiling(listen: SocketAddr, secret: String) -> Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    println!("ceiling listening on {}", listener.local_addr()?);
+    let secret = secret.into_bytes();
+    serve(listener, move |headers, body| {
+        let sig = headers
+            .get("x-signature")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("sha256="));
+        let mut mac = HmacSha256::new_from_slice(&secret).expect("any key length");
+        mac.update(body);
+        let ok = sig.is_some_and(|s| {
+            (0..s.len() / 2)
+                .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .is_ok_and(|bytes| mac.verify_slice(&bytes).is_ok())
+        });
+        let status = if ok {
+            hyper::StatusCode::OK
+        } else {
+            hyper::StatusCode::UNAUTHORIZED
+        };
+        (status, b"{}")
+    })
+    .await
+}
+
+/// `http://IP:PORT/path` → (address, `IP:PORT` for the Host header, path).
+pub(crate) fn split_url(url: &str) -> Result<(SocketAddr, String, String)> {
+    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h.to_string(), format!("/{p}")))
+        .unwrap_or((rest.to_string(), "/".into()));
+    let addr: SocketAddr = host
+        .parse()
+        .context("the URL's host must be an IP:port on this machine")?;
+    Ok((addr, host, path))
 }
 
 /// Builds the n-th request: a distinct 1 KiB LIFECYCLE body, signed.
@@ -305,14 +328,7 @@ async fn load(
     body_bytes: usize,
     label: String,
 ) -> Result<()> {
-    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h.to_string(), format!("/{p}")))
-        .unwrap_or((rest.to_string(), "/".into()));
-    let addr: SocketAddr = host
-        .parse()
-        .context("the URL's host must be an IP:port on this machine")?;
+    let (addr, host, path) = split_url(&url)?;
     let secret = Arc::new(secret.into_bytes());
     let counter = Arc::new(AtomicU64::new(
         SystemTime::now()
