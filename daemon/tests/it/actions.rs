@@ -301,12 +301,147 @@ timeout_ms = 400
         .collect();
     assert_eq!(children.len(), 2);
     for pid in children {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // SIGKILL was sent; the kernel ends the process a moment later.
+        let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(
-            stat.is_empty() || stat.contains(") Z "),
-            "child {pid} still runs: {stat}"
+            eventually(5, || stat().is_empty() || stat().contains(") Z ")),
+            "child {pid} still runs: {}",
+            stat()
         );
     }
+}
+
+/// The program an exec action runs sees none of the daemon's secrets: not a
+/// source's `{ env = … }` secret, not an action's password, not the
+/// credentials folder, no open file of the daemon's; it sees what the config
+/// names and the job's variables. A setting that names a variable the loader
+/// acts on is refused before anything runs.
+#[test]
+fn exec_children_get_a_clean_environment_and_no_daemon_files() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_exec"));
+    env.add_plugin(&built_plugin("switchyard_email"));
+    env.add_plugin(&built_plugin("switchyard_http"));
+    let creds = env.path("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("smtp-password"), "cred-smtp-password-value").unwrap();
+    let out = env.path("child");
+    std::fs::create_dir_all(&out).unwrap();
+    env.rule(
+        "exec",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("inspect", #{ invoice: event.data.eventData.entityId });
+action("nul", #{ note: "line\x00cut" });"#,
+    );
+    let config = env.config(&format!(
+        r#"
+[delivery]
+retry_schedule = ["100ms"]
+jitter = 0.0
+
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.inspect]
+plugin = "exec"
+shell = "env > {out}/env; ls -l /proc/self/fd/ > {out}/fds"
+env = {{ INVOICE = "/params/invoice" }}
+inherit_env = ["IT_SHARED_WITH_CHILD"]
+
+[actions.nul]
+plugin = "exec"
+command = ["/bin/true"]
+env = {{ NOTE = "/params/note" }}
+
+[actions.mail]
+plugin = "email"
+from = "Switchyard <switchyard@example.com>"
+host = "127.0.0.1"
+username = "switchyard"
+password = {{ credential = "smtp-password" }}
+
+[actions.forward]
+plugin = "http"
+url = "http://127.0.0.1:9/unused"
+secret = {{ env = "IT_ACTION_TOKEN" }}
+"#,
+        out = out.display()
+    ));
+    let (_, checked) = cli(&["check"], &config);
+    assert!(!checked.contains("refused"), "{checked}");
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[
+            ("CREDENTIALS_DIRECTORY", creds.to_str().unwrap()),
+            ("IT_ACTION_TOKEN", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("IT_SHARED_WITH_CHILD", "shared-value"),
+        ],
+    );
+    let id = daemon.send_viewed("inv_clean");
+    assert!(eventually(10, || out.join("fds").exists()
+        && !std::fs::read_to_string(out.join("fds"))
+            .unwrap()
+            .is_empty()));
+    let seen = std::fs::read_to_string(out.join("env")).unwrap();
+    for (needle, what) in [
+        (SECRET, "the source's secret"),
+        ("SWITCHYARD_IT_SECRET", "the source's secret variable"),
+        ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "an action's secret"),
+        ("IT_ACTION_TOKEN", "an action's secret variable"),
+        ("cred-smtp-password-value", "a credential"),
+        ("CREDENTIALS_DIRECTORY", "the credentials folder"),
+        ("SWITCHYARD_LOG", "the daemon's own settings"),
+    ] {
+        assert!(!seen.contains(needle), "the child sees {what}:\n{seen}");
+    }
+    for needle in [
+        "IT_SHARED_WITH_CHILD=shared-value\n",
+        "INVOICE=inv_clean\n",
+        "SWITCHYARD_IDEMPOTENCY_KEY=",
+        "PATH=",
+    ] {
+        assert!(seen.contains(needle), "{needle} missing:\n{seen}");
+    }
+    // No socket, store file, plugin or epoll/inotify handle of the daemon's
+    // (what the test harness itself left open may pass through, as it does
+    // to the daemon).
+    let fds = std::fs::read_to_string(out.join("fds")).unwrap();
+    let data_dir = env.path("data");
+    for line in fds.lines().filter(|l| l.contains(" -> ")) {
+        let target = line.split(" -> ").nth(1).unwrap_or_default();
+        assert!(
+            !target.starts_with("socket:")
+                && !target.starts_with("anon_inode:")
+                && !target.starts_with(data_dir.to_str().unwrap())
+                && !target.starts_with(env.plugin_dir().to_str().unwrap()),
+            "the child holds a file of the daemon's: {line}\n{fds}"
+        );
+    }
+    assert!(fds.contains("/proc/"), "{fds}");
+
+    // The NUL byte in the rule's `note` cannot go into an environment: the
+    // job fails for good with a message that says so.
+    assert!(
+        eventually(10, || {
+            let (_, shown) = cli(&["events", "show", &id], &config);
+            shown.contains("NUL byte")
+        }),
+        "{}",
+        cli(&["events", "show", &id], &config).1
+    );
+    drop(daemon);
+
+    // A setting that names a variable the loader acts on is refused.
+    let bad = std::fs::read_to_string(&config).unwrap().replace(
+        "env = { NOTE = \"/params/note\" }",
+        "env = { LD_PRELOAD = \"/params/note\" }",
+    );
+    std::fs::write(&config, bad).unwrap();
+    let (code, checked) = cli(&["check"], &config);
+    assert_ne!(code, 0, "{checked}");
+    assert!(checked.contains("LD_PRELOAD is refused"), "{checked}");
 }
 
 #[test]

@@ -8,6 +8,10 @@
 //! (default 75, EX_TEMPFAIL) is retried; any other, or death by a signal,
 //! is permanent. Stdout and stderr are captured up to `max_output_bytes`
 //! each and recorded with the attempt.
+//!
+//! The program starts with a clean environment, never the daemon's (which
+//! holds source secrets, SMTP passwords and `CREDENTIALS_DIRECTORY`): see
+//! [`Environment`].
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -32,6 +36,9 @@ struct Config {
     /// (`/params/invoice`, `/event/type`, `/idempotency_key`).
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Variables of the daemon's own environment passed through by name.
+    #[serde(default)]
+    inherit_env: Vec<String>,
     #[serde(default = "default_retry_codes")]
     retry_exit_codes: Vec<i32>,
     #[serde(default = "default_max_output")]
@@ -51,7 +58,7 @@ fn default_max_output() -> usize {
 pub struct Exec {
     host: Host,
     argv: Vec<String>,
-    env: BTreeMap<String, String>,
+    env: Environment,
     retry_exit_codes: Vec<i32>,
     max_output: usize,
     working_dir: Option<String>,
@@ -96,6 +103,164 @@ fn env_value(v: &Value) -> Option<String> {
     }
 }
 
+/// What a program's environment is made of. Nothing else of the daemon's
+/// environment reaches it, in this order (later wins):
+/// 1. `PATH` (the daemon's, or `/usr/local/bin:/usr/bin:/bin`), `LANG`,
+///    `LANGUAGE` and `LC_*` from the daemon;
+/// 2. the variables named in `inherit_env`, from the daemon;
+/// 3. `env`: values from the job, by JSON pointer;
+/// 4. `SWITCHYARD_JOB_ID`, `SWITCHYARD_IDEMPOTENCY_KEY`, `SWITCHYARD_ATTEMPT`,
+///    `SWITCHYARD_RULE`, which the config cannot name.
+#[derive(Debug, Default)]
+struct Environment {
+    /// Taken from the daemon when the plugin instance is created.
+    fixed: Vec<(String, String)>,
+    /// Name → JSON pointer into the job.
+    from_job: BTreeMap<String, String>,
+}
+
+/// Where a program looks for programs when the daemon has no `PATH`.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Names that make the dynamic loader, libc or a shell load or run code,
+/// or read files, of the value's choosing: refused in `env` and in
+/// `inherit_env`. A name ending in `*` is a prefix.
+const LOADER_NAMES: &[&str] = &[
+    "LD_*",
+    "DYLD_*",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_*",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TZDIR",
+    "BASH_ENV",
+    "ENV",
+    "BASH_FUNC_*",
+    "BASHOPTS",
+    "SHELLOPTS",
+    "IFS",
+    "PS4",
+    "CDPATH",
+];
+
+/// Names that make an interpreter load code: refused as values from a job
+/// (a webhook's data must not choose them), allowed through `inherit_env`.
+const INTERPRETER_NAMES: &[&str] = &[
+    "PATH",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "PYTHON*",
+    "PERL5*",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+];
+
+fn listed(name: &str, list: &[&str]) -> bool {
+    list.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *p,
+    })
+}
+
+fn check_name(setting: &str, name: &str, from_job: bool) -> Result<(), String> {
+    let portable = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !portable {
+        return Err(format!(
+            "exec settings: {setting}: {name:?} is not an environment variable name (letters, digits and _)"
+        ));
+    }
+    if name.starts_with("SWITCHYARD_") {
+        return Err(format!(
+            "exec settings: {setting}: {name} is reserved: SWITCHYARD_* variables are set by the daemon for each job"
+        ));
+    }
+    if listed(name, LOADER_NAMES) {
+        return Err(format!(
+            "exec settings: {setting}: {name} is refused: the loader, libc or the shell acts on it"
+        ));
+    }
+    if from_job && listed(name, INTERPRETER_NAMES) {
+        return Err(format!(
+            "exec settings: {setting}: {name} is refused as a value from a job: it chooses what code runs (pass the daemon's own with inherit_env)"
+        ));
+    }
+    Ok(())
+}
+
+impl Environment {
+    fn new(
+        from_job: BTreeMap<String, String>,
+        inherit: &[String],
+        daemon: impl Iterator<Item = (String, String)>,
+    ) -> Result<Environment, String> {
+        for (name, pointer) in &from_job {
+            check_name("env", name, true)?;
+            if !pointer.starts_with('/') {
+                return Err(format!(
+                    "exec settings: env.{name} = {pointer:?} is not a JSON pointer into the job (e.g. \"/params/invoice\")"
+                ));
+            }
+        }
+        for name in inherit {
+            check_name("inherit_env", name, false)?;
+        }
+        let daemon: BTreeMap<String, String> = daemon.collect();
+        let mut fixed = vec![(
+            "PATH".to_string(),
+            daemon
+                .get("PATH")
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_PATH.into()),
+        )];
+        for (name, value) in &daemon {
+            let locale = name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_");
+            if locale || inherit.contains(name) {
+                fixed.push((name.clone(), value.clone()));
+            }
+        }
+        Ok(Environment { fixed, from_job })
+    }
+
+    /// The variables for one job, or why the job cannot run.
+    fn for_job(&self, job: &Job) -> Result<Vec<(String, String)>, String> {
+        let doc = serde_json::to_value(job).unwrap_or(Value::Null);
+        let mut vars = self.fixed.clone();
+        for (name, pointer) in &self.from_job {
+            if let Some(v) = doc.pointer(pointer).and_then(env_value) {
+                if v.contains('\0') {
+                    return Err(format!(
+                        "env.{name}: the value at {pointer} contains a NUL byte, which an environment variable cannot hold"
+                    ));
+                }
+                vars.push((name.clone(), v));
+            }
+        }
+        vars.extend([
+            ("SWITCHYARD_JOB_ID".to_string(), job.id.clone()),
+            (
+                "SWITCHYARD_IDEMPOTENCY_KEY".to_string(),
+                job.idempotency_key.clone(),
+            ),
+            ("SWITCHYARD_ATTEMPT".to_string(), job.attempt.to_string()),
+            ("SWITCHYARD_RULE".to_string(), job.rule.clone()),
+        ]);
+        Ok(vars)
+    }
+}
+
 impl Action for Exec {
     fn create(host: Host, config: Value) -> Result<Self, String> {
         let c: Config =
@@ -111,22 +276,23 @@ impl Action for Exec {
                 )
             }
         };
-        for (name, pointer) in &c.env {
-            if name.is_empty() || name.contains('=') || name.contains('\0') {
-                return Err(format!(
-                    "exec settings: {name:?} is not an environment variable name"
-                ));
-            }
-            if !pointer.starts_with('/') {
-                return Err(format!(
-                    "exec settings: env.{name} = {pointer:?} is not a JSON pointer into the job (e.g. \"/params/invoice\")"
+        let env = Environment::new(
+            c.env,
+            &c.inherit_env,
+            std::env::vars_os()
+                .filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?))),
+        )?;
+        for name in &c.inherit_env {
+            if std::env::var_os(name).is_none() {
+                host.warn(&format!(
+                    "inherit_env: {name} is not set in the daemon's environment"
                 ));
             }
         }
         Ok(Exec {
             host,
             argv,
-            env: c.env,
+            env,
             retry_exit_codes: c.retry_exit_codes,
             max_output: c.max_output_bytes,
             working_dir: c.working_dir,
@@ -134,24 +300,20 @@ impl Action for Exec {
     }
 
     fn execute(&self, job: &Job, timeout: Duration) -> Outcome {
-        let job_doc = serde_json::to_value(job).unwrap_or(Value::Null);
+        let vars = match self.env.for_job(job) {
+            Ok(vars) => vars,
+            Err(why) => return Outcome::Permanent(why),
+        };
         let mut cmd = Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .env("SWITCHYARD_JOB_ID", &job.id)
-            .env("SWITCHYARD_IDEMPOTENCY_KEY", &job.idempotency_key)
-            .env("SWITCHYARD_ATTEMPT", job.attempt.to_string())
-            .env("SWITCHYARD_RULE", &job.rule);
+            .env_clear()
+            .envs(vars);
         if let Some(dir) = &self.working_dir {
             cmd.current_dir(dir);
-        }
-        for (name, pointer) in &self.env {
-            if let Some(v) = job_doc.pointer(pointer).and_then(env_value) {
-                cmd.env(name, v);
-            }
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -296,13 +458,20 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        // SAFETY: signal 0 only asks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ");
-        assert!(!alive, "the child {pid} was killed too");
+        // SIGKILL was sent; the kernel ends the process a moment later.
+        let alive = || {
+            // SAFETY: signal 0 only asks whether the process exists.
+            let exists = unsafe { libc::kill(pid, 0) } == 0;
+            exists
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z ")
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(), "the child {pid} was killed too");
     }
 
     #[test]
@@ -317,6 +486,100 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_program_gets_a_clean_environment() {
+        std::env::set_var("EXEC_TEST_SECRET", "hunter2-not-for-children");
+        std::env::set_var("EXEC_TEST_PASSED", "passed-through");
+        let e = exec(json!({"command": ["/usr/bin/env"],
+                            "env": {"INVOICE": "/params/invoice"},
+                            "inherit_env": ["EXEC_TEST_PASSED"]}));
+        let Outcome::Done(Some(r)) = e.execute(&job(), Duration::from_secs(5)) else {
+            panic!("env did not run");
+        };
+        let mut names: Vec<&str> = r["stdout"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(n, _)| n))
+            .filter(|n| !n.starts_with("LC_") && *n != "LANG" && *n != "LANGUAGE")
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "EXEC_TEST_PASSED",
+                "INVOICE",
+                "PATH",
+                "SWITCHYARD_ATTEMPT",
+                "SWITCHYARD_IDEMPOTENCY_KEY",
+                "SWITCHYARD_JOB_ID",
+                "SWITCHYARD_RULE"
+            ]
+        );
+        let out = r["stdout"].as_str().unwrap();
+        assert!(out.contains("EXEC_TEST_PASSED=passed-through\n"), "{out}");
+        assert!(out.contains("INVOICE=inv_7\n"), "{out}");
+        assert!(!out.contains("hunter2"), "{out}");
+    }
+
+    #[test]
+    fn a_nul_byte_from_the_job_is_a_permanent_failure() {
+        let e = exec(json!({"command": ["/bin/true"], "env": {"NOTE": "/params/note"}}));
+        let mut j = job();
+        j.params = json!({"note": "a\u{0}b"});
+        match e.execute(&j, Duration::from_secs(5)) {
+            Outcome::Permanent(m) => {
+                assert!(m.contains("env.NOTE") && m.contains("NUL"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_loader_or_the_daemon_acts_on_are_refused() {
+        for (config, needle) in [
+            (
+                json!({"env": {"LD_PRELOAD": "/params/x"}}),
+                "LD_PRELOAD is refused",
+            ),
+            (
+                json!({"inherit_env": ["LD_LIBRARY_PATH"]}),
+                "LD_LIBRARY_PATH is refused",
+            ),
+            (
+                json!({"env": {"BASH_ENV": "/params/x"}}),
+                "BASH_ENV is refused",
+            ),
+            (json!({"inherit_env": ["GCONV_PATH"]}), "GCONV_PATH"),
+            (json!({"env": {"SWITCHYARD_JOB_ID": "/id"}}), "reserved"),
+            (json!({"inherit_env": ["SWITCHYARD_RULE"]}), "reserved"),
+            (json!({"env": {"PATH": "/params/x"}}), "value from a job"),
+            (
+                json!({"env": {"NODE_OPTIONS": "/params/x"}}),
+                "value from a job",
+            ),
+            (
+                json!({"env": {"A=B": "/params/x"}}),
+                "not an environment variable name",
+            ),
+            (
+                json!({"inherit_env": [""]}),
+                "not an environment variable name",
+            ),
+        ] {
+            let mut config = config;
+            config["command"] = json!(["/bin/true"]);
+            let err = Exec::create(Host::detached(), config).err().unwrap();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        // An interpreter's variable may come from the daemon, by name.
+        assert!(Exec::create(
+            Host::detached(),
+            json!({"command": ["/bin/true"], "inherit_env": ["PYTHONPATH"]})
+        )
+        .is_ok());
     }
 
     #[test]
