@@ -13,8 +13,12 @@
 //! | POST | `/v1/reload` | reload the config, plugins and rules (422 with the problems if refused) |
 //! | GET | `/metrics`, `/healthz`, `/readyz` | as on the webhook listener |
 //!
-//! `since`/`until` are Unix milliseconds or RFC 3339. Errors are
-//! `{"error": "…"}` with 400, 401, 404 or 503. See `daemon/admin-openapi.yaml`.
+//! `since`/`until` are Unix milliseconds or RFC 3339 (anything else is a
+//! 400); `limit` is at most [`MAX_LIMIT`] (default 50 events, 100 dead
+//! letters). The scheme of `Authorization` is case-insensitive, as HTTP
+//! says. Errors are `{"error": "…"}` with 400, 401, 404, 405, 411, 413, 415
+//! or 503, and never echo internal representations. See
+//! `daemon/admin-openapi.yaml`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -44,6 +48,9 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
+/// The most items a list answers with; a larger `limit` is cut to it.
+pub const MAX_LIMIT: usize = 10_000;
+
 /// Unix milliseconds or RFC 3339.
 fn parse_time(text: &str) -> Option<i64> {
     text.parse::<i64>().ok().or_else(|| {
@@ -51,6 +58,44 @@ fn parse_time(text: &str) -> Option<i64> {
             .ok()
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
     })
+}
+
+fn bad_request(message: String) -> Response {
+    reply(StatusCode::BAD_REQUEST, json!({ "error": message }))
+}
+
+/// The query parameter `name` as a time, absent, or what is wrong with it.
+fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, String> {
+    q.get(name)
+        .map(|t| {
+            parse_time(t).ok_or_else(|| {
+                format!(
+                    "{name}: {t:?} is neither Unix milliseconds nor an RFC 3339 time (2025-04-01T11:31:04Z)"
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The query parameter `limit` (at most [`MAX_LIMIT`]), `default`, or what
+/// is wrong with it.
+fn limit_param(q: &HashMap<String, String>, default: usize) -> Result<usize, String> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<usize>()
+            .map(|n| n.min(MAX_LIMIT))
+            .map_err(|_| format!("limit: {l:?} is not a count")),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme's
+/// case does not matter (RFC 9110, 11.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -70,10 +115,7 @@ pub fn filter(
         .and_then(move |header: Option<String>| {
             let token = token.clone();
             async move {
-                let given = header
-                    .as_deref()
-                    .and_then(|h| h.strip_prefix("Bearer "))
-                    .unwrap_or("");
+                let given = header.as_deref().and_then(bearer_token).unwrap_or("");
                 let ok = given.len() == token.len()
                     && bool::from(given.as_bytes().ct_eq(token.as_bytes()));
                 if ok {
@@ -101,16 +143,21 @@ pub fn filter(
         .and(with_app.clone())
         .then(
             |q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let filter = EventFilter {
-                    source: q.get("source").cloned(),
-                    kind: q.get("type").cloned(),
-                    since_ms: q.get("since").and_then(|t| parse_time(t)),
-                    until_ms: q.get("until").and_then(|t| parse_time(t)),
-                    limit: q
-                        .get("limit")
-                        .and_then(|l| l.parse().ok())
-                        .unwrap_or(50)
-                        .min(10_000),
+                let filter = match (
+                    time_param(&q, "since"),
+                    time_param(&q, "until"),
+                    limit_param(&q, 50),
+                ) {
+                    (Ok(since_ms), Ok(until_ms), Ok(limit)) => EventFilter {
+                        source: q.get("source").cloned(),
+                        kind: q.get("type").cloned(),
+                        since_ms,
+                        until_ms,
+                        limit,
+                    },
+                    (Err(bad), _, _) | (_, Err(bad), _) | (_, _, Err(bad)) => {
+                        return bad_request(bad)
+                    }
                 };
                 match app.store().list_events(filter).await {
                     Ok(events) => reply(StatusCode::OK, json!({ "events": events })),
@@ -145,7 +192,10 @@ pub fn filter(
         .and(with_app.clone())
         .then(
             |q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+                let limit = match limit_param(&q, 100) {
+                    Ok(limit) => limit,
+                    Err(bad) => return bad_request(bad),
+                };
                 match app.store().dead_letters(limit).await {
                     Ok(jobs) => reply(StatusCode::OK, json!({ "dead_letters": jobs })),
                     Err(e) => store_error(e),
@@ -270,8 +320,62 @@ async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
             json!({ "error": "method not allowed" }),
         ));
     }
-    Ok(reply(
-        StatusCode::BAD_REQUEST,
-        json!({ "error": format!("{r:?}") }),
-    ))
+    let (status, message) = if let Some(e) = r.find::<warp::filters::body::BodyDeserializeError>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (StatusCode::PAYLOAD_TOO_LARGE, "body too large".into())
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "Content-Length required".into(),
+        )
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send JSON (Content-Type: application/json)".into(),
+        )
+    } else if r.find::<warp::reject::InvalidQuery>().is_some() {
+        (StatusCode::BAD_REQUEST, "invalid query string".into())
+    } else {
+        tracing::debug!(rejection = ?r, "admin API: request refused");
+        (StatusCode::BAD_REQUEST, "bad request".into())
+    };
+    Ok(reply(status, json!({ "error": message })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER   abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
+
+    #[test]
+    fn times_and_limits_are_checked() {
+        let q = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
+        assert_eq!(
+            time_param(&q("since", "1700000000000"), "since").ok(),
+            Some(Some(1_700_000_000_000))
+        );
+        assert_eq!(
+            time_param(&q("since", "2025-04-01T11:31:04Z"), "since").ok(),
+            Some(Some(1_743_507_064_000))
+        );
+        assert!(time_param(&q("since", "yesterday"), "since").is_err());
+        assert_eq!(time_param(&q("until", "x"), "since").ok(), Some(None));
+        assert_eq!(limit_param(&q("limit", "5"), 50).ok(), Some(5));
+        assert_eq!(
+            limit_param(&q("limit", "99999999"), 50).ok(),
+            Some(MAX_LIMIT)
+        );
+        assert_eq!(limit_param(&HashMap::new(), 50).ok(), Some(50));
+        assert!(limit_param(&q("limit", "-1"), 50).is_err());
+    }
 }

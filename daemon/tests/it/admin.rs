@@ -67,6 +67,56 @@ fn the_admin_api_needs_its_token_and_shows_and_does() {
         None,
     );
     assert_eq!(list["events"][0]["id"], id.as_str(), "{list}");
+    // The scheme's case does not matter; what the query says must parse.
+    let lower = reqwest::blocking::Client::new()
+        .get(format!("{base}/v1/events?limit=1"))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .unwrap();
+    assert_eq!(lower.status().as_u16(), 200);
+    for query in ["since=yesterday", "until=2025-13-45", "limit=lots"] {
+        let (status, body) = call(
+            "GET",
+            &format!("{base}/v1/events?{query}"),
+            Some(TOKEN),
+            None,
+        );
+        assert_eq!(status, 400, "{query}: {body}");
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.starts_with(query.split('=').next().unwrap()),
+            "{message}"
+        );
+    }
+    let (status, all) = call(
+        "GET",
+        &format!("{base}/v1/events?since=2000-01-01T00:00:00Z&limit=99999999999"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["events"].as_array().unwrap().len(), 1);
+    // A body that is not what the route wants: a plain message, no Rust
+    // representation of the rejection.
+    let (status, body) = call(
+        "POST",
+        &format!("{base}/v1/dead-letters/redrive"),
+        Some(TOKEN),
+        Some("[1, 2"),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        !body["error"].as_str().unwrap().contains("Rejection"),
+        "{body}"
+    );
+    let (status, body) = call(
+        "POST",
+        &format!("{base}/v1/dead-letters/redrive"),
+        Some(TOKEN),
+        Some(&format!(r#"{{"id": "{}"}}"#, "x".repeat(5000))),
+    );
+    assert_eq!(status, 413, "{body}");
+
     let (status, shown) = call("GET", &format!("{base}/v1/events/{id}"), Some(TOKEN), None);
     assert_eq!(status, 200);
     assert_eq!(shown["envelope"]["id"], id.as_str());
