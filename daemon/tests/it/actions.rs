@@ -22,7 +22,7 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    fn start(script: &str, args: &[&str], log: std::path::PathBuf) -> Fixture {
+    pub fn start(script: &str, args: &[&str], log: std::path::PathBuf) -> Fixture {
         let mut child = Command::new("python3")
             .arg(repo_root().join("daemon/tests/fixtures").join(script))
             .args(args)
@@ -547,6 +547,74 @@ webhook_url = "{}"
     assert!(
         !daemon.logs().contains(&rx.url()),
         "the webhook URL is a secret"
+    );
+}
+
+/// A target that answers with an endless body costs the http and slack
+/// actions a bounded read: the job goes on (retried here, as a 500), the
+/// daemon does not buffer the flood.
+#[test]
+fn an_endless_answer_is_read_only_in_part() {
+    let env = Env::new();
+    let http = Fixture::start(
+        "receiver.py",
+        &["--secret", HOOK_SECRET, "--script", "flood:500,200"],
+        env.path("http.jsonl"),
+    );
+    let slack = Fixture::start(
+        "receiver.py",
+        &["--script", "flood:500,200"],
+        env.path("slack.jsonl"),
+    );
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_http"));
+    env.add_plugin(&built_plugin("switchyard_slack"));
+    env.rule(
+        "both",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("forward", #{ invoice: event.data.eventData.entityId });
+action("slack", #{ text: "viewed" });"#,
+    );
+    let config = env.config(&format!(
+        r#"
+[delivery]
+retry_schedule = ["200ms"]
+jitter = 0.0
+
+[sources.tight]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[actions.forward]
+plugin = "http"
+url = "{}"
+secret = "{HOOK_SECRET}"
+
+[actions.slack]
+plugin = "slack"
+webhook_url = "{}"
+"#,
+        http.url(),
+        slack.url()
+    ));
+    let daemon = Daemon::start(&config);
+    let id = daemon.send_viewed("inv_flood");
+    for rx in [&http, &slack] {
+        let lines = rx.wait(3, 30);
+        assert_eq!(lines.len(), 3, "{lines:?}\n{}", daemon.logs());
+        let sent = lines[1]["flood_sent"].as_u64().expect("the flood ended");
+        assert!(
+            sent < 64 << 20,
+            "the action read {sent} bytes of an endless answer"
+        );
+    }
+    assert!(
+        eventually(10, || {
+            let (_, shown) = cli(&["events", "show", &id], &config);
+            shown.matches(r#""state": "done""#).count() == 2 && shown.contains("HTTP 500 xxxx")
+        }),
+        "{}",
+        cli(&["events", "show", &id], &config).1
     );
 }
 

@@ -22,7 +22,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
-use switchyard_plugin_support::http::http_outcome;
+use switchyard_plugin_support::http::{answer_text, http_outcome};
 use switchyard_plugin_support::standard_webhooks;
 use switchyard_plugin_support::{unix_now, Secret, SecretEncoding};
 
@@ -148,7 +148,7 @@ impl Action for HttpAction {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let text = resp.text().unwrap_or_default();
+                let text = answer_text(resp);
                 let out = http_outcome(status.as_u16(), retry.as_deref(), &text);
                 self.host
                     .debug(&format!("{} → HTTP {}", self.url, status.as_u16()));

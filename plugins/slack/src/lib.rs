@@ -12,7 +12,7 @@ use reqwest::blocking::Client;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
-use switchyard_plugin_support::http::http_outcome;
+use switchyard_plugin_support::http::{answer_text, http_outcome};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,7 +113,7 @@ impl Action for Slack {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let text = resp.text().unwrap_or_default();
+                let text = answer_text(resp);
                 self.host.debug(&format!("Slack answered {status} {text}"));
                 http_outcome(status, retry.as_deref(), &text)
             }

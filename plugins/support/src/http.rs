@@ -1,5 +1,6 @@
 //! What an HTTP answer means for a job, for actions that call HTTP targets.
 
+use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
@@ -13,6 +14,18 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The most of an answer's body an action reads: enough for a message. A
+/// target that answers with gigabytes costs no more than this.
+pub const MAX_ANSWER_BYTES: u64 = 16 * 1024;
+
+/// The start of an answer's body as text: at most [`MAX_ANSWER_BYTES`],
+/// the rest never read (the connection is then closed, not reused).
+pub fn answer_text(body: impl Read) -> String {
+    let mut kept = Vec::new();
+    let _ = body.take(MAX_ANSWER_BYTES).read_to_end(&mut kept);
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// What an HTTP answer means for the job.
@@ -63,6 +76,13 @@ mod tests {
             http_outcome(s(404), Some("5"), ""),
             Outcome::Permanent(_)
         ));
+    }
+
+    #[test]
+    fn only_the_start_of_an_answer_is_read() {
+        let endless = std::io::repeat(b'x');
+        assert_eq!(answer_text(endless).len() as u64, MAX_ANSWER_BYTES);
+        assert_eq!(answer_text(&b"short"[..]), "short");
     }
 
     #[test]
