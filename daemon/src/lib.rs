@@ -20,6 +20,8 @@
 //! - [`dispatch`]: running jobs on action plugins, with retries and dead letters.
 //! - [`event`]: the event envelope.
 //! - [`app`]: [`Switchyard`], the embeddable whole.
+//! - [`server`]: the standalone daemon: both listeners (connection deadlines
+//!   and bounds), signals, systemd.
 //!
 //! ## Embedding
 //! ```no_run

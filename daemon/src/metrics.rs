@@ -47,6 +47,17 @@ pub struct PluginLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    pub listener: String,
+    pub phase: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
@@ -76,6 +87,9 @@ pub struct Metrics {
     pub rules_version: Gauge<i64, AtomicI64>,
     pub rules_broken: Gauge<i64, AtomicI64>,
     pub rules_reload_failures: Counter<u64, AtomicU64>,
+    connections_open: Family<ListenerLabel, Gauge>,
+    connections_refused: Family<ListenerLabel, Counter>,
+    connections_timed_out: Family<TimeoutLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,6 +120,9 @@ impl Metrics {
             rules_version: Gauge::default(),
             rules_broken: Gauge::default(),
             rules_reload_failures: Counter::default(),
+            connections_open: Family::default(),
+            connections_refused: Family::default(),
+            connections_timed_out: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -199,6 +216,21 @@ impl Metrics {
             "Reloads that found a rule file that does not compile",
             m.rules_reload_failures.clone(),
         );
+        r.register(
+            "connections_open",
+            "Connections open, per listener",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections answered 503 and closed at once: the listener's max_connections were open",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "connections_timed_out",
+            "Connections closed by a deadline, per listener and phase (head, body, idle, write)",
+            m.connections_timed_out.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -232,6 +264,36 @@ impl Metrics {
             })
             .inc();
         self.rule_seconds.observe(elapsed_us as f64 / 1e6);
+    }
+
+    fn listener(listener: &str) -> ListenerLabel {
+        ListenerLabel {
+            listener: listener.to_string(),
+        }
+    }
+
+    /// The open-connections gauge of a listener.
+    pub fn connections_open(&self, listener: &str) -> Gauge {
+        self.connections_open
+            .get_or_create(&Self::listener(listener))
+            .clone()
+    }
+
+    /// The counter of connections a listener refused over its bound.
+    pub fn connections_refused(&self, listener: &str) -> Counter {
+        self.connections_refused
+            .get_or_create(&Self::listener(listener))
+            .clone()
+    }
+
+    /// The counter of a listener's connections closed by one deadline.
+    pub fn connection_timeout(&self, listener: &str, phase: &str) -> Counter {
+        self.connections_timed_out
+            .get_or_create(&TimeoutLabels {
+                listener: listener.to_string(),
+                phase: phase.to_string(),
+            })
+            .clone()
     }
 
     pub fn plugin_call(&self, plugin: &str, call: &str, outcome: &str) {

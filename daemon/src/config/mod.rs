@@ -91,6 +91,9 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     delivery: RawDelivery,
+    /// `[http]`: limits of both listeners.
+    #[serde(default)]
+    http: RawHttp,
     /// `[admin]`: the admin API's listener and token.
     #[serde(default)]
     admin: Option<Spanned<toml::Table>>,
@@ -227,6 +230,75 @@ impl Default for RawDelivery {
     }
 }
 
+/// `[http]`: what a connection to either listener may take.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    header_timeout: String,
+    body_timeout: String,
+    idle_timeout: String,
+    write_timeout: String,
+    max_connections: usize,
+    max_headers: usize,
+    max_header_bytes: usize,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        let d = HttpLimits::default();
+        let text = |t: Duration| humantime::format_duration(t).to_string();
+        RawHttp {
+            header_timeout: text(d.header_timeout),
+            body_timeout: text(d.body_timeout),
+            idle_timeout: text(d.idle_timeout),
+            write_timeout: text(d.write_timeout),
+            max_connections: d.max_connections,
+            max_headers: d.max_headers,
+            max_header_bytes: d.max_header_bytes,
+        }
+    }
+}
+
+/// What one connection to a listener may take, and how many at once: the
+/// bounds that keep a client from holding the daemon's sockets and memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// From a connection's start, or the first byte of a later request, to
+    /// the end of the request head; a slower client is closed.
+    pub header_timeout: Duration,
+    /// From the end of the head to the end of the body: 408, then closed.
+    pub body_timeout: Duration,
+    /// A keep-alive connection without a request for this long is closed.
+    pub idle_timeout: Duration,
+    /// An answer the client takes no byte of for this long: closed.
+    pub write_timeout: Duration,
+    /// Connections at once; beyond, new ones get 503 and are closed. Also
+    /// bounded by the open-file limit (see `server`).
+    pub max_connections: usize,
+    /// Header lines in one request (431 beyond).
+    pub max_headers: usize,
+    /// Bytes of request line and headers together (431 beyond).
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_headers: 100,
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// The admin listener's connection bound unless `[admin] max_connections`
+/// says otherwise: a few operators and a scraper.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+
 /// Store settings, validated.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -268,6 +340,42 @@ fn duration(text: &str, key: &str, problems: &mut Vec<Problem>, file: &str) -> D
     }
 }
 
+fn http_limits(raw: &RawHttp, problems: &mut Vec<Problem>, file: &str) -> HttpLimits {
+    let mut timeout = |text: &str, key: &str| {
+        let d = duration(text, &format!("http.{key}"), problems, file);
+        if d < Duration::from_millis(100) {
+            problems.push(Problem::new(
+                file,
+                format!("http.{key} must be at least 100ms"),
+            ));
+        }
+        d
+    };
+    let limits = HttpLimits {
+        header_timeout: timeout(&raw.header_timeout, "header_timeout"),
+        body_timeout: timeout(&raw.body_timeout, "body_timeout"),
+        idle_timeout: timeout(&raw.idle_timeout, "idle_timeout"),
+        write_timeout: timeout(&raw.write_timeout, "write_timeout"),
+        max_connections: raw.max_connections,
+        max_headers: raw.max_headers,
+        max_header_bytes: raw.max_header_bytes,
+    };
+    for (key, value, least) in [
+        ("max_connections", limits.max_connections, 1),
+        ("max_headers", limits.max_headers, 1),
+        // The request line, a Host header and room for a signature.
+        ("max_header_bytes", limits.max_header_bytes, 1024),
+    ] {
+        if value < least {
+            problems.push(Problem::new(
+                file,
+                format!("http.{key} must be at least {least}"),
+            ));
+        }
+    }
+    limits
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -289,6 +397,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Proxies whose `X-Forwarded-For` names the sender.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Limits of the webhook listener's connections (and, but for
+    /// `max_connections`, the admin listener's).
+    pub http: HttpLimits,
     /// The admin API, when `[admin]` is set.
     pub admin: Option<AdminConfig>,
     pub sources: BTreeMap<String, SourceConfig>,
@@ -321,6 +432,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token (resolved; never logged).
     pub token: String,
+    /// Connections at once on the admin listener.
+    pub max_connections: usize,
 }
 
 /// An `[actions.NAME]` table.
@@ -471,6 +584,7 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
         ));
     }
 
+    let http = http_limits(&raw.http, &mut problems, &file);
     let trusted_proxies = parse_nets(
         &raw.trusted_proxies,
         "trusted_proxies",
@@ -491,16 +605,36 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
             .and_then(Value::as_str)
             .and_then(|l| l.parse::<SocketAddr>().ok());
         let token = value.get("token").and_then(Value::as_str).map(str::to_owned);
+        let max_connections = match value.get("max_connections") {
+            None => DEFAULT_ADMIN_MAX_CONNECTIONS,
+            Some(n) => match n.as_u64() {
+                Some(n) if n >= 1 => n as usize,
+                _ => {
+                    problems.push(Problem::new(
+                        &location,
+                        "admin.max_connections must be a whole number, at least 1",
+                    ));
+                    DEFAULT_ADMIN_MAX_CONNECTIONS
+                }
+            },
+        };
         if let Some(m) = value.as_object() {
-            for k in m.keys().filter(|k| !matches!(k.as_str(), "listen" | "token")) {
+            for k in m
+                .keys()
+                .filter(|k| !matches!(k.as_str(), "listen" | "token" | "max_connections"))
+            {
                 problems.push(Problem::new(
                     &location,
-                    format!("admin.{k} is not a setting (listen, token)"),
+                    format!("admin.{k} is not a setting (listen, token, max_connections)"),
                 ));
             }
         }
         match (listen, token) {
-            (Some(listen), Some(token)) if token.len() >= 16 => Some(AdminConfig { listen, token }),
+            (Some(listen), Some(token)) if token.len() >= 16 => Some(AdminConfig {
+                listen,
+                token,
+                max_connections,
+            }),
             (None, _) => {
                 problems.push(Problem::new(
                     &location,
@@ -686,6 +820,7 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
             store,
             delivery,
             trusted_proxies,
+            http,
             admin,
             sources,
             actions,

@@ -18,6 +18,7 @@
 //! | 403 | sender address not allowed |
 //! | 404 | no such source |
 //! | 405 | not POST |
+//! | 408 | the body did not arrive within the listener's `body_timeout` |
 //! | 413 | body over `max_body_bytes` |
 //! | 500 | the provider plugin failed (panicked or returned nonsense) |
 //! | 503 | plugin overloaded or timed out, backlog over its bound, or the store cannot write (`Retry-After`) |
@@ -65,6 +66,38 @@ pub struct Ingress {
     pub stopping: std::sync::atomic::AtomicBool,
 }
 
+/// The peer of a connection, as the daemon's own listener records it
+/// (warp's server records its own, which [`peer`] reads too).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// A request body that did not arrive within the listener's `body_timeout`
+/// of its head: the body stream fails with this, ingress answers 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?} of its head")]
+pub struct BodyTimeout(pub Duration);
+
+/// Whether an error (or one it wraps) is a [`BodyTimeout`].
+pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<BodyTimeout>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The address of the connection's peer, whichever server accepted it.
+fn peer() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
+    warp::addr::remote()
+        .and(warp::ext::optional::<PeerAddr>())
+        .map(|warp_peer: Option<SocketAddr>, ours: Option<PeerAddr>| {
+            warp_peer.or(ours.map(|p| p.0))
+        })
+}
+
 /// The webhook filter: `hooks/{source}` relative to wherever it is mounted.
 /// Requests that are not under `hooks/` are rejected (not found), so the
 /// filter composes with others through `.or()`.
@@ -76,7 +109,7 @@ pub fn filter(
         .and(warp::path::tail())
         .and(warp::method())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(peer())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::body::stream())
         .and_then(
@@ -195,6 +228,7 @@ fn redact_values(text: &str, credentials: &[String]) -> String {
 
 enum BodyError {
     TooLarge,
+    TimedOut,
     Broken(String),
 }
 
@@ -206,7 +240,13 @@ where
     let mut body = std::pin::pin!(body);
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        let mut chunk = chunk.map_err(|e| {
+            if is_body_timeout(&e) {
+                BodyError::TimedOut
+            } else {
+                BodyError::Broken(e.to_string())
+            }
+        })?;
         if buf.len() as u64 + chunk.remaining() as u64 > limit {
             return Err(BodyError::TooLarge);
         }
@@ -281,6 +321,14 @@ impl Ingress {
                 tracing::warn!(source = %source.name, "webhook body over the limit");
                 m.reject(&source.name, "too_large");
                 return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+            }
+            Err(BodyError::TimedOut) => {
+                tracing::info!(source = %source.name, "webhook body did not arrive in time; closing the connection");
+                m.reject(&source.name, "body_timeout");
+                let mut resp = error(StatusCode::REQUEST_TIMEOUT, "body timed out");
+                resp.headers_mut()
+                    .insert("connection", HeaderValue::from_static("close"));
+                return resp;
             }
             Err(BodyError::Broken(e)) => {
                 tracing::info!(source = %source.name, "webhook body could not be read: {e}");

@@ -1,7 +1,7 @@
 //! Shared test context: a temporary deployment (plugins, rules, config), the
 //! daemon process on 127.0.0.1, and helpers to sign and send webhooks.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,20 +48,28 @@ pub fn built_plugin(lib_name: &str) -> PathBuf {
 
 /// Builds the C example plugin against the checked-in header into `out_dir`.
 pub fn build_c_plugin(out_dir: &Path) -> PathBuf {
-    let out = out_dir.join("libswitchyard_c_example.so");
-    let root = repo_root();
+    build_c(
+        "plugins/c-example/token_provider.c",
+        &repo_root().join("plugin-api/include"),
+        &out_dir.join("libswitchyard_c_example.so"),
+    )
+}
+
+/// Compiles a C plugin (a path under the repository) against the ABI header
+/// in `include` into the shared library `out`.
+pub fn build_c(source: &str, include: &Path, out: &Path) -> PathBuf {
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args([
             "-O2", "-Wall", "-Wextra", "-Werror", "-std=c11", "-shared", "-fPIC", "-I",
         ])
-        .arg(root.join("plugin-api/include"))
+        .arg(include)
         .arg("-o")
-        .arg(&out)
-        .arg(root.join("plugins/c-example/token_provider.c"))
+        .arg(out)
+        .arg(repo_root().join(source))
         .status()
-        .expect("a C compiler (cc) is needed for the C plugin test");
-    assert!(status.success(), "building the C plugin failed");
-    out
+        .expect("a C compiler (cc) is needed for the C plugin tests");
+    assert!(status.success(), "building {source} failed");
+    out.to_path_buf()
 }
 
 /// A temporary deployment: plugin_dir, rules_dir, data_dir and a config.
@@ -222,10 +230,33 @@ impl Daemon {
 
     /// As [`start`](Self::start), with extra environment variables.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(config)
-            .envs(env.iter().copied())
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args(["run", "--log-format", "json", "--config"])
+                .arg(config)
+                .envs(env.iter().copied()),
+        )
+    }
+
+    /// As [`start`](Self::start), with the soft open-file limit systemd
+    /// gives a service (1,024) and the hard limit this process has.
+    pub fn start_with_systemd_file_limit(config: &Path) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["run", "--log-format", "json", "--config"])
+            .arg(config);
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(|| {
+                let (_, hard) = rlimit::Resource::NOFILE.get()?;
+                rlimit::Resource::NOFILE.set(1024.min(hard), hard)
+            });
+        }
+        Self::spawn(&mut cmd)
+    }
+
+    fn spawn(cmd: &mut Command) -> Daemon {
+        let mut child = cmd
             .env("SWITCHYARD_IT_SECRET", SECRET)
             .env("SWITCHYARD_LOG", "info")
             .stdin(Stdio::null())
@@ -376,6 +407,46 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GET on the webhook listener: (status, body).
+pub fn get(daemon: &Daemon, path: &str) -> (u16, String) {
+    let resp = reqwest::blocking::get(daemon.url(path)).unwrap();
+    (resp.status().as_u16(), resp.text().unwrap())
+}
+
+/// The samples of /metrics as the Prometheus client library parses them.
+pub fn scrape(daemon: &Daemon) -> Vec<Value> {
+    let (status, text) = get(daemon, "/metrics");
+    assert_eq!(status, 200);
+    let mut child = Command::new("python3")
+        .arg(repo_root().join("daemon/tests/fixtures/prom_parse.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the parser refused:\n{text}");
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+pub fn value(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s["name"] == name)
+        .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum()
 }
 
 /// A Tight-Verification token from PyJWT.

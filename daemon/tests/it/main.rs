@@ -10,6 +10,7 @@ mod admin;
 mod check;
 mod durability;
 mod embed;
+mod hostile;
 mod plugins;
 mod providers;
 mod reload;

@@ -1,51 +1,9 @@
 //! The service endpoints: /healthz, /readyz, and /metrics read by the
 //! Prometheus Python client's parser while requests arrive.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use serde_json::Value;
+use std::process::Command;
 
 use crate::common::*;
-
-fn get(daemon: &Daemon, path: &str) -> (u16, String) {
-    let resp = reqwest::blocking::get(daemon.url(path)).unwrap();
-    (resp.status().as_u16(), resp.text().unwrap())
-}
-
-/// The samples of /metrics as the Prometheus client library parses them.
-fn scrape(daemon: &Daemon) -> Vec<Value> {
-    let (status, text) = get(daemon, "/metrics");
-    assert_eq!(status, 200);
-    let mut child = Command::new("python3")
-        .arg(repo_root().join("daemon/tests/fixtures/prom_parse.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the parser refused:\n{text}");
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn value(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s["name"] == name)
-        .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
-        .map(|s| s["value"].as_f64().unwrap())
-        .sum()
-}
 
 #[test]
 fn metrics_move_as_requests_arrive_and_health_answers() {

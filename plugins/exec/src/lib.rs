@@ -11,7 +11,8 @@
 //!
 //! The program starts with a clean environment, never the daemon's (which
 //! holds source secrets, SMTP passwords and `CREDENTIALS_DIRECTORY`): see
-//! [`Environment`].
+//! [`Environment`]; and with an open-file soft limit of 1,024 (the daemon
+//! raises its own for its connections).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -315,6 +316,22 @@ impl Action for Exec {
         if let Some(dir) = &self.working_dir {
             cmd.current_dir(dir);
         }
+        // The daemon raised its open-file soft limit for its connections;
+        // the program gets the usual 1,024 back (select() breaks above it).
+        // SAFETY: getrlimit and setrlimit are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur > 1024 {
+                    lim.rlim_cur = 1024;
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                }
+                Ok(())
+            });
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Outcome::Permanent(format!("cannot run {}: {e}", self.argv[0])),
@@ -522,6 +539,16 @@ mod tests {
         assert!(out.contains("EXEC_TEST_PASSED=passed-through\n"), "{out}");
         assert!(out.contains("INVOICE=inv_7\n"), "{out}");
         assert!(!out.contains("hunter2"), "{out}");
+    }
+
+    #[test]
+    fn the_program_gets_the_usual_open_file_limit() {
+        let e = exec(json!({"shell": "ulimit -n"}));
+        let Outcome::Done(Some(r)) = e.execute(&job(), Duration::from_secs(5)) else {
+            panic!("sh did not run");
+        };
+        let limit: u64 = r["stdout"].as_str().unwrap().trim().parse().unwrap();
+        assert!(limit <= 1024, "{limit}");
     }
 
     #[test]

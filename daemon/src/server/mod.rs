@@ -1,16 +1,26 @@
-//! The standalone HTTP server `switchyard run` uses: the webhook filter at
-//! the root, `/healthz`, `/readyz` and `/metrics`, a JSON 404 for anything else, SIGHUP to reload the rules,
-//! graceful shutdown.
+//! The standalone daemon `switchyard run` is: the webhook listener (the
+//! webhook filter at the root, `/healthz`, `/readyz` and `/metrics`, a JSON
+//! 404 for anything else), the admin listener when configured, SIGHUP to
+//! reload the configuration, plugins and rules, the systemd notifications
+//! and watchdog, graceful shutdown.
+//!
+//! Both listeners are served by [`listener`] with the `[http]` limits:
+//! deadlines per connection ([`conn`]), a bound on connections, header
+//! limits; the open-file limit is raised at start.
 
+pub mod conn;
+pub mod listener;
+
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 
 use sd_notify::NotifyState;
 use warp::http::StatusCode;
-use warp::Filter;
+use warp::{Filter, Reply as _};
 
 use crate::app::Switchyard;
-use crate::config::{Config, Problem, Problems};
+use crate::config::{Config, HttpLimits, Problem, Problems};
 
 /// Binds `config.listen`, serves until `shutdown` completes, then drains.
 /// `on_bound` learns the bound address (useful with port 0).
@@ -19,25 +29,27 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), Problems> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| {
-            Problems(vec![Problem::new(
-                "listen",
-                format!("cannot listen on {}: {e}", config.listen),
-            )])
-        })?;
+    listener::raise_open_file_limit();
+    let listener = bind(config.listen, "listen")?;
     let addr = listener.local_addr().unwrap_or(config.listen);
+    let limits = config.http.clone();
     let app = Switchyard::start(config).await?;
-    let fallback = warp::any().map(|| {
-        warp::reply::with_status(
-            warp::reply::json(&serde_json::json!({"error": "not found"})),
-            StatusCode::NOT_FOUND,
-        )
-    });
     let app = std::sync::Arc::new(app);
     app.watch_plugins();
-    let routes = app.filter().or(app.service_filter()).or(fallback);
+    let routes = app
+        .filter()
+        .or(app.service_filter())
+        .unify()
+        .recover(|_| async {
+            Ok::<_, Infallible>(
+                warp::reply::with_status(
+                    warp::reply::json(&serde_json::json!({"error": "not found"})),
+                    StatusCode::NOT_FOUND,
+                )
+                .into_response(),
+            )
+        })
+        .unify();
     // Listen for SIGHUP before saying we are up: its default would kill us.
     let hup =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| {
@@ -49,18 +61,26 @@ pub async fn run(
     let hangups = tokio::spawn(reload_on_sighup(app.clone(), hup));
     let admin = match app.config().admin.clone() {
         Some(admin) => {
-            let listener = tokio::net::TcpListener::bind(admin.listen)
-                .await
-                .map_err(|e| {
-                    Problems(vec![Problem::new(
-                        "admin.listen",
-                        format!("cannot listen on {}: {e}", admin.listen),
-                    )])
-                })?;
+            let listener = bind(admin.listen, "admin.listen")?;
             let admin_addr = listener.local_addr().unwrap_or(admin.listen);
             tracing::info!(admin_addr = %admin_addr, "admin API on http://{admin_addr}/v1/");
             let routes = crate::admin::filter(app.clone(), admin.token);
-            Some(tokio::spawn(warp::serve(routes).incoming(listener).run()))
+            let limits = HttpLimits {
+                max_connections: admin.max_connections,
+                ..limits.clone()
+            };
+            let app = app.clone();
+            Some(tokio::spawn(async move {
+                listener::serve(
+                    listener,
+                    "admin",
+                    routes,
+                    limits,
+                    app.metrics(),
+                    std::future::pending(),
+                )
+                .await
+            }))
         }
         None => None,
     };
@@ -72,11 +92,15 @@ pub async fn run(
         app.rules().current().rules().len()
     );
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    listener::serve(
+        listener,
+        "webhooks",
+        routes,
+        limits,
+        app.metrics(),
+        shutdown,
+    )
+    .await;
     tracing::info!("stopped accepting webhooks; finishing routed work");
     notify(&[
         NotifyState::Stopping,
@@ -92,6 +116,28 @@ pub async fn run(
     let _ = watchdog.await;
     app.shutdown().await;
     Ok(())
+}
+
+/// A listening socket with room for a burst of new connections (the
+/// kernel's own cap, `net.core.somaxconn`, still applies).
+fn bind(addr: SocketAddr, setting: &str) -> Result<tokio::net::TcpListener, Problems> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    socket
+        .and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(4096)
+        })
+        .map_err(|e| {
+            Problems(vec![Problem::new(
+                setting,
+                format!("cannot listen on {addr}: {e}"),
+            )])
+        })
 }
 
 /// SIGHUP reloads the configuration, the plugins and the rules.

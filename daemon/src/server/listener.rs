@@ -1,0 +1,291 @@
+//! The listeners' HTTP/1.1 server: accepting connections within a bound,
+//! serving each with the deadlines of [`conn`](super::conn) and the header
+//! limits, and draining them at shutdown.
+//!
+//! Owns: the accept loop (connections beyond `max_connections` get a 503 and
+//! are closed at once, never queued), the hyper connection settings (header
+//! count and size answered 431), the open-file limit at start and the
+//! connection bound it allows, and the listener metrics
+//! (`switchyard_connections_*`). Serves any warp filter that answers every
+//! request; calls nothing else of the daemon.
+//!
+//! warp's own server has no deadlines or bounds, hence this one; the
+//! routes stay warp filters, so an embedding program may still mount them
+//! in a server of its own (which then owns those limits).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::Service as _;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use warp::reply::Response;
+use warp::Filter;
+
+use super::conn::{Guarded, Phase, TimedBody, Timeouts};
+use crate::config::HttpLimits;
+use crate::ingress::PeerAddr;
+use crate::metrics::Metrics;
+
+/// Open files kept for the rest of the daemon when the open-file limit
+/// bounds the connections: the store's files, the admin listener, the
+/// action plugins' sockets and the pipes of the programs they run.
+const RESERVED_FILES: u64 = 512;
+
+/// How long shutdown waits for connections with a request in flight.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Answered to a connection over the bound, before closing it.
+const OVER_THE_BOUND: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// Raises the soft open-file limit to the hard one (systemd starts services
+/// with a soft limit of 1,024), saying so. Each connection is a file.
+pub fn raise_open_file_limit() {
+    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else {
+        return;
+    };
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) if now > soft => {
+            tracing::info!(
+                from = soft,
+                to = now,
+                "raised the open-file limit to its hard limit"
+            );
+        }
+        Ok(_) => tracing::info!(limit = soft, hard, "open-file limit"),
+        Err(e) => tracing::warn!(limit = soft, hard, "cannot raise the open-file limit: {e}"),
+    }
+}
+
+/// `configured`, or less when the open-file limit cannot hold that many
+/// connections beside the daemon's other files (a warning says so).
+fn connection_bound(listener: &str, configured: usize) -> usize {
+    let Ok(soft) = rlimit::Resource::NOFILE.get_soft() else {
+        return configured;
+    };
+    let room = soft.saturating_sub(RESERVED_FILES).max(16);
+    if (configured as u64) <= room {
+        return configured;
+    }
+    tracing::warn!(
+        listener,
+        configured,
+        open_file_limit = soft,
+        "serving at most {room} connections at once: the open-file limit ({soft}) holds no more \
+         beside the daemon's other files; raise LimitNOFILE= (or ulimit -n) to allow {configured}"
+    );
+    room as usize
+}
+
+/// A warning that repeats at most every ten seconds, with how many times it
+/// happened since.
+struct Occasional {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Occasional {
+    fn new() -> Self {
+        Occasional {
+            last: None,
+            since: 0,
+        }
+    }
+
+    /// The count to report, when it is time to say something.
+    fn tick(&mut self) -> Option<u64> {
+        self.since += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
+/// One listener's metric handles.
+#[derive(Clone)]
+struct Counters {
+    open: Gauge,
+    refused: Counter,
+    timeouts: Timeouts,
+}
+
+impl Counters {
+    fn new(metrics: &Metrics, listener: &str) -> Counters {
+        let timeout = |phase: &str| metrics.connection_timeout(listener, phase);
+        Counters {
+            open: metrics.connections_open(listener),
+            refused: metrics.connections_refused(listener),
+            timeouts: Timeouts {
+                head: timeout("head"),
+                body: timeout("body"),
+                idle: timeout("idle"),
+                write: timeout("write"),
+            },
+        }
+    }
+}
+
+/// Serves `routes` on `listener` until `shutdown` completes, then waits (at
+/// most [`DRAIN`]) for the requests in flight. `name` labels the metrics
+/// and logs (`webhooks`, `admin`).
+pub async fn serve<F>(
+    listener: TcpListener,
+    name: &'static str,
+    routes: F,
+    limits: HttpLimits,
+    metrics: &Metrics,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    let limits = HttpLimits {
+        max_connections: connection_bound(name, limits.max_connections),
+        ..limits
+    };
+    let counters = Counters::new(metrics, name);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut refusals = Occasional::new();
+    let mut accept_errors = Occasional::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    accept_failed(name, e, &mut accept_errors).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            counters.refused.inc();
+            // Best effort, never waiting: the client learns to come back.
+            let _ = stream.try_write(OVER_THE_BOUND);
+            drop(stream);
+            if let Some(n) = refusals.tick() {
+                tracing::warn!(
+                    listener = name,
+                    max_connections = limits.max_connections,
+                    refused = n,
+                    "connection bound reached: new connections are answered 503 and closed"
+                );
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (routes, limits, counters) = (routes.clone(), limits.clone(), counters.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            counters.open.inc();
+            serve_connection(stream, peer, routes, limits, &counters, watcher).await;
+            counters.open.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            "requests still in flight after {DRAIN:?}; closing their connections"
+        );
+    }
+}
+
+/// A failed accept: nothing to do for a connection that went away before
+/// it was taken; out of files or memory, wait a moment for some to be
+/// freed (and say so now and then) rather than spin.
+async fn accept_failed(name: &str, e: std::io::Error, errors: &mut Occasional) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    ) {
+        return;
+    }
+    if let Some(n) = errors.tick() {
+        tracing::error!(
+            listener = name,
+            failures = n,
+            "cannot accept connections: {e}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+async fn serve_connection<F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    routes: F,
+    limits: HttpLimits,
+    counters: &Counters,
+    watcher: Watcher,
+) where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    let phase = Arc::new(Phase::default());
+    let io = TokioIo::new(Guarded::new(
+        stream,
+        phase.clone(),
+        limits.clone(),
+        counters.timeouts.clone(),
+    ));
+    let routes = TowerToHyperService::new(warp::service(routes));
+    let (body_timeout, body_timeouts) = (limits.body_timeout, counters.timeouts.body.clone());
+    let service = hyper::service::service_fn(move |mut req: warp::http::Request<Incoming>| {
+        phase.request_started();
+        req.extensions_mut().insert(PeerAddr(peer));
+        let req = req.map(|body| TimedBody::new(body, body_timeout, body_timeouts.clone()));
+        let answer = routes.call(req);
+        let phase = phase.clone();
+        async move {
+            let answer = answer.await;
+            phase.answered();
+            answer
+        }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.header_read_timeout(None)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_header_bytes)
+        .keep_alive(true);
+    if let Err(e) = watcher.watch(http.serve_connection(io, service)).await {
+        tracing::debug!(%peer, "connection closed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn warnings_repeat_at_most_every_ten_seconds_with_a_count() {
+        let mut o = Occasional::new();
+        assert_eq!(o.tick(), Some(1));
+        assert_eq!(o.tick(), None);
+        assert_eq!(o.tick(), None);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(o.tick(), Some(3));
+    }
+}

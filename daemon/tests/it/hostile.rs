@@ -1,0 +1,293 @@
+//! Clients that try to knock the listeners over: thousands of half-open
+//! requests, stalled bodies, header floods, more connections than allowed,
+//! idle keep-alives. Through all of it a correctly signed webhook is
+//! answered and routed, and the server closes what stalls.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Opens a connection and writes `bytes` on it.
+fn open(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect to the daemon");
+    s.write_all(bytes).unwrap();
+    s
+}
+
+/// Reads until the server closes the connection (end of stream or reset)
+/// or `deadline` passes. Returns what arrived and whether it was closed.
+fn until_closed(s: &mut TcpStream, deadline: Instant) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (got, false);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (got, false)
+            }
+            Err(_) => return (got, true),
+        }
+    }
+}
+
+/// A signed invoiceViewed posted on a new connection, answered within
+/// `within` or failing.
+fn post_signed(daemon: &Daemon, invoice: &str, token: &str, within: Duration) -> (u16, String) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(within)
+        .build()
+        .unwrap();
+    let resp = client
+        .post(daemon.url("/hooks/tight"))
+        .header("Tight-Verification", token)
+        .body(invoice_viewed(invoice))
+        .send()
+        .expect("the signed webhook is answered while the listener is under attack");
+    let status = resp.status().as_u16();
+    (status, resp.text().unwrap_or_default())
+}
+
+/// The attack: with the soft open-file limit systemd gives a
+/// service, 3,000 connections that send half a request line and 500 that
+/// stall in their bodies. A signed webhook is still answered within 2 s and
+/// routed; the server closes every stalled connection at its deadline.
+#[test]
+fn slow_clients_cannot_starve_the_listener() {
+    // The attacker's side needs its own files.
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let env = Env::new();
+    let config = env.standard_with(
+        "[http]\nheader_timeout = \"3s\"\nbody_timeout = \"4s\"\n",
+        "",
+    );
+    let daemon = Daemon::start_with_systemd_file_limit(&config);
+    assert!(
+        daemon.logged("raised the open-file limit"),
+        "{}",
+        daemon.logs()
+    );
+    let body = invoice_viewed("inv_under_attack");
+    let token = pyjwt(SECRET, body.as_bytes(), &[]);
+    let late_body = invoice_viewed("inv_after_attack");
+    let late_token = pyjwt(SECRET, late_body.as_bytes(), &[]);
+
+    let half_lines: Vec<TcpStream> = (0..3000)
+        .map(|_| open(daemon.addr, b"POST /hooks/tight HT"))
+        .collect();
+    let stalled_head = format!(
+        "POST /hooks/tight HTTP/1.1\r\nhost: x\r\ntight-verification: {token}\r\ncontent-length: 5000\r\n\r\n{{\"type\":"
+    );
+    let stalled_bodies: Vec<TcpStream> = (0..500)
+        .map(|_| open(daemon.addr, stalled_head.as_bytes()))
+        .collect();
+
+    let (status, answer) = post_signed(&daemon, "inv_under_attack", &token, Duration::from_secs(2));
+    assert_eq!(status, 200, "{answer}");
+    let routed = env.wait_audit(1);
+    assert_eq!(routed.len(), 1, "{}", daemon.logs());
+    assert_eq!(routed[0]["params"]["invoice"], "inv_under_attack");
+
+    // Every stalled connection is closed by the server: the half lines at
+    // the head deadline, the bodies with a 408 at theirs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut open_heads = 0;
+    for mut s in half_lines {
+        let (_, closed) = until_closed(&mut s, deadline);
+        open_heads += usize::from(!closed);
+    }
+    let mut open_bodies = 0;
+    let mut answered_408 = 0;
+    for mut s in stalled_bodies {
+        let (got, closed) = until_closed(&mut s, deadline);
+        open_bodies += usize::from(!closed);
+        answered_408 += usize::from(got.starts_with(b"HTTP/1.1 408"));
+    }
+    assert_eq!(open_heads, 0, "half-open requests the server kept");
+    assert_eq!(open_bodies, 0, "stalled bodies the server kept");
+    assert_eq!(answered_408, 500, "stalled bodies are answered 408");
+
+    let samples = scrape(&daemon);
+    let timed_out = |phase: &str| {
+        value(
+            &samples,
+            "switchyard_connections_timed_out_total",
+            &[("listener", "webhooks"), ("phase", phase)],
+        )
+    };
+    assert!(timed_out("head") >= 3000.0, "{samples:?}");
+    assert_eq!(timed_out("body"), 500.0);
+    let rejected = value(
+        &samples,
+        "switchyard_webhooks_rejected_total",
+        &[("source", "tight"), ("reason", "body_timeout")],
+    );
+    assert_eq!(rejected, 500.0);
+
+    // And the daemon goes on as before.
+    let (status, answer) = post_signed(
+        &daemon,
+        "inv_after_attack",
+        &late_token,
+        Duration::from_secs(20),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(env.wait_audit(2).len(), 2);
+}
+
+/// Too many header lines, or too many header bytes, are answered 431 and
+/// the connection closed; an overlong request line likewise (414 or 431).
+#[test]
+fn header_floods_are_answered_431() {
+    let env = Env::new();
+    let config = env.standard();
+    let daemon = Daemon::start(&config);
+    let deadline = || Instant::now() + Duration::from_secs(10);
+    let status_of = |request: Vec<u8>| {
+        let mut s = open(daemon.addr, &request);
+        let (got, closed) = until_closed(&mut s, deadline());
+        assert!(closed, "the server closes the connection");
+        String::from_utf8_lossy(&got)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut many = b"POST /hooks/tight HTTP/1.1\r\nhost: x\r\n".to_vec();
+    for i in 0..150 {
+        many.extend_from_slice(format!("x-flood-{i}: y\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"content-length: 0\r\n\r\n");
+    assert!(status_of(many).starts_with("HTTP/1.1 431"));
+
+    let big = format!(
+        "POST /hooks/tight HTTP/1.1\r\nhost: x\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+        "a".repeat(40 * 1024)
+    );
+    assert!(status_of(big.into_bytes()).starts_with("HTTP/1.1 431"));
+
+    let long_line = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(40 * 1024));
+    let line = status_of(long_line.into_bytes());
+    assert!(
+        line.starts_with("HTTP/1.1 431") || line.starts_with("HTTP/1.1 414"),
+        "{line}"
+    );
+
+    // Within the limits, the same listener answers.
+    daemon.send_viewed("inv_after_flood");
+    assert_eq!(env.wait_audit(1).len(), 1);
+}
+
+/// Beyond `max_connections`, a new connection is answered 503 and closed at
+/// once, not queued; once connections close, webhooks are served again.
+#[test]
+fn connections_over_the_bound_are_refused_at_once() {
+    let env = Env::new();
+    let config = env.standard_with("[http]\nmax_connections = 20\n", "");
+    let daemon = Daemon::start(&config);
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| open(daemon.addr, b"POST /hooks/tight HTTP/1.1\r\n"))
+        .collect();
+    // The 21st (the server takes connections in order; retry while the
+    // first 20 are still being accepted).
+    let refused = (0..50).find_map(|_| {
+        let mut s = open(daemon.addr, b"");
+        let (got, closed) = until_closed(&mut s, Instant::now() + Duration::from_secs(10));
+        assert!(closed, "a connection over the bound is closed, not queued");
+        got.starts_with(b"HTTP/1.1 503").then_some(got)
+    });
+    let refused = refused.expect("a connection over the bound is answered 503");
+    assert!(String::from_utf8_lossy(&refused).contains("retry-after: 1"));
+    assert!(daemon.logged("connection bound reached"));
+
+    drop(held);
+    assert!(
+        eventually(10, || {
+            let body = invoice_viewed("inv_after_bound");
+            let token = pyjwt(SECRET, body.as_bytes(), &[]);
+            reqwest::blocking::Client::new()
+                .post(daemon.url("/hooks/tight"))
+                .header("Tight-Verification", token)
+                .body(body)
+                .send()
+                .is_ok_and(|r| r.status().as_u16() == 200)
+        }),
+        "served again once the held connections closed"
+    );
+    let samples = scrape(&daemon);
+    assert!(
+        value(
+            &samples,
+            "switchyard_connections_refused_total",
+            &[("listener", "webhooks")]
+        ) >= 1.0
+    );
+}
+
+/// A keep-alive connection is closed after `idle_timeout` without a request,
+/// on both listeners; the admin listener closes a slow head too.
+#[test]
+fn idle_and_slow_connections_are_closed_on_both_listeners() {
+    let env = Env::new();
+    let config = env.standard_with(
+        "[http]\nidle_timeout = \"1s\"\nheader_timeout = \"2s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"admin-token-0123456789abcdef\"\n",
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    let admin: SocketAddr = {
+        assert!(daemon.logged("admin API on"));
+        let logs = daemon.logs();
+        let line = logs.lines().find(|l| l.contains("admin API on")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["fields"]["admin_addr"].as_str().unwrap().parse().unwrap()
+    };
+    for addr in [daemon.addr, admin] {
+        let mut s = open(addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
+        // The answer first: the connection was served and kept alive...
+        let mut answer = [0u8; 12];
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.read_exact(&mut answer).unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
+        // ...then closed for idling.
+        let (_, closed) = until_closed(&mut s, Instant::now() + Duration::from_secs(15));
+        assert!(
+            closed,
+            "an idle keep-alive connection to {addr} is closed (webhooks on {})",
+            daemon.addr
+        );
+
+        let mut slow = open(addr, b"GET /heal");
+        let (got, closed) = until_closed(&mut slow, Instant::now() + Duration::from_secs(15));
+        assert!(closed, "a slow head on {addr} is closed");
+        assert!(
+            got.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let samples = scrape(&daemon);
+    for listener in ["webhooks", "admin"] {
+        for phase in ["idle", "head"] {
+            assert!(
+                value(
+                    &samples,
+                    "switchyard_connections_timed_out_total",
+                    &[("listener", listener), ("phase", phase)]
+                ) >= 1.0,
+                "{listener} {phase}"
+            );
+        }
+    }
+}
