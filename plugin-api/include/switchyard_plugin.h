@@ -8,17 +8,32 @@
  * A plugin is a shared library that exports one symbol, SWITCHYARD_ENTRY_SYMBOL,
  * returning a pointer to a static sy_plugin table.
  *
- * Versioning
+ * Versioning (stable across every 1.x)
  *   - The host refuses a library whose abi_major differs from its own.
- *   - A minor version only appends optional (nullable) function pointers at the
- *     end of sy_plugin; the host never reads past struct_size, so an older
- *     plugin simply lacks the newer entries.
+ *   - A minor version only appends: optional (nullable) function pointers at
+ *     the end of sy_plugin, fields at the end of sy_host, sy_out and
+ *     sy_request. Nothing is ever moved, resized or removed within a major;
+ *     the _Static_asserts at the end of this header hold the layout.
+ *   - Every struct that can grow says how large it is: struct_size (sy_out
+ *     from 1.2, see there). Whoever reads one reads only the fields its
+ *     struct_size covers (SY_HAS) and treats the rest as absent.
+ *   - The host reads a plugin's table up to its struct_size: an entry past
+ *     it (a plugin built for an older minor) is absent; entries from a newer
+ *     minor than the host's are not known to it, and ignored. The smallest
+ *     table is the 1.0 one, SY_PLUGIN_V1_0_SIZE bytes.
+ *   - The host reads abi_minor and uses only what that minor defines (e.g.
+ *     a 1.0 plugin's failure output is not read as 1.1 failure details).
+ *   - A plugin learns the host's version from sy_host (abi_minor, from 1.2;
+ *     a host that does not say is 1.1 or older).
  *
  * Memory
  *   - Everything the host passes in (sy_bytes, sy_request, headers) is
  *     BORROWED for the duration of the call only. Copy what you keep.
  *   - Everything a plugin returns goes out through the sy_out callbacks, which
  *     COPY the bytes before returning. The plugin owns its buffers throughout.
+ *   - An sy_out (the struct and its ctx) is valid only during the call that
+ *     received it, and only on that call's thread: never keep the pointer,
+ *     never call it from another thread or after returning.
  *   - Nothing is freed across the boundary, except the instance through destroy().
  *
  * Threads
@@ -43,8 +58,15 @@ extern "C" {
 #endif
 
 #define SWITCHYARD_ABI_MAJOR 1
-#define SWITCHYARD_ABI_MINOR 1
+#define SWITCHYARD_ABI_MINOR 2
 #define SWITCHYARD_ENTRY_SYMBOL "switchyard_plugin_v1"
+
+/*
+ * Whether a struct that starts with struct_size (as its writer knew it)
+ * holds a field: SY_HAS(host, sy_host, abi_minor).
+ */
+#define SY_HAS(ptr, type, field) \
+    ((ptr)->struct_size >= offsetof(type, field) + sizeof(((type *)0)->field))
 
 /* What a plugin is for. */
 typedef enum sy_role {
@@ -109,24 +131,35 @@ typedef struct sy_request {
 
 /*
  * Output sink for one call. The host owns it; the callbacks copy the bytes.
+ * Valid only during the call that received it, on that thread (see Memory).
  * set_json:    the call's result document (see formats below). Last call wins.
  * set_message: a human-readable message (errors, rejection reasons). Never a secret.
+ * struct_size: (ABI 1.2) sizeof(sy_out) as the host knows it. It comes last
+ *              because 1.0 put ctx first; read it only from a host whose
+ *              abi_minor (sy_host) is 2 or more, then SY_HAS as usual.
  */
 typedef struct sy_out {
     void *ctx;
     void (*set_json)(void *ctx, const uint8_t *ptr, size_t len);
     void (*set_message)(void *ctx, const uint8_t *ptr, size_t len);
+    /* ABI 1.2 */
+    size_t struct_size;
 } sy_out;
 
 /*
  * Host services handed to create(). The pointer stays valid until destroy()
  * returns; a plugin may keep it in its instance.
+ * abi_major, abi_minor: (ABI 1.2) the host's version, so a plugin knows what
+ *     it honours. Absent (SY_HAS false) from a 1.1 or older host.
  */
 typedef struct sy_host {
-    size_t struct_size;
+    size_t struct_size; /* sizeof(sy_host) as the host knows it */
     void *ctx;
     /* Log a UTF-8 message at a level. Thread-safe. */
     void (*log)(void *ctx, uint32_t level, const uint8_t *ptr, size_t len);
+    /* ABI 1.2 */
+    uint16_t abi_major;
+    uint16_t abi_minor;
 } sy_host;
 
 /*
@@ -180,8 +213,59 @@ typedef struct sy_plugin {
     int32_t (*verify)(void *instance, const sy_request *request, sy_out *out);
     int32_t (*execute)(void *instance, sy_bytes job_json, uint64_t timeout_ms, sy_out *out);
     int32_t (*sample)(void *instance, sy_bytes event_name, sy_out *out);
-    /* ABI 1.1 and later append here. */
+    /* Later minors append optional entries here (none yet as of 1.2). */
 } sy_plugin;
+
+/* The size of the 1.0 table, for ever: the smallest table a host accepts. */
+#define SY_PLUGIN_V1_0_SIZE (8 + 8 * sizeof(void *))
+
+/*
+ * The layout, held by the compiler: these sizes and offsets are the ABI.
+ * They are written in terms of the pointer size (4 or 8 bytes), so they
+ * hold on every platform with ordinary C alignment. A change that breaks one
+ * breaks every plugin built before it.
+ */
+#if defined(__cplusplus)
+#define SY_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define SY_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+#define SY_P sizeof(void *)
+SY_ASSERT(sizeof(size_t) == SY_P, "size_t is pointer-sized");
+SY_ASSERT(sizeof(sy_bytes) == 2 * SY_P, "sy_bytes");
+SY_ASSERT(offsetof(sy_bytes, len) == SY_P, "sy_bytes.len");
+SY_ASSERT(sizeof(sy_header) == 4 * SY_P, "sy_header");
+SY_ASSERT(offsetof(sy_header, value) == 2 * SY_P, "sy_header.value");
+SY_ASSERT(offsetof(sy_request, method) == SY_P, "sy_request.method");
+SY_ASSERT(offsetof(sy_request, path) == 3 * SY_P, "sy_request.path");
+SY_ASSERT(offsetof(sy_request, query) == 5 * SY_P, "sy_request.query");
+SY_ASSERT(offsetof(sy_request, headers) == 7 * SY_P, "sy_request.headers");
+SY_ASSERT(offsetof(sy_request, headers_len) == 8 * SY_P, "sy_request.headers_len");
+SY_ASSERT(offsetof(sy_request, remote_addr) == 9 * SY_P, "sy_request.remote_addr");
+SY_ASSERT(offsetof(sy_request, body) == 11 * SY_P, "sy_request.body");
+SY_ASSERT(sizeof(sy_request) == 13 * SY_P, "sy_request");
+SY_ASSERT(offsetof(sy_out, set_json) == SY_P, "sy_out.set_json");
+SY_ASSERT(offsetof(sy_out, set_message) == 2 * SY_P, "sy_out.set_message");
+SY_ASSERT(offsetof(sy_out, struct_size) == 3 * SY_P, "sy_out.struct_size (1.2)");
+SY_ASSERT(sizeof(sy_out) == 4 * SY_P, "sy_out");
+SY_ASSERT(offsetof(sy_host, ctx) == SY_P, "sy_host.ctx");
+SY_ASSERT(offsetof(sy_host, log) == 2 * SY_P, "sy_host.log");
+SY_ASSERT(offsetof(sy_host, abi_major) == 3 * SY_P, "sy_host.abi_major (1.2)");
+SY_ASSERT(offsetof(sy_host, abi_minor) == 3 * SY_P + 2, "sy_host.abi_minor (1.2)");
+SY_ASSERT(sizeof(sy_host) == 4 * SY_P, "sy_host");
+SY_ASSERT(offsetof(sy_plugin, abi_major) == SY_P, "sy_plugin.abi_major");
+SY_ASSERT(offsetof(sy_plugin, abi_minor) == SY_P + 2, "sy_plugin.abi_minor");
+SY_ASSERT(offsetof(sy_plugin, role) == SY_P + 4, "sy_plugin.role");
+SY_ASSERT(offsetof(sy_plugin, name) == SY_P + 8, "sy_plugin.name");
+SY_ASSERT(offsetof(sy_plugin, version) == 2 * SY_P + 8, "sy_plugin.version");
+SY_ASSERT(offsetof(sy_plugin, create) == 3 * SY_P + 8, "sy_plugin.create");
+SY_ASSERT(offsetof(sy_plugin, destroy) == 4 * SY_P + 8, "sy_plugin.destroy");
+SY_ASSERT(offsetof(sy_plugin, verify) == 5 * SY_P + 8, "sy_plugin.verify");
+SY_ASSERT(offsetof(sy_plugin, execute) == 6 * SY_P + 8, "sy_plugin.execute");
+SY_ASSERT(offsetof(sy_plugin, sample) == 7 * SY_P + 8, "sy_plugin.sample");
+SY_ASSERT(offsetof(sy_plugin, sample) + SY_P == SY_PLUGIN_V1_0_SIZE, "the 1.0 table ends with sample");
+SY_ASSERT(sizeof(sy_plugin) == SY_PLUGIN_V1_0_SIZE, "sy_plugin as of 1.2");
+#undef SY_P
 
 /* The one exported symbol. */
 typedef const sy_plugin *(*sy_entry_fn)(void);

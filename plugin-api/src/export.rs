@@ -36,18 +36,30 @@ fn install_panic_hook() {
     });
 }
 
-/// Host output callbacks for one call.
+/// Host output callbacks for one call: used only inside that call, on its
+/// thread, as the ABI says (the value never leaves the entry point).
 struct Out(*mut SyOut);
 
 impl Out {
     fn set_json(&self, bytes: &[u8]) {
-        if let Some(out) = unsafe { self.0.as_ref() } {
-            (out.set_json)(out.ctx, bytes.as_ptr(), bytes.len());
+        if self.0.is_null() {
+            return;
+        }
+        // SAFETY: the host's sy_out, valid for this call; the 1.0 fields
+        // are read in place (an older host's struct is shorter than ours).
+        unsafe {
+            let (set, ctx) = ((*self.0).set_json, (*self.0).ctx);
+            set(ctx, bytes.as_ptr(), bytes.len());
         }
     }
     fn set_message(&self, message: &str) {
-        if let Some(out) = unsafe { self.0.as_ref() } {
-            (out.set_message)(out.ctx, message.as_ptr(), message.len());
+        if self.0.is_null() {
+            return;
+        }
+        // SAFETY: as in set_json.
+        unsafe {
+            let (set, ctx) = ((*self.0).set_message, (*self.0).ctx);
+            set(ctx, message.as_ptr(), message.len());
         }
     }
 }

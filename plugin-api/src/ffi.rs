@@ -1,13 +1,17 @@
 //! The raw ABI: a field-for-field mirror of `include/switchyard_plugin.h`.
 //!
 //! The header is the source of truth; change it first, then this file. The
-//! tests at the bottom check sizes and offsets so the two cannot drift apart
-//! silently on the platforms we build for.
+//! C compiler holds the header's layout (its `_Static_assert`s); the test
+//! `tests/layout.rs` compiles a C program against the header and compares
+//! every size and offset it prints with this file's.
+//!
+//! Within ABI 1, structs only grow at their end, and a reader never reads
+//! past the `struct_size` its writer gave ([`read_prefix`]).
 
 use std::ffi::{c_char, c_void};
 
 pub const ABI_MAJOR: u16 = 1;
-pub const ABI_MINOR: u16 = 1;
+pub const ABI_MINOR: u16 = 2;
 /// The exported entry symbol, NUL-terminated for `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"switchyard_plugin_v1\0";
 
@@ -85,19 +89,30 @@ pub struct SyRequest {
     pub body: SyBytes,
 }
 
+/// A call's output sink (`sy_out`): valid only during the call that received
+/// it, on that thread.
 #[repr(C)]
 pub struct SyOut {
     pub ctx: *mut c_void,
     pub set_json: extern "C" fn(ctx: *mut c_void, ptr: *const u8, len: usize),
     pub set_message: extern "C" fn(ctx: *mut c_void, ptr: *const u8, len: usize),
+    /// ABI 1.2: present when the host's `abi_minor` is 2 or more.
+    pub struct_size: usize,
 }
 
+/// The host's services (`sy_host`), valid until the instance is destroyed.
 #[repr(C)]
 pub struct SyHost {
     pub struct_size: usize,
     pub ctx: *mut c_void,
     pub log: extern "C" fn(ctx: *mut c_void, level: u32, ptr: *const u8, len: usize),
+    /// ABI 1.2: the host's version, when `struct_size` covers it.
+    pub abi_major: u16,
+    pub abi_minor: u16,
 }
+
+/// `sy_host` as ABI 1.0 and 1.1 had it: `struct_size`, `ctx`, `log`.
+pub const HOST_V1_0_SIZE: usize = 3 * std::mem::size_of::<usize>();
 
 pub type CreateFn = unsafe extern "C" fn(
     host: *const SyHost,
@@ -139,28 +154,61 @@ unsafe impl Sync for SyPlugin {}
 
 pub type EntryFn = unsafe extern "C" fn() -> *const SyPlugin;
 
-/// The size of the 1.0 table: a host never needs more from a 1.x plugin.
-pub const PLUGIN_V1_0_SIZE: usize = std::mem::size_of::<SyPlugin>();
+/// The size of the 1.0 table (`SY_PLUGIN_V1_0_SIZE`), for ever: the smallest
+/// table a 1.x host accepts. Written out, not taken from [`SyPlugin`], which
+/// grows with later minors.
+pub const PLUGIN_V1_0_SIZE: usize = 8 + 8 * std::mem::size_of::<usize>();
+
+/// Reads the first `struct_size` bytes of a struct whose writer may have
+/// known a smaller (older) or larger (newer) version of it: the fields past
+/// `struct_size` are zero (null pointers, `None` entry points), the writer's
+/// fields past `size_of::<T>()` are not read.
+///
+/// # Safety
+/// `raw` must point at `min(struct_size, size_of::<T>())` readable bytes, and
+/// `T` must be a `repr(C)` struct for which all-zero bytes are a valid value
+/// (integers, raw pointers, `Option` of function pointers).
+pub unsafe fn read_prefix<T>(raw: *const u8, struct_size: usize) -> T {
+    let mut value = std::mem::MaybeUninit::<T>::zeroed();
+    let n = struct_size.min(std::mem::size_of::<T>());
+    std::ptr::copy_nonoverlapping(raw, value.as_mut_ptr() as *mut u8, n);
+    value.assume_init()
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::{offset_of, size_of};
 
     #[test]
-    fn layout_matches_the_c_header_on_64_bit() {
-        if size_of::<usize>() != 8 {
-            return;
+    fn the_1_0_table_size_is_frozen() {
+        assert_eq!(
+            PLUGIN_V1_0_SIZE,
+            std::mem::offset_of!(SyPlugin, sample) + std::mem::size_of::<usize>()
+        );
+        assert!(std::mem::size_of::<SyPlugin>() >= PLUGIN_V1_0_SIZE);
+    }
+
+    #[test]
+    fn a_prefix_read_leaves_the_rest_absent() {
+        #[repr(C)]
+        struct Small {
+            struct_size: usize,
+            a: u32,
         }
-        assert_eq!(size_of::<SyBytes>(), 16);
-        assert_eq!(size_of::<SyHeader>(), 32);
-        assert_eq!(size_of::<SyRequest>(), 8 + 16 * 3 + 8 + 8 + 16 * 2);
-        assert_eq!(offset_of!(SyPlugin, abi_major), 8);
-        assert_eq!(offset_of!(SyPlugin, abi_minor), 10);
-        assert_eq!(offset_of!(SyPlugin, role), 12);
-        assert_eq!(offset_of!(SyPlugin, name), 16);
-        assert_eq!(offset_of!(SyPlugin, create), 32);
-        assert_eq!(offset_of!(SyPlugin, sample), 64);
-        assert_eq!(size_of::<SyPlugin>(), 72);
+        #[repr(C)]
+        struct Large {
+            struct_size: usize,
+            a: u32,
+            more: Option<extern "C" fn()>,
+        }
+        let small = Small {
+            struct_size: std::mem::size_of::<Small>(),
+            a: 7,
+        };
+        // SAFETY: reads size_of::<Small>() bytes of a Small.
+        let large: Large =
+            unsafe { read_prefix(&small as *const Small as *const u8, small.struct_size) };
+        assert_eq!((large.struct_size, large.a), (16, 7));
+        assert!(large.more.is_none());
     }
 }

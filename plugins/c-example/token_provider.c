@@ -7,8 +7,14 @@
  * body into one event of type `message` (`c-example.message` once the host
  * prefixes it). Settings: {"token": "..."}; any other key is refused.
  *
- * Build: make   (or: cc -shared -fPIC -I../../plugin-api/include -o libswitchyard_c_example.so token_provider.c)
+ * Build: make   (or: cc -shared -fPIC -I../../plugin-api/include -o libswitchyard_c_example.so token_provider.c;
+ *               with the Debian package's header: -I/usr/include/switchyard)
+ *
+ * Its table is exactly the ABI 1.0 size (sizeof(sy_plugin) as of 1.2). It
+ * builds against the 1.1 header too (plugin-api/tests/abi-1.1), which is how
+ * the tests show that a plugin built before a minor bump keeps working.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,7 +82,18 @@ static int32_t create(const sy_host *host, sy_bytes config_json, sy_out *out, vo
         return SY_ERR_CONFIG;
     }
     inst->host = host;
-    host_log(host, SY_LOG_DEBUG, "c-example instance created");
+#if SWITCHYARD_ABI_MINOR >= 2
+    /* From ABI 1.2 the host says its version; an older host does not, and
+     * SY_HAS is false for it. (Built against an older header, this part is
+     * left out: the plugin still loads and works in a newer host.) */
+    if (host && SY_HAS(host, sy_host, abi_minor)) {
+        char line[80];
+        snprintf(line, sizeof line, "c-example instance created (host ABI %u.%u)",
+                 (unsigned)host->abi_major, (unsigned)host->abi_minor);
+        host_log(host, SY_LOG_INFO, line);
+    } else
+#endif
+        host_log(host, SY_LOG_INFO, "c-example instance created");
     *result = inst;
     return SY_OK;
 }

@@ -84,11 +84,14 @@ fn truncate(bytes: &[u8]) -> String {
 }
 
 impl OutBuf {
+    /// The sink of one call. It lives on the calling thread's stack for the
+    /// call only, as the ABI says.
     fn sink(&mut self) -> SyOut {
         SyOut {
             ctx: self as *mut OutBuf as *mut c_void,
             set_json: out_set_json,
             set_message: out_set_message,
+            struct_size: std::mem::size_of::<SyOut>(),
         }
     }
     fn message(&mut self) -> String {
@@ -161,6 +164,8 @@ impl Instance {
                 struct_size: std::mem::size_of::<SyHost>(),
                 ctx: std::ptr::null_mut(),
                 log: host_log,
+                abi_major: ffi::ABI_MAJOR,
+                abi_minor: ffi::ABI_MINOR,
             },
             plugin: plugin.name.clone(),
             label: label.to_string(),
@@ -235,8 +240,14 @@ impl Instance {
             .json
             .take()
             .ok_or_else(|| PluginError::BadOutput("verify returned OK but no events".into()))?;
-        let out: VerifyOutput = serde_json::from_slice(&json)
+        let mut out: VerifyOutput = serde_json::from_slice(&json)
             .map_err(|e| PluginError::BadOutput(format!("events are not valid: {e}")))?;
+        if !self.plugin.speaks(1) {
+            // `order` came with ABI 1.1: not something a 1.0 plugin says.
+            for event in &mut out.events {
+                event.order = None;
+            }
+        }
         Ok(Ok(out.events))
     }
 
@@ -259,9 +270,12 @@ impl Instance {
                 Ok(ExecOutcome::Done(result))
             }
             ffi::SY_FAIL_RETRYABLE | ffi::SY_FAIL_PERMANENT => {
+                // Failure details came with ABI 1.1; a 1.0 plugin's output
+                // on failure means nothing to the host.
                 let detail: switchyard_plugin_api::FailureDetail = buf
                     .json
                     .as_deref()
+                    .filter(|_| self.plugin.speaks(1))
                     .and_then(|j| serde_json::from_slice(j).ok())
                     .unwrap_or_default();
                 let message = buf.message();

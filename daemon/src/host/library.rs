@@ -42,7 +42,11 @@ pub struct Plugin {
     pub name: String,
     pub version: String,
     pub role: Role,
+    /// The minor ABI version the plugin was built for: the host uses only
+    /// what that minor defines (and nothing newer than its own).
     pub abi_minor: u16,
+    /// The size of its table, as the plugin gave it.
+    pub table_size: usize,
     pub path: PathBuf,
     pub(crate) table: Table,
 }
@@ -53,6 +57,7 @@ impl std::fmt::Debug for Plugin {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("role", &self.role)
+            .field("abi_minor", &self.abi_minor)
             .field("path", &self.path)
             .finish()
     }
@@ -61,6 +66,12 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     pub fn has_sample(&self) -> bool {
         self.table.sample.is_some()
+    }
+
+    /// Whether the plugin was built for at least ABI 1.`minor`, so that what
+    /// that minor added may be read from it.
+    pub fn speaks(&self, minor: u16) -> bool {
+        self.abi_minor >= minor
     }
 }
 
@@ -201,8 +212,16 @@ fn read_table(lib: &libloading::Library, path: &Path) -> Result<Plugin, LoadErro
             ffi::PLUGIN_V1_0_SIZE
         )));
     }
-    // SAFETY: the table is at least as large as ours; read only our fields.
-    let t: &SyPlugin = unsafe { &*raw };
+    if struct_size > 64 * 1024 {
+        return Err(invalid(&format!(
+            "struct_size {struct_size} is not the size of a plugin table"
+        )));
+    }
+    // Only what the plugin's struct_size covers: entries of a minor newer
+    // than the plugin's are absent; entries of a minor newer than ours are
+    // not read.
+    // SAFETY: the plugin says its table is struct_size bytes long.
+    let t: SyPlugin = unsafe { ffi::read_prefix(raw as *const u8, struct_size) };
     let name = unsafe { c_text(t.name) }
         .filter(|n| !n.is_empty())
         .ok_or_else(|| invalid("no plugin name (or not UTF-8)"))?;
@@ -225,6 +244,7 @@ fn read_table(lib: &libloading::Library, path: &Path) -> Result<Plugin, LoadErro
         version,
         role,
         abi_minor: minor,
+        table_size: struct_size,
         path,
         table: Table {
             create,

@@ -58,6 +58,104 @@ path = "{}"
     assert_eq!(lines[0]["event_type"], "c-example.message");
 }
 
+/// ABI 1.x stays stable across minors, in both directions:
+/// - c-example's table is exactly the 1.0 size;
+/// - c-future's is larger, from a minor newer than the host's, with an entry
+///   point after `sample` the host does not know: it loads, the host reads
+///   only what it knows, and it learns the host's version from sy_host and
+///   the size of sy_out;
+/// - a plugin built before a minor bump keeps working: the host is at 1.2
+///   and c-example is compiled against the 1.1 header as released (frozen
+///   in plugin-api/tests/abi-1.1/), whose sy_host and sy_out are shorter and
+///   which has no SY_HAS. That plugin says minor 1, and the host reads its
+///   table up to its struct_size as it would a 1.0 one.
+#[test]
+fn plugins_of_every_abi_1_minor_load_and_work() {
+    let root = repo_root();
+    for (header, minor) in [
+        (root.join("plugin-api/include"), "2"),
+        (root.join("plugin-api/tests/abi-1.1"), "1"),
+    ] {
+        let env = Env::new();
+        build_c(
+            "plugins/c-example/token_provider.c",
+            &header,
+            &env.plugin_dir().join("libswitchyard_c_example.so"),
+        );
+        build_c(
+            "plugins/testing/c-future/future_table.c",
+            &root.join("plugin-api/include"),
+            &env.plugin_dir().join("libswitchyard_c_future.so"),
+        );
+        env.add_plugin(&built_plugin("switchyard_file"));
+        env.rule(
+            "all",
+            r#"const EVENTS = ["c-example.*", "c-future.*"]; action("audit", #{ data: event.data });"#,
+        );
+        let config = env.config(&format!(
+            r#"
+[sources.c]
+plugin = "c-example"
+token = {{ env = "SWITCHYARD_IT_SECRET" }}
+
+[sources.f]
+plugin = "c-future"
+
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+            env.audit_path().display()
+        ));
+        let daemon = Daemon::start(&config);
+        let loaded = |name: &str| {
+            let logs = daemon.logs();
+            let line = logs
+                .lines()
+                .find(|l| {
+                    l.contains("plugin loaded") && l.contains(&format!("\"plugin\":\"{name}\""))
+                })
+                .unwrap_or_else(|| panic!("{name} not loaded:\n{logs}"))
+                .to_string();
+            serde_json::from_str::<serde_json::Value>(&line).unwrap()["fields"].clone()
+        };
+        let example = loaded("c-example");
+        assert_eq!(example["abi"], format!("1.{minor}"));
+        assert_eq!(example["table_size"], 8 + 8 * std::mem::size_of::<usize>());
+        let future = loaded("c-future");
+        assert_eq!(future["abi"], "1.3");
+        assert_eq!(future["table_size"], 8 + 9 * std::mem::size_of::<usize>());
+        if minor == "2" {
+            assert!(daemon.logged("c-example instance created (host ABI 1.2)"));
+        } else {
+            assert!(daemon.logged("c-example instance created\""));
+        }
+
+        let (status, text) = daemon.post(
+            "/hooks/c",
+            &[("X-Switchyard-Token", SECRET)],
+            r#"{"say":"from C"}"#,
+        );
+        assert_eq!(status, 200, "{text}\n{}", daemon.logs());
+        let (status, text) = daemon.post("/hooks/f", &[("x-probe", "yes")], "{}");
+        assert_eq!(status, 200, "{text}\n{}", daemon.logs());
+        assert_eq!(daemon.post("/hooks/f", &[], "{}").0, 401);
+        let lines = env.wait_audit(2);
+        assert_eq!(lines.len(), 2, "{}", daemon.logs());
+        let data = |t: &str| {
+            lines
+                .iter()
+                .find(|l| l["event_type"] == t)
+                .unwrap_or_else(|| panic!("no {t} in {lines:?}"))["params"]["data"]
+                .clone()
+        };
+        assert_eq!(data("c-example.message")["say"], "from C");
+        let probe = data("c-future.probe");
+        assert_eq!(probe["host_abi_minor"], 2);
+        assert_eq!(probe["out_struct_size"], 4 * std::mem::size_of::<usize>());
+    }
+}
+
 #[test]
 fn c_plugin_refuses_unknown_settings_with_a_clear_message() {
     let env = Env::new();
