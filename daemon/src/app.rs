@@ -148,10 +148,12 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
     let mut summary = Vec::new();
     for p in built.registry.plugins.values() {
         summary.push(format!(
-            "plugin {} {} ({}) from {}",
+            "plugin {} {} ({}, ABI {}.{}) from {}",
             p.name,
             p.version,
             p.role,
+            switchyard_plugin_api::ffi::ABI_MAJOR,
+            p.abi_minor,
             p.path.display()
         ));
     }
