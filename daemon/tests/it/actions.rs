@@ -103,10 +103,7 @@ action("forward", #{ invoice: event.data.eventData.entityId });"#,
 retry_schedule = ["200ms", "200ms", "200ms", "200ms", "200ms"]
 jitter = 0.0
 
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
+{TIGHT_SOURCE}
 [actions.forward]
 plugin = "http"
 url = "{url}"
@@ -253,10 +250,7 @@ action(if event.data.eventData.entityId == "inv_hang" { "hang" } else { "save" }
 retry_schedule = ["100ms"]
 jitter = 0.0
 
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
+{TIGHT_SOURCE}
 [actions.save]
 plugin = "exec"
 shell = "cat > {out}; echo \"invoice=$INVOICE\""
@@ -340,10 +334,7 @@ action("nul", #{ note: "line\x00cut" });"#,
 retry_schedule = ["100ms"]
 jitter = 0.0
 
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
+{TIGHT_SOURCE}
 [actions.inspect]
 plugin = "exec"
 shell = "env > {out}/env; ls -l /proc/self/fd/ > {out}/fds"
@@ -467,10 +458,7 @@ action("mail-owner", #{
 retry_schedule = ["300ms", "300ms"]
 jitter = 0.0
 
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
+{TIGHT_SOURCE}
 [actions.mail-owner]
 plugin = "email"
 host = "127.0.0.1"
@@ -526,10 +514,7 @@ action("slack", #{ text: `Invoice ${event.data.eventData.entityId} was viewed` }
     );
     let config = env.config(&format!(
         r#"
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
+{TIGHT_SOURCE}
 [actions.slack]
 plugin = "slack"
 webhook_url = "{}"
@@ -581,10 +566,7 @@ action("slack", #{ text: "viewed" });"#,
 retry_schedule = ["200ms"]
 jitter = 0.0
 
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
+{TIGHT_SOURCE}
 [actions.forward]
 plugin = "http"
 url = "{}"
@@ -635,10 +617,7 @@ action("forward", #{ customer: "c1", body: #{ invoice: event.data.eventData.enti
     );
     let config = env.config(&format!(
         r#"
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
+{TIGHT_SOURCE}
 [actions.forward]
 plugin = "http"
 url = "{}"

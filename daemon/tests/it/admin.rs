@@ -6,14 +6,6 @@ use crate::common::*;
 
 const TOKEN: &str = "admin-token-0123456789abcdef";
 
-fn admin_addr(daemon: &Daemon) -> String {
-    assert!(eventually(10, || daemon.logged("admin API on")));
-    let logs = daemon.logs();
-    let line = logs.lines().find(|l| l.contains("admin API on")).unwrap();
-    let v: Value = serde_json::from_str(line).unwrap();
-    v["fields"]["admin_addr"].as_str().unwrap().to_string()
-}
-
 fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
     tls_provider();
     let client = reqwest::blocking::Client::new();
@@ -39,7 +31,7 @@ fn the_admin_api_needs_its_token_and_shows_and_does() {
         "",
     );
     let daemon = Daemon::start_with_env(&config, &[("ADMIN_TOKEN", TOKEN)]);
-    let base = format!("http://{}", admin_addr(&daemon));
+    let base = format!("http://{}", daemon.admin_addr());
 
     for token in [None, Some("wrong-token-0123456789abcdef"), Some("")] {
         let (status, body) = call("GET", &format!("{base}/v1/status"), token, None);

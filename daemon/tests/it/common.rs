@@ -12,6 +12,10 @@ use serde_json::Value;
 
 pub const SECRET: &str = "it-tight-secret-0123456789abcdefghij";
 
+/// The Tight source most tests post to, its secret from the environment.
+pub const TIGHT_SOURCE: &str =
+    "[sources.tight]\nplugin = \"tight\"\nsecret = { env = \"SWITCHYARD_IT_SECRET\" }\n";
+
 /// The folder cargo put the binary and the plugin libraries in.
 pub fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -177,10 +181,7 @@ action("audit", #{ invoice: event.data.eventData.entityId, type: event.type });"
         );
         self.config(&format!(
             r#"{host}
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-{source}
+{TIGHT_SOURCE}{source}
 
 [actions.audit]
 plugin = "file"
@@ -291,6 +292,15 @@ impl Daemon {
             }
         };
         Daemon { child, addr, logs }
+    }
+
+    /// The admin listener's address, as the daemon logs it.
+    pub fn admin_addr(&self) -> SocketAddr {
+        assert!(self.logged("admin API on"), "{}", self.logs());
+        let logs = self.logs();
+        let line = logs.lines().find(|l| l.contains("admin API on")).unwrap();
+        let v: Value = serde_json::from_str(line).unwrap();
+        v["fields"]["admin_addr"].as_str().unwrap().parse().unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -62,10 +62,7 @@ fn scripted_env(env: &Env, rule: &str) -> std::path::PathBuf {
 retry_schedule = ["100ms", "200ms"]
 jitter = 0.1
 
-[sources.tight]
-plugin = "tight"
-secret = {{ env = "SWITCHYARD_IT_SECRET" }}
-
+{TIGHT_SOURCE}
 [actions.scripted]
 plugin = "scripted"
 
