@@ -254,6 +254,10 @@ impl Dispatcher {
     async fn start(&self, job: ClaimedJob, tasks: &mut JoinSet<()>) {
         if let Some(action) = self.actions().get(&job.action).cloned() {
             if let Admit::Wait(until) = action.breaker.admit(now_ms()) {
+                tracing::info!(
+                    event_id = event_id(&job), action = %job.action, job_id = %job.id,
+                    "job waits: its action is paused"
+                );
                 if let Err(e) = self.store.release_job(job.id.clone(), until).await {
                     tracing::error!(job_id = %job.id, "cannot put a paused job back: {e}");
                 }
