@@ -342,8 +342,9 @@ fn duration(text: &str, key: &str, problems: &mut Vec<Problem>, file: &str) -> D
 
 fn http_limits(raw: &RawHttp, problems: &mut Vec<Problem>, file: &str) -> HttpLimits {
     let mut timeout = |text: &str, key: &str| {
+        let known = problems.len();
         let d = duration(text, &format!("http.{key}"), problems, file);
-        if d < Duration::from_millis(100) {
+        if problems.len() == known && d < Duration::from_millis(100) {
             problems.push(Problem::new(
                 file,
                 format!("http.{key} must be at least 100ms"),

@@ -108,3 +108,52 @@ fn line_col_counts_from_one() {
     assert_eq!(line_col("ab\ncd", 0), (1, 1));
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
 }
+
+#[test]
+fn http_limits_default_and_are_checked() {
+    std::env::set_var("SWITCHYARD_TEST_SECRET_A", "s3cr3t");
+    let (config, _) = parse(GOOD, None).unwrap();
+    assert_eq!(config.http, HttpLimits::default());
+    assert_eq!(config.http.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.http.body_timeout, Duration::from_secs(30));
+
+    let text = format!(
+        "{GOOD}\n[http]\nheader_timeout = \"2s\"\nidle_timeout = \"1m\"\nmax_connections = 50\n\n[admin]\nlisten = \"127.0.0.1:8081\"\ntoken = \"0123456789abcdef\"\nmax_connections = 3\n"
+    );
+    let (config, _) = parse(&text, None).unwrap();
+    assert_eq!(config.http.header_timeout, Duration::from_secs(2));
+    assert_eq!(config.http.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.http.max_connections, 50);
+    assert_eq!(config.http.write_timeout, Duration::from_secs(30));
+    assert_eq!(config.admin.unwrap().max_connections, 3);
+
+    let bad = format!(
+        "{GOOD}\n[http]\nheader_timeout = \"soon\"\nbody_timeout = \"1ms\"\nmax_headers = 0\nmax_header_bytes = 10\n"
+    );
+    let problems = parse(&bad, None).unwrap_err().to_string();
+    assert!(
+        problems.contains("http.header_timeout: \"soon\" is not a duration"),
+        "{problems}"
+    );
+    assert!(
+        !problems.contains("http.header_timeout must be"),
+        "one problem per setting: {problems}"
+    );
+    assert!(
+        problems.contains("http.body_timeout must be at least 100ms"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("http.max_headers must be at least 1"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("http.max_header_bytes must be at least 1024"),
+        "{problems}"
+    );
+    let typo = format!("{GOOD}\n[http]\nheader_timout = \"5s\"\n");
+    assert!(parse(&typo, None)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field `header_timout`"));
+}
