@@ -148,12 +148,11 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
     let mut summary = Vec::new();
     for p in built.registry.plugins.values() {
         summary.push(format!(
-            "plugin {} {} ({}, ABI {}.{}) from {}",
+            "plugin {} {} ({}, ABI {}) from {}",
             p.name,
             p.version,
             p.role,
-            switchyard_plugin_api::ffi::ABI_MAJOR,
-            p.abi_minor,
+            p.abi(),
             p.path.display()
         ));
     }

@@ -68,6 +68,11 @@ impl Plugin {
         self.table.sample.is_some()
     }
 
+    /// The ABI version it was built for, as people write it: `1.2`.
+    pub fn abi(&self) -> String {
+        format!("{}.{}", ffi::ABI_MAJOR, self.abi_minor)
+    }
+
     /// Whether the plugin was built for at least ABI 1.`minor`, so that what
     /// that minor added may be read from it.
     pub fn speaks(&self, minor: u16) -> bool {

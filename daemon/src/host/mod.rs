@@ -65,7 +65,7 @@ impl Registry {
                         plugin = %plugin.name,
                         version = %plugin.version,
                         role = %plugin.role,
-                        abi = %format!("{}.{}", switchyard_plugin_api::ffi::ABI_MAJOR, plugin.abi_minor),
+                        abi = %plugin.abi(),
                         table_size = plugin.table_size,
                         path = %plugin.path.display(),
                         "plugin loaded"
