@@ -149,10 +149,6 @@ fn main() -> Result<()> {
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Serves HTTP/1.1 on `listener`: each request's headers and whole body go
 /// to `handle`, whose status and body are the answer.
 pub(crate) async fn serve<F>(listener: TcpListener, handle: F) -> Result<()>
@@ -203,12 +199,9 @@ async fn ceiling(listen: SocketAddr, secret: String) -> Result<()> {
             .and_then(|v| v.strip_prefix("sha256="));
         let mut mac = HmacSha256::new_from_slice(&secret).expect("any key length");
         mac.update(body);
-        let ok = sig.is_some_and(|s| {
-            (0..s.len() / 2)
-                .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .is_ok_and(|bytes| mac.verify_slice(&bytes).is_ok())
-        });
+        let ok = sig
+            .and_then(|s| hex::decode(s).ok())
+            .is_some_and(|bytes| mac.verify_slice(&bytes).is_ok());
         let status = if ok {
             hyper::StatusCode::OK
         } else {
@@ -270,7 +263,7 @@ fn request(
             mac.update(body.as_bytes());
             format!(
                 "X-Signature: sha256={}\r\n",
-                hex(&mac.finalize().into_bytes())
+                hex::encode(mac.finalize().into_bytes())
             )
         }
     };

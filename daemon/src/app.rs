@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warp::reply::Response;
@@ -27,7 +28,7 @@ use crate::store::{now_ms, Pruned, SqliteStore, Store, StoreOptions};
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
     /// The configuration now live; a reload swaps it.
-    config: std::sync::RwLock<Arc<Config>>,
+    config: ArcSwap<Config>,
     ingress: Arc<Ingress>,
     rules: Arc<Rules>,
     /// Reloads the rules when their folder changes, until dropped.
@@ -353,7 +354,7 @@ impl Switchyard {
             spawn_pruner(store.clone(), config.store.retention, stop_rx),
         ];
         let ingress = Arc::new(Ingress {
-            sources: std::sync::RwLock::new(Arc::new(built.topology.sources)),
+            sources: ArcSwap::from_pointee(built.topology.sources),
             pool,
             plugin_timeout: config.plugin_timeout,
             max_body_bytes: config.max_body_bytes,
@@ -382,7 +383,7 @@ impl Switchyard {
             }
         };
         Ok(Switchyard {
-            config: std::sync::RwLock::new(Arc::new(config)),
+            config: ArcSwap::from_pointee(config),
             ingress,
             rules,
             store,
@@ -421,10 +422,7 @@ impl Switchyard {
 
     /// The configuration now live.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.config.load_full()
     }
 
     /// Reloads the config file, the plugins and the rules, and makes them
@@ -482,7 +480,7 @@ impl Switchyard {
         let (sources, actions) = (topology.sources.len(), topology.actions.len());
         self.ingress.set_sources(topology.sources);
         self.dispatcher.set_actions(topology.actions);
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        self.config.store(Arc::new(config));
         tracing::info!(
             sources,
             actions,

@@ -65,7 +65,7 @@ impl Event {
             h.update([0]);
             h.update(index.to_le_bytes());
             h.update(raw_body);
-            h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            hex::encode(h.finalize())
         });
         Event {
             id: new_id(),

@@ -757,13 +757,7 @@ fn actions(command: ActionsCommand) -> Result<ExitCode> {
                         let until = st
                             .and_then(|s| s.until_ms)
                             .filter(|_| state == "open")
-                            .map(|ms| {
-                                humantime::format_rfc3339_millis(
-                                    std::time::UNIX_EPOCH
-                                        + std::time::Duration::from_millis(ms.max(0) as u64),
-                                )
-                                .to_string()
-                            })
+                            .map(rfc3339_ms)
                             .unwrap_or_default();
                         println!(
                             "{:<24}  {:<10}  {:>8}  {:<24}  {}",

@@ -62,40 +62,25 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Splits and percent-decodes a query string (`a=1&b=x%20y`).
+/// Splits and percent-decodes a query string (`a=1&b=x%20y`, `+` is a
+/// space), as `application/x-www-form-urlencoded`.
 pub fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - _ . ~`).
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes everything but RFC 3986's unreserved characters: a value
+/// safe in a query string or a path segment.
+pub fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// One normalized event, as a provider hands it to the host. The host adds
@@ -473,6 +458,14 @@ mod tests {
                 ("end".into(), "%4".into()),
             ]
         );
+    }
+
+    #[test]
+    fn only_unreserved_characters_stay_as_they_are() {
+        assert_eq!(percent_encode("aZ9-_.~"), "aZ9-_.~");
+        assert_eq!(percent_encode("a/b c+d=é"), "a%2Fb%20c%2Bd%3D%C3%A9");
+        let round: Vec<_> = parse_query(&format!("t={}", percent_encode("s3cret tok/+&=")));
+        assert_eq!(round, vec![("t".to_string(), "s3cret tok/+&=".to_string())]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -93,7 +94,7 @@ pub type Actions = BTreeMap<String, Arc<ActionHandle>>;
 #[derive(Clone)]
 pub struct Dispatcher {
     /// The configured actions; a reload swaps the whole map.
-    actions: Arc<std::sync::RwLock<Arc<Actions>>>,
+    actions: Arc<ArcSwap<Actions>>,
     pool: CallPool,
     store: Arc<dyn Store>,
     policy: Arc<RetryPolicy>,
@@ -120,7 +121,7 @@ impl Dispatcher {
     ) -> Dispatcher {
         let (handoff_tx, handoff_rx) = mpsc::channel(max_in_flight.max(1));
         Dispatcher {
-            actions: Arc::new(std::sync::RwLock::new(Arc::new(actions))),
+            actions: Arc::new(ArcSwap::from_pointee(actions)),
             pool,
             store,
             policy: Arc::new(policy),
@@ -146,16 +147,13 @@ impl Dispatcher {
 
     /// The actions now configured.
     pub fn actions(&self) -> Arc<Actions> {
-        self.actions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.actions.load_full()
     }
 
     /// Makes a new set of actions live (a reload). Attempts in flight finish
     /// on the instances they started with.
     pub fn set_actions(&self, actions: Actions) {
-        *self.actions.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(actions);
+        self.actions.store(Arc::new(actions));
     }
 
     /// Where the router hands over jobs it claimed with their routing.

@@ -145,10 +145,7 @@ fn copy_for_loading(path: &Path) -> std::io::Result<PathBuf> {
     };
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path)?;
-    let hash: String = Sha256::digest(&bytes)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = hex::encode(&Sha256::digest(&bytes)[..8]);
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())

@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
@@ -46,7 +47,7 @@ use crate::store::{redact_headers, redact_query, Ingested, PendingEvent, Store, 
 /// What ingress needs to answer a webhook.
 pub struct Ingress {
     /// The configured sources; a reload swaps the whole map.
-    pub sources: std::sync::RwLock<Arc<BTreeMap<String, Arc<Source>>>>,
+    pub sources: ArcSwap<BTreeMap<String, Arc<Source>>>,
     pub pool: CallPool,
     pub plugin_timeout: Duration,
     pub max_body_bytes: u64,
@@ -210,15 +211,7 @@ fn redact_values(text: &str, credentials: &[String]) -> String {
         if out.contains(c.as_str()) {
             out = out.replace(c.as_str(), crate::store::REDACTED);
         }
-        let encoded: String = c
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let encoded = switchyard_plugin_api::percent_encode(c);
         if encoded != *c && out.contains(encoded.as_str()) {
             out = out.replace(encoded.as_str(), crate::store::REDACTED);
         }
@@ -263,16 +256,13 @@ where
 impl Ingress {
     /// The sources now configured.
     pub fn sources(&self) -> Arc<BTreeMap<String, Arc<Source>>> {
-        self.sources
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.sources.load_full()
     }
 
     /// Makes a new set of sources live (a reload). Requests in flight finish
     /// with the source they started with.
     pub fn set_sources(&self, sources: BTreeMap<String, Arc<Source>>) {
-        *self.sources.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(sources);
+        self.sources.store(Arc::new(sources));
     }
 
     async fn handle<S, B>(&self, req: Incoming, body: S) -> Response

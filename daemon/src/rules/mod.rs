@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Scope, AST};
 use serde::Serialize;
@@ -588,7 +589,7 @@ pub struct Rules {
     pub limits: Limits,
     /// The folder the rules come from.
     pub dir: PathBuf,
-    current: RwLock<Arc<RuleSet>>,
+    current: ArcSwap<RuleSet>,
     /// One reload at a time.
     reloading: Mutex<()>,
     /// Reloads that found a file that does not compile.
@@ -613,7 +614,7 @@ impl Rules {
             engine,
             limits,
             dir,
-            current: RwLock::new(Arc::new(set)),
+            current: ArcSwap::from_pointee(set),
             reloading: Mutex::new(()),
             failed_reloads: AtomicU64::new(0),
         }
@@ -622,10 +623,7 @@ impl Rules {
     /// The live rule set. Route a batch with one snapshot: every event is
     /// routed by exactly one version.
     pub fn current(&self) -> Arc<RuleSet> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.load_full()
     }
 
     /// Routes one event with the live set; returns the version used too.
@@ -644,7 +642,7 @@ impl Rules {
         let set = match next {
             Some(set) => {
                 let set = Arc::new(set);
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
+                self.current.store(set.clone());
                 set
             }
             None => live,

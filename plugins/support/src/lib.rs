@@ -86,20 +86,7 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
         .find_map(|engine| engine.decode(s).ok())
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, for
-/// building query strings of samples.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+pub use switchyard_plugin_api::percent_encode;
 
 /// A secret token sent in the query parameter `param`, else as the last
 /// segment of the request's path (`/hooks/{source}/{token}`).
@@ -130,24 +117,13 @@ pub fn base64(bytes: &[u8]) -> String {
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    ::hex::encode(bytes)
 }
 
 /// Hex in either case; None unless every character is a hex digit and the
 /// length is even.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-        .collect()
+    ::hex::decode(s).ok()
 }
 
 /// A stable dedup key: SHA-256 (hex) over the parts, each ended by a NUL so
@@ -183,28 +159,15 @@ pub fn rfc3339_now() -> String {
     rfc3339_from_ms(ms)
 }
 
-/// RFC 3339 UTC with milliseconds from Unix milliseconds.
+/// RFC 3339 UTC with milliseconds from Unix milliseconds
+/// (`2021-02-25T15:02:10.123Z`).
 pub fn rfc3339_from_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_else(|_| ms.to_string())
 }
 
 #[cfg(test)]
