@@ -163,8 +163,8 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
             s.provider()
         ));
     }
-    for (name, a) in &built.topology.actions {
-        summary.push(format!("action {name}: {}", a.instance.plugin().name));
+    for (name, instance) in &built.topology.actions {
+        summary.push(format!("action {name}: {}", instance.plugin().name));
     }
     for rule in built.rules.current().rules() {
         summary.push(format!(
@@ -319,7 +319,7 @@ impl Switchyard {
         if let Ok(b) = store.backlog().await {
             gauge.set(b);
         }
-        let actions = built.topology.actions;
+        let actions = crate::dispatch::actions(&config, built.topology.actions);
         let dispatcher = Dispatcher::new(
             actions,
             pool.clone(),
@@ -479,7 +479,8 @@ impl Switchyard {
         }
         let (sources, actions) = (topology.sources.len(), topology.actions.len());
         self.ingress.set_sources(topology.sources);
-        self.dispatcher.set_actions(topology.actions);
+        self.dispatcher
+            .set_actions(crate::dispatch::actions(&config, topology.actions));
         self.config.store(Arc::new(config));
         tracing::info!(
             sources,

@@ -7,7 +7,10 @@
 //! concurrency limit and deadline, on the plugin call pool), and records the
 //! attempt: done; retryable → again after the next delay of the retry
 //! schedule (with jitter); permanent, or out of attempts → dead letter.
-//! Calls: `host` (action instances, the call pool), `store`. Nothing above.
+//! Also owns each [`Action`]'s state beside its plugin instance: deadline,
+//! concurrency, gate (`gate`: circuit breaker, 410 pause, ordering keys).
+//! Calls: `config` (the actions' sections), `host` (action instances, the
+//! call pool), `store`. Nothing above.
 //!
 //! Actions run at least once: a job is claimed, then run, then recorded. A
 //! crash between the run and the record runs it again after the restart;
@@ -23,7 +26,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::host::{ActionHandle, CallPool, ExecOutcome, PluginError};
+use crate::config::{ActionConfig, Config};
+use crate::host::{CallPool, ExecOutcome, Instance, PluginError};
 use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Store};
 
 pub mod gate;
@@ -87,8 +91,52 @@ impl RetryPolicy {
     }
 }
 
+/// A configured action as the dispatcher runs it: its plugin instance, its
+/// deadline and concurrency, its gate (circuit breaker and 410 pause) and
+/// its ordering parameter.
+pub struct Action {
+    pub name: String,
+    pub instance: Arc<Instance>,
+    pub timeout: Duration,
+    pub permits: Arc<Semaphore>,
+    /// The circuit breaker and the pause after 410 Gone.
+    pub breaker: gate::Breaker,
+    /// The parameter that orders this action's jobs, if any.
+    pub order_by: Option<String>,
+}
+
+/// An action's deadline when the config sets none (Standard Webhooks
+/// suggests 15 to 30 s for a delivery).
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Action {
+    pub fn new(name: &str, config: &ActionConfig, instance: Arc<Instance>) -> Action {
+        Action {
+            name: name.to_string(),
+            instance,
+            timeout: config.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT),
+            permits: Arc::new(Semaphore::new(config.concurrency)),
+            breaker: gate::Breaker::new(config.breaker_failures, config.breaker_cooldown),
+            order_by: config.order_by.clone(),
+        }
+    }
+}
+
 /// The configured actions by name.
-pub type Actions = BTreeMap<String, Arc<ActionHandle>>;
+pub type Actions = BTreeMap<String, Arc<Action>>;
+
+/// The actions of `config`, around the plugin instances the host made for
+/// them (an instance without its config section is left out).
+pub fn actions(config: &Config, instances: BTreeMap<String, Arc<Instance>>) -> Actions {
+    instances
+        .into_iter()
+        .filter_map(|(name, instance)| {
+            let section = config.actions.get(&name)?;
+            let action = Action::new(&name, section, instance);
+            Some((name, Arc::new(action)))
+        })
+        .collect()
+}
 
 /// Runs jobs on action plugins. Cheap to clone.
 #[derive(Clone)]
@@ -112,7 +160,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(
-        actions: BTreeMap<String, Arc<ActionHandle>>,
+        actions: Actions,
         pool: CallPool,
         store: Arc<dyn Store>,
         policy: RetryPolicy,

@@ -122,26 +122,12 @@ impl Source {
     }
 }
 
-/// A configured action: an action instance with its limits.
-pub struct ActionHandle {
-    pub name: String,
-    pub instance: Arc<Instance>,
-    pub timeout: Duration,
-    pub permits: Arc<Semaphore>,
-    /// The circuit breaker and the pause after 410 Gone.
-    pub breaker: crate::dispatch::gate::Breaker,
-    /// The parameter that orders this action's jobs, if any.
-    pub order_by: Option<String>,
-}
-
-/// An action's deadline when the config sets none (Standard Webhooks
-/// suggests 15 to 30 s for a delivery).
-pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The sources and actions the config asks for, made from the registry.
+/// The sources and actions the config asks for, made from the registry:
+/// sources ready for ingress, and each action's plugin instance (what the
+/// dispatcher keeps beside it, its limits and gate, is the dispatcher's).
 pub struct Topology {
     pub sources: BTreeMap<String, Arc<Source>>,
-    pub actions: BTreeMap<String, Arc<ActionHandle>>,
+    pub actions: BTreeMap<String, Arc<Instance>>,
 }
 
 /// Makes every source and action of the config; reports every problem.
@@ -170,18 +156,7 @@ pub fn build(config: &Config, registry: &Registry) -> Result<Topology, Vec<Probl
         let made = instantiate(registry, &ac.plugin, Role::Action, name, &ac.settings);
         match made {
             Ok(instance) => {
-                let action = ActionHandle {
-                    name: name.clone(),
-                    instance,
-                    timeout: ac.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT),
-                    permits: Arc::new(Semaphore::new(ac.concurrency)),
-                    breaker: crate::dispatch::gate::Breaker::new(
-                        ac.breaker_failures,
-                        ac.breaker_cooldown,
-                    ),
-                    order_by: ac.order_by.clone(),
-                };
-                actions.insert(name.clone(), Arc::new(action));
+                actions.insert(name.clone(), instance);
             }
             Err(e) => problems.push(Problem::new(&ac.location, format!("actions.{name}: {e}"))),
         }
