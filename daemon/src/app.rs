@@ -23,7 +23,7 @@ use crate::host::{self, CallPool, Registry, Topology};
 use crate::ingress::{self, Ingress};
 use crate::router::{BacklogGauge, Router};
 use crate::rules::{self, Limits, RuleSet, Rules};
-use crate::store::{now_ms, Pruned, SqliteStore, Store, StoreOptions};
+use crate::store::{now_ms, Pipeline, Pruned, SqliteStore, Store, StoreOptions};
 
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
@@ -229,7 +229,7 @@ fn prune_every(retention: Duration) -> Duration {
 }
 
 fn spawn_pruner(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Pipeline>,
     retention: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::event::new_id;
 use crate::rules::{RuleRun, Rules};
-use crate::store::{now_ms, Backlog, ClaimedJob, NewJob, PendingEvent, Routing, Store};
+use crate::store::{now_ms, Backlog, ClaimedJob, NewJob, PendingEvent, Pipeline, Routing};
 
 /// Room in the inbox from ingress; beyond it, events wait in the store.
 pub const INBOX: usize = 4096;
@@ -55,7 +55,7 @@ impl BacklogGauge {
 /// The router's connections.
 pub struct Router {
     pub rules: Arc<Rules>,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn Pipeline>,
     /// Events ingress stored, handed over in memory (when there is room).
     pub inbox: mpsc::Receiver<PendingEvent>,
     /// Set by ingress when the inbox was full: the store has events the

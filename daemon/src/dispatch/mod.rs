@@ -28,7 +28,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::{ActionConfig, Config};
 use crate::host::{CallPool, ExecOutcome, Instance, PluginError};
-use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Store};
+use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Pipeline};
 
 pub mod gate;
 
@@ -144,7 +144,7 @@ pub struct Dispatcher {
     /// The configured actions; a reload swaps the whole map.
     actions: Arc<ArcSwap<Actions>>,
     pool: CallPool,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Pipeline>,
     policy: Arc<RetryPolicy>,
     /// Bounds the jobs in flight.
     in_flight: Arc<Semaphore>,
@@ -162,7 +162,7 @@ impl Dispatcher {
     pub fn new(
         actions: Actions,
         pool: CallPool,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Pipeline>,
         policy: RetryPolicy,
         max_in_flight: usize,
         metrics: Arc<crate::metrics::Metrics>,

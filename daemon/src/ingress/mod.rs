@@ -42,7 +42,7 @@ use warp::Filter;
 use crate::event::Event;
 use crate::host::{CallPool, OwnedRequest, PluginError, Source};
 use crate::router::BacklogGauge;
-use crate::store::{redact_headers, redact_query, Ingested, PendingEvent, Store, StoredRequest};
+use crate::store::{redact_headers, redact_query, Ingested, PendingEvent, Pipeline, StoredRequest};
 
 /// What ingress needs to answer a webhook.
 pub struct Ingress {
@@ -51,7 +51,7 @@ pub struct Ingress {
     pub pool: CallPool,
     pub plugin_timeout: Duration,
     pub max_body_bytes: u64,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn Pipeline>,
     pub dedup_window: Duration,
     /// The router's inbox: new events, after their commit.
     pub router: mpsc::Sender<PendingEvent>,

@@ -1,9 +1,10 @@
 //! The store: where every accepted webhook, its events, their routing and
 //! the jobs (outbox) they lead to are kept, durably.
 //!
-//! Owns: the [`Store`] interface the pipeline talks to, and its embedded
-//! backend, [`SqliteStore`]. Calls nothing else in the daemon (it stores
-//! `event::Event`s as JSON).
+//! Owns: the store's interface in two parts — [`Pipeline`] (what ingress,
+//! the router and the dispatcher need) and [`Queries`] (what operators read
+//! and do) — and its embedded backend, [`SqliteStore`]. Calls nothing else
+//! in the daemon (it stores `event::Event`s as JSON).
 //!
 //! ## Why SQLite (WAL) rather than redb
 //! - The CLI must read and change the store while the daemon runs (list,
@@ -23,8 +24,9 @@
 //! (`synchronous = NORMAL`) skips the fsync: a power loss may then lose the
 //! last commits, a crash of the daemon alone still loses nothing.
 //!
-//! Each pipeline stage uses the store through [`Store`], so a PostgreSQL
-//! backend can take its place without touching ingress, rules or dispatch.
+//! Each pipeline stage uses the store through [`Pipeline`] only, so a
+//! PostgreSQL backend can take its place without touching ingress, rules or
+//! dispatch; it implements [`Pipeline`] and [`Queries`].
 
 mod sqlite;
 
@@ -267,8 +269,11 @@ impl ActionState {
     }
 }
 
-/// The store as the pipeline sees it.
-pub trait Store: Send + Sync + 'static {
+/// The store as the pipeline uses it: ingress (ingest), the router
+/// (pending events, routings), the dispatcher (claims, attempts, gates) and
+/// housekeeping (recovery, pruning, health). A backend implements this and
+/// [`Queries`].
+pub trait Pipeline: Send + Sync + 'static {
     /// Persists a request and its events in one durable transaction,
     /// deduplicating by (source, dedup key) within `dedup_window_ms`.
     fn ingest(
@@ -305,9 +310,6 @@ pub trait Store: Send + Sync + 'static {
     /// attempts) received before `before_ms`, and dedup keys expired by `now_ms`.
     fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned>;
 
-    fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>>;
-    fn show_event(&self, id: String) -> StoreFuture<'_, EventDetail>;
-
     /// Takes the write lock and commits nothing: the store can write.
     fn ping(&self) -> StoreFuture<'_, ()>;
 
@@ -325,16 +327,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every action's gate as last stored.
     fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>>;
+}
 
-    /// Closes an action's gate and makes its waiting jobs due now; returns
-    /// how many jobs that was.
-    fn enable_action(&self, action: String, now_ms: i64) -> StoreFuture<'_, u64>;
+/// What operators read and do through the admin API and the CLI: events,
+/// replays, dead letters and redrives, enabling actions.
+pub trait Queries: Send + Sync + 'static {
+    fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>>;
+    fn show_event(&self, id: String) -> StoreFuture<'_, EventDetail>;
     /// Routes a stored event again through the current rules.
     fn replay(&self, id: String) -> StoreFuture<'_, ()>;
     fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<JobRecord>>;
     /// Sends dead jobs (one, or all with `None`) back to the queue, due now.
     fn redrive(&self, id: Option<String>, now_ms: i64) -> StoreFuture<'_, u64>;
+    /// Closes an action's gate and makes its waiting jobs due now; returns
+    /// how many jobs that was.
+    fn enable_action(&self, action: String, now_ms: i64) -> StoreFuture<'_, u64>;
 }
+
+/// A whole backend: the pipeline's part and the operators' part. Pipeline
+/// stages hold an `Arc<dyn Pipeline>`; the admin API and the CLI the whole.
+pub trait Store: Pipeline + Queries {}
+
+impl<T: Pipeline + Queries> Store for T {}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 
 use super::{
     ActionState, AttemptRecord, Backlog, ClaimedJob, EventDetail, EventFilter, EventSummary,
-    Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pruned, RequestRecord, Routing,
-    Store, StoreError, StoreFuture, StoreResult, StoredRequest,
+    Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline, Pruned, Queries,
+    RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
 };
 use crate::event::Event;
 
@@ -810,7 +810,7 @@ fn job_records(
     Ok(jobs)
 }
 
-impl Store for SqliteStore {
+impl Pipeline for SqliteStore {
     fn ingest(
         &self,
         request: StoredRequest,
@@ -915,60 +915,6 @@ impl Store for SqliteStore {
         self.write_relaxed(move |conn| prune_tx(conn, before_ms, now_ms))
     }
 
-    fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>> {
-        self.read(move |conn| {
-            let mut sql = String::from(
-                "SELECT e.id, e.source, e.type, e.received_at, e.state, e.duplicates,
-                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id),
-                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'dead')
-                 FROM events e WHERE 1 = 1",
-            );
-            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-            if let Some(source) = &filter.source {
-                args.push(Box::new(source.clone()));
-                sql.push_str(&format!(" AND e.source = ?{}", args.len()));
-            }
-            if let Some(kind) = &filter.kind {
-                if let Some(prefix) = kind.strip_suffix('*') {
-                    args.push(Box::new(format!("{prefix}%")));
-                    sql.push_str(&format!(" AND e.type LIKE ?{}", args.len()));
-                } else {
-                    args.push(Box::new(kind.clone()));
-                    sql.push_str(&format!(" AND e.type = ?{}", args.len()));
-                }
-            }
-            if let Some(since) = filter.since_ms {
-                args.push(Box::new(ulid_floor(since)));
-                sql.push_str(&format!(" AND e.id >= ?{}", args.len()));
-            }
-            if let Some(until) = filter.until_ms {
-                args.push(Box::new(ulid_floor(until)));
-                sql.push_str(&format!(" AND e.id < ?{}", args.len()));
-            }
-            args.push(Box::new(filter.limit.max(1) as i64));
-            sql.push_str(&format!(" ORDER BY e.id DESC LIMIT ?{}", args.len()));
-            let mut stmt = conn.prepare(&sql).map_err(map_err)?;
-            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
-            let rows = stmt
-                .query_map(refs.as_slice(), |r| {
-                    Ok(EventSummary {
-                        id: r.get(0)?,
-                        source: r.get(1)?,
-                        kind: r.get(2)?,
-                        received_at_ms: r.get(3)?,
-                        state: r.get(4)?,
-                        duplicates: r.get::<_, i64>(5)? as u64,
-                        jobs: r.get::<_, i64>(6)? as u64,
-                        jobs_dead: r.get::<_, i64>(7)? as u64,
-                    })
-                })
-                .map_err(map_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(map_err)?;
-            Ok(rows)
-        })
-    }
-
     fn ping(&self) -> StoreFuture<'_, ()> {
         self.write_relaxed(|_| Ok(()))
     }
@@ -1028,6 +974,62 @@ impl Store for SqliteStore {
                         failures: r.get(3)?,
                         reason: r.get(4)?,
                         updated_at_ms: r.get(5)?,
+                    })
+                })
+                .map_err(map_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err)?;
+            Ok(rows)
+        })
+    }
+}
+
+impl Queries for SqliteStore {
+    fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>> {
+        self.read(move |conn| {
+            let mut sql = String::from(
+                "SELECT e.id, e.source, e.type, e.received_at, e.state, e.duplicates,
+                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id),
+                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'dead')
+                 FROM events e WHERE 1 = 1",
+            );
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+            if let Some(source) = &filter.source {
+                args.push(Box::new(source.clone()));
+                sql.push_str(&format!(" AND e.source = ?{}", args.len()));
+            }
+            if let Some(kind) = &filter.kind {
+                if let Some(prefix) = kind.strip_suffix('*') {
+                    args.push(Box::new(format!("{prefix}%")));
+                    sql.push_str(&format!(" AND e.type LIKE ?{}", args.len()));
+                } else {
+                    args.push(Box::new(kind.clone()));
+                    sql.push_str(&format!(" AND e.type = ?{}", args.len()));
+                }
+            }
+            if let Some(since) = filter.since_ms {
+                args.push(Box::new(ulid_floor(since)));
+                sql.push_str(&format!(" AND e.id >= ?{}", args.len()));
+            }
+            if let Some(until) = filter.until_ms {
+                args.push(Box::new(ulid_floor(until)));
+                sql.push_str(&format!(" AND e.id < ?{}", args.len()));
+            }
+            args.push(Box::new(filter.limit.max(1) as i64));
+            sql.push_str(&format!(" ORDER BY e.id DESC LIMIT ?{}", args.len()));
+            let mut stmt = conn.prepare(&sql).map_err(map_err)?;
+            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            let rows = stmt
+                .query_map(refs.as_slice(), |r| {
+                    Ok(EventSummary {
+                        id: r.get(0)?,
+                        source: r.get(1)?,
+                        kind: r.get(2)?,
+                        received_at_ms: r.get(3)?,
+                        state: r.get(4)?,
+                        duplicates: r.get::<_, i64>(5)? as u64,
+                        jobs: r.get::<_, i64>(6)? as u64,
+                        jobs_dead: r.get::<_, i64>(7)? as u64,
                     })
                 })
                 .map_err(map_err)?
