@@ -9,10 +9,12 @@
 //! | POST | `/v1/events/{id}/replay` | route it again through the current rules |
 //! | GET | `/v1/dead-letters?limit=` | dead letters |
 //! | POST | `/v1/dead-letters/redrive` | `{"id": "…"}` or `{"all": true}` |
+//! | GET | `/v1/actions` | every action with its gate (state, failures, until, reason) |
 //! | POST | `/v1/actions/{name}/enable` | resume a paused or disabled action |
 //! | POST | `/v1/reload` | reload the config, plugins and rules (422 with the problems if refused) |
 //! | GET | `/metrics`, `/healthz`, `/readyz` | as on the webhook listener |
 //!
+//! Each does what [`ops`] says; the CLI calls the same routes.
 //! `since`/`until` are Unix milliseconds or RFC 3339 (anything else is a
 //! 400); `limit` is at most [`MAX_LIMIT`] (default 50 events, 100 dead
 //! letters). The scheme of `Authorization` is case-insensitive, as HTTP
@@ -24,7 +26,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
@@ -32,19 +33,25 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::app::Switchyard;
-use crate::store::{now_ms, EventFilter, StoreError};
+use crate::ops::{self, OpError, OpResult};
+use crate::store::EventFilter;
 
 fn reply(status: StatusCode, body: Value) -> Response {
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
-fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::NotFound(m) => reply(StatusCode::NOT_FOUND, json!({ "error": m })),
-        other => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "error": other.to_string() }),
-        ),
+/// An operation's answer, or its refusal with the status it deserves.
+fn answer<T: serde::Serialize>(result: OpResult<T>) -> Response {
+    match result {
+        Ok(value) => reply(StatusCode::OK, json!(value)),
+        Err(e) => {
+            let status = match &e {
+                OpError::NotFound(_) => StatusCode::NOT_FOUND,
+                OpError::Invalid(_) => StatusCode::BAD_REQUEST,
+                OpError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            reply(status, json!({ "error": e.to_string() }))
+        }
     }
 }
 
@@ -96,13 +103,6 @@ fn bearer_token(header: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim_start())
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct Redrive {
-    id: Option<String>,
-    #[serde(default)]
-    all: bool,
 }
 
 /// The admin API's routes, every one behind the bearer token.
@@ -159,10 +159,11 @@ pub fn filter(
                         return bad_request(bad)
                     }
                 };
-                match app.store().list_events(filter).await {
-                    Ok(events) => reply(StatusCode::OK, json!({ "events": events })),
-                    Err(e) => store_error(e),
-                }
+                answer(
+                    ops::list_events(app.store().as_ref(), filter)
+                        .await
+                        .map(|events| json!({ "events": events })),
+                )
             },
         );
 
@@ -170,20 +171,14 @@ pub fn filter(
         .and(warp::get())
         .and(with_app.clone())
         .then(|id: String, app: Arc<Switchyard>| async move {
-            match app.store().show_event(id).await {
-                Ok(detail) => reply(StatusCode::OK, json!(detail)),
-                Err(e) => store_error(e),
-            }
+            answer(ops::show_event(app.store().as_ref(), id).await)
         });
 
     let replay = warp::path!("v1" / "events" / String / "replay")
         .and(warp::post())
         .and(with_app.clone())
         .then(|id: String, app: Arc<Switchyard>| async move {
-            match app.store().replay(id.clone()).await {
-                Ok(()) => reply(StatusCode::OK, json!({ "replayed": id })),
-                Err(e) => store_error(e),
-            }
+            answer(ops::replay(app.store().as_ref(), id).await)
         });
 
     let dead = warp::path!("v1" / "dead-letters")
@@ -196,55 +191,47 @@ pub fn filter(
                     Ok(limit) => limit,
                     Err(bad) => return bad_request(bad),
                 };
-                match app.store().dead_letters(limit).await {
-                    Ok(jobs) => reply(StatusCode::OK, json!({ "dead_letters": jobs })),
-                    Err(e) => store_error(e),
-                }
+                answer(
+                    ops::dead_letters(app.store().as_ref(), limit)
+                        .await
+                        .map(|jobs| json!({ "dead_letters": jobs })),
+                )
             },
         );
 
     let redrive = warp::path!("v1" / "dead-letters" / "redrive")
         .and(warp::post())
         .and(warp::body::content_length_limit(4096))
-        .and(warp::body::json::<Redrive>())
+        .and(warp::body::json::<ops::Redrive>())
         .and(with_app.clone())
-        .then(|r: Redrive, app: Arc<Switchyard>| async move {
-            let target = match (r.id, r.all) {
-                (Some(id), false) => Some(id),
-                (None, true) => None,
-                _ => {
-                    return reply(
-                        StatusCode::BAD_REQUEST,
-                        json!({ "error": "give {\"id\": \"…\"} or {\"all\": true}" }),
-                    )
-                }
-            };
-            match app.store().redrive(target, now_ms()).await {
-                Ok(n) => {
-                    app.wake_dispatcher();
-                    reply(StatusCode::OK, json!({ "redriven": n }))
-                }
-                Err(e) => store_error(e),
+        .then(|r: ops::Redrive, app: Arc<Switchyard>| async move {
+            let result = ops::redrive(app.store().as_ref(), r).await;
+            if result.is_ok() {
+                app.wake_dispatcher();
             }
+            answer(result)
+        });
+
+    let actions = warp::path!("v1" / "actions")
+        .and(warp::get())
+        .and(with_app.clone())
+        .then(|app: Arc<Switchyard>| async move {
+            answer(
+                ops::actions(app.store().as_ref(), &app.config())
+                    .await
+                    .map(|actions| json!({ "actions": actions })),
+            )
         });
 
     let enable = warp::path!("v1" / "actions" / String / "enable")
         .and(warp::post())
         .and(with_app.clone())
         .then(|name: String, app: Arc<Switchyard>| async move {
-            if !app.config().actions.contains_key(&name) {
-                return reply(
-                    StatusCode::NOT_FOUND,
-                    json!({ "error": format!("no action {name:?}") }),
-                );
+            let result = ops::enable_action(app.store().as_ref(), &app.config(), name).await;
+            if result.is_ok() {
+                app.wake_dispatcher();
             }
-            match app.store().enable_action(name.clone(), now_ms()).await {
-                Ok(n) => {
-                    app.wake_dispatcher();
-                    reply(StatusCode::OK, json!({ "enabled": name, "jobs_due": n }))
-                }
-                Err(e) => store_error(e),
-            }
+            answer(result)
         });
 
     let reload = warp::path!("v1" / "reload")
@@ -281,6 +268,8 @@ pub fn filter(
         .or(dead)
         .unify()
         .or(redrive)
+        .unify()
+        .or(actions)
         .unify()
         .or(enable)
         .unify()

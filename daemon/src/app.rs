@@ -508,22 +508,7 @@ impl Switchyard {
         let set = self.rules.current();
         let states = self.store.action_states().await.unwrap_or_default();
         let backlog = self.store.backlog().await.ok();
-        let now = crate::store::now_ms();
-        let config = self.config();
-        let actions: Vec<_> = config
-            .actions
-            .iter()
-            .map(|(name, a)| {
-                let st = states.iter().find(|s| &s.action == name);
-                let state = crate::store::ActionState::shown(st, now);
-                json!({
-                    "name": name, "plugin": a.plugin, "state": state,
-                    "failures": st.map_or(0, |s| s.failures),
-                    "until_ms": st.and_then(|s| s.until_ms),
-                    "reason": st.and_then(|s| s.reason.clone()),
-                })
-            })
-            .collect();
+        let actions = crate::ops::action_rows(&self.config(), &states, crate::store::now_ms());
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "sources": self.ingress.sources().iter().map(|(name, s)| json!({"name": name, "plugin": s.provider()})).collect::<Vec<_>>(),

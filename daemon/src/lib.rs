@@ -41,6 +41,7 @@ pub mod event;
 pub mod host;
 pub mod ingress;
 pub mod metrics;
+pub mod ops;
 pub mod router;
 pub mod rules;
 pub mod server;

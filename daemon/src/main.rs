@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use std::sync::Arc;
+mod cli;
 
 use switchyard::config;
 use switchyard::host::{Instance, Registry, Role};
-use switchyard::store::{now_ms, EventFilter, Store};
+use switchyard::ops;
+use switchyard::store::{now_ms, EventFilter};
 
 #[derive(Parser)]
 #[command(
@@ -68,7 +69,8 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
-    /// Look at stored events (safe while the daemon runs).
+    /// Look at stored events (through the running daemon's admin API when
+    /// the config has one, else in the store).
     Events {
         #[command(subcommand)]
         command: EventsCommand,
@@ -90,7 +92,8 @@ enum Command {
     Reload(ConfigArg),
     /// What the running daemon runs: sources, rules, actions, backlog (admin API).
     Status(ConfigArg),
-    /// Actions: their circuit breakers and pauses (safe while the daemon runs).
+    /// Actions: their circuit breakers and pauses (through the running
+    /// daemon's admin API when the config has one, else in the store).
     Actions {
         #[command(subcommand)]
         command: ActionsCommand,
@@ -223,11 +226,7 @@ fn main() -> ExitCode {
             print,
         } => send(&config.config, &source, &event, to.as_deref(), print),
         Command::Events { command } => events(command),
-        Command::Replay { config, id } => with_store(&config.config, |store| async move {
-            store.replay(id.clone()).await?;
-            println!("event {id} will be routed again through the current rules");
-            Ok(())
-        }),
+        Command::Replay { config, id } => replay(&config.config, id),
         Command::Dlq { command } => dlq(command),
         Command::Actions { command } => actions(command),
         Command::Reload(c) => admin_call(&c.config, "POST", "/v1/reload"),
@@ -308,38 +307,6 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Opens the store of a config and runs `f` on a small runtime.
-fn with_store<F, Fut>(path: &Path, f: F) -> Result<ExitCode>
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    with_store_value(path, f)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// As [`with_store`], returning what `f` made.
-fn with_store_value<T, F, Fut>(path: &Path, f: F) -> Result<T>
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let partial = config::load_partial(path).map_err(|p| anyhow!("{p}"))?;
-    let db = &partial.config.store.path;
-    if !db.exists() {
-        bail!(
-            "no store at {} yet (it is made when the daemon first runs)",
-            db.display()
-        );
-    }
-    let store: Arc<dyn Store> =
-        switchyard::app::open_store(&partial.config).map_err(|p| anyhow!("{p}"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(f(store))
-}
-
 /// A time given as RFC 3339, or as an age (`90m`, `2d`) before now.
 fn parse_when(text: &str) -> Result<i64> {
     use time::format_description::well_known::Rfc3339;
@@ -355,6 +322,15 @@ fn rfc3339_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .map(switchyard::event::rfc3339)
         .unwrap_or_else(|_| ms.to_string())
+}
+
+fn replay(config: &Path, id: String) -> Result<ExitCode> {
+    let done = cli::operate::target(config)?.replay(id)?;
+    println!(
+        "event {} will be routed again through the current rules",
+        done.replayed
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn events(command: EventsCommand) -> Result<ExitCode> {
@@ -375,8 +351,8 @@ fn events(command: EventsCommand) -> Result<ExitCode> {
                 until_ms: until.as_deref().map(parse_when).transpose()?,
                 limit,
             };
-            with_store(&config.config, |store| async move {
-                let list = store.list_events(filter).await?;
+            {
+                let list = cli::operate::target(&config.config)?.list_events(filter)?;
                 if json {
                     for e in &list {
                         println!("{}", serde_json::to_string(e)?);
@@ -400,14 +376,14 @@ fn events(command: EventsCommand) -> Result<ExitCode> {
                         );
                     }
                 }
-                Ok(())
-            })
+                Ok(ExitCode::SUCCESS)
+            }
         }
-        EventsCommand::Show { config, id } => with_store(&config.config, |store| async move {
-            let detail = store.show_event(id).await?;
+        EventsCommand::Show { config, id } => {
+            let detail = cli::operate::target(&config.config)?.show_event(id)?;
             println!("{}", serde_json::to_string_pretty(&detail)?);
-            Ok(())
-        }),
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -417,8 +393,8 @@ fn dlq(command: DlqCommand) -> Result<ExitCode> {
             config,
             limit,
             json,
-        } => with_store(&config.config, |store| async move {
-            let dead = store.dead_letters(limit).await?;
+        } => {
+            let dead = cli::operate::target(&config.config)?.dead_letters(limit)?;
             if json {
                 for j in &dead {
                     println!("{}", serde_json::to_string(j)?);
@@ -440,16 +416,22 @@ fn dlq(command: DlqCommand) -> Result<ExitCode> {
                     );
                 }
             }
-            Ok(())
-        }),
-        DlqCommand::Redrive { config, id, all } => with_store(&config.config, |store| async move {
-            let n = store.redrive(if all { None } else { id }, now_ms()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Redrive { config, id, all } => {
+            let which = ops::Redrive {
+                id: if all { None } else { id },
+                all,
+            };
+            let n = cli::operate::target(&config.config)?
+                .redrive(which)?
+                .redriven;
             println!(
                 "{n} dead letter{} sent back to the queue",
                 if n == 1 { "" } else { "s" }
             );
-            Ok(())
-        }),
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -627,17 +609,11 @@ fn rules_test(
         events.push(testing::event_from_json(value).map_err(|e| anyhow!("{}: {e}", f.display()))?);
     }
     if !ids.is_empty() {
-        let found = with_store_value(path, {
-            let ids = ids.to_vec();
-            |store| async move {
-                let mut out = Vec::new();
-                for id in ids {
-                    let detail = store.show_event(id).await?;
-                    out.push(detail.envelope);
-                }
-                Ok(out)
-            }
-        })?;
+        let target = cli::operate::target(path)?;
+        let mut found = Vec::new();
+        for id in ids {
+            found.push(target.show_event(id.clone())?["envelope"].take());
+        }
         for v in found {
             events.push(serde_json::from_value(v).context("a stored envelope")?);
         }
@@ -729,59 +705,41 @@ fn rules_test(
 fn actions(command: ActionsCommand) -> Result<ExitCode> {
     match command {
         ActionsCommand::List { config, json } => {
-            let (cfg, _) = config::load(&config.config).map_err(|p| anyhow!("{p}"))?;
-            let names: Vec<String> = cfg.actions.keys().cloned().collect();
-            with_store(&config.config, |store| async move {
-                let states = store.action_states().await?;
-                let now = now_ms();
-                if !json {
+            let rows = cli::operate::target(&config.config)?.actions()?;
+            if !json {
+                println!(
+                    "{:<24}  {:<10}  {:>8}  {:<24}  REASON",
+                    "ACTION", "STATE", "FAILURES", "UNTIL"
+                );
+            }
+            for row in rows {
+                if json {
+                    println!("{}", serde_json::to_string(&row)?);
+                } else {
+                    let until = row
+                        .until_ms
+                        .filter(|_| row.state == "open")
+                        .map(rfc3339_ms)
+                        .unwrap_or_default();
                     println!(
-                        "{:<24}  {:<10}  {:>8}  {:<24}  REASON",
-                        "ACTION", "STATE", "FAILURES", "UNTIL"
+                        "{:<24}  {:<10}  {:>8}  {:<24}  {}",
+                        row.name,
+                        row.state,
+                        row.failures,
+                        until,
+                        row.reason.unwrap_or_default()
                     );
                 }
-                for name in names {
-                    let st = states.iter().find(|s| s.action == name);
-                    let state = switchyard::store::ActionState::shown(st, now);
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "action": name, "state": state,
-                                "failures": st.map_or(0, |s| s.failures),
-                                "until_ms": st.and_then(|s| s.until_ms),
-                                "reason": st.and_then(|s| s.reason.clone()),
-                            })
-                        );
-                    } else {
-                        let until = st
-                            .and_then(|s| s.until_ms)
-                            .filter(|_| state == "open")
-                            .map(rfc3339_ms)
-                            .unwrap_or_default();
-                        println!(
-                            "{:<24}  {:<10}  {:>8}  {:<24}  {}",
-                            name,
-                            state,
-                            st.map_or(0, |s| s.failures),
-                            until,
-                            st.and_then(|s| s.reason.clone()).unwrap_or_default()
-                        );
-                    }
-                }
-                Ok(())
-            })
+            }
+            Ok(ExitCode::SUCCESS)
         }
         ActionsCommand::Enable { config, name } => {
-            let (cfg, _) = config::load(&config.config).map_err(|p| anyhow!("{p}"))?;
-            if !cfg.actions.contains_key(&name) {
-                bail!("no action {name:?} in {}", config.config.display());
-            }
-            with_store(&config.config, |store| async move {
-                let n = store.enable_action(name.clone(), now_ms()).await?;
-                println!("action {name} enabled; {n} waiting job(s) are due now");
-                Ok(())
-            })
+            let done = cli::operate::target(&config.config)?.enable_action(name)?;
+            println!(
+                "action {} enabled; {} waiting job(s) are due now",
+                done.enabled, done.jobs_due
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -789,34 +747,17 @@ fn actions(command: ActionsCommand) -> Result<ExitCode> {
 /// Calls the running daemon's admin API (`[admin]` in the config) and prints
 /// the answer.
 fn admin_call(path: &Path, method: &str, api_path: &str) -> Result<ExitCode> {
-    let (config, _) = config::load(path).map_err(|p| anyhow!("{p}"))?;
-    let Some(admin) = config.admin else {
+    let partial = config::load_partial(path).map_err(|p| anyhow!("{p}"))?;
+    let Some(api) = cli::operate::api(&partial.config) else {
         bail!(
             "{} has no [admin] section: the command talks to the daemon's admin API \
              (or use `systemctl reload switchyard` / kill -HUP for a reload)",
             path.display()
         );
     };
-    let mut addr = admin.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let url = format!("http://{addr}{api_path}");
-    let client = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .build()?;
-    let method = reqwest::Method::from_bytes(method.as_bytes())?;
-    let response = client
-        .request(method, &url)
-        .bearer_auth(&admin.token)
-        .send()
-        .with_context(|| {
-            format!("cannot reach the daemon's admin API at {url} (is it running?)")
-        })?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().unwrap_or(serde_json::Value::Null);
+    let (ok, body) = api.send(method, api_path, None)?;
     println!("{}", serde_json::to_string_pretty(&body)?);
-    Ok(if status.is_success() {
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -33,7 +33,7 @@ mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use sqlite::{Durability, SqliteStore, StoreOptions};
@@ -179,7 +179,7 @@ pub struct EventFilter {
     pub limit: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventSummary {
     pub id: String,
     pub source: String,
@@ -192,7 +192,7 @@ pub struct EventSummary {
     pub duplicates: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub n: u32,
     pub started_at_ms: i64,
@@ -201,7 +201,7 @@ pub struct AttemptRecord {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: String,
     pub event_id: String,

@@ -208,3 +208,91 @@ fn admin_settings_are_checked() {
     assert_eq!(code, 1);
     assert!(out.contains("admin.token"), "{out}");
 }
+
+/// The CLI's operations go through the running daemon's admin API (its log
+/// shows each one), and work on the store itself once the daemon is stopped.
+#[test]
+fn the_cli_operates_through_the_daemon_and_without_it() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.rule(
+        "viewed",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("audit", #{ invoice: event.data.eventData.entityId });"#,
+    );
+    // The admin listener on a fixed free port, so that the CLI finds it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = env.config(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{port}"
+token = {{ env = "ADMIN_TOKEN" }}
+
+{TIGHT_SOURCE}
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+        env.audit_path().display()
+    ));
+    let with_token = [("ADMIN_TOKEN", TOKEN)];
+    let daemon = Daemon::start_with_env(&config, &with_token);
+    let id = daemon.send_viewed("inv_cli");
+    assert_eq!(env.wait_audit(1).len(), 1);
+
+    let (code, out) = cli_with_env(&["replay", &id], &config, &with_token);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        daemon.logged(&format!(
+            r#""message":"event will be routed again (replay)","event_id":"{id}""#
+        )),
+        "{}",
+        daemon.logs()
+    );
+    assert_eq!(
+        env.wait_audit(2).len(),
+        2,
+        "the replay ran the action again"
+    );
+    let (code, out) = cli_with_env(&["actions", "enable", "audit"], &config, &with_token);
+    assert_eq!(code, 0, "{out}");
+    assert!(daemon.logged(r#""message":"action enabled","action":"audit""#));
+    let (code, out) = cli_with_env(&["dlq", "redrive", "--all"], &config, &with_token);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 dead letters sent back"), "{out}");
+    assert!(daemon.logged("dead letters sent back to the queue"));
+    let (code, out) = cli_with_env(&["actions", "enable", "nope"], &config, &with_token);
+    assert_ne!(code, 0);
+    assert!(out.contains("no action \"nope\""), "{out}");
+    let (code, listed) = cli_with_env(&["events", "list"], &config, &with_token);
+    assert_eq!(code, 0, "{listed}");
+    assert!(listed.contains(&id), "{listed}");
+
+    // No daemon: the same commands work on the store.
+    assert!(daemon.stop().success());
+    let (code, out) = cli_with_env(&["replay", &id], &config, &with_token);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("event {id} will be routed again")),
+        "{out}"
+    );
+    let (code, out) = cli_with_env(&["actions", "enable", "audit"], &config, &with_token);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli_with_env(&["actions", "list", "--json"], &config, &with_token);
+    assert_eq!(code, 0, "{out}");
+    let row: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (row["name"].as_str(), row["state"].as_str()),
+        (Some("audit"), Some("closed"))
+    );
+    let (code, shown) = cli_with_env(&["events", "show", &id], &config, &with_token);
+    assert_eq!(code, 0, "{shown}");
+    // Routed twice by the daemon; the replay without it waits for the next start.
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["routings"], 2, "{shown}");
+    assert_eq!(shown["state"], "pending", "{shown}");
+}

@@ -127,9 +127,11 @@ fn without(headers: &[(String, String)], name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Changes the character at `at` to another value: a digit, so that a hex
+/// signature read in any case really changes (`a` to `A` would not).
 fn flip(s: &str, at: usize) -> String {
     let mut b = s.as_bytes().to_vec();
-    b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+    b[at] = if b[at] == b'0' { b'1' } else { b'0' };
     String::from_utf8(b).unwrap()
 }
 

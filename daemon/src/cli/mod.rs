@@ -1,0 +1,3 @@
+//! The `switchyard` command's parts.
+
+pub mod operate;

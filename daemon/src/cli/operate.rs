@@ -1,0 +1,234 @@
+//! Where the CLI's operations go: the running daemon, through its admin API
+//! (`[admin]` in the config), so that what the daemon holds in memory (its
+//! dispatcher, its gates) learns of them at once and its log shows them; or,
+//! when no daemon answers there, the store itself through the same
+//! operations (`switchyard::ops`). Both give the same answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use switchyard::config::{self, Config};
+use switchyard::ops::{self, ActionRow, Enabled, Redrive, Redriven, Replayed};
+use switchyard::store::{EventFilter, EventSummary, JobRecord, Store};
+
+/// A running daemon's admin API.
+pub struct Api {
+    base: String,
+    token: String,
+    client: reqwest::blocking::Client,
+}
+
+/// The operations' target for one command.
+pub enum Target {
+    Api(Api),
+    Store {
+        store: Arc<dyn Store>,
+        config: Box<Config>,
+        runtime: tokio::runtime::Runtime,
+    },
+}
+
+/// The admin API of the config's daemon, if the config has one.
+pub fn api(config: &Config) -> Option<Api> {
+    let admin = config.admin.as_ref()?;
+    let mut addr = admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .ok()?;
+    Some(Api {
+        base: format!("http://{addr}"),
+        token: admin.token.clone(),
+        client,
+    })
+}
+
+impl Api {
+    /// Whether a daemon listens there now.
+    fn answers(&self) -> bool {
+        let addr = self.base.trim_start_matches("http://");
+        addr.parse()
+            .ok()
+            .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+            .is_some()
+    }
+
+    /// Calls a route; its JSON answer, or its error message as the error.
+    pub fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T> {
+        let (ok, answer) = self.send(method, path, body)?;
+        if !ok {
+            let message = answer["error"].as_str().unwrap_or("refused").to_string();
+            bail!("the daemon refused: {message}");
+        }
+        serde_json::from_value(answer).context("the daemon's answer is not what was expected")
+    }
+
+    /// Calls a route; whether it succeeded, and its JSON answer either way.
+    pub fn send(&self, method: &str, path: &str, body: Option<Value>) -> Result<(bool, Value)> {
+        let url = format!("{}{path}", self.base);
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = self.client.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().with_context(|| {
+            format!("cannot reach the daemon's admin API at {url} (is it running?)")
+        })?;
+        let ok = response.status().is_success();
+        Ok((ok, response.json().unwrap_or(Value::Null)))
+    }
+}
+
+/// The running daemon's API when it answers, else the store of the config.
+pub fn target(path: &std::path::Path) -> Result<Target> {
+    let partial = config::load_partial(path).map_err(|p| anyhow!("{p}"))?;
+    if let Some(api) = api(&partial.config).filter(Api::answers) {
+        return Ok(Target::Api(api));
+    }
+    let config = partial.config;
+    if !config.store.path.exists() {
+        bail!(
+            "no store at {} yet (it is made when the daemon first runs)",
+            config.store.path.display()
+        );
+    }
+    let store: Arc<dyn Store> = switchyard::app::open_store(&config).map_err(|p| anyhow!("{p}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(Target::Store {
+        store,
+        config: Box::new(config),
+        runtime,
+    })
+}
+
+/// A query string of `(name, value)` pairs, the values encoded.
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_ref()
+                .map(|v| format!("{k}={}", switchyard_plugin_api::percent_encode(v)))
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+#[derive(Deserialize)]
+struct Events {
+    events: Vec<EventSummary>,
+}
+
+#[derive(Deserialize)]
+struct DeadLetters {
+    dead_letters: Vec<JobRecord>,
+}
+
+#[derive(Deserialize)]
+struct Actions {
+    actions: Vec<ActionRow>,
+}
+
+impl Target {
+    /// Runs an operation on the store (this is the store target).
+    fn local<'a, F: std::future::Future>(
+        &'a self,
+        op: impl FnOnce(&'a dyn Store, &'a Config) -> F,
+    ) -> F::Output {
+        let Target::Store {
+            store,
+            config,
+            runtime,
+        } = self
+        else {
+            unreachable!("local operations run on the store")
+        };
+        runtime.block_on(op(store.as_ref(), config))
+    }
+
+    pub fn list_events(&self, filter: EventFilter) -> Result<Vec<EventSummary>> {
+        match self {
+            Target::Api(api) => {
+                let q = query(&[
+                    ("source", filter.source),
+                    ("type", filter.kind),
+                    ("since", filter.since_ms.map(|t| t.to_string())),
+                    ("until", filter.until_ms.map(|t| t.to_string())),
+                    ("limit", Some(filter.limit.to_string())),
+                ]);
+                Ok(api
+                    .call::<Events>("GET", &format!("/v1/events{q}"), None)?
+                    .events)
+            }
+            Target::Store { .. } => Ok(self.local(|s, _| ops::list_events(s, filter))?),
+        }
+    }
+
+    pub fn show_event(&self, id: String) -> Result<Value> {
+        match self {
+            Target::Api(api) => api.call("GET", &format!("/v1/events/{id}"), None),
+            Target::Store { .. } => {
+                let detail = self.local(|s, _| ops::show_event(s, id))?;
+                Ok(serde_json::to_value(detail)?)
+            }
+        }
+    }
+
+    pub fn replay(&self, id: String) -> Result<Replayed> {
+        match self {
+            Target::Api(api) => api.call("POST", &format!("/v1/events/{id}/replay"), None),
+            Target::Store { .. } => Ok(self.local(|s, _| ops::replay(s, id))?),
+        }
+    }
+
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        match self {
+            Target::Api(api) => Ok(api
+                .call::<DeadLetters>("GET", &format!("/v1/dead-letters?limit={limit}"), None)?
+                .dead_letters),
+            Target::Store { .. } => Ok(self.local(|s, _| ops::dead_letters(s, limit))?),
+        }
+    }
+
+    pub fn redrive(&self, which: Redrive) -> Result<Redriven> {
+        match self {
+            Target::Api(api) => api.call(
+                "POST",
+                "/v1/dead-letters/redrive",
+                Some(serde_json::to_value(&which)?),
+            ),
+            Target::Store { .. } => Ok(self.local(|s, _| ops::redrive(s, which))?),
+        }
+    }
+
+    pub fn actions(&self) -> Result<Vec<ActionRow>> {
+        match self {
+            Target::Api(api) => Ok(api.call::<Actions>("GET", "/v1/actions", None)?.actions),
+            Target::Store { .. } => Ok(self.local(ops::actions)?),
+        }
+    }
+
+    pub fn enable_action(&self, name: String) -> Result<Enabled> {
+        match self {
+            Target::Api(api) => api.call("POST", &format!("/v1/actions/{name}/enable"), None),
+            Target::Store { .. } => Ok(self.local(|s, c| ops::enable_action(s, c, name))?),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Operations: what a person asks of Switchyard — list and show events,
+//! replay one, list and redrive dead letters, list actions and enable one.
+//!
+//! Owns: each operation over a store and the config, with its answer as a
+//! serializable value and its refusals as [`OpError`]. The admin API serves
+//! them over HTTP (and the status and reload of a running daemon beside
+//! them); the CLI calls the admin API of a running daemon, or these
+//! functions on the store when none runs — one path, the same answers.
+//! Calls: `config`, `store`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::store::{
+    now_ms, ActionState, EventDetail, EventFilter, EventSummary, JobRecord, Store, StoreError,
+};
+
+/// Why an operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// No such event, job or action (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request does not say what to do (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed (503).
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => OpError::NotFound(m),
+            other => OpError::Store(other),
+        }
+    }
+}
+
+pub type OpResult<T> = Result<T, OpError>;
+
+/// An action as operators see it: its plugin and its gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRow {
+    pub name: String,
+    pub plugin: String,
+    /// `closed`, `open`, `half-open` or `disabled`.
+    pub state: String,
+    pub failures: u32,
+    pub until_ms: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// Every configured action with its gate as stored, as of `now_ms`.
+pub fn action_rows(config: &Config, states: &[ActionState], now_ms: i64) -> Vec<ActionRow> {
+    config
+        .actions
+        .iter()
+        .map(|(name, a)| {
+            let st = states.iter().find(|s| &s.action == name);
+            ActionRow {
+                name: name.clone(),
+                plugin: a.plugin.clone(),
+                state: ActionState::shown(st, now_ms).to_string(),
+                failures: st.map_or(0, |s| s.failures),
+                until_ms: st.and_then(|s| s.until_ms),
+                reason: st.and_then(|s| s.reason.clone()),
+            }
+        })
+        .collect()
+}
+
+pub async fn list_events(store: &dyn Store, filter: EventFilter) -> OpResult<Vec<EventSummary>> {
+    Ok(store.list_events(filter).await?)
+}
+
+pub async fn show_event(store: &dyn Store, id: String) -> OpResult<EventDetail> {
+    Ok(store.show_event(id).await?)
+}
+
+/// The answer to a replay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replayed {
+    pub replayed: String,
+}
+
+/// Routes a stored event again through the current rules.
+pub async fn replay(store: &dyn Store, id: String) -> OpResult<Replayed> {
+    store.replay(id.clone()).await?;
+    tracing::info!(event_id = %id, "event will be routed again (replay)");
+    Ok(Replayed { replayed: id })
+}
+
+pub async fn dead_letters(store: &dyn Store, limit: usize) -> OpResult<Vec<JobRecord>> {
+    Ok(store.dead_letters(limit).await?)
+}
+
+/// Which dead letters to redrive: `{"id": "…"}` or `{"all": true}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Redrive {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// The answer to a redrive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Redriven {
+    pub redriven: u64,
+}
+
+/// Sends dead letters back to the queue, due now.
+pub async fn redrive(store: &dyn Store, which: Redrive) -> OpResult<Redriven> {
+    let target = match (which.id, which.all) {
+        (Some(id), false) => Some(id),
+        (None, true) => None,
+        _ => {
+            return Err(OpError::Invalid(
+                "give {\"id\": \"…\"} or {\"all\": true}".into(),
+            ))
+        }
+    };
+    let n = store.redrive(target.clone(), now_ms()).await?;
+    tracing::info!(
+        job_id = target.as_deref().unwrap_or("(all)"),
+        redriven = n,
+        "dead letters sent back to the queue"
+    );
+    Ok(Redriven { redriven: n })
+}
+
+/// Every configured action with its gate.
+pub async fn actions(store: &dyn Store, config: &Config) -> OpResult<Vec<ActionRow>> {
+    let states = store.action_states().await?;
+    Ok(action_rows(config, &states, now_ms()))
+}
+
+/// The answer to enabling an action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enabled {
+    pub enabled: String,
+    /// Jobs that were waiting for it and are due now.
+    pub jobs_due: u64,
+}
+
+/// Closes an action's gate (after a 410 or an open breaker); its waiting
+/// jobs are due now.
+pub async fn enable_action(store: &dyn Store, config: &Config, name: String) -> OpResult<Enabled> {
+    if !config.actions.contains_key(&name) {
+        return Err(OpError::NotFound(format!("no action {name:?}")));
+    }
+    let n = store.enable_action(name.clone(), now_ms()).await?;
+    tracing::info!(action = %name, jobs_due = n, "action enabled");
+    Ok(Enabled {
+        enabled: name,
+        jobs_due: n,
+    })
+}
