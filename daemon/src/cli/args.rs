@@ -1,0 +1,196 @@
+//! The command line: every command, its arguments and their help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Self-hosted webhook event router: verify, route through rhai rules, act through plugins",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SWITCHYARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(
+        short,
+        long,
+        env = "SWITCHYARD_CONFIG",
+        default_value = "/etc/switchyard/switchyard.toml"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon: receive webhooks, route them, act.
+    Run(ConfigArg),
+    /// Validate the config, load the plugins and compile the rules; list every problem.
+    Check(ConfigArg),
+    /// Post a correctly signed sample webhook for SOURCE's EVENT to the daemon.
+    Send {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A source name from the config, e.g. `tight`.
+        source: String,
+        /// A sample event the source's provider knows, e.g. `invoiceViewed`.
+        event: String,
+        /// Where to post it; default: the config's listen address.
+        #[arg(long)]
+        to: Option<String>,
+        /// Print the request instead of sending it.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Look at stored events (through the running daemon's admin API when
+    /// the config has one, else in the store).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Route a stored event again through the current rules.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The event id.
+        id: String,
+    },
+    /// Dead letters: jobs that failed for good.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Reload the running daemon's config, plugins and rules (through the
+    /// admin API; `systemctl reload switchyard` does the same with SIGHUP).
+    Reload(ConfigArg),
+    /// What the running daemon runs: sources, rules, actions, backlog (admin API).
+    Status(ConfigArg),
+    /// Actions: their circuit breakers and pauses (through the running
+    /// daemon's admin API when the config has one, else in the store).
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
+    /// Rules: try them before they go live.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ActionsCommand {
+    /// Every action of the config with its gate: closed (running), open
+    /// (paused by the breaker), half-open, or disabled (the target said 410).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a disabled or paused action; its waiting jobs become due now.
+    Enable {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The action's name in the config.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RulesCommand {
+    /// Run the rules on events and print what they would do, with no side
+    /// effects. With no event given, run the test cases in <rules_dir>/tests/
+    /// and fail on a mismatch.
+    Test {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Event files: JSON, a whole envelope or just `type` and `data`.
+        files: Vec<PathBuf>,
+        /// A stored event, by id (repeatable).
+        #[arg(long = "event", value_name = "ID")]
+        ids: Vec<String>,
+        /// A provider's sample, verified and normalized as a delivery would be.
+        #[arg(long, num_args = 2, value_names = ["SOURCE", "EVENT"])]
+        sample: Option<Vec<String>>,
+        /// Print the rule runs as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// List stored events, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only from this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only of this type; a trailing `*` matches a prefix (`tight.*`).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Only received since: a time (RFC 3339) or an age (`1h`, `2d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only received before: a time (RFC 3339) or an age (`1h`, `2d`).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one event: envelope, request, rule runs, jobs and attempts.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The event id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to the queue, due now.
+    Redrive {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The job id of one dead letter.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}

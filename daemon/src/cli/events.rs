@@ -1,0 +1,73 @@
+//! `switchyard events list|show` and `switchyard replay`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use switchyard::store::EventFilter;
+
+use super::args::*;
+use super::*;
+
+pub fn replay(config: &Path, id: String) -> Result<ExitCode> {
+    let done = super::operate::target(config)?.replay(id)?;
+    println!(
+        "event {} will be routed again through the current rules",
+        done.replayed
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn events(command: EventsCommand) -> Result<ExitCode> {
+    match command {
+        EventsCommand::List {
+            config,
+            source,
+            kind,
+            since,
+            until,
+            limit,
+            json,
+        } => {
+            let filter = EventFilter {
+                source,
+                kind,
+                since_ms: since.as_deref().map(parse_when).transpose()?,
+                until_ms: until.as_deref().map(parse_when).transpose()?,
+                limit,
+            };
+            {
+                let list = super::operate::target(&config.config)?.list_events(filter)?;
+                if json {
+                    for e in &list {
+                        println!("{}", serde_json::to_string(e)?);
+                    }
+                } else {
+                    println!(
+                        "{:<26}  {:<24}  {:<12}  {:<32}  {:<7}  JOBS  DEAD  DUPS",
+                        "ID", "RECEIVED", "SOURCE", "TYPE", "STATE"
+                    );
+                    for e in &list {
+                        println!(
+                            "{:<26}  {:<24}  {:<12}  {:<32}  {:<7}  {:>4}  {:>4}  {:>4}",
+                            e.id,
+                            rfc3339_ms(e.received_at_ms),
+                            e.source,
+                            e.kind,
+                            e.state,
+                            e.jobs,
+                            e.jobs_dead,
+                            e.duplicates
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        EventsCommand::Show { config, id } => {
+            let detail = super::operate::target(&config.config)?.show_event(id)?;
+            println!("{}", serde_json::to_string_pretty(&detail)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
