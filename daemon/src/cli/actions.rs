@@ -11,31 +11,32 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
     match command {
         ActionsCommand::List { config, json } => {
             let rows = super::operate::target(&config.config)?.actions()?;
-            if !json {
-                println!(
-                    "{:<24}  {:<10}  {:>8}  {:<24}  REASON",
-                    "ACTION", "STATE", "FAILURES", "UNTIL"
-                );
+            if json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+                return Ok(ExitCode::SUCCESS);
             }
-            for row in rows {
-                if json {
-                    println!("{}", serde_json::to_string(&row)?);
-                } else {
+            let rows = rows
+                .into_iter()
+                .map(|row| {
                     let until = row
                         .until_ms
                         .filter(|_| row.state == "open")
                         .map(rfc3339_ms)
                         .unwrap_or_default();
-                    println!(
-                        "{:<24}  {:<10}  {:>8}  {:<24}  {}",
+                    vec![
                         row.name,
+                        row.plugin,
                         row.state,
-                        row.failures,
+                        row.failures.to_string(),
                         until,
-                        row.reason.unwrap_or_default()
-                    );
-                }
-            }
+                        row.reason.unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            let header = ["ACTION", "PLUGIN", "STATE", "FAILURES", "UNTIL", "REASON"];
+            println!("{}", table(&header, rows, &[3]));
             Ok(ExitCode::SUCCESS)
         }
         ActionsCommand::Enable { config, name } => {

@@ -6,6 +6,7 @@ use anyhow::Result;
 use switchyard::ops;
 
 use super::args::*;
+use super::table;
 
 pub fn dlq(command: DlqCommand) -> Result<ExitCode> {
     match command {
@@ -20,21 +21,21 @@ pub fn dlq(command: DlqCommand) -> Result<ExitCode> {
                     println!("{}", serde_json::to_string(j)?);
                 }
             } else {
-                println!(
-                    "{:<26}  {:<26}  {:<20}  {:<20}  {:>8}  LAST ERROR",
-                    "JOB", "EVENT", "RULE", "ACTION", "ATTEMPTS"
-                );
-                for j in &dead {
-                    println!(
-                        "{:<26}  {:<26}  {:<20}  {:<20}  {:>8}  {}",
-                        j.id,
-                        j.event_id,
-                        j.rule,
-                        j.action,
-                        j.attempts,
-                        j.last_error.as_deref().unwrap_or("")
-                    );
-                }
+                let rows = dead
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.id.clone(),
+                            j.event_id.clone(),
+                            j.rule.clone(),
+                            j.action.clone(),
+                            j.attempts.to_string(),
+                            j.last_error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                let header = ["JOB", "EVENT", "RULE", "ACTION", "ATTEMPTS", "LAST ERROR"];
+                println!("{}", table(&header, rows, &[4]));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -43,23 +43,25 @@ pub fn events(command: EventsCommand) -> Result<ExitCode> {
                         println!("{}", serde_json::to_string(e)?);
                     }
                 } else {
-                    println!(
-                        "{:<26}  {:<24}  {:<12}  {:<32}  {:<7}  JOBS  DEAD  DUPS",
-                        "ID", "RECEIVED", "SOURCE", "TYPE", "STATE"
-                    );
-                    for e in &list {
-                        println!(
-                            "{:<26}  {:<24}  {:<12}  {:<32}  {:<7}  {:>4}  {:>4}  {:>4}",
-                            e.id,
-                            rfc3339_ms(e.received_at_ms),
-                            e.source,
-                            e.kind,
-                            e.state,
-                            e.jobs,
-                            e.jobs_dead,
-                            e.duplicates
-                        );
-                    }
+                    let rows = list
+                        .iter()
+                        .map(|e| {
+                            vec![
+                                e.id.clone(),
+                                rfc3339_ms(e.received_at_ms),
+                                e.source.clone(),
+                                e.kind.clone(),
+                                e.state.clone(),
+                                e.jobs.to_string(),
+                                e.jobs_dead.to_string(),
+                                e.duplicates.to_string(),
+                            ]
+                        })
+                        .collect();
+                    let header = [
+                        "ID", "RECEIVED", "SOURCE", "TYPE", "STATE", "JOBS", "DEAD", "DUPS",
+                    ];
+                    println!("{}", table(&header, rows, &[5, 6, 7]));
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -18,6 +18,28 @@ use switchyard::store::now_ms;
 
 use args::LogFormat;
 
+/// A table for people: a header row, columns two spaces apart, sized to
+/// their content; the columns in `right` (numbers) aligned right.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
+    use comfy_table::{CellAlignment, Table};
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header.iter().copied());
+    for row in rows {
+        t.add_row(row);
+    }
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if right.contains(&i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Logs go to stderr (journald under systemd). `SWITCHYARD_LOG` (or
 /// `RUST_LOG`) sets the filter; the daemon logs at info, other commands at warn.
 pub fn init_logging(format: LogFormat, default_level: &str) {
@@ -47,8 +69,16 @@ pub fn parse_when(text: &str) -> Result<i64> {
     Ok(now_ms() - age.as_millis() as i64)
 }
 
+/// Unix milliseconds as RFC 3339 UTC with exactly three decimals, so that
+/// times line up in a table.
 pub fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .map(switchyard::event::rfc3339)
-        .unwrap_or_else(|_| ms.to_string())
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
 }

@@ -8,6 +8,7 @@ mod common;
 mod actions;
 mod admin;
 mod check;
+mod cli_output;
 mod durability;
 mod embed;
 mod hostile;
