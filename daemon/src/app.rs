@@ -21,9 +21,9 @@ use crate::config::{self, Config, Problem, Problems};
 use crate::dispatch::{Dispatcher, RetryPolicy};
 use crate::host::{self, CallPool, Registry, Topology};
 use crate::ingress::{self, Ingress};
-use crate::router::{BacklogGauge, Router};
+use crate::router::Router;
 use crate::rules::{self, Limits, RuleSet, Rules};
-use crate::store::{now_ms, Pipeline, Pruned, SqliteStore, Store, StoreOptions};
+use crate::store::{now_ms, BacklogGauge, Pipeline, Pruned, SqliteStore, Store, StoreOptions};
 
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
@@ -501,25 +501,9 @@ impl Switchyard {
         self.dispatch_wake.notify_one();
     }
 
-    /// What the daemon is running: sources, rules, actions and their gates,
-    /// the backlog.
-    pub async fn status(&self) -> serde_json::Value {
-        use serde_json::json;
-        let set = self.rules.current();
-        let states = self.store.action_states().await.unwrap_or_default();
-        let backlog = self.store.backlog().await.ok();
-        let actions = crate::ops::action_rows(&self.config(), &states, crate::store::now_ms());
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "sources": self.ingress.sources().iter().map(|(name, s)| json!({"name": name, "plugin": s.provider()})).collect::<Vec<_>>(),
-            "rules": {
-                "version": set.version,
-                "count": set.rules().len(),
-                "broken": set.broken.iter().map(|p| json!({"location": p.location, "message": p.message})).collect::<Vec<_>>(),
-            },
-            "actions": actions,
-            "backlog": backlog.map(|b| json!({"unrouted_events": b.unrouted_events, "pending_jobs": b.pending_jobs})),
-        })
+    /// The sources now served.
+    pub fn sources(&self) -> Arc<std::collections::BTreeMap<String, Arc<host::Source>>> {
+        self.ingress.sources()
     }
 
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {

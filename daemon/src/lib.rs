@@ -11,17 +11,21 @@
 //! router:   store (unrouted) ──▶ rules (sandboxed rhai) ──▶ store (routing + jobs)
 //! dispatch: store (due jobs) ──▶ host (action plugins) ──▶ store (attempts)
 //! ```
-//! - [`config`]: the TOML file, secrets, problems with file:line.
-//! - [`host`]: loading plugin libraries through the C ABI, instances, the call pool.
+//! In the order of the flow (see `ARCHITECTURE.md` at the repository root):
 //! - [`ingress`]: the warp filter for `POST /hooks/{source}`.
-//! - [`store`]: the durable store (SQLite, group commit) behind the `Store` interface.
+//! - [`host`]: loading plugin libraries through the C ABI, instances, the call pool.
+//! - [`store`]: the durable store (SQLite, group commit) behind its
+//!   `Pipeline` and `Queries` interfaces.
 //! - [`router`]: routing stored events, recording their jobs.
 //! - [`rules`]: compiling and running rule scripts.
 //! - [`dispatch`]: running jobs on action plugins, with retries and dead letters.
-//! - [`event`]: the event envelope.
-//! - [`app`]: [`Switchyard`], the embeddable whole.
-//! - [`server`]: the standalone daemon: both listeners (connection deadlines
-//!   and bounds), signals, systemd.
+//! - [`admin`]: the operations people ask for, and the admin API.
+//!
+//! Beside them: [`config`] (the TOML file, secrets, problems with
+//! file:line), [`event`] (the envelope), [`metrics`], [`app`]
+//! ([`Switchyard`], the embeddable whole that wires the stages) and
+//! [`server`] (the standalone daemon: both listeners with their connection
+//! deadlines and bounds, signals, systemd).
 //!
 //! ## Embedding
 //! ```no_run
@@ -33,19 +37,27 @@
 //! # }
 //! ```
 
+// The stages, in the order of the flow.
+// 1. A webhook arrives,
+pub mod ingress;
+// 2. its provider plugin verifies it,
+pub mod host;
+// 3. it is stored before the answer,
+pub mod store;
+// 4. routed
+pub mod router;
+// 5. through the rules,
+pub mod rules;
+// 6. whose jobs are carried out by action plugins.
+pub mod dispatch;
+// People look at and act on all of it.
 pub mod admin;
+
 pub mod app;
 pub mod config;
-pub mod dispatch;
 pub mod event;
-pub mod host;
-pub mod ingress;
 pub mod metrics;
-pub mod ops;
-pub mod router;
-pub mod rules;
 pub mod server;
-pub mod store;
 
 pub use app::{check, Switchyard};
 pub use config::Config;

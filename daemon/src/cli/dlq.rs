@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use switchyard::ops;
+use switchyard::admin::ops;
 
 use super::args::*;
 use super::table;

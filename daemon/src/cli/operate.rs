@@ -2,7 +2,7 @@
 //! (`[admin]` in the config), so that what the daemon holds in memory (its
 //! dispatcher, its gates) learns of them at once and its log shows them; or,
 //! when no daemon answers there, the store itself through the same
-//! operations (`switchyard::ops`). Both give the same answers.
+//! operations (`switchyard::admin::ops`). Both give the same answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use switchyard::admin::ops::{self, ActionRow, Enabled, Redrive, Redriven, Replayed};
 use switchyard::config::{self, Config};
-use switchyard::ops::{self, ActionRow, Enabled, Redrive, Redriven, Replayed};
 use switchyard::store::{EventFilter, EventSummary, JobRecord, Store};
 
 /// A running daemon's admin API.

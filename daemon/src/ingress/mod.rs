@@ -41,8 +41,10 @@ use warp::Filter;
 
 use crate::event::Event;
 use crate::host::{CallPool, OwnedRequest, PluginError, Source};
-use crate::router::BacklogGauge;
-use crate::store::{redact_headers, redact_query, Ingested, PendingEvent, Pipeline, StoredRequest};
+
+use crate::store::{
+    redact_headers, redact_query, BacklogGauge, Ingested, PendingEvent, Pipeline, StoredRequest,
+};
 
 /// What ingress needs to answer a webhook.
 pub struct Ingress {

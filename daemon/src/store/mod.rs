@@ -32,6 +32,7 @@ mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -349,6 +350,28 @@ pub trait Queries: Send + Sync + 'static {
 pub trait Store: Pipeline + Queries {}
 
 impl<T: Pipeline + Queries> Store for T {}
+
+/// The backlog as ingress sees it: refreshed from the store about once a
+/// second, and counted up by ingress in between.
+#[derive(Debug, Default)]
+pub struct BacklogGauge {
+    pub unrouted_events: AtomicU64,
+    pub pending_jobs: AtomicU64,
+}
+
+impl BacklogGauge {
+    pub fn set(&self, b: Backlog) {
+        self.unrouted_events
+            .store(b.unrouted_events, Ordering::Relaxed);
+        self.pending_jobs.store(b.pending_jobs, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> Backlog {
+        Backlog {
+            unrouted_events: self.unrouted_events.load(Ordering::Relaxed),
+            pending_jobs: self.pending_jobs.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -32,8 +32,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use super::ops::{self, OpError, OpResult};
 use crate::app::Switchyard;
-use crate::ops::{self, OpError, OpResult};
 use crate::store::EventFilter;
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -135,7 +135,7 @@ pub fn filter(
     let status = warp::path!("v1" / "status")
         .and(warp::get())
         .and(with_app.clone())
-        .then(|app: Arc<Switchyard>| async move { reply(StatusCode::OK, app.status().await) });
+        .then(|app: Arc<Switchyard>| async move { reply(StatusCode::OK, ops::status(&app).await) });
 
     let list = warp::path!("v1" / "events")
         .and(warp::get())

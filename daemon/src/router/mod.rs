@@ -12,7 +12,7 @@
 //! Calls: `rules` (to decide), `store`, and wakes `dispatch`. Never ingress.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,35 +22,13 @@ use tokio::task::JoinHandle;
 
 use crate::event::new_id;
 use crate::rules::{RuleRun, Rules};
-use crate::store::{now_ms, Backlog, ClaimedJob, NewJob, PendingEvent, Pipeline, Routing};
+use crate::store::{now_ms, BacklogGauge, ClaimedJob, NewJob, PendingEvent, Pipeline, Routing};
 
 /// Room in the inbox from ingress; beyond it, events wait in the store.
 pub const INBOX: usize = 4096;
 /// Events taken from the store per round.
 const BATCH: usize = 256;
 const IDLE_POLL: Duration = Duration::from_secs(1);
-
-/// The backlog as ingress sees it: refreshed from the store about once a
-/// second, and counted up by ingress in between.
-#[derive(Debug, Default)]
-pub struct BacklogGauge {
-    pub unrouted_events: AtomicU64,
-    pub pending_jobs: AtomicU64,
-}
-
-impl BacklogGauge {
-    pub fn set(&self, b: Backlog) {
-        self.unrouted_events
-            .store(b.unrouted_events, Ordering::Relaxed);
-        self.pending_jobs.store(b.pending_jobs, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> Backlog {
-        Backlog {
-            unrouted_events: self.unrouted_events.load(Ordering::Relaxed),
-            pending_jobs: self.pending_jobs.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// The router's connections.
 pub struct Router {

@@ -6,7 +6,7 @@
 //! them over HTTP (and the status and reload of a running daemon beside
 //! them); the CLI calls the admin API of a running daemon, or these
 //! functions on the store when none runs — one path, the same answers.
-//! Calls: `config`, `store`.
+//! Calls: `config`, `store`; for [`status`], the running `app`.
 
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +129,27 @@ pub async fn redrive(store: &dyn Store, which: Redrive) -> OpResult<Redriven> {
         "dead letters sent back to the queue"
     );
     Ok(Redriven { redriven: n })
+}
+
+/// What a running daemon runs: its version, sources, rules (with broken
+/// files), actions and their gates, and the backlog.
+pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
+    use serde_json::json;
+    let set = app.rules().current();
+    let states = app.store().action_states().await.unwrap_or_default();
+    let backlog = app.store().backlog().await.ok();
+    let actions = action_rows(&app.config(), &states, now_ms());
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "sources": app.sources().iter().map(|(name, s)| json!({"name": name, "plugin": s.provider()})).collect::<Vec<_>>(),
+        "rules": {
+            "version": set.version,
+            "count": set.rules().len(),
+            "broken": set.broken.iter().map(|p| json!({"location": p.location, "message": p.message})).collect::<Vec<_>>(),
+        },
+        "actions": actions,
+        "backlog": backlog.map(|b| json!({"unrouted_events": b.unrouted_events, "pending_jobs": b.pending_jobs})),
+    })
 }
 
 /// Every configured action with its gate.

@@ -1,0 +1,16 @@
+//! Admin: what people ask of a running Switchyard, and the API they ask it
+//! through.
+//!
+//! Owns: [`ops`], the operations (events, replay, dead letters, redrive,
+//! actions, enable) over a store and the config, which the CLI also runs on
+//! the store when no daemon runs; and [`api`], the admin API on its own
+//! listener (bearer token) serving them with the daemon's status, reload
+//! and metrics. Calls: `config`, `store`, and the running [`Switchyard`]
+//! (`app`) for status and reload.
+//!
+//! [`Switchyard`]: crate::app::Switchyard
+
+pub mod api;
+pub mod ops;
+
+pub use api::filter;
