@@ -1,4 +1,5 @@
 use super::*;
+use crate::event::Event;
 use crate::store::{now_ms, EventFilter, NewJob};
 use serde_json::json;
 

@@ -1,0 +1,398 @@
+//! The embedded backend: one SQLite database file in WAL mode.
+//!
+//! One writer thread owns the writing connection and commits in groups (see
+//! the module doc of `store`); reads use a small pool of read connections on
+//! blocking threads. Several processes may open the same file (the daemon
+//! and the CLI): SQLite's locks and a busy timeout keep them apart.
+//!
+//! Here: opening, the schema (`schema.sql`) and its migration, the writer
+//! thread with group commit, the read pool. `pipeline.rs`: the pipeline's
+//! transactions ([`Pipeline`]); `queries.rs`: the operators' read models
+//! and actions ([`Queries`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::{
+    ActionState, AttemptRecord, Backlog, ClaimedJob, EventDetail, EventFilter, EventSummary,
+    Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline, Pruned, Queries,
+    RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
+};
+
+const SCHEMA: &str = include_str!("schema.sql");
+/// Most writes committed together.
+const MAX_BATCH: usize = 1024;
+/// Rows removed per prune transaction, so pruning never holds the writer long.
+const PRUNE_CHUNK: i64 = 2000;
+
+/// How hard a commit tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync before a commit returns (`synchronous = FULL`): an acknowledged
+    /// webhook survives a crash of the daemon, the OS or the power.
+    #[default]
+    Full,
+    /// No fsync per commit (`synchronous = NORMAL`): survives a crash of the
+    /// daemon; a power loss may take the last commits.
+    Relaxed,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Largest size of the database file; writes beyond fail as "full".
+    pub max_size_bytes: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::Full,
+            max_size_bytes: None,
+        }
+    }
+}
+
+type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
+/// A queued write.
+trait WriteOp: Send {
+    /// Whether the caller needs the write on disk before its answer (an
+    /// acknowledgement hangs on it), not only safe from a crash of the process.
+    fn needs_sync(&self) -> bool;
+    /// Runs inside its own savepoint; says whether it succeeded (else the
+    /// savepoint is rolled back) and how to answer once the batch commits.
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply);
+    /// Answers with an error without running.
+    fn fail(self: Box<Self>, error: StoreError);
+}
+
+type Op = Box<dyn WriteOp>;
+
+struct Write<F, T> {
+    f: F,
+    tx: oneshot::Sender<StoreResult<T>>,
+    sync: bool,
+}
+
+impl<F, T> WriteOp for Write<F, T>
+where
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn needs_sync(&self) -> bool {
+        self.sync
+    }
+
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply) {
+        let Write { f, tx, .. } = *self;
+        let result = f(conn);
+        let ok = result.is_ok();
+        let reply: Reply = Box::new(move |commit: StoreResult<()>| {
+            let _ = tx.send(commit.and(result));
+        });
+        (ok, reply)
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        let _ = self.tx.send(Err(error));
+    }
+}
+
+pub struct SqliteStore {
+    /// Told of each group commit's time, once someone asks to be.
+    on_commit: Arc<std::sync::OnceLock<CommitObserver>>,
+    path: PathBuf,
+    ops: Mutex<Option<std_mpsc::Sender<Op>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    options: StoreOptions,
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound("no such row".into()),
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::PermissionDenied
+            | ErrorCode::OutOfMemory => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Other(e.to_string()),
+        },
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+fn open_connection(path: &Path, options: &StoreOptions, write: bool) -> StoreResult<Connection> {
+    let flags = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Unavailable(format!("cannot open the store {}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(map_err)?;
+    if write {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(map_err)?;
+        let sync = match options.durability {
+            Durability::Full => "FULL",
+            Durability::Relaxed => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(map_err)?;
+        if let Some(max) = options.max_size_bytes {
+            let page_size: i64 = conn
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(map_err)?;
+            let pages = (max as i64 / page_size.max(512)).max(1);
+            conn.pragma_update(None, "max_page_count", pages)
+                .map_err(map_err)?;
+        }
+    }
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and starts its writer.
+    pub fn open(path: &Path, options: StoreOptions) -> StoreResult<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = open_connection(path, &options, true)?;
+        conn.execute_batch(SCHEMA).map_err(map_err)?;
+        migrate(&conn)?;
+        let (tx, rx) = std_mpsc::channel::<Op>();
+        let durability = options.durability;
+        let on_commit: Arc<std::sync::OnceLock<CommitObserver>> = Arc::default();
+        let observer = on_commit.clone();
+        std::thread::Builder::new()
+            .name("switchyard-store".into())
+            .spawn(move || writer(conn, rx, durability, observer))
+            .map_err(|e| StoreError::Other(format!("cannot start the store writer: {e}")))?;
+        Ok(SqliteStore {
+            on_commit,
+            path: path.to_path_buf(),
+            ops: Mutex::new(Some(tx)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            options,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues a write that must be on disk before it is answered (with
+    /// `durability = "full"`): what an acknowledgement or a user's command
+    /// hangs on.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        self.submit(true, f)
+    }
+
+    /// Queues a write that need only survive a crash of the process, not of
+    /// the machine: the pipeline's own bookkeeping (routing, claims, attempt
+    /// records). Losing the last of these to a power cut only repeats work —
+    /// an event is routed again with the same idempotency keys, a job runs
+    /// again — and the next synced commit makes them durable too.
+    fn write_relaxed<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        self.submit(false, f)
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        sync: bool,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let op: Op = Box::new(Write { f, tx, sync });
+        let sent = self
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|ops| ops.send(op).is_ok())
+            .unwrap_or(false);
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Unavailable("the store is closed".into()));
+            }
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("the store writer stopped".into())))
+        })
+    }
+
+    /// Runs a read on a pooled read connection, on a blocking thread.
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        let options = self.options.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let conn = match pooled {
+                    Some(c) => c,
+                    None => open_connection(&path, &options, false)?,
+                };
+                let result = f(&conn);
+                let mut pool = readers.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < 8 {
+                    pool.push(conn);
+                }
+                result
+            })
+            .await
+            .map_err(|e| StoreError::Other(format!("read task failed: {e}")))?
+        })
+    }
+
+    /// Stops the writer after the writes already queued.
+    pub fn close(&self) {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// The writer thread: group commit. A batch holding a write that needs to
+/// be on disk commits with an fsync (`synchronous = FULL`, with full
+/// durability); a batch of bookkeeping only commits without one (`NORMAL`).
+/// Told the time of each group commit.
+pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
+fn writer(
+    conn: Connection,
+    rx: std_mpsc::Receiver<Op>,
+    durability: Durability,
+    on_commit: Arc<std::sync::OnceLock<CommitObserver>>,
+) {
+    let mut synchronous = "";
+    // Statements run per batch and per write: parse them once.
+    let run =
+        |sql: &str| -> rusqlite::Result<()> { conn.prepare_cached(sql)?.execute([]).map(|_| ()) };
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let wanted = if durability == Durability::Full && batch.iter().any(|op| op.needs_sync()) {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        if wanted != synchronous && conn.pragma_update(None, "synchronous", wanted).is_ok() {
+            synchronous = wanted;
+        }
+        if let Err(e) = run("BEGIN IMMEDIATE") {
+            let err = map_err(e);
+            tracing::error!("store: cannot begin a transaction: {err}");
+            for op in batch {
+                op.fail(err.clone());
+            }
+            continue;
+        }
+        let ops = batch.len();
+        let started = std::time::Instant::now();
+        let mut replies = Vec::with_capacity(batch.len());
+        for op in batch {
+            if let Err(e) = run("SAVEPOINT op") {
+                op.fail(map_err(e));
+                continue;
+            }
+            let (ok, reply) = op.run(&conn);
+            let undo = if ok {
+                "RELEASE op"
+            } else {
+                "ROLLBACK TO op; RELEASE op"
+            };
+            let _ = conn.execute_batch(undo);
+            replies.push(reply);
+        }
+        let commit = if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back itself (it does on a
+            // full disk or an I/O error): nothing of this batch was kept.
+            Err(StoreError::Unavailable(
+                "the batch was rolled back after a write failed (disk full or I/O error)".into(),
+            ))
+        } else {
+            run("COMMIT").map_err(map_err)
+        };
+        if let Err(e) = &commit {
+            tracing::error!("store: commit failed: {e}");
+            let _ = run("ROLLBACK");
+        }
+        let took = started.elapsed();
+        if let Some(f) = on_commit.get() {
+            f(took);
+        }
+        tracing::trace!(ops, us = took.as_micros() as u64, "store commit");
+        for reply in replies {
+            reply(commit.clone());
+        }
+    }
+}
+
+/// Brings a store made by an earlier version up to this schema.
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let has = |table: &str, column: &str| -> StoreResult<bool> {
+        let mut stmt = conn
+            .prepare(&format!("PRAGMA table_info({table})"))
+            .map_err(map_err)?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(1))
+            .map_err(map_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err)?;
+        Ok(names.iter().any(|n| n == column))
+    };
+    if !has("events", "rules_version")? {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN rules_version INTEGER")
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// The smallest ULID of a millisecond: ids below it were made before it.
+fn ulid_floor(ms: i64) -> String {
+    ulid::Ulid::from_parts(ms.max(0) as u64, 0).to_string()
+}
+
+fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+mod pipeline;
+mod queries;
+
+#[cfg(test)]
+mod tests;

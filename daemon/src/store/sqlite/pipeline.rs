@@ -1,0 +1,554 @@
+//! The pipeline's side of the SQLite store: the transactions of ingest
+//! (dedup, stale versions), routing, claims, attempts and pruning, and the
+//! [`Pipeline`] implementation that runs them on the writer thread.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::*;
+use crate::event::Event;
+
+/// What the writer needs of an event: its keys and its envelope, encoded
+/// on the caller's thread.
+pub(super) struct EncodedEvent {
+    id: String,
+    source: String,
+    kind: String,
+    dedup_key: String,
+    envelope: String,
+    order: Option<switchyard_plugin_api::Order>,
+}
+
+impl EncodedEvent {
+    fn new(e: &Event) -> StoreResult<EncodedEvent> {
+        Ok(EncodedEvent {
+            id: e.id.clone(),
+            source: e.source.clone(),
+            kind: e.kind.clone(),
+            dedup_key: e.dedup_key.clone(),
+            envelope: serde_json::to_string(e).map_err(|err| StoreError::Other(err.to_string()))?,
+            order: e.order.clone(),
+        })
+    }
+}
+
+/// Whether an ordered event's version is not newer than the last accepted
+/// for its object.
+pub(super) fn is_stale(conn: &Connection, ev: &EncodedEvent) -> StoreResult<bool> {
+    let Some(order) = &ev.order else {
+        return Ok(false);
+    };
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT version FROM versions WHERE source = ?1 AND key = ?2")
+        .map_err(map_err)?
+        .query_row(params![ev.source, order.key], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    Ok(last.is_some_and(|v| order.version <= v))
+}
+
+pub(super) fn ingest_tx(
+    conn: &Connection,
+    request: &StoredRequest,
+    headers: &str,
+    events: &[EncodedEvent],
+    dedup_window_ms: i64,
+) -> StoreResult<Vec<Ingested>> {
+    let now = request.received_at_ms;
+    let mut results = Vec::with_capacity(events.len());
+    let mut seen = conn
+        .prepare_cached(
+            "SELECT event_id FROM dedup WHERE source = ?1 AND key = ?2 AND expires_at > ?3",
+        )
+        .map_err(map_err)?;
+    let mut fresh: Vec<&EncodedEvent> = Vec::new();
+    for ev in events {
+        let prior: Option<String> = seen
+            .query_row(params![ev.source, ev.dedup_key, now], |r| r.get(0))
+            .optional()
+            .map_err(map_err)?;
+        match prior {
+            Some(original) => results.push(Ingested::Duplicate(original)),
+            None => match fresh.iter().find(|e| e.dedup_key == ev.dedup_key) {
+                // Two events of one request with the same key: the first counts.
+                Some(first) => results.push(Ingested::Duplicate(first.id.clone())),
+                None => {
+                    fresh.push(ev);
+                    results.push(match is_stale(conn, ev)? {
+                        true => Ingested::Stale(ev.id.clone()),
+                        false => Ingested::New(ev.id.clone()),
+                    });
+                }
+            },
+        }
+    }
+    let verdict = if fresh.is_empty() && !events.is_empty() {
+        "duplicate"
+    } else {
+        "accepted"
+    };
+    conn.prepare_cached(
+        "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .map_err(map_err)?
+    .execute(params![
+        request.id,
+        request.source,
+        now,
+        request.method,
+        request.path,
+        request.query,
+        headers,
+        request.body.as_ref(),
+        verdict
+    ])
+    .map_err(map_err)?;
+    let mut insert_event = conn
+        .prepare_cached(
+            "INSERT INTO events (id, request_id, source, type, received_at, envelope, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(map_err)?;
+    let mut set_version = conn
+        .prepare_cached(
+            "INSERT INTO versions (source, key, version, event_id, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (source, key) DO UPDATE SET
+                version = excluded.version, event_id = excluded.event_id,
+                updated_at = excluded.updated_at
+             WHERE excluded.version > versions.version",
+        )
+        .map_err(map_err)?;
+    let stale: Vec<&str> = results
+        .iter()
+        .filter_map(|r| match r {
+            Ingested::Stale(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut insert_key = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO dedup (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(map_err)?;
+    for ev in &fresh {
+        let is_stale = stale.contains(&ev.id.as_str());
+        insert_event
+            .execute(params![
+                ev.id,
+                request.id,
+                ev.source,
+                ev.kind,
+                now,
+                ev.envelope,
+                if is_stale { "stale" } else { "pending" }
+            ])
+            .map_err(map_err)?;
+        if let (Some(order), false) = (&ev.order, is_stale) {
+            set_version
+                .execute(params![ev.source, order.key, order.version, ev.id, now])
+                .map_err(map_err)?;
+        }
+        insert_key
+            .execute(params![
+                ev.source,
+                ev.dedup_key,
+                ev.id,
+                now + dedup_window_ms
+            ])
+            .map_err(map_err)?;
+    }
+    let mut bump = conn
+        .prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")
+        .map_err(map_err)?;
+    for r in &results {
+        if let Ingested::Duplicate(id) = r {
+            bump.execute(params![id]).map_err(map_err)?;
+        }
+    }
+    Ok(results)
+}
+
+pub(super) fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<Vec<ClaimedJob>> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = ?2, rule_runs = ?3,
+                               rules_version = ?4
+             WHERE id = ?1 AND state = 'pending'",
+        )
+        .map_err(map_err)?
+        .execute(params![
+            routing.event_id,
+            routing.routed_at_ms,
+            json_text(&routing.rule_runs),
+            routing.rules_version as i64
+        ])
+        .map_err(map_err)?;
+    if changed == 0 {
+        // Routed already (by an earlier run of this routing): nothing to add.
+        return Ok(Vec::new());
+    }
+    let (state, attempts) = match routing.claim_with {
+        Some(_) => ("running", 1),
+        None => ("pending", 0),
+    };
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO jobs (id, event_id, rule, call_index, action, params, idempotency_key,
+                                         state, attempts, next_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+        )
+        .map_err(map_err)?;
+    let mut claimed = Vec::new();
+    for job in &routing.jobs {
+        let added = insert
+            .execute(params![
+                job.id,
+                routing.event_id,
+                job.rule,
+                job.call_index as i64,
+                job.action,
+                json_text(&job.params),
+                job.idempotency_key,
+                state,
+                attempts,
+                routing.routed_at_ms
+            ])
+            .map_err(map_err)?;
+        if let (1, Some(event)) = (added, &routing.claim_with) {
+            claimed.push(ClaimedJob {
+                id: job.id.clone(),
+                event: event.clone(),
+                rule: job.rule.clone(),
+                action: job.action.clone(),
+                params: job.params.clone(),
+                idempotency_key: job.idempotency_key.clone(),
+                attempt: 1,
+                series_attempt: 1,
+            });
+        }
+    }
+    Ok(claimed)
+}
+
+pub(super) fn claim_tx(
+    conn: &Connection,
+    now_ms: i64,
+    limit: usize,
+) -> StoreResult<Vec<ClaimedJob>> {
+    let mut claim = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= ?1
+                          ORDER BY next_at, id LIMIT ?2)
+             RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start",
+        )
+        .map_err(map_err)?;
+    let rows = claim
+        .query_map(params![now_ms, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })
+        .map_err(map_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_err)?;
+    let mut envelope = conn
+        .prepare_cached("SELECT envelope FROM events WHERE id = ?1")
+        .map_err(map_err)?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    for (id, event_id, rule, action, params_text, key, attempts, series_start) in rows {
+        let event: String = envelope
+            .query_row(params![event_id], |r| r.get(0))
+            .map_err(map_err)?;
+        jobs.push(ClaimedJob {
+            id,
+            event: parse_json(&event),
+            rule,
+            action,
+            params: parse_json(&params_text),
+            idempotency_key: key,
+            attempt: attempts as u32,
+            series_attempt: (attempts - series_start).max(1) as u32,
+        });
+    }
+    // Claimed in due order; RETURNING gives no order guarantee.
+    Ok(jobs)
+}
+
+pub(super) fn finish_tx(conn: &Connection, a: &FinishedAttempt) -> StoreResult<()> {
+    let (outcome, message, state, next_at, finished_at) = match &a.finish {
+        Finish::Done { result } => (
+            "done",
+            result.as_deref(),
+            "done",
+            None,
+            Some(a.finished_at_ms),
+        ),
+        Finish::Retry {
+            message,
+            next_at_ms,
+        } => (
+            "retry",
+            Some(message.as_str()),
+            "pending",
+            Some(*next_at_ms),
+            None,
+        ),
+        Finish::Dead { message } => (
+            "dead",
+            Some(message.as_str()),
+            "dead",
+            None,
+            Some(a.finished_at_ms),
+        ),
+    };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (job_id, n, started_at, finished_at, outcome, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .map_err(map_err)?
+    .execute(params![
+        a.job_id,
+        a.attempt as i64,
+        a.started_at_ms,
+        a.finished_at_ms,
+        outcome,
+        message
+    ])
+    .map_err(map_err)?;
+    conn.prepare_cached(
+        "UPDATE jobs SET state = ?2, next_at = COALESCE(?3, next_at), finished_at = ?4,
+                         last_error = COALESCE(?5, last_error)
+         WHERE id = ?1",
+    )
+    .map_err(map_err)?
+    .execute(params![a.job_id, state, next_at, finished_at, message])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub(super) fn prune_tx(conn: &Connection, before_ms: i64, now_ms: i64) -> StoreResult<Pruned> {
+    let events = conn
+        .execute(
+            "DELETE FROM events WHERE id IN (
+                SELECT e.id FROM events e
+                WHERE e.id < ?1 AND e.state IN ('routed', 'stale')
+                  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id
+                                  AND j.state IN ('pending', 'running'))
+                LIMIT ?2)",
+            params![ulid_floor(before_ms), PRUNE_CHUNK],
+        )
+        .map_err(map_err)? as u64;
+    let requests = conn
+        .execute(
+            "DELETE FROM requests WHERE id IN (
+                SELECT r.id FROM requests r
+                WHERE r.id < ?1
+                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id)
+                LIMIT ?2)",
+            params![ulid_floor(before_ms), PRUNE_CHUNK],
+        )
+        .map_err(map_err)? as u64;
+    let dedup_keys = conn
+        .execute(
+            "DELETE FROM dedup WHERE (source, key) IN
+                (SELECT source, key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
+            params![now_ms, PRUNE_CHUNK],
+        )
+        .map_err(map_err)? as u64;
+    let versions = conn
+        .execute(
+            "DELETE FROM versions WHERE (source, key) IN
+                (SELECT source, key FROM versions WHERE updated_at < ?1 LIMIT ?2)",
+            params![before_ms, PRUNE_CHUNK],
+        )
+        .map_err(map_err)? as u64;
+    Ok(Pruned {
+        events,
+        requests,
+        dedup_keys,
+        versions,
+    })
+}
+
+impl Pipeline for SqliteStore {
+    fn ingest(
+        &self,
+        request: StoredRequest,
+        events: &[Event],
+        dedup_window_ms: i64,
+    ) -> StoreFuture<'_, Vec<Ingested>> {
+        // Encode here, on the caller's thread: the writer thread is the one
+        // every write waits for.
+        let encoded: StoreResult<Vec<EncodedEvent>> =
+            events.iter().map(EncodedEvent::new).collect();
+        let headers = serde_json::to_string(&request.headers).unwrap_or_else(|_| "[]".into());
+        match encoded {
+            Ok(events) => self
+                .write(move |conn| ingest_tx(conn, &request, &headers, &events, dedup_window_ms)),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    fn pending_events(&self, limit: usize) -> StoreFuture<'_, Vec<PendingEvent>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT envelope, routings FROM events WHERE state = 'pending' ORDER BY id LIMIT ?1",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(params![limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (envelope, routings) = row.map_err(map_err)?;
+                match serde_json::from_str::<Event>(&envelope) {
+                    Ok(event) => out.push(PendingEvent {
+                        event,
+                        routings: routings as u32,
+                    }),
+                    Err(e) => tracing::error!("store: unreadable event envelope skipped: {e}"),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn record_routing(&self, routing: Routing) -> StoreFuture<'_, Vec<ClaimedJob>> {
+        self.write_relaxed(move |conn| routing_tx(conn, &routing))
+    }
+
+    fn claim_jobs(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<ClaimedJob>> {
+        self.write_relaxed(move |conn| claim_tx(conn, now_ms, limit))
+    }
+
+    fn finish_attempt(&self, attempt: FinishedAttempt) -> StoreFuture<'_, ()> {
+        self.write_relaxed(move |conn| finish_tx(conn, &attempt))
+    }
+
+    fn next_due(&self) -> StoreFuture<'_, Option<i64>> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT MIN(next_at) FROM jobs WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(map_err)
+        })
+    }
+
+    fn backlog(&self) -> StoreFuture<'_, Backlog> {
+        self.read(|conn| {
+            let unrouted: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM events WHERE state = 'pending'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            let pending: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'pending'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            Ok(Backlog {
+                unrouted_events: unrouted as u64,
+                pending_jobs: pending as u64,
+            })
+        })
+    }
+
+    fn recover(&self) -> StoreFuture<'_, u64> {
+        self.write(|conn| {
+            conn.execute(
+                "UPDATE jobs SET state = 'pending' WHERE state = 'running'",
+                [],
+            )
+            .map(|n| n as u64)
+            .map_err(map_err)
+        })
+    }
+
+    fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned> {
+        self.write_relaxed(move |conn| prune_tx(conn, before_ms, now_ms))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.write_relaxed(|_| Ok(()))
+    }
+
+    /// Set once; later calls are ignored.
+    fn observe_commits(&self, f: CommitObserver) {
+        let _ = self.on_commit.set(f);
+    }
+
+    fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
+        self.write_relaxed(move |conn| {
+            conn.prepare_cached(
+                "UPDATE jobs SET state = 'pending', next_at = ?2, attempts = MAX(attempts - 1, 0)
+                 WHERE id = ?1 AND state = 'running'",
+            )
+            .map_err(map_err)?
+            .execute(params![job_id, next_at_ms])
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()> {
+        self.write_relaxed(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO action_states (action, state, until_ms, failures, reason, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(map_err)?
+            .execute(params![
+                state.action,
+                state.state,
+                state.until_ms,
+                state.failures,
+                state.reason,
+                state.updated_at_ms
+            ])
+            .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT action, state, until_ms, failures, reason, updated_at
+                     FROM action_states ORDER BY action",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ActionState {
+                        action: r.get(0)?,
+                        state: r.get(1)?,
+                        until_ms: r.get(2)?,
+                        failures: r.get(3)?,
+                        reason: r.get(4)?,
+                        updated_at_ms: r.get(5)?,
+                    })
+                })
+                .map_err(map_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(map_err)?;
+            Ok(rows)
+        })
+    }
+}
