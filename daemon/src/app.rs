@@ -181,10 +181,7 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
 pub fn unknown_actions(rules: &Rules, config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     for rule in rules.current().rules() {
-        let Ok(text) = std::fs::read_to_string(&rule.path) else {
-            continue;
-        };
-        for name in crate::rules::testing::literal_actions(&text) {
+        for name in rule.literal_actions() {
             if !config.actions.contains_key(&name) {
                 problems.push(Problem::new(
                     rule.path.display().to_string(),

@@ -70,7 +70,7 @@ pub struct Ingress {
 }
 
 /// The peer of a connection, as the daemon's own listener records it
-/// (warp's server records its own, which [`peer`] reads too).
+/// (warp's server records its own; ingress reads either).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 

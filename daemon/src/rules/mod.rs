@@ -103,6 +103,31 @@ pub struct Rule {
     digest: u64,
 }
 
+impl Rule {
+    /// The actions this rule calls by a literal name
+    /// (`action("notify-owner", …)`), found in its compiled script: calls
+    /// in comments or strings do not count, a computed name cannot be known.
+    pub fn literal_actions(&self) -> Vec<String> {
+        use rhai::{ASTNode, Expr, Stmt};
+        let mut names = Vec::new();
+        self.ast.walk(&mut |path: &[ASTNode]| {
+            // A call is a statement of its own, or an expression in one.
+            let call = match path.last() {
+                Some(ASTNode::Stmt(Stmt::FnCall(call, _))) => call,
+                Some(ASTNode::Expr(Expr::FnCall(call, _))) => call,
+                _ => return true,
+            };
+            if call.name == "action" && call.namespace.is_empty() {
+                if let Some(Expr::StringConstant(name, _)) = call.args.first() {
+                    names.push(name.to_string());
+                }
+            }
+            true
+        });
+        names
+    }
+}
+
 impl std::fmt::Debug for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rule")

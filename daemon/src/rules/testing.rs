@@ -220,32 +220,6 @@ pub fn load_cases(dir: &std::path::Path) -> Result<Vec<LoadedCase>, String> {
         .collect())
 }
 
-/// The action names a rule's source calls with a literal name
-/// (`action("notify-owner", …)`), for `switchyard check`.
-pub fn literal_actions(source: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = source;
-    while let Some(i) = rest.find("action(") {
-        let before = &rest[..i];
-        rest = &rest[i + "action(".len()..];
-        // Not part of a longer name (`my_action(`).
-        if before
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_')
-        {
-            continue;
-        }
-        let arg = rest.trim_start();
-        if let Some(q) = arg.strip_prefix('"') {
-            if let Some(end) = q.find('"') {
-                out.push(q[..end].to_string());
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,12 +230,6 @@ mod tests {
         assert!(contains(&a, &json!({"b": {"c": 2}})));
         assert!(!contains(&a, &json!({"b": {"c": 3}})));
         assert!(!contains(&a, &json!({"x": 1})));
-    }
-
-    #[test]
-    fn literal_action_names() {
-        let src = r#"action("a", #{}); my_action("b"); action ( "c" ); action(name); action( "d")"#;
-        assert_eq!(literal_actions(src), ["a", "d"]);
     }
 
     #[test]

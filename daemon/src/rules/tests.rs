@@ -224,3 +224,28 @@ fn time_and_text_helpers() {
         "INV_1"
     );
 }
+
+#[test]
+fn literal_action_calls_are_found_in_the_compiled_script() {
+    let engine = engine(&limits());
+    let rules = set(
+        &engine,
+        &[(
+            "calls",
+            r#"const EVENTS = ["tight.*"];
+// action("in-a-comment");
+let note = "action(\"in-a-string\")";
+action("a", #{});
+action ( "c" );
+if event.type == "tight.x" { action("in-a-branch") }
+fn helper() { action("in-a-function") }
+let name = "computed";
+action(name);
+my_action("b");
+fn my_action(x) { x }"#,
+        )],
+    );
+    let mut names = rules.rules()[0].literal_actions();
+    names.sort();
+    assert_eq!(names, ["a", "c", "in-a-branch", "in-a-function"]);
+}

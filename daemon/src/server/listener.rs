@@ -142,7 +142,7 @@ impl Counters {
 }
 
 /// Serves `routes` on `listener` until `shutdown` completes, then waits (at
-/// most [`DRAIN`]) for the requests in flight. `name` labels the metrics
+/// most 30 s) for the requests in flight. `name` labels the metrics
 /// and logs (`webhooks`, `admin`).
 pub async fn serve<F>(
     listener: TcpListener,
