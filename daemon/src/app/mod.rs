@@ -4,9 +4,8 @@
 //! holds: it loads plugins, builds sources and actions, compiles rules,
 //! opens the store, starts the background tasks (router, dispatcher,
 //! pruner), and hands out the warp filter to mount.
-//! Also [`check`], which does all of that without serving.
+//! Also [`check`], which does all of that without serving (`build.rs`).
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +16,17 @@ use tokio::task::JoinHandle;
 use warp::reply::Response;
 use warp::Filter;
 
+mod build;
+
+pub use build::{build, build_topology, check, open_store, unknown_actions, Built, CheckReport};
+
 use crate::config::{self, Config, Problem, Problems};
 use crate::dispatch::{Dispatcher, RetryPolicy};
-use crate::host::{self, CallPool, Registry, Topology};
+use crate::host::{self, CallPool};
 use crate::ingress::{self, Ingress};
 use crate::router::Router;
-use crate::rules::{self, Limits, RuleSet, Rules};
-use crate::store::{now_ms, BacklogGauge, Pipeline, Pruned, SqliteStore, Store, StoreOptions};
+use crate::rules::Rules;
+use crate::store::{now_ms, BacklogGauge, Pipeline, Pruned, Store};
 
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
@@ -45,178 +48,6 @@ pub struct Switchyard {
     reloading: tokio::sync::Mutex<()>,
     /// Reloads when a plugin library is added or replaced, once started.
     plugin_watcher: std::sync::Mutex<Option<crate::rules::watch::RulesWatcher>>,
-}
-
-/// Everything `check` and `start` build before anything runs.
-pub struct Built {
-    pub registry: Registry,
-    pub topology: Topology,
-    pub rules: Rules,
-    /// Things worth saying that do not stop the daemon.
-    pub warnings: Vec<Problem>,
-}
-
-/// Loads the plugins and builds the sources and actions (no rules): what a
-/// reload makes anew. Also returns warnings. Blocking.
-pub fn build_topology(config: &Config) -> Result<(Registry, Topology, Vec<Problem>), Problems> {
-    let registry = Registry::load_dir(&config.plugin_dir).map_err(|p| Problems(vec![p]))?;
-    let warnings = registry
-        .refused
-        .iter()
-        .map(|r| Problem::new("plugin_dir", format!("plugin refused: {r}")))
-        .collect();
-    let topology = host::build(config, &registry).map_err(Problems)?;
-    Ok((registry, topology, warnings))
-}
-
-/// Loads plugins, builds the sources and actions and compiles the rules,
-/// collecting every problem. Blocking (plugins' `create` runs here).
-pub fn build(config: &Config) -> Result<Built, Problems> {
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    let registry = match Registry::load_dir(&config.plugin_dir) {
-        Ok(r) => r,
-        Err(p) => return Err(Problems(vec![p])),
-    };
-    for refused in &registry.refused {
-        warnings.push(Problem::new(
-            "plugin_dir",
-            format!("plugin refused: {refused}"),
-        ));
-    }
-    let topology = match host::build(config, &registry) {
-        Ok(t) => Some(t),
-        Err(p) => {
-            problems.extend(p);
-            None
-        }
-    };
-    let limits = Limits {
-        timeout: config.rule_timeout,
-        ..Limits::default()
-    };
-    let engine = rules::engine(&limits);
-    let set = match RuleSet::load_dir(&engine, &config.rules_dir) {
-        Ok(set) => Some(set),
-        Err(p) => {
-            problems.extend(p);
-            None
-        }
-    };
-    match (topology, set) {
-        (Some(topology), Some(set)) if problems.is_empty() => {
-            if set.rules().is_empty() {
-                warnings.push(Problem::new(
-                    config.rules_dir.display().to_string(),
-                    "no *.rhai rules: events will be accepted but nothing will happen",
-                ));
-            }
-            Ok(Built {
-                registry,
-                topology,
-                rules: Rules::new(engine, limits, config.rules_dir.clone(), set),
-                warnings,
-            })
-        }
-        _ => Err(Problems(problems)),
-    }
-}
-
-/// What `switchyard check` reports.
-pub struct CheckReport {
-    pub summary: Vec<String>,
-    pub warnings: Vec<Problem>,
-}
-
-/// Validates a config file, loads its plugins and compiles its rules.
-pub fn check(path: &Path) -> Result<CheckReport, Problems> {
-    let partial = config::load_partial(path)?;
-    let mut warnings = partial.warnings;
-    let built = match build(&partial.config) {
-        Ok(built) if partial.problems.is_empty() => built,
-        Ok(_) => return Err(Problems(partial.problems)),
-        Err(more) => {
-            let mut all = partial.problems;
-            all.extend(more.0);
-            return Err(Problems(all));
-        }
-    };
-    warnings.extend(built.warnings);
-    let unknown = unknown_actions(&built.rules, &partial.config);
-    if !unknown.is_empty() {
-        return Err(Problems(unknown));
-    }
-    let mut summary = Vec::new();
-    for p in built.registry.plugins.values() {
-        summary.push(format!(
-            "plugin {} {} ({}, ABI {}) from {}",
-            p.name,
-            p.version,
-            p.role,
-            p.abi(),
-            p.path.display()
-        ));
-    }
-    for (name, s) in &built.topology.sources {
-        summary.push(format!(
-            "source {name}: POST /hooks/{name} via {}",
-            s.provider()
-        ));
-    }
-    for (name, instance) in &built.topology.actions {
-        summary.push(format!("action {name}: {}", instance.plugin().name));
-    }
-    for rule in built.rules.current().rules() {
-        summary.push(format!(
-            "rule {}: wants {}",
-            rule.name,
-            rule.patterns.join(", ")
-        ));
-    }
-    Ok(CheckReport { summary, warnings })
-}
-
-/// Calls to actions the config does not define, where a rule names the
-/// action literally (`action("notify-owner", …)`): each a problem at its rule.
-pub fn unknown_actions(rules: &Rules, config: &Config) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    for rule in rules.current().rules() {
-        for name in rule.literal_actions() {
-            if !config.actions.contains_key(&name) {
-                problems.push(Problem::new(
-                    rule.path.display().to_string(),
-                    format!(
-                        "calls action {name:?}, which the config does not define (actions: {})",
-                        config
-                            .actions
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-            }
-        }
-    }
-    problems
-}
-
-/// Opens the store a config names.
-pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, Problems> {
-    SqliteStore::open(
-        &config.store.path,
-        StoreOptions {
-            durability: config.store.durability,
-            max_size_bytes: config.store.max_size_bytes,
-        },
-    )
-    .map(Arc::new)
-    .map_err(|e| {
-        Problems(vec![Problem::new(
-            config.store.path.display().to_string(),
-            e.to_string(),
-        )])
-    })
 }
 
 /// How often old events are pruned: a tenth of the retention, between a
