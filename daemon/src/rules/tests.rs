@@ -1,5 +1,7 @@
 use super::*;
+use rhai::Dynamic;
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 fn event(kind: &str) -> Event {
     Event {
