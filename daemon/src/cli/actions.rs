@@ -12,9 +12,7 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
         ActionsCommand::List { config, json } => {
             let rows = super::operate::target(&config.config)?.actions()?;
             if json {
-                for row in &rows {
-                    println!("{}", serde_json::to_string(row)?);
-                }
+                json_lines(&rows)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let rows = rows

@@ -6,7 +6,7 @@ use anyhow::Result;
 use switchyard::admin::ops;
 
 use super::args::*;
-use super::table;
+use super::{json_lines, table};
 
 pub fn dlq(command: DlqCommand) -> Result<ExitCode> {
     match command {
@@ -17,9 +17,7 @@ pub fn dlq(command: DlqCommand) -> Result<ExitCode> {
         } => {
             let dead = super::operate::target(&config.config)?.dead_letters(limit)?;
             if json {
-                for j in &dead {
-                    println!("{}", serde_json::to_string(j)?);
-                }
+                json_lines(&dead)?;
             } else {
                 let rows = dead
                     .iter()

@@ -39,9 +39,7 @@ pub fn events(command: EventsCommand) -> Result<ExitCode> {
             {
                 let list = super::operate::target(&config.config)?.list_events(filter)?;
                 if json {
-                    for e in &list {
-                        println!("{}", serde_json::to_string(e)?);
-                    }
+                    json_lines(&list)?;
                 } else {
                     let rows = list
                         .iter()

@@ -18,6 +18,14 @@ use switchyard::store::now_ms;
 
 use args::LogFormat;
 
+/// One JSON object per line, for programs (`--json`).
+pub fn json_lines<T: serde::Serialize>(items: &[T]) -> Result<()> {
+    for item in items {
+        println!("{}", serde_json::to_string(item)?);
+    }
+    Ok(())
+}
+
 /// A table for people: a header row, columns two spaces apart, sized to
 /// their content; the columns in `right` (numbers) aligned right.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
