@@ -17,7 +17,7 @@ pub fn admin_call(path: &Path, method: &str, api_path: &str) -> Result<ExitCode>
             path.display()
         );
     };
-    let (ok, body) = api.send(method, api_path, None)?;
+    let (ok, body) = api.send(method, api_path, &[], None)?;
     println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(if ok {
         ExitCode::SUCCESS

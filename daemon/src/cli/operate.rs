@@ -17,7 +17,7 @@ use switchyard::store::{EventFilter, EventSummary, JobRecord, Store};
 
 /// A running daemon's admin API.
 pub struct Api {
-    base: String,
+    addr: std::net::SocketAddr,
     token: String,
     client: reqwest::blocking::Client,
 }
@@ -44,7 +44,7 @@ pub fn api(config: &Config) -> Option<Api> {
         .build()
         .ok()?;
     Some(Api {
-        base: format!("http://{addr}"),
+        addr,
         token: admin.token.clone(),
         client,
     })
@@ -53,11 +53,7 @@ pub fn api(config: &Config) -> Option<Api> {
 impl Api {
     /// Whether a daemon listens there now.
     fn answers(&self) -> bool {
-        let addr = self.base.trim_start_matches("http://");
-        addr.parse()
-            .ok()
-            .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
-            .is_some()
+        std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).is_ok()
     }
 
     /// Calls a route; its JSON answer, or its error message as the error.
@@ -65,9 +61,10 @@ impl Api {
         &self,
         method: &str,
         path: &str,
+        query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<T> {
-        let (ok, answer) = self.send(method, path, body)?;
+        let (ok, answer) = self.send(method, path, query, body)?;
         if !ok {
             let message = answer["error"].as_str().unwrap_or("refused").to_string();
             bail!("the daemon refused: {message}");
@@ -75,11 +72,24 @@ impl Api {
         serde_json::from_value(answer).context("the daemon's answer is not what was expected")
     }
 
-    /// Calls a route; whether it succeeded, and its JSON answer either way.
-    pub fn send(&self, method: &str, path: &str, body: Option<Value>) -> Result<(bool, Value)> {
-        let url = format!("{}{path}", self.base);
+    /// Calls a route with query parameters; whether it succeeded, and its
+    /// JSON answer either way.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> Result<(bool, Value)> {
+        let mut url = reqwest::Url::parse(&format!("http://{}{path}", self.addr))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = self.client.request(method, &url).bearer_auth(&self.token);
+        let mut request = self
+            .client
+            .request(method, url.clone())
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -113,22 +123,6 @@ pub fn target(path: &std::path::Path) -> Result<Target> {
         config: Box::new(config),
         runtime,
     })
-}
-
-/// A query string of `(name, value)` pairs, the values encoded.
-fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| {
-            v.as_ref()
-                .map(|v| format!("{k}={}", switchyard_plugin_api::percent_encode(v)))
-        })
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
 }
 
 #[derive(Deserialize)]
@@ -166,15 +160,18 @@ impl Target {
     pub fn list_events(&self, filter: EventFilter) -> Result<Vec<EventSummary>> {
         match self {
             Target::Api(api) => {
-                let q = query(&[
+                let query: Vec<(&str, String)> = [
                     ("source", filter.source),
                     ("type", filter.kind),
                     ("since", filter.since_ms.map(|t| t.to_string())),
                     ("until", filter.until_ms.map(|t| t.to_string())),
                     ("limit", Some(filter.limit.to_string())),
-                ]);
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect();
                 Ok(api
-                    .call::<Events>("GET", &format!("/v1/events{q}"), None)?
+                    .call::<Events>("GET", "/v1/events", &query, None)?
                     .events)
             }
             Target::Store { .. } => Ok(self.local(|s, _| ops::list_events(s, filter))?),
@@ -183,7 +180,7 @@ impl Target {
 
     pub fn show_event(&self, id: String) -> Result<Value> {
         match self {
-            Target::Api(api) => api.call("GET", &format!("/v1/events/{id}"), None),
+            Target::Api(api) => api.call("GET", &format!("/v1/events/{id}"), &[], None),
             Target::Store { .. } => {
                 let detail = self.local(|s, _| ops::show_event(s, id))?;
                 Ok(serde_json::to_value(detail)?)
@@ -193,7 +190,7 @@ impl Target {
 
     pub fn replay(&self, id: String) -> Result<Replayed> {
         match self {
-            Target::Api(api) => api.call("POST", &format!("/v1/events/{id}/replay"), None),
+            Target::Api(api) => api.call("POST", &format!("/v1/events/{id}/replay"), &[], None),
             Target::Store { .. } => Ok(self.local(|s, _| ops::replay(s, id))?),
         }
     }
@@ -201,7 +198,12 @@ impl Target {
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<JobRecord>> {
         match self {
             Target::Api(api) => Ok(api
-                .call::<DeadLetters>("GET", &format!("/v1/dead-letters?limit={limit}"), None)?
+                .call::<DeadLetters>(
+                    "GET",
+                    "/v1/dead-letters",
+                    &[("limit", limit.to_string())],
+                    None,
+                )?
                 .dead_letters),
             Target::Store { .. } => Ok(self.local(|s, _| ops::dead_letters(s, limit))?),
         }
@@ -212,6 +214,7 @@ impl Target {
             Target::Api(api) => api.call(
                 "POST",
                 "/v1/dead-letters/redrive",
+                &[],
                 Some(serde_json::to_value(&which)?),
             ),
             Target::Store { .. } => Ok(self.local(|s, _| ops::redrive(s, which))?),
@@ -220,14 +223,16 @@ impl Target {
 
     pub fn actions(&self) -> Result<Vec<ActionRow>> {
         match self {
-            Target::Api(api) => Ok(api.call::<Actions>("GET", "/v1/actions", None)?.actions),
+            Target::Api(api) => Ok(api
+                .call::<Actions>("GET", "/v1/actions", &[], None)?
+                .actions),
             Target::Store { .. } => Ok(self.local(ops::actions)?),
         }
     }
 
     pub fn enable_action(&self, name: String) -> Result<Enabled> {
         match self {
-            Target::Api(api) => api.call("POST", &format!("/v1/actions/{name}/enable"), None),
+            Target::Api(api) => api.call("POST", &format!("/v1/actions/{name}/enable"), &[], None),
             Target::Store { .. } => Ok(self.local(|s, c| ops::enable_action(s, c, name))?),
         }
     }

@@ -271,6 +271,14 @@ path = "{}"
     let (code, listed) = cli_with_env(&["events", "list"], &config, &with_token);
     assert_eq!(code, 0, "{listed}");
     assert!(listed.contains(&id), "{listed}");
+    // Filters go to the API as query parameters.
+    let list = |args: &[&str]| {
+        let (code, out) = cli_with_env(args, &config, &with_token);
+        assert_eq!(code, 0, "{out}");
+        out
+    };
+    assert!(list(&["events", "list", "--type", "tight.*", "--since", "1h"]).contains(&id));
+    assert!(!list(&["events", "list", "--source", "no such source"]).contains(&id));
 
     // No daemon: the same commands work on the store.
     assert!(daemon.stop().success());

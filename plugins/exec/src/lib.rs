@@ -283,10 +283,11 @@ impl Action for Exec {
             std::env::vars_os()
                 .filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?))),
         )?;
+        // Said once here, from what the environment was made of.
         for name in &c.inherit_env {
-            if std::env::var_os(name).is_none() {
+            if !env.fixed.iter().any(|(n, _)| n == name) {
                 host.warn(&format!(
-                    "inherit_env: {name} is not set in the daemon's environment"
+                    "inherit_env: {name} is not set in the daemon's environment (or not UTF-8)"
                 ));
             }
         }
