@@ -11,6 +11,8 @@
 //! [`Switchyard`]: crate::app::Switchyard
 
 pub mod api;
+mod config;
 pub mod ops;
 
 pub use api::filter;
+pub use config::{AdminConfig, DEFAULT_ADMIN_MAX_CONNECTIONS};

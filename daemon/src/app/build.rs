@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{self, Config, Problem, Problems};
-use crate::host::{self, Registry, Topology};
+use crate::host::{self, PluginUse, Registry, Topology};
 use crate::rules::{self, Limits, RuleSet, Rules};
 use crate::store::{SqliteStore, StoreOptions};
 
@@ -20,16 +20,41 @@ pub struct Built {
     pub warnings: Vec<Problem>,
 }
 
-/// Loads the plugins and builds the sources and actions (no rules): what a
-/// reload makes anew. Also returns warnings. Blocking.
-pub fn build_topology(config: &Config) -> Result<(Registry, Topology, Vec<Problem>), Problems> {
+/// Loads the plugins in `plugin_dir`; a library refused is a warning.
+fn load_plugins(config: &Config) -> Result<(Registry, Vec<Problem>), Problems> {
     let registry = Registry::load_dir(&config.plugin_dir).map_err(|p| Problems(vec![p]))?;
     let warnings = registry
         .refused
         .iter()
         .map(|r| Problem::new("plugin_dir", format!("plugin refused: {r}")))
         .collect();
-    let topology = host::build(config, &registry).map_err(Problems)?;
+    Ok((registry, warnings))
+}
+
+/// The plugin instances of the config's sources and actions.
+fn instances(config: &Config, registry: &Registry) -> Result<Topology, Vec<Problem>> {
+    host::build(
+        config.sources.values().map(|s| PluginUse {
+            name: &s.name,
+            plugin: &s.plugin,
+            settings: &s.settings,
+            location: &s.location,
+        }),
+        config.actions.values().map(|a| PluginUse {
+            name: &a.name,
+            plugin: &a.plugin,
+            settings: &a.settings,
+            location: &a.location,
+        }),
+        registry,
+    )
+}
+
+/// Loads the plugins and builds the sources and actions (no rules): what a
+/// reload makes anew. Also returns warnings. Blocking.
+pub fn build_topology(config: &Config) -> Result<(Registry, Topology, Vec<Problem>), Problems> {
+    let (registry, warnings) = load_plugins(config)?;
+    let topology = instances(config, &registry).map_err(Problems)?;
     Ok((registry, topology, warnings))
 }
 
@@ -37,18 +62,8 @@ pub fn build_topology(config: &Config) -> Result<(Registry, Topology, Vec<Proble
 /// collecting every problem. Blocking (plugins' `create` runs here).
 pub fn build(config: &Config) -> Result<Built, Problems> {
     let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    let registry = match Registry::load_dir(&config.plugin_dir) {
-        Ok(r) => r,
-        Err(p) => return Err(Problems(vec![p])),
-    };
-    for refused in &registry.refused {
-        warnings.push(Problem::new(
-            "plugin_dir",
-            format!("plugin refused: {refused}"),
-        ));
-    }
-    let topology = match host::build(config, &registry) {
+    let (registry, mut warnings) = load_plugins(config)?;
+    let topology = match instances(config, &registry) {
         Ok(t) => Some(t),
         Err(p) => {
             problems.extend(p);
@@ -121,10 +136,10 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
             p.path.display()
         ));
     }
-    for (name, s) in &built.topology.sources {
+    for (name, instance) in &built.topology.sources {
         summary.push(format!(
             "source {name}: POST /hooks/{name} via {}",
-            s.provider()
+            instance.plugin().name
         ));
     }
     for (name, instance) in &built.topology.actions {
@@ -171,7 +186,7 @@ pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, Problems> {
         &config.store.path,
         StoreOptions {
             durability: config.store.durability,
-            max_size_bytes: config.store.max_size_bytes,
+            max_size_bytes: config.store.max_size_bytes(),
         },
     )
     .map(Arc::new)

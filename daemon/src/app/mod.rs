@@ -22,7 +22,7 @@ pub use build::{build, build_topology, check, open_store, unknown_actions, Built
 
 use crate::config::{self, Config, Problem, Problems};
 use crate::dispatch::{Dispatcher, RetryPolicy};
-use crate::host::{self, CallPool};
+use crate::host::CallPool;
 use crate::ingress::{self, Ingress};
 use crate::router::Router;
 use crate::rules::Rules;
@@ -147,7 +147,7 @@ impl Switchyard {
         if let Ok(b) = store.backlog().await {
             gauge.set(b);
         }
-        let actions = crate::dispatch::actions(&config, built.topology.actions);
+        let actions = crate::dispatch::actions(&config.actions, built.topology.actions);
         let dispatcher = Dispatcher::new(
             actions,
             pool.clone(),
@@ -182,7 +182,10 @@ impl Switchyard {
             spawn_pruner(store.clone(), config.store.retention, stop_rx),
         ];
         let ingress = Arc::new(Ingress {
-            sources: ArcSwap::from_pointee(built.topology.sources),
+            sources: ArcSwap::from_pointee(crate::ingress::sources(
+                &config.sources,
+                built.topology.sources,
+            )),
             pool,
             plugin_timeout: config.plugin_timeout,
             max_body_bytes: config.max_body_bytes,
@@ -306,9 +309,10 @@ impl Switchyard {
             }
         }
         let (sources, actions) = (topology.sources.len(), topology.actions.len());
-        self.ingress.set_sources(topology.sources);
+        self.ingress
+            .set_sources(crate::ingress::sources(&config.sources, topology.sources));
         self.dispatcher
-            .set_actions(crate::dispatch::actions(&config, topology.actions));
+            .set_actions(crate::dispatch::actions(&config.actions, topology.actions));
         self.config.store(Arc::new(config));
         tracing::info!(
             sources,
@@ -330,7 +334,7 @@ impl Switchyard {
     }
 
     /// The sources now served.
-    pub fn sources(&self) -> Arc<std::collections::BTreeMap<String, Arc<host::Source>>> {
+    pub fn sources(&self) -> Arc<std::collections::BTreeMap<String, Arc<crate::ingress::Source>>> {
         self.ingress.sources()
     }
 

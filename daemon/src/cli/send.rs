@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use switchyard::config;
-use switchyard::host::{Instance, Registry, Role};
+use switchyard::host::{self, Instance, Registry, Role};
 
 /// The provider instance of a configured source, made as the daemon makes it.
 pub fn source_instance(config: &config::Config, path: &Path, source: &str) -> Result<Instance> {
@@ -23,23 +23,8 @@ pub fn source_instance(config: &config::Config, path: &Path, source: &str) -> Re
         );
     };
     let registry = Registry::load_dir(&config.plugin_dir).map_err(|p| anyhow!("{p}"))?;
-    let plugin = registry
-        .plugins
-        .get(&sc.plugin)
-        .filter(|p| p.role == Role::Provider)
-        .ok_or_else(|| {
-            anyhow!(
-                "no provider plugin {:?} in {}",
-                sc.plugin,
-                config.plugin_dir.display()
-            )
-        })?
-        .clone();
-    Ok(Instance::create(
-        plugin,
-        &format!("source {source}"),
-        &sc.settings,
-    )?)
+    host::instantiate(&registry, &sc.plugin, Role::Provider, source, &sc.settings)
+        .map_err(|e| anyhow!("sources.{source}: {e}"))
 }
 
 pub fn send(

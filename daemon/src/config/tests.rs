@@ -127,18 +127,22 @@ fn http_limits_default_and_are_checked() {
     assert_eq!(config.http.write_timeout, Duration::from_secs(30));
     assert_eq!(config.admin.unwrap().max_connections, 3);
 
-    let bad = format!(
-        "{GOOD}\n[http]\nheader_timeout = \"soon\"\nbody_timeout = \"1ms\"\nmax_headers = 0\nmax_header_bytes = 10\n"
-    );
+    // A value of the wrong form stops the reading at its line and column.
+    let bad = format!("{GOOD}\n[http]\nheader_timeout = \"soon\"\nbody_timeout = \"1ms\"\n");
     let problems = parse(&bad, None).unwrap_err().to_string();
     assert!(
         problems.contains("http.header_timeout: \"soon\" is not a duration"),
         "{problems}"
     );
+    assert!(problems.starts_with("<config>:19:18:"), "{problems}");
     assert!(
         !problems.contains("http.header_timeout must be"),
         "one problem per setting: {problems}"
     );
+    // Values out of range are all reported together.
+    let bad =
+        format!("{GOOD}\n[http]\nbody_timeout = \"1ms\"\nmax_headers = 0\nmax_header_bytes = 10\n");
+    let problems = parse(&bad, None).unwrap_err().to_string();
     assert!(
         problems.contains("http.body_timeout must be at least 100ms"),
         "{problems}"
@@ -156,4 +160,65 @@ fn http_limits_default_and_are_checked() {
         .unwrap_err()
         .to_string()
         .contains("unknown field `header_timout`"));
+}
+
+#[test]
+fn each_sections_problems_name_the_setting() {
+    std::env::set_var("SWITCHYARD_TEST_SECRET_A", "s3cr3t");
+    let problem = |extra: &str| {
+        parse(&format!("{GOOD}{extra}"), Some(Path::new("s.toml")))
+            .unwrap_err()
+            .to_string()
+    };
+    let p = problem("\n[store]\nretention = \"a while\"\n");
+    assert!(
+        p.starts_with("s.toml:19:13: store.retention: \"a while\" is not a duration"),
+        "{p}"
+    );
+    let p = problem("\n[store]\nkeep = \"30d\"\n");
+    assert!(p.contains("unknown field `keep`"), "{p}");
+    let p = problem("\n[delivery]\nretry_schedule = [\"5s\", \"soon\"]\n");
+    assert!(
+        p.contains("delivery.retry_schedule: [1]: \"soon\" is not a duration"),
+        "{p}"
+    );
+    let p = problem("\n[delivery]\njitter = 1.5\n");
+    assert!(
+        p.contains("delivery.jitter must be at least 0 and below 1"),
+        "{p}"
+    );
+
+    // Sources and actions: every table's problems, each at its table.
+    let text = GOOD
+        .replace(
+            "redact_headers = [\"X-Auth\"]",
+            "allow_ips = [\"10.0.0.0/8\", \"nowhere\"]",
+        )
+        .replace(
+            "concurrency = 2",
+            "concurrency = 0\nbreaker_cooldown = \"later\"",
+        );
+    let p = parse(&text, Some(Path::new("s.toml"))).unwrap_err();
+    let all = p.to_string();
+    assert_eq!(p.0.len(), 2, "{all}");
+    assert!(
+        all.contains("s.toml:7: sources.tight.allow_ips: \"nowhere\" is not an IP address"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "s.toml:13: actions.notify-owner.breaker_cooldown: \"later\" is not a duration"
+        ),
+        "{all}"
+    );
+    let text = GOOD.replace("concurrency = 2", "concurrency = 0\norder_by = \"\"");
+    let all = parse(&text, None).unwrap_err().to_string();
+    assert!(
+        all.contains("actions.notify-owner.concurrency must be at least 1"),
+        "{all}"
+    );
+    assert!(
+        all.contains("actions.notify-owner.order_by must name a parameter"),
+        "{all}"
+    );
 }

@@ -9,8 +9,9 @@
 //! schedule (with jitter); permanent, or out of attempts → dead letter.
 //! Also owns each [`Action`]'s state beside its plugin instance: deadline,
 //! concurrency, gate (`gate`: circuit breaker, 410 pause, ordering keys).
-//! Calls: `config` (the actions' sections), `host` (action instances, the
-//! call pool), `store`. Nothing above.
+//! Also owns `[delivery]` and the dispatch keys of `[actions.NAME]`
+//! (`config.rs`). Calls: `host` (action instances, the call pool), `store`
+//! (the pipeline). Imports no later stage.
 //!
 //! Actions run at least once: a job is claimed, then run, then recorded. A
 //! crash between the run and the record runs it again after the restart;
@@ -26,11 +27,13 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::config::{ActionConfig, Config};
 use crate::host::{CallPool, ExecOutcome, Instance, PluginError};
 use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Pipeline};
 
+mod config;
 pub mod gate;
+
+pub use config::{ActionConfig, DeliveryConfig};
 
 use gate::{Admit, KeyQueues, Transition};
 
@@ -125,13 +128,16 @@ impl Action {
 /// The configured actions by name.
 pub type Actions = BTreeMap<String, Arc<Action>>;
 
-/// The actions of `config`, around the plugin instances the host made for
+/// The configured actions, around the plugin instances the host made for
 /// them (an instance without its config section is left out).
-pub fn actions(config: &Config, instances: BTreeMap<String, Arc<Instance>>) -> Actions {
+pub fn actions(
+    configs: &BTreeMap<String, ActionConfig>,
+    instances: BTreeMap<String, Arc<Instance>>,
+) -> Actions {
     instances
         .into_iter()
         .filter_map(|(name, instance)| {
-            let section = config.actions.get(&name)?;
+            let section = configs.get(&name)?;
             let action = Action::new(&name, section, instance);
             Some((name, Arc::new(action)))
         })

@@ -5,7 +5,9 @@
 //! the [`CallPool`] every plugin call runs on: a bounded set of blocking
 //! threads, each call with a deadline, so a slow or stuck plugin costs a
 //! permit, never an async worker thread.
-//! Calls: `config` (to read what to build) and the plugin ABI. Nothing above.
+//! Calls: the plugin ABI; imports nothing of the daemon but `config`'s
+//! `Problem`. Told what to build as [`PluginUse`]s, it knows no stage's
+//! config.
 
 mod instance;
 mod library;
@@ -20,7 +22,7 @@ use tokio::sync::Semaphore;
 pub use instance::{ExecOutcome, Instance, OwnedRequest, PluginError};
 pub use library::{is_library, load, load_copies_into, LoadError, Plugin, Role};
 
-use crate::config::{Config, Problem};
+use crate::config::Problem;
 
 /// Every plugin found in a folder, and the libraries that were refused.
 #[derive(Debug, Default)]
@@ -104,63 +106,53 @@ impl Registry {
     }
 }
 
-/// A configured source: a provider instance with its name.
-pub struct Source {
-    pub name: String,
-    pub instance: Arc<Instance>,
-    /// Extra header names to redact when the request is stored.
-    pub redact_headers: Vec<String>,
-    /// Sender networks allowed (empty: any).
-    pub allow_ips: Vec<ipnet::IpNet>,
-    /// Credential values to redact wherever a stored request carries them.
-    pub credentials: Vec<String>,
+/// A `[sources.NAME]` or `[actions.NAME]` table as the host sees it: which
+/// plugin to make an instance of, with what settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginUse<'a> {
+    pub name: &'a str,
+    pub plugin: &'a str,
+    pub settings: &'a serde_json::Value,
+    /// Where the table is (`file:line`), for messages.
+    pub location: &'a str,
 }
 
-impl Source {
-    pub fn provider(&self) -> &str {
-        &self.instance.plugin().name
-    }
-}
-
-/// The sources and actions the config asks for, made from the registry:
-/// sources ready for ingress, and each action's plugin instance (what the
-/// dispatcher keeps beside it, its limits and gate, is the dispatcher's).
+/// The plugin instances of the configured sources and actions. What
+/// ingress keeps beside a source's instance (allowed senders, redaction)
+/// and what dispatch keeps beside an action's (limits, gate) are theirs.
 pub struct Topology {
-    pub sources: BTreeMap<String, Arc<Source>>,
+    pub sources: BTreeMap<String, Arc<Instance>>,
     pub actions: BTreeMap<String, Arc<Instance>>,
 }
 
-/// Makes every source and action of the config; reports every problem.
+/// Makes an instance for every source and action; reports every problem.
 /// Plugins' `create` runs here, synchronously (call it off the runtime).
-pub fn build(config: &Config, registry: &Registry) -> Result<Topology, Vec<Problem>> {
+pub fn build<'a>(
+    sources: impl IntoIterator<Item = PluginUse<'a>>,
+    actions: impl IntoIterator<Item = PluginUse<'a>>,
+    registry: &Registry,
+) -> Result<Topology, Vec<Problem>> {
     let mut problems = Vec::new();
-    let mut sources = BTreeMap::new();
-    for (name, sc) in &config.sources {
-        let made = instantiate(registry, &sc.plugin, Role::Provider, name, &sc.settings);
-        match made {
-            Ok(instance) => {
-                let source = Source {
-                    name: name.clone(),
-                    instance,
-                    redact_headers: sc.redact_headers.clone(),
-                    allow_ips: sc.allow_ips.clone(),
-                    credentials: sc.credentials.clone(),
-                };
-                sources.insert(name.clone(), Arc::new(source));
+    let mut make = |uses: &mut dyn Iterator<Item = PluginUse<'a>>, role: Role| {
+        let mut made = BTreeMap::new();
+        for u in uses {
+            match instantiate(registry, u.plugin, role, u.name, u.settings) {
+                Ok(instance) => {
+                    made.insert(u.name.to_string(), Arc::new(instance));
+                }
+                Err(e) => {
+                    let kind = match role {
+                        Role::Provider => "sources",
+                        Role::Action => "actions",
+                    };
+                    problems.push(Problem::new(u.location, format!("{kind}.{}: {e}", u.name)));
+                }
             }
-            Err(e) => problems.push(Problem::new(&sc.location, format!("sources.{name}: {e}"))),
         }
-    }
-    let mut actions = BTreeMap::new();
-    for (name, ac) in &config.actions {
-        let made = instantiate(registry, &ac.plugin, Role::Action, name, &ac.settings);
-        match made {
-            Ok(instance) => {
-                actions.insert(name.clone(), instance);
-            }
-            Err(e) => problems.push(Problem::new(&ac.location, format!("actions.{name}: {e}"))),
-        }
-    }
+        made
+    };
+    let sources = make(&mut sources.into_iter(), Role::Provider);
+    let actions = make(&mut actions.into_iter(), Role::Action);
     if problems.is_empty() {
         Ok(Topology { sources, actions })
     } else {
@@ -169,21 +161,19 @@ pub fn build(config: &Config, registry: &Registry) -> Result<Topology, Vec<Probl
 }
 
 /// Finds a plugin of a role and creates an instance of it named `name`.
-fn instantiate(
+pub fn instantiate(
     registry: &Registry,
     plugin: &str,
     role: Role,
     name: &str,
     settings: &serde_json::Value,
-) -> Result<Arc<Instance>, String> {
+) -> Result<Instance, String> {
     let plugin = registry.find(plugin, role)?;
     let label = match role {
         Role::Provider => format!("source {name}"),
         Role::Action => format!("action {name}"),
     };
-    Instance::create(plugin, &label, settings)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    Instance::create(plugin, &label, settings).map_err(|e| e.to_string())
 }
 
 /// The bounded blocking pool plugin calls run on.

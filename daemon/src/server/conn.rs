@@ -30,7 +30,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::config::HttpLimits;
+use super::HttpLimits;
 use crate::ingress::BodyTimeout;
 
 /// Where a connection is, as the service sees it.

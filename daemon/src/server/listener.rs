@@ -33,7 +33,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::conn::{Guarded, Phase, TimedBody, Timeouts};
-use crate::config::HttpLimits;
+use super::HttpLimits;
 use crate::ingress::PeerAddr;
 use crate::metrics::Metrics;
 

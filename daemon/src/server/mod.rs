@@ -8,6 +8,7 @@
 //! deadlines per connection ([`conn`]), a bound on connections, header
 //! limits; the open-file limit is raised at start.
 
+mod config;
 pub mod conn;
 pub mod listener;
 
@@ -20,7 +21,9 @@ use warp::http::StatusCode;
 use warp::{Filter, Reply as _};
 
 use crate::app::Switchyard;
-use crate::config::{Config, HttpLimits, Problem, Problems};
+use crate::config::{Config, Problem, Problems};
+
+pub use config::HttpLimits;
 
 /// Binds `config.listen`, serves until `shutdown` completes, then drains.
 /// `on_bound` learns the bound address (useful with port 0).

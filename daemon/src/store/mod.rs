@@ -28,6 +28,7 @@
 //! PostgreSQL backend can take its place without touching ingress, rules or
 //! dispatch; it implements [`Pipeline`] and [`Queries`].
 
+mod config;
 mod sqlite;
 
 use std::future::Future;
@@ -37,7 +38,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use sqlite::{Durability, SqliteStore, StoreOptions};
+pub use config::{Durability, StoreConfig};
+pub use sqlite::{SqliteStore, StoreOptions};
 
 use crate::event::Event;
 
@@ -379,85 +381,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Header names whose values are credentials and never stored.
-const SECRET_HEADERS: [&str; 6] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "x-api-key",
-    "api-key",
-    "x-auth-token",
-];
-
-/// Query parameter names whose values are credentials.
-const SECRET_PARAMS: [&str; 7] = [
-    "token",
-    "access_token",
-    "api_key",
-    "apikey",
-    "key",
-    "secret",
-    "signature",
-];
-
-pub const REDACTED: &str = "[redacted]";
-
-/// Redacts credentials in headers: the usual ones and `extra` names (a
-/// source's configured auth header), compared case-insensitively.
-pub fn redact_headers(headers: &[(String, Vec<u8>)], extra: &[String]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let secret = SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s))
-                || extra.iter().any(|s| name.eq_ignore_ascii_case(s));
-            let value = if secret {
-                REDACTED.to_string()
-            } else {
-                String::from_utf8_lossy(value).into_owned()
-            };
-            (name.clone(), value)
-        })
-        .collect()
-}
-
-/// Redacts credential-looking query parameters, keeping the rest as sent.
-pub fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|pair| {
-            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-            let k = key.to_ascii_lowercase();
-            if SECRET_PARAMS.contains(&k.as_str()) || k.contains("token") || k.contains("secret") {
-                format!("{key}={REDACTED}")
-            } else {
-                pair.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_are_redacted() {
-        let headers = vec![
-            ("authorization".to_string(), b"Basic abc".to_vec()),
-            ("x-my-auth".to_string(), b"s3cret".to_vec()),
-            ("content-type".to_string(), b"application/json".to_vec()),
-        ];
-        let out = redact_headers(&headers, &["X-My-Auth".into()]);
-        assert_eq!(out[0].1, REDACTED);
-        assert_eq!(out[1].1, REDACTED);
-        assert_eq!(out[2].1, "application/json");
-        assert_eq!(
-            redact_query("a=1&token=xyz&my_token=q&flag"),
-            "a=1&token=[redacted]&my_token=[redacted]&flag"
-        );
-        assert_eq!(redact_query(""), "");
-    }
 }

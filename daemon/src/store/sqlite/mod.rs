@@ -19,9 +19,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    ActionState, AttemptRecord, Backlog, ClaimedJob, EventDetail, EventFilter, EventSummary,
-    Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline, Pruned, Queries,
-    RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
+    ActionState, AttemptRecord, Backlog, ClaimedJob, Durability, EventDetail, EventFilter,
+    EventSummary, Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline, Pruned,
+    Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
 };
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -29,19 +29,6 @@ const SCHEMA: &str = include_str!("schema.sql");
 const MAX_BATCH: usize = 1024;
 /// Rows removed per prune transaction, so pruning never holds the writer long.
 const PRUNE_CHUNK: i64 = 2000;
-
-/// How hard a commit tries to reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// fsync before a commit returns (`synchronous = FULL`): an acknowledged
-    /// webhook survives a crash of the daemon, the OS or the power.
-    #[default]
-    Full,
-    /// No fsync per commit (`synchronous = NORMAL`): survives a crash of the
-    /// daemon; a power loss may take the last commits.
-    Relaxed,
-}
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {

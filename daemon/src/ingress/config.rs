@@ -1,0 +1,95 @@
+//! The ingress part of each `[sources.NAME]` table (which plugin verifies
+//! it, who may send, which headers are credentials) and the top-level keys
+//! ingress reads (`max_body_bytes`, `trusted_proxies`). The rest of a
+//! source's table is its plugin's settings.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::{de, settings, Problem};
+
+/// Default body limit for one webhook: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// A `[sources.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub plugin: String,
+    /// The plugin's own settings, secrets resolved, as JSON.
+    pub settings: Value,
+    /// Where the table starts, for messages (`file:line`).
+    pub location: String,
+    /// Header names whose values are credentials: stored as `[redacted]`
+    /// (beside the usual ones, such as `Authorization`).
+    pub redact_headers: Vec<String>,
+    /// Sender addresses or networks allowed; empty allows all (403 otherwise).
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// Credential values from the settings (secrets, tokens, passwords):
+    /// wherever a request carries one, it is redacted before storing.
+    pub credentials: Vec<String>,
+}
+
+/// The keys of a source's table that ingress reads.
+#[derive(Deserialize)]
+struct Keys {
+    plugin: String,
+    #[serde(default)]
+    redact_headers: Vec<String>,
+    #[serde(default, deserialize_with = "de::nets")]
+    allow_ips: Vec<ipnet::IpNet>,
+    #[serde(flatten)]
+    settings: serde_json::Map<String, Value>,
+}
+
+impl SourceConfig {
+    /// Reads a source's table (secrets already resolved) found at `location`.
+    pub fn from_table(name: &str, table: Value, location: &str) -> Result<Self, Vec<Problem>> {
+        let scope = format!("sources.{name}");
+        let keys: Keys = settings::section(table, &scope, location).map_err(|p| vec![p])?;
+        let settings = Value::Object(keys.settings);
+        Ok(SourceConfig {
+            name: name.to_string(),
+            plugin: keys.plugin,
+            credentials: credential_values(&settings),
+            settings,
+            location: location.to_string(),
+            redact_headers: keys.redact_headers,
+            allow_ips: keys.allow_ips,
+        })
+    }
+}
+
+/// Setting names whose values are credentials: a request carrying one of
+/// these values (in a header, the query or the path) has it redacted
+/// before it is stored.
+fn is_credential_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "token", "password", "header_value", "key"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+/// The credential values among a plugin's settings (strings, or lists of them).
+fn credential_values(settings: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Value::Object(map) = settings {
+        for (k, v) in map {
+            if !is_credential_key(k) {
+                continue;
+            }
+            match v {
+                Value::String(s) if s.len() >= 4 => out.push(s.clone()),
+                Value::Array(items) => out.extend(
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .filter(|s| s.len() >= 4)
+                        .map(str::to_owned),
+                ),
+                _ => {}
+            }
+        }
+    }
+    out
+}
