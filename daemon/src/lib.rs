@@ -4,7 +4,8 @@
 //! verify and normalize them into events; rhai rules decide what happens;
 //! action plugins do it.
 //!
-//! The data flow, one stage per module, dependencies pointing one way:
+//! The data flow, one stage per module; no stage imports a later one, the
+//! services (host, store, rules) import no stage (`ARCHITECTURE.md`):
 //! ```text
 //! ingress ──verify──▶ host (provider plugins, call pool)
 //!    └──request + events──▶ store ──▶ 2xx
@@ -21,7 +22,10 @@
 //! - [`dispatch`]: running jobs on action plugins, with retries and dead letters.
 //! - [`admin`]: the operations people ask for, and the admin API.
 //!
-//! Beside them: [`config`] (the TOML file, secrets, problems with
+//! Each stage owns its config section's type (`ingress::SourceConfig`,
+//! `store::StoreConfig`, `dispatch::{DeliveryConfig, ActionConfig}`,
+//! `admin::AdminConfig`, `server::HttpLimits`). Beside them: [`config`]
+//! (loading the TOML file into those sections, secrets, problems with
 //! file:line), [`event`] (the envelope), [`metrics`], [`app`]
 //! ([`Switchyard`], the embeddable whole that wires the stages) and
 //! [`server`] (the standalone daemon: both listeners with their connection

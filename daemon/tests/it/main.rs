@@ -12,6 +12,7 @@ mod cli_output;
 mod durability;
 mod embed;
 mod hostile;
+mod layers;
 mod plugins;
 mod providers;
 mod reload;
