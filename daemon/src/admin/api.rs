@@ -1,5 +1,8 @@
 //! The admin API: a JSON API on its own listener (`[admin] listen`, keep it
-//! on loopback), every request carrying `Authorization: Bearer <token>`.
+//! on loopback), every request carrying `Authorization: Bearer <token>`;
+//! and the same API on the local admin socket (`admin.sock` in `data_dir`,
+//! mode 0660), where the file's permissions are the check and no token is
+//! asked for.
 //!
 //! | method | path | does |
 //! |---|---|---|
@@ -110,11 +113,29 @@ pub fn filter(
     app: Arc<Switchyard>,
     token: String,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let token = Arc::new(token);
+    routes(app, Some(Arc::new(token)))
+}
+
+/// The admin API's routes without a token: for the local admin socket,
+/// which only the daemon's user and group may open (its file mode is the
+/// check, as with docker's socket).
+pub fn local_filter(
+    app: Arc<Switchyard>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    routes(app, None)
+}
+
+fn routes(
+    app: Arc<Switchyard>,
+    token: Option<Arc<String>>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let authorized = warp::header::optional::<String>("authorization")
         .and_then(move |header: Option<String>| {
             let token = token.clone();
             async move {
+                let Some(token) = token else {
+                    return Ok(());
+                };
                 let given = header.as_deref().and_then(bearer_token).unwrap_or("");
                 let ok = given.len() == token.len()
                     && bool::from(given.as_bytes().ct_eq(token.as_bytes()));

@@ -14,5 +14,5 @@ pub mod api;
 mod config;
 pub mod ops;
 
-pub use api::filter;
+pub use api::{filter, local_filter};
 pub use config::{AdminConfig, DEFAULT_ADMIN_MAX_CONNECTIONS};

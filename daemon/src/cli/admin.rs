@@ -6,14 +6,15 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Result};
 use switchyard::config;
 
-/// Calls the running daemon's admin API (`[admin]` in the config) and prints
-/// the answer.
+/// Calls the running daemon's admin API (its local socket, else `[admin]`
+/// in the config) and prints the answer.
 pub fn admin_call(path: &Path, method: &str, api_path: &str) -> Result<ExitCode> {
     let partial = config::load_partial(path).map_err(|p| anyhow!("{p}"))?;
     let Some(api) = super::operate::api(&partial.config) else {
         bail!(
-            "{} has no [admin] section: the command talks to the daemon's admin API \
-             (or use `systemctl reload switchyard` / kill -HUP for a reload)",
+            "no daemon answers at {} or at {}'s [admin] listener: is it running? \
+             (for a reload, `systemctl reload switchyard` or kill -HUP work too)",
+            switchyard::server::socket::path(&partial.config.data_dir).display(),
             path.display()
         );
     };

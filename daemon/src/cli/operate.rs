@@ -1,5 +1,6 @@
 //! Where the CLI's operations go: the running daemon, through its admin API
-//! (`[admin]` in the config), so that what the daemon holds in memory (its
+//! (its local socket `admin.sock` in `data_dir`, else `[admin]` in the
+//! config), so that what the daemon holds in memory (its
 //! dispatcher, its gates) learns of them at once and its log shows them; or,
 //! when no daemon answers there, the store itself through the same
 //! operations (`switchyard::admin::ops`). Both give the same answers.
@@ -15,11 +16,19 @@ use switchyard::admin::ops::{self, ActionRow, Enabled, Redrive, Redriven, Replay
 use switchyard::config::{self, Config};
 use switchyard::store::{EventFilter, EventSummary, JobRecord, Store};
 
-/// A running daemon's admin API.
+/// A running daemon's admin API: its local socket, or its `[admin]`
+/// listener with the token.
 pub struct Api {
-    addr: std::net::SocketAddr,
-    token: String,
+    via: Via,
     client: reqwest::blocking::Client,
+}
+
+enum Via {
+    Socket(std::path::PathBuf),
+    Tcp {
+        addr: std::net::SocketAddr,
+        token: String,
+    },
 }
 
 /// The operations' target for one command.
@@ -32,28 +41,44 @@ pub enum Target {
     },
 }
 
-/// The admin API of the config's daemon, if the config has one.
+/// The admin API of the config's daemon that answers now: its local
+/// socket in `data_dir` (no token: the socket's mode is the check), else
+/// the `[admin]` listener if the config has one.
 pub fn api(config: &Config) -> Option<Api> {
+    let socket = switchyard::server::socket::path(&config.data_dir);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        let client = client(reqwest::blocking::Client::builder().unix_socket(socket.clone()))?;
+        return Some(Api {
+            via: Via::Socket(socket),
+            client,
+        });
+    }
     let admin = config.admin.as_ref()?;
     let mut addr = admin.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .ok()?;
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     Some(Api {
-        addr,
-        token: admin.token.clone(),
-        client,
+        via: Via::Tcp {
+            addr,
+            token: admin.token.clone(),
+        },
+        client: client(reqwest::blocking::Client::builder())?,
     })
 }
 
+fn client(builder: reqwest::blocking::ClientBuilder) -> Option<reqwest::blocking::Client> {
+    builder.timeout(Duration::from_secs(60)).build().ok()
+}
+
 impl Api {
-    /// Whether a daemon listens there now.
-    fn answers(&self) -> bool {
-        std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).is_ok()
+    /// Where the API is, for messages.
+    fn place(&self) -> String {
+        match &self.via {
+            Via::Socket(path) => path.display().to_string(),
+            Via::Tcp { addr, .. } => format!("http://{addr}"),
+        }
     }
 
     /// Calls a route; its JSON answer, or its error message as the error.
@@ -81,20 +106,27 @@ impl Api {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> Result<(bool, Value)> {
-        let mut url = reqwest::Url::parse(&format!("http://{}{path}", self.addr))?;
+        let host = match &self.via {
+            Via::Socket(_) => "localhost".to_string(),
+            Via::Tcp { addr, .. } => addr.to_string(),
+        };
+        let mut url = reqwest::Url::parse(&format!("http://{host}{path}"))?;
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = self
-            .client
-            .request(method, url.clone())
-            .bearer_auth(&self.token);
+        let mut request = self.client.request(method, url);
+        if let Via::Tcp { token, .. } = &self.via {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().with_context(|| {
-            format!("cannot reach the daemon's admin API at {url} (is it running?)")
+            format!(
+                "cannot reach the daemon's admin API at {} (is it running?)",
+                self.place()
+            )
         })?;
         let ok = response.status().is_success();
         Ok((ok, response.json().unwrap_or(Value::Null)))
@@ -104,7 +136,7 @@ impl Api {
 /// The running daemon's API when it answers, else the store of the config.
 pub fn target(path: &std::path::Path) -> Result<Target> {
     let partial = config::load_partial(path).map_err(|p| anyhow!("{p}"))?;
-    if let Some(api) = api(&partial.config).filter(Api::answers) {
+    if let Some(api) = api(&partial.config) {
         return Ok(Target::Api(api));
     }
     let config = partial.config;

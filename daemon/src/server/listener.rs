@@ -26,7 +26,8 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use warp::reply::Response;
@@ -47,6 +48,44 @@ const DRAIN: Duration = Duration::from_secs(30);
 
 /// Answered to a connection over the bound, before closing it.
 const OVER_THE_BOUND: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// A listening socket the server accepts connections from: TCP (the
+/// webhook and admin listeners) or a unix socket (the local admin socket).
+pub trait Accept: Send {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection, and its peer's address when it has one.
+    fn accept(
+        &self,
+    ) -> impl Future<Output = std::io::Result<(Self::Io, Option<SocketAddr>)>> + Send;
+    /// Answers 503 without waiting and closes (a connection over the bound).
+    fn refuse(io: Self::Io);
+    /// Per-connection socket options.
+    fn tune(_io: &Self::Io) {}
+}
+
+impl Accept for TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<(Self::Io, Option<SocketAddr>)> {
+        TcpListener::accept(self).await.map(|(s, a)| (s, Some(a)))
+    }
+    fn refuse(io: Self::Io) {
+        // Best effort, never waiting: the client learns to come back.
+        let _ = io.try_write(OVER_THE_BOUND);
+    }
+    fn tune(io: &Self::Io) {
+        let _ = io.set_nodelay(true);
+    }
+}
+
+impl Accept for UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<(Self::Io, Option<SocketAddr>)> {
+        UnixListener::accept(self).await.map(|(s, _)| (s, None))
+    }
+    fn refuse(io: Self::Io) {
+        let _ = io.try_write(OVER_THE_BOUND);
+    }
+}
 
 /// Raises the soft open-file limit to the hard one (systemd starts services
 /// with a soft limit of 1,024), saying so. Each connection is a file.
@@ -144,8 +183,8 @@ impl Counters {
 /// Serves `routes` on `listener` until `shutdown` completes, then waits (at
 /// most 30 s) for the requests in flight. `name` labels the metrics
 /// and logs (`webhooks`, `admin`).
-pub async fn serve<F>(
-    listener: TcpListener,
+pub async fn serve<L: Accept, F>(
+    listener: L,
     name: &'static str,
     routes: F,
     limits: HttpLimits,
@@ -178,9 +217,7 @@ pub async fn serve<F>(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             counters.refused.inc();
-            // Best effort, never waiting: the client learns to come back.
-            let _ = stream.try_write(OVER_THE_BOUND);
-            drop(stream);
+            L::refuse(stream);
             if let Some(n) = refusals.tick() {
                 tracing::warn!(
                     listener = name,
@@ -191,7 +228,7 @@ pub async fn serve<F>(
             }
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        L::tune(&stream);
         let (routes, limits, counters) = (routes.clone(), limits.clone(), counters.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -234,14 +271,15 @@ async fn accept_failed(name: &str, e: std::io::Error, errors: &mut Occasional) {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
-async fn serve_connection<F>(
-    stream: TcpStream,
-    peer: SocketAddr,
+async fn serve_connection<S, F>(
+    stream: S,
+    peer: Option<SocketAddr>,
     routes: F,
     limits: HttpLimits,
     counters: &Counters,
     watcher: Watcher,
 ) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     let phase = Arc::new(Phase::default());
@@ -255,7 +293,9 @@ async fn serve_connection<F>(
     let (body_timeout, body_timeouts) = (limits.body_timeout, counters.timeouts.body.clone());
     let service = hyper::service::service_fn(move |mut req: warp::http::Request<Incoming>| {
         phase.request_started();
-        req.extensions_mut().insert(PeerAddr(peer));
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(PeerAddr(peer));
+        }
         let req = req.map(|body| TimedBody::new(body, body_timeout, body_timeouts.clone()));
         let answer = routes.call(req);
         let phase = phase.clone();
@@ -271,7 +311,7 @@ async fn serve_connection<F>(
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
     if let Err(e) = watcher.watch(http.serve_connection(io, service)).await {
-        tracing::debug!(%peer, "connection closed: {e}");
+        tracing::debug!(?peer, "connection closed: {e}");
     }
 }
 

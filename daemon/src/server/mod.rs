@@ -1,6 +1,7 @@
 //! The standalone daemon `switchyard run` is: the webhook listener (the
 //! webhook filter at the root, `/healthz`, `/readyz` and `/metrics`, a JSON
-//! 404 for anything else), the admin listener when configured, SIGHUP to
+//! 404 for anything else), the admin listener when configured, the local
+//! admin socket ([`socket`]), SIGHUP to
 //! reload the configuration, plugins and rules, the systemd notifications
 //! and watchdog, graceful shutdown.
 //!
@@ -11,6 +12,7 @@
 mod config;
 pub mod conn;
 pub mod listener;
+pub mod socket;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,10 +35,19 @@ pub async fn run(
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), Problems> {
     listener::raise_open_file_limit();
+    // Before anything opens the store: another daemon may own it.
+    let socket_path = socket::path(&config.data_dir);
+    let local = socket::claim(&socket_path)?;
     let listener = bind(config.listen, "listen")?;
     let addr = listener.local_addr().unwrap_or(config.listen);
     let limits = config.http.clone();
-    let app = Switchyard::start(config).await?;
+    let app = match Switchyard::start(config).await {
+        Ok(app) => app,
+        Err(p) => {
+            socket::release(&socket_path);
+            return Err(p);
+        }
+    };
     let app = std::sync::Arc::new(app);
     app.watch_plugins();
     let routes = app
@@ -87,6 +98,26 @@ pub async fn run(
         }
         None => None,
     };
+    let local = local.map(|local| {
+        tracing::info!(path = %socket_path.display(), "admin API on the local socket");
+        let routes = crate::admin::local_filter(app.clone());
+        let limits = HttpLimits {
+            max_connections: crate::admin::DEFAULT_ADMIN_MAX_CONNECTIONS,
+            ..limits.clone()
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            listener::serve(
+                local,
+                "admin_socket",
+                routes,
+                limits,
+                app.metrics(),
+                std::future::pending(),
+            )
+            .await
+        })
+    });
     let watchdog = tokio::spawn(watchdog(app.clone()));
     tracing::info!(%addr, "listening for webhooks on http://{addr}/hooks/<source>");
     on_bound(addr);
@@ -111,10 +142,11 @@ pub async fn run(
     ]);
     hangups.abort();
     watchdog.abort();
-    if let Some(admin) = admin {
-        admin.abort();
-        let _ = admin.await;
+    for task in [admin, local].into_iter().flatten() {
+        task.abort();
+        let _ = task.await;
     }
+    socket::release(&socket_path);
     let _ = hangups.await;
     let _ = watchdog.await;
     app.shutdown().await;

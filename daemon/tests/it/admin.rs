@@ -182,7 +182,10 @@ fn the_admin_api_needs_its_token_and_shows_and_does() {
     assert_eq!(reloaded["rules"], 1);
     let (status, _) = call("GET", &format!("{base}/metrics"), Some(TOKEN), None);
     assert_eq!(status, 200);
-    // The CLI talks to it (at the port the daemon took).
+    // Where the CLI cannot use the local socket (gone here; for a user
+    // outside the daemon's group, not allowed), it talks to [admin] with the
+    // token (at the port the daemon took).
+    std::fs::remove_file(env.path("data/admin.sock")).unwrap();
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "[admin]\nlisten = \"127.0.0.1:0\"",
         &format!(
@@ -210,7 +213,8 @@ fn admin_settings_are_checked() {
 }
 
 /// The CLI's operations go through the running daemon's admin API (its log
-/// shows each one), and work on the store itself once the daemon is stopped.
+/// shows each one) on its local socket, and work on the store itself once
+/// the daemon is stopped.
 #[test]
 fn the_cli_operates_through_the_daemon_and_without_it() {
     let env = Env::new();
@@ -303,4 +307,90 @@ path = "{}"
     let shown: Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["routings"], 2, "{shown}");
     assert_eq!(shown["state"], "pending", "{shown}");
+}
+
+/// Without any `[admin]` section, the CLI reaches the running daemon
+/// through its local socket in data_dir (mode 0660, no token); a second
+/// daemon on the same data_dir refuses to start; the socket goes with the
+/// daemon, and the CLI then works on the store.
+#[test]
+fn the_local_socket_needs_no_admin_section() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let env = Env::new();
+    let config = env.standard();
+    let daemon = Daemon::start(&config);
+    let id = daemon.send_viewed("inv_socket");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    let socket = env.path("data/admin.sock");
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    let (code, out) = cli(&["status"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""name": "tight""#), "{out}");
+    let (code, out) = cli(&["replay", &id], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        daemon.logged(&format!(
+            r#""message":"event will be routed again (replay)","event_id":"{id}""#
+        )),
+        "{}",
+        daemon.logs()
+    );
+    assert_eq!(
+        env.wait_audit(2).len(),
+        2,
+        "the replay ran the action again"
+    );
+    let (code, out) = cli(&["reload"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(daemon.logged("configuration and plugins reloaded (admin API)"));
+
+    // A second daemon with the same data_dir must not share the store.
+    // (Bounded: were it to start, it would run until the timeout.)
+    let second = std::process::Command::new("timeout")
+        .args(["30", env!("CARGO_BIN_EXE_switchyard"), "run", "--config"])
+        .arg(&config)
+        .env("SWITCHYARD_IT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&second.stderr);
+    assert_ne!(second.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("another switchyard is running with this data_dir"),
+        "{out}"
+    );
+    assert!(socket.exists(), "the first daemon keeps its socket");
+    let (code, out) = cli(&["status"], &config);
+    assert_eq!(code, 0, "{out}");
+
+    assert!(daemon.stop().success());
+    assert!(!socket.exists(), "the socket goes with the daemon");
+    let (code, out) = cli(&["replay", &id], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("event {id} will be routed again")),
+        "{out}"
+    );
+    let (code, out) = cli(&["status"], &config);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("no daemon answers"), "{out}");
+}
+
+/// A socket left by a daemon that died (kill -9) is replaced at the next
+/// start, not mistaken for a running daemon.
+#[test]
+fn a_dead_daemons_socket_is_replaced() {
+    let env = Env::new();
+    let config = env.standard();
+    let mut daemon = Daemon::start(&config);
+    daemon.kill9();
+    assert!(env.path("data/admin.sock").exists());
+    let daemon = Daemon::start(&config);
+    daemon.send_viewed("inv_after");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    let (code, out) = cli(&["status"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(daemon.stop().success());
 }
