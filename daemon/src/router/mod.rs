@@ -9,7 +9,9 @@
 //! event is either unrouted, or routed with all of its jobs. Jobs the
 //! dispatcher has room for are stored already claimed and handed to it in
 //! memory, saving a claim round trip through the store.
-//! Calls: `rules` (to decide), `store`, and wakes `dispatch`. Never ingress.
+//! Calls: `rules` (to decide) and `store`; wakes the dispatcher and hands
+//! it jobs through the `Notify` and handoff it is given, importing no later
+//! stage.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,7 +5,7 @@
 //! running the matching rules for one event. A rule decides by calling
 //! `action("name", #{ ... })`; the calls come back as [`ActionCall`]s, and
 //! turning them into jobs is the caller's business.
-//! Calls: `event` and `config` types only. Never ingress, never dispatch.
+//! Calls: `event` and config's `Problem` only: no stage.
 //! `testing.rs` is `switchyard rules test`'s side (events from files, test
 //! cases); `watch.rs` reloads the folder when it changes.
 //!

@@ -7,7 +7,8 @@
 //! count and size answered 431), the open-file limit at start and the
 //! connection bound it allows, and the listener metrics
 //! (`switchyard_connections_*`). Serves any warp filter that answers every
-//! request; calls nothing else of the daemon.
+//! request, on TCP or a unix socket ([`Accept`]); of the daemon it uses
+//! only `metrics` and `ingress::PeerAddr` (how the routes learn the peer).
 //!
 //! warp's own server has no deadlines or bounds, hence this one; the
 //! routes stay warp filters, so an embedding program may still mount them

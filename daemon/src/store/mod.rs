@@ -3,8 +3,9 @@
 //!
 //! Owns: the store's interface in two parts — [`Pipeline`] (what ingress,
 //! the router and the dispatcher need) and [`Queries`] (what operators read
-//! and do) — and its embedded backend, [`SqliteStore`]. Calls nothing else
-//! in the daemon (it stores `event::Event`s as JSON).
+//! and do) — its embedded backend, [`SqliteStore`], and `[store]`
+//! (`config.rs`). Imports only `event` (it stores `event::Event`s as JSON)
+//! and config's value formats: no stage.
 //!
 //! ## Why SQLite (WAL) rather than redb
 //! - The CLI must read and change the store while the daemon runs (list,
