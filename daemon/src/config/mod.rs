@@ -237,44 +237,22 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
         wrong.is_empty().then_some(admin)
     });
 
-    let mut sources = BTreeMap::new();
-    for (name, table) in raw.sources {
-        let location = at(table.span());
-        if let Some(table) = plugin_table(
-            &name,
-            "sources",
-            table,
-            &location,
-            &mut problems,
-            &mut warnings,
-        ) {
-            match SourceConfig::from_table(&name, table, &location) {
-                Ok(source) => {
-                    sources.insert(name, source);
-                }
-                Err(p) => problems.extend(p),
+    let mut tables = |kind: &str, raw: BTreeMap<String, Spanned<toml::Table>>| {
+        let mut out = BTreeMap::new();
+        for (name, table) in raw {
+            let location = at(table.span());
+            if let Some(table) =
+                plugin_table(&name, kind, table, &location, &mut problems, &mut warnings)
+            {
+                out.insert(name, (table, location));
             }
         }
-    }
-    let mut actions = BTreeMap::new();
-    for (name, table) in raw.actions {
-        let location = at(table.span());
-        if let Some(table) = plugin_table(
-            &name,
-            "actions",
-            table,
-            &location,
-            &mut problems,
-            &mut warnings,
-        ) {
-            match ActionConfig::from_table(&name, table, &location) {
-                Ok(action) => {
-                    actions.insert(name, action);
-                }
-                Err(p) => problems.extend(p),
-            }
-        }
-    }
+        out
+    };
+    let sources = tables("sources", raw.sources);
+    let actions = tables("actions", raw.actions);
+    let sources = sections(sources, SourceConfig::from_table, &mut problems);
+    let actions = sections(actions, ActionConfig::from_table, &mut problems);
 
     Ok(Partial {
         config: Config {
@@ -298,6 +276,27 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
         problems,
         warnings,
     })
+}
+
+/// Each resolved table read as its stage's section type; the tables that
+/// do not read are left out, their problems noted.
+fn sections<T>(
+    tables: BTreeMap<String, (Value, String)>,
+    read: fn(&str, Value, &str) -> Result<T, Vec<Problem>>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, T> {
+    tables
+        .into_iter()
+        .filter_map(
+            |(name, (table, location))| match read(&name, table, &location) {
+                Ok(section) => Some((name, section)),
+                Err(p) => {
+                    problems.extend(p);
+                    None
+                }
+            },
+        )
+        .collect()
 }
 
 /// The dotted name of the setting written on the line of `offset`

@@ -79,44 +79,22 @@ pub async fn run(
             let admin_addr = listener.local_addr().unwrap_or(admin.listen);
             tracing::info!(admin_addr = %admin_addr, "admin API on http://{admin_addr}/v1/");
             let routes = crate::admin::filter(app.clone(), admin.token);
-            let limits = HttpLimits {
-                max_connections: admin.max_connections,
-                ..limits.clone()
-            };
-            let app = app.clone();
-            Some(tokio::spawn(async move {
-                listener::serve(
-                    listener,
-                    "admin",
-                    routes,
-                    limits,
-                    app.metrics(),
-                    std::future::pending(),
-                )
-                .await
-            }))
+            Some(spawn_admin(
+                &app,
+                listener,
+                "admin",
+                routes,
+                admin.max_connections,
+                &limits,
+            ))
         }
         None => None,
     };
     let local = local.map(|local| {
         tracing::info!(path = %socket_path.display(), "admin API on the local socket");
         let routes = crate::admin::local_filter(app.clone());
-        let limits = HttpLimits {
-            max_connections: crate::admin::DEFAULT_ADMIN_MAX_CONNECTIONS,
-            ..limits.clone()
-        };
-        let app = app.clone();
-        tokio::spawn(async move {
-            listener::serve(
-                local,
-                "admin_socket",
-                routes,
-                limits,
-                app.metrics(),
-                std::future::pending(),
-            )
-            .await
-        })
+        let bound = crate::admin::DEFAULT_ADMIN_MAX_CONNECTIONS;
+        spawn_admin(&app, local, "admin_socket", routes, bound, &limits)
     });
     let watchdog = tokio::spawn(watchdog(app.clone()));
     tracing::info!(%addr, "listening for webhooks on http://{addr}/hooks/<source>");
@@ -151,6 +129,41 @@ pub async fn run(
     let _ = watchdog.await;
     app.shutdown().await;
     Ok(())
+}
+
+/// Serves the admin routes on a listener of their own until aborted.
+fn spawn_admin<L, F>(
+    app: &std::sync::Arc<Switchyard>,
+    listener: L,
+    name: &'static str,
+    routes: F,
+    max_connections: usize,
+    limits: &HttpLimits,
+) -> tokio::task::JoinHandle<()>
+where
+    L: listener::Accept + 'static,
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let limits = HttpLimits {
+        max_connections,
+        ..limits.clone()
+    };
+    let app = app.clone();
+    tokio::spawn(async move {
+        listener::serve(
+            listener,
+            name,
+            routes,
+            limits,
+            app.metrics(),
+            std::future::pending(),
+        )
+        .await
+    })
 }
 
 /// A listening socket with room for a burst of new connections (the

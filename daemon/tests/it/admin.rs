@@ -250,18 +250,7 @@ path = "{}"
 
     let (code, out) = cli_with_env(&["replay", &id], &config, &with_token);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        daemon.logged(&format!(
-            r#""message":"event will be routed again (replay)","event_id":"{id}""#
-        )),
-        "{}",
-        daemon.logs()
-    );
-    assert_eq!(
-        env.wait_audit(2).len(),
-        2,
-        "the replay ran the action again"
-    );
+    replayed_by_the_daemon(&env, &daemon, &id);
     let (code, out) = cli_with_env(&["actions", "enable", "audit"], &config, &with_token);
     assert_eq!(code, 0, "{out}");
     assert!(daemon.logged(r#""message":"action enabled","action":"audit""#));
@@ -331,18 +320,7 @@ fn the_local_socket_needs_no_admin_section() {
     assert!(out.contains(r#""name": "tight""#), "{out}");
     let (code, out) = cli(&["replay", &id], &config);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        daemon.logged(&format!(
-            r#""message":"event will be routed again (replay)","event_id":"{id}""#
-        )),
-        "{}",
-        daemon.logs()
-    );
-    assert_eq!(
-        env.wait_audit(2).len(),
-        2,
-        "the replay ran the action again"
-    );
+    replayed_by_the_daemon(&env, &daemon, &id);
     let (code, out) = cli(&["reload"], &config);
     assert_eq!(code, 0, "{out}");
     assert!(daemon.logged("configuration and plugins reloaded (admin API)"));
@@ -393,4 +371,21 @@ fn a_dead_daemons_socket_is_replaced() {
     let (code, out) = cli(&["status"], &config);
     assert_eq!(code, 0, "{out}");
     assert!(daemon.stop().success());
+}
+
+/// The daemon logged the replay of `id` (so the CLI's call reached it) and
+/// ran the action again.
+fn replayed_by_the_daemon(env: &Env, daemon: &Daemon, id: &str) {
+    assert!(
+        daemon.logged(&format!(
+            r#""message":"event will be routed again (replay)","event_id":"{id}""#
+        )),
+        "{}",
+        daemon.logs()
+    );
+    assert_eq!(
+        env.wait_audit(2).len(),
+        2,
+        "the replay ran the action again"
+    );
 }
