@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Ingest benchmark: 1 KiB signed LIFECYCLE webhooks for $SECONDS_PER_RUN s at
 # 1 and 32 connections against
-#   (a) Switchyard: default (durable) settings, the example rule, file action;
+#   (a) Switchyard, the full path: default (durable) settings, the example
+#       rule, the file action;
+#   (a') Switchyard, ingest only: the same, but no rule wants the event
+#       (verified, stored durably, answered; nothing to route or run);
 #   (b) the ceiling: a minimal hyper server that only checks an HMAC-SHA256;
 #   (c) adnanh/webhook (Debian package `webhook`) with a payload-hmac-sha256
 #       rule running /bin/true.
@@ -13,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 SECRET=bench-secret-0123456789abcdefghijklmnop
-SY_PORT=18080 CEIL_PORT=19101 HOOK_PORT=19000
+SY_PORT=18080 SY_INGEST_PORT=18081 CEIL_PORT=19101 HOOK_PORT=19000
 
 cargo build --release -q -p switchyard -p switchyard-tight -p switchyard-file -p switchyard-bench
 command -v webhook >/dev/null || { echo "webhook is not installed (apt-get install webhook)" >&2; exit 1; }
@@ -23,14 +26,17 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-mkdir -p "$work/plugins" "$work/rules" "$work/data"
+mkdir -p "$work/plugins" "$work/rules" "$work/no-rules" "$work/data" "$work/ingest-data"
 cp target/release/libswitchyard_tight.so target/release/libswitchyard_file.so "$work/plugins/"
 cp rules/invoice-viewed.rhai "$work/rules/"
-cat > "$work/switchyard.toml" <<TOML
-listen = "127.0.0.1:$SY_PORT"
-data_dir = "data"
+# The full path, and ingest only (a folder without rules: events are
+# verified, stored and answered; nothing routes them).
+config() {
+  cat <<TOML
+listen = "127.0.0.1:$1"
+data_dir = "$2"
 plugin_dir = "plugins"
-rules_dir = "rules"
+rules_dir = "$3"
 [sources.tight]
 plugin = "tight"
 secret = { env = "BENCH_SECRET" }
@@ -38,6 +44,9 @@ secret = { env = "BENCH_SECRET" }
 plugin = "file"
 path = "$work/data/notify-owner.jsonl"
 TOML
+}
+config $SY_PORT data rules > "$work/switchyard.toml"
+config $SY_INGEST_PORT ingest-data no-rules > "$work/ingest.toml"
 cat > "$work/hooks.json" <<JSON
 [{"id": "bench", "execute-command": "/bin/true",
   "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": "$SECRET",
@@ -46,13 +55,15 @@ JSON
 
 BENCH_SECRET=$SECRET SWITCHYARD_LOG=warn target/release/switchyard run --config "$work/switchyard.toml" 2>"$work/switchyard.log" &
 sy_pid=$!; pids+=("$sy_pid")
+BENCH_SECRET=$SECRET SWITCHYARD_LOG=warn target/release/switchyard run --config "$work/ingest.toml" 2>"$work/ingest.log" &
+ingest_pid=$!; pids+=("$ingest_pid")
 target/release/switchyard-bench ceiling --listen 127.0.0.1:$CEIL_PORT --secret "$SECRET" >/dev/null &
 pids+=("$!")
 webhook -hooks "$work/hooks.json" -ip 127.0.0.1 -port $HOOK_PORT >/dev/null 2>&1 &
 pids+=("$!")
 
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-wait_port $SY_PORT; wait_port $CEIL_PORT; wait_port $HOOK_PORT
+wait_port $SY_PORT; wait_port $SY_INGEST_PORT; wait_port $CEIL_PORT; wait_port $HOOK_PORT
 
 results="$work/results.jsonl"
 # adnanh/webhook answers before its command has run, and keeps spawning
@@ -69,37 +80,64 @@ settle() {
     last=$now
   done
 }
+costs="$work/costs.jsonl"
+# What a process has used so far: bytes handed to write(2) (WAL frames,
+# checkpoints, the action's file) and CPU ticks.
+usage() { echo "$(awk '/^wchar/ {print $2}' "/proc/$1/io") $(awk '{print $14 + $15}' "/proc/$1/stat")"; }
+# The full path's work goes on after its load ends: wait (at most 30 s)
+# until every action line is written, so that its cost is all counted.
+drained() {
+  local want=$1
+  for _ in $(seq 1 300); do
+    [ "$(wc -l < "$work/data/notify-owner.jsonl" 2>/dev/null || echo 0)" -ge "$want" ] && return 0
+    sleep 0.1
+  done
+}
+full_ok=0
 run() { settle; target/release/switchyard-bench load --seconds "$SECONDS_PER_RUN" --secret "$SECRET" "$@" | tee -a "$results"; }
+# A Switchyard run, with what it cost the daemon (pid $1) beside it.
+measured() {
+  local pid=$1; shift
+  settle
+  read -r w0 t0 <<< "$(usage "$pid")"
+  local line; line=$(target/release/switchyard-bench load --seconds "$SECONDS_PER_RUN" --secret "$SECRET" "$@")
+  echo "$line" | tee -a "$results"
+  if [ "$pid" = "$sy_pid" ]; then
+    full_ok=$((full_ok + $(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')))
+    drained "$full_ok"
+  fi
+  read -r w1 t1 <<< "$(usage "$pid")"
+  echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({"label": r["label"], "connections": r["connections"], "wchar": int(sys.argv[1]), "ticks": int(sys.argv[2])}))' $((w1 - w0)) $((t1 - t0)) >> "$costs"
+}
 for conns in 1 32; do
-  run --label switchyard --url "http://127.0.0.1:$SY_PORT/hooks/tight" --signing tight --connections $conns
+  measured "$sy_pid" --label switchyard --url "http://127.0.0.1:$SY_PORT/hooks/tight" --signing tight --connections $conns
+  measured "$ingest_pid" --label ingest-only --url "http://127.0.0.1:$SY_INGEST_PORT/hooks/tight" --signing tight --connections $conns
   run --label ceiling --url "http://127.0.0.1:$CEIL_PORT/hook" --signing hmac --connections $conns
   run --label webhook --url "http://127.0.0.1:$HOOK_PORT/hooks/bench" --signing hmac --connections $conns
 done
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$sy_pid/status")
-# What the store costs the disk: bytes Switchyard handed to write(2) (WAL
-# frames, checkpoints, the action's file) and CPU seconds it used, in all.
-wchar=$(awk '/^wchar/ {print $2}' "/proc/$sy_pid/io")
-cpu_ticks=$(awk '{print $14 + $15}' "/proc/$sy_pid/stat")
-# Let the outbox drain so the actions' count can be checked.
-sleep 2
 actions=$(wc -l < "$work/data/notify-owner.jsonl")
 
-python3 - "$results" "$rss_kb" "$actions" "$wchar" "$cpu_ticks" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$results" "$costs" "$rss_kb" "$actions" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-rss_mib = int(sys.argv[2]) / 1024
+costs = {(c["label"], c["connections"]): c for c in map(json.loads, open(sys.argv[2]))}
+rss_mib, actions, tck = int(sys.argv[3]) / 1024, int(sys.argv[4]), int(sys.argv[5])
 by = {(r["label"], r["connections"]): r for r in rows}
 print()
-print(f"{'target':<12}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}")
+print(f"{'target':<12}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}{'CPU us/req':>12}{'KiB/req':>9}")
 for r in rows:
-    print(f"{r['label']:<12}{r['connections']:>6}{r['rps']:>10}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['failed']:>8}")
+    c = costs.get((r["label"], r["connections"]))
+    per = ""
+    if c:
+        n = max(r["ok"], 1)
+        per = f"{c['ticks'] / tck / n * 1e6:>12.0f}{c['wchar'] / n / 1024:>9.1f}"
+    print(f"{r['label']:<12}{r['connections']:>6}{r['rps']:>10}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['failed']:>8}{per}")
 print()
 for c in (1, 32):
-    s, b, w = by[("switchyard", c)], by[("ceiling", c)], by[("webhook", c)]
-    print(f"{c:>2} conn: switchyard/ceiling = {s['rps']/max(b['rps'],1):.2f}x, switchyard/webhook = {s['rps']/max(w['rps'],1):.2f}x")
-print(f"switchyard peak RSS: {rss_mib:.1f} MiB; action lines written: {sys.argv[3]}; "
-      f"2xx answered: {sum(r['ok'] for r in rows if r['label']=='switchyard')}")
-answered = max(sum(r['ok'] for r in rows if r['label'] == 'switchyard'), 1)
-print(f"switchyard per webhook: {int(sys.argv[4]) / answered / 1024:.1f} KiB written, "
-      f"{int(sys.argv[5]) / int(sys.argv[6]) / answered * 1e6:.0f} us CPU")
+    s, i, b, w = (by[(t, c)] for t in ("switchyard", "ingest-only", "ceiling", "webhook"))
+    print(f"{c:>2} conn: full path: {s['rps']/max(b['rps'],1):.2f}x ceiling, {s['rps']/max(w['rps'],1):.2f}x webhook; "
+          f"ingest only: {i['rps']/max(b['rps'],1):.2f}x ceiling, {i['rps']/max(w['rps'],1):.2f}x webhook")
+full = sum(r["ok"] for r in rows if r["label"] == "switchyard")
+print(f"full path: peak RSS {rss_mib:.1f} MiB; action lines written: {actions}; 2xx answered: {full}")
 PY
