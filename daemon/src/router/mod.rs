@@ -174,9 +174,11 @@ impl Router {
             .collect();
         let results = join_all(routings.into_iter().map(|r| self.store.record_routing(r))).await;
         let mut waiting = 0;
+        let mut routed = 0;
         for (((event_id, n), result), reserved) in summaries.into_iter().zip(results).zip(permits) {
             match result {
                 Ok(claimed) => {
+                    routed += 1;
                     tracing::info!(%event_id, jobs = n, "event routed");
                     waiting += n - claimed.len();
                     if let Some(reserved) = reserved {
@@ -188,6 +190,7 @@ impl Router {
                 Err(e) => tracing::error!(%event_id, "cannot record routing (will retry): {e}"),
             }
         }
+        self.gauge.routed(routed);
         if waiting > 0 {
             self.dispatch.notify_one();
         }
