@@ -187,6 +187,7 @@ pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, Problems> {
         StoreOptions {
             durability: config.store.durability,
             max_size_bytes: config.store.max_size_bytes(),
+            ..StoreOptions::default()
         },
     )
     .map(Arc::new)

@@ -3,8 +3,8 @@
 //!
 //! Owns: the store's interface in two parts — [`Pipeline`] (what ingress,
 //! the router and the dispatcher need) and [`Queries`] (what operators read
-//! and do) — its embedded backend, [`SqliteStore`], and `[store]`
-//! (`config.rs`). Imports only `event` (it stores `event::Event`s as JSON)
+//! and do) — its embedded backend, [`SqliteStore`], the journal its ingests
+//! are made durable by (`journal/`), and `[store]` (`config.rs`). Imports only `event` (it stores `event::Event`s as JSON)
 //! and config's value formats: no stage.
 //!
 //! ## Why SQLite (WAL) rather than redb
@@ -16,20 +16,27 @@
 //! - WAL mode gives concurrent readers beside the one writer, and one fsync
 //!   per commit of the write-ahead log.
 //!
-//! ## Durability: group commit
+//! ## Durability: one journal append per group
 //! All writes go through one writer thread. It takes every write waiting in
 //! its queue, applies each inside its own savepoint of one transaction, and
-//! commits once: with `synchronous = FULL` that is one fsync for the whole
-//! batch, after which every caller in the batch gets its answer. A webhook is
-//! answered 2xx only after the commit that holds it. `durability = "relaxed"`
-//! (`synchronous = NORMAL`) skips the fsync: a power loss may then lose the
-//! last commits, a crash of the daemon alone still loses nothing.
+//! commits once. Each ingest in the batch stages one record in the journal
+//! (`journal/`: the whole request, its events and what became of them); the
+//! batch's records are written in one `write` and synced with one
+//! `fdatasync` before the database commits, and only then is any webhook of
+//! the batch answered 2xx. The database commits ingests without a sync of
+//! its own: what a power cut takes from it is applied again from the
+//! journal when the store is next opened. A request's headers and body are
+//! written once, to the journal; its database row points there.
+//! `durability = "relaxed"` skips the journal's sync too: a power loss may
+//! then lose the last groups, a crash of the daemon alone still loses
+//! nothing. Operators' commands (redrive, enable) still commit with a sync.
 //!
 //! Each pipeline stage uses the store through [`Pipeline`] only, so a
 //! PostgreSQL backend can take its place without touching ingress, rules or
 //! dispatch; it implements [`Pipeline`] and [`Queries`].
 
 mod config;
+pub mod journal;
 mod sqlite;
 
 use std::future::Future;
@@ -40,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use config::{Durability, StoreConfig};
-pub use sqlite::{SqliteStore, StoreOptions};
+pub use sqlite::{Recovery, SqliteStore, StoreOptions};
 
 use crate::event::Event;
 
@@ -74,7 +81,7 @@ pub struct StoredRequest {
 }
 
 /// What became of each event of an ingested request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", content = "id", rename_all = "lowercase")]
 pub enum Ingested {
     /// Stored and due for routing.

@@ -338,7 +338,9 @@ fn kill_9_mid_stream_loses_no_acknowledged_event() {
         daemon.logs()
     );
 
-    // And the store has each of them, routed, with its job done.
+    // And the store has each of them, routed, with its job done (read here
+    // with the daemon stopped: one process at a time writes a store).
+    daemon.stop();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

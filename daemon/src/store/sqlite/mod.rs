@@ -5,10 +5,18 @@
 //! blocking threads. Several processes may open the same file (the daemon
 //! and the CLI): SQLite's locks and a busy timeout keep them apart.
 //!
+//! The writer thread also owns the journal (`store::journal`): a request's
+//! record is staged there by its ingest, and each group's records are
+//! written and synced in one go before the group's commit. The database
+//! itself then commits without a sync of its own for ingests
+//! (`synchronous = NORMAL`): what it may lose to a power cut is applied
+//! again from the journal at the next open (`ingest::recover`).
+//!
 //! Here: opening, the schema (`schema.sql`) and its migration, the writer
-//! thread with group commit, the read pool. `pipeline.rs`: the pipeline's
-//! transactions ([`Pipeline`]); `queries.rs`: the operators' read models
-//! and actions ([`Queries`]).
+//! thread with group commit, the read pool. `ingest.rs`: what becomes of a
+//! request's events, its journal record and its rows; `pipeline.rs`: the
+//! pipeline's other transactions ([`Pipeline`]); `queries.rs`: the
+//! operators' read models and actions ([`Queries`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
@@ -18,6 +26,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::journal::{Journal, JournalOptions};
 use super::{
     ActionState, AttemptRecord, Backlog, ClaimedJob, Durability, EventDetail, EventFilter,
     EventSummary, Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline, Pruned,
@@ -33,8 +42,14 @@ const PRUNE_CHUNK: i64 = 2000;
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub durability: Durability,
-    /// Largest size of the database file; writes beyond fail as "full".
+    /// Largest size of the database file and the journal together; ingests
+    /// beyond fail as "full".
     pub max_size_bytes: Option<u64>,
+    /// Where the journal's segments go; by default a `journal` folder beside
+    /// the database file.
+    pub journal_dir: Option<PathBuf>,
+    /// A new journal segment is started past this size.
+    pub segment_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -42,6 +57,8 @@ impl Default for StoreOptions {
         StoreOptions {
             durability: Durability::Full,
             max_size_bytes: None,
+            journal_dir: None,
+            segment_bytes: JournalOptions::default().segment_bytes,
         }
     }
 }
@@ -54,8 +71,9 @@ trait WriteOp: Send {
     /// acknowledgement hangs on it), not only safe from a crash of the process.
     fn needs_sync(&self) -> bool;
     /// Runs inside its own savepoint; says whether it succeeded (else the
-    /// savepoint is rolled back) and how to answer once the batch commits.
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply);
+    /// savepoint is rolled back, and what it staged in the journal dropped)
+    /// and how to answer once the batch commits.
+    fn run(self: Box<Self>, conn: &Connection, journal: &mut Journal) -> (bool, Reply);
     /// Answers with an error without running.
     fn fail(self: Box<Self>, error: StoreError);
 }
@@ -77,9 +95,41 @@ where
         self.sync
     }
 
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply) {
+    fn run(self: Box<Self>, conn: &Connection, _: &mut Journal) -> (bool, Reply) {
         let Write { f, tx, .. } = *self;
         let result = f(conn);
+        let ok = result.is_ok();
+        let reply: Reply = Box::new(move |commit: StoreResult<()>| {
+            let _ = tx.send(commit.and(result));
+        });
+        (ok, reply)
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        let _ = self.tx.send(Err(error));
+    }
+}
+
+/// A queued write that uses the journal too.
+struct JournalWrite<F, T> {
+    f: F,
+    tx: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<F, T> WriteOp for JournalWrite<F, T>
+where
+    F: FnOnce(&Connection, &mut Journal) -> StoreResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    /// What it stages is synced with the journal's group, not by the
+    /// database's commit.
+    fn needs_sync(&self) -> bool {
+        false
+    }
+
+    fn run(self: Box<Self>, conn: &Connection, journal: &mut Journal) -> (bool, Reply) {
+        let JournalWrite { f, tx } = *self;
+        let result = f(conn, journal);
         let ok = result.is_ok();
         let reply: Reply = Box::new(move |commit: StoreResult<()>| {
             let _ = tx.send(commit.and(result));
@@ -99,6 +149,9 @@ pub struct SqliteStore {
     ops: Mutex<Option<std_mpsc::Sender<Op>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     options: StoreOptions,
+    journal_dir: PathBuf,
+    recovery: ingest::Recovery,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 fn map_err(e: rusqlite::Error) -> StoreError {
@@ -165,13 +218,32 @@ impl SqliteStore {
         let conn = open_connection(path, &options, true)?;
         conn.execute_batch(SCHEMA).map_err(map_err)?;
         migrate(&conn)?;
+        let journal_dir = options.journal_dir.clone().unwrap_or_else(|| {
+            path.parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("journal")
+        });
+        let journal_options = JournalOptions {
+            sync: options.durability == Durability::Full,
+            segment_bytes: options.segment_bytes,
+        };
+        let (journal, recovery) = ingest::recover(&conn, &journal_dir, journal_options)?;
+        for damage in &recovery.damage {
+            tracing::warn!("{damage}");
+        }
+        if recovery.applied > 0 {
+            tracing::warn!(
+                records = recovery.applied,
+                "applied journal records the database had lost (its last commits before a crash)"
+            );
+        }
         let (tx, rx) = std_mpsc::channel::<Op>();
         let durability = options.durability;
         let on_commit: Arc<std::sync::OnceLock<CommitObserver>> = Arc::default();
         let observer = on_commit.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("switchyard-store".into())
-            .spawn(move || writer(conn, rx, durability, observer))
+            .spawn(move || writer(conn, journal, rx, durability, observer))
             .map_err(|e| StoreError::Other(format!("cannot start the store writer: {e}")))?;
         Ok(SqliteStore {
             on_commit,
@@ -179,7 +251,15 @@ impl SqliteStore {
             ops: Mutex::new(Some(tx)),
             readers: Arc::new(Mutex::new(Vec::new())),
             options,
+            journal_dir,
+            recovery,
+            thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// What opening found in the journal: records applied again, damage.
+    pub fn recovery(&self) -> &ingest::Recovery {
+        &self.recovery
     }
 
     pub fn path(&self) -> &Path {
@@ -214,7 +294,24 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreFuture<'_, T> {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
-        let op: Op = Box::new(Write { f, tx, sync });
+        self.queue(Box::new(Write { f, tx, sync }), rx)
+    }
+
+    /// Queues a write that stages journal records (or tends the journal):
+    /// its answer waits for the group's journal write and sync.
+    fn journal_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Journal) -> StoreResult<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        self.queue(Box::new(JournalWrite { f, tx }), rx)
+    }
+
+    fn queue<T: Send + 'static>(
+        &self,
+        op: Op,
+        rx: oneshot::Receiver<StoreResult<T>>,
+    ) -> StoreFuture<'_, T> {
         let sent = self
             .ops
             .lock()
@@ -258,9 +355,13 @@ impl SqliteStore {
         })
     }
 
-    /// Stops the writer after the writes already queued.
+    /// Stops the writer after the writes already queued, and waits for it
+    /// (it lets go of the journal when it ends). Blocks: not for async code.
     pub fn close(&self) {
         self.ops.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -272,6 +373,7 @@ pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 fn writer(
     conn: Connection,
+    mut journal: Journal,
     rx: std_mpsc::Receiver<Op>,
     durability: Durability,
     on_commit: Arc<std::sync::OnceLock<CommitObserver>>,
@@ -312,16 +414,34 @@ fn writer(
                 op.fail(map_err(e));
                 continue;
             }
-            let (ok, reply) = op.run(&conn);
+            let mark = journal.mark();
+            let (ok, reply) = op.run(&conn, &mut journal);
             let undo = if ok {
                 "RELEASE op"
             } else {
+                journal.rewind(mark);
                 "ROLLBACK TO op; RELEASE op"
             };
             let _ = conn.execute_batch(undo);
             replies.push(reply);
         }
-        let commit = if conn.is_autocommit() {
+        // The group's journal records go to disk before the commit that
+        // holds their rows: the database never holds what the journal lacks.
+        let journaled = if !journal.has_staged() || conn.is_autocommit() {
+            journal.discard();
+            Ok(())
+        } else {
+            let last = journal.next_seq() - 1;
+            ingest::set_applied_seq(&conn, last).and_then(|()| {
+                journal
+                    .commit()
+                    .map_err(|e| StoreError::Unavailable(format!("cannot write the journal: {e}")))
+            })
+        };
+        let commit = if let Err(e) = journaled {
+            journal.discard();
+            Err(e)
+        } else if conn.is_autocommit() {
             // SQLite rolled the whole transaction back itself (it does on a
             // full disk or an I/O error): nothing of this batch was kept.
             Err(StoreError::Unavailable(
@@ -358,6 +478,10 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             .map_err(map_err)?;
         Ok(names.iter().any(|n| n == column))
     };
+    if !has("requests", "journal_offset")? {
+        conn.execute_batch("ALTER TABLE requests ADD COLUMN journal_offset INTEGER")
+            .map_err(map_err)?;
+    }
     if !has("events", "rules_version")? {
         conn.execute_batch("ALTER TABLE events ADD COLUMN rules_version INTEGER")
             .map_err(map_err)?;
@@ -378,8 +502,11 @@ fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
+mod ingest;
 mod pipeline;
 mod queries;
+
+pub use ingest::Recovery;
 
 #[cfg(test)]
 mod tests;

@@ -2,172 +2,11 @@
 //! (dedup, stale versions), routing, claims, attempts and pruning, and the
 //! [`Pipeline`] implementation that runs them on the writer thread.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
+use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
 use super::*;
 use crate::event::Event;
-
-/// What the writer needs of an event: its keys and its envelope, encoded
-/// on the caller's thread.
-pub(super) struct EncodedEvent {
-    id: String,
-    source: String,
-    kind: String,
-    dedup_key: String,
-    envelope: String,
-    order: Option<switchyard_plugin_api::Order>,
-}
-
-impl EncodedEvent {
-    fn new(e: &Event) -> StoreResult<EncodedEvent> {
-        Ok(EncodedEvent {
-            id: e.id.clone(),
-            source: e.source.clone(),
-            kind: e.kind.clone(),
-            dedup_key: e.dedup_key.clone(),
-            envelope: serde_json::to_string(e).map_err(|err| StoreError::Other(err.to_string()))?,
-            order: e.order.clone(),
-        })
-    }
-}
-
-/// Whether an ordered event's version is not newer than the last accepted
-/// for its object.
-pub(super) fn is_stale(conn: &Connection, ev: &EncodedEvent) -> StoreResult<bool> {
-    let Some(order) = &ev.order else {
-        return Ok(false);
-    };
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT version FROM versions WHERE source = ?1 AND key = ?2")
-        .map_err(map_err)?
-        .query_row(params![ev.source, order.key], |r| r.get(0))
-        .optional()
-        .map_err(map_err)?;
-    Ok(last.is_some_and(|v| order.version <= v))
-}
-
-pub(super) fn ingest_tx(
-    conn: &Connection,
-    request: &StoredRequest,
-    headers: &str,
-    events: &[EncodedEvent],
-    dedup_window_ms: i64,
-) -> StoreResult<Vec<Ingested>> {
-    let now = request.received_at_ms;
-    let mut results = Vec::with_capacity(events.len());
-    let mut seen = conn
-        .prepare_cached(
-            "SELECT event_id FROM dedup WHERE source = ?1 AND key = ?2 AND expires_at > ?3",
-        )
-        .map_err(map_err)?;
-    let mut fresh: Vec<&EncodedEvent> = Vec::new();
-    for ev in events {
-        let prior: Option<String> = seen
-            .query_row(params![ev.source, ev.dedup_key, now], |r| r.get(0))
-            .optional()
-            .map_err(map_err)?;
-        match prior {
-            Some(original) => results.push(Ingested::Duplicate(original)),
-            None => match fresh.iter().find(|e| e.dedup_key == ev.dedup_key) {
-                // Two events of one request with the same key: the first counts.
-                Some(first) => results.push(Ingested::Duplicate(first.id.clone())),
-                None => {
-                    fresh.push(ev);
-                    results.push(match is_stale(conn, ev)? {
-                        true => Ingested::Stale(ev.id.clone()),
-                        false => Ingested::New(ev.id.clone()),
-                    });
-                }
-            },
-        }
-    }
-    let verdict = if fresh.is_empty() && !events.is_empty() {
-        "duplicate"
-    } else {
-        "accepted"
-    };
-    conn.prepare_cached(
-        "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .map_err(map_err)?
-    .execute(params![
-        request.id,
-        request.source,
-        now,
-        request.method,
-        request.path,
-        request.query,
-        headers,
-        request.body.as_ref(),
-        verdict
-    ])
-    .map_err(map_err)?;
-    let mut insert_event = conn
-        .prepare_cached(
-            "INSERT INTO events (id, request_id, source, type, received_at, envelope, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .map_err(map_err)?;
-    let mut set_version = conn
-        .prepare_cached(
-            "INSERT INTO versions (source, key, version, event_id, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (source, key) DO UPDATE SET
-                version = excluded.version, event_id = excluded.event_id,
-                updated_at = excluded.updated_at
-             WHERE excluded.version > versions.version",
-        )
-        .map_err(map_err)?;
-    let stale: Vec<&str> = results
-        .iter()
-        .filter_map(|r| match r {
-            Ingested::Stale(id) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let mut insert_key = conn
-        .prepare_cached(
-            "INSERT OR REPLACE INTO dedup (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .map_err(map_err)?;
-    for ev in &fresh {
-        let is_stale = stale.contains(&ev.id.as_str());
-        insert_event
-            .execute(params![
-                ev.id,
-                request.id,
-                ev.source,
-                ev.kind,
-                now,
-                ev.envelope,
-                if is_stale { "stale" } else { "pending" }
-            ])
-            .map_err(map_err)?;
-        if let (Some(order), false) = (&ev.order, is_stale) {
-            set_version
-                .execute(params![ev.source, order.key, order.version, ev.id, now])
-                .map_err(map_err)?;
-        }
-        insert_key
-            .execute(params![
-                ev.source,
-                ev.dedup_key,
-                ev.id,
-                now + dedup_window_ms
-            ])
-            .map_err(map_err)?;
-    }
-    let mut bump = conn
-        .prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")
-        .map_err(map_err)?;
-    for r in &results {
-        if let Ingested::Duplicate(id) = r {
-            bump.execute(params![id]).map_err(map_err)?;
-        }
-    }
-    Ok(results)
-}
 
 pub(super) fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<Vec<ClaimedJob>> {
     let changed = conn
@@ -390,10 +229,14 @@ impl Pipeline for SqliteStore {
         // every write waits for.
         let encoded: StoreResult<Vec<EncodedEvent>> =
             events.iter().map(EncodedEvent::new).collect();
-        let headers = serde_json::to_string(&request.headers).unwrap_or_else(|_| "[]".into());
+        let max_bytes = self.options.max_size_bytes;
         match encoded {
-            Ok(events) => self
-                .write(move |conn| ingest_tx(conn, &request, &headers, &events, dedup_window_ms)),
+            Ok(events) => {
+                let record = IngestRecord::new(&request, events, dedup_window_ms);
+                self.journal_write(move |conn, journal| {
+                    ingest_tx(conn, journal, record, &request.body, max_bytes)
+                })
+            }
             Err(e) => Box::pin(async move { Err(e) }),
         }
     }
@@ -481,7 +324,15 @@ impl Pipeline for SqliteStore {
     }
 
     fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned> {
-        self.write_relaxed(move |conn| prune_tx(conn, before_ms, now_ms))
+        self.journal_write(move |conn, journal| {
+            // Segments no request points into any more (pruned before) go
+            // first: this prune's deletes are not committed yet.
+            let freed = free_segments(conn, journal)?;
+            if freed > 0 {
+                tracing::info!(segments = freed, "removed journal segments no event needs");
+            }
+            prune_tx(conn, before_ms, now_ms)
+        })
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

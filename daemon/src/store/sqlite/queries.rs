@@ -136,6 +136,7 @@ impl Queries for SqliteStore {
     }
 
     fn show_event(&self, id: String) -> StoreFuture<'_, EventDetail> {
+        let journal_dir = self.journal_dir.clone();
         self.read(move |conn| {
             let row = conn
                 .query_row(
@@ -161,25 +162,7 @@ impl Queries for SqliteStore {
                 .ok_or_else(|| StoreError::NotFound(format!("no event {id}")))?;
             let (envelope, state, routings, routed_at, duplicates, rule_runs, request_id, version) =
                 row;
-            let request = conn
-                .query_row(
-                    "SELECT id, method, path, query, headers, body, verdict FROM requests WHERE id = ?1",
-                    params![request_id],
-                    |r| {
-                        let headers: String = r.get(4)?;
-                        let body: Vec<u8> = r.get(5)?;
-                        Ok(RequestRecord {
-                            id: r.get(0)?,
-                            method: r.get(1)?,
-                            path: r.get(2)?,
-                            query: r.get(3)?,
-                            headers: serde_json::from_str(&headers).unwrap_or_default(),
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                            verdict: r.get(6)?,
-                        })
-                    },
-                )
-                .map_err(map_err)?;
+            let request = super::ingest::request_record(conn, &journal_dir, &request_id)?;
             let jobs = job_records(conn, "event_id = ?1", &id, 10_000)?;
             Ok(EventDetail {
                 envelope: parse_json(&envelope),

@@ -1,7 +1,9 @@
 -- Switchyard store schema, version 1.
 -- Times are Unix milliseconds. Every JSON column holds UTF-8 JSON text.
 
--- One row per accepted delivery: what came in, credentials redacted.
+-- One row per accepted delivery, credentials redacted. Its rowid is its
+-- record's seq in the journal, which holds its headers and body (rows kept
+-- before the journal existed hold them here, with no journal_offset).
 CREATE TABLE IF NOT EXISTS requests (
     id          TEXT PRIMARY KEY,         -- ULID
     source      TEXT NOT NULL,
@@ -11,7 +13,8 @@ CREATE TABLE IF NOT EXISTS requests (
     query       TEXT NOT NULL,            -- redacted
     headers     TEXT NOT NULL,            -- JSON [[name, value], ...], redacted
     body        BLOB NOT NULL,
-    verdict     TEXT NOT NULL             -- 'accepted' | 'duplicate'
+    verdict     TEXT NOT NULL,            -- 'accepted' | 'duplicate'
+    journal_offset INTEGER                -- the record's offset in its journal segment
 );
 -- No index on received_at: ids are ULIDs, so a time range is an id range.
 
@@ -96,4 +99,10 @@ CREATE TABLE IF NOT EXISTS action_states (
     failures    INTEGER NOT NULL,
     reason      TEXT,
     updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The store's own marks: 'journal_seq', the last journal record applied.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 ) WITHOUT ROWID;

@@ -1,0 +1,466 @@
+//! Ingest: what becomes of a request's events (dedup, stale versions), its
+//! journal record, and the rows that follow from that record — written as a
+//! request comes in, and written again from the journal at start for the
+//! records the database lost (a power cut after the journal's sync, before
+//! the database's own commit reached the disk).
+//!
+//! The journal record holds the whole request (headers and body are kept
+//! only there), the events' envelopes and what became of each; the
+//! database holds the request's row (its seq and offset in the journal), the
+//! events and the keys. Applying a record twice is harmless: rows are keyed
+//! by the ids the record carries.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::event::Event;
+use crate::store::journal::{self, Damage, Journal, Position};
+
+/// The first byte of an ingest record's payload (other kinds may follow).
+const INGEST: u8 = 1;
+
+/// What the writer needs of an event: its keys and its envelope, encoded
+/// on the caller's thread.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct EncodedEvent {
+    id: String,
+    source: String,
+    kind: String,
+    dedup_key: String,
+    envelope: String,
+    order: Option<switchyard_plugin_api::Order>,
+}
+
+impl EncodedEvent {
+    pub(super) fn new(e: &Event) -> StoreResult<EncodedEvent> {
+        Ok(EncodedEvent {
+            id: e.id.clone(),
+            source: e.source.clone(),
+            kind: e.kind.clone(),
+            dedup_key: e.dedup_key.clone(),
+            envelope: serde_json::to_string(e).map_err(|err| StoreError::Other(err.to_string()))?,
+            order: e.order.clone(),
+        })
+    }
+}
+
+/// A request as its journal record holds it (the body follows the JSON).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct IngestRecord {
+    id: String,
+    source: String,
+    received_at_ms: i64,
+    method: String,
+    path: String,
+    query: String,
+    /// JSON `[[name, value], ...]`, redacted.
+    headers: String,
+    events: Vec<EncodedEvent>,
+    /// What became of each event, in order: decided once, when it came in.
+    results: Vec<Ingested>,
+    dedup_window_ms: i64,
+}
+
+impl IngestRecord {
+    pub(super) fn new(
+        request: &StoredRequest,
+        events: Vec<EncodedEvent>,
+        dedup_window_ms: i64,
+    ) -> IngestRecord {
+        IngestRecord {
+            id: request.id.clone(),
+            source: request.source.clone(),
+            received_at_ms: request.received_at_ms,
+            method: request.method.clone(),
+            path: request.path.clone(),
+            query: request.query.clone(),
+            headers: serde_json::to_string(&request.headers).unwrap_or_else(|_| "[]".into()),
+            events,
+            results: Vec::new(),
+            dedup_window_ms,
+        }
+    }
+
+    /// `[INGEST][json length u32][json][body]`.
+    fn encode(&self, body: &[u8]) -> StoreResult<Vec<u8>> {
+        let json = serde_json::to_vec(self).map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut out = Vec::with_capacity(5 + json.len() + body.len());
+        out.push(INGEST);
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(body);
+        Ok(out)
+    }
+
+    /// The record and its body, from a payload.
+    pub(super) fn decode(payload: &[u8]) -> Result<(IngestRecord, &[u8]), String> {
+        let (&kind, rest) = payload.split_first().ok_or("an empty record")?;
+        if kind != INGEST {
+            return Err(format!("a record of unknown kind {kind}"));
+        }
+        let len = rest
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or("a record cut short")?;
+        let json = rest.get(4..4 + len).ok_or("a record cut short")?;
+        let record = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        Ok((record, &rest[4 + len..]))
+    }
+
+    /// The request as the admin API shows it.
+    pub(super) fn request(&self, body: &[u8], verdict: String) -> RequestRecord {
+        RequestRecord {
+            id: self.id.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            headers: serde_json::from_str(&self.headers).unwrap_or_default(),
+            body: String::from_utf8_lossy(body).into_owned(),
+            verdict,
+        }
+    }
+}
+
+/// Whether an ordered event's version is not newer than the last accepted
+/// for its object.
+fn is_stale(conn: &Connection, ev: &EncodedEvent) -> StoreResult<bool> {
+    let Some(order) = &ev.order else {
+        return Ok(false);
+    };
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT version FROM versions WHERE source = ?1 AND key = ?2")
+        .map_err(map_err)?
+        .query_row(params![ev.source, order.key], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    Ok(last.is_some_and(|v| order.version <= v))
+}
+
+/// What becomes of each event: a duplicate (of an event within the dedup
+/// window, or of an earlier one in the same request), stale, or new.
+fn decide(conn: &Connection, record: &IngestRecord) -> StoreResult<Vec<Ingested>> {
+    let now = record.received_at_ms;
+    let mut results = Vec::with_capacity(record.events.len());
+    let mut seen = conn
+        .prepare_cached(
+            "SELECT event_id FROM dedup WHERE source = ?1 AND key = ?2 AND expires_at > ?3",
+        )
+        .map_err(map_err)?;
+    let mut fresh: Vec<&EncodedEvent> = Vec::new();
+    for ev in &record.events {
+        let prior: Option<String> = seen
+            .query_row(params![ev.source, ev.dedup_key, now], |r| r.get(0))
+            .optional()
+            .map_err(map_err)?;
+        match prior {
+            Some(original) => results.push(Ingested::Duplicate(original)),
+            None => match fresh.iter().find(|e| e.dedup_key == ev.dedup_key) {
+                // Two events of one request with the same key: the first counts.
+                Some(first) => results.push(Ingested::Duplicate(first.id.clone())),
+                None => {
+                    fresh.push(ev);
+                    results.push(match is_stale(conn, ev)? {
+                        true => Ingested::Stale(ev.id.clone()),
+                        false => Ingested::New(ev.id.clone()),
+                    });
+                }
+            },
+        }
+    }
+    Ok(results)
+}
+
+/// The rows that follow from a decided record at `at` in the journal.
+fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<()> {
+    let now = record.received_at_ms;
+    let fresh = |r: &Ingested| !matches!(r, Ingested::Duplicate(_));
+    let verdict = if !record.events.is_empty() && !record.results.iter().any(fresh) {
+        "duplicate"
+    } else {
+        "accepted"
+    };
+    // The request's row is keyed by its seq (the rowid): the journal's
+    // segments are freed by seq ranges no row points into.
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO requests
+             (rowid, id, source, received_at, method, path, query, headers, body, verdict, journal_offset)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '', x'', ?8, ?9)",
+    )
+    .map_err(map_err)?
+    .execute(params![
+        at.seq as i64,
+        record.id,
+        record.source,
+        now,
+        record.method,
+        record.path,
+        record.query,
+        verdict,
+        at.offset as i64
+    ])
+    .map_err(map_err)?;
+    let mut insert_event = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO events (id, request_id, source, type, received_at, envelope, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(map_err)?;
+    let mut set_version = conn
+        .prepare_cached(
+            "INSERT INTO versions (source, key, version, event_id, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (source, key) DO UPDATE SET
+                version = excluded.version, event_id = excluded.event_id,
+                updated_at = excluded.updated_at
+             WHERE excluded.version > versions.version",
+        )
+        .map_err(map_err)?;
+    let mut insert_key = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO dedup (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(map_err)?;
+    let mut bump = conn
+        .prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")
+        .map_err(map_err)?;
+    for (ev, result) in record.events.iter().zip(&record.results) {
+        let stale = match result {
+            Ingested::Duplicate(original) => {
+                bump.execute(params![original]).map_err(map_err)?;
+                continue;
+            }
+            Ingested::Stale(_) => true,
+            Ingested::New(_) => false,
+        };
+        insert_event
+            .execute(params![
+                ev.id,
+                record.id,
+                ev.source,
+                ev.kind,
+                now,
+                ev.envelope,
+                if stale { "stale" } else { "pending" }
+            ])
+            .map_err(map_err)?;
+        if let (Some(order), false) = (&ev.order, stale) {
+            set_version
+                .execute(params![ev.source, order.key, order.version, ev.id, now])
+                .map_err(map_err)?;
+        }
+        insert_key
+            .execute(params![
+                ev.source,
+                ev.dedup_key,
+                ev.id,
+                now + record.dedup_window_ms
+            ])
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Bytes the store holds: the database's pages and the journal.
+fn stored_bytes(conn: &Connection, journal: &Journal) -> StoreResult<u64> {
+    let pages: i64 = conn
+        .query_row(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(map_err)?;
+    Ok(pages.max(0) as u64 + journal.bytes())
+}
+
+/// Ingests a request on the writer thread: decides, stages the journal
+/// record (written with the group, before the commit) and adds its rows.
+pub(super) fn ingest_tx(
+    conn: &Connection,
+    journal: &mut Journal,
+    mut record: IngestRecord,
+    body: &[u8],
+    max_bytes: Option<u64>,
+) -> StoreResult<Vec<Ingested>> {
+    if let Some(max) = max_bytes {
+        let used = stored_bytes(conn, journal)?;
+        if used >= max {
+            return Err(StoreError::Unavailable(format!(
+                "the store is full ({used} bytes of at most {max})"
+            )));
+        }
+    }
+    record.results = decide(conn, &record)?;
+    let at = journal.stage(&record.encode(body)?);
+    apply(conn, &record, at)?;
+    Ok(std::mem::take(&mut record.results))
+}
+
+/// The last journal record the database holds, if it has ever held one.
+pub(super) fn applied_seq(conn: &Connection) -> StoreResult<Option<u64>> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'journal_seq'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|v| v.map(|v| v as u64))
+    .map_err(map_err)
+}
+
+pub(super) fn set_applied_seq(conn: &Connection, seq: u64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('journal_seq', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .map_err(map_err)?
+    .execute(params![seq as i64])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// What opening the store found in its journal.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Records the database did not hold, applied again.
+    pub applied: u64,
+    /// Damage found and passed over (a torn tail cut off, records skipped).
+    pub damage: Vec<Damage>,
+    /// Records that could not be read as requests (said in the log).
+    pub unreadable: Vec<u64>,
+}
+
+/// Opens the journal beside the database and applies the records the
+/// database does not hold yet.
+pub(super) fn recover(
+    conn: &Connection,
+    dir: &Path,
+    options: journal::JournalOptions,
+) -> StoreResult<(Journal, Recovery)> {
+    let applied = applied_seq(conn)?;
+    // A new journal starts above every request row there is: rows kept
+    // before the journal existed hold their body themselves.
+    let above: i64 = conn
+        .query_row("SELECT COALESCE(MAX(rowid), 0) FROM requests", [], |r| {
+            r.get(0)
+        })
+        .map_err(map_err)?;
+    let first = applied.unwrap_or(0).max(above.max(0) as u64) + 1;
+    let unavailable = |e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot open the journal {}: {e}", dir.display()))
+    };
+    let (journal, mut damage) = Journal::open(dir, options, first).map_err(unavailable)?;
+    let from = applied.map_or(0, |s| s + 1);
+    let (records, more) = journal::read_from(dir, from).map_err(unavailable)?;
+    // The last segment's damage was found by opening it; the rest is new.
+    for d in more {
+        if !damage.contains(&d) && !matches!(d, Damage::TornTail { .. }) {
+            damage.push(d);
+        }
+    }
+    let mut report = Recovery {
+        damage,
+        ..Recovery::default()
+    };
+    if records.is_empty() {
+        return Ok((journal, report));
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
+    let result = (|| {
+        let mut last = None;
+        for r in &records {
+            last = Some(r.position.seq);
+            match IngestRecord::decode(&r.payload) {
+                Ok((record, _)) => {
+                    apply(conn, &record, r.position)?;
+                    report.applied += 1;
+                }
+                Err(why) => {
+                    tracing::warn!(seq = r.position.seq, "journal record not applied: {why}");
+                    report.unreadable.push(r.position.seq);
+                }
+            }
+        }
+        if let Some(seq) = last {
+            set_applied_seq(conn, seq)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(map_err)?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    Ok((journal, report))
+}
+
+/// The request of an event as kept: from the journal, or (rows kept before
+/// the journal) from its own row.
+pub(super) fn request_record(
+    conn: &Connection,
+    journal_dir: &Path,
+    request_id: &str,
+) -> StoreResult<RequestRecord> {
+    let (seq, offset, row) = conn
+        .query_row(
+            "SELECT rowid, journal_offset, id, method, path, query, headers, body, verdict
+             FROM requests WHERE id = ?1",
+            params![request_id],
+            |r| {
+                let headers: String = r.get(6)?;
+                let body: Vec<u8> = r.get(7)?;
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    RequestRecord {
+                        id: r.get(2)?,
+                        method: r.get(3)?,
+                        path: r.get(4)?,
+                        query: r.get(5)?,
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                        verdict: r.get(8)?,
+                    },
+                ))
+            },
+        )
+        .map_err(map_err)?;
+    let Some(offset) = offset else {
+        return Ok(row);
+    };
+    let at = Position {
+        seq: seq as u64,
+        offset: offset as u64,
+    };
+    let payload = journal::read_at(journal_dir, at)
+        .map_err(|e| StoreError::Other(format!("the request {request_id}: {e}")))?;
+    let (record, body) = IngestRecord::decode(&payload)
+        .map_err(|e| StoreError::Other(format!("the request {request_id}: {e}")))?;
+    Ok(record.request(body, row.verdict))
+}
+
+/// Removes the journal's sealed segments that no request row points into
+/// (their requests were pruned); returns how many.
+pub(super) fn free_segments(conn: &Connection, journal: &mut Journal) -> StoreResult<u64> {
+    let mut used = conn
+        .prepare_cached("SELECT 1 FROM requests WHERE rowid BETWEEN ?1 AND ?2 LIMIT 1")
+        .map_err(map_err)?;
+    let applied = applied_seq(conn)?.unwrap_or(0);
+    let mut freed = 0;
+    for (first, last) in journal.sealed_segments() {
+        if last > applied
+            || used
+                .exists(params![first as i64, last as i64])
+                .map_err(map_err)?
+        {
+            continue;
+        }
+        match journal.remove_segment(first) {
+            Ok(()) => freed += 1,
+            Err(e) => tracing::warn!("cannot remove journal segment {first}: {e}"),
+        }
+    }
+    Ok(freed)
+}
