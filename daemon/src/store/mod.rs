@@ -4,8 +4,9 @@
 //! Owns: the store's interface in two parts — [`Pipeline`] (what ingress,
 //! the router and the dispatcher need) and [`Queries`] (what operators read
 //! and do) — its embedded backend, [`SqliteStore`], the journal its ingests
-//! are made durable by (`journal/`), and `[store]` (`config.rs`). Imports only `event` (it stores `event::Event`s as JSON)
-//! and config's value formats: no stage.
+//! are made durable by (`journal/`), and `[store]` (`config.rs`). Imports
+//! only `event` (it stores `event::Event`s as JSON) and config's value
+//! formats: no stage.
 //!
 //! ## Why SQLite (WAL) rather than redb
 //! - The CLI must read and change the store while the daemon runs (list,

@@ -13,6 +13,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use super::keys::RecentKeys;
 use super::*;
 use crate::event::Event;
 use crate::store::journal::{self, Damage, Journal, Position};
@@ -139,7 +140,11 @@ fn is_stale(conn: &Connection, ev: &EncodedEvent) -> StoreResult<bool> {
 
 /// What becomes of each event: a duplicate (of an event within the dedup
 /// window, or of an earlier one in the same request), stale, or new.
-fn decide(conn: &Connection, record: &IngestRecord) -> StoreResult<Vec<Ingested>> {
+fn decide(
+    conn: &Connection,
+    keys: &RecentKeys,
+    record: &IngestRecord,
+) -> StoreResult<Vec<Ingested>> {
     let now = record.received_at_ms;
     let mut results = Vec::with_capacity(record.events.len());
     let mut seen = conn
@@ -149,10 +154,13 @@ fn decide(conn: &Connection, record: &IngestRecord) -> StoreResult<Vec<Ingested>
         .map_err(map_err)?;
     let mut fresh: Vec<&EncodedEvent> = Vec::new();
     for ev in &record.events {
-        let prior: Option<String> = seen
-            .query_row(params![ev.source, ev.dedup_key, now], |r| r.get(0))
-            .optional()
-            .map_err(map_err)?;
+        let prior: Option<String> = match keys.get(&ev.source, &ev.dedup_key, now) {
+            Some(id) => Some(id.to_string()),
+            None => seen
+                .query_row(params![ev.source, ev.dedup_key, now], |r| r.get(0))
+                .optional()
+                .map_err(map_err)?,
+        };
         match prior {
             Some(original) => results.push(Ingested::Duplicate(original)),
             None => match fresh.iter().find(|e| e.dedup_key == ev.dedup_key) {
@@ -202,8 +210,9 @@ fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<
     .map_err(map_err)?;
     let mut insert_event = conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO events (id, request_id, source, type, received_at, envelope, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR IGNORE INTO events (id, request_id, source, type, received_at, envelope, state,
+                                          dedup_key, dedup_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(map_err)?;
     let mut set_version = conn
@@ -214,11 +223,6 @@ fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<
                 version = excluded.version, event_id = excluded.event_id,
                 updated_at = excluded.updated_at
              WHERE excluded.version > versions.version",
-        )
-        .map_err(map_err)?;
-    let mut insert_key = conn
-        .prepare_cached(
-            "INSERT OR REPLACE INTO dedup (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(map_err)?;
     let mut bump = conn
@@ -241,7 +245,9 @@ fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<
                 ev.kind,
                 now,
                 ev.envelope,
-                if stale { "stale" } else { "pending" }
+                if stale { "stale" } else { "pending" },
+                ev.dedup_key,
+                now + record.dedup_window_ms
             ])
             .map_err(map_err)?;
         if let (Some(order), false) = (&ev.order, stale) {
@@ -249,14 +255,6 @@ fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<
                 .execute(params![ev.source, order.key, order.version, ev.id, now])
                 .map_err(map_err)?;
         }
-        insert_key
-            .execute(params![
-                ev.source,
-                ev.dedup_key,
-                ev.id,
-                now + record.dedup_window_ms
-            ])
-            .map_err(map_err)?;
     }
     Ok(())
 }
@@ -277,22 +275,28 @@ fn stored_bytes(conn: &Connection, journal: &Journal) -> StoreResult<u64> {
 /// record (written with the group, before the commit) and adds its rows.
 pub(super) fn ingest_tx(
     conn: &Connection,
-    journal: &mut Journal,
+    state: &mut WriterState,
     mut record: IngestRecord,
     body: &[u8],
     max_bytes: Option<u64>,
 ) -> StoreResult<Vec<Ingested>> {
     if let Some(max) = max_bytes {
-        let used = stored_bytes(conn, journal)?;
+        let used = stored_bytes(conn, &state.journal)?;
         if used >= max {
             return Err(StoreError::Unavailable(format!(
                 "the store is full ({used} bytes of at most {max})"
             )));
         }
     }
-    record.results = decide(conn, &record)?;
-    let at = journal.stage(&record.encode(body)?);
+    record.results = decide(conn, &state.keys, &record)?;
+    let at = state.journal.stage(&record.encode(body)?);
     apply(conn, &record, at)?;
+    let until = record.received_at_ms + record.dedup_window_ms;
+    for (ev, result) in record.events.iter().zip(&record.results) {
+        if !matches!(result, Ingested::Duplicate(_)) {
+            state.keys.add(&ev.source, &ev.dedup_key, &ev.id, until);
+        }
+    }
     Ok(std::mem::take(&mut record.results))
 }
 

@@ -73,7 +73,7 @@ trait WriteOp: Send {
     /// Runs inside its own savepoint; says whether it succeeded (else the
     /// savepoint is rolled back, and what it staged in the journal dropped)
     /// and how to answer once the batch commits.
-    fn run(self: Box<Self>, conn: &Connection, journal: &mut Journal) -> (bool, Reply);
+    fn run(self: Box<Self>, conn: &Connection, state: &mut WriterState) -> (bool, Reply);
     /// Answers with an error without running.
     fn fail(self: Box<Self>, error: StoreError);
 }
@@ -95,7 +95,7 @@ where
         self.sync
     }
 
-    fn run(self: Box<Self>, conn: &Connection, _: &mut Journal) -> (bool, Reply) {
+    fn run(self: Box<Self>, conn: &Connection, _: &mut WriterState) -> (bool, Reply) {
         let Write { f, tx, .. } = *self;
         let result = f(conn);
         let ok = result.is_ok();
@@ -110,7 +110,14 @@ where
     }
 }
 
-/// A queued write that uses the journal too.
+/// What the writer thread holds beside its connection: the journal, and the
+/// dedup keys of recent events (`keys.rs`).
+pub(super) struct WriterState {
+    pub journal: Journal,
+    pub keys: keys::RecentKeys,
+}
+
+/// A queued write that uses the journal (or the recent keys) too.
 struct JournalWrite<F, T> {
     f: F,
     tx: oneshot::Sender<StoreResult<T>>,
@@ -118,7 +125,7 @@ struct JournalWrite<F, T> {
 
 impl<F, T> WriteOp for JournalWrite<F, T>
 where
-    F: FnOnce(&Connection, &mut Journal) -> StoreResult<T> + Send + 'static,
+    F: FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
     T: Send + 'static,
 {
     /// What it stages is synced with the journal's group, not by the
@@ -127,9 +134,9 @@ where
         false
     }
 
-    fn run(self: Box<Self>, conn: &Connection, journal: &mut Journal) -> (bool, Reply) {
+    fn run(self: Box<Self>, conn: &Connection, state: &mut WriterState) -> (bool, Reply) {
         let JournalWrite { f, tx } = *self;
-        let result = f(conn, journal);
+        let result = f(conn, state);
         let ok = result.is_ok();
         let reply: Reply = Box::new(move |commit: StoreResult<()>| {
             let _ = tx.send(commit.and(result));
@@ -228,6 +235,8 @@ impl SqliteStore {
             segment_bytes: options.segment_bytes,
         };
         let (journal, recovery) = ingest::recover(&conn, &journal_dir, journal_options)?;
+        let keys = keys::RecentKeys::load(&conn, super::now_ms())?;
+        let state = WriterState { journal, keys };
         for damage in &recovery.damage {
             tracing::warn!("{damage}");
         }
@@ -243,7 +252,7 @@ impl SqliteStore {
         let observer = on_commit.clone();
         let thread = std::thread::Builder::new()
             .name("switchyard-store".into())
-            .spawn(move || writer(conn, journal, rx, durability, observer))
+            .spawn(move || writer(conn, state, rx, durability, observer))
             .map_err(|e| StoreError::Other(format!("cannot start the store writer: {e}")))?;
         Ok(SqliteStore {
             on_commit,
@@ -301,7 +310,7 @@ impl SqliteStore {
     /// its answer waits for the group's journal write and sync.
     fn journal_write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection, &mut Journal) -> StoreResult<T> + Send + 'static,
+        f: impl FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
     ) -> StoreFuture<'_, T> {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
         self.queue(Box::new(JournalWrite { f, tx }), rx)
@@ -373,7 +382,7 @@ pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 fn writer(
     conn: Connection,
-    mut journal: Journal,
+    mut state: WriterState,
     rx: std_mpsc::Receiver<Op>,
     durability: Durability,
     on_commit: Arc<std::sync::OnceLock<CommitObserver>>,
@@ -414,12 +423,12 @@ fn writer(
                 op.fail(map_err(e));
                 continue;
             }
-            let mark = journal.mark();
-            let (ok, reply) = op.run(&conn, &mut journal);
+            let mark = state.journal.mark();
+            let (ok, reply) = op.run(&conn, &mut state);
             let undo = if ok {
                 "RELEASE op"
             } else {
-                journal.rewind(mark);
+                state.journal.rewind(mark);
                 "ROLLBACK TO op; RELEASE op"
             };
             let _ = conn.execute_batch(undo);
@@ -427,6 +436,7 @@ fn writer(
         }
         // The group's journal records go to disk before the commit that
         // holds their rows: the database never holds what the journal lacks.
+        let journal = &mut state.journal;
         let journaled = if !journal.has_staged() || conn.is_autocommit() {
             journal.discard();
             Ok(())
@@ -453,6 +463,9 @@ fn writer(
         if let Err(e) = &commit {
             tracing::error!("store: commit failed: {e}");
             let _ = run("ROLLBACK");
+            state.keys.undo();
+        } else {
+            state.keys.keep();
         }
         let took = started.elapsed();
         if let Some(f) = on_commit.get() {
@@ -461,6 +474,12 @@ fn writer(
         tracing::trace!(ops, us = took.as_micros() as u64, "store commit");
         for reply in replies {
             reply(commit.clone());
+        }
+        if state.keys.len() >= keys::FLUSH_AT {
+            match state.keys.flush(&conn, super::now_ms()) {
+                Ok(n) => tracing::debug!(keys = n, "dedup keys written"),
+                Err(e) => tracing::warn!("cannot write the dedup keys yet: {e}"),
+            }
         }
     }
 }
@@ -478,6 +497,13 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             .map_err(map_err)?;
         Ok(names.iter().any(|n| n == column))
     };
+    if !has("events", "dedup_key")? {
+        conn.execute_batch(
+            "ALTER TABLE events ADD COLUMN dedup_key TEXT;
+             ALTER TABLE events ADD COLUMN dedup_until INTEGER;",
+        )
+        .map_err(map_err)?;
+    }
     if !has("requests", "journal_offset")? {
         conn.execute_batch("ALTER TABLE requests ADD COLUMN journal_offset INTEGER")
             .map_err(map_err)?;
@@ -503,6 +529,7 @@ fn parse_json(text: &str) -> Value {
 }
 
 mod ingest;
+mod keys;
 mod pipeline;
 mod queries;
 

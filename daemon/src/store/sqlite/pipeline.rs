@@ -233,8 +233,8 @@ impl Pipeline for SqliteStore {
         match encoded {
             Ok(events) => {
                 let record = IngestRecord::new(&request, events, dedup_window_ms);
-                self.journal_write(move |conn, journal| {
-                    ingest_tx(conn, journal, record, &request.body, max_bytes)
+                self.journal_write(move |conn, state| {
+                    ingest_tx(conn, state, record, &request.body, max_bytes)
                 })
             }
             Err(e) => Box::pin(async move { Err(e) }),
@@ -324,14 +324,17 @@ impl Pipeline for SqliteStore {
     }
 
     fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned> {
-        self.journal_write(move |conn, journal| {
+        self.journal_write(move |conn, state| {
             // Segments no request points into any more (pruned before) go
             // first: this prune's deletes are not committed yet.
-            let freed = free_segments(conn, journal)?;
+            let freed = free_segments(conn, &mut state.journal)?;
             if freed > 0 {
                 tracing::info!(segments = freed, "removed journal segments no event needs");
             }
-            prune_tx(conn, before_ms, now_ms)
+            let held = state.keys.expire(now_ms);
+            let mut pruned = prune_tx(conn, before_ms, now_ms)?;
+            pruned.dedup_keys += held;
+            Ok(pruned)
         })
     }
 

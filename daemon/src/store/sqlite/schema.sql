@@ -31,13 +31,16 @@ CREATE TABLE IF NOT EXISTS events (
     routed_at     INTEGER,
     rule_runs     TEXT,                   -- JSON of the last routing's rule runs
     rules_version INTEGER,                -- the rule set version that routed it (per daemon start)
-    duplicates    INTEGER NOT NULL DEFAULT 0
+    duplicates    INTEGER NOT NULL DEFAULT 0,
+    dedup_key     TEXT,                   -- kept in memory, then written to dedup in bulk (keys.rs)
+    dedup_until   INTEGER                 -- when the key stops counting
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events(id) WHERE state = 'pending';
 -- Every index costs each webhook a write; time ranges use the ULID id, and
 -- listing by source or type scans (newest first, bounded by the limit).
 
--- Dedup keys seen within the window, per source.
+-- Dedup keys seen within the window, per source: written in sorted runs
+-- (the newest are held in memory and in their events' rows, see keys.rs).
 CREATE TABLE IF NOT EXISTS dedup (
     source     TEXT NOT NULL,
     key        TEXT NOT NULL,

@@ -446,3 +446,24 @@ async fn a_torn_tail_and_a_damaged_record_are_passed_over_and_said() {
         "{\"body\":\"c1\"}"
     );
 }
+
+#[tokio::test]
+async fn dedup_keys_held_in_memory_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || SqliteStore::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
+    let store = open();
+    ingest_all(&store, &["e1", "e2"]).await;
+    store.close();
+    let store = open();
+    let r = store
+        .ingest(
+            signed_request("r-again", "{}"),
+            &[event("e1-again", "k-e1")],
+            60_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ingested::Duplicate("e1".into())]);
+    let detail = store.show_event("e1".into()).await.unwrap();
+    assert_eq!(detail.duplicates, 1);
+}
