@@ -510,3 +510,64 @@ fn stored_requests_keep_no_credentials() {
         invoice_viewed("inv_redact")
     );
 }
+
+/// The journal's last segment, after a daemon has written to it.
+fn journal_segment(env: &Env) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(env.path("data/journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("a journal segment")
+}
+
+/// A crash mid-write leaves half a frame at the journal's end; a bad disk
+/// garbles a record. The daemon starts, says what it cut off and skipped,
+/// and keeps every acknowledged event: its row and routing are in the
+/// database, only the damaged record's raw body is gone.
+#[test]
+fn a_torn_tail_and_a_damaged_record_cost_no_acknowledged_event() {
+    let env = Env::new();
+    let config = env.standard();
+    let daemon = Daemon::start(&config);
+    let ids: Vec<String> = (1..=5)
+        .map(|n| daemon.send_viewed(&format!("inv_torn_{n}")))
+        .collect();
+    assert_eq!(env.wait_audit(5).len(), 5);
+    daemon.stop();
+
+    let segment = journal_segment(&env);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let needle = b"inv_torn_3";
+    let at = bytes
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .expect("the third request's body in the journal");
+    bytes[at] ^= 0x20;
+    let half_a_frame = bytes[..40].to_vec();
+    bytes.extend_from_slice(&half_a_frame);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let daemon = Daemon::start(&config);
+    assert!(daemon.logged("torn tail of 40 bytes"), "{}", daemon.logs());
+    assert!(daemon.logged("damaged bytes"), "{}", daemon.logs());
+    for (n, id) in ids.iter().enumerate() {
+        let detail = show(&config, id);
+        assert_eq!(detail["state"], "routed", "{id}");
+        let body = detail["request"]["body"].as_str().unwrap();
+        if n == 2 {
+            assert!(body.contains("not available"), "{body}");
+        } else {
+            assert!(body.contains(&format!("inv_torn_{}", n + 1)), "{body}");
+        }
+    }
+    // Writing goes on after the last good record.
+    let later = daemon.send_viewed("inv_torn_after");
+    assert_eq!(env.wait_audit(6).len(), 6);
+    let detail = show(&config, &later);
+    assert!(detail["request"]["body"]
+        .as_str()
+        .unwrap()
+        .contains("inv_torn_after"));
+}

@@ -438,11 +438,24 @@ pub(super) fn request_record(
         seq: seq as u64,
         offset: offset as u64,
     };
-    let payload = journal::read_at(journal_dir, at)
-        .map_err(|e| StoreError::Other(format!("the request {request_id}: {e}")))?;
-    let (record, body) = IngestRecord::decode(&payload)
-        .map_err(|e| StoreError::Other(format!("the request {request_id}: {e}")))?;
-    Ok(record.request(body, row.verdict))
+    let read = journal::read_at(journal_dir, at).map_err(|e| e.to_string());
+    match read.and_then(|payload| {
+        IngestRecord::decode(&payload).map(|(record, body)| record.request(body, String::new()))
+    }) {
+        Ok(request) => Ok(RequestRecord {
+            verdict: row.verdict,
+            ..request
+        }),
+        // The event and its routing are in the database; only what came in
+        // raw is gone. Shown as such rather than hiding the event.
+        Err(why) => {
+            tracing::warn!(request = request_id, "the request's journal record: {why}");
+            Ok(RequestRecord {
+                body: format!("(not available: {why})"),
+                ..row
+            })
+        }
+    }
 }
 
 /// Removes the journal's sealed segments that no request row points into
