@@ -545,8 +545,10 @@ fn a_torn_tail_and_a_damaged_record_cost_no_acknowledged_event() {
         .rposition(|w| w == needle)
         .expect("the third request's body in the journal");
     bytes[at] ^= 0x20;
+    // Half a frame where the records end (over the zeros written ahead).
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
     let half_a_frame = bytes[..40].to_vec();
-    bytes.extend_from_slice(&half_a_frame);
+    bytes[end..end + 40].copy_from_slice(&half_a_frame);
     std::fs::write(&segment, &bytes).unwrap();
 
     let daemon = Daemon::start(&config);

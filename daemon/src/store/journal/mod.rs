@@ -14,6 +14,10 @@
 //! (CRC-32, `crc32fast`) over len, seq and payload.
 //! Sequence numbers rise by one from record to record, across segments.
 //!
+//! A segment is filled with zeros ahead of its records (see [`PREFILL`]):
+//! the records end where the zeros begin. Seqs start at 1, so a header of
+//! zeros is never a record.
+//!
 //! ## Damage
 //! - A **torn tail** (the last frames cut or garbled by a crash mid-write, no
 //!   good frame after them) is cut off at open, and said so.
@@ -31,13 +35,19 @@
 //! database points into it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Bytes before a record's payload.
 pub const HEADER: usize = 16;
 /// The largest payload a frame may claim; a header claiming more is damage.
 pub const MAX_RECORD: usize = 256 << 20;
+/// Zeros written ahead of the records, so that a group's `fdatasync` finds
+/// the file's size unchanged and has only data to flush (appending to a
+/// growing file costs a filesystem journal commit at every sync: here
+/// ~280 µs a sync against ~190 µs in place).
+const PREFILL: u64 = 4 << 20;
 
 /// Where a record is: its sequence number and its frame's offset in the
 /// segment that holds it (the segment is found from the seq).
@@ -133,7 +143,10 @@ pub struct Journal {
     /// First seqs of the segments, oldest first; the last is `active`'s.
     segments: Vec<u64>,
     active: File,
+    /// Where the records of the active segment end.
     active_len: u64,
+    /// The active segment's length: records, then zeros.
+    filled: u64,
     next_seq: u64,
     /// A frame group staged by `stage`, written by `commit`.
     staged: Vec<u8>,
@@ -214,7 +227,9 @@ fn scan(path: &Path, first: u64) -> io::Result<(Vec<Record>, Vec<Damage>, u64)> 
     let mut at = 0usize;
     let mut last: Option<u64> = None;
     let mut end = 0u64;
-    while at < buf.len() {
+    // Where anything but the zeros written ahead ends.
+    let written = buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    while at < written {
         if let Some((seq, body)) = frame_at(&buf, at, plausible(last, first)) {
             if let Some(prev) = last.filter(|p| seq > p + 1) {
                 // A gap with no damaged bytes: frames lost whole are damage too.
@@ -238,7 +253,7 @@ fn scan(path: &Path, first: u64) -> io::Result<(Vec<Record>, Vec<Damage>, u64)> 
             continue;
         }
         // Damage: find the next good frame, if any.
-        let next = (at + 1..buf.len())
+        let next = (at + 1..written)
             .find_map(|i| frame_at(&buf, i, plausible(last, first)).map(|(seq, _)| (i, seq)));
         match next {
             Some((i, seq)) => {
@@ -257,7 +272,7 @@ fn scan(path: &Path, first: u64) -> io::Result<(Vec<Record>, Vec<Damage>, u64)> 
                 damage.push(Damage::TornTail {
                     segment: path.to_path_buf(),
                     offset: at as u64,
-                    bytes: (buf.len() - at) as u64,
+                    bytes: (written - at) as u64,
                 });
                 break;
             }
@@ -296,7 +311,7 @@ impl Journal {
         })?;
         let mut segments = list_segments(dir)?;
         let mut damage = Vec::new();
-        let (active, active_len, next_seq) = match segments.last().copied() {
+        let (active, active_len, next_seq, filled) = match segments.last().copied() {
             None => {
                 let path = dir.join(segment_name(first_seq));
                 let file = OpenOptions::new()
@@ -307,7 +322,7 @@ impl Journal {
                     .open(&path)?;
                 sync_dir(dir)?;
                 segments.push(first_seq);
-                (file, 0, first_seq)
+                (file, 0, first_seq, 0)
             }
             Some(first) => {
                 let path = dir.join(segment_name(first));
@@ -319,7 +334,8 @@ impl Journal {
                 }
                 damage = found;
                 let next = records.last().map_or(first, |r| r.position.seq + 1);
-                (file, end, next)
+                let filled = file.metadata()?.len();
+                (file, end, next, filled)
             }
         };
         let bytes = segments
@@ -327,7 +343,8 @@ impl Journal {
             .filter_map(|s| std::fs::metadata(dir.join(segment_name(*s))).ok())
             .map(|m| m.len())
             .sum();
-        let mut journal = Journal {
+        let journal = Journal {
+            filled,
             bytes,
             dir: dir.to_path_buf(),
             options,
@@ -340,7 +357,6 @@ impl Journal {
             broken: None,
             _lock: lock,
         };
-        journal.active.seek(SeekFrom::Start(active_len))?;
         Ok((journal, damage))
     }
 
@@ -384,6 +400,7 @@ impl Journal {
         sync_dir(&self.dir)?;
         self.active = file;
         self.active_len = 0;
+        self.filled = 0;
         self.segments.push(self.next_seq);
         Ok(())
     }
@@ -401,9 +418,27 @@ impl Journal {
         if let Some(why) = &self.broken {
             return Err(io::Error::other(why.clone()));
         }
-        if let Err(e) = self.active.write_all(&group) {
-            let _ = self.active.set_len(self.active_len);
-            let _ = self.active.seek(SeekFrom::Start(self.active_len));
+        let end = self.active_len + group.len() as u64;
+        if end > self.filled {
+            // Zeros ahead, written with this group: one sync covers both,
+            // and the groups after it overwrite zeros in place.
+            let to = end + PREFILL.min(self.options.segment_bytes);
+            let zeros = vec![0u8; (to - self.filled).min(1 << 20) as usize];
+            let mut at = self.filled;
+            while at < to {
+                let n = (to - at).min(zeros.len() as u64) as usize;
+                self.active.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            self.bytes += to - self.filled;
+            self.filled = to;
+        }
+        if let Err(e) = self.active.write_all_at(&group, self.active_len) {
+            // What got written must read as zeros again, not as a record.
+            let zeros = vec![0u8; group.len()];
+            if self.active.write_all_at(&zeros, self.active_len).is_err() {
+                self.broken = Some(format!("a write to the journal failed earlier: {e}"));
+            }
             return Err(e);
         }
         if self.options.sync {
@@ -412,8 +447,7 @@ impl Journal {
                 return Err(e);
             }
         }
-        self.active_len += group.len() as u64;
-        self.bytes += group.len() as u64;
+        self.active_len = end;
         self.next_seq += count;
         Ok(())
     }

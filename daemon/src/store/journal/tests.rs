@@ -1,4 +1,5 @@
 use super::*;
+use std::os::unix::fs::FileExt;
 
 fn opts() -> JournalOptions {
     JournalOptions {
@@ -60,11 +61,12 @@ fn a_torn_tail_is_cut_off_and_said() {
     // The next group's write cut short: a whole header, half a payload.
     let mut frame = Vec::new();
     frame_into(&mut frame, 3, &[b'x'; 100]);
-    let mut f = OpenOptions::new()
-        .append(true)
+    // Written where the records end, over the zeros written ahead.
+    let f = OpenOptions::new()
+        .write(true)
         .open(last_segment(tmp.path()))
         .unwrap();
-    f.write_all(&frame[..60]).unwrap();
+    f.write_all_at(&frame[..60], end).unwrap();
     drop(f);
     let (mut j, damage) = Journal::open(tmp.path(), opts(), 1).unwrap();
     assert_eq!(
@@ -95,25 +97,27 @@ fn a_torn_tail_is_cut_off_and_said() {
 }
 
 #[test]
-fn a_tail_of_zeros_is_torn_too() {
-    // A file extended but never written (a crash after the size was
-    // updated) reads as zeros.
+fn the_zeros_written_ahead_are_no_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut j, _) = Journal::open(tmp.path(), opts(), 1).unwrap();
     append(&mut j, &[b"kept"]);
+    let end = j.active_len;
     drop(j);
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(last_segment(tmp.path()))
-        .unwrap();
-    f.write_all(&[0u8; 4096]).unwrap();
-    drop(f);
-    let (j, damage) = Journal::open(tmp.path(), opts(), 1).unwrap();
-    assert!(matches!(
-        damage.as_slice(),
-        [Damage::TornTail { bytes: 4096, .. }]
-    ));
+    let len = std::fs::metadata(last_segment(tmp.path())).unwrap().len();
+    assert!(len > end, "zeros are written ahead of the records");
+    let (mut j, damage) = Journal::open(tmp.path(), opts(), 1).unwrap();
+    assert!(damage.is_empty(), "{damage:?}");
     assert_eq!(j.next_seq(), 2);
+    // The next group overwrites the zeros in place.
+    let p = append(&mut j, &[b"next"]);
+    assert_eq!(p[0].offset, end);
+    assert_eq!(
+        std::fs::metadata(last_segment(tmp.path())).unwrap().len(),
+        len
+    );
+    let (all, damage) = read_from(tmp.path(), 0).unwrap();
+    assert!(damage.is_empty());
+    assert_eq!(all.len(), 2);
 }
 
 #[test]
