@@ -468,3 +468,71 @@ async fn dedup_keys_held_in_memory_survive_a_restart() {
     let detail = store.show_event("e1".into()).await.unwrap();
     assert_eq!(detail.duplicates, 1);
 }
+
+#[tokio::test]
+async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        &dir.path().join("s.db"),
+        StoreOptions {
+            segment_bytes: 4096,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let segments = || {
+        let mut s: Vec<_> = std::fs::read_dir(dir.path().join("journal"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        s.sort();
+        s
+    };
+    let old = now_ms() - 100_000;
+    let id = |n: u128| ulid::Ulid::from_parts(old as u64, n).to_string();
+    // Old requests, each its own group: several segments fill up.
+    for n in 0..12u128 {
+        let mut req = request(&id(1000 + n), old);
+        req.body = bytes::Bytes::from(vec![b'x'; 1500]);
+        store
+            .ingest(req, &[event(&id(n), &format!("k{n}"))], 1_000)
+            .await
+            .unwrap();
+    }
+    let before = segments();
+    assert!(before.len() >= 4, "{before:?}");
+    // All but the last event are routed; the last stays pending, so its
+    // request (and its segment) is kept.
+    for n in 0..11u128 {
+        store
+            .record_routing(Routing {
+                event_id: id(n),
+                rule_runs: json!([]),
+                rules_version: 1,
+                jobs: vec![],
+                routed_at_ms: old,
+                claim_with: None,
+            })
+            .await
+            .unwrap();
+    }
+    let pruned = store.prune(old + 1, now_ms()).await.unwrap();
+    assert_eq!((pruned.events, pruned.requests), (11, 11));
+    // Segments are freed by the prune after the one that emptied them.
+    store.prune(old + 1, now_ms()).await.unwrap();
+    let after = segments();
+    assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+    // The kept event's request still reads from its segment.
+    let kept = store.show_event(id(11)).await.unwrap();
+    assert_eq!(kept.request.body.len(), 1500);
+    assert!(!kept.request.body.contains("not available"));
+    // And a restart finds the journal whole.
+    store.close();
+    let store = SqliteStore::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
+    assert!(store.recovery().damage.is_empty(), "{:?}", store.recovery());
+    assert_eq!(
+        store.show_event(id(11)).await.unwrap().request.body.len(),
+        1500
+    );
+}
