@@ -47,7 +47,7 @@ pub const MAX_RECORD: usize = 256 << 20;
 /// the file's size unchanged and has only data to flush (appending to a
 /// growing file costs a filesystem journal commit at every sync: here
 /// ~280 µs a sync against ~190 µs in place).
-const PREFILL: u64 = 4 << 20;
+const PREFILL: u64 = 1 << 20;
 
 /// Where a record is: its sequence number and its frame's offset in the
 /// segment that holds it (the segment is found from the seq).
