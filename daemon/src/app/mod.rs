@@ -185,6 +185,7 @@ impl Switchyard {
             sources: ArcSwap::from_pointee(crate::ingress::sources(
                 &config.sources,
                 built.topology.sources,
+                &pool,
             )),
             pool,
             plugin_timeout: config.plugin_timeout,
@@ -309,8 +310,11 @@ impl Switchyard {
             }
         }
         let (sources, actions) = (topology.sources.len(), topology.actions.len());
-        self.ingress
-            .set_sources(crate::ingress::sources(&config.sources, topology.sources));
+        self.ingress.set_sources(crate::ingress::sources(
+            &config.sources,
+            topology.sources,
+            &self.ingress.pool,
+        ));
         self.dispatcher
             .set_actions(crate::dispatch::actions(&config.actions, topology.actions));
         self.config.store(Arc::new(config));

@@ -4,12 +4,15 @@
 //! Owns: the plugin registry (name → loaded library), plugin instances, and
 //! the [`CallPool`] every plugin call runs on: a bounded set of blocking
 //! threads, each call with a deadline, so a slow or stuck plugin costs a
-//! permit, never an async worker thread.
+//! permit, never an async worker thread; and [`Lane`]s (`lane.rs`), which
+//! run a source's verifications on the pool's threads with fewer thread
+//! wake-ups under load.
 //! Calls: the plugin ABI; imports nothing of the daemon but `config`'s
 //! `Problem`. Told what to build as [`PluginUse`]s, it knows no stage's
 //! config.
 
 mod instance;
+mod lane;
 mod library;
 
 use std::collections::BTreeMap;
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 pub use instance::{ExecOutcome, Instance, OwnedRequest, PluginError};
+pub use lane::Lane;
 pub use library::{is_library, load, load_copies_into, LoadError, Plugin, Role};
 
 use crate::config::Problem;
@@ -187,6 +191,16 @@ impl CallPool {
         CallPool {
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
         }
+    }
+
+    /// A permit now, if one is free.
+    pub fn try_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// A permit once one is free.
+    pub async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().acquire_owned().await.ok()
     }
 
     /// Runs `f` on a blocking thread within `deadline` (waiting for a free

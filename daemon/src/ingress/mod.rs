@@ -55,7 +55,7 @@ use warp::http::{HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 
 use crate::event::Event;
-use crate::host::{CallPool, Instance, OwnedRequest, PluginError};
+use crate::host::{CallPool, Instance, Lane, OwnedRequest, PluginError};
 use crate::metrics::Metrics;
 use crate::store::{BacklogGauge, Ingested, PendingEvent, Pipeline};
 
@@ -77,6 +77,8 @@ pub struct Source {
     pub allow_ips: Vec<ipnet::IpNet>,
     /// Credential values to redact wherever a stored request carries them.
     pub credentials: Vec<String>,
+    /// Where its verifications run (on the plugin call pool).
+    pub lane: Arc<Lane>,
 }
 
 impl Source {
@@ -91,6 +93,7 @@ impl Source {
 pub fn sources(
     configs: &BTreeMap<String, SourceConfig>,
     instances: BTreeMap<String, Arc<Instance>>,
+    pool: &CallPool,
 ) -> BTreeMap<String, Arc<Source>> {
     instances
         .into_iter()
@@ -102,6 +105,7 @@ pub fn sources(
                 redact_headers: sc.redact_headers.clone(),
                 allow_ips: sc.allow_ips.clone(),
                 credentials: sc.credentials.clone(),
+                lane: Lane::new(pool.clone()),
             };
             Some((name, Arc::new(source)))
         })
@@ -282,8 +286,9 @@ impl Ingress {
         Ok(sender)
     }
 
-    /// The provider plugin's verdict, on the call pool within the plugin
-    /// deadline: the events it found, or the answer to a refusal.
+    /// The provider plugin's verdict, on the source's lane (the call pool's
+    /// threads) within the plugin deadline: the events it found, or the
+    /// answer to a refusal.
     async fn verify(
         &self,
         source: &Source,
@@ -293,8 +298,8 @@ impl Ingress {
         let m = &self.metrics;
         let instance = source.instance.clone();
         let lent = request.clone();
-        let verdict = self
-            .pool
+        let verdict = source
+            .lane
             .call(self.plugin_timeout, move || instance.verify(&lent))
             .await
             .and_then(|r| r);
