@@ -29,8 +29,8 @@ pub struct StoreConfig {
     /// anchors it).
     pub path: PathBuf,
     pub durability: Durability,
-    /// Largest size of the database file in MiB; writes beyond fail as
-    /// "full" and ingress answers 503.
+    /// Largest size of the store in MiB, database and journal together;
+    /// ingests beyond fail as "full" and ingress answers 503.
     pub max_size_mb: Option<u64>,
     /// Routed events and finished jobs older than this are pruned.
     #[serde(deserialize_with = "de::duration")]
