@@ -12,13 +12,20 @@
 //! (`synchronous = NORMAL`): what it may lose to a power cut is applied
 //! again from the journal at the next open (`ingest::recover`).
 //!
+//! Checkpoints (copying the WAL into the database file, with their syncs)
+//! run on a thread and connection of their own, asked for by the writer
+//! every 64 commits, so that no acknowledgement waits for one; past 4,096
+//! WAL frames the writer copies the last few itself so that the WAL starts
+//! over (a checkpoint beside a writer that never pauses never catches up).
+//!
 //! Here: opening, the schema (`schema.sql`) and its migration, the writer
-//! thread with group commit, the read pool. `ingest.rs`: what becomes of a
+//! thread with group commit, the checkpointer, the read pool. `ingest.rs`: what becomes of a
 //! request's events, its journal record and its rows; `pipeline.rs`: the
 //! pipeline's other transactions ([`Pipeline`]); `queries.rs`: the
 //! operators' read models and actions ([`Queries`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +41,10 @@ use super::{
 };
 
 const SCHEMA: &str = include_str!("schema.sql");
+/// Commits between two checkpoints (on the checkpointer's thread).
+const CHECKPOINT_EVERY: u32 = 64;
+/// WAL frames past which the checkpointer starts the WAL over.
+const WAL_RESTART_FRAMES: i64 = 4096;
 /// Most writes committed together.
 const MAX_BATCH: usize = 1024;
 /// Rows removed per prune transaction, so pruning never holds the writer long.
@@ -246,13 +257,19 @@ impl SqliteStore {
                 "applied journal records the database had lost (its last commits before a crash)"
             );
         }
+        // Checkpoints (copying the WAL into the database, with its syncs)
+        // run on a thread of their own, off the path an acknowledgement
+        // waits on; the writer only asks for one now and then.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(map_err)?;
+        let checkpointer = start_checkpointer(path, &options, Arc::new(AtomicI64::new(0)))?;
         let (tx, rx) = std_mpsc::channel::<Op>();
         let durability = options.durability;
         let on_commit: Arc<std::sync::OnceLock<CommitObserver>> = Arc::default();
         let observer = on_commit.clone();
         let thread = std::thread::Builder::new()
             .name("switchyard-store".into())
-            .spawn(move || writer(conn, state, rx, durability, observer))
+            .spawn(move || writer(conn, state, rx, durability, observer, checkpointer))
             .map_err(|e| StoreError::Other(format!("cannot start the store writer: {e}")))?;
         Ok(SqliteStore {
             on_commit,
@@ -386,8 +403,15 @@ fn writer(
     rx: std_mpsc::Receiver<Op>,
     durability: Durability,
     on_commit: Arc<std::sync::OnceLock<CommitObserver>>,
+    checkpointer: Checkpointer,
 ) {
+    let Checkpointer {
+        ask: checkpoints,
+        wal_frames,
+        thread: checkpoint_thread,
+    } = checkpointer;
     let mut synchronous = "";
+    let mut since_checkpoint = 0u32;
     // Statements run per batch and per write: parse them once.
     let run =
         |sql: &str| -> rusqlite::Result<()> { conn.prepare_cached(sql)?.execute([]).map(|_| ()) };
@@ -475,6 +499,22 @@ fn writer(
         for reply in replies {
             reply(commit.clone());
         }
+        since_checkpoint += 1;
+        if since_checkpoint >= CHECKPOINT_EVERY {
+            // A full queue means one is asked for already.
+            let _ = checkpoints.try_send(());
+            since_checkpoint = 0;
+        }
+        // A checkpoint on another connection never catches a writer that
+        // keeps writing, and the WAL starts over only once one has: past a
+        // bound, the writer copies the last frames itself (the checkpointer
+        // copied the rest), and its next transaction starts the WAL over.
+        if wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+            wal_frames.store(0, Ordering::Relaxed);
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!("store: checkpoint failed (tried again later): {e}");
+            }
+        }
         if state.keys.len() >= keys::FLUSH_AT {
             match state.keys.flush(&conn, super::now_ms()) {
                 Ok(n) => tracing::debug!(keys = n, "dedup keys written"),
@@ -482,6 +522,51 @@ fn writer(
             }
         }
     }
+    // The checkpointer's connection closes before the writer's: the last
+    // to close folds the WAL into the database.
+    drop(checkpoints);
+    let _ = checkpoint_thread.join();
+}
+
+/// The checkpointer: a connection of its own that copies the WAL into the
+/// database when the writer asks (a passive checkpoint: the writer goes on
+/// meanwhile), and says how long the WAL has grown.
+fn start_checkpointer(
+    path: &Path,
+    options: &StoreOptions,
+    wal_frames: Arc<AtomicI64>,
+) -> StoreResult<Checkpointer> {
+    let conn = open_connection(path, options, true)?;
+    let (tx, rx) = std_mpsc::sync_channel::<()>(1);
+    let frames = wal_frames.clone();
+    let thread = std::thread::Builder::new()
+        .name("switchyard-ckpt".into())
+        .spawn(move || {
+            let frames_seen = frames;
+            let checkpoint = |mode: &str| -> rusqlite::Result<i64> {
+                conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(1))
+            };
+            while rx.recv().is_ok() {
+                match checkpoint("PASSIVE") {
+                    Ok(frames) => frames_seen.store(frames, Ordering::Relaxed),
+                    Err(e) => tracing::warn!("store: checkpoint failed (tried again later): {e}"),
+                }
+            }
+        })
+        .map_err(|e| StoreError::Other(format!("cannot start the checkpointer: {e}")))?;
+    Ok(Checkpointer {
+        ask: tx,
+        wal_frames,
+        thread,
+    })
+}
+
+/// The writer's side of the checkpointer.
+struct Checkpointer {
+    ask: std_mpsc::SyncSender<()>,
+    /// The WAL's length in frames, as the last checkpoint found it.
+    wal_frames: Arc<AtomicI64>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// Brings a store made by an earlier version up to this schema.
