@@ -188,53 +188,20 @@ mod tests {
         assert_eq!(lane.call(Duration::from_secs(5), || 7).await.unwrap(), 7);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stuck_call_holds_up_only_its_own_thread() {
-        let lane = Lane::new(CallPool::new(4));
-        let (release, stuck) = std::sync::mpsc::channel::<()>();
-        let stuck = Mutex::new(stuck);
-        let slow = {
-            let lane = lane.clone();
-            tokio::spawn(async move {
-                lane.call(Duration::from_millis(300), move || {
-                    let _ = stuck.lock().unwrap().recv();
-                })
-                .await
-            })
-        };
-        // Once the stuck call has begun, later calls get another thread.
-        let began = Instant::now();
-        while lane
-            .state
-            .lock()
-            .unwrap()
-            .drainers
-            .values()
-            .all(|s| s.is_none())
-        {
-            assert!(began.elapsed() < Duration::from_secs(5));
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        tokio::time::sleep(SLOW).await;
-        for n in 0..20 {
-            assert_eq!(
-                lane.call(Duration::from_secs(5), move || n).await.unwrap(),
-                n
-            );
-        }
-        // The stuck call's caller gets a timeout at its deadline.
-        assert!(matches!(slow.await.unwrap(), Err(PluginError::Timeout(_))));
-        release.send(()).unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn with_every_permit_held_by_stuck_calls_a_call_is_busy() {
-        let lane = Lane::new(CallPool::new(1));
+    /// Starts a call that blocks until the sender is used (or dropped),
+    /// and returns once it has been in its call for longer than [`SLOW`].
+    async fn stuck_call(
+        lane: &Arc<Lane>,
+        deadline: Duration,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), PluginError>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
         let (release, stuck) = std::sync::mpsc::channel::<()>();
         let stuck = Mutex::new(stuck);
         let l = lane.clone();
-        let first = tokio::spawn(async move {
-            l.call(Duration::from_millis(200), move || {
+        let call = tokio::spawn(async move {
+            l.call(deadline, move || {
                 let _ = stuck.lock().unwrap().recv();
             })
             .await
@@ -252,6 +219,29 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(SLOW).await;
+        (call, release)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_call_holds_up_only_its_own_thread() {
+        let lane = Lane::new(CallPool::new(4));
+        let (slow, release) = stuck_call(&lane, Duration::from_millis(300)).await;
+        // Later calls get another thread.
+        for n in 0..20 {
+            assert_eq!(
+                lane.call(Duration::from_secs(5), move || n).await.unwrap(),
+                n
+            );
+        }
+        // The stuck call's caller gets a timeout at its deadline.
+        assert!(matches!(slow.await.unwrap(), Err(PluginError::Timeout(_))));
+        release.send(()).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_every_permit_held_by_stuck_calls_a_call_is_busy() {
+        let lane = Lane::new(CallPool::new(1));
+        let (first, release) = stuck_call(&lane, Duration::from_millis(200)).await;
         let err = lane
             .call(Duration::from_millis(50), || 1)
             .await

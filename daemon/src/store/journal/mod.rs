@@ -285,6 +285,19 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A new, empty segment whose first record will be `first_seq`, its name
+/// made durable in the folder.
+fn create_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join(segment_name(first_seq)))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`, first seq
     /// `first_seq` if it is new, and cuts off a torn tail. Returns what was
@@ -313,14 +326,7 @@ impl Journal {
         let mut damage = Vec::new();
         let (active, active_len, next_seq, filled) = match segments.last().copied() {
             None => {
-                let path = dir.join(segment_name(first_seq));
-                let file = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .read(true)
-                    .write(true)
-                    .open(&path)?;
-                sync_dir(dir)?;
+                let file = create_segment(dir, first_seq)?;
                 segments.push(first_seq);
                 (file, 0, first_seq, 0)
             }
@@ -390,14 +396,7 @@ impl Journal {
 
     fn roll(&mut self) -> io::Result<()> {
         self.active.sync_all()?;
-        let path = self.dir.join(segment_name(self.next_seq));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        sync_dir(&self.dir)?;
+        let file = create_segment(&self.dir, self.next_seq)?;
         self.active = file;
         self.active_len = 0;
         self.filled = 0;

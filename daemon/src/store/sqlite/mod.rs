@@ -91,24 +91,28 @@ trait WriteOp: Send {
 
 type Op = Box<dyn WriteOp>;
 
+/// A queued write: a closure run on the writer thread with its connection
+/// and what it holds beside it (the journal, the recent keys).
 struct Write<F, T> {
     f: F,
     tx: oneshot::Sender<StoreResult<T>>,
+    /// Whether the database's commit must be synced for it: an operator's
+    /// command. Ingests are synced by the journal's group instead.
     sync: bool,
 }
 
 impl<F, T> WriteOp for Write<F, T>
 where
-    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    F: FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
     T: Send + 'static,
 {
     fn needs_sync(&self) -> bool {
         self.sync
     }
 
-    fn run(self: Box<Self>, conn: &Connection, _: &mut WriterState) -> (bool, Reply) {
+    fn run(self: Box<Self>, conn: &Connection, state: &mut WriterState) -> (bool, Reply) {
         let Write { f, tx, .. } = *self;
-        let result = f(conn);
+        let result = f(conn, state);
         let ok = result.is_ok();
         let reply: Reply = Box::new(move |commit: StoreResult<()>| {
             let _ = tx.send(commit.and(result));
@@ -126,38 +130,6 @@ where
 pub(super) struct WriterState {
     pub journal: Journal,
     pub keys: keys::RecentKeys,
-}
-
-/// A queued write that uses the journal (or the recent keys) too.
-struct JournalWrite<F, T> {
-    f: F,
-    tx: oneshot::Sender<StoreResult<T>>,
-}
-
-impl<F, T> WriteOp for JournalWrite<F, T>
-where
-    F: FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
-    T: Send + 'static,
-{
-    /// What it stages is synced with the journal's group, not by the
-    /// database's commit.
-    fn needs_sync(&self) -> bool {
-        false
-    }
-
-    fn run(self: Box<Self>, conn: &Connection, state: &mut WriterState) -> (bool, Reply) {
-        let JournalWrite { f, tx } = *self;
-        let result = f(conn, state);
-        let ok = result.is_ok();
-        let reply: Reply = Box::new(move |commit: StoreResult<()>| {
-            let _ = tx.send(commit.and(result));
-        });
-        (ok, reply)
-    }
-
-    fn fail(self: Box<Self>, error: StoreError) {
-        let _ = self.tx.send(Err(error));
-    }
 }
 
 pub struct SqliteStore {
@@ -320,6 +292,7 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreFuture<'_, T> {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let f = move |conn: &Connection, _: &mut WriterState| f(conn);
         self.queue(Box::new(Write { f, tx, sync }), rx)
     }
 
@@ -330,7 +303,7 @@ impl SqliteStore {
         f: impl FnOnce(&Connection, &mut WriterState) -> StoreResult<T> + Send + 'static,
     ) -> StoreFuture<'_, T> {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
-        self.queue(Box::new(JournalWrite { f, tx }), rx)
+        self.queue(Box::new(Write { f, tx, sync: false }), rx)
     }
 
     fn queue<T: Send + 'static>(

@@ -41,6 +41,18 @@ fn request(id: &str, at: i64) -> StoredRequest {
     }
 }
 
+/// A routing that wanted no action.
+fn no_jobs(event_id: &str, at: i64) -> Routing {
+    Routing {
+        event_id: event_id.into(),
+        rule_runs: json!([]),
+        rules_version: 1,
+        jobs: vec![],
+        routed_at_ms: at,
+        claim_with: None,
+    }
+}
+
 fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
@@ -199,17 +211,7 @@ async fn prune_removes_old_routed_events_and_expired_keys() {
         .ingest(request(&id(4), old), &[event(&e2, "k2")], 1_000)
         .await
         .unwrap();
-    store
-        .record_routing(Routing {
-            event_id: e1.clone(),
-            rule_runs: json!([]),
-            rules_version: 1,
-            jobs: vec![],
-            routed_at_ms: old,
-            claim_with: None,
-        })
-        .await
-        .unwrap();
+    store.record_routing(no_jobs(&e1, old)).await.unwrap();
     let pruned = store.prune(old + 1, now_ms()).await.unwrap();
     assert_eq!(
         (pruned.events, pruned.requests, pruned.dedup_keys),
@@ -505,17 +507,7 @@ async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
     // All but the last event are routed; the last stays pending, so its
     // request (and its segment) is kept.
     for n in 0..11u128 {
-        store
-            .record_routing(Routing {
-                event_id: id(n),
-                rule_runs: json!([]),
-                rules_version: 1,
-                jobs: vec![],
-                routed_at_ms: old,
-                claim_with: None,
-            })
-            .await
-            .unwrap();
+        store.record_routing(no_jobs(&id(n), old)).await.unwrap();
     }
     let pruned = store.prune(old + 1, now_ms()).await.unwrap();
     assert_eq!((pruned.events, pruned.requests), (11, 11));
