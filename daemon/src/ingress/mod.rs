@@ -3,7 +3,7 @@
 //! Owns: `POST /hooks/{source}[/{rest}]` as a warp filter, the body limit,
 //! who may send, turning a request into a plugin call and the verdict into
 //! an HTTP answer, what of a request is never stored, and the sources'
-//! config (`[sources.NAME]`). Calls: `host` (verify on the call pool) and
+//! config (`[sources.NAME]`). Calls: `host` (verify on the source's lane) and
 //! `store` (persist before the answer), then hands new events to the router
 //! through a channel it is given. Imports no later stage.
 //!

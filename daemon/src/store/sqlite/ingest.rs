@@ -302,25 +302,11 @@ pub(super) fn ingest_tx(
 
 /// The last journal record the database holds, if it has ever held one.
 pub(super) fn applied_seq(conn: &Connection) -> StoreResult<Option<u64>> {
-    conn.query_row(
-        "SELECT value FROM meta WHERE key = 'journal_seq'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()
-    .map(|v| v.map(|v| v as u64))
-    .map_err(map_err)
+    Ok(meta(conn, "journal_seq")?.map(|v| v as u64))
 }
 
 pub(super) fn set_applied_seq(conn: &Connection, seq: u64) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES ('journal_seq', ?1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .map_err(map_err)?
-    .execute(params![seq as i64])
-    .map_err(map_err)?;
-    Ok(())
+    set_meta(conn, "journal_seq", seq as i64)
 }
 
 /// What opening the store found in its journal.
@@ -369,8 +355,7 @@ pub(super) fn recover(
     if records.is_empty() {
         return Ok((journal, report));
     }
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
-    let result = (|| {
+    in_transaction(conn, || {
         let mut last = None;
         for r in &records {
             last = Some(r.position.seq);
@@ -385,18 +370,11 @@ pub(super) fn recover(
                 }
             }
         }
-        if let Some(seq) = last {
-            set_applied_seq(conn, seq)?;
+        match last {
+            Some(seq) => set_applied_seq(conn, seq),
+            None => Ok(()),
         }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => conn.execute_batch("COMMIT").map_err(map_err)?,
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(e);
-        }
-    }
+    })?;
     Ok((journal, report))
 }
 
@@ -440,12 +418,10 @@ pub(super) fn request_record(
     };
     let read = journal::read_at(journal_dir, at).map_err(|e| e.to_string());
     match read.and_then(|payload| {
-        IngestRecord::decode(&payload).map(|(record, body)| record.request(body, String::new()))
+        IngestRecord::decode(&payload)
+            .map(|(record, body)| record.request(body, row.verdict.clone()))
     }) {
-        Ok(request) => Ok(RequestRecord {
-            verdict: row.verdict,
-            ..request
-        }),
+        Ok(request) => Ok(request),
         // The event and its routing are in the database; only what came in
         // raw is gone. Shown as such rather than hiding the event.
         Err(why) => {

@@ -14,9 +14,9 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
-use super::{map_err, StoreResult};
+use super::{in_transaction, map_err, meta, set_meta, StoreResult};
 
 /// Keys held before they are written to the `dedup` table together.
 pub const FLUSH_AT: usize = 16_384;
@@ -99,8 +99,7 @@ impl RecentKeys {
             .filter(|(_, (_, until))| *until > now_ms)
             .collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
-        let written = (|| {
+        in_transaction(conn, || {
             let mut insert = conn
                 .prepare_cached(
                     "INSERT OR REPLACE INTO dedup (source, key, event_id, expires_at)
@@ -112,29 +111,11 @@ impl RecentKeys {
                     .execute(params![source, key, id, until])
                     .map_err(map_err)?;
             }
-            conn.execute(
-                "INSERT INTO meta (key, value)
-                 VALUES ('dedup_rowid', (SELECT COALESCE(MAX(rowid), 0) FROM events))
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [],
-            )
-            .map_err(map_err)?;
-            Ok(entries.len())
-        })();
-        let written = written.and_then(|n| {
-            conn.execute_batch("COMMIT").map_err(map_err)?;
-            Ok(n)
-        });
-        match written {
-            Ok(n) => {
-                self.map.clear();
-                Ok(n)
-            }
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+            set_meta(conn, "dedup_rowid", last_event_rowid(conn)?)
+        })?;
+        let written = entries.len();
+        self.map.clear();
+        Ok(written)
     }
 }
 
@@ -142,24 +123,19 @@ impl RecentKeys {
 /// (new, or made before keys were held in memory) gets it at its last row:
 /// every key before is in `dedup` already.
 fn flushed_rowid(conn: &Connection) -> StoreResult<i64> {
-    let mark: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'dedup_rowid'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(map_err)?;
-    if let Some(mark) = mark {
+    if let Some(mark) = meta(conn, "dedup_rowid")? {
         return Ok(mark);
     }
-    conn.execute(
-        "INSERT INTO meta (key, value)
-         VALUES ('dedup_rowid', (SELECT COALESCE(MAX(rowid), 0) FROM events))",
-        [],
-    )
-    .map_err(map_err)?;
-    flushed_rowid(conn)
+    let mark = last_event_rowid(conn)?;
+    set_meta(conn, "dedup_rowid", mark)?;
+    Ok(mark)
+}
+
+fn last_event_rowid(conn: &Connection) -> StoreResult<i64> {
+    conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |r| {
+        r.get(0)
+    })
+    .map_err(map_err)
 }
 
 #[cfg(test)]

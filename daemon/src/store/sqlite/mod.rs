@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -570,6 +570,41 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
         conn.execute_batch("ALTER TABLE events ADD COLUMN rules_version INTEGER")
             .map_err(map_err)?;
     }
+    Ok(())
+}
+
+/// Runs `f` in a transaction of its own: committed if it succeeds, rolled
+/// back if it or the commit fails. Outside the writer's batches only (the
+/// recovery at open, the dedup keys' flush between batches).
+fn in_transaction<T>(conn: &Connection, f: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
+    let done = f().and_then(|v| {
+        conn.execute_batch("COMMIT").map_err(map_err)?;
+        Ok(v)
+    });
+    if done.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
+}
+
+/// One of the store's own marks (the `meta` table).
+fn meta(conn: &Connection, key: &str) -> StoreResult<Option<i64>> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .map_err(map_err)?
+        .query_row(params![key], |r| r.get(0))
+        .optional()
+        .map_err(map_err)
+}
+
+fn set_meta(conn: &Connection, key: &str, value: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .map_err(map_err)?
+    .execute(params![key, value])
+    .map_err(map_err)?;
     Ok(())
 }
 
