@@ -341,7 +341,13 @@ pub(super) fn recover(
     };
     let (journal, mut damage) = Journal::open(dir, options, first).map_err(unavailable)?;
     let from = applied.map_or(0, |s| s + 1);
-    let (records, more) = journal::read_from(dir, from).map_err(unavailable)?;
+    // After a clean stop the database holds every record: the last segment,
+    // scanned by opening it, need not be read again.
+    let (records, more) = if from >= journal.next_seq() {
+        (Vec::new(), Vec::new())
+    } else {
+        journal::read_from(dir, from).map_err(unavailable)?
+    };
     // The last segment's damage was found by opening it; the rest is new.
     for d in more {
         if !damage.contains(&d) && !matches!(d, Damage::TornTail { .. }) {
