@@ -7,6 +7,13 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: a webhook's small allocations are
+/// freed on other threads than made them, which glibc's arenas handle
+/// slowly (measured in bench/README.md). Plugins and SQLite keep glibc's:
+/// nothing allocated on one side of the plugin ABI is freed on the other.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use cli::args::{Cli, Command, RulesCommand};
