@@ -37,7 +37,7 @@
  *   - Nothing is freed across the boundary, except the instance through destroy().
  *
  * Threads
- *   - verify(), execute() and sample() may be called concurrently on one
+ *   - verify(), execute(), execute_batch() and sample() may be called concurrently on one
  *     instance from several host threads. They are called from a blocking
  *     pool, never from the host's async runtime, and may block (do I/O).
  *   - create() and destroy() are never concurrent with other calls on the
@@ -58,7 +58,7 @@ extern "C" {
 #endif
 
 #define SWITCHYARD_ABI_MAJOR 1
-#define SWITCHYARD_ABI_MINOR 2
+#define SWITCHYARD_ABI_MINOR 3
 #define SWITCHYARD_ENTRY_SYMBOL "switchyard_plugin_v1"
 
 /*
@@ -193,6 +193,23 @@ typedef struct sy_host {
  *     may carry {"retry_after_ms": N} (retry no sooner: a Retry-After) or
  *     {"disable": true} (the target is gone, HTTP 410: the host pauses the
  *     action until it is enabled again).
+ * execute_batch(instance, jobs_json, timeout_ms, out)    [optional, actions; ABI 1.3]
+ *     For an action that does several jobs at once more cheaply than one by
+ *     one (one write and one fsync for many lines, one connection for many
+ *     requests). The host then hands it every job of the action that is
+ *     ready, in one call on one thread, instead of one call per job; jobs
+ *     that must wait for another (an ordering key) still come one by one
+ *     through execute(). An action leaves it NULL to get one call per job.
+ *     jobs_json: [JOB, ...], each as execute() receives it, in order.
+ *     All of them must be done within timeout_ms. On SY_OK:
+ *       set_json({"outcomes": [OUTCOME, ...]}), one per job, in order:
+ *       {"status": "done" | "retryable" | "permanent",
+ *        "message": "...",            for a failure
+ *        "result": {...},             optional, on done (as execute's)
+ *        "retry_after_ms": N,         optional, on retryable
+ *        "disable": true}             optional, on permanent (HTTP 410)
+ *     Any other status, or a document without one outcome per job, counts
+ *     for every job of the call (SY_ERR_PANIC: each may be retried).
  * sample(instance, event_name, out)                      [optional, providers]
  *     A correctly signed sample request for a named event, as
  *       {"method": "POST", "query": "", "headers": [["name","value"], ...],
@@ -213,7 +230,9 @@ typedef struct sy_plugin {
     int32_t (*verify)(void *instance, const sy_request *request, sy_out *out);
     int32_t (*execute)(void *instance, sy_bytes job_json, uint64_t timeout_ms, sy_out *out);
     int32_t (*sample)(void *instance, sy_bytes event_name, sy_out *out);
-    /* Later minors append optional entries here (none yet as of 1.2). */
+    /* ABI 1.3 */
+    int32_t (*execute_batch)(void *instance, sy_bytes jobs_json, uint64_t timeout_ms, sy_out *out);
+    /* Later minors append optional entries here. */
 } sy_plugin;
 
 /* The size of the 1.0 table, for ever: the smallest table a host accepts. */
@@ -264,7 +283,8 @@ SY_ASSERT(offsetof(sy_plugin, verify) == 5 * SY_P + 8, "sy_plugin.verify");
 SY_ASSERT(offsetof(sy_plugin, execute) == 6 * SY_P + 8, "sy_plugin.execute");
 SY_ASSERT(offsetof(sy_plugin, sample) == 7 * SY_P + 8, "sy_plugin.sample");
 SY_ASSERT(offsetof(sy_plugin, sample) + SY_P == SY_PLUGIN_V1_0_SIZE, "the 1.0 table ends with sample");
-SY_ASSERT(sizeof(sy_plugin) == SY_PLUGIN_V1_0_SIZE, "sy_plugin as of 1.2");
+SY_ASSERT(offsetof(sy_plugin, execute_batch) == SY_PLUGIN_V1_0_SIZE, "sy_plugin.execute_batch (1.3)");
+SY_ASSERT(sizeof(sy_plugin) == SY_PLUGIN_V1_0_SIZE + SY_P, "sy_plugin as of 1.3");
 #undef SY_P
 
 /* The one exported symbol. */

@@ -16,7 +16,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::ffi::{self, SyBytes, SyHost, SyOut, SyRequest};
-use crate::{Action, Host, Job, Outcome, Provider, Request, SampleError, VerifyOutput};
+use crate::{
+    Action, BatchOutcome, BatchOutput, Host, Job, Outcome, Provider, Request, SampleError,
+    VerifyOutput,
+};
 
 thread_local! {
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -278,6 +281,44 @@ pub unsafe extern "C" fn execute<T: Action>(
 
 /// # Safety
 /// Called by the host per the ABI contract.
+pub unsafe extern "C" fn execute_batch<T: Action>(
+    instance: *mut c_void,
+    jobs_json: SyBytes,
+    timeout_ms: u64,
+    out: *mut SyOut,
+) -> i32 {
+    let out = Out(out);
+    guard(&out, || {
+        let Some(action) = (instance as *const T).as_ref() else {
+            out.set_message("execute_batch called without an instance");
+            return ffi::SY_ERR_INTERNAL;
+        };
+        let jobs: Vec<Job> = match serde_json::from_slice(jobs_json.as_slice()) {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                out.set_message(&format!("jobs are not valid: {e}"));
+                return ffi::SY_FAIL_PERMANENT;
+            }
+        };
+        let outcomes = action.execute_batch(&jobs, Duration::from_millis(timeout_ms));
+        if outcomes.len() != jobs.len() {
+            out.set_message(&format!(
+                "execute_batch gave {} outcomes for {} jobs",
+                outcomes.len(),
+                jobs.len()
+            ));
+            return ffi::SY_ERR_INTERNAL;
+        }
+        let output = BatchOutput {
+            outcomes: outcomes.into_iter().map(BatchOutcome::from).collect(),
+        };
+        out.set_json(&serde_json::to_vec(&output).unwrap_or_default());
+        ffi::SY_OK
+    })
+}
+
+/// # Safety
+/// Called by the host per the ABI contract.
 pub unsafe extern "C" fn sample<T: Provider>(
     instance: *mut c_void,
     event_name: SyBytes,
@@ -314,4 +355,118 @@ pub unsafe extern "C" fn sample<T: Provider>(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// What a call handed back through its sy_out.
+    #[derive(Default)]
+    struct Sink {
+        json: Vec<u8>,
+        message: String,
+    }
+
+    extern "C" fn sink_json(ctx: *mut c_void, ptr: *const u8, len: usize) {
+        // SAFETY: ctx is the test's Sink; ptr/len the plugin's bytes.
+        unsafe { (*(ctx as *mut Sink)).json = std::slice::from_raw_parts(ptr, len).to_vec() };
+    }
+
+    extern "C" fn sink_message(ctx: *mut c_void, ptr: *const u8, len: usize) {
+        // SAFETY: as in sink_json.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+        unsafe { (*(ctx as *mut Sink)).message = String::from_utf8_lossy(bytes).into_owned() };
+    }
+
+    /// Done for an even `n`, a Retry-After for an odd one, gone without
+    /// one; a panic for `n = 0`.
+    struct Numbers;
+
+    impl Action for Numbers {
+        fn create(_host: Host, _config: Value) -> Result<Self, String> {
+            Ok(Numbers)
+        }
+        fn execute(&self, job: &Job, _timeout: Duration) -> Outcome {
+            match job.params["n"].as_u64() {
+                Some(0) => panic!("zero"),
+                Some(n) if n % 2 == 0 => Outcome::Done(Some(json!({ "n": n }))),
+                Some(n) => Outcome::RetryAfter(format!("odd {n}"), Duration::from_millis(1500)),
+                None => Outcome::Gone("no n".into()),
+            }
+        }
+        const BATCHES: bool = true;
+    }
+
+    fn jobs(params: &[Value]) -> Vec<u8> {
+        let jobs: Vec<Value> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                json!({"id": format!("j{i}"), "idempotency_key": format!("k{i}"), "action": "a",
+                       "rule": "r", "attempt": 1, "params": p, "event": {}})
+            })
+            .collect();
+        serde_json::to_vec(&jobs).unwrap()
+    }
+
+    fn call(jobs_json: &[u8]) -> (i32, Sink) {
+        let mut sink = Sink::default();
+        let mut out = SyOut {
+            ctx: &mut sink as *mut Sink as *mut c_void,
+            set_json: sink_json,
+            set_message: sink_message,
+            struct_size: std::mem::size_of::<SyOut>(),
+        };
+        let instance = Box::into_raw(Box::new(Numbers)) as *mut c_void;
+        // SAFETY: an instance of Numbers, the bytes and out live for the call.
+        let status = unsafe {
+            let status =
+                execute_batch::<Numbers>(instance, SyBytes::from_slice(jobs_json), 1000, &mut out);
+            destroy::<Numbers>(instance);
+            status
+        };
+        (status, sink)
+    }
+
+    #[test]
+    fn a_batch_answers_one_outcome_per_job_in_order() {
+        let (status, sink) = call(&jobs(&[json!({"n": 2}), json!({"n": 3}), json!({})]));
+        assert_eq!(status, ffi::SY_OK, "{}", sink.message);
+        let output: Value = serde_json::from_slice(&sink.json).unwrap();
+        assert_eq!(
+            output,
+            json!({"outcomes": [
+                {"status": "done", "result": {"n": 2}},
+                {"status": "retryable", "message": "odd 3", "retry_after_ms": 1500},
+                {"status": "permanent", "message": "no n", "disable": true},
+            ]})
+        );
+        let back: BatchOutput = serde_json::from_value(output).unwrap();
+        let outcomes: Vec<Outcome> = back.outcomes.into_iter().map(Outcome::from).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                Outcome::Done(Some(json!({"n": 2}))),
+                Outcome::RetryAfter("odd 3".into(), Duration::from_millis(1500)),
+                Outcome::Gone("no n".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_panic_or_bad_jobs_fail_the_whole_call() {
+        let (status, sink) = call(&jobs(&[json!({"n": 2}), json!({"n": 0})]));
+        assert_eq!(status, ffi::SY_ERR_PANIC);
+        assert!(sink.message.contains("zero"), "{}", sink.message);
+        assert!(sink.json.is_empty());
+        let (status, sink) = call(b"{\"not\": \"a list\"}");
+        assert_eq!(status, ffi::SY_FAIL_PERMANENT);
+        assert!(
+            sink.message.contains("jobs are not valid"),
+            "{}",
+            sink.message
+        );
+    }
 }

@@ -11,7 +11,7 @@
 use std::ffi::{c_char, c_void};
 
 pub const ABI_MAJOR: u16 = 1;
-pub const ABI_MINOR: u16 = 2;
+pub const ABI_MINOR: u16 = 3;
 /// The exported entry symbol, NUL-terminated for `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"switchyard_plugin_v1\0";
 
@@ -129,6 +129,13 @@ pub type ExecuteFn = unsafe extern "C" fn(
     timeout_ms: u64,
     out: *mut SyOut,
 ) -> i32;
+/// ABI 1.3: several jobs of one action in one call (`execute_batch`).
+pub type ExecuteBatchFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    jobs_json: SyBytes,
+    timeout_ms: u64,
+    out: *mut SyOut,
+) -> i32;
 pub type SampleFn =
     unsafe extern "C" fn(instance: *mut c_void, event_name: SyBytes, out: *mut SyOut) -> i32;
 
@@ -146,6 +153,8 @@ pub struct SyPlugin {
     pub verify: Option<VerifyFn>,
     pub execute: Option<ExecuteFn>,
     pub sample: Option<SampleFn>,
+    /// ABI 1.3.
+    pub execute_batch: Option<ExecuteBatchFn>,
 }
 
 // SAFETY: a plugin table is immutable static data: two string literals and

@@ -260,6 +260,87 @@ pub struct FailureDetail {
     pub disable: bool,
 }
 
+/// One job's outcome in `execute_batch`'s answer (ABI 1.3):
+/// `{"status": "done" | "retryable" | "permanent", "message", "result",
+/// "retry_after_ms", "disable"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchOutcome {
+    pub status: BatchStatus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(flatten)]
+    pub detail: FailureDetail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchStatus {
+    Done,
+    Retryable,
+    Permanent,
+}
+
+/// `execute_batch`'s answer: one outcome per job, in order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BatchOutput {
+    pub outcomes: Vec<BatchOutcome>,
+}
+
+impl From<Outcome> for BatchOutcome {
+    fn from(outcome: Outcome) -> BatchOutcome {
+        let (status, message, result, detail) = match outcome {
+            Outcome::Done(result) => (
+                BatchStatus::Done,
+                String::new(),
+                result,
+                FailureDetail::default(),
+            ),
+            Outcome::Retryable(m) => (BatchStatus::Retryable, m, None, FailureDetail::default()),
+            Outcome::RetryAfter(m, after) => (
+                BatchStatus::Retryable,
+                m,
+                None,
+                FailureDetail {
+                    retry_after_ms: Some(after.as_millis().min(u64::MAX as u128) as u64),
+                    disable: false,
+                },
+            ),
+            Outcome::Permanent(m) => (BatchStatus::Permanent, m, None, FailureDetail::default()),
+            Outcome::Gone(m) => (
+                BatchStatus::Permanent,
+                m,
+                None,
+                FailureDetail {
+                    retry_after_ms: None,
+                    disable: true,
+                },
+            ),
+        };
+        BatchOutcome {
+            status,
+            message,
+            result,
+            detail,
+        }
+    }
+}
+
+impl From<BatchOutcome> for Outcome {
+    fn from(b: BatchOutcome) -> Outcome {
+        match (b.status, b.detail.retry_after_ms, b.detail.disable) {
+            (BatchStatus::Done, ..) => Outcome::Done(b.result),
+            (BatchStatus::Retryable, Some(ms), _) => {
+                Outcome::RetryAfter(b.message, Duration::from_millis(ms))
+            }
+            (BatchStatus::Retryable, None, _) => Outcome::Retryable(b.message),
+            (BatchStatus::Permanent, _, true) => Outcome::Gone(b.message),
+            (BatchStatus::Permanent, _, false) => Outcome::Permanent(b.message),
+        }
+    }
+}
+
 /// A correctly signed sample request, produced by a provider's `sample`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SampleRequest {
@@ -381,6 +462,18 @@ pub trait Action: Send + Sync + Sized + 'static {
     /// Carry out a job within `timeout`. The same job may arrive again after
     /// a retryable failure or a crash: use `job.idempotency_key` to dedupe.
     fn execute(&self, job: &Job, timeout: Duration) -> Outcome;
+
+    /// Whether the host should hand this action every ready job in one
+    /// [`execute_batch`](Action::execute_batch) call (ABI 1.3) rather than
+    /// one `execute` call per job. Worth it when many jobs at once cost
+    /// less than one by one (one write and one sync for many lines).
+    const BATCHES: bool = false;
+
+    /// Carry out several jobs within `timeout` in all, one outcome per job,
+    /// in order. Called only when [`BATCHES`](Action::BATCHES) is true.
+    fn execute_batch(&self, jobs: &[Job], timeout: Duration) -> Vec<Outcome> {
+        jobs.iter().map(|job| self.execute(job, timeout)).collect()
+    }
 }
 
 /// Exports a [`Provider`] implementation as a Switchyard plugin.
@@ -406,6 +499,7 @@ macro_rules! export_provider {
                 verify: Some($crate::export::verify::<$ty>),
                 execute: None,
                 sample: Some($crate::export::sample::<$ty>),
+                execute_batch: None,
             };
             &TABLE
         }
@@ -435,6 +529,11 @@ macro_rules! export_action {
                 verify: None,
                 execute: Some($crate::export::execute::<$ty>),
                 sample: None,
+                execute_batch: if <$ty as $crate::Action>::BATCHES {
+                    Some($crate::export::execute_batch::<$ty>)
+                } else {
+                    None
+                },
             };
             &TABLE
         }

@@ -10,9 +10,10 @@
  * Build: make   (or: cc -shared -fPIC -I../../plugin-api/include -o libswitchyard_c_example.so token_provider.c;
  *               with the Debian package's header: -I/usr/include/switchyard)
  *
- * Its table is exactly the ABI 1.0 size (sizeof(sy_plugin) as of 1.2). It
- * builds against the 1.1 header too (plugin-api/tests/abi-1.1), which is how
- * the tests show that a plugin built before a minor bump keeps working.
+ * Built against the 1.3 header its table is one entry (execute_batch, NULL
+ * for a provider) past the ABI 1.0 size. It builds against the 1.1 and 1.2
+ * headers too (plugin-api/tests/abi-1.1, abi-1.2), which is how the tests
+ * show that a plugin built before a minor bump keeps working.
  */
 #include <stdio.h>
 #include <stdlib.h>

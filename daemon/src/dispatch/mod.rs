@@ -13,12 +13,19 @@
 //! (`config.rs`). Calls: `host` (action instances, the call pool), `store`
 //! (the pipeline). Imports no later stage.
 //!
+//! An action whose plugin takes several jobs in one call (ABI 1.3
+//! `execute_batch`, e.g. the file action: one write and one fsync for many
+//! lines) gets them so: while one call of it runs, the jobs that become
+//! ready wait in its queue, and the next call takes them all (at most
+//! [`BATCH_MAX`]) on one pool thread — no timer, so one job alone goes at
+//! once. Jobs with an ordering key still go one by one.
+//!
 //! Actions run at least once: a job is claimed, then run, then recorded. A
 //! crash between the run and the record runs it again after the restart;
 //! the job's idempotency key, the same on every attempt, lets the action's
 //! target recognise the repeat.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,9 +37,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::host::{CallPool, ExecOutcome, Instance, PluginError};
 use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Pipeline};
 
+mod batch;
 mod config;
 pub mod gate;
 
+pub use batch::BATCH_MAX;
 pub use config::{ActionConfig, DeliveryConfig};
 
 use gate::{Admit, KeyQueues, Transition};
@@ -161,6 +170,8 @@ pub struct Dispatcher {
     handoff_tx: mpsc::Sender<ClaimedJob>,
     /// Jobs waiting behind one with the same ordering key.
     queues: Arc<KeyQueues>,
+    /// Per action that takes batches: the jobs waiting for its next call.
+    batches: Arc<std::sync::Mutex<HashMap<String, batch::BatchQueue>>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -184,6 +195,7 @@ impl Dispatcher {
             handoff: Arc::new(std::sync::Mutex::new(Some(handoff_rx))),
             handoff_tx,
             queues: Arc::new(KeyQueues::default()),
+            batches: Arc::default(),
             metrics,
         }
     }
@@ -329,6 +341,14 @@ impl Dispatcher {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
+        if key.is_none() && self.batches(&job.action) {
+            let action = job.action.clone();
+            if self.enqueue_batch(job, permit) {
+                let this = self.clone();
+                tasks.spawn(async move { this.run_batches(action).await });
+            }
+            return;
+        }
         let this = self.clone();
         tasks.spawn(async move {
             let _permit = permit;
@@ -349,17 +369,18 @@ impl Dispatcher {
         let started = now_ms();
         let attempt = self.attempt(&job).await;
         let finished = now_ms();
+        self.record(job, attempt, started, finished).await
+    }
+
+    /// Records an attempt's outcome: the action's gate, metrics, and the
+    /// job's new state in the store.
+    async fn record(&self, job: ClaimedJob, attempt: ExecOutcome, started: i64, finished: i64) {
         self.update_gate(&job.action, &attempt, finished).await;
         let finish = self.policy.decide(job.series_attempt, &attempt, finished);
         let action_label = crate::metrics::ActionLabel {
             action: job.action.clone(),
         };
-        let outcome = match &attempt {
-            ExecOutcome::Done(_) => "done",
-            ExecOutcome::Retryable(_) | ExecOutcome::RetryAfter(..) => "retryable",
-            ExecOutcome::Permanent(_) => "permanent",
-            ExecOutcome::Gone(_) => "gone",
-        };
+        let outcome = outcome_label(&attempt);
         self.metrics
             .action_attempts
             .get_or_create(&crate::metrics::ActionLabels {
@@ -371,10 +392,6 @@ impl Dispatcher {
             .action_seconds
             .get_or_create(&action_label)
             .observe((finished - started).max(0) as f64 / 1e3);
-        if let Some(a) = self.actions().get(&job.action) {
-            self.metrics
-                .plugin_call(&a.instance.plugin().name, "execute", outcome);
-        }
         if matches!(finish, Finish::Dead { .. }) {
             self.metrics.dead_letters.get_or_create(&action_label).inc();
         }
@@ -451,17 +468,7 @@ impl Dispatcher {
         let Ok(_slot) = action.permits.clone().acquire_owned().await else {
             return ExecOutcome::Retryable("action is shutting down".into());
         };
-        // The job as the ABI defines it for `execute`.
-        let json = serde_json::to_vec(&switchyard_plugin_api::Job {
-            id: job.id.clone(),
-            idempotency_key: job.idempotency_key.clone(),
-            action: job.action.clone(),
-            rule: job.rule.clone(),
-            attempt: job.attempt,
-            params: job.params.clone(),
-            event: job.event.clone(),
-        })
-        .unwrap_or_default();
+        let json = serde_json::to_vec(&plugin_job(job)).unwrap_or_default();
         let instance = action.instance.clone();
         let timeout = action.timeout;
         let started = std::time::Instant::now();
@@ -470,15 +477,18 @@ impl Dispatcher {
             .call(timeout, move || instance.execute(&json, timeout))
             .await
             .and_then(|r| r);
-        let attempt = match result {
-            Ok(outcome) => outcome,
-            // A plugin that times out, is busy or panics may succeed next time.
-            Err(
-                e @ (PluginError::Timeout(_) | PluginError::Busy(_) | PluginError::Panicked(_)),
-            ) => ExecOutcome::Retryable(e.to_string()),
-            Err(e) => ExecOutcome::Permanent(e.to_string()),
-        };
-        let ms = started.elapsed().as_millis() as u64;
+        let attempt = result.unwrap_or_else(failed_call);
+        self.metrics.plugin_call(
+            &action.instance.plugin().name,
+            "execute",
+            outcome_label(&attempt),
+        );
+        self.logged(job, attempt, started.elapsed().as_millis() as u64)
+    }
+
+    /// Logs an attempt's outcome.
+    fn logged(&self, job: &ClaimedJob, attempt: ExecOutcome, ms: u64) -> ExecOutcome {
+        let event_id = event_id(job);
         match &attempt {
             ExecOutcome::Done(_) => tracing::info!(
                 %event_id, rule = %job.rule, action = %job.action,
@@ -503,6 +513,40 @@ impl Dispatcher {
             ),
         }
         attempt
+    }
+}
+
+/// The job as the ABI defines it for `execute` and `execute_batch`.
+fn plugin_job(job: &ClaimedJob) -> switchyard_plugin_api::Job {
+    switchyard_plugin_api::Job {
+        id: job.id.clone(),
+        idempotency_key: job.idempotency_key.clone(),
+        action: job.action.clone(),
+        rule: job.rule.clone(),
+        attempt: job.attempt,
+        params: job.params.clone(),
+        event: job.event.clone(),
+    }
+}
+
+/// An outcome as the metrics name it.
+fn outcome_label(attempt: &ExecOutcome) -> &'static str {
+    match attempt {
+        ExecOutcome::Done(_) => "done",
+        ExecOutcome::Retryable(_) | ExecOutcome::RetryAfter(..) => "retryable",
+        ExecOutcome::Permanent(_) => "permanent",
+        ExecOutcome::Gone(_) => "gone",
+    }
+}
+
+/// What a call that did not return an outcome means for its jobs.
+fn failed_call(e: PluginError) -> ExecOutcome {
+    match e {
+        // A plugin that times out, is busy or panics may succeed next time.
+        PluginError::Timeout(_) | PluginError::Busy(_) | PluginError::Panicked(_) => {
+            ExecOutcome::Retryable(e.to_string())
+        }
+        e => ExecOutcome::Permanent(e.to_string()),
     }
 }
 

@@ -292,6 +292,49 @@ impl Instance {
         }
     }
 
+    /// Whether the action takes several jobs in one call (ABI 1.3).
+    pub fn batches(&self) -> bool {
+        self.plugin.table.execute_batch.is_some()
+    }
+
+    /// Runs `n` jobs (`jobs_json`, a JSON array) in one call: an outcome
+    /// per job, in order, or one error for all of them.
+    pub fn execute_batch(
+        &self,
+        jobs_json: &[u8],
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<ExecOutcome>, PluginError> {
+        let Some(execute_batch) = self.plugin.table.execute_batch else {
+            return Err(PluginError::Unsupported("execute_batch".into()));
+        };
+        let mut buf = OutBuf::default();
+        let mut sink = buf.sink();
+        let ms = timeout.as_millis().min(u64::MAX as u128) as u64;
+        // SAFETY: jobs_json lives until the call returns.
+        let status =
+            unsafe { execute_batch(self.ptr, SyBytes::from_slice(jobs_json), ms, &mut sink) };
+        match status {
+            ffi::SY_OK => {}
+            // A failure of the whole call is each job's.
+            ffi::SY_FAIL_RETRYABLE => return Ok(vec![ExecOutcome::Retryable(buf.message()); n]),
+            ffi::SY_FAIL_PERMANENT => return Ok(vec![ExecOutcome::Permanent(buf.message()); n]),
+            other => return Err(status_error(other, &mut buf)),
+        }
+        let output: switchyard_plugin_api::BatchOutput = buf
+            .json
+            .as_deref()
+            .and_then(|j| serde_json::from_slice(j).ok())
+            .ok_or_else(|| PluginError::BadOutput("execute_batch gave no outcomes".into()))?;
+        if output.outcomes.len() != n {
+            return Err(PluginError::BadOutput(format!(
+                "execute_batch gave {} outcomes for {n} jobs",
+                output.outcomes.len()
+            )));
+        }
+        Ok(output.outcomes.into_iter().map(ExecOutcome::from).collect())
+    }
+
     /// Asks a provider for a correctly signed sample request.
     pub fn sample(&self, event: &str) -> Result<SampleRequest, PluginError> {
         let Some(sample) = self.plugin.table.sample else {

@@ -35,6 +35,8 @@ pub(crate) struct Table {
     pub verify: Option<ffi::VerifyFn>,
     pub execute: Option<ffi::ExecuteFn>,
     pub sample: Option<ffi::SampleFn>,
+    /// ABI 1.3: several jobs in one call.
+    pub execute_batch: Option<ffi::ExecuteBatchFn>,
 }
 
 /// One loaded plugin library.
@@ -254,6 +256,10 @@ fn read_table(lib: &libloading::Library, path: &Path) -> Result<Plugin, LoadErro
             verify: t.verify,
             execute: t.execute,
             sample: t.sample,
+            // Read only from a plugin that says it speaks 1.3.
+            execute_batch: t
+                .execute_batch
+                .filter(|_| minor >= 3 && role == Role::Action),
         },
     })
 }

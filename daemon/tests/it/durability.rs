@@ -109,6 +109,54 @@ action("scripted", #{{ fail_unless_exists: "{}" }});"#,
     assert!(gap >= 80, "gap {gap} ms");
 }
 
+/// A batch action (scripted takes its jobs in batch calls) given a job that
+/// panics, beside good ones from the same event (handed over together, so
+/// usually in one call): a failed call's jobs are each tried alone, so the
+/// good ones are done at their first attempt and only the panicking one is
+/// retried, then dead.
+#[test]
+fn a_job_that_panics_in_a_batch_call_fails_only_itself() {
+    let env = Env::new();
+    let config = scripted_env(
+        &env,
+        r#"const EVENTS = ["tight.*"];
+action("scripted", #{ n: 1 });
+action("scripted", #{ panic: true });
+action("scripted", #{ n: 3 });"#,
+    );
+    let daemon = Daemon::start(&config);
+    let id = daemon.send_viewed("inv_panic");
+    assert!(
+        eventually(20, || {
+            let jobs = show(&config, &id)["jobs"].clone();
+            jobs.as_array().is_some_and(|j| {
+                j.len() == 3
+                    && j.iter()
+                        .all(|job| job["state"] == "done" || job["state"] == "dead")
+            })
+        }),
+        "{}",
+        daemon.logs()
+    );
+    let jobs = show(&config, &id)["jobs"].clone();
+    for job in jobs.as_array().unwrap() {
+        if job["params"].get("panic").is_some() {
+            assert_eq!(job["state"], "dead", "{job}");
+            assert_eq!(job["attempts"], 3, "{job}");
+            assert!(
+                job["last_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("told to panic"),
+                "{job}"
+            );
+        } else {
+            assert_eq!(job["state"], "done", "{job}");
+            assert_eq!(job["attempts"], 1, "{job}");
+        }
+    }
+}
+
 #[test]
 fn permanent_failures_and_exhausted_retries_become_dead_letters_and_redrive_runs_them() {
     let env = Env::new();

@@ -84,6 +84,26 @@ fn metrics_move_as_requests_arrive_and_health_answers() {
         ),
         2.0
     );
+    // The file action takes its jobs in batch calls (ABI 1.3): no call of
+    // its per-job entry point.
+    let batch_calls = value(
+        &m,
+        "switchyard_plugin_calls_total",
+        &[
+            ("plugin", "file"),
+            ("call", "execute_batch"),
+            ("outcome", "ok"),
+        ],
+    );
+    assert!((1.0..=2.0).contains(&batch_calls), "{batch_calls}");
+    assert_eq!(
+        value(
+            &m,
+            "switchyard_plugin_calls_total",
+            &[("plugin", "file"), ("call", "execute")]
+        ),
+        0.0
+    );
     assert_eq!(value(&m, "switchyard_rules_version", &[]), 1.0);
 }
 

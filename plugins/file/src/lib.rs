@@ -14,9 +14,11 @@
 //! Failures to open or write the file are retryable (a full disk may clear);
 //! a job is never half-written, as each line goes out in one `write` call.
 //!
-//! With `fsync`, a job is reported done only once its line is on disk. Jobs
-//! running at once share an fsync: whoever syncs covers every line written
-//! before it started (group commit, as the store does).
+//! With `fsync`, a job is reported done only once its line is on disk. The
+//! host hands it every ready job in one call (ABI 1.3 `execute_batch`):
+//! their lines go out in one `write` and one fsync. Calls running at once
+//! share an fsync too: whoever syncs covers every line written before it
+//! started (group commit, as the store does).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -48,9 +50,9 @@ pub struct FileAction {
     include_event: bool,
     /// The open file (opened lazily, so a file that cannot be opened yet is
     /// a retryable job failure rather than a refused config) and the number
-    /// of lines written to it.
+    /// of writes made to it.
     file: Mutex<(Option<Arc<File>>, u64)>,
-    /// Lines known to be on disk; held while syncing, so one fsync runs at a time.
+    /// Writes known to be on disk; held while syncing, so one fsync runs at a time.
     synced: Mutex<u64>,
 }
 
@@ -107,48 +109,62 @@ impl Action for FileAction {
     }
 
     fn execute(&self, job: &Job, _timeout: Duration) -> Outcome {
-        let line = self.line(job);
+        match self.append(&self.line(job)) {
+            Ok(()) => Outcome::Done(None),
+            Err(message) => Outcome::Retryable(message),
+        }
+    }
+
+    /// Every ready job in one call: their lines in one `write`, one sync.
+    const BATCHES: bool = true;
+
+    fn execute_batch(&self, jobs: &[Job], _timeout: Duration) -> Vec<Outcome> {
+        let lines: Vec<u8> = jobs.iter().flat_map(|job| self.line(job)).collect();
+        let outcome = match self.append(&lines) {
+            Ok(()) => Outcome::Done(None),
+            Err(message) => Outcome::Retryable(message),
+        };
+        vec![outcome; jobs.len()]
+    }
+}
+
+impl FileAction {
+    /// Appends whole lines in one `write` and, with `fsync`, returns once
+    /// they are on disk: a sync that started after the write covers them.
+    fn append(&self, lines: &[u8]) -> Result<(), String> {
         let (file, seq) = {
             let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
             if guard.0.is_none() {
-                match self.open() {
-                    Ok(f) => guard.0 = Some(Arc::new(f)),
-                    Err(e) => {
-                        return Outcome::Retryable(format!(
-                            "cannot open {}: {e}",
-                            self.path.display()
-                        ))
-                    }
-                }
+                let f = self
+                    .open()
+                    .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+                guard.0 = Some(Arc::new(f));
             }
             let Some(file) = guard.0.clone() else {
-                return Outcome::Retryable("file not open".into());
+                return Err("file not open".into());
             };
-            if let Err(e) = (&*file).write_all(&line) {
+            if let Err(e) = (&*file).write_all(lines) {
                 // Reopen next time: the file may have been rotated or removed.
                 guard.0 = None;
-                return Outcome::Retryable(format!("cannot write {}: {e}", self.path.display()));
+                return Err(format!("cannot write {}: {e}", self.path.display()));
             }
             guard.1 += 1;
             (file, guard.1)
         };
         if !self.fsync {
-            return Outcome::Done(None);
+            return Ok(());
         }
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         if *synced >= seq {
             // An fsync that started after our write covered it.
-            return Outcome::Done(None);
+            return Ok(());
         }
-        // Every line written so far is covered by the fsync about to run.
+        // Every write made so far is covered by the fsync about to run.
         let upto = self.file.lock().unwrap_or_else(|p| p.into_inner()).1;
-        match file.sync_data() {
-            Ok(()) => {
-                *synced = upto.max(*synced);
-                Outcome::Done(None)
-            }
-            Err(e) => Outcome::Retryable(format!("cannot sync {}: {e}", self.path.display())),
-        }
+        file.sync_data()
+            .map_err(|e| format!("cannot sync {}: {e}", self.path.display()))?;
+        *synced = upto.max(*synced);
+        Ok(())
     }
 }
 
@@ -206,5 +222,39 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn a_batch_is_one_line_per_job_in_order_and_fails_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let action = FileAction::create(Host::detached(), json!({"path": path})).unwrap();
+        let jobs: Vec<Job> = (0..5).map(job).collect();
+        let outcomes = action.execute_batch(&jobs, Duration::from_secs(1));
+        assert_eq!(outcomes, vec![Outcome::Done(None); 5]);
+        assert_eq!(
+            action.execute(&job(5), Duration::from_secs(1)),
+            Outcome::Done(None)
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ns: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["params"]["n"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ns, vec![0, 1, 2, 3, 4, 5]);
+
+        let blocker = dir.path().join("blocker");
+        std::fs::write(&blocker, "").unwrap();
+        let action =
+            FileAction::create(Host::detached(), json!({"path": blocker.join("x.jsonl")})).unwrap();
+        let outcomes = action.execute_batch(&jobs[..2], Duration::from_secs(1));
+        assert_eq!(outcomes.len(), 2);
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Retryable(m) if m.contains("cannot open"))));
     }
 }

@@ -15,6 +15,7 @@ static TABLE: SyPlugin = SyPlugin {
     verify: None,
     execute: None,
     sample: None,
+    execute_batch: None,
 };
 
 #[no_mangle]

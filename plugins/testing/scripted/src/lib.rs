@@ -1,7 +1,8 @@
 //! An action whose outcome the job's params choose, for the dispatcher's
 //! tests: `{"fail": "permanent"}` fails for good, `{"fail": "retryable"}`
 //! fails for now, `{"fail_unless_exists": PATH}` fails (retryably) until
-//! that file exists; anything else succeeds.
+//! that file exists; `{"panic": true}` panics; anything else succeeds. It
+//! takes jobs in batch calls (ABI 1.3), one outcome per job.
 
 use std::time::Duration;
 
@@ -14,7 +15,12 @@ impl Action for Scripted {
         Ok(Scripted)
     }
 
+    const BATCHES: bool = true;
+
     fn execute(&self, job: &Job, _timeout: Duration) -> Outcome {
+        if job.params.get("panic").is_some() {
+            panic!("told to panic");
+        }
         if let Some(path) = job.params.get("fail_unless_exists").and_then(Value::as_str) {
             if !std::path::Path::new(path).exists() {
                 return Outcome::Retryable(format!("{path} does not exist yet"));
