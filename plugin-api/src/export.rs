@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::ffi::{self, SyBytes, SyHost, SyOut, SyRequest};
 use crate::{
-    Action, BatchOutcome, BatchOutput, Host, Job, Outcome, Provider, Request, SampleError,
+    Action, BatchOutcome, BatchOutput, BatchStatus, Host, Job, Provider, Request, SampleError,
     VerifyOutput,
 };
 
@@ -242,40 +242,23 @@ pub unsafe extern "C" fn execute<T: Action>(
                 return ffi::SY_FAIL_PERMANENT;
             }
         };
-        match action.execute(&job, Duration::from_millis(timeout_ms)) {
-            Outcome::Done(result) => {
-                if let Some(result) = result {
+        // The same outcome as a batch answers it, told through the status.
+        let outcome = BatchOutcome::from(action.execute(&job, Duration::from_millis(timeout_ms)));
+        let status = match outcome.status {
+            BatchStatus::Done => {
+                if let Some(result) = outcome.result {
                     out.set_json(&serde_json::to_vec(&result).unwrap_or_default());
                 }
-                ffi::SY_OK
+                return ffi::SY_OK;
             }
-            Outcome::Retryable(message) => {
-                out.set_message(&message);
-                ffi::SY_FAIL_RETRYABLE
-            }
-            Outcome::RetryAfter(message, after) => {
-                out.set_message(&message);
-                let detail = crate::FailureDetail {
-                    retry_after_ms: Some(after.as_millis().min(u64::MAX as u128) as u64),
-                    disable: false,
-                };
-                out.set_json(&serde_json::to_vec(&detail).unwrap_or_default());
-                ffi::SY_FAIL_RETRYABLE
-            }
-            Outcome::Permanent(message) => {
-                out.set_message(&message);
-                ffi::SY_FAIL_PERMANENT
-            }
-            Outcome::Gone(message) => {
-                out.set_message(&message);
-                let detail = crate::FailureDetail {
-                    retry_after_ms: None,
-                    disable: true,
-                };
-                out.set_json(&serde_json::to_vec(&detail).unwrap_or_default());
-                ffi::SY_FAIL_PERMANENT
-            }
+            BatchStatus::Retryable => ffi::SY_FAIL_RETRYABLE,
+            BatchStatus::Permanent => ffi::SY_FAIL_PERMANENT,
+        };
+        out.set_message(&outcome.message);
+        if outcome.detail.retry_after_ms.is_some() || outcome.detail.disable {
+            out.set_json(&serde_json::to_vec(&outcome.detail).unwrap_or_default());
         }
+        status
     })
 }
 
@@ -360,6 +343,7 @@ pub unsafe extern "C" fn sample<T: Provider>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Outcome;
     use serde_json::json;
 
     /// What a call handed back through its sy_out.
