@@ -1,8 +1,14 @@
 //! Batch calls: the jobs of an action whose plugin takes several in one
 //! call (ABI 1.3 `execute_batch`) wait in its queue while a call runs; the
 //! next call takes them all, up to [`BATCH_MAX`], on one pool thread.
+//!
+//! One task makes an action's calls while they are quick. When every call
+//! running has taken longer than [`SLOW_CALL`] (a slow target, a stuck
+//! request), another task starts on what waits, up to the action's
+//! concurrency, so one slow call does not hold up the jobs behind it.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
@@ -14,12 +20,62 @@ use crate::store::{now_ms, ClaimedJob};
 /// The most jobs handed to an action in one `execute_batch` call.
 pub const BATCH_MAX: usize = 256;
 
+/// A call running longer than this lets another task take the jobs
+/// waiting behind it.
+pub const SLOW_CALL: Duration = Duration::from_millis(5);
+
 /// Jobs waiting for their action's next batch call, with their slots.
 #[derive(Default)]
 pub(super) struct BatchQueue {
     jobs: Vec<(ClaimedJob, OwnedSemaphorePermit)>,
-    /// Whether a task is making calls for this action now.
-    running: bool,
+    /// The tasks making calls for this action: when each one's call began
+    /// (`None` between calls).
+    tasks: HashMap<u64, Option<Instant>>,
+    next_task: u64,
+    /// Whether a task waits to look again once the running calls are slow.
+    looking: bool,
+}
+
+/// What the jobs waiting in a queue need now.
+pub(super) enum Next {
+    /// A new task, registered under this id, to make calls.
+    Task(u64),
+    /// A look again at this instant (every call is running, none slow yet).
+    LookAt(Instant),
+    /// Nothing: a task will take them.
+    Nothing,
+}
+
+impl BatchQueue {
+    fn next(&mut self, concurrency: usize) -> Next {
+        if self.jobs.is_empty() || self.tasks.len() >= concurrency.max(1) {
+            return Next::Nothing;
+        }
+        let mut youngest = None;
+        for call in self.tasks.values() {
+            match call {
+                // Between calls: it takes the jobs next.
+                None => return Next::Nothing,
+                Some(began) => youngest = youngest.max(Some(*began)),
+            }
+        }
+        match youngest {
+            Some(began) if began.elapsed() < SLOW_CALL => {
+                if std::mem::replace(&mut self.looking, true) {
+                    Next::Nothing
+                } else {
+                    Next::LookAt(began + SLOW_CALL)
+                }
+            }
+            // No task, or every call is slow.
+            _ => {
+                let id = self.next_task;
+                self.next_task += 1;
+                self.tasks.insert(id, None);
+                Next::Task(id)
+            }
+        }
+    }
 }
 
 impl Dispatcher {
@@ -30,33 +86,69 @@ impl Dispatcher {
             .is_some_and(|a| a.instance.batches())
     }
 
-    /// Queues a job for its action's next batch call; true when no task is
-    /// making calls for that action, and the caller must start one.
-    pub(super) fn enqueue_batch(&self, job: ClaimedJob, permit: OwnedSemaphorePermit) -> bool {
+    /// The action's concurrency: at most this many calls at once.
+    fn concurrency(&self, action: &str) -> usize {
+        self.actions().get(action).map_or(1, |a| a.concurrency)
+    }
+
+    /// Queues a job for its action's next batch call, and says what the
+    /// queue needs now.
+    pub(super) fn enqueue_batch(&self, job: ClaimedJob, permit: OwnedSemaphorePermit) -> Next {
+        let concurrency = self.concurrency(&job.action);
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         let queue = batches.entry(job.action.clone()).or_default();
         queue.jobs.push((job, permit));
-        !std::mem::replace(&mut queue.running, true)
+        queue.next(concurrency)
+    }
+
+    /// Serves what the queue needs: a task making calls, or a look again
+    /// once the running calls have been slow.
+    pub(super) async fn serve(&self, action: String, mut next: Next) {
+        loop {
+            match next {
+                Next::Task(id) => return self.run_batches(&action, id).await,
+                Next::Nothing => return,
+                Next::LookAt(at) => {
+                    tokio::time::sleep_until(at.into()).await;
+                    let concurrency = self.concurrency(&action);
+                    let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+                    let Some(queue) = batches.get_mut(&action) else {
+                        return;
+                    };
+                    queue.looking = false;
+                    next = queue.next(concurrency);
+                }
+            }
+        }
     }
 
     /// Makes batch calls for an action until its queue is empty.
-    pub(super) async fn run_batches(&self, action: String) {
+    async fn run_batches(&self, action: &str, id: u64) {
         loop {
             let batch: Vec<_> = {
                 let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(queue) = batches.get_mut(&action) else {
+                let Some(queue) = batches.get_mut(action) else {
                     return;
                 };
                 if queue.jobs.is_empty() {
-                    queue.running = false;
+                    queue.tasks.remove(&id);
                     return;
                 }
+                queue.tasks.insert(id, Some(Instant::now()));
                 let n = queue.jobs.len().min(BATCH_MAX);
                 queue.jobs.drain(..n).collect()
             };
             let (jobs, _permits): (Vec<ClaimedJob>, Vec<_>) = batch.into_iter().unzip();
             let started = now_ms();
-            let outcomes = self.attempt_batch(&action, &jobs).await;
+            let outcomes = self.attempt_batch(action, &jobs).await;
+            if let Some(queue) = self
+                .batches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(action)
+            {
+                queue.tasks.insert(id, None);
+            }
             let finished = now_ms();
             // Recorded together: the store's writer takes them in one commit.
             join_all(

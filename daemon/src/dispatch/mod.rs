@@ -111,6 +111,8 @@ pub struct Action {
     pub instance: Arc<Instance>,
     pub timeout: Duration,
     pub permits: Arc<Semaphore>,
+    /// Calls at once at most (`concurrency`), the size of `permits`.
+    pub concurrency: usize,
     /// The circuit breaker and the pause after 410 Gone.
     pub breaker: gate::Breaker,
     /// The parameter that orders this action's jobs, if any.
@@ -128,6 +130,7 @@ impl Action {
             instance,
             timeout: config.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT),
             permits: Arc::new(Semaphore::new(config.concurrency)),
+            concurrency: config.concurrency,
             breaker: gate::Breaker::new(config.breaker_failures, config.breaker_cooldown),
             order_by: config.order_by.clone(),
         }
@@ -343,9 +346,10 @@ impl Dispatcher {
         };
         if key.is_none() && self.batches(&job.action) {
             let action = job.action.clone();
-            if self.enqueue_batch(job, permit) {
+            let next = self.enqueue_batch(job, permit);
+            if !matches!(next, batch::Next::Nothing) {
                 let this = self.clone();
-                tasks.spawn(async move { this.run_batches(action).await });
+                tasks.spawn(async move { this.serve(action, next).await });
             }
             return;
         }

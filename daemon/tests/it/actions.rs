@@ -198,6 +198,41 @@ fn a_slow_target_times_out_and_is_retried() {
     }));
 }
 
+/// The http action takes its jobs in batch calls; a call held up by a slow
+/// target must not hold up the jobs behind it. The receiver holds the first
+/// request until two more have come in (at most 20 s, past the action's
+/// 15 s deadline): they can only come in while it is held if another call
+/// carries them.
+#[test]
+fn a_slow_call_does_not_hold_up_the_jobs_behind_it() {
+    let env = Env::new();
+    let rx = Fixture::receiver(env.dir.path(), HOOK_SECRET, "hold:2");
+    let config = forwarding(&env, &rx.url(), "", "");
+    let daemon = Daemon::start(&config);
+    let first = daemon.send_viewed("inv_held");
+    assert!(
+        eventually(10, || rx.lines().len() == 1),
+        "{}",
+        daemon.logs()
+    );
+    let second = daemon.send_viewed("inv_next1");
+    let third = daemon.send_viewed("inv_next2");
+    let lines = rx.wait(4, 30);
+    let held = lines
+        .iter()
+        .find(|l| l["held"] == true)
+        .unwrap_or_else(|| panic!("the held request was not answered: {lines:?}"));
+    assert_eq!(held["released_by_others"], true, "{lines:?}");
+    for id in [&first, &second, &third] {
+        assert!(
+            eventually(10, || show(&config, id)["jobs"][0]["state"] == "done"),
+            "{id}: {}",
+            daemon.logs()
+        );
+        assert_eq!(show(&config, id)["jobs"][0]["attempts"], 1);
+    }
+}
+
 #[test]
 fn the_circuit_breaker_opens_and_closes() {
     let env = Env::new();

@@ -566,3 +566,10 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `switchyard events show ID` as JSON.
+pub fn show(config: &std::path::Path, id: &str) -> Value {
+    let (code, out) = cli(&["events", "show", id], config);
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}

@@ -11,12 +11,6 @@ use switchyard::store::{Queries, SqliteStore, StoreOptions};
 
 use crate::common::*;
 
-fn show(config: &std::path::Path, id: &str) -> Value {
-    let (code, out) = cli(&["events", "show", id], config);
-    assert_eq!(code, 0, "{out}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
 #[test]
 fn the_same_delivery_twice_is_routed_once() {
     let env = Env::new();

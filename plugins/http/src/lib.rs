@@ -12,17 +12,23 @@
 //!
 //! The body is the rule's `body` parameter when it gives one, else
 //! `{"type", "timestamp", "data"}` with the event envelope as `data`.
+//!
+//! It takes jobs in batch calls (ABI 1.3 `execute_batch`): the requests of a
+//! batch go out at once, over one async client whose connections are kept
+//! alive between calls, on a runtime of the plugin's own (one thread); the
+//! call returns when every request has its answer or its deadline.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::blocking::Client;
+use futures_util::future::join_all;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::Client;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
-use switchyard_plugin_support::http::{answer_text, http_outcome};
+use switchyard_plugin_support::http::{http_outcome, MAX_ANSWER_BYTES};
 use switchyard_plugin_support::standard_webhooks;
 use switchyard_plugin_support::{unix_now, Secret, SecretEncoding};
 
@@ -47,6 +53,9 @@ fn default_method() -> String {
 
 pub struct HttpAction {
     host: Host,
+    /// The client's runtime; a call's requests are driven by its own thread
+    /// (`block_on`), their connections by the runtime's.
+    runtime: tokio::runtime::Runtime,
     client: Client,
     url: reqwest::Url,
     method: Method,
@@ -103,8 +112,18 @@ impl Action for HttpAction {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("http: cannot make a client: {e}"))?;
+        // A thread of its own keeps the connections' tasks going between
+        // calls: an answer cut short closes its connection at once, and an
+        // idle connection the target closed is noticed before it is reused.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("switchyard-http")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("http: cannot start its runtime: {e}"))?;
         Ok(HttpAction {
             host,
+            runtime,
             client,
             url,
             method,
@@ -114,6 +133,20 @@ impl Action for HttpAction {
     }
 
     fn execute(&self, job: &Job, timeout: Duration) -> Outcome {
+        self.runtime.block_on(self.send(job, timeout))
+    }
+
+    const BATCHES: bool = true;
+
+    fn execute_batch(&self, jobs: &[Job], timeout: Duration) -> Vec<Outcome> {
+        self.runtime
+            .block_on(join_all(jobs.iter().map(|job| self.send(job, timeout))))
+    }
+}
+
+impl HttpAction {
+    /// Sends one job's request and tells what its answer means.
+    async fn send(&self, job: &Job, timeout: Duration) -> Outcome {
         let body = match serde_json::to_vec(&Self::body(job)) {
             Ok(b) => b,
             Err(e) => return Outcome::Permanent(format!("cannot encode the body: {e}")),
@@ -140,7 +173,7 @@ impl Action for HttpAction {
                 .header("webhook-timestamp", ts.to_string())
                 .header("webhook-signature", signatures.join(" "));
         }
-        match request.body(body).send() {
+        match request.body(body).send().await {
             Ok(resp) => {
                 let status = resp.status();
                 let retry = resp
@@ -148,7 +181,7 @@ impl Action for HttpAction {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let text = answer_text(resp);
+                let text = answer_start(resp).await;
                 let out = http_outcome(status.as_u16(), retry.as_deref(), &text);
                 self.host
                     .debug(&format!("{} → HTTP {}", self.url, status.as_u16()));
@@ -162,6 +195,20 @@ impl Action for HttpAction {
             Err(e) => Outcome::Retryable(format!("cannot reach {}: {}", self.url, error_chain(&e))),
         }
     }
+}
+
+/// The start of an answer's body as text: at most [`MAX_ANSWER_BYTES`],
+/// the rest never read (the connection is then closed, not reused).
+async fn answer_start(mut resp: reqwest::Response) -> String {
+    let max = MAX_ANSWER_BYTES as usize;
+    let mut kept = Vec::new();
+    while kept.len() < max {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(max - kept.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
