@@ -220,3 +220,84 @@ impl Dispatcher {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// A queue of `jobs` waiting, and tasks whose calls began at these
+    /// instants (`None`: between calls).
+    fn queue_with(jobs: usize, calls: &[Option<Instant>]) -> BatchQueue {
+        let slots = Arc::new(Semaphore::new(64));
+        let mut queue = BatchQueue::default();
+        for n in 0..jobs {
+            let job = ClaimedJob {
+                id: format!("j{n}"),
+                event: serde_json::json!({}),
+                rule: "r".into(),
+                action: "a".into(),
+                params: serde_json::json!({}),
+                idempotency_key: format!("k{n}"),
+                attempt: 1,
+                series_attempt: 1,
+            };
+            queue
+                .jobs
+                .push((job, slots.clone().try_acquire_owned().unwrap()));
+        }
+        for began in calls {
+            let id = queue.next_task;
+            queue.next_task += 1;
+            queue.tasks.insert(id, *began);
+        }
+        queue
+    }
+
+    /// A call that began long ago (slow), and one that has not yet begun by
+    /// the clock (young, however long the test takes).
+    fn slow() -> Option<Instant> {
+        Instant::now().checked_sub(Duration::from_secs(1))
+    }
+    fn young() -> Option<Instant> {
+        Some(Instant::now() + Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn waiting_jobs_get_a_task_only_when_none_is_quick() {
+        // No task yet: one starts, registered between calls.
+        let mut q = queue_with(1, &[]);
+        assert!(matches!(q.next(4), Next::Task(0)));
+        assert_eq!(q.tasks.get(&0), Some(&None));
+        // A task between calls takes them.
+        let mut q = queue_with(3, &[None, slow()]);
+        assert!(matches!(q.next(4), Next::Nothing));
+        // Every call slow: another task.
+        let mut q = queue_with(3, &[slow(), slow()]);
+        assert!(matches!(q.next(4), Next::Task(2)));
+        // ... but never more than the action's concurrency.
+        let mut q = queue_with(3, &[slow(), slow()]);
+        assert!(matches!(q.next(2), Next::Nothing));
+        // Nothing waits: nothing to do.
+        let mut q = queue_with(0, &[slow()]);
+        assert!(matches!(q.next(4), Next::Nothing));
+    }
+
+    #[test]
+    fn a_young_call_gets_one_look_again_when_it_turns_slow() {
+        let began = young().unwrap();
+        let mut q = queue_with(2, &[slow(), Some(began)]);
+        match q.next(4) {
+            // When the youngest call turns slow.
+            Next::LookAt(at) => assert_eq!(at, began + SLOW_CALL),
+            _ => panic!("expected a look again"),
+        }
+        // One look at a time.
+        assert!(matches!(q.next(4), Next::Nothing));
+        q.looking = false;
+        assert!(matches!(q.next(4), Next::LookAt(_)));
+    }
+}
