@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_plugin_api::ffi::{self, SyBytes, SyHeader, SyHost, SyOut, SyRequest};
-use switchyard_plugin_api::{EventDraft, RejectKind, Rejection, SampleRequest, VerifyOutput};
+use switchyard_plugin_api::{
+    BatchOutcome, BatchStatus, EventDraft, RejectKind, Rejection, SampleRequest, VerifyOutput,
+};
 
 use super::library::Plugin;
 
@@ -261,35 +263,30 @@ impl Instance {
         let ms = timeout.as_millis().min(u64::MAX as u128) as u64;
         // SAFETY: job_json lives until the call returns.
         let status = unsafe { execute(self.ptr, SyBytes::from_slice(job_json), ms, &mut sink) };
-        match status {
-            ffi::SY_OK => {
-                let result = buf
-                    .json
-                    .take()
-                    .and_then(|j| serde_json::from_slice(&j).ok());
-                Ok(ExecOutcome::Done(result))
-            }
-            ffi::SY_FAIL_RETRYABLE | ffi::SY_FAIL_PERMANENT => {
-                // Failure details came with ABI 1.1; a 1.0 plugin's output
-                // on failure means nothing to the host.
-                let detail: switchyard_plugin_api::FailureDetail = buf
-                    .json
-                    .as_deref()
-                    .filter(|_| self.plugin.speaks(1))
-                    .and_then(|j| serde_json::from_slice(j).ok())
-                    .unwrap_or_default();
-                let message = buf.message();
-                Ok(match (status, detail.retry_after_ms, detail.disable) {
-                    (ffi::SY_FAIL_RETRYABLE, Some(ms), _) => {
-                        ExecOutcome::RetryAfter(message, Duration::from_millis(ms))
-                    }
-                    (ffi::SY_FAIL_RETRYABLE, None, _) => ExecOutcome::Retryable(message),
-                    (_, _, true) => ExecOutcome::Gone(message),
-                    _ => ExecOutcome::Permanent(message),
-                })
-            }
-            other => Err(status_error(other, &mut buf)),
-        }
+        let status = match status {
+            ffi::SY_OK => BatchStatus::Done,
+            ffi::SY_FAIL_RETRYABLE => BatchStatus::Retryable,
+            ffi::SY_FAIL_PERMANENT => BatchStatus::Permanent,
+            other => return Err(status_error(other, &mut buf)),
+        };
+        let json = buf.json.take();
+        // One outcome as a batch would give it, read the same way. Failure
+        // details came with ABI 1.1: a 1.0 plugin's output on failure means
+        // nothing to the host.
+        let outcome = BatchOutcome {
+            status,
+            message: buf.message(),
+            result: json
+                .as_deref()
+                .filter(|_| status == BatchStatus::Done)
+                .and_then(|j| serde_json::from_slice(j).ok()),
+            detail: json
+                .as_deref()
+                .filter(|_| status != BatchStatus::Done && self.plugin.speaks(1))
+                .and_then(|j| serde_json::from_slice(j).ok())
+                .unwrap_or_default(),
+        };
+        Ok(ExecOutcome::from(outcome))
     }
 
     /// Whether the action takes several jobs in one call (ABI 1.3).
