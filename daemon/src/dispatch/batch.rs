@@ -79,22 +79,19 @@ impl BatchQueue {
 }
 
 impl Dispatcher {
-    /// Whether the action takes several jobs in one call.
-    pub(super) fn batches(&self, action: &str) -> bool {
-        self.actions()
-            .get(action)
-            .is_some_and(|a| a.instance.batches())
-    }
-
     /// The action's concurrency: at most this many calls at once.
     fn concurrency(&self, action: &str) -> usize {
         self.actions().get(action).map_or(1, |a| a.concurrency)
     }
 
-    /// Queues a job for its action's next batch call, and says what the
-    /// queue needs now.
-    pub(super) fn enqueue_batch(&self, job: ClaimedJob, permit: OwnedSemaphorePermit) -> Next {
-        let concurrency = self.concurrency(&job.action);
+    /// Queues a job for its action's next batch call (at most
+    /// `concurrency` calls at once), and says what the queue needs now.
+    pub(super) fn enqueue_batch(
+        &self,
+        job: ClaimedJob,
+        permit: OwnedSemaphorePermit,
+        concurrency: usize,
+    ) -> Next {
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         let queue = batches.entry(job.action.clone()).or_default();
         queue.jobs.push((job, permit));
@@ -170,7 +167,7 @@ impl Dispatcher {
                 .map(|job| self.logged(job, ExecOutcome::Permanent(msg.clone()), 0))
                 .collect();
         };
-        let Ok(_slot) = action.permits.clone().acquire_owned().await else {
+        let Ok(slot) = action.permits.clone().acquire_owned().await else {
             return vec![ExecOutcome::Retryable("action is shutting down".into()); jobs.len()];
         };
         let batch: Vec<switchyard_plugin_api::Job> = jobs.iter().map(plugin_job).collect();
@@ -203,7 +200,8 @@ impl Dispatcher {
                     "execute_batch",
                     outcome_label(&failed_call(e)),
                 );
-                drop(_slot);
+                // The jobs alone take their own slots.
+                drop(slot);
                 return join_all(jobs.iter().map(|job| self.attempt(job))).await;
             }
             Err(e) => {

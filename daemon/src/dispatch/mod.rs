@@ -344,9 +344,13 @@ impl Dispatcher {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
-        if key.is_none() && self.batches(&job.action) {
+        let batching = match self.actions().get(&job.action) {
+            Some(a) if key.is_none() && a.instance.batches() => Some(a.concurrency),
+            _ => None,
+        };
+        if let Some(concurrency) = batching {
             let action = job.action.clone();
-            let next = self.enqueue_batch(job, permit);
+            let next = self.enqueue_batch(job, permit, concurrency);
             if !matches!(next, batch::Next::Nothing) {
                 let this = self.clone();
                 tasks.spawn(async move { this.serve(action, next).await });
