@@ -11,7 +11,8 @@
 //! by the ids the record carries.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 use super::keys::RecentKeys;
 use super::*;
@@ -29,8 +30,20 @@ pub(super) struct EncodedEvent {
     source: String,
     kind: String,
     dedup_key: String,
-    envelope: String,
+    /// The event as JSON, held in the record as it is (records written
+    /// before held it as a JSON string: both read back the same).
+    #[serde(deserialize_with = "envelope_json")]
+    envelope: Box<RawValue>,
     order: Option<switchyard_plugin_api::Order>,
+}
+
+fn envelope_json<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+    let raw = Box::<RawValue>::deserialize(d)?;
+    if !raw.get().starts_with('"') {
+        return Ok(raw);
+    }
+    let text: String = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+    RawValue::from_string(text).map_err(serde::de::Error::custom)
 }
 
 impl EncodedEvent {
@@ -40,7 +53,8 @@ impl EncodedEvent {
             source: e.source.clone(),
             kind: e.kind.clone(),
             dedup_key: e.dedup_key.clone(),
-            envelope: serde_json::to_string(e).map_err(|err| StoreError::Other(err.to_string()))?,
+            envelope: serde_json::value::to_raw_value(e)
+                .map_err(|err| StoreError::Other(err.to_string()))?,
             order: e.order.clone(),
         })
     }
@@ -244,7 +258,7 @@ fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<
                 ev.source,
                 ev.kind,
                 now,
-                ev.envelope,
+                ev.envelope.get(),
                 if stale { "stale" } else { "pending" },
                 ev.dedup_key,
                 now + record.dedup_window_ms
@@ -462,4 +476,43 @@ pub(super) fn free_segments(conn: &Connection, journal: &mut Journal) -> StoreRe
         }
     }
     Ok(freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(json: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![INGEST];
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn an_envelope_reads_back_the_same_written_as_json_or_as_an_older_record_string() {
+        let envelope = r#"{"id":"01J","type":"a.b","data":{"quote":"\"x\""}}"#;
+        let record = |envelope: &str| {
+            format!(
+                r#"{{"id":"r","source":"s","received_at_ms":1,"method":"POST","path":"/","query":"",
+                "headers":"[]","events":[{{"id":"01J","source":"s","kind":"a.b","dedup_key":"k",
+                "envelope":{envelope},"order":null}}],"results":[],"dedup_window_ms":0}}"#
+            )
+        };
+        let as_json = payload(&record(envelope), b"body");
+        let as_string = payload(&record(&serde_json::to_string(envelope).unwrap()), b"body");
+        for bytes in [&as_json, &as_string] {
+            let (decoded, body) = IngestRecord::decode(bytes).unwrap();
+            assert_eq!(body, b"body");
+            assert_eq!(decoded.events[0].envelope.get(), envelope);
+            // Written again, it is written as JSON, not as a string.
+            let again = decoded.encode(body).unwrap();
+            let text = String::from_utf8_lossy(&again);
+            assert!(
+                text.contains(&format!(r#""envelope":{envelope}"#)),
+                "{text}"
+            );
+        }
+    }
 }

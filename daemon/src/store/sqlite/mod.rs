@@ -422,13 +422,11 @@ fn writer(
             }
             let mark = state.journal.mark();
             let (ok, reply) = op.run(&conn, &mut state);
-            let undo = if ok {
-                "RELEASE op"
-            } else {
+            if !ok {
                 state.journal.rewind(mark);
-                "ROLLBACK TO op; RELEASE op"
-            };
-            let _ = conn.execute_batch(undo);
+                let _ = run("ROLLBACK TO op");
+            }
+            let _ = run("RELEASE op");
             replies.push(reply);
         }
         // The group's journal records go to disk before the commit that

@@ -8,7 +8,10 @@ use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
 use super::*;
 use crate::event::Event;
 
-pub(super) fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<Vec<ClaimedJob>> {
+/// Takes the routing by value: the claimed jobs it hands back are made of
+/// its parts, not copies of them (the envelope is copied only when one event
+/// makes several jobs).
+pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
     let changed = conn
         .prepare_cached(
             "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = ?2, rule_runs = ?3,
@@ -38,8 +41,8 @@ pub(super) fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<Ve
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
         )
         .map_err(map_err)?;
-    let mut claimed = Vec::new();
-    for job in &routing.jobs {
+    let mut added_jobs = Vec::new();
+    for job in routing.jobs {
         let added = insert
             .execute(params![
                 job.id,
@@ -54,18 +57,31 @@ pub(super) fn routing_tx(conn: &Connection, routing: &Routing) -> StoreResult<Ve
                 routing.routed_at_ms
             ])
             .map_err(map_err)?;
-        if let (1, Some(event)) = (added, &routing.claim_with) {
-            claimed.push(ClaimedJob {
-                id: job.id.clone(),
-                event: event.clone(),
-                rule: job.rule.clone(),
-                action: job.action.clone(),
-                params: job.params.clone(),
-                idempotency_key: job.idempotency_key.clone(),
-                attempt: 1,
-                series_attempt: 1,
-            });
+        if added == 1 && routing.claim_with.is_some() {
+            added_jobs.push(job);
         }
+    }
+    let Some(event) = routing.claim_with else {
+        return Ok(Vec::new());
+    };
+    let mut claimed = Vec::with_capacity(added_jobs.len());
+    let last = added_jobs.len().saturating_sub(1);
+    let mut event = Some(event);
+    for (i, job) in added_jobs.into_iter().enumerate() {
+        let event = match i == last {
+            true => event.take().unwrap_or_default(),
+            false => event.clone().unwrap_or_default(),
+        };
+        claimed.push(ClaimedJob {
+            id: job.id,
+            event,
+            rule: job.rule,
+            action: job.action,
+            params: job.params,
+            idempotency_key: job.idempotency_key,
+            attempt: 1,
+            series_attempt: 1,
+        });
     }
     Ok(claimed)
 }
@@ -267,7 +283,7 @@ impl Pipeline for SqliteStore {
     }
 
     fn record_routing(&self, routing: Routing) -> StoreFuture<'_, Vec<ClaimedJob>> {
-        self.write_relaxed(move |conn| routing_tx(conn, &routing))
+        self.write_relaxed(move |conn| routing_tx(conn, routing))
     }
 
     fn claim_jobs(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<ClaimedJob>> {
