@@ -170,7 +170,7 @@ impl Dispatcher {
         let Ok(slot) = action.permits.clone().acquire_owned().await else {
             return vec![ExecOutcome::Retryable("action is shutting down".into()); jobs.len()];
         };
-        let batch: Vec<switchyard_plugin_api::Job> = jobs.iter().map(plugin_job).collect();
+        let batch: Vec<_> = jobs.iter().map(plugin_job).collect();
         let json = serde_json::to_vec(&batch).unwrap_or_default();
         let (instance, timeout, n) = (action.instance.clone(), action.timeout, jobs.len());
         let started = Instant::now();
@@ -235,7 +235,10 @@ mod tests {
         for n in 0..jobs {
             let job = ClaimedJob {
                 id: format!("j{n}"),
-                event: serde_json::json!({}),
+                event_id: "e".into(),
+                event: serde_json::value::to_raw_value(&serde_json::json!({}))
+                    .unwrap()
+                    .into(),
                 rule: "r".into(),
                 action: "a".into(),
                 params: serde_json::json!({}),

@@ -254,7 +254,10 @@ mod tests {
         let q = KeyQueues::default();
         let job = |id: &str| ClaimedJob {
             id: id.into(),
-            event: Value::Null,
+            event_id: "e".into(),
+            event: serde_json::value::to_raw_value(&Value::Null)
+                .unwrap()
+                .into(),
             rule: "r".into(),
             action: "a".into(),
             params: Value::Null,

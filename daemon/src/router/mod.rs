@@ -24,7 +24,9 @@ use tokio::task::JoinHandle;
 
 use crate::event::new_id;
 use crate::rules::{RuleRun, Rules};
-use crate::store::{now_ms, BacklogGauge, ClaimedJob, NewJob, PendingEvent, Pipeline, Routing};
+use crate::store::{
+    now_ms, BacklogGauge, ClaimedJob, Envelope, NewJob, PendingEvent, Pipeline, Routing,
+};
 
 /// Room in the inbox from ingress; beyond it, events wait in the store.
 pub const INBOX: usize = 4096;
@@ -228,7 +230,10 @@ fn routing(
     let claim_with = if jobs.is_empty() {
         None
     } else {
-        serde_json::to_value(event).ok()
+        // Written once as the JSON the action is handed, never as a tree.
+        serde_json::value::to_raw_value(event)
+            .ok()
+            .map(Envelope::from)
     };
     Routing {
         event_id: event.id.clone(),

@@ -102,6 +102,10 @@ pub struct PendingEvent {
     pub routings: u32,
 }
 
+/// An event as the JSON text it is stored as, shared by the jobs it makes:
+/// handed to an action as it is, never parsed into a tree on the way.
+pub type Envelope = std::sync::Arc<serde_json::value::RawValue>;
+
 /// An event's routing, to record in one transaction with its jobs.
 #[derive(Debug, Clone)]
 pub struct Routing {
@@ -114,7 +118,7 @@ pub struct Routing {
     /// When set, the jobs are stored already claimed for their first
     /// attempt and handed back (the envelope is what the attempt carries):
     /// the dispatcher runs them without claiming them from the store.
-    pub claim_with: Option<Value>,
+    pub claim_with: Option<Envelope>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,7 +135,8 @@ pub struct NewJob {
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: String,
-    pub event: Value,
+    pub event_id: String,
+    pub event: Envelope,
     pub rule: String,
     pub action: String,
     pub params: Value,

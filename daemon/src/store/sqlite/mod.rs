@@ -35,9 +35,10 @@ use tokio::sync::oneshot;
 
 use super::journal::{Journal, JournalOptions};
 use super::{
-    ActionState, AttemptRecord, Backlog, ClaimedJob, Durability, EventDetail, EventFilter,
-    EventSummary, Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline, Pruned,
-    Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
+    ActionState, AttemptRecord, Backlog, ClaimedJob, Durability, Envelope, EventDetail,
+    EventFilter, EventSummary, Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent,
+    Pipeline, Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult,
+    StoredRequest,
 };
 
 const SCHEMA: &str = include_str!("schema.sql");

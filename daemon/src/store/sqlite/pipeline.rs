@@ -9,8 +9,7 @@ use super::*;
 use crate::event::Event;
 
 /// Takes the routing by value: the claimed jobs it hands back are made of
-/// its parts, not copies of them (the envelope is copied only when one event
-/// makes several jobs).
+/// its parts, not copies of them.
 pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
     let changed = conn
         .prepare_cached(
@@ -65,16 +64,11 @@ pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec
         return Ok(Vec::new());
     };
     let mut claimed = Vec::with_capacity(added_jobs.len());
-    let last = added_jobs.len().saturating_sub(1);
-    let mut event = Some(event);
-    for (i, job) in added_jobs.into_iter().enumerate() {
-        let event = match i == last {
-            true => event.take().unwrap_or_default(),
-            false => event.clone().unwrap_or_default(),
-        };
+    for job in added_jobs {
         claimed.push(ClaimedJob {
             id: job.id,
-            event,
+            event_id: routing.event_id.clone(),
+            event: event.clone(),
             rule: job.rule,
             action: job.action,
             params: job.params,
@@ -84,6 +78,16 @@ pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec
         });
     }
     Ok(claimed)
+}
+
+/// A stored envelope as the job carries it (`null` if it is not JSON, which
+/// only a hand-edited database could make it).
+fn envelope_of(text: String) -> Envelope {
+    let raw = serde_json::value::RawValue::from_string(text).unwrap_or_else(|e| {
+        tracing::error!("store: an unreadable event envelope is handed on as null: {e}");
+        serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")
+    });
+    Envelope::from(raw)
 }
 
 pub(super) fn claim_tx(
@@ -125,7 +129,8 @@ pub(super) fn claim_tx(
             .map_err(map_err)?;
         jobs.push(ClaimedJob {
             id,
-            event: parse_json(&event),
+            event: envelope_of(event),
+            event_id,
             rule,
             action,
             params: parse_json(&params_text),

@@ -108,7 +108,9 @@ async fn ingest_dedups_routes_and_runs_jobs_through_to_done_and_dead() {
     let claimed = store.claim_jobs(now, 10).await.unwrap();
     assert_eq!(claimed.len(), 2);
     assert_eq!(claimed[0].attempt, 1);
-    assert_eq!(claimed[0].event["id"], "e1");
+    assert_eq!(claimed[0].event_id, "e1");
+    let event: Value = serde_json::from_str(claimed[0].event.get()).unwrap();
+    assert_eq!(event["id"], "e1");
     assert!(
         store.claim_jobs(now, 10).await.unwrap().is_empty(),
         "claimed jobs are not claimed again"
