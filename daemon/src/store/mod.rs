@@ -4,7 +4,8 @@
 //! Owns: the store's interface in two parts — [`Pipeline`] (what ingress,
 //! the router and the dispatcher need) and [`Queries`] (what operators read
 //! and do) — its embedded backend, [`SqliteStore`], the journal its ingests
-//! are made durable by (`journal/`), and `[store]` (`config.rs`). Imports
+//! are made durable by (`journal/`), the shared backend for several
+//! instances, [`PgStore`] (`postgres/`), and `[store]` (`config.rs`). Imports
 //! only `event` (it stores `event::Event`s as JSON) and config's value
 //! formats: no stage.
 //!
@@ -38,6 +39,7 @@
 
 mod config;
 pub mod journal;
+pub mod postgres;
 mod sqlite;
 
 use std::future::Future;
@@ -48,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use config::{Durability, StoreConfig};
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{Recovery, SqliteStore, StoreOptions};
 
 use crate::event::Event;
@@ -398,6 +401,12 @@ impl BacklogGauge {
             pending_jobs: self.pending_jobs.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The smallest ULID of a millisecond: ids below it were made before it
+/// (ids are ULIDs, so a time range is an id range).
+pub(crate) fn ulid_floor(ms: i64) -> String {
+    ulid::Ulid::from_parts(ms.max(0) as u64, 0).to_string()
 }
 
 /// Milliseconds since the Unix epoch.

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::journal::{Journal, JournalOptions};
 use super::{
-    ActionState, AttemptRecord, Backlog, ClaimedJob, Durability, Envelope, EventDetail,
+    ulid_floor, ActionState, AttemptRecord, Backlog, ClaimedJob, Durability, Envelope, EventDetail,
     EventFilter, EventSummary, Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent,
     Pipeline, Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult,
     StoredRequest,
@@ -611,11 +611,6 @@ fn set_meta(conn: &Connection, key: &str, value: i64) -> StoreResult<()> {
     .execute(params![key, value])
     .map_err(map_err)?;
     Ok(())
-}
-
-/// The smallest ULID of a millisecond: ids below it were made before it.
-fn ulid_floor(ms: i64) -> String {
-    ulid::Ulid::from_parts(ms.max(0) as u64, 0).to_string()
 }
 
 fn json_text(v: &Value) -> String {

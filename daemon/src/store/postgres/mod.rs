@@ -1,0 +1,378 @@
+//! The shared backend: PostgreSQL, for several instances on one database.
+//!
+//! Owns: the connection pool, the schema's migrations (`migrations/`,
+//! embedded, applied at start under a transaction-scoped advisory lock so
+//! that two instances starting at once apply each migration once), this
+//! instance's row and heartbeat, named leases with a time to live (the
+//! leader's), and the [`Pipeline`] (`pipeline.rs`) and [`Queries`]
+//! (`queries.rs`) over the same tables as the embedded store.
+//!
+//! ## How instances share the work
+//! - **Ingest** is one transaction holding the raw request, its verdict and
+//!   its events; the acknowledgement waits for its commit. Dedup keys and
+//!   object versions are primary keys: a delivery that reaches two
+//!   instances at once is one event, whichever commits first.
+//! - **Routing**: the instance that took an event in routes it (its
+//!   `owner`); the events of an instance whose heartbeat stopped are taken
+//!   over by the next instance that looks for pending events. Two routings
+//!   of one event make one set of jobs: the routing marks the event only
+//!   while it is pending, and jobs are unique by idempotency key.
+//! - **Jobs** are claimed with `FOR UPDATE SKIP LOCKED` under a lease (owner,
+//!   expiry, renewed by the owner's heartbeat); an attempt is recorded only
+//!   by the job's owner while it is running (fenced), so a job handed back
+//!   from a dead instance is never recorded twice.
+//! - **Leases** (`leases`): a row with an owner and an expiry, taken with one
+//!   upsert — not a session advisory lock, which a transaction-mode pooler
+//!   would lose. The leader runs retention.
+//!
+//! Lease and heartbeat times are the database's clock (`clock_timestamp()`):
+//! instances whose clocks differ still agree on when a lease ran out.
+
+mod pipeline;
+mod queries;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+
+use super::{StoreError, StoreResult};
+
+/// The database's clock, in Unix milliseconds, as SQL.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// The migrations, in order; each runs once, in the transaction that
+/// records it. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+
+/// The advisory lock key migrations are applied under ("switchyard" in
+/// ASCII, folded into 63 bits).
+const MIGRATION_LOCK: i64 = 0x7377_6974_6368_7961;
+
+/// How an instance joins the shared store.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user@host:port/db` (a password in it is used as given).
+    pub url: String,
+    /// The password, when not in the URL (from a secret reference).
+    pub password: Option<String>,
+    /// Connections this instance holds at most.
+    pub pool_size: usize,
+    /// How often this instance beats and renews its leases.
+    pub heartbeat: Duration,
+    /// An instance silent this long is taken for dead: its jobs and events
+    /// are handed to the others.
+    pub dead_after: Duration,
+}
+
+impl PgOptions {
+    pub fn new(url: impl Into<String>) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            password: None,
+            pool_size: 16,
+            heartbeat: Duration::from_secs(1),
+            dead_after: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct PgStore {
+    pool: Pool,
+    /// This instance's id (a ULID, new at each start).
+    instance: String,
+    lease_ms: i64,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+}
+
+pub(super) fn map_err(e: tokio_postgres::Error) -> StoreError {
+    if e.is_closed() {
+        return StoreError::Unavailable(format!("the database connection is closed: {e}"));
+    }
+    match e.code() {
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::TOO_MANY_CONNECTIONS => {
+            StoreError::Unavailable(e.to_string())
+        }
+        Some(c) if c.code().starts_with("08") || c.code().starts_with("57") => {
+            // Connection exceptions and operator interventions (shutdown).
+            StoreError::Unavailable(e.to_string())
+        }
+        // The database's own message says what went wrong (`e` alone says
+        // only "db error").
+        Some(_) => StoreError::Other(
+            e.as_db_error()
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| e.to_string()),
+        ),
+        // Not the server's: the connection, or a value that did not fit.
+        None => {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            StoreError::Unavailable(format!("{e}{cause}"))
+        }
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => map_err(e),
+        e => StoreError::Unavailable(format!("no database connection: {e}")),
+    }
+}
+
+impl PgStore {
+    /// Connects, applies the migrations this version knows, and registers
+    /// this instance; starts its heartbeat on the current tokio runtime.
+    pub async fn connect(options: PgOptions) -> StoreResult<PgStore> {
+        let mut config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e| StoreError::Other(format!("[store] url: {e}")))?;
+        if let Some(password) = &options.password {
+            config.password(password);
+        }
+        config.application_name("switchyard");
+        config.connect_timeout(Duration::from_secs(10));
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| StoreError::Other(format!("cannot make the connection pool: {e}")))?;
+        {
+            let mut client = pool.get().await.map_err(pool_err)?;
+            migrate(&mut client).await?;
+        }
+        let instance = crate::event::new_id();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        {
+            let client = pool.get().await.map_err(pool_err)?;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO instances (id, host, version, started_at, heartbeat_at)
+                         VALUES ($1, $2, $3, {DB_NOW_MS}, {DB_NOW_MS})"
+                    ),
+                    &[&instance, &host, &env!("CARGO_PKG_VERSION")],
+                )
+                .await
+                .map_err(map_err)?;
+        }
+        let lease_ms = options.dead_after.as_millis() as i64;
+        let mut store = PgStore {
+            pool,
+            instance,
+            lease_ms,
+            heartbeat: None,
+        };
+        store.heartbeat = Some(tokio::spawn(beat(
+            store.pool.clone(),
+            store.instance.clone(),
+            options.heartbeat,
+            lease_ms,
+        )));
+        Ok(store)
+    }
+
+    /// This instance's id, as `instances` and the leases name it.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Takes or renews the lease `name` for `ttl`; says whether this
+    /// instance holds it.
+    pub async fn hold_lease(&self, name: &str, ttl: Duration) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO leases (name, owner, until) VALUES ($1, $2, {DB_NOW_MS} + $3)
+                     ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+                     WHERE leases.owner = EXCLUDED.owner OR leases.until < {DB_NOW_MS}
+                     RETURNING owner"
+                ),
+                &[&name, &self.instance, &(ttl.as_millis() as i64)],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(row.is_some())
+    }
+
+    /// Says goodbye: this instance's row goes, its leases and running jobs
+    /// are handed back at once rather than after `dead_after`.
+    pub async fn leave(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        tx.execute(
+            "UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL
+             WHERE owner = $1 AND state = 'running'",
+            &[&self.instance],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.execute(
+            "UPDATE events SET owner = NULL WHERE owner = $1 AND state = 'pending'",
+            &[&self.instance],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.execute("DELETE FROM leases WHERE owner = $1", &[&self.instance])
+            .await
+            .map_err(map_err)?;
+        tx.execute("DELETE FROM instances WHERE id = $1", &[&self.instance])
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+/// Applies the migrations this version knows and the database lacks, under
+/// an advisory lock held for the transaction: a second instance starting at
+/// the same time waits, then finds them applied. Refuses a database that a
+/// newer version has migrated further.
+pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> StoreResult<Vec<i32>> {
+    let tx = client.transaction().await.map_err(map_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(map_err)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(map_err)?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    if let Some(newer) = applied.iter().copied().filter(|v| *v > known).max() {
+        return Err(StoreError::Other(format!(
+            "the database's schema is at version {newer}, made by a newer Switchyard; this one \
+             knows up to {known}: upgrade this instance"
+        )));
+    }
+    let mut ran = Vec::new();
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await.map_err(|e| {
+            StoreError::Other(format!("migration {version} failed: {}", map_err(e)))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(map_err)?;
+        ran.push(*version);
+    }
+    tx.commit().await.map_err(map_err)?;
+    if !ran.is_empty() {
+        tracing::info!(migrations = ?ran, "database schema migrated");
+    }
+    Ok(ran)
+}
+
+/// The heartbeat: this instance's row, the leases of its running jobs, and
+/// the jobs of instances that stopped beating handed back.
+async fn beat(pool: Pool, instance: String, every: Duration, lease_ms: i64) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = beat_once(&pool, &instance, lease_ms).await {
+            tracing::warn!("store: heartbeat failed (tried again): {e}");
+        }
+    }
+}
+
+pub(super) async fn beat_once(pool: &Pool, instance: &str, lease_ms: i64) -> StoreResult<u64> {
+    let client = pool.get().await.map_err(pool_err)?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO instances (id, host, version, started_at, heartbeat_at)
+                 VALUES ($1, '', $2, {DB_NOW_MS}, {DB_NOW_MS})
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at"
+            ),
+            &[&instance, &env!("CARGO_PKG_VERSION")],
+        )
+        .await
+        .map_err(map_err)?;
+    client
+        .execute(
+            &format!(
+                "UPDATE jobs SET lease_until = {DB_NOW_MS} + $2
+                 WHERE owner = $1 AND state = 'running'"
+            ),
+            &[&instance, &lease_ms],
+        )
+        .await
+        .map_err(map_err)?;
+    rescue(&client, lease_ms).await
+}
+
+/// Hands back the running jobs whose lease ran out (their owner stopped
+/// beating): pending again, due as they were (the attempt they were on may
+/// have reached the target: actions run at least once). Forgets instances
+/// silent for ten leases.
+async fn rescue(client: &tokio_postgres::Client, lease_ms: i64) -> StoreResult<u64> {
+    let n = client
+        .execute(
+            &format!(
+                "UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL
+                 WHERE state = 'running' AND lease_until < {DB_NOW_MS}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(map_err)?;
+    if n > 0 {
+        tracing::warn!(
+            jobs = n,
+            "handed back jobs whose instance stopped beating; they run again"
+        );
+    }
+    client
+        .execute(
+            &format!("DELETE FROM instances WHERE heartbeat_at < {DB_NOW_MS} - $1::bigint * 10"),
+            &[&lease_ms],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(n)
+}

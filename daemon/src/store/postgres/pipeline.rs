@@ -1,0 +1,615 @@
+//! The pipeline's side of the PostgreSQL store: ingest with the database's
+//! dedup and version guard, routing, leased claims, fenced attempts,
+//! housekeeping (the [`Pipeline`] implementation).
+
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio_postgres::types::Json;
+
+use super::{map_err, PgStore, DB_NOW_MS};
+use crate::event::Event;
+use crate::store::{
+    ulid_floor, ActionState, Backlog, ClaimedJob, Envelope, Finish, FinishedAttempt, Ingested,
+    PendingEvent, Pipeline, Pruned, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
+};
+
+/// Rows removed per statement of a prune, so that no prune holds locks long.
+const PRUNE_CHUNK: i64 = 2000;
+/// The leader's lease: held while renewed, taken over once it runs out.
+const LEADER: &str = "leader";
+
+fn envelope_of(text: String) -> Envelope {
+    let raw = RawValue::from_string(text).unwrap_or_else(|e| {
+        tracing::error!("store: an unreadable event envelope is handed on as null: {e}");
+        RawValue::from_string("null".into()).expect("null is JSON")
+    });
+    Envelope::from(raw)
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Other(format!("cannot encode JSON: {e}"))
+}
+
+impl PgStore {
+    async fn ingest_tx(
+        &self,
+        request: StoredRequest,
+        events: Vec<(Event, Box<RawValue>)>,
+        dedup_window_ms: i64,
+    ) -> StoreResult<Vec<Ingested>> {
+        let now = request.received_at_ms;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        // Decide first (the keys and versions are rows of their own), then
+        // write the request with its verdict, then the events.
+        let take_key = tx
+            .prepare_cached(
+                "INSERT INTO dedup (source, key, event_id, expires_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (source, key) DO UPDATE
+                     SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
+                     WHERE dedup.expires_at <= $5
+                 RETURNING event_id",
+            )
+            .await
+            .map_err(map_err)?;
+        let holder = tx
+            .prepare_cached("SELECT event_id FROM dedup WHERE source = $1 AND key = $2")
+            .await
+            .map_err(map_err)?;
+        let set_version = tx
+            .prepare_cached(
+                "INSERT INTO versions (source, key, version, event_id, updated_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (source, key) DO UPDATE SET
+                     version = EXCLUDED.version, event_id = EXCLUDED.event_id,
+                     updated_at = EXCLUDED.updated_at
+                 WHERE EXCLUDED.version > versions.version
+                 RETURNING 1",
+            )
+            .await
+            .map_err(map_err)?;
+        let until = now + dedup_window_ms;
+        let mut results = Vec::with_capacity(events.len());
+        for (ev, _) in &events {
+            let taken = tx
+                .query_opt(
+                    &take_key,
+                    &[&ev.source, &ev.dedup_key, &ev.id, &until, &now],
+                )
+                .await
+                .map_err(map_err)?;
+            if taken.is_none() {
+                let original: Option<String> = tx
+                    .query_opt(&holder, &[&ev.source, &ev.dedup_key])
+                    .await
+                    .map_err(map_err)?
+                    .map(|r| r.get(0));
+                results.push(Ingested::Duplicate(original.unwrap_or_default()));
+                continue;
+            }
+            let fresh = match &ev.order {
+                None => true,
+                Some(order) => tx
+                    .query_opt(
+                        &set_version,
+                        &[&ev.source, &order.key, &order.version, &ev.id, &now],
+                    )
+                    .await
+                    .map_err(map_err)?
+                    .is_some(),
+            };
+            results.push(match fresh {
+                true => Ingested::New(ev.id.clone()),
+                false => Ingested::Stale(ev.id.clone()),
+            });
+        }
+        let all_duplicates =
+            !events.is_empty() && results.iter().all(|r| matches!(r, Ingested::Duplicate(_)));
+        let verdict = if all_duplicates {
+            "duplicate"
+        } else {
+            "accepted"
+        };
+        tx.execute(
+            "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &request.id,
+                &request.source,
+                &now,
+                &request.method,
+                &request.path,
+                &request.query,
+                &Json(&request.headers),
+                &request.body.as_ref(),
+                &verdict,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        let insert_event = tx
+            .prepare_cached(
+                "INSERT INTO events (id, request_id, source, type, received_at, envelope, state, owner)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .await
+            .map_err(map_err)?;
+        let bump = tx
+            .prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = $1")
+            .await
+            .map_err(map_err)?;
+        for ((ev, envelope), result) in events.iter().zip(&results) {
+            let state = match result {
+                Ingested::Duplicate(original) => {
+                    tx.execute(&bump, &[original]).await.map_err(map_err)?;
+                    continue;
+                }
+                Ingested::Stale(_) => "stale",
+                Ingested::New(_) => "pending",
+            };
+            tx.execute(
+                &insert_event,
+                &[
+                    &ev.id,
+                    &request.id,
+                    &ev.source,
+                    &ev.kind,
+                    &now,
+                    &Json(envelope),
+                    &state,
+                    &self.instance,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(results)
+    }
+
+    async fn routing_tx(&self, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let changed = tx
+            .execute(
+                "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = $2,
+                                   rule_runs = $3, rules_version = $4, owner = NULL
+                 WHERE id = $1 AND state = 'pending'",
+                &[
+                    &routing.event_id,
+                    &routing.routed_at_ms,
+                    &Json(&routing.rule_runs),
+                    &(routing.rules_version as i64),
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        if changed == 0 {
+            // Routed already (by this instance before, or by another).
+            tx.commit().await.map_err(map_err)?;
+            return Ok(Vec::new());
+        }
+        let claimed = routing.claim_with.is_some();
+        let insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO jobs (id, event_id, rule, call_index, action, params, idempotency_key,
+                                   state, attempts, next_at, created_at, owner, lease_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7,
+                         CASE WHEN $8 THEN 'running' ELSE 'pending' END,
+                         CASE WHEN $8 THEN 1 ELSE 0 END, $9, $9,
+                         CASE WHEN $8 THEN $10 END,
+                         CASE WHEN $8 THEN {DB_NOW_MS} + $11 END)
+                 ON CONFLICT (idempotency_key) DO NOTHING"
+            ))
+            .await
+            .map_err(map_err)?;
+        let mut added_jobs = Vec::new();
+        for job in routing.jobs {
+            let added = tx
+                .execute(
+                    &insert,
+                    &[
+                        &job.id,
+                        &routing.event_id,
+                        &job.rule,
+                        &(job.call_index as i32),
+                        &job.action,
+                        &Json(&job.params),
+                        &job.idempotency_key,
+                        &claimed,
+                        &routing.routed_at_ms,
+                        &self.instance,
+                        &self.lease_ms,
+                    ],
+                )
+                .await
+                .map_err(map_err)?;
+            if added == 1 && claimed {
+                added_jobs.push(job);
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        let Some(event) = routing.claim_with else {
+            return Ok(Vec::new());
+        };
+        Ok(added_jobs
+            .into_iter()
+            .map(|job| ClaimedJob {
+                id: job.id,
+                event_id: routing.event_id.clone(),
+                event: event.clone(),
+                rule: job.rule,
+                action: job.action,
+                params: job.params,
+                idempotency_key: job.idempotency_key,
+                attempt: 1,
+                series_attempt: 1,
+            })
+            .collect())
+    }
+
+    async fn claim_tx(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedJob>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, owner = $3,
+                                       lease_until = {DB_NOW_MS} + $4
+                     FROM (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= $1
+                           ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) c
+                     WHERE j.id = c.id
+                     RETURNING j.id, j.event_id, j.rule, j.action, j.params::text,
+                               j.idempotency_key, j.attempts, j.series_start, j.next_at,
+                               (SELECT e.envelope::text FROM events e WHERE e.id = j.event_id)"
+                ),
+                &[&now_ms, &(limit as i64), &self.instance, &self.lease_ms],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut jobs: Vec<(i64, ClaimedJob)> = rows
+            .into_iter()
+            .map(|r| {
+                let attempts: i32 = r.get(6);
+                let series_start: i32 = r.get(7);
+                let params: String = r.get(4);
+                (
+                    r.get::<_, i64>(8),
+                    ClaimedJob {
+                        id: r.get(0),
+                        event_id: r.get(1),
+                        rule: r.get(2),
+                        action: r.get(3),
+                        params: serde_json::from_str(&params).unwrap_or_default(),
+                        idempotency_key: r.get(5),
+                        attempt: attempts as u32,
+                        series_attempt: (attempts - series_start).max(1) as u32,
+                        event: envelope_of(r.get::<_, Option<String>>(9).unwrap_or_default()),
+                    },
+                )
+            })
+            .collect();
+        // RETURNING keeps no order: due first, as claimed.
+        jobs.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+        Ok(jobs.into_iter().map(|(_, j)| j).collect())
+    }
+
+    async fn finish_tx(&self, a: FinishedAttempt) -> StoreResult<()> {
+        let (outcome, message, state, next_at, finished_at) = match &a.finish {
+            Finish::Done { result } => {
+                ("done", result.clone(), "done", None, Some(a.finished_at_ms))
+            }
+            Finish::Retry {
+                message,
+                next_at_ms,
+            } => (
+                "retry",
+                Some(message.clone()),
+                "pending",
+                Some(*next_at_ms),
+                None,
+            ),
+            Finish::Dead { message } => (
+                "dead",
+                Some(message.clone()),
+                "dead",
+                None,
+                Some(a.finished_at_ms),
+            ),
+        };
+        let client = self.client().await?;
+        // Fenced: recorded only by the instance the job is leased to, while
+        // it runs. A job handed back from this instance (its heartbeat
+        // stopped too long) belongs to whoever took it since.
+        let recorded = client
+            .execute(
+                "WITH j AS (
+                     UPDATE jobs SET state = $2, next_at = COALESCE($3, next_at), finished_at = $4,
+                                     last_error = COALESCE($5, last_error),
+                                     owner = NULL, lease_until = NULL
+                     WHERE id = $1 AND owner = $6 AND state = 'running'
+                     RETURNING id)
+                 INSERT INTO attempts (job_id, n, started_at, finished_at, outcome, message)
+                 SELECT id, $7, $8, $9, $10, $5 FROM j
+                 ON CONFLICT (job_id, n) DO UPDATE SET
+                     started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+                     outcome = EXCLUDED.outcome, message = EXCLUDED.message",
+                &[
+                    &a.job_id,
+                    &state,
+                    &next_at,
+                    &finished_at,
+                    &message,
+                    &self.instance,
+                    &(a.attempt as i32),
+                    &a.started_at_ms,
+                    &a.finished_at_ms,
+                    &outcome,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        if recorded == 0 {
+            tracing::warn!(
+                job_id = %a.job_id,
+                "an attempt finished after its job was handed to another instance; not recorded"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether this instance leads (holds the leader's lease), renewing it.
+    pub async fn is_leader(&self) -> StoreResult<bool> {
+        self.hold_lease(LEADER, Duration::from_millis(self.lease_ms as u64))
+            .await
+    }
+
+    async fn prune_tx(&self, before_ms: i64, now_ms: i64) -> StoreResult<Pruned> {
+        let client = self.client().await?;
+        let floor = ulid_floor(before_ms);
+        let events = client
+            .execute(
+                "DELETE FROM events WHERE id IN (
+                     SELECT e.id FROM events e
+                     WHERE e.id < $1 AND e.state IN ('routed', 'stale')
+                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id
+                                       AND j.state IN ('pending', 'running'))
+                     LIMIT $2)",
+                &[&floor, &PRUNE_CHUNK],
+            )
+            .await
+            .map_err(map_err)?;
+        let requests = client
+            .execute(
+                "DELETE FROM requests WHERE id IN (
+                     SELECT r.id FROM requests r
+                     WHERE r.id < $1
+                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id)
+                     LIMIT $2)",
+                &[&floor, &PRUNE_CHUNK],
+            )
+            .await
+            .map_err(map_err)?;
+        let dedup_keys = client
+            .execute(
+                "DELETE FROM dedup WHERE (source, key) IN
+                     (SELECT source, key FROM dedup WHERE expires_at <= $1 LIMIT $2)",
+                &[&now_ms, &PRUNE_CHUNK],
+            )
+            .await
+            .map_err(map_err)?;
+        let versions = client
+            .execute(
+                "DELETE FROM versions WHERE (source, key) IN
+                     (SELECT source, key FROM versions WHERE updated_at < $1 LIMIT $2)",
+                &[&before_ms, &PRUNE_CHUNK],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(Pruned {
+            events,
+            requests,
+            dedup_keys,
+            versions,
+        })
+    }
+}
+
+impl Pipeline for PgStore {
+    fn ingest(
+        &self,
+        request: StoredRequest,
+        events: &[Event],
+        dedup_window_ms: i64,
+    ) -> StoreFuture<'_, Vec<Ingested>> {
+        let encoded: Result<Vec<(Event, Box<RawValue>)>, _> = events
+            .iter()
+            .map(|e| serde_json::value::to_raw_value(e).map(|raw| (e.clone(), raw)))
+            .collect();
+        Box::pin(async move {
+            let events = encoded.map_err(json_err)?;
+            self.ingest_tx(request, events, dedup_window_ms).await
+        })
+    }
+
+    fn pending_events(&self, limit: usize) -> StoreFuture<'_, Vec<PendingEvent>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            // This instance's own, and those of instances that stopped
+            // beating: taken over.
+            let rows = client
+                .query(
+                    &format!(
+                        "UPDATE events e SET owner = $1
+                         FROM (SELECT p.id FROM events p
+                               WHERE p.state = 'pending'
+                                 AND (p.owner IS NULL OR p.owner = $1 OR NOT EXISTS (
+                                      SELECT 1 FROM instances i WHERE i.id = p.owner
+                                      AND i.heartbeat_at > {DB_NOW_MS} - $3))
+                               ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED) c
+                         WHERE e.id = c.id
+                         RETURNING e.id, e.envelope::text, e.routings"
+                    ),
+                    &[&self.instance, &(limit as i64), &self.lease_ms],
+                )
+                .await
+                .map_err(map_err)?;
+            let mut out: Vec<(String, PendingEvent)> = Vec::with_capacity(rows.len());
+            for r in rows {
+                let id: String = r.get(0);
+                let envelope: String = r.get(1);
+                let routings: i32 = r.get(2);
+                match serde_json::from_str::<Event>(&envelope) {
+                    Ok(event) => out.push((
+                        id,
+                        PendingEvent {
+                            event,
+                            routings: routings as u32,
+                        },
+                    )),
+                    Err(e) => {
+                        tracing::error!(event_id = %id, "store: unreadable event envelope skipped: {e}")
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(out.into_iter().map(|(_, p)| p).collect())
+        })
+    }
+
+    fn record_routing(&self, routing: Routing) -> StoreFuture<'_, Vec<ClaimedJob>> {
+        Box::pin(self.routing_tx(routing))
+    }
+
+    fn claim_jobs(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<ClaimedJob>> {
+        Box::pin(self.claim_tx(now_ms, limit))
+    }
+
+    fn finish_attempt(&self, attempt: FinishedAttempt) -> StoreFuture<'_, ()> {
+        Box::pin(self.finish_tx(attempt))
+    }
+
+    fn next_due(&self) -> StoreFuture<'_, Option<i64>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT MIN(next_at) FROM jobs WHERE state = 'pending'", &[])
+                .await
+                .map_err(map_err)?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn backlog(&self) -> StoreFuture<'_, Backlog> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM events WHERE state = 'pending'),
+                            (SELECT COUNT(*) FROM jobs WHERE state = 'pending')",
+                    &[],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(Backlog {
+                unrouted_events: row.get::<_, i64>(0) as u64,
+                pending_jobs: row.get::<_, i64>(1) as u64,
+            })
+        })
+    }
+
+    fn recover(&self) -> StoreFuture<'_, u64> {
+        // Jobs of instances that stopped beating (a crashed earlier run of
+        // this machine among them) are handed back; the others' running
+        // jobs are theirs.
+        Box::pin(async move {
+            let client = self.client().await?;
+            super::rescue(&client, self.lease_ms).await
+        })
+    }
+
+    fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned> {
+        Box::pin(async move {
+            // Retention is the leader's: the others skip it.
+            if !self.is_leader().await? {
+                return Ok(Pruned::default());
+            }
+            self.prune_tx(before_ms, now_ms).await
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client.execute("SELECT 1", &[]).await.map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "UPDATE jobs SET state = 'pending', next_at = $2,
+                                     attempts = GREATEST(attempts - 1, 0),
+                                     owner = NULL, lease_until = NULL
+                     WHERE id = $1 AND state = 'running' AND owner = $3",
+                    &[&job_id, &next_at_ms, &self.instance],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO action_states (action, state, until_ms, failures, reason, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (action) DO UPDATE SET state = EXCLUDED.state,
+                         until_ms = EXCLUDED.until_ms, failures = EXCLUDED.failures,
+                         reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at",
+                    &[
+                        &state.action,
+                        &state.state,
+                        &state.until_ms,
+                        &(state.failures as i32),
+                        &state.reason,
+                        &state.updated_at_ms,
+                    ],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT action, state, until_ms, failures, reason, updated_at
+                     FROM action_states ORDER BY action",
+                    &[],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(rows
+                .iter()
+                .map(|r| ActionState {
+                    action: r.get(0),
+                    state: r.get(1),
+                    until_ms: r.get(2),
+                    failures: r.get::<_, i32>(3) as u32,
+                    reason: r.get(4),
+                    updated_at_ms: r.get(5),
+                })
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,392 @@
+//! The PostgreSQL store against a real server (see `testing.rs`): several
+//! stores on one database stand for several instances.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::testing::fresh_database;
+use super::*;
+use crate::event::Event;
+use crate::store::{
+    now_ms, Envelope, EventFilter, Finish, FinishedAttempt, Ingested, NewJob, Pipeline, Queries,
+    Routing, StoredRequest,
+};
+
+fn event(id: &str, key: &str) -> Event {
+    Event {
+        id: id.into(),
+        source: "tight".into(),
+        kind: "tight.invoiceViewed".into(),
+        subject: None,
+        time: "2025-01-01T00:00:00Z".into(),
+        data: json!({"n": id}),
+        provider: "tight".into(),
+        dedup_key: key.into(),
+        received_at: "2025-01-01T00:00:00Z".into(),
+        extensions: Default::default(),
+        order: None,
+    }
+}
+
+fn request(id: &str) -> StoredRequest {
+    StoredRequest {
+        id: id.into(),
+        source: "tight".into(),
+        received_at_ms: now_ms(),
+        method: "POST".into(),
+        path: "/hooks/tight".into(),
+        query: String::new(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: bytes::Bytes::from_static(b"{\"raw\":true}"),
+    }
+}
+
+/// A routing of `event` with one job per idempotency key given.
+fn routing(event: &Event, keys: &[&str], claim: bool) -> Routing {
+    Routing {
+        event_id: event.id.clone(),
+        rule_runs: json!([{"rule": "r"}]),
+        rules_version: 1,
+        jobs: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| NewJob {
+                id: crate::event::new_id(),
+                rule: "r".into(),
+                call_index: i,
+                action: "notify".into(),
+                params: json!({"to": "x"}),
+                idempotency_key: k.to_string(),
+            })
+            .collect(),
+        routed_at_ms: now_ms(),
+        claim_with: claim.then(|| Envelope::from(serde_json::value::to_raw_value(event).unwrap())),
+    }
+}
+
+/// Instances on one fresh database; a short lease so that taking over
+/// from a stopped one is quick.
+async fn instances(n: usize) -> (String, Vec<PgStore>) {
+    let url = fresh_database().await;
+    let mut stores = Vec::new();
+    for _ in 0..n {
+        let mut options = PgOptions::new(url.clone());
+        options.heartbeat = Duration::from_millis(200);
+        options.dead_after = Duration::from_millis(1500);
+        stores.push(PgStore::connect(options).await.unwrap());
+    }
+    (url, stores)
+}
+
+async fn sql(url: &str, statement: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(statement).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_instances_starting_at_once_apply_each_migration_once() {
+    let url = fresh_database().await;
+    let pool = |url: &str| {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager).max_size(2).build().unwrap()
+    };
+    let (a, b) = (pool(&url), pool(&url));
+    let (mut ca, mut cb) = (a.get().await.unwrap(), b.get().await.unwrap());
+    let (ra, rb) = tokio::join!(migrate(&mut ca), migrate(&mut cb));
+    let mut ran = [ra.unwrap(), rb.unwrap()];
+    ran.sort();
+    assert_eq!(
+        ran,
+        [vec![], vec![1]],
+        "one applied migration 1, the other nothing"
+    );
+    // And a third start later finds nothing to do.
+    assert!(migrate(&mut ca).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_is_refused() {
+    let (url, _stores) = instances(1).await;
+    sql(&url, "INSERT INTO schema_migrations (version) VALUES (999)").await;
+    let e = PgStore::connect(PgOptions::new(url))
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("version 999"), "{e}");
+}
+
+#[tokio::test]
+async fn one_delivery_reaching_two_instances_at_once_is_one_event() {
+    let (_url, stores) = instances(2).await;
+    for round in 0..20 {
+        let key = format!("delivery-{round}");
+        let (ea, eb) = (
+            event(&format!("a{round}"), &key),
+            event(&format!("b{round}"), &key),
+        );
+        let (ra, rb) = tokio::join!(
+            stores[0].ingest(
+                request(&format!("ra{round}")),
+                std::slice::from_ref(&ea),
+                60_000
+            ),
+            stores[1].ingest(
+                request(&format!("rb{round}")),
+                std::slice::from_ref(&eb),
+                60_000
+            ),
+        );
+        let mut results = [ra.unwrap().remove(0), rb.unwrap().remove(0)];
+        results.sort_by_key(|r| matches!(r, Ingested::Duplicate(_)));
+        match &results {
+            [Ingested::New(first), Ingested::Duplicate(of)] => assert_eq!(first, of),
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    let pending = stores[0].backlog().await.unwrap().unrouted_events;
+    assert_eq!(pending, 20);
+}
+
+#[tokio::test]
+async fn dedup_window_and_version_guard_are_the_databases() {
+    let (_url, stores) = instances(1).await;
+    let s = &stores[0];
+    // A window of 0: the key counts for no time at all.
+    let first = s
+        .ingest(request("r1"), &[event("e1", "k")], 0)
+        .await
+        .unwrap();
+    let again = s
+        .ingest(request("r2"), &[event("e2", "k")], 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first[0].clone(), again[0].clone()),
+        (Ingested::New("e1".into()), Ingested::New("e2".into()))
+    );
+    // Versions: an older one of the same object is stale.
+    let versioned = |id: &str, version: i64| {
+        let mut e = event(id, id);
+        e.order = Some(switchyard_plugin_api::Order {
+            key: "invoice-1".into(),
+            version,
+        });
+        e
+    };
+    let r = s
+        .ingest(request("r3"), &[versioned("v5", 5)], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ingested::New("v5".into())]);
+    let r = s
+        .ingest(request("r4"), &[versioned("v4", 4)], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ingested::Stale("v4".into())]);
+    let r = s
+        .ingest(request("r5"), &[versioned("v6", 6)], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ingested::New("v6".into())]);
+    // The stored request is whole, credentials aside.
+    let detail = s.show_event("v4".into()).await.unwrap();
+    assert_eq!(detail.state, "stale");
+    assert_eq!(detail.request.body, "{\"raw\":true}");
+    assert_eq!(detail.request.headers[0].0, "content-type");
+}
+
+#[tokio::test]
+async fn two_instances_routing_one_event_make_one_set_of_jobs() {
+    let (_url, stores) = instances(2).await;
+    let e = event("e1", "k1");
+    stores[0]
+        .ingest(request("r1"), std::slice::from_ref(&e), 60_000)
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        stores[0].record_routing(routing(&e, &["e1:r:0"], true)),
+        stores[1].record_routing(routing(&e, &["e1:r:0"], true)),
+    );
+    let claimed = a.unwrap().len() + b.unwrap().len();
+    assert_eq!(claimed, 1, "one of them routed it");
+    let detail = stores[1].show_event("e1".into()).await.unwrap();
+    assert_eq!((detail.state.as_str(), detail.jobs.len()), ("routed", 1));
+}
+
+#[tokio::test]
+async fn claims_by_several_instances_never_overlap() {
+    let (_url, stores) = instances(3).await;
+    let mut keys = Vec::new();
+    for i in 0..60 {
+        let e = event(&format!("e{i:02}"), &format!("k{i}"));
+        stores[0]
+            .ingest(request(&format!("r{i}")), std::slice::from_ref(&e), 60_000)
+            .await
+            .unwrap();
+        let key = format!("e{i:02}:r:0");
+        stores[0]
+            .record_routing(routing(&e, &[&key], false))
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    let now = now_ms() + 1;
+    let mut taken = Vec::new();
+    for _ in 0..10 {
+        let (a, b, c) = tokio::join!(
+            stores[0].claim_jobs(now, 4),
+            stores[1].claim_jobs(now, 4),
+            stores[2].claim_jobs(now, 4),
+        );
+        for j in a.unwrap().into_iter().chain(b.unwrap()).chain(c.unwrap()) {
+            assert_eq!(j.attempt, 1);
+            let event: serde_json::Value = serde_json::from_str(j.event.get()).unwrap();
+            assert_eq!(event["id"], j.event_id.as_str());
+            taken.push(j.idempotency_key);
+        }
+    }
+    taken.sort();
+    let before = taken.len();
+    taken.dedup();
+    assert_eq!(before, taken.len(), "a job was claimed twice");
+    keys.sort();
+    assert_eq!(taken, keys, "every job claimed once");
+}
+
+#[tokio::test]
+async fn an_attempt_is_recorded_only_by_the_instance_holding_the_job() {
+    let (url, stores) = instances(2).await;
+    let e = event("e1", "k1");
+    stores[0]
+        .ingest(request("r1"), std::slice::from_ref(&e), 60_000)
+        .await
+        .unwrap();
+    let job = stores[0]
+        .record_routing(routing(&e, &["e1:r:0"], true))
+        .await
+        .unwrap()
+        .remove(0);
+    // The first instance stalls: its lease runs out and the job is handed
+    // back, then taken by the second.
+    sql(&url, "UPDATE jobs SET lease_until = 0").await;
+    assert_eq!(stores[1].recover().await.unwrap(), 1);
+    let again = stores[1].claim_jobs(now_ms() + 1, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    let finish = |attempt: u32, message: &str| FinishedAttempt {
+        job_id: job.id.clone(),
+        attempt,
+        started_at_ms: now_ms(),
+        finished_at_ms: now_ms(),
+        finish: Finish::Dead {
+            message: message.into(),
+        },
+    };
+    // The first instance's late answer is not recorded…
+    stores[0].finish_attempt(finish(1, "late")).await.unwrap();
+    let shown = stores[1].show_event("e1".into()).await.unwrap();
+    assert_eq!(shown.jobs[0].state, "running");
+    assert!(shown.jobs[0].attempt_log.is_empty());
+    // …the holder's is.
+    stores[1]
+        .finish_attempt(finish(2, "gave up"))
+        .await
+        .unwrap();
+    let shown = stores[0].show_event("e1".into()).await.unwrap();
+    assert_eq!(shown.jobs[0].state, "dead");
+    assert_eq!(shown.jobs[0].attempt_log.len(), 1);
+    assert_eq!(
+        shown.jobs[0].attempt_log[0].message.as_deref(),
+        Some("gave up")
+    );
+    // Any instance redrives it.
+    assert_eq!(stores[0].dead_letters(10).await.unwrap().len(), 1);
+    assert_eq!(stores[0].redrive(None, now_ms()).await.unwrap(), 1);
+    assert!(stores[1].dead_letters(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_pending_events_of_a_stopped_instance_are_taken_over() {
+    let (_url, stores) = instances(2).await;
+    let e = event("e1", "k1");
+    stores[0].ingest(request("r1"), &[e], 60_000).await.unwrap();
+    // Not the second's while the first beats.
+    assert!(stores[1].pending_events(10).await.unwrap().is_empty());
+    assert_eq!(stores[0].pending_events(10).await.unwrap().len(), 1);
+    // The first stops beating: after its lease, the second takes it.
+    let mut stores = stores;
+    let first = stores.remove(0);
+    drop(first);
+    let mut taken = Vec::new();
+    for _ in 0..100 {
+        taken = stores[0].pending_events(10).await.unwrap();
+        if !taken.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(taken.len(), 1, "taken over once the first stopped beating");
+    assert_eq!(taken[0].event.id, "e1");
+}
+
+#[tokio::test]
+async fn one_leader_at_a_time_and_another_once_it_is_gone() {
+    let (url, stores) = instances(2).await;
+    assert!(stores[0].is_leader().await.unwrap());
+    assert!(!stores[1].is_leader().await.unwrap());
+    assert!(
+        stores[0].is_leader().await.unwrap(),
+        "renewed by its holder"
+    );
+    // Only the leader prunes.
+    let later = now_ms() + 1;
+    assert_eq!(stores[1].prune(later, later).await.unwrap().events, 0);
+    // The leader's lease runs out (it stopped): the other takes over.
+    sql(&url, "UPDATE leases SET until = 0").await;
+    assert!(stores[1].is_leader().await.unwrap());
+    assert!(!stores[0].is_leader().await.unwrap());
+}
+
+#[tokio::test]
+async fn routed_events_are_pruned_by_the_leader_and_listed_by_any() {
+    let (_url, stores) = instances(2).await;
+    let e = event(&crate::event::new_id(), "k1");
+    let r = crate::event::new_id();
+    stores[0]
+        .ingest(request(&r), std::slice::from_ref(&e), 1)
+        .await
+        .unwrap();
+    stores[0]
+        .record_routing(routing(&e, &[], false))
+        .await
+        .unwrap();
+    let listed = stores[1]
+        .list_events(EventFilter {
+            kind: Some("tight.*".into()),
+            limit: 10,
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, "routed");
+    assert!(stores[0].is_leader().await.unwrap());
+    let later = now_ms() + 10;
+    let pruned = stores[0].prune(later, later).await.unwrap();
+    assert_eq!(
+        (pruned.events, pruned.requests, pruned.dedup_keys),
+        (1, 1, 1)
+    );
+    assert!(stores[1].show_event(e.id.clone()).await.is_err());
+}
