@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::{self, Config, Problem, Problems};
 use crate::host::{self, PluginUse, Registry, Topology};
 use crate::rules::{self, Limits, RuleSet, Rules};
-use crate::store::{SqliteStore, StoreOptions};
+use crate::store::{PgOptions, PgStore, SqliteStore, Store, StoreError, StoreOptions};
 
 /// Everything `check` and `start` build before anything runs.
 pub struct Built {
@@ -180,8 +180,23 @@ pub fn unknown_actions(rules: &Rules, config: &Config) -> Vec<Problem> {
     problems
 }
 
-/// Opens the store a config names.
-pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, Problems> {
+/// Opens the store a config names: PostgreSQL with `[store] url`, joining
+/// the instances there when `join` (a daemon; the CLI only reads and asks),
+/// else the embedded store.
+pub async fn open_store(config: &Config, join: bool) -> Result<Arc<dyn Store>, Problems> {
+    let problem = |e: StoreError| Problems(vec![Problem::new(config.store.place(), e.to_string())]);
+    if let Some(url) = &config.store.url {
+        let mut options = PgOptions::new(url.clone());
+        options.password = config
+            .store
+            .password
+            .as_ref()
+            .and_then(|p| p.value())
+            .map(str::to_string);
+        options.join = join;
+        let store = PgStore::connect(options).await.map_err(problem)?;
+        return Ok(Arc::new(store));
+    }
     SqliteStore::open(
         &config.store.path,
         StoreOptions {
@@ -190,11 +205,6 @@ pub fn open_store(config: &Config) -> Result<Arc<SqliteStore>, Problems> {
             ..StoreOptions::default()
         },
     )
-    .map(Arc::new)
-    .map_err(|e| {
-        Problems(vec![Problem::new(
-            config.store.path.display().to_string(),
-            e.to_string(),
-        )])
-    })
+    .map(|s| Arc::new(s) as Arc<dyn Store>)
+    .map_err(problem)
 }

@@ -123,7 +123,7 @@ impl Switchyard {
                 format!("cannot create data_dir: {e}"),
             )]));
         }
-        let store: Arc<dyn Store> = open_store(&config)?;
+        let store: Arc<dyn Store> = open_store(&config, true).await?;
         Self::start_with(config, built, store).await
     }
 
@@ -204,7 +204,7 @@ impl Switchyard {
         tracing::info!(
             sources = ingress.sources().len(),
             rules = rules.current().rules().len(),
-            store = %config.store.path.display(),
+            store = %config.store.place(),
             "switchyard ready"
         );
         let watcher = match crate::rules::watch::watch(rules.clone()) {
@@ -298,7 +298,12 @@ impl Switchyard {
             ("listen", current.listen != config.listen),
             ("data_dir", current.data_dir != config.data_dir),
             ("rules_dir", current.rules_dir != config.rules_dir),
-            ("store", current.store.path != config.store.path),
+            (
+                "store",
+                current.store.path != config.store.path
+                    || current.store.url != config.store.url
+                    || current.store.password != config.store.password,
+            ),
             (
                 "admin",
                 current.admin.as_ref().map(|a| a.listen) != config.admin.as_ref().map(|a| a.listen),
@@ -458,6 +463,9 @@ impl Switchyard {
             if let Err(e) = task.await {
                 tracing::error!("a background task ended badly: {e}");
             }
+        }
+        if let Err(e) = self.store.leave().await {
+            tracing::warn!("store: could not hand back this instance's work at once: {e}");
         }
     }
 }

@@ -140,16 +140,18 @@ pub fn target(path: &std::path::Path) -> Result<Target> {
         return Ok(Target::Api(api));
     }
     let config = partial.config;
-    if !config.store.path.exists() {
+    if config.store.url.is_none() && !config.store.path.exists() {
         bail!(
             "no store at {} yet (it is made when the daemon first runs)",
             config.store.path.display()
         );
     }
-    let store: Arc<dyn Store> = switchyard::app::open_store(&config).map_err(|p| anyhow!("{p}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let store: Arc<dyn Store> = runtime
+        .block_on(switchyard::app::open_store(&config, false))
+        .map_err(|p| anyhow!("{p}"))?;
     Ok(Target::Store {
         store,
         config: Box::new(config),

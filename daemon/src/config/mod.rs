@@ -223,6 +223,9 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
     }
     store.max_unrouted_events = store.max_unrouted_events.max(1);
     store.max_pending_jobs = store.max_pending_jobs.max(1);
+    let (wrong, cautions) = shared_store(&mut store);
+    report(wrong, &mut problems);
+    warnings.extend(cautions.into_iter().map(|m| Problem::new(&file, m)));
 
     let admin = raw.admin.and_then(|table| {
         let location = at(table.span());
@@ -364,6 +367,43 @@ fn plugin_table(
     settings::resolve(table, &scope, location, warnings)
         .map_err(|p| problems.extend(p))
         .ok()
+}
+
+/// `[store] url` and `password`: the URL is PostgreSQL's, the password's
+/// secret reference is resolved. Returns problems and warnings.
+fn shared_store(store: &mut StoreConfig) -> (Vec<String>, Vec<String>) {
+    let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+    if let Some(url) = &store.url {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            problems.push(format!(
+                "store.url must be a postgres:// URL (such as postgres://switchyard@db:5432/switchyard), not {url:?}"
+            ));
+        } else if store.url_shown().as_deref() != Some(url) {
+            warnings.push(
+                "store.url holds a password; prefer store.password = { env = \"VAR\" } or { file = \"/path\" }"
+                    .to_string(),
+            );
+        }
+    }
+    if let Some(password) = store.password.as_mut() {
+        if store.url.is_none() {
+            problems.push("store.password needs store.url (it is PostgreSQL's)".into());
+        }
+        let mut value = serde_json::json!({ "password": password.0.take() });
+        for literal in secret::literal_secrets(&value, "store") {
+            warnings.push(format!(
+                "{literal} is a literal secret in the config file; prefer {{ env = \"VAR\" }} or {{ file = \"/path\" }}"
+            ));
+        }
+        match resolve_secrets(&mut value, "store") {
+            Ok(()) => password.0 = value["password"].take(),
+            Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
+        }
+        if password.value().is_none() && problems.is_empty() {
+            problems.push("store.password must be a string or a secret reference".into());
+        }
+    }
+    (problems, warnings)
 }
 
 #[cfg(test)]

@@ -222,3 +222,41 @@ fn each_sections_problems_name_the_setting() {
         "{all}"
     );
 }
+
+#[test]
+fn a_shared_store_takes_a_postgres_url_and_a_password_reference() {
+    std::env::set_var("SWITCHYARD_TEST_SECRET_A", "s3cr3t");
+    std::env::set_var("SWITCHYARD_TEST_PG_PASSWORD", "pg-pass");
+    let with = |store: &str| parse(&format!("{GOOD}\n{store}"), None);
+    let (config, warnings) = with(
+        "[store]\nurl = \"postgres://switchyard@db:5432/switchyard\"\npassword = { env = \"SWITCHYARD_TEST_PG_PASSWORD\" }",
+    )
+    .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let store = &config.store;
+    assert_eq!(
+        store.password.as_ref().and_then(|p| p.value()),
+        Some("pg-pass")
+    );
+    assert!(
+        !format!("{config:?}").contains("pg-pass"),
+        "the password is never shown"
+    );
+    assert_eq!(store.place(), "postgres://switchyard@db:5432/switchyard");
+
+    // A password in the URL works, is warned about and never shown.
+    let (config, warnings) = with("[store]\nurl = \"postgres://sy:hunter2@db/sy\"").unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(!warnings[0].message.contains("hunter2"));
+    assert_eq!(config.store.place(), "postgres://sy:***@db/sy");
+
+    let wrong = |store: &str| with(store).unwrap_err().to_string();
+    assert!(
+        wrong("[store]\nurl = \"mysql://db/sy\"").contains("store.url must be a postgres:// URL")
+    );
+    assert!(wrong("[store]\npassword = \"x\"").contains("store.password needs store.url"));
+    assert!(wrong(
+        "[store]\nurl = \"postgres://db/sy\"\npassword = { env = \"SWITCHYARD_TEST_UNSET_VAR\" }"
+    )
+    .contains("SWITCHYARD_TEST_UNSET_VAR"));
+}

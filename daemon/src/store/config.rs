@@ -21,6 +21,25 @@ pub enum Durability {
     Relaxed,
 }
 
+/// A database password: a secret reference until the config is loaded,
+/// then its value. Never shown (`Debug` says it is there, not what it is).
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Password(pub serde_json::Value);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl Password {
+    /// The value, once resolved.
+    pub fn value(&self) -> Option<&str> {
+        self.0.as_str()
+    }
+}
+
 /// The `[store]` section; every key is optional.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +47,12 @@ pub struct StoreConfig {
     /// The database file; a relative path is under `data_dir` (the loader
     /// anchors it).
     pub path: PathBuf,
+    /// `postgres://user@host:port/database`: the store several instances
+    /// share. Without it, the embedded store (`path`).
+    pub url: Option<String>,
+    /// The PostgreSQL password, as a secret reference (`{ env = "…" }`,
+    /// `{ file = "…" }`, `{ credential = "…" }`).
+    pub password: Option<Password>,
     pub durability: Durability,
     /// Largest size of the store in MiB, database and journal together;
     /// ingests beyond fail as "full" and ingress answers 503.
@@ -48,6 +73,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("switchyard.db"),
+            url: None,
+            password: None,
             durability: Durability::Full,
             max_size_mb: None,
             retention: Duration::from_secs(30 * 86_400),
@@ -59,6 +86,27 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// The URL with any password in it masked, for logs and messages.
+    pub fn url_shown(&self) -> Option<String> {
+        let url = self.url.as_deref()?;
+        Some(match url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((user, host)) if user.contains(':') => {
+                    let name = user.split(':').next().unwrap_or("");
+                    format!("{scheme}://{name}:***@{host}")
+                }
+                _ => url.to_string(),
+            },
+            None => url.to_string(),
+        })
+    }
+
+    /// Where the store is, as the log and `switchyard check` say it.
+    pub fn place(&self) -> String {
+        self.url_shown()
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
+
     /// The size bound in bytes.
     pub fn max_size_bytes(&self) -> Option<u64> {
         self.max_size_mb.map(|mb| mb.saturating_mul(1024 * 1024))

@@ -338,6 +338,13 @@ pub trait Pipeline: Send + Sync + 'static {
         let _ = f;
     }
 
+    /// This process stops taking work: what it holds goes back at once
+    /// (a shared store's running jobs and pending events), not after its
+    /// leases run out. Nothing for a store of one process.
+    fn leave(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Puts a claimed job back, due at `next_at_ms`, without using an attempt
     /// (its action was paused).
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()>;

@@ -67,6 +67,9 @@ pub struct PgOptions {
     /// An instance silent this long is taken for dead: its jobs and events
     /// are handed to the others.
     pub dead_after: Duration,
+    /// Whether this is an instance (a daemon: it migrates the schema,
+    /// beats, and takes work) or a client of the others (the CLI).
+    pub join: bool,
 }
 
 impl PgOptions {
@@ -77,6 +80,7 @@ impl PgOptions {
             pool_size: 16,
             heartbeat: Duration::from_secs(1),
             dead_after: Duration::from_secs(5),
+            join: true,
         }
     }
 }
@@ -162,9 +166,21 @@ impl PgStore {
             .map_err(|e| StoreError::Other(format!("cannot make the connection pool: {e}")))?;
         {
             let mut client = pool.get().await.map_err(pool_err)?;
-            migrate(&mut client).await?;
+            match options.join {
+                true => migrate(&mut client).await.map(|_| ())?,
+                false => check_schema(&client).await?,
+            }
         }
         let instance = crate::event::new_id();
+        let lease_ms = options.dead_after.as_millis() as i64;
+        if !options.join {
+            return Ok(PgStore {
+                pool,
+                instance,
+                lease_ms,
+                heartbeat: None,
+            });
+        }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
@@ -181,7 +197,6 @@ impl PgStore {
                 .await
                 .map_err(map_err)?;
         }
-        let lease_ms = options.dead_after.as_millis() as i64;
         let mut store = PgStore {
             pool,
             instance,
@@ -227,7 +242,7 @@ impl PgStore {
 
     /// Says goodbye: this instance's row goes, its leases and running jobs
     /// are handed back at once rather than after `dead_after`.
-    pub async fn leave(&self) -> StoreResult<()> {
+    pub async fn hand_back(&self) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         tx.execute(
@@ -305,6 +320,31 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> StoreResu
         tracing::info!(migrations = ?ran, "database schema migrated");
     }
     Ok(ran)
+}
+
+/// A client's check that the database holds the schema this version
+/// knows (the instances migrate it; a client never does).
+async fn check_schema(client: &tokio_postgres::Client) -> StoreResult<()> {
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    let at: Option<i32> = client
+        .query_one(
+            "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN NULL
+                    ELSE (SELECT MAX(version) FROM schema_migrations) END",
+            &[],
+        )
+        .await
+        .map_err(map_err)?
+        .get(0);
+    match at {
+        Some(v) if v == known => Ok(()),
+        Some(v) => Err(StoreError::Other(format!(
+            "the database's schema is at version {v}; this Switchyard knows {known}: use the \
+             version the instances run"
+        ))),
+        None => Err(StoreError::Other(
+            "the database has no Switchyard schema yet: start an instance on it first".into(),
+        )),
+    }
 }
 
 /// The heartbeat: this instance's row, the leases of its running jobs, and

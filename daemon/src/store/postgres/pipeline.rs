@@ -546,6 +546,10 @@ impl Pipeline for PgStore {
         })
     }
 
+    fn leave(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.hand_back())
+    }
+
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.client().await?;
