@@ -13,6 +13,8 @@ mod durability;
 mod embed;
 mod hostile;
 mod layers;
+mod pg;
+mod pg_store;
 mod plugins;
 mod providers;
 mod reload;

@@ -30,10 +30,6 @@
 
 mod pipeline;
 mod queries;
-#[cfg(test)]
-pub(crate) mod testing;
-#[cfg(test)]
-mod tests;
 
 use std::time::Duration;
 
@@ -224,20 +220,7 @@ impl PgStore {
     /// Takes or renews the lease `name` for `ttl`; says whether this
     /// instance holds it.
     pub async fn hold_lease(&self, name: &str, ttl: Duration) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "INSERT INTO leases (name, owner, until) VALUES ($1, $2, {DB_NOW_MS} + $3)
-                     ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
-                     WHERE leases.owner = EXCLUDED.owner OR leases.until < {DB_NOW_MS}
-                     RETURNING owner"
-                ),
-                &[&name, &self.instance, &(ttl.as_millis() as i64)],
-            )
-            .await
-            .map_err(map_err)?;
-        Ok(row.is_some())
+        hold(&self.pool, &self.instance, name, ttl.as_millis() as i64).await
     }
 
     /// Says goodbye: this instance's row goes, its leases and running jobs
@@ -326,15 +309,19 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> StoreResu
 /// knows (the instances migrate it; a client never does).
 async fn check_schema(client: &tokio_postgres::Client) -> StoreResult<()> {
     let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
-    let at: Option<i32> = client
-        .query_one(
-            "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN NULL
-                    ELSE (SELECT MAX(version) FROM schema_migrations) END",
-            &[],
-        )
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
         .await
         .map_err(map_err)?
         .get(0);
+    let at: Option<i32> = match exists {
+        false => None,
+        true => client
+            .query_one("SELECT MAX(version) FROM schema_migrations", &[])
+            .await
+            .map_err(map_err)?
+            .get(0),
+    };
     match at {
         Some(v) if v == known => Ok(()),
         Some(v) => Err(StoreError::Other(format!(
@@ -383,7 +370,32 @@ pub(super) async fn beat_once(pool: &Pool, instance: &str, lease_ms: i64) -> Sto
         )
         .await
         .map_err(map_err)?;
+    // The leader's lease is held (or taken over) here too, so that which
+    // instance leads is known between its chores.
+    hold(pool, instance, LEADER, lease_ms).await?;
     rescue(&client, lease_ms).await
+}
+
+/// The leader's lease: held while renewed, taken over once it runs out.
+pub(super) const LEADER: &str = "leader";
+
+/// Takes or renews the lease `name` for `ttl_ms`; says whether `instance`
+/// holds it.
+async fn hold(pool: &Pool, instance: &str, name: &str, ttl_ms: i64) -> StoreResult<bool> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let row = client
+        .query_opt(
+            &format!(
+                "INSERT INTO leases (name, owner, until) VALUES ($1, $2, {DB_NOW_MS} + $3)
+                 ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+                 WHERE leases.owner = EXCLUDED.owner OR leases.until < {DB_NOW_MS}
+                 RETURNING owner"
+            ),
+            &[&name, &instance, &ttl_ms],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(row.is_some())
 }
 
 /// Hands back the running jobs whose lease ran out (their owner stopped

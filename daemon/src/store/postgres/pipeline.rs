@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio_postgres::types::Json;
 
-use super::{map_err, PgStore, DB_NOW_MS};
+use super::{map_err, PgStore, DB_NOW_MS, LEADER};
 use crate::event::Event;
 use crate::store::{
     ulid_floor, ActionState, Backlog, ClaimedJob, Envelope, Finish, FinishedAttempt, Ingested,
@@ -16,8 +16,6 @@ use crate::store::{
 
 /// Rows removed per statement of a prune, so that no prune holds locks long.
 const PRUNE_CHUNK: i64 = 2000;
-/// The leader's lease: held while renewed, taken over once it runs out.
-const LEADER: &str = "leader";
 
 fn envelope_of(text: String) -> Envelope {
     let raw = RawValue::from_string(text).unwrap_or_else(|e| {

@@ -20,19 +20,49 @@ pub fn server() -> &'static str {
 }
 
 /// A new, empty database on the server; its URL.
-pub async fn fresh_database() -> String {
-    let base = server();
-    let (client, conn) =
-        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test server");
-    tokio::spawn(conn);
+pub fn fresh_database() -> String {
     let name = format!("sy_{}", ulid::Ulid::new().to_string().to_lowercase());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create a test database");
-    format!("{base}/{name}")
+    sql(
+        &format!("{}/postgres", server()),
+        &format!("CREATE DATABASE {name}"),
+    );
+    format!("{}/{name}", server())
+}
+
+/// Runs SQL statements on a database.
+pub fn sql(url: &str, statements: &str) {
+    query(url, statements, |_| ());
+}
+
+/// Runs SQL and hands each row's columns, as text, to `row` (on a thread
+/// of its own, so that async tests may call it too).
+pub fn query(url: &str, statement: &str, mut row: impl FnMut(Vec<Option<String>>)) {
+    let rows = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to the test server");
+                tokio::spawn(conn);
+                let mut rows = Vec::new();
+                for message in client.simple_query(statement).await.expect(statement) {
+                    if let tokio_postgres::SimpleQueryMessage::Row(r) = message {
+                        rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+                    }
+                }
+                rows
+            })
+        })
+        .join()
+        .expect("the query thread")
+    });
+    for r in rows {
+        row(r);
+    }
 }
 
 fn bin_dir() -> PathBuf {

@@ -1,16 +1,15 @@
-//! The PostgreSQL store against a real server (see `testing.rs`): several
-//! stores on one database stand for several instances.
+//! The PostgreSQL store against a real server (`pg.rs`): several stores on
+//! one database stand for several instances.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::testing::fresh_database;
-use super::*;
-use crate::event::Event;
-use crate::store::{
-    now_ms, Envelope, EventFilter, Finish, FinishedAttempt, Ingested, NewJob, Pipeline, Queries,
-    Routing, StoredRequest,
+use crate::pg::{fresh_database, query, sql};
+use switchyard::event::Event;
+use switchyard::store::{
+    now_ms, Envelope, EventFilter, Finish, FinishedAttempt, Ingested, NewJob, PgOptions, PgStore,
+    Pipeline, Queries, Routing, StoredRequest,
 };
 
 fn event(id: &str, key: &str) -> Event {
@@ -52,7 +51,7 @@ fn routing(event: &Event, keys: &[&str], claim: bool) -> Routing {
             .iter()
             .enumerate()
             .map(|(i, k)| NewJob {
-                id: crate::event::new_id(),
+                id: switchyard::event::new_id(),
                 rule: "r".into(),
                 call_index: i,
                 action: "notify".into(),
@@ -68,7 +67,7 @@ fn routing(event: &Event, keys: &[&str], claim: bool) -> Routing {
 /// Instances on one fresh database; a short lease so that taking over
 /// from a stopped one is quick.
 async fn instances(n: usize) -> (String, Vec<PgStore>) {
-    let url = fresh_database().await;
+    let url = fresh_database();
     let mut stores = Vec::new();
     for _ in 0..n {
         let mut options = PgOptions::new(url.clone());
@@ -79,46 +78,34 @@ async fn instances(n: usize) -> (String, Vec<PgStore>) {
     (url, stores)
 }
 
-async fn sql(url: &str, statement: &str) {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client.batch_execute(statement).await.unwrap();
-}
-
 #[tokio::test]
 async fn two_instances_starting_at_once_apply_each_migration_once() {
-    let url = fresh_database().await;
-    let pool = |url: &str| {
-        let config: tokio_postgres::Config = url.parse().unwrap();
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        Pool::builder(manager).max_size(2).build().unwrap()
-    };
-    let (a, b) = (pool(&url), pool(&url));
-    let (mut ca, mut cb) = (a.get().await.unwrap(), b.get().await.unwrap());
-    let (ra, rb) = tokio::join!(migrate(&mut ca), migrate(&mut cb));
-    let mut ran = [ra.unwrap(), rb.unwrap()];
-    ran.sort();
-    assert_eq!(
-        ran,
-        [vec![], vec![1]],
-        "one applied migration 1, the other nothing"
+    let url = fresh_database();
+    let (a, b) = tokio::join!(
+        PgStore::connect(PgOptions::new(url.clone())),
+        PgStore::connect(PgOptions::new(url.clone())),
     );
-    // And a third start later finds nothing to do.
-    assert!(migrate(&mut ca).await.unwrap().is_empty());
+    let (_a, _b) = (a.unwrap(), b.unwrap());
+    let mut rows = Vec::new();
+    query(&url, "SELECT version FROM schema_migrations", |r| {
+        rows.push(r)
+    });
+    assert_eq!(rows, vec![vec![Some("1".to_string())]], "migration 1, once");
+    // A client (the CLI) does not migrate; it reads what the instances made.
+    let mut client = PgOptions::new(url.clone());
+    client.join = false;
+    let client = PgStore::connect(client).await.unwrap();
+    assert!(client.backlog().await.is_ok());
+    let mut client = PgOptions::new(fresh_database());
+    client.join = false;
+    let e = PgStore::connect(client).await.err().expect("no schema yet");
+    assert!(e.to_string().contains("no Switchyard schema"), "{e}");
 }
 
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_version_is_refused() {
     let (url, _stores) = instances(1).await;
-    sql(&url, "INSERT INTO schema_migrations (version) VALUES (999)").await;
+    sql(&url, "INSERT INTO schema_migrations (version) VALUES (999)");
     let e = PgStore::connect(PgOptions::new(url))
         .await
         .err()
@@ -279,7 +266,7 @@ async fn an_attempt_is_recorded_only_by_the_instance_holding_the_job() {
         .remove(0);
     // The first instance stalls: its lease runs out and the job is handed
     // back, then taken by the second.
-    sql(&url, "UPDATE jobs SET lease_until = 0").await;
+    sql(&url, "UPDATE jobs SET lease_until = 0");
     assert_eq!(stores[1].recover().await.unwrap(), 1);
     let again = stores[1].claim_jobs(now_ms() + 1, 10).await.unwrap();
     assert_eq!(again.len(), 1);
@@ -340,29 +327,45 @@ async fn the_pending_events_of_a_stopped_instance_are_taken_over() {
     assert_eq!(taken[0].event.id, "e1");
 }
 
+/// Which of the stores leads (each asks; only the holder's renewal says
+/// yes), once one does.
+async fn leader(stores: &[PgStore]) -> usize {
+    for _ in 0..100 {
+        let mut leading = Vec::new();
+        for (i, s) in stores.iter().enumerate() {
+            if s.is_leader().await.unwrap() {
+                leading.push(i);
+            }
+        }
+        assert!(leading.len() <= 1, "two leaders: {leading:?}");
+        if let [one] = leading[..] {
+            return one;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader");
+}
+
 #[tokio::test]
 async fn one_leader_at_a_time_and_another_once_it_is_gone() {
-    let (url, stores) = instances(2).await;
-    assert!(stores[0].is_leader().await.unwrap());
-    assert!(!stores[1].is_leader().await.unwrap());
-    assert!(
-        stores[0].is_leader().await.unwrap(),
-        "renewed by its holder"
-    );
+    let (_url, mut stores) = instances(2).await;
+    let first = leader(&stores).await;
+    assert_eq!(leader(&stores).await, first, "renewed by its holder");
     // Only the leader prunes.
     let later = now_ms() + 1;
-    assert_eq!(stores[1].prune(later, later).await.unwrap().events, 0);
-    // The leader's lease runs out (it stopped): the other takes over.
-    sql(&url, "UPDATE leases SET until = 0").await;
-    assert!(stores[1].is_leader().await.unwrap());
-    assert!(!stores[0].is_leader().await.unwrap());
+    let other = 1 - first;
+    assert_eq!(stores[other].prune(later, later).await.unwrap().events, 0);
+    // The leader stops (no goodbye: as if killed): once its lease runs out,
+    // the other takes over.
+    drop(stores.remove(first));
+    assert_eq!(leader(&stores).await, 0);
 }
 
 #[tokio::test]
 async fn routed_events_are_pruned_by_the_leader_and_listed_by_any() {
     let (_url, stores) = instances(2).await;
-    let e = event(&crate::event::new_id(), "k1");
-    let r = crate::event::new_id();
+    let e = event(&switchyard::event::new_id(), "k1");
+    let r = switchyard::event::new_id();
     stores[0]
         .ingest(request(&r), std::slice::from_ref(&e), 1)
         .await
@@ -381,9 +384,9 @@ async fn routed_events_are_pruned_by_the_leader_and_listed_by_any() {
         .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, "routed");
-    assert!(stores[0].is_leader().await.unwrap());
+    let first = leader(&stores).await;
     let later = now_ms() + 10;
-    let pruned = stores[0].prune(later, later).await.unwrap();
+    let pruned = stores[first].prune(later, later).await.unwrap();
     assert_eq!(
         (pruned.events, pruned.requests, pruned.dedup_keys),
         (1, 1, 1)
