@@ -12,6 +12,7 @@ mod cli_output;
 mod durability;
 mod embed;
 mod hostile;
+mod instances;
 mod layers;
 mod pg;
 mod pg_store;
