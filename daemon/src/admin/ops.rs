@@ -138,7 +138,9 @@ pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
     let set = app.rules().current();
     let states = app.store().action_states().await.unwrap_or_default();
     let backlog = app.store().backlog().await.ok();
-    let actions = action_rows(&app.config(), &states, now_ms());
+    let config = app.config();
+    let instances = app.store().instances().await;
+    let actions = action_rows(&config, &states, now_ms());
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "sources": app.sources().iter().map(|(name, s)| json!({"name": name, "plugin": s.provider()})).collect::<Vec<_>>(),
@@ -149,6 +151,17 @@ pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
         },
         "actions": actions,
         "backlog": backlog.map(|b| json!({"unrouted_events": b.unrouted_events, "pending_jobs": b.pending_jobs})),
+        "store": match &config.store.url {
+            None => json!({"kind": "embedded", "at": config.store.place()}),
+            Some(_) => json!({
+                "kind": "postgres",
+                "at": config.store.place(),
+                "instances": match instances {
+                    Ok(list) => json!(list),
+                    Err(e) => json!({"error": e.to_string()}),
+                },
+            }),
+        },
     })
 }
 

@@ -263,6 +263,25 @@ pub struct EventDetail {
     pub jobs: Vec<JobRecord>,
 }
 
+/// An instance sharing the store, as `switchyard status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub host: String,
+    pub version: String,
+    pub started_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+    /// It beat recently enough that its work is still its own.
+    pub alive: bool,
+    /// It holds the leader's lease (it runs retention).
+    pub leader: bool,
+    /// Jobs leased to it and running.
+    pub running_jobs: u64,
+    /// The instance answering.
+    #[serde(rename = "self")]
+    pub this: bool,
+}
+
 /// An action's gate as last stored: what `switchyard actions list` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActionState {
@@ -369,6 +388,10 @@ pub trait Queries: Send + Sync + 'static {
     /// Closes an action's gate and makes its waiting jobs due now; returns
     /// how many jobs that was.
     fn enable_action(&self, action: String, now_ms: i64) -> StoreFuture<'_, u64>;
+    /// The instances sharing the store (none for a store of one process).
+    fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// A whole backend: the pipeline's part and the operators' part. Pipeline

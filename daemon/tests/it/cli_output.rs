@@ -12,6 +12,7 @@ fn settings() -> insta::Settings {
     s.add_filter(r"\b[0-9A-HJKMNP-TV-Z]{26}\b", "[ULID]");
     s.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]");
     s.add_filter(r#""version": "\d+\.\d+\.\d+""#, r#""version": "[VERSION]""#);
+    s.add_filter(r#""at": "[^"]*""#, r#""at": "[STORE]""#);
     s
 }
 

@@ -174,6 +174,21 @@ fn three_instances_share_the_work_and_one_killed_mid_load_loses_nothing() {
             "{id}"
         );
     }
+    // `switchyard status` on any instance shows the cluster: three
+    // instances, one leader, the killed one no longer alive.
+    let mut shown = Value::Null;
+    let seen = eventually(30, || {
+        let (code, out) = cli(&["status"], &cluster.configs[2]);
+        assert_eq!(code, 0, "{out}");
+        shown = serde_json::from_str(&out).unwrap();
+        let list = shown["store"]["instances"].as_array().unwrap();
+        let count = |key: &str, v: bool| list.iter().filter(|i| i[key] == v).count();
+        list.len() == 3
+            && count("leader", true) == 1
+            && count("alive", false) == 1
+            && count("self", true) == 1
+    });
+    assert!(seen, "{shown:#}");
     let lines = cluster.lines();
     eprintln!(
         "cluster test: {} acknowledged, {failed} refused or cut off, {} action lines ({} repeats)",

@@ -7,9 +7,10 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::{map_err, PgStore};
+use super::{DB_NOW_MS, LEADER};
 use crate::store::{
-    ulid_floor, AttemptRecord, EventDetail, EventFilter, EventSummary, JobRecord, Queries,
-    RequestRecord, StoreError, StoreFuture, StoreResult,
+    ulid_floor, AttemptRecord, EventDetail, EventFilter, EventSummary, InstanceInfo, JobRecord,
+    Queries, RequestRecord, StoreError, StoreFuture, StoreResult,
 };
 
 fn parse_json(text: Option<String>) -> Value {
@@ -214,6 +215,44 @@ impl Queries for PgStore {
                 }
             }
             Ok(n)
+        })
+    }
+
+    fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT i.id, i.host, i.version, i.started_at, i.heartbeat_at,
+                                i.heartbeat_at > {DB_NOW_MS} - $1,
+                                EXISTS (SELECT 1 FROM leases l WHERE l.name = $2
+                                        AND l.owner = i.id AND l.until > {DB_NOW_MS}),
+                                (SELECT count(*) FROM jobs j
+                                 WHERE j.owner = i.id AND j.state = 'running')
+                         FROM instances i ORDER BY i.started_at, i.id"
+                    ),
+                    &[&self.lease_ms, &LEADER],
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let id: String = r.get(0);
+                    InstanceInfo {
+                        this: id == self.instance,
+                        id,
+                        host: r.get(1),
+                        version: r.get(2),
+                        started_at_ms: r.get(3),
+                        heartbeat_at_ms: r.get(4),
+                        alive: r.get(5),
+                        leader: r.get(6),
+                        running_jobs: r.get::<_, i64>(7) as u64,
+                    }
+                })
+                .collect())
         })
     }
 
