@@ -6,7 +6,7 @@
 //!
 //! | method | path | does |
 //! |---|---|---|
-//! | GET | `/v1/status` | sources, rules (version, broken files), actions (gates), backlog |
+//! | GET | `/v1/status` | sources, rules (version, broken files), actions (gates), backlog, the store (on PostgreSQL, the instances sharing it) |
 //! | GET | `/v1/events?source=&type=&since=&until=&limit=` | stored events, newest first |
 //! | GET | `/v1/events/{id}` | one event: envelope, request, rule runs, jobs, attempts |
 //! | POST | `/v1/events/{id}/replay` | route it again through the current rules |
