@@ -39,6 +39,8 @@ struct State {
     open_until_ms: Option<i64>,
     probing: bool,
     disabled: Option<String>,
+    /// When the state last changed, here or as the store said (ms).
+    changed_at_ms: i64,
 }
 
 /// One action's breaker.
@@ -85,6 +87,14 @@ impl Breaker {
     }
 
     pub fn record(&self, outcome: &ExecOutcome, now_ms: i64) -> Option<Transition> {
+        let change = self.record_inner(outcome, now_ms);
+        if change.is_some() {
+            self.lock().changed_at_ms = now_ms;
+        }
+        change
+    }
+
+    fn record_inner(&self, outcome: &ExecOutcome, now_ms: i64) -> Option<Transition> {
         let mut s = self.lock();
         let was_open = s.open_until_ms.is_some();
         s.probing = false;
@@ -115,13 +125,30 @@ impl Breaker {
         }
     }
 
-    /// Takes on what the store says (another process may have enabled it).
+    /// Takes on what the store says when it is newer than what this
+    /// process last did: another process enabled the action, or (sharing a
+    /// store) another instance opened its breaker or saw a 410.
     pub fn sync(&self, stored: &ActionState) {
         let mut s = self.lock();
-        if stored.state != "disabled" && s.disabled.is_some() {
-            s.disabled = None;
-            s.failures = 0;
-            s.open_until_ms = None;
+        if stored.updated_at_ms <= s.changed_at_ms {
+            return;
+        }
+        s.changed_at_ms = stored.updated_at_ms;
+        s.probing = false;
+        match stored.state.as_str() {
+            "disabled" => {
+                s.disabled = Some(stored.reason.clone().unwrap_or_default());
+            }
+            "open" | "half-open" => {
+                s.disabled = None;
+                s.open_until_ms = stored.until_ms;
+                s.failures = stored.failures;
+            }
+            _ => {
+                s.disabled = None;
+                s.open_until_ms = None;
+                s.failures = 0;
+            }
         }
     }
 
@@ -228,6 +255,32 @@ mod tests {
         );
         assert_eq!(b.admit(21_700), Admit::Run);
         assert_eq!(b.snapshot("a", 21_700).state, "closed");
+    }
+
+    #[test]
+    fn what_another_instance_stored_later_is_taken_on_and_older_news_is_not() {
+        let b = Breaker::new(3, Duration::from_secs(30));
+        let stored = |state: &str, until_ms: Option<i64>, at: i64| ActionState {
+            action: "a".into(),
+            state: state.into(),
+            until_ms,
+            failures: 3,
+            reason: (state == "disabled").then(|| "HTTP 410".into()),
+            updated_at_ms: at,
+        };
+        // Another instance opened the breaker: jobs here wait too.
+        b.sync(&stored("open", Some(40_000), 10_000));
+        assert_eq!(b.admit(11_000), Admit::Wait(40_000));
+        // It saw a 410: disabled here as well.
+        b.sync(&stored("disabled", None, 12_000));
+        assert_eq!(b.snapshot("a", 12_000).state, "disabled");
+        // Enabled later (by an operator, anywhere): runs again.
+        b.sync(&stored("closed", None, 13_000));
+        assert_eq!(b.admit(13_000), Admit::Run);
+        // This process's own newer change is not undone by older news.
+        b.record(&ExecOutcome::Gone("HTTP 410".into()), 20_000);
+        b.sync(&stored("closed", None, 19_000));
+        assert_eq!(b.snapshot("a", 20_000).state, "disabled");
     }
 
     #[test]
