@@ -83,6 +83,7 @@ impl PgOptions {
 
 pub struct PgStore {
     pool: Pool,
+    relaxed: Pool,
     /// This instance's id (a ULID, new at each start).
     instance: String,
     lease_ms: i64,
@@ -146,20 +147,29 @@ impl PgStore {
         }
         config.application_name("switchyard");
         config.connect_timeout(Duration::from_secs(10));
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| StoreError::Other(format!("cannot make the connection pool: {e}")))?;
+        let pool = |config: tokio_postgres::Config| {
+            let manager = Manager::from_config(
+                config,
+                tokio_postgres::NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(options.pool_size.max(2))
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(10)))
+                .create_timeout(Some(Duration::from_secs(10)))
+                .build()
+                .map_err(|e| StoreError::Other(format!("cannot make the connection pool: {e}")))
+        };
+        // A startup option, not a SET per transaction: no round trip more.
+        // (PgBouncer passes it on only when `options` is in its
+        // `ignore_startup_parameters`; otherwise these commit synchronously.)
+        let mut relaxed = config.clone();
+        let options_given = relaxed.get_options().unwrap_or_default().to_string();
+        relaxed.options(format!("{options_given} -c synchronous_commit=off").trim());
+        let (pool, relaxed) = (pool(config)?, pool(relaxed)?);
         {
             let mut client = pool.get().await.map_err(pool_err)?;
             match options.join {
@@ -172,6 +182,7 @@ impl PgStore {
         if !options.join {
             return Ok(PgStore {
                 pool,
+                relaxed,
                 instance,
                 lease_ms,
                 heartbeat: None,
@@ -195,6 +206,7 @@ impl PgStore {
         }
         let mut store = PgStore {
             pool,
+            relaxed,
             instance,
             lease_ms,
             heartbeat: None,
@@ -215,6 +227,17 @@ impl PgStore {
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
+    }
+
+    /// A connection whose commits do not wait for the database's WAL flush
+    /// (`synchronous_commit = off`): for the pipeline's own bookkeeping
+    /// (routing, claims, attempts, gates), as the embedded store commits
+    /// it without a sync. A crash of the database may lose its last
+    /// fraction of a second of these — an event is routed again with the
+    /// same idempotency keys, a job runs again — never an acknowledged
+    /// webhook: ingest commits synchronously.
+    async fn relaxed(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.relaxed.get().await.map_err(pool_err)
     }
 
     /// Takes or renews the lease `name` for `ttl`; says whether this

@@ -167,7 +167,7 @@ impl PgStore {
     }
 
     async fn routing_tx(&self, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
-        let mut client = self.client().await?;
+        let mut client = self.relaxed().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         let changed = tx
             .execute(
@@ -248,7 +248,7 @@ impl PgStore {
     }
 
     async fn claim_tx(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedJob>> {
-        let client = self.client().await?;
+        let client = self.relaxed().await?;
         let rows = client
             .query(
                 &format!(
@@ -315,7 +315,7 @@ impl PgStore {
                 Some(a.finished_at_ms),
             ),
         };
-        let client = self.client().await?;
+        let client = self.relaxed().await?;
         // Fenced: recorded only by the instance the job is leased to, while
         // it runs. A job handed back from this instance (its heartbeat
         // stopped too long) belongs to whoever took it since.
@@ -432,7 +432,7 @@ impl Pipeline for PgStore {
 
     fn pending_events(&self, limit: usize) -> StoreFuture<'_, Vec<PendingEvent>> {
         Box::pin(async move {
-            let client = self.client().await?;
+            let client = self.relaxed().await?;
             // This instance's own, and those of instances that stopped
             // beating: taken over.
             let rows = client
@@ -550,7 +550,7 @@ impl Pipeline for PgStore {
 
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let client = self.client().await?;
+            let client = self.relaxed().await?;
             client
                 .execute(
                     "UPDATE jobs SET state = 'pending', next_at = $2,
@@ -567,7 +567,7 @@ impl Pipeline for PgStore {
 
     fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let client = self.client().await?;
+            let client = self.relaxed().await?;
             client
                 .execute(
                     "INSERT INTO action_states (action, state, until_ms, failures, reason, updated_at)
