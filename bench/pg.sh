@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Shared-store benchmark: 1 KiB signed Tight webhooks for $SECONDS_PER_RUN s
+# at 32 connections in all, spread evenly over 1, 2 and 3 Switchyard
+# instances on one PostgreSQL database (the full path: the example rule and
+# the file action), and the same load on one instance with the embedded
+# store, in the same run. For each: webhooks acknowledged per second, p50
+# and p99 of the answers, and actions done per second (from the first
+# request until the last action line). Ends with ratios to one instance and
+# to the embedded store.
+#
+# PostgreSQL is Debian's (apt-get install postgresql), started here in a
+# temporary directory on 127.0.0.1 (as the postgres user when run as root),
+# with its default durability (fsync, synchronous_commit on).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+SECRET=bench-secret-0123456789abcdefghijklmnop
+
+cargo build --release -q -p switchyard -p switchyard-tight -p switchyard-file -p switchyard-bench
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$pgbin/initdb" ] || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
+
+work=$(mktemp -d)
+pgdir=$(mktemp -d)
+mkdir -p "$work/plugins" "$work/rules"
+pgrun() { local program=$1; shift; "$pgbin/$program" "$@"; }
+if [ "$(id -u)" = 0 ]; then
+    chown postgres:postgres "$pgdir"
+    pgrun() { local program=$1; shift; runuser -u postgres -- "$pgbin/$program" "$@"; }
+fi
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pgrun pg_ctl -D "$pgdir/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$work" "$pgdir"
+}
+trap cleanup EXIT
+pgport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pgrun initdb -A trust -U postgres -E UTF8 -D "$pgdir/data" >/dev/null
+pgrun pg_ctl -D "$pgdir/data" -l "$pgdir/log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $pgport -k $pgdir -c max_connections=300" start >/dev/null
+pg="postgres://postgres@127.0.0.1:$pgport"
+psql() { command psql -q -X "$@"; }
+
+cp target/release/libswitchyard_tight.so target/release/libswitchyard_file.so "$work/plugins/"
+cp rules/invoice-viewed.rhai "$work/rules/"
+results="$work/results.jsonl"
+
+# run LABEL INSTANCES [STORE_URL]: a fresh store, the instances, the load
+# split over them, then waits (at most 120 s) for every action line.
+run() {
+    local label=$1 n=$2 url=${3:-} run_dir="$work/$1"
+    mkdir -p "$run_dir"
+    local ports=() i
+    for i in $(seq 1 "$n"); do
+        local port=$((18200 + i)) data="$run_dir/data$i"
+        mkdir -p "$data"
+        {
+            echo "listen = \"127.0.0.1:$port\""
+            echo "data_dir = \"$data\""
+            echo "plugin_dir = \"$work/plugins\""
+            echo "rules_dir = \"$work/rules\""
+            [ -n "$url" ] && printf '[store]\nurl = "%s"\n' "$url"
+            printf '[sources.tight]\nplugin = "tight"\nsecret = { env = "BENCH_SECRET" }\n'
+            printf '[actions.notify-owner]\nplugin = "file"\npath = "%s"\n' "$run_dir/out.jsonl"
+        } > "$run_dir/s$i.toml"
+        BENCH_SECRET=$SECRET SWITCHYARD_LOG=warn target/release/switchyard run --config "$run_dir/s$i.toml" 2>"$run_dir/log$i" &
+        pids+=("$!")
+        ports+=("$port")
+    done
+    for port in "${ports[@]}"; do
+        for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    done
+    local start loads=()
+    start=$(date +%s.%N)
+    for port in "${ports[@]}"; do
+        target/release/switchyard-bench load --seconds "$SECONDS_PER_RUN" --secret "$SECRET" \
+            --label "$label" --url "http://127.0.0.1:$port/hooks/tight" --signing tight \
+            --connections $((CONNECTIONS / n)) > "$run_dir/load$port.json" &
+        loads+=("$!")
+    done
+    for p in "${loads[@]}"; do wait "$p"; done
+    local ok
+    ok=$(cat "$run_dir"/load*.json | python3 -c 'import json,sys; print(sum(json.loads(l)["ok"] for l in sys.stdin))')
+    for _ in $(seq 1 1200); do
+        [ "$(wc -l < "$run_dir/out.jsonl" 2>/dev/null || echo 0)" -ge "$ok" ] && break
+        sleep 0.1
+    done
+    local end
+    end=$(date +%s.%N)
+    if [ -n "${DEBUG:-}" ] && [ -n "$url" ]; then
+        psql "$url" -c "select state, owner, count(*) from jobs group by 1, 2" -c "select state, owner, count(*) from events group by 1, 2" -c "select * from instances" >&2
+        grep -iE "error|warn" "$run_dir"/log* | grep -v "plugin refused\|literal secret" | head -5 >&2 || true
+    fi
+    python3 - "$label" "$n" "$ok" "$start" "$end" "$run_dir" <<'PY' >> "$results"
+import json, sys, glob
+label, n, ok, start, end, run_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+loads = [json.loads(open(f).read()) for f in sorted(glob.glob(f"{run_dir}/load*.json"))]
+lines = sum(1 for _ in open(f"{run_dir}/out.jsonl"))
+print(json.dumps({
+    "label": label, "instances": n, "ok": ok, "failed": sum(l["failed"] for l in loads),
+    "rps": round(sum(l["rps"] for l in loads)),
+    "p50_ms": max(l["p50_ms"] for l in loads), "p99_ms": max(l["p99_ms"] for l in loads),
+    "actions": lines, "done_per_s": round(lines / (end - start)),
+}))
+PY
+    tail -1 "$results"
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait "${pids[@]}" 2>/dev/null || true
+    pids=()
+}
+
+[ -z "${ONLY:-}" ] && run embedded 1
+for n in ${ONLY:-1 2 3}; do
+    psql "$pg/postgres" -c "CREATE DATABASE sy$n"
+    run "postgres-$n" "$n" "$pg/sy$n"
+done
+
+python3 - "$results" <<'PY'
+import json, sys
+rows = {r["label"]: r for r in map(json.loads, open(sys.argv[1]))}
+print()
+print(f"{'store':<12} {'inst':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'done/s':>7} {'failed':>6}")
+for r in rows.values():
+    print(f"{r['label']:<12} {r['instances']:>4} {r['rps']:>7} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['done_per_s']:>7} {r['failed']:>6}")
+one, emb = rows["postgres-1"], rows["embedded"]
+print()
+for n in (1, 2, 3):
+    r = rows[f"postgres-{n}"]
+    print(f"postgres x{n}: req/s {r['rps'] / one['rps']:.2f}x one instance, {r['rps'] / emb['rps']:.2f}x embedded; "
+          f"done/s {r['done_per_s'] / max(one['done_per_s'], 1):.2f}x one instance, {r['done_per_s'] / max(emb['done_per_s'], 1):.2f}x embedded")
+PY
