@@ -36,6 +36,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     pgrun pg_ctl -D "$pgdir/data" -m fast stop >/dev/null 2>&1 || true
+    [ -n "${KEEP:-}" ] && { echo "kept: $work" >&2; rm -rf "$pgdir"; return; }
     rm -rf "$work" "$pgdir"
 }
 trap cleanup EXIT
@@ -75,6 +76,7 @@ run() {
     for port in "${ports[@]}"; do
         for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     done
+    [ -n "${DEBUG:-}" ] && { echo "$label: started ${pids[*]}" >&2; ss -ltnp 2>/dev/null | grep ':182' >&2 || true; }
     local start loads=()
     start=$(date +%s.%N)
     for port in "${ports[@]}"; do
@@ -93,7 +95,10 @@ run() {
     local end
     end=$(date +%s.%N)
     if [ -n "${DEBUG:-}" ] && [ -n "$url" ]; then
-        psql "$url" -c "select state, owner, count(*) from jobs group by 1, 2" -c "select state, owner, count(*) from events group by 1, 2" -c "select * from instances" >&2
+        psql "$url" -c "select state, owner, count(*) from jobs group by 1, 2" -c "select state, owner, count(*) from events group by 1, 2" -c "select verdict, count(*) from requests group by 1" -c "select * from instances" >&2
+        for db in $(psql -At "$pg/postgres" -c "select datname from pg_database where datname like 'sy%'"); do
+            echo "$db: $(psql -At "$pg/$db" -c "select count(*) from requests") requests" >&2
+        done
         grep -iE "error|warn" "$run_dir"/log* | grep -v "plugin refused\|literal secret" | head -5 >&2 || true
     fi
     python3 - "$label" "$n" "$ok" "$start" "$end" "$run_dir" <<'PY' >> "$results"
