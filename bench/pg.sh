@@ -12,7 +12,8 @@
 # temporary directory on 127.0.0.1 (as the postgres user when run as root),
 # with its default durability (fsync, synchronous_commit on).
 # ONLY="2" runs only the PostgreSQL run with that many instances; DEBUG=1
-# prints the jobs and events by state and owner after each PostgreSQL run.
+# prints the jobs and events by state and owner after each PostgreSQL run,
+# and each run database's requests; KEEP=1 keeps the runs' folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
