@@ -323,13 +323,16 @@ async fn load(
 ) -> Result<()> {
     let (addr, host, path) = split_url(&url)?;
     let secret = Arc::new(secret.into_bytes());
-    let counter = Arc::new(AtomicU64::new(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            % 1_000_000_000,
-    ));
+    // Each request's body is made from this number: distinct across the
+    // load processes of one run too (their pids), or two of them started
+    // in the same clock tick would send the same bodies, which the daemon
+    // rightly takes for duplicate deliveries.
+    let low = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        % (1 << 31);
+    let counter = Arc::new(AtomicU64::new((u64::from(std::process::id()) << 32) | low));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..connections {
