@@ -171,6 +171,47 @@ pub struct FinishedAttempt {
     pub finish: Finish,
 }
 
+/// What an attempt's outcome writes: the attempt row and the job's new state.
+pub(crate) struct AttemptRow<'a> {
+    /// `done` | `retry` | `dead`.
+    pub outcome: &'static str,
+    /// The result (done) or the error (retry, dead).
+    pub message: Option<&'a str>,
+    /// The job's state after it: `done` | `pending` | `dead`.
+    pub state: &'static str,
+    /// When a retried job is due.
+    pub next_at_ms: Option<i64>,
+    /// When the job finished (done or dead).
+    pub finished_at_ms: Option<i64>,
+}
+
+impl FinishedAttempt {
+    pub(crate) fn row(&self) -> AttemptRow<'_> {
+        let finished = Some(self.finished_at_ms);
+        let (outcome, message, state, next_at_ms, finished_at_ms) = match &self.finish {
+            Finish::Done { result } => ("done", result.as_deref(), "done", None, finished),
+            Finish::Retry {
+                message,
+                next_at_ms,
+            } => (
+                "retry",
+                Some(message.as_str()),
+                "pending",
+                Some(*next_at_ms),
+                None,
+            ),
+            Finish::Dead { message } => ("dead", Some(message.as_str()), "dead", None, finished),
+        };
+        AttemptRow {
+            outcome,
+            message,
+            state,
+            next_at_ms,
+            finished_at_ms,
+        }
+    }
+}
+
 /// How much work is waiting; ingress refuses new work beyond set bounds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Backlog {

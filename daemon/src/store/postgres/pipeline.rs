@@ -10,7 +10,7 @@ use tokio_postgres::types::Json;
 use super::{map_err, PgStore, DB_NOW_MS, LEADER};
 use crate::event::Event;
 use crate::store::{
-    ulid_floor, ActionState, Backlog, ClaimedJob, Envelope, Finish, FinishedAttempt, Ingested,
+    ulid_floor, ActionState, AttemptRow, Backlog, ClaimedJob, Envelope, FinishedAttempt, Ingested,
     PendingEvent, Pipeline, Pruned, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
 };
 
@@ -293,28 +293,13 @@ impl PgStore {
     }
 
     async fn finish_tx(&self, a: FinishedAttempt) -> StoreResult<()> {
-        let (outcome, message, state, next_at, finished_at) = match &a.finish {
-            Finish::Done { result } => {
-                ("done", result.clone(), "done", None, Some(a.finished_at_ms))
-            }
-            Finish::Retry {
-                message,
-                next_at_ms,
-            } => (
-                "retry",
-                Some(message.clone()),
-                "pending",
-                Some(*next_at_ms),
-                None,
-            ),
-            Finish::Dead { message } => (
-                "dead",
-                Some(message.clone()),
-                "dead",
-                None,
-                Some(a.finished_at_ms),
-            ),
-        };
+        let AttemptRow {
+            outcome,
+            message,
+            state,
+            next_at_ms: next_at,
+            finished_at_ms: finished_at,
+        } = a.row();
         let client = self.relaxed().await?;
         // Fenced: recorded only by the instance the job is leased to, while
         // it runs. A job handed back from this instance (its heartbeat

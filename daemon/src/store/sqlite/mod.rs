@@ -36,9 +36,8 @@ use tokio::sync::oneshot;
 use super::journal::{Journal, JournalOptions};
 use super::{
     ulid_floor, ActionState, AttemptRecord, Backlog, ClaimedJob, Durability, Envelope, EventDetail,
-    EventFilter, EventSummary, Finish, FinishedAttempt, Ingested, JobRecord, PendingEvent,
-    Pipeline, Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult,
-    StoredRequest,
+    EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline,
+    Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
 };
 
 const SCHEMA: &str = include_str!("schema.sql");

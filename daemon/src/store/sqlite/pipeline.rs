@@ -7,6 +7,7 @@ use rusqlite::{params, Connection};
 use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
 use super::*;
 use crate::event::Event;
+use crate::store::AttemptRow;
 
 /// Takes the routing by value: the claimed jobs it hands back are made of
 /// its parts, not copies of them.
@@ -144,32 +145,13 @@ pub(super) fn claim_tx(
 }
 
 pub(super) fn finish_tx(conn: &Connection, a: &FinishedAttempt) -> StoreResult<()> {
-    let (outcome, message, state, next_at, finished_at) = match &a.finish {
-        Finish::Done { result } => (
-            "done",
-            result.as_deref(),
-            "done",
-            None,
-            Some(a.finished_at_ms),
-        ),
-        Finish::Retry {
-            message,
-            next_at_ms,
-        } => (
-            "retry",
-            Some(message.as_str()),
-            "pending",
-            Some(*next_at_ms),
-            None,
-        ),
-        Finish::Dead { message } => (
-            "dead",
-            Some(message.as_str()),
-            "dead",
-            None,
-            Some(a.finished_at_ms),
-        ),
-    };
+    let AttemptRow {
+        outcome,
+        message,
+        state,
+        next_at_ms: next_at,
+        finished_at_ms: finished_at,
+    } = a.row();
     conn.prepare_cached(
         "INSERT OR REPLACE INTO attempts (job_id, n, started_at, finished_at, outcome, message)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

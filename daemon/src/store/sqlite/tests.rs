@@ -1,6 +1,6 @@
 use super::*;
 use crate::event::Event;
-use crate::store::{now_ms, EventFilter, NewJob};
+use crate::store::{now_ms, EventFilter, Finish, NewJob};
 use serde_json::json;
 
 fn event(id: &str, key: &str) -> Event {
