@@ -109,6 +109,17 @@ pub struct PendingEvent {
 /// handed to an action as it is, never parsed into a tree on the way.
 pub type Envelope = std::sync::Arc<serde_json::value::RawValue>;
 
+/// A stored envelope as a job carries it (`null` if it is not JSON, which
+/// only a hand-edited database could make it).
+pub(crate) fn envelope_of(text: String) -> Envelope {
+    use serde_json::value::RawValue;
+    let raw = RawValue::from_string(text).unwrap_or_else(|e| {
+        tracing::error!("store: an unreadable event envelope is handed on as null: {e}");
+        RawValue::from_string("null".into()).expect("null is JSON")
+    });
+    Envelope::from(raw)
+}
+
 /// An event's routing, to record in one transaction with its jobs.
 #[derive(Debug, Clone)]
 pub struct Routing {
@@ -132,6 +143,23 @@ pub struct NewJob {
     pub action: String,
     pub params: Value,
     pub idempotency_key: String,
+}
+
+impl NewJob {
+    /// The job as stored claimed with its routing: its first attempt.
+    pub(crate) fn first_attempt(self, event_id: &str, event: &Envelope) -> ClaimedJob {
+        ClaimedJob {
+            id: self.id,
+            event_id: event_id.to_string(),
+            event: event.clone(),
+            rule: self.rule,
+            action: self.action,
+            params: self.params,
+            idempotency_key: self.idempotency_key,
+            attempt: 1,
+            series_attempt: 1,
+        }
+    }
 }
 
 /// A job claimed for an attempt.

@@ -10,20 +10,13 @@ use tokio_postgres::types::Json;
 use super::{map_err, PgStore, DB_NOW_MS, LEADER};
 use crate::event::Event;
 use crate::store::{
-    ulid_floor, ActionState, AttemptRow, Backlog, ClaimedJob, Envelope, FinishedAttempt, Ingested,
-    PendingEvent, Pipeline, Pruned, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
+    envelope_of, ulid_floor, ActionState, AttemptRow, Backlog, ClaimedJob, FinishedAttempt,
+    Ingested, PendingEvent, Pipeline, Pruned, Routing, StoreError, StoreFuture, StoreResult,
+    StoredRequest,
 };
 
 /// Rows removed per statement of a prune, so that no prune holds locks long.
 const PRUNE_CHUNK: i64 = 2000;
-
-fn envelope_of(text: String) -> Envelope {
-    let raw = RawValue::from_string(text).unwrap_or_else(|e| {
-        tracing::error!("store: an unreadable event envelope is handed on as null: {e}");
-        RawValue::from_string("null".into()).expect("null is JSON")
-    });
-    Envelope::from(raw)
-}
 
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Other(format!("cannot encode JSON: {e}"))
@@ -233,17 +226,7 @@ impl PgStore {
         };
         Ok(added_jobs
             .into_iter()
-            .map(|job| ClaimedJob {
-                id: job.id,
-                event_id: routing.event_id.clone(),
-                event: event.clone(),
-                rule: job.rule,
-                action: job.action,
-                params: job.params,
-                idempotency_key: job.idempotency_key,
-                attempt: 1,
-                series_attempt: 1,
-            })
+            .map(|job| job.first_attempt(&routing.event_id, &event))
             .collect())
     }
 

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
 use super::*;
 use crate::event::Event;
-use crate::store::AttemptRow;
+use crate::store::{envelope_of, AttemptRow};
 
 /// Takes the routing by value: the claimed jobs it hands back are made of
 /// its parts, not copies of them.
@@ -64,31 +64,10 @@ pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec
     let Some(event) = routing.claim_with else {
         return Ok(Vec::new());
     };
-    let mut claimed = Vec::with_capacity(added_jobs.len());
-    for job in added_jobs {
-        claimed.push(ClaimedJob {
-            id: job.id,
-            event_id: routing.event_id.clone(),
-            event: event.clone(),
-            rule: job.rule,
-            action: job.action,
-            params: job.params,
-            idempotency_key: job.idempotency_key,
-            attempt: 1,
-            series_attempt: 1,
-        });
-    }
-    Ok(claimed)
-}
-
-/// A stored envelope as the job carries it (`null` if it is not JSON, which
-/// only a hand-edited database could make it).
-fn envelope_of(text: String) -> Envelope {
-    let raw = serde_json::value::RawValue::from_string(text).unwrap_or_else(|e| {
-        tracing::error!("store: an unreadable event envelope is handed on as null: {e}");
-        serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")
-    });
-    Envelope::from(raw)
+    Ok(added_jobs
+        .into_iter()
+        .map(|job| job.first_attempt(&routing.event_id, &event))
+        .collect())
 }
 
 pub(super) fn claim_tx(
