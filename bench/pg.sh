@@ -11,6 +11,14 @@
 # PostgreSQL is Debian's (apt-get install postgresql), started here in a
 # temporary directory on 127.0.0.1 (as the postgres user when run as root),
 # with its default durability (fsync, synchronous_commit on).
+#
+# Then end to end (E2E_RATES, default "500 1000 1500 2000"; E2E_RATES= skips
+# it): webhooks at a steady rate for $SECONDS_PER_RUN s, spread over 1 and
+# 3 instances on PostgreSQL (and one on the embedded store), a rule
+# forwarding each to the http action, and switchyard-bench's receiver
+# timing each from its scheduled send to its arrival; ends with the highest
+# rate each keeps with every event delivered and p99 at most 20 ms.
+# SKIP_LOAD=1 runs only the end-to-end part.
 # ONLY="2" runs only the PostgreSQL run with that many instances; DEBUG=1
 # prints the jobs and events by state and owner after each PostgreSQL run,
 # and each run database's requests; KEEP=1 keeps the runs' folders.
@@ -20,7 +28,7 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 SECRET=bench-secret-0123456789abcdefghijklmnop
 
-cargo build --release -q -p switchyard -p switchyard-tight -p switchyard-file -p switchyard-bench
+cargo build --release -q -p switchyard -p switchyard-tight -p switchyard-file -p switchyard-http -p switchyard-bench
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$pgbin/initdb" ] || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
 
@@ -48,7 +56,8 @@ pgrun pg_ctl -D "$pgdir/data" -l "$pgdir/log" -w -t 60 \
 pg="postgres://postgres@127.0.0.1:$pgport"
 psql() { command psql -q -X "$@"; }
 
-cp target/release/libswitchyard_tight.so target/release/libswitchyard_file.so "$work/plugins/"
+cp target/release/libswitchyard_tight.so target/release/libswitchyard_file.so \
+    target/release/libswitchyard_http.so "$work/plugins/"
 cp rules/invoice-viewed.rhai "$work/rules/"
 results="$work/results.jsonl"
 
@@ -120,6 +129,7 @@ PY
     pids=()
 }
 
+if [ -z "${SKIP_LOAD:-}" ]; then
 [ -z "${ONLY:-}" ] && run embedded 1
 for n in ${ONLY:-1 2 3}; do
     psql "$pg/postgres" -c "CREATE DATABASE sy$n"
@@ -139,4 +149,67 @@ for n in (1, 2, 3):
     r = rows[f"postgres-{n}"]
     print(f"postgres x{n}: req/s {r['rps'] / one['rps']:.2f}x one instance, {r['rps'] / emb['rps']:.2f}x embedded; "
           f"done/s {r['done_per_s'] / max(one['done_per_s'], 1):.2f}x one instance, {r['done_per_s'] / max(emb['done_per_s'], 1):.2f}x embedded")
+PY
+fi
+
+# e2e_run LABEL INSTANCES RATE [STORE_URL]: a fresh store, the instances
+# forwarding to the receiver, the steady load spread over them.
+e2e_run() {
+    local label=$1 n=$2 rate=$3 url=${4:-} run_dir="$work/e2e-$1-$3"
+    mkdir -p "$run_dir/rules"
+    cat > "$run_dir/rules/forward.rhai" <<'RHAI'
+const EVENTS = ["tight.invoiceViewed"];
+action("forward", #{ body: #{ invoice: event.data.eventData.entityId, id: event.id } });
+RHAI
+    local urls=() i
+    for i in $(seq 1 "$n"); do
+        local port=$((18300 + i)) data="$run_dir/data$i"
+        mkdir -p "$data"
+        {
+            echo "listen = \"127.0.0.1:$port\""
+            echo "data_dir = \"$data\""
+            echo "plugin_dir = \"$work/plugins\""
+            echo "rules_dir = \"$run_dir/rules\""
+            [ -n "$url" ] && printf '[store]\nurl = "%s"\n' "$url"
+            printf '[sources.tight]\nplugin = "tight"\nsecret = { env = "BENCH_SECRET" }\n'
+            printf '[actions.forward]\nplugin = "http"\nurl = "http://127.0.0.1:19300/in"\nconcurrency = 32\n'
+        } > "$run_dir/s$i.toml"
+        BENCH_SECRET=$SECRET SWITCHYARD_LOG=warn target/release/switchyard run --config "$run_dir/s$i.toml" 2>"$run_dir/log$i" &
+        pids+=("$!")
+        urls+=("http://127.0.0.1:$port/hooks/tight")
+    done
+    for i in $(seq 1 "$n"); do
+        for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$((18300 + i))") 2>/dev/null && break; sleep 0.1; done
+    done
+    target/release/switchyard-bench e2e --url "$(IFS=,; echo "${urls[*]}")" --secret "$SECRET" \
+        --listen 127.0.0.1:19300 --rate "$rate" --seconds "$SECONDS_PER_RUN" \
+        | python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); r["label"] = sys.argv[1]; print(json.dumps(r))' "$label" \
+        | tee -a "$work/e2e.jsonl"
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait "${pids[@]}" 2>/dev/null || true
+    pids=()
+}
+
+E2E_RATES=${E2E_RATES-500 1000 1500 2000}
+[ -z "$E2E_RATES" ] && exit 0
+echo
+for rate in $E2E_RATES; do
+    e2e_run embedded 1 "$rate"
+    for n in 1 3; do
+        psql "$pg/postgres" -c "CREATE DATABASE e2e_${n}_$rate"
+        e2e_run "postgres-$n" "$n" "$rate" "$pg/e2e_${n}_$rate"
+    done
+done
+python3 - "$work/e2e.jsonl" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+print()
+print(f"{'store':<12} {'rate':>6} {'delivered':>9} {'p50 ms':>7} {'p99 ms':>8} {'failed':>6}")
+for r in runs:
+    print(f"{r['label']:<12} {r['rate']:>6} {r['delivered']:>9} {r['p50_ms']:>7.2f} {r['p99_ms']:>8.2f} {r['failed']:>6}")
+print()
+for label in dict.fromkeys(r["label"] for r in runs):
+    good = [r["rate"] for r in runs if r["label"] == label and r["failed"] == 0
+            and r["delivered"] == r["sent"] and r["p99_ms"] <= 20]
+    print(f"{label}: highest rate with every event delivered and p99 <= 20 ms: {max(good) if good else 'none'} events/s")
 PY

@@ -1,7 +1,8 @@
 //! `switchyard-bench e2e`: from a webhook entering Switchyard to the http
 //! action's request arriving at a receiver, at a steady rate (open loop:
 //! requests leave on schedule whether or not earlier ones are answered, so
-//! queueing shows up as latency).
+//! queueing shows up as latency). Several instances' hooks may be given:
+//! the connections are spread over them, in turn.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,7 +47,7 @@ pub async fn run(
     seconds: u64,
     connections: usize,
 ) -> Result<()> {
-    let (addr, host, path) = split_url(&url)?;
+    let targets = url.split(',').map(split_url).collect::<Result<Vec<_>>>()?;
     let sent: Sent = Arc::default();
     let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
     let listener = TcpListener::bind(listen).await?;
@@ -65,8 +66,9 @@ pub async fn run(
     let failed = Arc::new(AtomicU64::new(0));
     let secret = Arc::new(secret.into_bytes());
     let mut senders = Vec::new();
-    for _ in 0..connections {
-        let (rx, host, path, secret) = (rx.clone(), host.clone(), path.clone(), secret.clone());
+    for c in 0..connections {
+        let (addr, host, path) = targets[c % targets.len()].clone();
+        let (rx, secret) = (rx.clone(), secret.clone());
         let (accepted, failed) = (accepted.clone(), failed.clone());
         senders.push(tokio::spawn(async move {
             let mut stream = TcpStream::connect(addr).await?;

@@ -75,7 +75,8 @@ enum Command {
     /// Send Tight webhooks at a steady rate to Switchyard, receive its http
     /// action's requests, and report delivery latency.
     E2e {
-        /// Switchyard's hook, e.g. http://127.0.0.1:18080/hooks/tight
+        /// Switchyard's hook, e.g. http://127.0.0.1:18080/hooks/tight; several
+        /// instances' hooks comma-separated, the connections spread over them.
         #[arg(long)]
         url: String,
         #[arg(long)]

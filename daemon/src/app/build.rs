@@ -152,7 +152,32 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
             rule.patterns.join(", ")
         ));
     }
+    summary.push(check_store(&partial.config)?);
     Ok(CheckReport { summary, warnings })
+}
+
+/// The store's line of `switchyard check`: the embedded store's file, or
+/// whether the shared store answers and at which schema.
+fn check_store(config: &Config) -> Result<String, Problems> {
+    let Some(url) = &config.store.url else {
+        return Ok(format!(
+            "store: embedded at {}",
+            config.store.path.display()
+        ));
+    };
+    let problem = |e: String| Problems(vec![Problem::new(config.store.place(), e)]);
+    let options = pg_options(config, url);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| problem(format!("cannot start a runtime to reach the database: {e}")))?;
+    let said = runtime
+        .block_on(crate::store::postgres::probe(&options))
+        .map_err(|e| problem(e.to_string()))?;
+    Ok(format!(
+        "store: PostgreSQL at {}: {said}",
+        config.store.place()
+    ))
 }
 
 /// Calls to actions the config does not define, where a rule names the
@@ -180,20 +205,27 @@ pub fn unknown_actions(rules: &Rules, config: &Config) -> Vec<Problem> {
     problems
 }
 
+/// How the config reaches a shared store (its password resolved).
+fn pg_options(config: &Config, url: &str) -> PgOptions {
+    let mut options = PgOptions::new(url);
+    options.password = config
+        .store
+        .password
+        .as_ref()
+        .and_then(|p| p.value())
+        .map(str::to_string);
+    options
+}
+
 /// Opens the store a config names: PostgreSQL with `[store] url`, joining
 /// the instances there when `join` (a daemon; the CLI only reads and asks),
 /// else the embedded store.
 pub async fn open_store(config: &Config, join: bool) -> Result<Arc<dyn Store>, Problems> {
     let problem = |e: StoreError| Problems(vec![Problem::new(config.store.place(), e.to_string())]);
     if let Some(url) = &config.store.url {
-        let mut options = PgOptions::new(url.clone());
-        options.password = config
-            .store
-            .password
-            .as_ref()
-            .and_then(|p| p.value())
-            .map(str::to_string);
+        let mut options = pg_options(config, url);
         options.join = join;
+        options.listen = !config.store.poll_only;
         let store = PgStore::connect(options).await.map_err(problem)?;
         return Ok(Arc::new(store));
     }

@@ -161,6 +161,16 @@ impl Switchyard {
         );
         let dispatch_wake = dispatcher.wake.clone();
         let (inbox_tx, inbox) = tokio::sync::mpsc::channel(crate::router::INBOX);
+        // Work another process left (its jobs, a replay) wakes the stage
+        // that takes it, when the store can tell.
+        let router_wake = Arc::new(tokio::sync::Notify::new());
+        {
+            let (jobs, events) = (dispatcher.wake.clone(), router_wake.clone());
+            store.on_work(Arc::new(move |work| match work {
+                crate::store::Work::Jobs => jobs.notify_one(),
+                crate::store::Work::Events => events.notify_one(),
+            }));
+        }
         let overflowed = Arc::new(AtomicBool::new(false));
         let router = Router {
             rules: rules.clone(),
@@ -170,10 +180,11 @@ impl Switchyard {
             dispatch: dispatcher.wake.clone(),
             handoff: dispatcher.handoff(),
             gauge: gauge.clone(),
-            known_action: {
+            action_order_by: {
                 let d = dispatcher.clone();
-                Arc::new(move |name: &str| d.has_action(name))
+                Arc::new(move |name: &str| d.order_by(name))
             },
+            wake: router_wake.clone(),
             metrics: metrics.clone(),
         };
         let tasks = vec![

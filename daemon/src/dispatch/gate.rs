@@ -12,8 +12,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::host::ExecOutcome;
 use crate::store::{ActionState, ClaimedJob};
 
@@ -172,16 +170,6 @@ impl Breaker {
     }
 }
 
-/// The ordering key of a job: its `order_by` parameter, as text.
-pub fn order_key(job: &ClaimedJob, order_by: Option<&str>) -> Option<String> {
-    match job.params.get(order_by?)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
 /// Jobs waiting behind another of the same key, per (action, key).
 #[derive(Debug, Default)]
 pub struct KeyQueues {
@@ -308,12 +296,12 @@ mod tests {
         let job = |id: &str| ClaimedJob {
             id: id.into(),
             event_id: "e".into(),
-            event: serde_json::value::to_raw_value(&Value::Null)
+            event: serde_json::value::to_raw_value(&serde_json::Value::Null)
                 .unwrap()
                 .into(),
             rule: "r".into(),
             action: "a".into(),
-            params: Value::Null,
+            params: serde_json::Value::Null,
             idempotency_key: id.into(),
             attempt: 1,
             series_attempt: 1,

@@ -40,9 +40,11 @@ use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Pipeline};
 mod batch;
 mod config;
 pub mod gate;
+mod retry;
 
 pub use batch::BATCH_MAX;
 pub use config::{ActionConfig, DeliveryConfig};
+pub use retry::RetryPolicy;
 
 use gate::{Admit, KeyQueues, Transition};
 
@@ -51,57 +53,8 @@ use gate::{Admit, KeyQueues, Transition};
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How soon the dispatcher looks for due jobs again when every slot was taken.
 const FULL_POLL: Duration = Duration::from_millis(50);
-
-/// The retry policy.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Delay before retry n (1-based); its length + 1 is the attempt budget.
-    pub schedule: Vec<Duration>,
-    /// Each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
-    pub jitter: f64,
-}
-
-impl RetryPolicy {
-    /// What to do after attempt `series_attempt` (1-based) of a job ended so.
-    pub fn decide(&self, series_attempt: u32, attempt: &ExecOutcome, now_ms: i64) -> Finish {
-        match attempt {
-            ExecOutcome::Done(result) => Finish::Done {
-                result: result.as_ref().map(|r| r.to_string()),
-            },
-            ExecOutcome::Permanent(message) | ExecOutcome::Gone(message) => Finish::Dead {
-                message: message.clone(),
-            },
-            ExecOutcome::RetryAfter(message, after) => {
-                if series_attempt as usize > self.schedule.len() {
-                    return Finish::Dead {
-                        message: format!("gave up after {series_attempt} attempts: {message}"),
-                    };
-                }
-                // The target said when: no sooner, and at most a day out.
-                let after = (*after).min(Duration::from_secs(86_400));
-                Finish::Retry {
-                    message: message.clone(),
-                    next_at_ms: now_ms + after.as_millis() as i64,
-                }
-            }
-            ExecOutcome::Retryable(message) => {
-                match self.schedule.get(series_attempt.saturating_sub(1) as usize) {
-                    Some(delay) => {
-                        let factor = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
-                        let delay_ms = (delay.as_millis() as f64 * factor).round() as i64;
-                        Finish::Retry {
-                            message: message.clone(),
-                            next_at_ms: now_ms + delay_ms.max(0),
-                        }
-                    }
-                    None => Finish::Dead {
-                        message: format!("gave up after {series_attempt} attempts: {message}"),
-                    },
-                }
-            }
-        }
-    }
-}
+/// The least wait before looking again after a look that claimed nothing.
+const BUSY_FLOOR_MS: i64 = 20;
 
 /// A configured action as the dispatcher runs it: its plugin instance, its
 /// deadline and concurrency, its gate (circuit breaker and 410 pause) and
@@ -230,9 +183,10 @@ impl Dispatcher {
         self.handoff_tx.clone()
     }
 
-    /// Whether an action of that name is configured.
-    pub fn has_action(&self, name: &str) -> bool {
-        self.actions().contains_key(name)
+    /// Whether an action of that name is configured, and if so its
+    /// `order_by` parameter.
+    pub fn order_by(&self, name: &str) -> Option<Option<String>> {
+        self.actions().get(name).map(|a| a.order_by.clone())
     }
 
     /// Starts the dispatcher task: hands back jobs a previous process left
@@ -286,6 +240,7 @@ impl Dispatcher {
                             }
                         };
                         let full_batch = claimed.len() == free;
+                        let claimed_none = claimed.is_empty();
                         for job in claimed {
                             self.start(job, &mut tasks).await;
                         }
@@ -293,8 +248,11 @@ impl Dispatcher {
                             claim = true;
                             continue;
                         }
+                        // Due jobs that were not claimed (another process
+                        // took them first) are not looked for again at once.
+                        let floor = if claimed_none { BUSY_FLOOR_MS } else { 0 };
                         let wait = match self.store.next_due().await {
-                            Ok(Some(at)) => (at - now).clamp(0, IDLE_POLL.as_millis() as i64),
+                            Ok(Some(at)) => (at - now).clamp(floor, IDLE_POLL.as_millis() as i64),
                             _ => IDLE_POLL.as_millis() as i64,
                         };
                         next_look = Instant::now() + Duration::from_millis(wait as u64);
@@ -330,7 +288,7 @@ impl Dispatcher {
                 }
                 return;
             }
-            if let Some(key) = gate::order_key(&job, action.order_by.as_deref()) {
+            if let Some(key) = crate::store::order_key(&job.params, action.order_by.as_deref()) {
                 let Some(job) = self.queues.enter(&job.action.clone(), &key, job) else {
                     return;
                 };
@@ -367,7 +325,14 @@ impl Dispatcher {
                 // The next job of the same key, in the order they came.
                 match key.as_deref().and_then(|k| this.queues.leave(&action, k)) {
                     Some(next) => job = next,
-                    None => break,
+                    None => {
+                        if key.is_some() {
+                            // A shared store holds the key's next job back
+                            // until this one ended: look for it now.
+                            this.wake.notify_one();
+                        }
+                        break;
+                    }
                 }
             }
         });
@@ -605,34 +570,5 @@ mod tests {
         );
         assert_eq!((read.rule.as_str(), read.attempt), ("r", 2));
         assert_eq!((read.params, read.event), (job.params, event));
-    }
-
-    #[test]
-    fn retries_follow_the_schedule_then_give_up() {
-        let policy = RetryPolicy {
-            schedule: vec![Duration::from_secs(5), Duration::from_secs(300)],
-            jitter: 0.2,
-        };
-        let failed = ExecOutcome::Retryable("503".into());
-        for (n, base) in [(1u32, 5_000i64), (2, 300_000)] {
-            match policy.decide(n, &failed, 0) {
-                Finish::Retry { next_at_ms, .. } => {
-                    assert!(
-                        next_at_ms >= base * 8 / 10 && next_at_ms <= base * 12 / 10,
-                        "{n}: {next_at_ms}"
-                    );
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        assert!(matches!(policy.decide(3, &failed, 0), Finish::Dead { .. }));
-        assert!(matches!(
-            policy.decide(1, &ExecOutcome::Permanent("400".into()), 0),
-            Finish::Dead { .. }
-        ));
-        assert!(matches!(
-            policy.decide(1, &ExecOutcome::Done(None), 0),
-            Finish::Done { .. }
-        ));
     }
 }

@@ -48,10 +48,18 @@ pub struct Router {
     /// Where jobs claimed with their routing go straight to the dispatcher.
     pub handoff: mpsc::Sender<ClaimedJob>,
     pub gauge: Arc<BacklogGauge>,
-    /// Actions the config defines; calls to others are logged and dropped.
-    pub known_action: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// What the config defines of an action: `None` if it does not (calls
+    /// to it are logged and dropped), else its `order_by` parameter.
+    pub action_order_by: Arc<ActionOrderBy>,
+    /// Woken when the store has events the inbox did not bring (another
+    /// process's replay, a stopped instance's events).
+    pub wake: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// An action's `order_by` as the router sees it: `None` for an action the
+/// config does not define.
+pub type ActionOrderBy = dyn Fn(&str) -> Option<Option<String>> + Send + Sync;
 
 /// The idempotency key of a job: `{event}:{rule}:{call}`, and for a replay
 /// (the event's `n`th routing) `{event}:{rule}:{call}:replay{n}`.
@@ -120,6 +128,10 @@ impl Router {
                 }
                 let next = tokio::select! {
                     p = self.inbox.recv() => p,
+                    _ = self.wake.notified() => {
+                        self.overflowed.store(true, Ordering::Relaxed);
+                        None
+                    }
                     _ = tokio::time::sleep(IDLE_POLL) => None,
                     _ = stop.wait_for(|s| *s) => None,
                 };
@@ -132,7 +144,7 @@ impl Router {
 
     async fn route_batch(&self, batch: Vec<PendingEvent>) {
         let rules = self.rules.clone();
-        let known = self.known_action.clone();
+        let known = self.action_order_by.clone();
         let metrics = self.metrics.clone();
         let routed = tokio::task::spawn_blocking(move || {
             // One version of the rules for the whole batch, recorded with
@@ -203,21 +215,22 @@ fn routing(
     p: &PendingEvent,
     rules_version: u64,
     runs: Vec<RuleRun>,
-    known_action: &(dyn Fn(&str) -> bool + Send + Sync),
+    action_order_by: &ActionOrderBy,
 ) -> Routing {
     let event = &p.event;
     let mut jobs = Vec::new();
     for run in &runs {
         for (index, call) in run.calls.iter().enumerate() {
-            if !known_action(&call.action) {
+            let Some(order_by) = action_order_by(&call.action) else {
                 tracing::error!(
                     event_id = %event.id, rule = %run.rule, action = %call.action,
                     "rule called an action that the config does not define; add [actions.{}] or fix the rule",
                     call.action
                 );
                 continue;
-            }
+            };
             jobs.push(NewJob {
+                order_key: crate::store::order_key(&call.params, order_by.as_deref()),
                 id: new_id(),
                 rule: run.rule.clone(),
                 call_index: index,

@@ -53,6 +53,10 @@ pub struct StoreConfig {
     /// The PostgreSQL password, as a secret reference (`{ env = "…" }`,
     /// `{ file = "…" }`, `{ credential = "…" }`).
     pub password: Option<Password>,
+    /// With `url`: find the other instances' work by polling only (about
+    /// once a second), not LISTEN/NOTIFY — for a transaction-mode pooler
+    /// (PgBouncer's `pool_mode = transaction`), which cannot hold a LISTEN.
+    pub poll_only: bool,
     pub durability: Durability,
     /// Largest size of the store in MiB, database and journal together;
     /// ingests beyond fail as "full" and ingress answers 503.
@@ -75,6 +79,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("switchyard.db"),
             url: None,
             password: None,
+            poll_only: false,
             durability: Durability::Full,
             max_size_mb: None,
             retention: Duration::from_secs(30 * 86_400),

@@ -120,6 +120,19 @@ pub(crate) fn envelope_of(text: String) -> Envelope {
     Envelope::from(raw)
 }
 
+/// What another process left for this one to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Jobs are due (stored unclaimed, handed back, redriven, or next in
+    /// line behind a job of the same order key).
+    Jobs,
+    /// Events wait for routing (a replay, or a stopped instance's).
+    Events,
+}
+
+/// Called when a store hears of [`Work`].
+pub type OnWork = std::sync::Arc<dyn Fn(Work) + Send + Sync>;
+
 /// An event's routing, to record in one transaction with its jobs.
 #[derive(Debug, Clone)]
 pub struct Routing {
@@ -143,6 +156,9 @@ pub struct NewJob {
     pub action: String,
     pub params: Value,
     pub idempotency_key: String,
+    /// The value of its action's `order_by` parameter: jobs of one key run
+    /// one at a time, in the order their events were taken in.
+    pub order_key: Option<String>,
 }
 
 impl NewJob {
@@ -159,6 +175,17 @@ impl NewJob {
             attempt: 1,
             series_attempt: 1,
         }
+    }
+}
+
+/// The ordering key of a job's parameters: its `order_by` parameter, as
+/// text (none if the parameter is missing, null, or not a scalar).
+pub fn order_key(params: &Value, order_by: Option<&str>) -> Option<String> {
+    match params.get(order_by?)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -424,6 +451,13 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Has `f` told the time of each commit, for metrics (if the store can).
     fn observe_commits(&self, f: Box<dyn Fn(std::time::Duration) + Send + Sync>) {
         let _ = f;
+    }
+
+    /// Has `wake` told when another process left work for this one (jobs
+    /// due, events to route), if the store can tell: a shared store's
+    /// other instances, or a CLI's replay. Polling stays the fallback.
+    fn on_work(&self, wake: OnWork) {
+        let _ = wake;
     }
 
     /// This process stops taking work: what it holds goes back at once

@@ -116,3 +116,41 @@ fn help_is_there_for_every_command() {
         );
     }
 }
+
+#[test]
+fn check_says_whether_the_shared_store_answers_and_at_which_schema() {
+    let url = crate::pg::fresh_database();
+    let env = Env::new();
+    env.with_standard_plugins();
+    let config = env.config(&format!(
+        "[store]\nurl = \"{url}\"\n{TIGHT_SOURCE}\n[actions.audit]\nplugin = \"file\"\npath = \"{}\"\n",
+        env.path("data/audit.jsonl").display()
+    ));
+    let (code, out) = check(&config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("reachable; no schema yet"), "{out}");
+    let daemon = Daemon::start(&config);
+    let (code, out) = check(&config);
+    assert_eq!(code, 0, "{out}\n{}", daemon.logs());
+    assert!(
+        out.contains("reachable; schema version 2; 1 instance(s) alive"),
+        "{out}"
+    );
+    drop(daemon);
+    // Nothing listens there: an error naming the store, its password masked.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let config = env.config(&format!(
+        "[store]\nurl = \"postgres://switchyard:sekrit@127.0.0.1:{port}/sy\"\n{TIGHT_SOURCE}\n"
+    ));
+    let (code, out) = check(&config);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "error: postgres://switchyard:***@127.0.0.1:{port}/sy"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("sekrit"), "{out}");
+}

@@ -15,6 +15,7 @@ mod hostile;
 mod instances;
 mod layers;
 mod pg;
+mod pg_order;
 mod pg_store;
 mod plugins;
 mod providers;

@@ -12,7 +12,7 @@ use switchyard::store::{
     Pipeline, Queries, Routing, StoredRequest,
 };
 
-fn event(id: &str, key: &str) -> Event {
+pub(crate) fn event(id: &str, key: &str) -> Event {
     Event {
         id: id.into(),
         source: "tight".into(),
@@ -28,7 +28,7 @@ fn event(id: &str, key: &str) -> Event {
     }
 }
 
-fn request(id: &str) -> StoredRequest {
+pub(crate) fn request(id: &str) -> StoredRequest {
     StoredRequest {
         id: id.into(),
         source: "tight".into(),
@@ -57,6 +57,7 @@ fn routing(event: &Event, keys: &[&str], claim: bool) -> Routing {
                 action: "notify".into(),
                 params: json!({"to": "x"}),
                 idempotency_key: k.to_string(),
+                order_key: None,
             })
             .collect(),
         routed_at_ms: now_ms(),
@@ -66,7 +67,7 @@ fn routing(event: &Event, keys: &[&str], claim: bool) -> Routing {
 
 /// Instances on one fresh database; a short lease so that taking over
 /// from a stopped one is quick.
-async fn instances(n: usize) -> (String, Vec<PgStore>) {
+pub(crate) async fn instances(n: usize) -> (String, Vec<PgStore>) {
     let url = fresh_database();
     let mut stores = Vec::new();
     for _ in 0..n {
@@ -87,10 +88,13 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
     );
     let (_a, _b) = (a.unwrap(), b.unwrap());
     let mut rows = Vec::new();
-    query(&url, "SELECT version FROM schema_migrations", |r| {
-        rows.push(r)
-    });
-    assert_eq!(rows, vec![vec![Some("1".to_string())]], "migration 1, once");
+    query(
+        &url,
+        "SELECT version FROM schema_migrations ORDER BY version",
+        |r| rows.push(r),
+    );
+    let once: Vec<_> = (1..=2).map(|v| vec![Some(v.to_string())]).collect();
+    assert_eq!(rows, once, "each migration, once");
     // A client (the CLI) does not migrate; it reads what the instances made.
     let mut client = PgOptions::new(url.clone());
     client.join = false;
@@ -100,6 +104,38 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
     client.join = false;
     let e = PgStore::connect(client).await.err().expect("no schema yet");
     assert!(e.to_string().contains("no Switchyard schema"), "{e}");
+}
+
+#[tokio::test]
+async fn a_database_of_the_first_schema_is_migrated_with_its_rows() {
+    // As an instance of the first release left it: schema 1, an event
+    // with a pending job.
+    let url = fresh_database();
+    sql(
+        &url,
+        &format!(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY,
+                                             applied_at timestamptz NOT NULL DEFAULT now());
+             {}
+             INSERT INTO schema_migrations (version) VALUES (1);
+             INSERT INTO requests VALUES ('r1', 'tight', 1, 'POST', '/', '', '[]', '', 'accepted');
+             INSERT INTO events (id, request_id, source, type, received_at, envelope, state)
+                 VALUES ('e1', 'r1', 'tight', 't', 1, '{{}}', 'routed');
+             INSERT INTO jobs (id, event_id, rule, call_index, action, params, idempotency_key,
+                               state, next_at, created_at)
+                 VALUES ('j1', 'e1', 'r', 0, 'notify', '{{}}', 'e1:r:0', 'pending', 0, 0);",
+            include_str!("../../src/store/postgres/migrations/0001_initial.sql")
+        ),
+    );
+    let store = PgStore::connect(PgOptions::new(url.clone())).await.unwrap();
+    let mut rows = Vec::new();
+    query(&url, "SELECT e.seq, j.seq FROM events e, jobs j", |r| {
+        rows.push(r)
+    });
+    assert_eq!(rows, vec![vec![Some("1".into()), Some("1".into())]]);
+    let claimed = store.claim_jobs(now_ms(), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "the old job still runs");
+    assert_eq!(claimed[0].id, "j1");
 }
 
 #[tokio::test]

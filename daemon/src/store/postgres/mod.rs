@@ -5,7 +5,8 @@
 //! that two instances starting at once apply each migration once), this
 //! instance's row and heartbeat, named leases with a time to live (the
 //! leader's), and the [`Pipeline`] (`pipeline.rs`) and [`Queries`]
-//! (`queries.rs`) over the same tables as the embedded store.
+//! (`queries.rs`) over the same tables as the embedded store; the job
+//! queue (claims, ordered claims, fenced attempts) is `jobs.rs`.
 //!
 //! ## How instances share the work
 //! - **Ingest** is one transaction holding the raw request, its verdict and
@@ -21,6 +22,15 @@
 //!   expiry, renewed by the owner's heartbeat); an attempt is recorded only
 //!   by the job's owner while it is running (fenced), so a job handed back
 //!   from a dead instance is never recorded twice.
+//! - **Ordered jobs** (`order_by`) are never claimed with their routing:
+//!   one claim at a time across instances (an advisory transaction lock)
+//!   takes each key's next job, when no job of the key runs, none before
+//!   it is due, and every event taken in before its own (`events.seq`) is
+//!   routed (`jobs.rs`).
+//! - **Wake-ups** (`wake.rs`): work left for the others (jobs stored
+//!   unclaimed, handed back, redriven, an ordered job's successor, a
+//!   replay) is announced with `NOTIFY`; each instance LISTENs on a
+//!   connection of its own. Polling stays the fallback.
 //! - **Leases** (`leases`): a row with an owner and an expiry, taken with one
 //!   upsert — not a session advisory lock, which a transaction-mode pooler
 //!   would lose. The leader runs retention.
@@ -28,22 +38,33 @@
 //! Lease and heartbeat times are the database's clock (`clock_timestamp()`):
 //! instances whose clocks differ still agree on when a lease ran out.
 
+mod jobs;
 mod pipeline;
 mod queries;
+mod wake;
+
+use wake::{listen, notify, NOTICE_EVERY_MS};
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 
-use super::{StoreError, StoreResult};
+use super::{StoreError, StoreResult, Work};
 
 /// The database's clock, in Unix milliseconds, as SQL.
 const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// The migrations, in order; each runs once, in the transaction that
 /// records it. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_order_keys.sql")),
+];
+
+/// The advisory lock ordered jobs are claimed under, by one instance at a
+/// time (see `claim_ordered`).
+const ORDER_LOCK: i64 = 0x7377_6f72_6465_7273;
 
 /// The advisory lock key migrations are applied under ("switchyard" in
 /// ASCII, folded into 63 bits).
@@ -66,6 +87,10 @@ pub struct PgOptions {
     /// Whether this is an instance (a daemon: it migrates the schema,
     /// beats, and takes work) or a client of the others (the CLI).
     pub join: bool,
+    /// Whether to hear of the others' work by LISTEN/NOTIFY (on a
+    /// connection of its own), or only poll: behind a transaction-mode
+    /// pooler, which cannot hold a LISTEN.
+    pub listen: bool,
 }
 
 impl PgOptions {
@@ -77,6 +102,7 @@ impl PgOptions {
             heartbeat: Duration::from_secs(1),
             dead_after: Duration::from_secs(5),
             join: true,
+            listen: true,
         }
     }
 }
@@ -88,11 +114,21 @@ pub struct PgStore {
     instance: String,
     lease_ms: i64,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// Where to LISTEN for the others' work (none: poll only).
+    listen: Option<tokio_postgres::Config>,
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// When this instance last told the others of jobs it stored unclaimed
+    /// (ms; see `notice_due`).
+    last_notice: std::sync::atomic::AtomicI64,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        let listener = self.listener.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = listener.take() {
             h.abort();
         }
     }
@@ -169,6 +205,7 @@ impl PgStore {
         let mut relaxed = config.clone();
         let options_given = relaxed.get_options().unwrap_or_default().to_string();
         relaxed.options(format!("{options_given} -c synchronous_commit=off").trim());
+        let listen = (options.join && options.listen).then(|| config.clone());
         let (pool, relaxed) = (pool(config)?, pool(relaxed)?);
         {
             let mut client = pool.get().await.map_err(pool_err)?;
@@ -186,6 +223,9 @@ impl PgStore {
                 instance,
                 lease_ms,
                 heartbeat: None,
+                listen: None,
+                listener: Default::default(),
+                last_notice: Default::default(),
             });
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -210,6 +250,9 @@ impl PgStore {
             instance,
             lease_ms,
             heartbeat: None,
+            listen,
+            listener: Default::default(),
+            last_notice: Default::default(),
         };
         store.heartbeat = Some(tokio::spawn(beat(
             store.pool.clone(),
@@ -270,7 +313,24 @@ impl PgStore {
         tx.execute("DELETE FROM instances WHERE id = $1", &[&self.instance])
             .await
             .map_err(map_err)?;
+        notify(&*tx, Work::Jobs).await?;
+        notify(&*tx, Work::Events).await?;
         tx.commit().await.map_err(map_err)
+    }
+
+    /// Whether to tell the others of jobs stored unclaimed now: at most
+    /// every `NOTICE_EVERY_MS` per instance, so that a busy instance does
+    /// not make every commit queue on the database's notification lock
+    /// (the others poll besides).
+    fn notice_due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = super::now_ms();
+        let last = self.last_notice.load(Ordering::Relaxed);
+        now - last >= NOTICE_EVERY_MS
+            && self
+                .last_notice
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -326,6 +386,68 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> StoreResu
         tracing::info!(migrations = ?ran, "database schema migrated");
     }
     Ok(ran)
+}
+
+/// What `switchyard check` says of a shared store: it connects (once, no
+/// pool) and reads the schema's version and the instances alive; it
+/// changes nothing.
+pub async fn probe(options: &PgOptions) -> StoreResult<String> {
+    let mut config: tokio_postgres::Config = options
+        .url
+        .parse()
+        .map_err(|e| StoreError::Other(format!("[store] url: {e}")))?;
+    if let Some(password) = &options.password {
+        config.password(password);
+    }
+    config.connect_timeout(Duration::from_secs(10));
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(map_err)?;
+    let driver = tokio::spawn(connection);
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    let read = async {
+        // A table named in a statement must exist even where it is not
+        // read: whether the schema is there first.
+        let made: bool = client
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        if !made {
+            return Ok((None, 0));
+        }
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT MAX(version) FROM schema_migrations),
+                            (SELECT count(*) FROM instances
+                             WHERE heartbeat_at > {DB_NOW_MS} - $1)"
+                ),
+                &[&(options.dead_after.as_millis() as i64)],
+            )
+            .await?;
+        Ok::<_, tokio_postgres::Error>((row.get(0), row.get(1)))
+    };
+    let read = read.await;
+    drop(client);
+    let _ = driver.await;
+    let (at, alive): (Option<i32>, i64) = read.map_err(map_err)?;
+    Ok(match at {
+        None => format!(
+            "reachable; no schema yet (the first instance to start makes it, version {known})"
+        ),
+        Some(v) if v > known => {
+            return Err(StoreError::Other(format!(
+                "the database's schema is at version {v}, made by a newer Switchyard; this one \
+                 knows up to {known}: upgrade this instance"
+            )))
+        }
+        Some(v) if v < known => format!(
+            "reachable; schema version {v} (this version migrates it to {known} at start); \
+             {alive} instance(s) alive"
+        ),
+        Some(v) => format!("reachable; schema version {v}; {alive} instance(s) alive"),
+    })
 }
 
 /// A client's check that the database holds the schema this version
@@ -441,6 +563,7 @@ async fn rescue(client: &tokio_postgres::Client, lease_ms: i64) -> StoreResult<u
             jobs = n,
             "handed back jobs whose instance stopped beating; they run again"
         );
+        notify(client, Work::Jobs).await?;
     }
     client
         .execute(

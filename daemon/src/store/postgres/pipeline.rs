@@ -7,12 +7,11 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio_postgres::types::Json;
 
-use super::{map_err, PgStore, DB_NOW_MS, LEADER};
+use super::{map_err, notify, PgStore, DB_NOW_MS, LEADER};
 use crate::event::Event;
 use crate::store::{
-    envelope_of, ulid_floor, ActionState, AttemptRow, Backlog, ClaimedJob, FinishedAttempt,
-    Ingested, PendingEvent, Pipeline, Pruned, Routing, StoreError, StoreFuture, StoreResult,
-    StoredRequest,
+    ulid_floor, ActionState, Backlog, ClaimedJob, FinishedAttempt, Ingested, OnWork, PendingEvent,
+    Pipeline, Pruned, Routing, StoreError, StoreFuture, StoreResult, StoredRequest, Work,
 };
 
 /// Rows removed per statement of a prune, so that no prune holds locks long.
@@ -162,11 +161,12 @@ impl PgStore {
     async fn routing_tx(&self, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
         let mut client = self.relaxed().await?;
         let tx = client.transaction().await.map_err(map_err)?;
-        let changed = tx
-            .execute(
+        let marked = tx
+            .query_opt(
                 "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = $2,
                                    rule_runs = $3, rules_version = $4, owner = NULL
-                 WHERE id = $1 AND state = 'pending'",
+                 WHERE id = $1 AND state = 'pending'
+                 RETURNING seq",
                 &[
                     &routing.event_id,
                     &routing.routed_at_ms,
@@ -176,27 +176,34 @@ impl PgStore {
             )
             .await
             .map_err(map_err)?;
-        if changed == 0 {
+        let Some(marked) = marked else {
             // Routed already (by this instance before, or by another).
             tx.commit().await.map_err(map_err)?;
             return Ok(Vec::new());
-        }
-        let claimed = routing.claim_with.is_some();
+        };
+        let event_seq: i64 = marked.get(0);
         let insert = tx
             .prepare_cached(&format!(
                 "INSERT INTO jobs (id, event_id, rule, call_index, action, params, idempotency_key,
-                                   state, attempts, next_at, created_at, owner, lease_until)
+                                   state, attempts, next_at, created_at, owner, lease_until,
+                                   order_key, order_seq)
                  VALUES ($1, $2, $3, $4, $5, $6, $7,
                          CASE WHEN $8 THEN 'running' ELSE 'pending' END,
                          CASE WHEN $8 THEN 1 ELSE 0 END, $9, $9,
                          CASE WHEN $8 THEN $10 END,
-                         CASE WHEN $8 THEN {DB_NOW_MS} + $11 END)
+                         CASE WHEN $8 THEN {DB_NOW_MS} + $11 END,
+                         $12, $13)
                  ON CONFLICT (idempotency_key) DO NOTHING"
             ))
             .await
             .map_err(map_err)?;
         let mut added_jobs = Vec::new();
+        let mut unclaimed = 0;
         for job in routing.jobs {
+            // A job of an ordered action waits its turn in the store: it
+            // is never claimed with its routing.
+            let claim = routing.claim_with.is_some() && job.order_key.is_none();
+            let order_seq = job.order_key.as_ref().map(|_| event_seq);
             let added = tx
                 .execute(
                     &insert,
@@ -208,17 +215,24 @@ impl PgStore {
                         &job.action,
                         &Json(&job.params),
                         &job.idempotency_key,
-                        &claimed,
+                        &claim,
                         &routing.routed_at_ms,
                         &self.instance,
                         &self.lease_ms,
+                        &job.order_key,
+                        &order_seq,
                     ],
                 )
                 .await
                 .map_err(map_err)?;
-            if added == 1 && claimed {
-                added_jobs.push(job);
+            match (added, claim) {
+                (1, true) => added_jobs.push(job),
+                (1, false) => unclaimed += 1,
+                _ => {}
             }
+        }
+        if unclaimed > 0 && self.notice_due() {
+            notify(&*tx, Work::Jobs).await?;
         }
         tx.commit().await.map_err(map_err)?;
         let Some(event) = routing.claim_with else {
@@ -228,100 +242,6 @@ impl PgStore {
             .into_iter()
             .map(|job| job.first_attempt(&routing.event_id, &event))
             .collect())
-    }
-
-    async fn claim_tx(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedJob>> {
-        let client = self.relaxed().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, owner = $3,
-                                       lease_until = {DB_NOW_MS} + $4
-                     FROM (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= $1
-                           ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) c
-                     WHERE j.id = c.id
-                     RETURNING j.id, j.event_id, j.rule, j.action, j.params::text,
-                               j.idempotency_key, j.attempts, j.series_start, j.next_at,
-                               (SELECT e.envelope::text FROM events e WHERE e.id = j.event_id)"
-                ),
-                &[&now_ms, &(limit as i64), &self.instance, &self.lease_ms],
-            )
-            .await
-            .map_err(map_err)?;
-        let mut jobs: Vec<(i64, ClaimedJob)> = rows
-            .into_iter()
-            .map(|r| {
-                let attempts: i32 = r.get(6);
-                let series_start: i32 = r.get(7);
-                let params: String = r.get(4);
-                (
-                    r.get::<_, i64>(8),
-                    ClaimedJob {
-                        id: r.get(0),
-                        event_id: r.get(1),
-                        rule: r.get(2),
-                        action: r.get(3),
-                        params: serde_json::from_str(&params).unwrap_or_default(),
-                        idempotency_key: r.get(5),
-                        attempt: attempts as u32,
-                        series_attempt: (attempts - series_start).max(1) as u32,
-                        event: envelope_of(r.get::<_, Option<String>>(9).unwrap_or_default()),
-                    },
-                )
-            })
-            .collect();
-        // RETURNING keeps no order: due first, as claimed.
-        jobs.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
-        Ok(jobs.into_iter().map(|(_, j)| j).collect())
-    }
-
-    async fn finish_tx(&self, a: FinishedAttempt) -> StoreResult<()> {
-        let AttemptRow {
-            outcome,
-            message,
-            state,
-            next_at_ms: next_at,
-            finished_at_ms: finished_at,
-        } = a.row();
-        let client = self.relaxed().await?;
-        // Fenced: recorded only by the instance the job is leased to, while
-        // it runs. A job handed back from this instance (its heartbeat
-        // stopped too long) belongs to whoever took it since.
-        let recorded = client
-            .execute(
-                "WITH j AS (
-                     UPDATE jobs SET state = $2, next_at = COALESCE($3, next_at), finished_at = $4,
-                                     last_error = COALESCE($5, last_error),
-                                     owner = NULL, lease_until = NULL
-                     WHERE id = $1 AND owner = $6 AND state = 'running'
-                     RETURNING id)
-                 INSERT INTO attempts (job_id, n, started_at, finished_at, outcome, message)
-                 SELECT id, $7, $8, $9, $10, $5 FROM j
-                 ON CONFLICT (job_id, n) DO UPDATE SET
-                     started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
-                     outcome = EXCLUDED.outcome, message = EXCLUDED.message",
-                &[
-                    &a.job_id,
-                    &state,
-                    &next_at,
-                    &finished_at,
-                    &message,
-                    &self.instance,
-                    &(a.attempt as i32),
-                    &a.started_at_ms,
-                    &a.finished_at_ms,
-                    &outcome,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        if recorded == 0 {
-            tracing::warn!(
-                job_id = %a.job_id,
-                "an attempt finished after its job was handed to another instance; not recorded"
-            );
-        }
-        Ok(())
     }
 
     /// Whether this instance leads (holds the leader's lease), renewing it.
@@ -459,7 +379,13 @@ impl Pipeline for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             let row = client
-                .query_one("SELECT MIN(next_at) FROM jobs WHERE state = 'pending'", &[])
+                // Ordered jobs already due wait for their turn, which a
+                // finished attempt or a notice announces: not counted here.
+                .query_one(
+                    "SELECT MIN(next_at) FROM jobs
+                     WHERE state = 'pending' AND (order_key IS NULL OR next_at > $1)",
+                    &[&crate::store::now_ms()],
+                )
                 .await
                 .map_err(map_err)?;
             Ok(row.get(0))
@@ -514,6 +440,16 @@ impl Pipeline for PgStore {
 
     fn leave(&self) -> StoreFuture<'_, ()> {
         Box::pin(self.hand_back())
+    }
+
+    fn on_work(&self, wake: OnWork) {
+        let Some(config) = self.listen.clone() else {
+            return;
+        };
+        let mut listener = self.listener.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = listener.replace(tokio::spawn(super::listen(config, wake))) {
+            old.abort();
+        }
     }
 
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {

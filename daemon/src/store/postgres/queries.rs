@@ -6,11 +6,11 @@
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
-use super::{map_err, PgStore};
+use super::{map_err, notify, PgStore};
 use super::{DB_NOW_MS, LEADER};
 use crate::store::{
     ulid_floor, AttemptRecord, EventDetail, EventFilter, EventSummary, InstanceInfo, JobRecord,
-    Queries, RequestRecord, StoreError, StoreFuture, StoreResult,
+    Queries, RequestRecord, StoreError, StoreFuture, StoreResult, Work,
 };
 
 fn parse_json(text: Option<String>) -> Value {
@@ -186,7 +186,7 @@ impl Queries for PgStore {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("no event {id}")));
             }
-            Ok(())
+            notify(&**client, Work::Events).await
         })
     }
 
@@ -213,7 +213,9 @@ impl Queries for PgStore {
                 if let Some(id) = id {
                     return Err(StoreError::NotFound(format!("no dead letter {id}")));
                 }
+                return Ok(0);
             }
+            notify(&**client, Work::Jobs).await?;
             Ok(n)
         })
     }
@@ -277,6 +279,7 @@ impl Queries for PgStore {
                 )
                 .await
                 .map_err(map_err)?;
+            notify(&*tx, Work::Jobs).await?;
             tx.commit().await.map_err(map_err)?;
             Ok(n)
         })

@@ -85,6 +85,7 @@ async fn ingest_dedups_routes_and_runs_jobs_through_to_done_and_dead() {
         action: "audit".into(),
         params: json!({"i": i}),
         idempotency_key: format!("e1:r:{i}"),
+        order_key: None,
     };
     let routing = Routing {
         event_id: "e1".into(),
@@ -183,6 +184,7 @@ async fn recover_hands_back_running_jobs_and_replay_routes_again() {
                 action: "a".into(),
                 params: json!({}),
                 idempotency_key: "e1:r:0".into(),
+                order_key: None,
             }],
             routed_at_ms: now,
             claim_with: None,

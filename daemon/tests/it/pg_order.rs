@@ -1,0 +1,258 @@
+//! The shared store's per-key ordering (`order_by`) across instances, and
+//! the notices by which instances wake each other (LISTEN/NOTIFY).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::pg_store::{event, instances, request};
+use switchyard::event::Event;
+use switchyard::store::{
+    now_ms, ClaimedJob, Envelope, Finish, FinishedAttempt, NewJob, PgOptions, PgStore, Pipeline,
+    Queries, Routing, Work,
+};
+
+/// Takes `e` in at `store`, as a delivery of its own.
+async fn take_in(store: &PgStore, e: &Event) {
+    store
+        .ingest(
+            request(&format!("r-{}", e.id)),
+            std::slice::from_ref(e),
+            60_000,
+        )
+        .await
+        .unwrap();
+}
+
+/// Routes `e` at `store` to one job of the ordered action, of `key`,
+/// offered for claiming with the routing: an ordered job never is.
+async fn route(store: &PgStore, e: &Event, key: &str) {
+    let claimed = store
+        .record_routing(Routing {
+            event_id: e.id.clone(),
+            rule_runs: json!([{"rule": "r"}]),
+            rules_version: 1,
+            jobs: vec![NewJob {
+                id: switchyard::event::new_id(),
+                rule: "r".into(),
+                call_index: 0,
+                action: "ordered".into(),
+                params: json!({"customer": key}),
+                idempotency_key: format!("{}:r:0", e.id),
+                order_key: Some(key.into()),
+            }],
+            routed_at_ms: now_ms(),
+            claim_with: Some(Envelope::from(serde_json::value::to_raw_value(e).unwrap())),
+        })
+        .await
+        .unwrap();
+    assert!(
+        claimed.is_empty(),
+        "an ordered job waits its turn in the store"
+    );
+}
+
+fn finish(job: &ClaimedJob, finish: Finish) -> FinishedAttempt {
+    FinishedAttempt {
+        job_id: job.id.clone(),
+        attempt: job.attempt,
+        started_at_ms: now_ms(),
+        finished_at_ms: now_ms(),
+        finish,
+    }
+}
+
+fn done() -> Finish {
+    Finish::Done { result: None }
+}
+
+fn events_of(jobs: &[ClaimedJob]) -> Vec<&str> {
+    let mut ids: Vec<&str> = jobs.iter().map(|j| j.event_id.as_str()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn jobs_of_one_key_run_one_at_a_time_in_the_order_their_events_came() {
+    let (_url, s) = instances(3).await;
+    // Five deliveries, each acknowledged before the next, at the three
+    // instances in turn: o4 is customer L's, the others customer K's.
+    let evs: Vec<Event> = (1..=5)
+        .map(|i| event(&format!("o{i}"), &format!("ko{i}")))
+        .collect();
+    for (i, e) in evs.iter().enumerate() {
+        take_in(&s[i % 3], e).await;
+    }
+    // o2 and o4 are routed first, at other instances: o1 is not yet.
+    route(&s[1], &evs[1], "K").await;
+    route(&s[2], &evs[3], "L").await;
+    let now = now_ms() + 1;
+    assert!(
+        s[0].claim_jobs(now, 10).await.unwrap().is_empty(),
+        "no ordered job runs before every event taken in before its own is routed"
+    );
+    for i in [0, 2, 4] {
+        route(&s[0], &evs[i], if i == 3 { "L" } else { "K" }).await;
+    }
+    let now = now_ms() + 1;
+    let first = s[0].claim_jobs(now, 10).await.unwrap();
+    assert_eq!(
+        events_of(&first),
+        ["o1", "o4"],
+        "each key's first, and only that"
+    );
+    assert!(
+        s[1].claim_jobs(now, 10).await.unwrap().is_empty(),
+        "K and L each have a job running"
+    );
+    let o1 = first.iter().find(|j| j.event_id == "o1").unwrap();
+    s[0].finish_attempt(finish(o1, done())).await.unwrap();
+    let second = s[1].claim_jobs(now_ms() + 1, 10).await.unwrap();
+    assert_eq!(events_of(&second), ["o2"]);
+    // o2 fails and waits a minute for its retry: it does not hold K up.
+    let retry = Finish::Retry {
+        message: "503".into(),
+        next_at_ms: now_ms() + 60_000,
+    };
+    s[1].finish_attempt(finish(&second[0], retry))
+        .await
+        .unwrap();
+    let third = s[2].claim_jobs(now_ms() + 1, 10).await.unwrap();
+    assert_eq!(events_of(&third), ["o3"]);
+    s[2].finish_attempt(finish(&third[0], done()))
+        .await
+        .unwrap();
+    let fourth = s[0].claim_jobs(now_ms() + 1, 10).await.unwrap();
+    assert_eq!(events_of(&fourth), ["o5"]);
+    // Once due, the retry is K's next again, but not while o5 runs.
+    assert!(s[1]
+        .claim_jobs(now_ms() + 61_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    s[0].finish_attempt(finish(&fourth[0], done()))
+        .await
+        .unwrap();
+    let later = s[1].claim_jobs(now_ms() + 61_000, 10).await.unwrap();
+    assert_eq!(events_of(&later), ["o2"]);
+    assert_eq!(later[0].attempt, 2);
+}
+
+#[tokio::test]
+async fn instances_claiming_at_once_never_run_one_key_twice_at_a_time() {
+    const TOTAL: usize = 30;
+    let (_url, s) = instances(3).await;
+    let s: Vec<Arc<PgStore>> = s.into_iter().map(Arc::new).collect();
+    let mut order = Vec::new();
+    for i in 0..TOTAL {
+        let e = event(&format!("c{i:02}"), &format!("kc{i}"));
+        take_in(&s[i % 3], &e).await;
+        route(&s[(i + 1) % 3], &e, "K").await;
+        order.push(e.id);
+    }
+    let running = Arc::new(AtomicBool::new(false));
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = s
+        .iter()
+        .map(|store| {
+            let (store, running, ran, finished) = (
+                store.clone(),
+                running.clone(),
+                ran.clone(),
+                finished.clone(),
+            );
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                while finished.load(Ordering::SeqCst) < TOTAL {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the jobs did not all run"
+                    );
+                    let jobs = store.claim_jobs(now_ms() + 1, 5).await.unwrap();
+                    assert!(jobs.len() <= 1, "one job of a key at a time: {jobs:?}");
+                    for job in jobs {
+                        assert!(
+                            !running.swap(true, Ordering::SeqCst),
+                            "{} was claimed while another job of its key ran",
+                            job.event_id
+                        );
+                        ran.lock().unwrap().push(job.event_id.clone());
+                        tokio::task::yield_now().await;
+                        running.store(false, Ordering::SeqCst);
+                        store.finish_attempt(finish(&job, done())).await.unwrap();
+                        finished.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(*ran.lock().unwrap(), order, "in the order the events came");
+}
+
+/// Waits (up to 10 s) for `wanted` among what `heard` hears.
+async fn hear(heard: &mut tokio::sync::mpsc::UnboundedReceiver<Work>, wanted: Work) {
+    let wait = async {
+        while let Some(w) = heard.recv().await {
+            if w == wanted {
+                return;
+            }
+        }
+        panic!("the listener stopped");
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no notice of {wanted:?} within 10 s"));
+}
+
+#[tokio::test]
+async fn work_left_by_one_process_wakes_the_instances_listening() {
+    let (url, s) = instances(2).await;
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    s[1].on_work(Arc::new(move |w| {
+        let _ = tx.send(w);
+    }));
+    // Once listening, it looks for what it may have missed: the marker that
+    // it listens.
+    hear(&mut heard, Work::Events).await;
+    while heard.try_recv().is_ok() {}
+    // Jobs stored unclaimed at one instance (its dispatcher had no room).
+    let e = event("n1", "kn1");
+    take_in(&s[0], &e).await;
+    let routing = Routing {
+        event_id: e.id.clone(),
+        rule_runs: json!([]),
+        rules_version: 1,
+        jobs: vec![NewJob {
+            id: switchyard::event::new_id(),
+            rule: "r".into(),
+            call_index: 0,
+            action: "notify".into(),
+            params: json!({}),
+            idempotency_key: "n1:r:0".into(),
+            order_key: None,
+        }],
+        routed_at_ms: now_ms(),
+        claim_with: None,
+    };
+    s[0].record_routing(routing).await.unwrap();
+    hear(&mut heard, Work::Jobs).await;
+    // A replay by the CLI (a client of the instances, not one of them).
+    let mut options = PgOptions::new(url);
+    options.join = false;
+    let cli = PgStore::connect(options).await.unwrap();
+    cli.replay(e.id.clone()).await.unwrap();
+    hear(&mut heard, Work::Events).await;
+    let taken = s[1].pending_events(10).await.unwrap();
+    assert_eq!(
+        taken.len(),
+        1,
+        "the replayed event is the instance's to route"
+    );
+    assert_eq!(taken[0].routings, 1);
+}
