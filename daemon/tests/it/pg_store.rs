@@ -68,11 +68,17 @@ fn routing(event: &Event, keys: &[&str], claim: bool) -> Routing {
 /// Instances on one fresh database; a short lease so that taking over
 /// from a stopped one is quick.
 pub(crate) async fn instances(n: usize) -> (String, Vec<PgStore>) {
+    instances_beating(n, Duration::from_millis(200)).await
+}
+
+/// Instances that beat every `heartbeat` (once at start, then no more in
+/// a test's time if it is long: as stalled processes).
+async fn instances_beating(n: usize, heartbeat: Duration) -> (String, Vec<PgStore>) {
     let url = fresh_database();
     let mut stores = Vec::new();
     for _ in 0..n {
         let mut options = PgOptions::new(url.clone());
-        options.heartbeat = Duration::from_millis(200);
+        options.heartbeat = heartbeat;
         options.dead_after = Duration::from_millis(1500);
         stores.push(PgStore::connect(options).await.unwrap());
     }
@@ -289,7 +295,9 @@ async fn claims_by_several_instances_never_overlap() {
 
 #[tokio::test]
 async fn an_attempt_is_recorded_only_by_the_instance_holding_the_job() {
-    let (url, stores) = instances(2).await;
+    // No heartbeat after the first: the test says when leases run out and
+    // who hands them back.
+    let (url, stores) = instances_beating(2, Duration::from_secs(3600)).await;
     let e = event("e1", "k1");
     stores[0]
         .ingest(request("r1"), std::slice::from_ref(&e), 60_000)

@@ -3,6 +3,7 @@
 //! in the order the events came, across instances), and attempts recorded
 //! only by the instance holding the job.
 
+use super::sql;
 use super::{map_err, notify, PgStore, DB_NOW_MS, ORDER_LOCK};
 use crate::store::{envelope_of, AttemptRow, ClaimedJob, FinishedAttempt, StoreResult, Work};
 
@@ -44,26 +45,25 @@ impl PgStore {
     pub(super) async fn claim_tx(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedJob>> {
         let mut jobs = self.claim_ordered(now_ms, limit).await?;
         let client = self.relaxed().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, owner = $3,
+        let rows = sql::query(
+            &client,
+            &format!(
+                "UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, owner = $3,
                                        lease_until = {DB_NOW_MS} + $4
                      FROM (SELECT id FROM jobs
                            WHERE state = 'pending' AND next_at <= $1 AND order_key IS NULL
                            ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) c
                      WHERE j.id = c.id
                      RETURNING {CLAIMED}"
-                ),
-                &[
-                    &now_ms,
-                    &((limit - jobs.len()) as i64),
-                    &self.instance,
-                    &self.lease_ms,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
+            ),
+            &[
+                &now_ms,
+                &((limit - jobs.len()) as i64),
+                &self.instance,
+                &self.lease_ms,
+            ],
+        )
+        .await?;
         jobs.extend(claimed(rows));
         Ok(jobs)
     }
@@ -76,26 +76,19 @@ impl PgStore {
     /// one before claimed; skipped with one cheap look when none is due.
     async fn claim_ordered(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<ClaimedJob>> {
         let mut client = self.relaxed().await?;
-        let due: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM jobs
+        let due: bool = sql::query_one(&client, "SELECT EXISTS (SELECT 1 FROM jobs
                                 WHERE order_key IS NOT NULL AND state = 'pending' AND next_at <= $1)",
-                &[&now_ms],
-            )
-            .await
-            .map_err(map_err)?
+                &[&now_ms],).await?
             .get(0);
         if !due || limit == 0 {
             return Ok(Vec::new());
         }
         let tx = client.transaction().await.map_err(map_err)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ORDER_LOCK])
-            .await
-            .map_err(map_err)?;
-        let rows = tx
-            .query(
-                &format!(
-                    "UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, owner = $3,
+        sql::execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&ORDER_LOCK]).await?;
+        let rows = sql::query(
+            &tx,
+            &format!(
+                "UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, owner = $3,
                                        lease_until = {DB_NOW_MS} + $4
                      FROM (SELECT o.id FROM jobs o
                            WHERE o.state = 'pending' AND o.order_key IS NOT NULL AND o.next_at <= $1
@@ -112,11 +105,10 @@ impl PgStore {
                            ORDER BY o.order_seq, o.seq LIMIT $2 FOR UPDATE SKIP LOCKED) c
                      WHERE j.id = c.id
                      RETURNING {CLAIMED}"
-                ),
-                &[&now_ms, &(limit as i64), &self.instance, &self.lease_ms],
-            )
-            .await
-            .map_err(map_err)?;
+            ),
+            &[&now_ms, &(limit as i64), &self.instance, &self.lease_ms],
+        )
+        .await?;
         tx.commit().await.map_err(map_err)?;
         Ok(claimed(rows))
     }
@@ -133,9 +125,9 @@ impl PgStore {
         // Fenced: recorded only by the instance the job is leased to, while
         // it runs. A job handed back from this instance (its heartbeat
         // stopped too long) belongs to whoever took it since.
-        let recorded = client
-            .query_opt(
-                "WITH j AS (
+        let recorded = sql::query_opt(
+            &client,
+            "WITH j AS (
                      UPDATE jobs SET state = $2, next_at = COALESCE($3, next_at), finished_at = $4,
                                      last_error = COALESCE($5, last_error),
                                      owner = NULL, lease_until = NULL
@@ -148,28 +140,27 @@ impl PgStore {
                          started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
                          outcome = EXCLUDED.outcome, message = EXCLUDED.message)
                  SELECT order_key IS NOT NULL FROM j",
-                &[
-                    &a.job_id,
-                    &state,
-                    &next_at,
-                    &finished_at,
-                    &message,
-                    &self.instance,
-                    &(a.attempt as i32),
-                    &a.started_at_ms,
-                    &a.finished_at_ms,
-                    &outcome,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
+            &[
+                &a.job_id,
+                &state,
+                &next_at,
+                &finished_at,
+                &message,
+                &self.instance,
+                &(a.attempt as i32),
+                &a.started_at_ms,
+                &a.finished_at_ms,
+                &outcome,
+            ],
+        )
+        .await?;
         match recorded.map(|r| r.get::<_, bool>(0)) {
             None => tracing::warn!(
                 job_id = %a.job_id,
                 "an attempt finished after its job was handed to another instance; not recorded"
             ),
             // The next job of its key may run now, perhaps on another instance.
-            Some(true) if self.notice_due() => notify(&**client, Work::Jobs).await?,
+            Some(true) if self.notice_due() => notify(&client, Work::Jobs).await?,
             Some(_) => {}
         }
         Ok(())

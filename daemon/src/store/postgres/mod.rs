@@ -41,6 +41,7 @@
 mod jobs;
 mod pipeline;
 mod queries;
+mod sql;
 mod wake;
 
 use wake::{listen, notify, NOTICE_EVERY_MS};
@@ -233,16 +234,15 @@ impl PgStore {
             .unwrap_or_default();
         {
             let client = pool.get().await.map_err(pool_err)?;
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO instances (id, host, version, started_at, heartbeat_at)
+            sql::execute(
+                &client,
+                &format!(
+                    "INSERT INTO instances (id, host, version, started_at, heartbeat_at)
                          VALUES ($1, $2, $3, {DB_NOW_MS}, {DB_NOW_MS})"
-                    ),
-                    &[&instance, &host, &env!("CARGO_PKG_VERSION")],
-                )
-                .await
-                .map_err(map_err)?;
+                ),
+                &[&instance, &host, &env!("CARGO_PKG_VERSION")],
+            )
+            .await?;
         }
         let mut store = PgStore {
             pool,
@@ -294,27 +294,33 @@ impl PgStore {
     pub async fn hand_back(&self) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
-        tx.execute(
+        sql::execute(
+            &tx,
             "UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL
              WHERE owner = $1 AND state = 'running'",
             &[&self.instance],
         )
-        .await
-        .map_err(map_err)?;
-        tx.execute(
+        .await?;
+        sql::execute(
+            &tx,
             "UPDATE events SET owner = NULL WHERE owner = $1 AND state = 'pending'",
             &[&self.instance],
         )
-        .await
-        .map_err(map_err)?;
-        tx.execute("DELETE FROM leases WHERE owner = $1", &[&self.instance])
-            .await
-            .map_err(map_err)?;
-        tx.execute("DELETE FROM instances WHERE id = $1", &[&self.instance])
-            .await
-            .map_err(map_err)?;
-        notify(&*tx, Work::Jobs).await?;
-        notify(&*tx, Work::Events).await?;
+        .await?;
+        sql::execute(
+            &tx,
+            "DELETE FROM leases WHERE owner = $1",
+            &[&self.instance],
+        )
+        .await?;
+        sql::execute(
+            &tx,
+            "DELETE FROM instances WHERE id = $1",
+            &[&self.instance],
+        )
+        .await?;
+        notify(&tx, Work::Jobs).await?;
+        notify(&tx, Work::Events).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -340,9 +346,7 @@ impl PgStore {
 /// newer version has migrated further.
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> StoreResult<Vec<i32>> {
     let tx = client.transaction().await.map_err(map_err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(map_err)?;
+    sql::execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer PRIMARY KEY,
@@ -482,7 +486,9 @@ async fn check_schema(client: &tokio_postgres::Client) -> StoreResult<()> {
 /// The heartbeat: this instance's row, the leases of its running jobs, and
 /// the jobs of instances that stopped beating handed back.
 async fn beat(pool: Pool, instance: String, every: Duration, lease_ms: i64) {
-    let mut tick = tokio::time::interval(every);
+    // The instance registered itself at connect: the first beat is one
+    // period later.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -494,27 +500,25 @@ async fn beat(pool: Pool, instance: String, every: Duration, lease_ms: i64) {
 
 pub(super) async fn beat_once(pool: &Pool, instance: &str, lease_ms: i64) -> StoreResult<u64> {
     let client = pool.get().await.map_err(pool_err)?;
-    client
-        .execute(
-            &format!(
-                "INSERT INTO instances (id, host, version, started_at, heartbeat_at)
+    sql::execute(
+        &client,
+        &format!(
+            "INSERT INTO instances (id, host, version, started_at, heartbeat_at)
                  VALUES ($1, '', $2, {DB_NOW_MS}, {DB_NOW_MS})
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at"
-            ),
-            &[&instance, &env!("CARGO_PKG_VERSION")],
-        )
-        .await
-        .map_err(map_err)?;
-    client
-        .execute(
-            &format!(
-                "UPDATE jobs SET lease_until = {DB_NOW_MS} + $2
+        ),
+        &[&instance, &env!("CARGO_PKG_VERSION")],
+    )
+    .await?;
+    sql::execute(
+        &client,
+        &format!(
+            "UPDATE jobs SET lease_until = {DB_NOW_MS} + $2
                  WHERE owner = $1 AND state = 'running'"
-            ),
-            &[&instance, &lease_ms],
-        )
-        .await
-        .map_err(map_err)?;
+        ),
+        &[&instance, &lease_ms],
+    )
+    .await?;
     // The leader's lease is held (or taken over) here too, so that which
     // instance leads is known between its chores.
     hold(pool, instance, LEADER, lease_ms).await?;
@@ -528,18 +532,17 @@ pub(super) const LEADER: &str = "leader";
 /// holds it.
 async fn hold(pool: &Pool, instance: &str, name: &str, ttl_ms: i64) -> StoreResult<bool> {
     let client = pool.get().await.map_err(pool_err)?;
-    let row = client
-        .query_opt(
-            &format!(
-                "INSERT INTO leases (name, owner, until) VALUES ($1, $2, {DB_NOW_MS} + $3)
+    let row = sql::query_opt(
+        &client,
+        &format!(
+            "INSERT INTO leases (name, owner, until) VALUES ($1, $2, {DB_NOW_MS} + $3)
                  ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
                  WHERE leases.owner = EXCLUDED.owner OR leases.until < {DB_NOW_MS}
                  RETURNING owner"
-            ),
-            &[&name, &instance, &ttl_ms],
-        )
-        .await
-        .map_err(map_err)?;
+        ),
+        &[&name, &instance, &ttl_ms],
+    )
+    .await?;
     Ok(row.is_some())
 }
 
@@ -547,17 +550,16 @@ async fn hold(pool: &Pool, instance: &str, name: &str, ttl_ms: i64) -> StoreResu
 /// beating): pending again, due as they were (the attempt they were on may
 /// have reached the target: actions run at least once). Forgets instances
 /// silent for ten leases.
-async fn rescue(client: &tokio_postgres::Client, lease_ms: i64) -> StoreResult<u64> {
-    let n = client
-        .execute(
-            &format!(
-                "UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL
+async fn rescue(client: &deadpool_postgres::Object, lease_ms: i64) -> StoreResult<u64> {
+    let n = sql::execute(
+        client,
+        &format!(
+            "UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL
                  WHERE state = 'running' AND lease_until < {DB_NOW_MS}"
-            ),
-            &[],
-        )
-        .await
-        .map_err(map_err)?;
+        ),
+        &[],
+    )
+    .await?;
     if n > 0 {
         tracing::warn!(
             jobs = n,
@@ -565,12 +567,11 @@ async fn rescue(client: &tokio_postgres::Client, lease_ms: i64) -> StoreResult<u
         );
         notify(client, Work::Jobs).await?;
     }
-    client
-        .execute(
-            &format!("DELETE FROM instances WHERE heartbeat_at < {DB_NOW_MS} - $1::bigint * 10"),
-            &[&lease_ms],
-        )
-        .await
-        .map_err(map_err)?;
+    sql::execute(
+        client,
+        &format!("DELETE FROM instances WHERE heartbeat_at < {DB_NOW_MS} - $1::bigint * 10"),
+        &[&lease_ms],
+    )
+    .await?;
     Ok(n)
 }

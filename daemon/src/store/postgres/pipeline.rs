@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio_postgres::types::Json;
 
+use super::sql;
 use super::{map_err, notify, PgStore, DB_NOW_MS, LEADER};
 use crate::event::Event;
 use crate::store::{
@@ -21,7 +22,114 @@ fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Other(format!("cannot encode JSON: {e}"))
 }
 
+/// The ingest of a request of one event, as one statement (one round
+/// trip, its own transaction): the dedup key taken (or not), the object's
+/// version raised (or not), the request with its verdict, the event, and a
+/// duplicate's original counted. Returns whether the key was taken, whether
+/// the event is fresh (not stale), and a duplicate's original (none only if
+/// the original committed after this statement began: read again then).
+const INGEST_ONE: &str = "
+WITH d AS (
+    INSERT INTO dedup (source, key, event_id, expires_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (source, key) DO UPDATE
+        SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
+        WHERE dedup.expires_at <= $5
+    RETURNING event_id),
+v AS (
+    INSERT INTO versions (source, key, version, event_id, updated_at)
+    SELECT $1, $6, $7, $3, $5 WHERE $6::text IS NOT NULL AND EXISTS (SELECT 1 FROM d)
+    ON CONFLICT (source, key) DO UPDATE SET
+        version = EXCLUDED.version, event_id = EXCLUDED.event_id,
+        updated_at = EXCLUDED.updated_at
+    WHERE EXCLUDED.version > versions.version
+    RETURNING 1),
+r AS (
+    INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
+    VALUES ($8, $1, $5, $9, $10, $11, $12, $13,
+            CASE WHEN EXISTS (SELECT 1 FROM d) THEN 'accepted' ELSE 'duplicate' END)),
+e AS (
+    INSERT INTO events (id, request_id, source, type, received_at, envelope, state, owner)
+    SELECT $3, $8, $1, $14, $5, $15,
+           CASE WHEN $6::text IS NULL OR EXISTS (SELECT 1 FROM v) THEN 'pending' ELSE 'stale' END,
+           $16
+    WHERE EXISTS (SELECT 1 FROM d)),
+b AS (
+    UPDATE events SET duplicates = duplicates + 1
+    WHERE id = (SELECT event_id FROM dedup WHERE source = $1 AND key = $2)
+      AND NOT EXISTS (SELECT 1 FROM d)
+    RETURNING id)
+SELECT EXISTS (SELECT 1 FROM d), $6::text IS NULL OR EXISTS (SELECT 1 FROM v),
+       (SELECT id FROM b)";
+
 impl PgStore {
+    /// A request of one event: one statement (see [`INGEST_ONE`]).
+    async fn ingest_one(
+        &self,
+        request: StoredRequest,
+        ev: Event,
+        envelope: Box<RawValue>,
+        dedup_window_ms: i64,
+    ) -> StoreResult<Vec<Ingested>> {
+        let now = request.received_at_ms;
+        let client = self.client().await?;
+        let statement = client.prepare_cached(INGEST_ONE).await.map_err(map_err)?;
+        let (order_key, version) = match &ev.order {
+            Some(o) => (Some(o.key.as_str()), Some(o.version)),
+            None => (None, None),
+        };
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &ev.source,
+                    &ev.dedup_key,
+                    &ev.id,
+                    &(now + dedup_window_ms),
+                    &now,
+                    &order_key,
+                    &version,
+                    &request.id,
+                    &request.method,
+                    &request.path,
+                    &request.query,
+                    &Json(&request.headers),
+                    &request.body.as_ref(),
+                    &ev.kind,
+                    &Json(&envelope),
+                    &self.instance,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        let (taken, fresh, original): (bool, bool, Option<String>) =
+            (row.get(0), row.get(1), row.get(2));
+        Ok(vec![match (taken, fresh) {
+            (true, true) => Ingested::New(ev.id),
+            (true, false) => Ingested::Stale(ev.id),
+            (false, _) => match original {
+                Some(original) => Ingested::Duplicate(original),
+                // The original committed while this statement ran: its
+                // snapshot did not see it; this one does.
+                None => Ingested::Duplicate(self.count_duplicate(&ev).await?),
+            },
+        }])
+    }
+
+    /// Counts a duplicate of the event holding `ev`'s dedup key; returns
+    /// that event's id.
+    async fn count_duplicate(&self, ev: &Event) -> StoreResult<String> {
+        let client = self.client().await?;
+        let row = sql::query_opt(
+            &client,
+            "UPDATE events SET duplicates = duplicates + 1
+                 WHERE id = (SELECT event_id FROM dedup WHERE source = $1 AND key = $2)
+                 RETURNING id",
+            &[&ev.source, &ev.dedup_key],
+        )
+        .await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or_default())
+    }
+
     async fn ingest_tx(
         &self,
         request: StoredRequest,
@@ -101,8 +209,7 @@ impl PgStore {
         } else {
             "accepted"
         };
-        tx.execute(
-            "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
+        sql::execute(&tx, "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &request.id,
@@ -114,10 +221,7 @@ impl PgStore {
                 &Json(&request.headers),
                 &request.body.as_ref(),
                 &verdict,
-            ],
-        )
-        .await
-        .map_err(map_err)?;
+            ],).await?;
         let insert_event = tx
             .prepare_cached(
                 "INSERT INTO events (id, request_id, source, type, received_at, envelope, state, owner)
@@ -158,88 +262,105 @@ impl PgStore {
         Ok(results)
     }
 
+    /// An event's routing and its jobs in one statement (one round trip):
+    /// the event marked routed only while pending, its jobs added (unique
+    /// by idempotency key), those claimed with it leased to this instance
+    /// — never an ordered job, which waits its turn in the store.
     async fn routing_tx(&self, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
-        let mut client = self.relaxed().await?;
-        let tx = client.transaction().await.map_err(map_err)?;
-        let marked = tx
-            .query_opt(
-                "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = $2,
-                                   rule_runs = $3, rules_version = $4, owner = NULL
-                 WHERE id = $1 AND state = 'pending'
-                 RETURNING seq",
+        let client = self.relaxed().await?;
+        let offered = routing.claim_with.is_some();
+        let n = routing.jobs.len();
+        let (mut ids, mut rules, mut calls, mut actions) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut params, mut keys, mut claims, mut order_keys) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for job in &routing.jobs {
+            ids.push(job.id.as_str());
+            rules.push(job.rule.as_str());
+            calls.push(job.call_index as i32);
+            actions.push(job.action.as_str());
+            params.push(Json(&job.params));
+            keys.push(job.idempotency_key.as_str());
+            claims.push(offered && job.order_key.is_none());
+            order_keys.push(job.order_key.as_deref());
+        }
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH ev AS (
+                     UPDATE events SET state = 'routed', routings = routings + 1, routed_at = $2,
+                                       rule_runs = $3, rules_version = $4, owner = NULL
+                     WHERE id = $1 AND state = 'pending'
+                     RETURNING seq),
+                 j AS (
+                     INSERT INTO jobs (id, event_id, rule, call_index, action, params,
+                                       idempotency_key, state, attempts, next_at, created_at,
+                                       owner, lease_until, order_key, order_seq)
+                     SELECT u.id, $1, u.rule, u.call_index, u.action, u.params, u.key,
+                            CASE WHEN u.claim THEN 'running' ELSE 'pending' END,
+                            CASE WHEN u.claim THEN 1 ELSE 0 END, $2, $2,
+                            CASE WHEN u.claim THEN $5 END,
+                            CASE WHEN u.claim THEN {DB_NOW_MS} + $6 END,
+                            u.order_key, CASE WHEN u.order_key IS NOT NULL THEN ev.seq END
+                     FROM ev, unnest($7::text[], $8::text[], $9::int4[], $10::text[],
+                                     $11::jsonb[], $12::text[], $13::bool[], $14::text[])
+                          WITH ORDINALITY AS u(id, rule, call_index, action, params, key,
+                                               claim, order_key, n)
+                     ORDER BY u.n
+                     ON CONFLICT (idempotency_key) DO NOTHING
+                     RETURNING id, state)
+                 SELECT EXISTS (SELECT 1 FROM ev),
+                        ARRAY(SELECT id FROM j WHERE state = 'running'),
+                        (SELECT count(*) FROM j WHERE state = 'pending')"
+            ))
+            .await
+            .map_err(map_err)?;
+        let row = client
+            .query_one(
+                &statement,
                 &[
                     &routing.event_id,
                     &routing.routed_at_ms,
                     &Json(&routing.rule_runs),
                     &(routing.rules_version as i64),
+                    &self.instance,
+                    &self.lease_ms,
+                    &ids,
+                    &rules,
+                    &calls,
+                    &actions,
+                    &params,
+                    &keys,
+                    &claims,
+                    &order_keys,
                 ],
             )
             .await
             .map_err(map_err)?;
-        let Some(marked) = marked else {
+        let (marked, running, unclaimed): (bool, Vec<String>, i64) =
+            (row.get(0), row.get(1), row.get(2));
+        if !marked {
             // Routed already (by this instance before, or by another).
-            tx.commit().await.map_err(map_err)?;
             return Ok(Vec::new());
-        };
-        let event_seq: i64 = marked.get(0);
-        let insert = tx
-            .prepare_cached(&format!(
-                "INSERT INTO jobs (id, event_id, rule, call_index, action, params, idempotency_key,
-                                   state, attempts, next_at, created_at, owner, lease_until,
-                                   order_key, order_seq)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7,
-                         CASE WHEN $8 THEN 'running' ELSE 'pending' END,
-                         CASE WHEN $8 THEN 1 ELSE 0 END, $9, $9,
-                         CASE WHEN $8 THEN $10 END,
-                         CASE WHEN $8 THEN {DB_NOW_MS} + $11 END,
-                         $12, $13)
-                 ON CONFLICT (idempotency_key) DO NOTHING"
-            ))
-            .await
-            .map_err(map_err)?;
-        let mut added_jobs = Vec::new();
-        let mut unclaimed = 0;
-        for job in routing.jobs {
-            // A job of an ordered action waits its turn in the store: it
-            // is never claimed with its routing.
-            let claim = routing.claim_with.is_some() && job.order_key.is_none();
-            let order_seq = job.order_key.as_ref().map(|_| event_seq);
-            let added = tx
-                .execute(
-                    &insert,
-                    &[
-                        &job.id,
-                        &routing.event_id,
-                        &job.rule,
-                        &(job.call_index as i32),
-                        &job.action,
-                        &Json(&job.params),
-                        &job.idempotency_key,
-                        &claim,
-                        &routing.routed_at_ms,
-                        &self.instance,
-                        &self.lease_ms,
-                        &job.order_key,
-                        &order_seq,
-                    ],
-                )
-                .await
-                .map_err(map_err)?;
-            match (added, claim) {
-                (1, true) => added_jobs.push(job),
-                (1, false) => unclaimed += 1,
-                _ => {}
-            }
         }
         if unclaimed > 0 && self.notice_due() {
-            notify(&*tx, Work::Jobs).await?;
+            notify(&client, Work::Jobs).await?;
         }
-        tx.commit().await.map_err(map_err)?;
         let Some(event) = routing.claim_with else {
             return Ok(Vec::new());
         };
-        Ok(added_jobs
+        let running: std::collections::HashSet<String> = running.into_iter().collect();
+        Ok(routing
+            .jobs
             .into_iter()
+            .filter(|job| running.contains(&job.id))
             .map(|job| job.first_attempt(&routing.event_id, &event))
             .collect())
     }
@@ -253,45 +374,41 @@ impl PgStore {
     async fn prune_tx(&self, before_ms: i64, now_ms: i64) -> StoreResult<Pruned> {
         let client = self.client().await?;
         let floor = ulid_floor(before_ms);
-        let events = client
-            .execute(
-                "DELETE FROM events WHERE id IN (
+        let events = sql::execute(
+            &client,
+            "DELETE FROM events WHERE id IN (
                      SELECT e.id FROM events e
                      WHERE e.id < $1 AND e.state IN ('routed', 'stale')
                        AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id
                                        AND j.state IN ('pending', 'running'))
                      LIMIT $2)",
-                &[&floor, &PRUNE_CHUNK],
-            )
-            .await
-            .map_err(map_err)?;
-        let requests = client
-            .execute(
-                "DELETE FROM requests WHERE id IN (
+            &[&floor, &PRUNE_CHUNK],
+        )
+        .await?;
+        let requests = sql::execute(
+            &client,
+            "DELETE FROM requests WHERE id IN (
                      SELECT r.id FROM requests r
                      WHERE r.id < $1
                        AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id)
                      LIMIT $2)",
-                &[&floor, &PRUNE_CHUNK],
-            )
-            .await
-            .map_err(map_err)?;
-        let dedup_keys = client
-            .execute(
-                "DELETE FROM dedup WHERE (source, key) IN
+            &[&floor, &PRUNE_CHUNK],
+        )
+        .await?;
+        let dedup_keys = sql::execute(
+            &client,
+            "DELETE FROM dedup WHERE (source, key) IN
                      (SELECT source, key FROM dedup WHERE expires_at <= $1 LIMIT $2)",
-                &[&now_ms, &PRUNE_CHUNK],
-            )
-            .await
-            .map_err(map_err)?;
-        let versions = client
-            .execute(
-                "DELETE FROM versions WHERE (source, key) IN
+            &[&now_ms, &PRUNE_CHUNK],
+        )
+        .await?;
+        let versions = sql::execute(
+            &client,
+            "DELETE FROM versions WHERE (source, key) IN
                      (SELECT source, key FROM versions WHERE updated_at < $1 LIMIT $2)",
-                &[&before_ms, &PRUNE_CHUNK],
-            )
-            .await
-            .map_err(map_err)?;
+            &[&before_ms, &PRUNE_CHUNK],
+        )
+        .await?;
         Ok(Pruned {
             events,
             requests,
@@ -313,7 +430,13 @@ impl Pipeline for PgStore {
             .map(|e| serde_json::value::to_raw_value(e).map(|raw| (e.clone(), raw)))
             .collect();
         Box::pin(async move {
-            let events = encoded.map_err(json_err)?;
+            let mut events = encoded.map_err(json_err)?;
+            if events.len() == 1 {
+                let (event, envelope) = events.pop().expect("one event");
+                return self
+                    .ingest_one(request, event, envelope, dedup_window_ms)
+                    .await;
+            }
             self.ingest_tx(request, events, dedup_window_ms).await
         })
     }
@@ -323,10 +446,10 @@ impl Pipeline for PgStore {
             let client = self.relaxed().await?;
             // This instance's own, and those of instances that stopped
             // beating: taken over.
-            let rows = client
-                .query(
-                    &format!(
-                        "UPDATE events e SET owner = $1
+            let rows = sql::query(
+                &client,
+                &format!(
+                    "UPDATE events e SET owner = $1
                          FROM (SELECT p.id FROM events p
                                WHERE p.state = 'pending'
                                  AND (p.owner IS NULL OR p.owner = $1 OR NOT EXISTS (
@@ -335,11 +458,10 @@ impl Pipeline for PgStore {
                                ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED) c
                          WHERE e.id = c.id
                          RETURNING e.id, e.envelope::text, e.routings"
-                    ),
-                    &[&self.instance, &(limit as i64), &self.lease_ms],
-                )
-                .await
-                .map_err(map_err)?;
+                ),
+                &[&self.instance, &(limit as i64), &self.lease_ms],
+            )
+            .await?;
             let mut out: Vec<(String, PendingEvent)> = Vec::with_capacity(rows.len());
             for r in rows {
                 let id: String = r.get(0);
@@ -378,16 +500,11 @@ impl Pipeline for PgStore {
     fn next_due(&self) -> StoreFuture<'_, Option<i64>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let row = client
-                // Ordered jobs already due wait for their turn, which a
-                // finished attempt or a notice announces: not counted here.
-                .query_one(
-                    "SELECT MIN(next_at) FROM jobs
+            let row = // Ordered jobs already due wait for their turn, which a
+// finished attempt or a notice announces: not counted here.
+sql::query_one(&client, "SELECT MIN(next_at) FROM jobs
                      WHERE state = 'pending' AND (order_key IS NULL OR next_at > $1)",
-                    &[&crate::store::now_ms()],
-                )
-                .await
-                .map_err(map_err)?;
+                    &[&crate::store::now_ms()],).await?;
             Ok(row.get(0))
         })
     }
@@ -395,14 +512,13 @@ impl Pipeline for PgStore {
     fn backlog(&self) -> StoreFuture<'_, Backlog> {
         Box::pin(async move {
             let client = self.client().await?;
-            let row = client
-                .query_one(
-                    "SELECT (SELECT COUNT(*) FROM events WHERE state = 'pending'),
+            let row = sql::query_one(
+                &client,
+                "SELECT (SELECT COUNT(*) FROM events WHERE state = 'pending'),
                             (SELECT COUNT(*) FROM jobs WHERE state = 'pending')",
-                    &[],
-                )
-                .await
-                .map_err(map_err)?;
+                &[],
+            )
+            .await?;
             Ok(Backlog {
                 unrouted_events: row.get::<_, i64>(0) as u64,
                 pending_jobs: row.get::<_, i64>(1) as u64,
@@ -433,7 +549,7 @@ impl Pipeline for PgStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.client().await?;
-            client.execute("SELECT 1", &[]).await.map_err(map_err)?;
+            sql::execute(&client, "SELECT 1", &[]).await?;
             Ok(())
         })
     }
@@ -455,16 +571,15 @@ impl Pipeline for PgStore {
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.relaxed().await?;
-            client
-                .execute(
-                    "UPDATE jobs SET state = 'pending', next_at = $2,
+            sql::execute(
+                &client,
+                "UPDATE jobs SET state = 'pending', next_at = $2,
                                      attempts = GREATEST(attempts - 1, 0),
                                      owner = NULL, lease_until = NULL
                      WHERE id = $1 AND state = 'running' AND owner = $3",
-                    &[&job_id, &next_at_ms, &self.instance],
-                )
-                .await
-                .map_err(map_err)?;
+                &[&job_id, &next_at_ms, &self.instance],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -472,24 +587,23 @@ impl Pipeline for PgStore {
     fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.relaxed().await?;
-            client
-                .execute(
-                    "INSERT INTO action_states (action, state, until_ms, failures, reason, updated_at)
+            sql::execute(
+                &client,
+                "INSERT INTO action_states (action, state, until_ms, failures, reason, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (action) DO UPDATE SET state = EXCLUDED.state,
                          until_ms = EXCLUDED.until_ms, failures = EXCLUDED.failures,
                          reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at",
-                    &[
-                        &state.action,
-                        &state.state,
-                        &state.until_ms,
-                        &(state.failures as i32),
-                        &state.reason,
-                        &state.updated_at_ms,
-                    ],
-                )
-                .await
-                .map_err(map_err)?;
+                &[
+                    &state.action,
+                    &state.state,
+                    &state.until_ms,
+                    &(state.failures as i32),
+                    &state.reason,
+                    &state.updated_at_ms,
+                ],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -497,14 +611,13 @@ impl Pipeline for PgStore {
     fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT action, state, until_ms, failures, reason, updated_at
+            let rows = sql::query(
+                &client,
+                "SELECT action, state, until_ms, failures, reason, updated_at
                      FROM action_states ORDER BY action",
-                    &[],
-                )
-                .await
-                .map_err(map_err)?;
+                &[],
+            )
+            .await?;
             Ok(rows
                 .iter()
                 .map(|r| ActionState {

@@ -6,6 +6,7 @@
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
+use super::sql;
 use super::{map_err, notify, PgStore};
 use super::{DB_NOW_MS, LEADER};
 use crate::store::{
@@ -19,7 +20,7 @@ fn parse_json(text: Option<String>) -> Value {
 }
 
 async fn job_records(
-    client: &tokio_postgres::Client,
+    client: &deadpool_postgres::Object,
     sql_where: &str,
     arg: &(dyn ToSql + Sync),
     limit: i64,
@@ -48,14 +49,13 @@ async fn job_records(
         })
         .collect();
     let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-    let attempts = client
-        .query(
-            "SELECT job_id, n, started_at, finished_at, outcome, message FROM attempts
+    let attempts = sql::query(
+        client,
+        "SELECT job_id, n, started_at, finished_at, outcome, message FROM attempts
              WHERE job_id = ANY($1) ORDER BY job_id, n",
-            &[&ids],
-        )
-        .await
-        .map_err(map_err)?;
+        &[&ids],
+    )
+    .await?;
     for r in attempts {
         let job_id: String = r.get(0);
         if let Some(job) = jobs.iter_mut().find(|j| j.id == job_id) {
@@ -134,18 +134,17 @@ impl Queries for PgStore {
     fn show_event(&self, id: String) -> StoreFuture<'_, EventDetail> {
         Box::pin(async move {
             let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    "SELECT e.envelope::text, e.state, e.routings, e.routed_at, e.duplicates,
+            let row = sql::query_opt(
+                &client,
+                "SELECT e.envelope::text, e.state, e.routings, e.routed_at, e.duplicates,
                             e.rule_runs::text, e.rules_version,
                             r.id, r.method, r.path, r.query, r.headers::text, r.body, r.verdict
                      FROM events e JOIN requests r ON r.id = e.request_id
                      WHERE e.id = $1",
-                    &[&id],
-                )
-                .await
-                .map_err(map_err)?
-                .ok_or_else(|| StoreError::NotFound(format!("no event {id}")))?;
+                &[&id],
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no event {id}")))?;
             let headers: String = row.get(11);
             let body: Vec<u8> = row.get(12);
             let request = RequestRecord {
@@ -176,17 +175,16 @@ impl Queries for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             // Routed again by this instance (the one asked).
-            let n = client
-                .execute(
-                    "UPDATE events SET state = 'pending', owner = $2 WHERE id = $1",
-                    &[&id, &self.instance],
-                )
-                .await
-                .map_err(map_err)?;
+            let n = sql::execute(
+                &client,
+                "UPDATE events SET state = 'pending', owner = $2 WHERE id = $1",
+                &[&id, &self.instance],
+            )
+            .await?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("no event {id}")));
             }
-            notify(&**client, Work::Events).await
+            notify(&client, Work::Events).await
         })
     }
 
@@ -200,22 +198,21 @@ impl Queries for PgStore {
     fn redrive(&self, id: Option<String>, now_ms: i64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let client = self.client().await?;
-            let n = client
-                .execute(
-                    "UPDATE jobs SET state = 'pending', next_at = $2, series_start = attempts,
+            let n = sql::execute(
+                &client,
+                "UPDATE jobs SET state = 'pending', next_at = $2, series_start = attempts,
                                      finished_at = NULL
                      WHERE state = 'dead' AND ($1::text IS NULL OR id = $1)",
-                    &[&id, &now_ms],
-                )
-                .await
-                .map_err(map_err)?;
+                &[&id, &now_ms],
+            )
+            .await?;
             if n == 0 {
                 if let Some(id) = id {
                     return Err(StoreError::NotFound(format!("no dead letter {id}")));
                 }
                 return Ok(0);
             }
-            notify(&**client, Work::Jobs).await?;
+            notify(&client, Work::Jobs).await?;
             Ok(n)
         })
     }
@@ -223,21 +220,20 @@ impl Queries for PgStore {
     fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT i.id, i.host, i.version, i.started_at, i.heartbeat_at,
+            let rows = sql::query(
+                &client,
+                &format!(
+                    "SELECT i.id, i.host, i.version, i.started_at, i.heartbeat_at,
                                 i.heartbeat_at > {DB_NOW_MS} - $1,
                                 EXISTS (SELECT 1 FROM leases l WHERE l.name = $2
                                         AND l.owner = i.id AND l.until > {DB_NOW_MS}),
                                 (SELECT count(*) FROM jobs j
                                  WHERE j.owner = i.id AND j.state = 'running')
                          FROM instances i ORDER BY i.started_at, i.id"
-                    ),
-                    &[&self.lease_ms, &LEADER],
-                )
-                .await
-                .map_err(map_err)?;
+                ),
+                &[&self.lease_ms, &LEADER],
+            )
+            .await?;
             Ok(rows
                 .iter()
                 .map(|r| {
@@ -271,15 +267,14 @@ impl Queries for PgStore {
             )
             .await
             .map_err(map_err)?;
-            let n = tx
-                .execute(
-                    "UPDATE jobs SET next_at = $2
+            let n = sql::execute(
+                &tx,
+                "UPDATE jobs SET next_at = $2
                      WHERE action = $1 AND state = 'pending' AND next_at > $2",
-                    &[&action, &now_ms],
-                )
-                .await
-                .map_err(map_err)?;
-            notify(&*tx, Work::Jobs).await?;
+                &[&action, &now_ms],
+            )
+            .await?;
+            notify(&tx, Work::Jobs).await?;
             tx.commit().await.map_err(map_err)?;
             Ok(n)
         })

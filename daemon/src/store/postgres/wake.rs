@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use tokio_postgres::GenericClient;
+use deadpool_postgres::GenericClient;
 
-use super::map_err;
+use super::{map_err, sql};
 use crate::store::{OnWork, StoreResult, Work};
 
 /// The channel instances tell each other of work on (`jobs`, `events`).
@@ -23,10 +23,7 @@ pub(super) async fn notify(client: &impl GenericClient, work: Work) -> StoreResu
         Work::Jobs => "jobs",
         Work::Events => "events",
     };
-    client
-        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-        .await
-        .map_err(map_err)?;
+    sql::execute(client, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await?;
     Ok(())
 }
 
