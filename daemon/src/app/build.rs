@@ -208,6 +208,7 @@ pub fn unknown_actions(rules: &Rules, config: &Config) -> Vec<Problem> {
 /// How the config reaches a shared store (its password resolved).
 fn pg_options(config: &Config, url: &str) -> PgOptions {
     let mut options = PgOptions::new(url);
+    options.connections = config.store.connections;
     options.password = config
         .store
         .password

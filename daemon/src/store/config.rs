@@ -57,6 +57,9 @@ pub struct StoreConfig {
     /// once a second), not LISTEN/NOTIFY — for a transaction-mode pooler
     /// (PgBouncer's `pool_mode = transaction`), which cannot hold a LISTEN.
     pub poll_only: bool,
+    /// With `url`: connections this instance holds at most (besides the
+    /// one it listens on).
+    pub connections: usize,
     pub durability: Durability,
     /// Largest size of the store in MiB, database and journal together;
     /// ingests beyond fail as "full" and ingress answers 503.
@@ -80,6 +83,7 @@ impl Default for StoreConfig {
             url: None,
             password: None,
             poll_only: false,
+            connections: 8,
             durability: Durability::Full,
             max_size_mb: None,
             retention: Duration::from_secs(30 * 86_400),

@@ -78,8 +78,11 @@ pub struct PgOptions {
     pub url: String,
     /// The password, when not in the URL (from a secret reference).
     pub password: Option<String>,
-    /// Connections this instance holds at most.
-    pub pool_size: usize,
+    /// Connections this instance holds at most (besides the one it
+    /// listens on): half for ingest and operators' commands, half for the
+    /// pipeline's bookkeeping, at least two each. Few is fast: more
+    /// connections than the database's cores only queue inside it.
+    pub connections: usize,
     /// How often this instance beats and renews its leases.
     pub heartbeat: Duration,
     /// An instance silent this long is taken for dead: its jobs and events
@@ -99,7 +102,7 @@ impl PgOptions {
         PgOptions {
             url: url.into(),
             password: None,
-            pool_size: 16,
+            connections: 8,
             heartbeat: Duration::from_secs(1),
             dead_after: Duration::from_secs(5),
             join: true,
@@ -184,7 +187,7 @@ impl PgStore {
         }
         config.application_name("switchyard");
         config.connect_timeout(Duration::from_secs(10));
-        let pool = |config: tokio_postgres::Config| {
+        let pool = |config: tokio_postgres::Config, size: usize| {
             let manager = Manager::from_config(
                 config,
                 tokio_postgres::NoTls,
@@ -193,7 +196,7 @@ impl PgStore {
                 },
             );
             Pool::builder(manager)
-                .max_size(options.pool_size.max(2))
+                .max_size(size.max(2))
                 .runtime(Runtime::Tokio1)
                 .wait_timeout(Some(Duration::from_secs(10)))
                 .create_timeout(Some(Duration::from_secs(10)))
@@ -207,13 +210,24 @@ impl PgStore {
         let options_given = relaxed.get_options().unwrap_or_default().to_string();
         relaxed.options(format!("{options_given} -c synchronous_commit=off").trim());
         let listen = (options.join && options.listen).then(|| config.clone());
-        let (pool, relaxed) = (pool(config)?, pool(relaxed)?);
+        let half = options.connections / 2;
+        let (pool, relaxed) = (
+            pool(config, half)?,
+            pool(relaxed, options.connections - half)?,
+        );
         {
             let mut client = pool.get().await.map_err(pool_err)?;
             match options.join {
                 true => migrate(&mut client).await.map(|_| ())?,
                 false => check_schema(&client).await?,
             }
+        }
+        if options.join {
+            // Every connection opened before the first webhook: a new
+            // backend costs the database a fork and cold caches, which the
+            // first requests would otherwise wait for.
+            warm(&pool, half.max(2)).await?;
+            warm(&relaxed, (options.connections - half).max(2)).await?;
         }
         let instance = crate::event::new_id();
         let lease_ms = options.dead_after.as_millis() as i64;
@@ -338,6 +352,15 @@ impl PgStore {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
     }
+}
+
+/// Opens `n` connections of `pool` at once (they stay in it).
+async fn warm(pool: &Pool, n: usize) -> StoreResult<()> {
+    let held = futures_util::future::join_all((0..n).map(|_| pool.get())).await;
+    for connection in held {
+        drop(connection.map_err(pool_err)?);
+    }
+    Ok(())
 }
 
 /// Applies the migrations this version knows and the database lacks, under
