@@ -13,7 +13,7 @@
 # with its default durability (fsync, synchronous_commit on).
 #
 # Then end to end (E2E_RATES, default "500 1000 1500 2000"; E2E_RATES= skips
-# it): webhooks at a steady rate for $SECONDS_PER_RUN s, spread over 1 and
+# it): webhooks at a steady rate for $SECONDS_PER_RUN s, spread over 1, 2 and
 # 3 instances on PostgreSQL (and one on the embedded store), a rule
 # forwarding each to the http action, and switchyard-bench's receiver
 # timing each from its scheduled send to its arrival; ends with the highest
@@ -195,7 +195,7 @@ E2E_RATES=${E2E_RATES-500 1000 1500 2000}
 echo
 for rate in $E2E_RATES; do
     e2e_run embedded 1 "$rate"
-    for n in 1 3; do
+    for n in 1 2 3; do
         psql "$pg/postgres" -c "CREATE DATABASE e2e_${n}_$rate"
         e2e_run "postgres-$n" "$n" "$rate" "$pg/e2e_${n}_$rate"
     done

@@ -223,11 +223,22 @@ impl PgStore {
             }
         }
         if options.join {
-            // Every connection opened before the first webhook: a new
-            // backend costs the database a fork and cold caches, which the
-            // first requests would otherwise wait for.
-            warm(&pool, half.max(2)).await?;
-            warm(&relaxed, (options.connections - half).max(2)).await?;
+            // Every connection opened, and the pipeline's statements
+            // prepared on it, before the first webhook: a new backend costs
+            // the database a fork, cold caches and a plan per statement,
+            // which the first webhooks would otherwise wait for.
+            warm(&pool, half.max(2), &[pipeline::INGEST_ONE]).await?;
+            let hot = [
+                pipeline::ROUTE.as_str(),
+                pipeline::PENDING_EVENTS.as_str(),
+                pipeline::NEXT_DUE,
+                jobs::CLAIM.as_str(),
+                jobs::CLAIM_ORDERED.as_str(),
+                jobs::ORDERED_DUE,
+                jobs::ORDER_LOCK_SQL,
+                jobs::FINISH,
+            ];
+            warm(&relaxed, (options.connections - half).max(2), &hot).await?;
         }
         let instance = crate::event::new_id();
         let lease_ms = options.dead_after.as_millis() as i64;
@@ -354,11 +365,18 @@ impl PgStore {
     }
 }
 
-/// Opens `n` connections of `pool` at once (they stay in it).
-async fn warm(pool: &Pool, n: usize) -> StoreResult<()> {
+/// Opens `n` connections of `pool` at once (they stay in it) and prepares
+/// `statements` on each.
+async fn warm(pool: &Pool, n: usize, statements: &[&str]) -> StoreResult<()> {
     let held = futures_util::future::join_all((0..n).map(|_| pool.get())).await;
     for connection in held {
-        drop(connection.map_err(pool_err)?);
+        let connection = connection.map_err(pool_err)?;
+        for statement in statements {
+            connection
+                .prepare_cached(statement)
+                .await
+                .map_err(map_err)?;
+        }
     }
     Ok(())
 }

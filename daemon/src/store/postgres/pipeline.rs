@@ -2,6 +2,7 @@
 //! dedup and version guard, routing, leased claims, fenced attempts,
 //! housekeeping (the [`Pipeline`] implementation).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -28,7 +29,7 @@ fn json_err(e: serde_json::Error) -> StoreError {
 /// duplicate's original counted. Returns whether the key was taken, whether
 /// the event is fresh (not stale), and a duplicate's original (none only if
 /// the original committed after this statement began: read again then).
-const INGEST_ONE: &str = "
+pub(super) const INGEST_ONE: &str = "
 WITH d AS (
     INSERT INTO dedup (source, key, event_id, expires_at) VALUES ($1, $2, $3, $4)
     ON CONFLICT (source, key) DO UPDATE
@@ -61,6 +62,60 @@ b AS (
 SELECT EXISTS (SELECT 1 FROM d), $6::text IS NULL OR EXISTS (SELECT 1 FROM v),
        (SELECT id FROM b)";
 
+/// An event's routing and its jobs ($1 event, $2 routed at, $3 rule runs,
+/// $4 rules version, $5 this instance, $6 the lease, $7.. the jobs as
+/// arrays): whether the event was pending, the jobs claimed with it, and
+/// how many were stored unclaimed.
+pub(super) static ROUTE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH ev AS (
+            UPDATE events SET state = 'routed', routings = routings + 1, routed_at = $2,
+                              rule_runs = $3, rules_version = $4, owner = NULL
+            WHERE id = $1 AND state = 'pending'
+            RETURNING seq),
+        j AS (
+            INSERT INTO jobs (id, event_id, rule, call_index, action, params,
+                              idempotency_key, state, attempts, next_at, created_at,
+                              owner, lease_until, order_key, order_seq)
+            SELECT u.id, $1, u.rule, u.call_index, u.action, u.params, u.key,
+                   CASE WHEN u.claim THEN 'running' ELSE 'pending' END,
+                   CASE WHEN u.claim THEN 1 ELSE 0 END, $2, $2,
+                   CASE WHEN u.claim THEN $5 END,
+                   CASE WHEN u.claim THEN {DB_NOW_MS} + $6 END,
+                   u.order_key, CASE WHEN u.order_key IS NOT NULL THEN ev.seq END
+            FROM ev, unnest($7::text[], $8::text[], $9::int4[], $10::text[],
+                            $11::jsonb[], $12::text[], $13::bool[], $14::text[])
+                 WITH ORDINALITY AS u(id, rule, call_index, action, params, key,
+                                      claim, order_key, n)
+            ORDER BY u.n
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING id, state)
+        SELECT EXISTS (SELECT 1 FROM ev),
+               ARRAY(SELECT id FROM j WHERE state = 'running'),
+               (SELECT count(*) FROM j WHERE state = 'pending')"
+    )
+});
+
+/// Takes this instance's pending events, and those of instances that
+/// stopped beating ($1 this instance, $2 how many, $3 the lease).
+pub(super) static PENDING_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE events e SET owner = $1
+            FROM (SELECT p.id FROM events p
+                  WHERE p.state = 'pending'
+                    AND (p.owner IS NULL OR p.owner = $1 OR NOT EXISTS (
+                         SELECT 1 FROM instances i WHERE i.id = p.owner
+                         AND i.heartbeat_at > {DB_NOW_MS} - $3))
+                  ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED) c
+            WHERE e.id = c.id
+            RETURNING e.id, e.envelope::text, e.routings"
+    )
+});
+
+/// When the next job not waiting for its order key's turn is due ($1 now).
+pub(super) const NEXT_DUE: &str = "SELECT MIN(next_at) FROM jobs
+    WHERE state = 'pending' AND (order_key IS NULL OR next_at > $1)";
+
 impl PgStore {
     /// A request of one event: one statement (see [`INGEST_ONE`]).
     async fn ingest_one(
@@ -72,35 +127,33 @@ impl PgStore {
     ) -> StoreResult<Vec<Ingested>> {
         let now = request.received_at_ms;
         let client = self.client().await?;
-        let statement = client.prepare_cached(INGEST_ONE).await.map_err(map_err)?;
         let (order_key, version) = match &ev.order {
             Some(o) => (Some(o.key.as_str()), Some(o.version)),
             None => (None, None),
         };
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &ev.source,
-                    &ev.dedup_key,
-                    &ev.id,
-                    &(now + dedup_window_ms),
-                    &now,
-                    &order_key,
-                    &version,
-                    &request.id,
-                    &request.method,
-                    &request.path,
-                    &request.query,
-                    &Json(&request.headers),
-                    &request.body.as_ref(),
-                    &ev.kind,
-                    &Json(&envelope),
-                    &self.instance,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
+        let row = sql::query_one(
+            &client,
+            INGEST_ONE,
+            &[
+                &ev.source,
+                &ev.dedup_key,
+                &ev.id,
+                &(now + dedup_window_ms),
+                &now,
+                &order_key,
+                &version,
+                &request.id,
+                &request.method,
+                &request.path,
+                &request.query,
+                &Json(&request.headers),
+                &request.body.as_ref(),
+                &ev.kind,
+                &Json(&envelope),
+                &self.instance,
+            ],
+        )
+        .await?;
         let (taken, fresh, original): (bool, bool, Option<String>) =
             (row.get(0), row.get(1), row.get(2));
         Ok(vec![match (taken, fresh) {
@@ -292,58 +345,27 @@ impl PgStore {
             claims.push(offered && job.order_key.is_none());
             order_keys.push(job.order_key.as_deref());
         }
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH ev AS (
-                     UPDATE events SET state = 'routed', routings = routings + 1, routed_at = $2,
-                                       rule_runs = $3, rules_version = $4, owner = NULL
-                     WHERE id = $1 AND state = 'pending'
-                     RETURNING seq),
-                 j AS (
-                     INSERT INTO jobs (id, event_id, rule, call_index, action, params,
-                                       idempotency_key, state, attempts, next_at, created_at,
-                                       owner, lease_until, order_key, order_seq)
-                     SELECT u.id, $1, u.rule, u.call_index, u.action, u.params, u.key,
-                            CASE WHEN u.claim THEN 'running' ELSE 'pending' END,
-                            CASE WHEN u.claim THEN 1 ELSE 0 END, $2, $2,
-                            CASE WHEN u.claim THEN $5 END,
-                            CASE WHEN u.claim THEN {DB_NOW_MS} + $6 END,
-                            u.order_key, CASE WHEN u.order_key IS NOT NULL THEN ev.seq END
-                     FROM ev, unnest($7::text[], $8::text[], $9::int4[], $10::text[],
-                                     $11::jsonb[], $12::text[], $13::bool[], $14::text[])
-                          WITH ORDINALITY AS u(id, rule, call_index, action, params, key,
-                                               claim, order_key, n)
-                     ORDER BY u.n
-                     ON CONFLICT (idempotency_key) DO NOTHING
-                     RETURNING id, state)
-                 SELECT EXISTS (SELECT 1 FROM ev),
-                        ARRAY(SELECT id FROM j WHERE state = 'running'),
-                        (SELECT count(*) FROM j WHERE state = 'pending')"
-            ))
-            .await
-            .map_err(map_err)?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &routing.event_id,
-                    &routing.routed_at_ms,
-                    &Json(&routing.rule_runs),
-                    &(routing.rules_version as i64),
-                    &self.instance,
-                    &self.lease_ms,
-                    &ids,
-                    &rules,
-                    &calls,
-                    &actions,
-                    &params,
-                    &keys,
-                    &claims,
-                    &order_keys,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
+        let row = sql::query_one(
+            &client,
+            &ROUTE,
+            &[
+                &routing.event_id,
+                &routing.routed_at_ms,
+                &Json(&routing.rule_runs),
+                &(routing.rules_version as i64),
+                &self.instance,
+                &self.lease_ms,
+                &ids,
+                &rules,
+                &calls,
+                &actions,
+                &params,
+                &keys,
+                &claims,
+                &order_keys,
+            ],
+        )
+        .await?;
         let (marked, running, unclaimed): (bool, Vec<String>, i64) =
             (row.get(0), row.get(1), row.get(2));
         if !marked {
@@ -448,17 +470,7 @@ impl Pipeline for PgStore {
             // beating: taken over.
             let rows = sql::query(
                 &client,
-                &format!(
-                    "UPDATE events e SET owner = $1
-                         FROM (SELECT p.id FROM events p
-                               WHERE p.state = 'pending'
-                                 AND (p.owner IS NULL OR p.owner = $1 OR NOT EXISTS (
-                                      SELECT 1 FROM instances i WHERE i.id = p.owner
-                                      AND i.heartbeat_at > {DB_NOW_MS} - $3))
-                               ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED) c
-                         WHERE e.id = c.id
-                         RETURNING e.id, e.envelope::text, e.routings"
-                ),
+                &PENDING_EVENTS,
                 &[&self.instance, &(limit as i64), &self.lease_ms],
             )
             .await?;
@@ -500,11 +512,9 @@ impl Pipeline for PgStore {
     fn next_due(&self) -> StoreFuture<'_, Option<i64>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let row = // Ordered jobs already due wait for their turn, which a
-// finished attempt or a notice announces: not counted here.
-sql::query_one(&client, "SELECT MIN(next_at) FROM jobs
-                     WHERE state = 'pending' AND (order_key IS NULL OR next_at > $1)",
-                    &[&crate::store::now_ms()],).await?;
+            // Ordered jobs already due wait for their turn, which a finished
+            // attempt or a notice announces: not counted here.
+            let row = sql::query_one(&client, NEXT_DUE, &[&crate::store::now_ms()]).await?;
             Ok(row.get(0))
         })
     }
