@@ -209,6 +209,7 @@ pub fn unknown_actions(rules: &Rules, config: &Config) -> Vec<Problem> {
 fn pg_options(config: &Config, url: &str) -> PgOptions {
     let mut options = PgOptions::new(url);
     options.connections = config.store.connections;
+    options.ca_file = config.store.ca_file.clone();
     options.password = config
         .store
         .password

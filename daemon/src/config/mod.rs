@@ -218,6 +218,7 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
     report(raw.delivery.check(), &mut problems);
     report(raw.http.check(), &mut problems);
     let mut store = raw.store;
+    store.ca_file = store.ca_file.take().map(anchor);
     if store.path.is_relative() {
         store.path = anchor(raw.data_dir.clone()).join(&store.path);
     }

@@ -60,6 +60,10 @@ pub struct StoreConfig {
     /// With `url`: connections this instance holds at most (besides the
     /// one it listens on).
     pub connections: usize,
+    /// With `url` and `?sslmode=require`: certificates (PEM) trusted besides
+    /// the system's to sign the database's. A relative path is from the
+    /// config file's folder (the loader anchors it).
+    pub ca_file: Option<PathBuf>,
     pub durability: Durability,
     /// Largest size of the store in MiB, database and journal together;
     /// ingests beyond fail as "full" and ingress answers 503.
@@ -84,6 +88,7 @@ impl Default for StoreConfig {
             password: None,
             poll_only: false,
             connections: 8,
+            ca_file: None,
             durability: Durability::Full,
             max_size_mb: None,
             retention: Duration::from_secs(30 * 86_400),

@@ -17,6 +17,7 @@ mod layers;
 mod pg;
 mod pg_order;
 mod pg_store;
+mod pg_tls;
 mod plugins;
 mod providers;
 mod reload;

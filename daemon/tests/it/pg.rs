@@ -106,6 +106,13 @@ fn as_server_user(program: &Path) -> Command {
 }
 
 fn start_private() -> String {
+    start_private_with(|_| String::new())
+}
+
+/// Starts a private server (see [`server`]) after `setup` has prepared its
+/// data folder (as root, before the files are handed to the server's user);
+/// `setup` returns more server options.
+pub fn start_private_with(setup: impl FnOnce(&Path) -> String) -> String {
     let bin = bin_dir();
     let dir = tempfile::Builder::new()
         .prefix("switchyard-pg-")
@@ -143,12 +150,21 @@ fn start_private() -> String {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let extra = setup(&data);
+    if root {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown the test server's data");
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let options = format!(
-        "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=300 -c fsync=off",
+        "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=300 -c fsync=off {extra}",
         dir.display()
     );
     let out = as_server_user(&bin.join("pg_ctl"))

@@ -6,7 +6,8 @@
 //! instance's row and heartbeat, named leases with a time to live (the
 //! leader's), and the [`Pipeline`] (`pipeline.rs`) and [`Queries`]
 //! (`queries.rs`) over the same tables as the embedded store; the job
-//! queue (claims, ordered claims, fenced attempts) is `jobs.rs`.
+//! queue (claims, ordered claims, fenced attempts) is `jobs.rs`; TLS to the
+//! database (`?sslmode=require`, certificates verified) is `tls.rs`.
 //!
 //! ## How instances share the work
 //! - **Ingest** is one transaction holding the raw request, its verdict and
@@ -42,13 +43,14 @@ mod jobs;
 mod pipeline;
 mod queries;
 mod sql;
+mod tls;
 mod wake;
 
 use wake::{listen, notify, NOTICE_EVERY_MS};
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Pool, Runtime};
 use tokio_postgres::error::SqlState;
 
 use super::{StoreError, StoreResult, Work};
@@ -91,6 +93,9 @@ pub struct PgOptions {
     /// Whether this is an instance (a daemon: it migrates the schema,
     /// beats, and takes work) or a client of the others (the CLI).
     pub join: bool,
+    /// Certificates (PEM) trusted besides the system's when the URL asks
+    /// for TLS (`sslmode=require`).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Whether to hear of the others' work by LISTEN/NOTIFY (on a
     /// connection of its own), or only poll: behind a transaction-mode
     /// pooler, which cannot hold a LISTEN.
@@ -107,6 +112,7 @@ impl PgOptions {
             dead_after: Duration::from_secs(5),
             join: true,
             listen: true,
+            ca_file: None,
         }
     }
 }
@@ -119,7 +125,7 @@ pub struct PgStore {
     lease_ms: i64,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     /// Where to LISTEN for the others' work (none: poll only).
-    listen: Option<tokio_postgres::Config>,
+    listen: Option<(tokio_postgres::Config, tls::Tls)>,
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// When this instance last told the others of jobs it stored unclaimed
     /// (ms; see `notice_due`).
@@ -187,15 +193,9 @@ impl PgStore {
         }
         config.application_name("switchyard");
         config.connect_timeout(Duration::from_secs(10));
+        let tls = tls::Tls::for_config(&config, options.ca_file.as_deref())?;
         let pool = |config: tokio_postgres::Config, size: usize| {
-            let manager = Manager::from_config(
-                config,
-                tokio_postgres::NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            );
-            Pool::builder(manager)
+            Pool::builder(tls.manager(config))
                 .max_size(size.max(2))
                 .runtime(Runtime::Tokio1)
                 .wait_timeout(Some(Duration::from_secs(10)))
@@ -209,7 +209,7 @@ impl PgStore {
         let mut relaxed = config.clone();
         let options_given = relaxed.get_options().unwrap_or_default().to_string();
         relaxed.options(format!("{options_given} -c synchronous_commit=off").trim());
-        let listen = (options.join && options.listen).then(|| config.clone());
+        let listen = (options.join && options.listen).then(|| (config.clone(), tls.clone()));
         let half = options.connections / 2;
         let (pool, relaxed) = (
             pool(config, half)?,
@@ -445,11 +445,8 @@ pub async fn probe(options: &PgOptions) -> StoreResult<String> {
         config.password(password);
     }
     config.connect_timeout(Duration::from_secs(10));
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(map_err)?;
-    let driver = tokio::spawn(connection);
+    let tls = tls::Tls::for_config(&config, options.ca_file.as_deref())?;
+    let tls::Connected { client, driver, .. } = tls.connect(&config).await.map_err(map_err)?;
     let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
     let read = async {
         // A table named in a statement must exist even where it is not

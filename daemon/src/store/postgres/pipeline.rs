@@ -569,11 +569,11 @@ impl Pipeline for PgStore {
     }
 
     fn on_work(&self, wake: OnWork) {
-        let Some(config) = self.listen.clone() else {
+        let Some((config, tls)) = self.listen.clone() else {
             return;
         };
         let mut listener = self.listener.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = listener.replace(tokio::spawn(super::listen(config, wake))) {
+        if let Some(old) = listener.replace(tokio::spawn(super::listen(config, tls, wake))) {
             old.abort();
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 
+use super::tls::{Connected, Tls};
 use super::{map_err, sql};
 use crate::store::{OnWork, StoreResult, Work};
 
@@ -31,10 +32,10 @@ pub(super) async fn notify(client: &impl GenericClient, work: Work) -> StoreResu
 /// `wake`; reconnects (after 0.5 s, doubling up to 10 s) when it is lost.
 /// After each (re)connection it wakes both stages once: what was told
 /// while it was not listening is looked for.
-pub(super) async fn listen(config: tokio_postgres::Config, wake: OnWork) {
+pub(super) async fn listen(config: tokio_postgres::Config, tls: Tls, wake: OnWork) {
     let mut pause = Duration::from_millis(500);
     loop {
-        match listen_once(&config, &wake).await {
+        match listen_once(&config, &tls, &wake).await {
             Ok(()) => {
                 tracing::warn!("store: the connection listening for work closed; polling meanwhile")
             }
@@ -50,26 +51,18 @@ pub(super) async fn listen(config: tokio_postgres::Config, wake: OnWork) {
 
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: &Tls,
     wake: &OnWork,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
-    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                    let _ = tx.send(n.payload().to_string());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            }
-        }
-    });
+    let Connected {
+        client,
+        mut notices,
+        driver,
+    } = tls.connect(config).await?;
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     wake(Work::Jobs);
     wake(Work::Events);
-    while let Some(payload) = heard.recv().await {
+    while let Some(payload) = notices.recv().await {
         match payload.as_str() {
             "jobs" => wake(Work::Jobs),
             "events" => wake(Work::Events),
