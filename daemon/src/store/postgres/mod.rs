@@ -5,8 +5,9 @@
 //! that two instances starting at once apply each migration once), this
 //! instance's row and heartbeat, named leases with a time to live (the
 //! leader's), and the [`Pipeline`] (`pipeline.rs`) and [`Queries`]
-//! (`queries.rs`) over the same tables as the embedded store; the job
-//! queue (claims, ordered claims, fenced attempts) is `jobs.rs`; TLS to the
+//! (`queries.rs`) over the same tables as the embedded store; ingest is
+//! `ingest.rs`, the job queue (claims, ordered claims, fenced attempts)
+//! `jobs.rs`, statements prepared per connection `sql.rs`; TLS to the
 //! database (`?sslmode=require`, certificates verified) is `tls.rs`.
 //!
 //! ## How instances share the work
@@ -39,6 +40,7 @@
 //! Lease and heartbeat times are the database's clock (`clock_timestamp()`):
 //! instances whose clocks differ still agree on when a lease ran out.
 
+mod ingest;
 mod jobs;
 mod pipeline;
 mod queries;
@@ -227,7 +229,7 @@ impl PgStore {
             // prepared on it, before the first webhook: a new backend costs
             // the database a fork, cold caches and a plan per statement,
             // which the first webhooks would otherwise wait for.
-            warm(&pool, half.max(2), &[pipeline::INGEST_ONE]).await?;
+            warm(&pool, half.max(2), &[ingest::INGEST_ONE]).await?;
             let hot = [
                 pipeline::ROUTE.as_str(),
                 pipeline::PENDING_EVENTS.as_str(),

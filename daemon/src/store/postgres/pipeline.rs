@@ -1,6 +1,7 @@
-//! The pipeline's side of the PostgreSQL store: ingest with the database's
-//! dedup and version guard, routing, leased claims, fenced attempts,
-//! housekeeping (the [`Pipeline`] implementation).
+//! The pipeline's side of the PostgreSQL store (the [`Pipeline`]
+//! implementation): routing, pending events and their takeover, gates,
+//! housekeeping; it calls on `ingest.rs` for ingest and `jobs.rs` for the
+//! job queue.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use serde_json::value::RawValue;
 use tokio_postgres::types::Json;
 
 use super::sql;
-use super::{map_err, notify, PgStore, DB_NOW_MS, LEADER};
+use super::{notify, PgStore, DB_NOW_MS, LEADER};
 use crate::event::Event;
 use crate::store::{
     ulid_floor, ActionState, Backlog, ClaimedJob, FinishedAttempt, Ingested, OnWork, PendingEvent,
@@ -22,45 +23,6 @@ const PRUNE_CHUNK: i64 = 2000;
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Other(format!("cannot encode JSON: {e}"))
 }
-
-/// The ingest of a request of one event, as one statement (one round
-/// trip, its own transaction): the dedup key taken (or not), the object's
-/// version raised (or not), the request with its verdict, the event, and a
-/// duplicate's original counted. Returns whether the key was taken, whether
-/// the event is fresh (not stale), and a duplicate's original (none only if
-/// the original committed after this statement began: read again then).
-pub(super) const INGEST_ONE: &str = "
-WITH d AS (
-    INSERT INTO dedup (source, key, event_id, expires_at) VALUES ($1, $2, $3, $4)
-    ON CONFLICT (source, key) DO UPDATE
-        SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
-        WHERE dedup.expires_at <= $5
-    RETURNING event_id),
-v AS (
-    INSERT INTO versions (source, key, version, event_id, updated_at)
-    SELECT $1, $6, $7, $3, $5 WHERE $6::text IS NOT NULL AND EXISTS (SELECT 1 FROM d)
-    ON CONFLICT (source, key) DO UPDATE SET
-        version = EXCLUDED.version, event_id = EXCLUDED.event_id,
-        updated_at = EXCLUDED.updated_at
-    WHERE EXCLUDED.version > versions.version
-    RETURNING 1),
-r AS (
-    INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
-    VALUES ($8, $1, $5, $9, $10, $11, $12, $13,
-            CASE WHEN EXISTS (SELECT 1 FROM d) THEN 'accepted' ELSE 'duplicate' END)),
-e AS (
-    INSERT INTO events (id, request_id, source, type, received_at, envelope, state, owner)
-    SELECT $3, $8, $1, $14, $5, $15,
-           CASE WHEN $6::text IS NULL OR EXISTS (SELECT 1 FROM v) THEN 'pending' ELSE 'stale' END,
-           $16
-    WHERE EXISTS (SELECT 1 FROM d)),
-b AS (
-    UPDATE events SET duplicates = duplicates + 1
-    WHERE id = (SELECT event_id FROM dedup WHERE source = $1 AND key = $2)
-      AND NOT EXISTS (SELECT 1 FROM d)
-    RETURNING id)
-SELECT EXISTS (SELECT 1 FROM d), $6::text IS NULL OR EXISTS (SELECT 1 FROM v),
-       (SELECT id FROM b)";
 
 /// An event's routing and its jobs ($1 event, $2 routed at, $3 rule runs,
 /// $4 rules version, $5 this instance, $6 the lease, $7.. the jobs as
@@ -117,204 +79,6 @@ pub(super) const NEXT_DUE: &str = "SELECT MIN(next_at) FROM jobs
     WHERE state = 'pending' AND (order_key IS NULL OR next_at > $1)";
 
 impl PgStore {
-    /// A request of one event: one statement (see [`INGEST_ONE`]).
-    async fn ingest_one(
-        &self,
-        request: StoredRequest,
-        ev: Event,
-        envelope: Box<RawValue>,
-        dedup_window_ms: i64,
-    ) -> StoreResult<Vec<Ingested>> {
-        let now = request.received_at_ms;
-        let client = self.client().await?;
-        let (order_key, version) = match &ev.order {
-            Some(o) => (Some(o.key.as_str()), Some(o.version)),
-            None => (None, None),
-        };
-        let row = sql::query_one(
-            &client,
-            INGEST_ONE,
-            &[
-                &ev.source,
-                &ev.dedup_key,
-                &ev.id,
-                &(now + dedup_window_ms),
-                &now,
-                &order_key,
-                &version,
-                &request.id,
-                &request.method,
-                &request.path,
-                &request.query,
-                &Json(&request.headers),
-                &request.body.as_ref(),
-                &ev.kind,
-                &Json(&envelope),
-                &self.instance,
-            ],
-        )
-        .await?;
-        let (taken, fresh, original): (bool, bool, Option<String>) =
-            (row.get(0), row.get(1), row.get(2));
-        Ok(vec![match (taken, fresh) {
-            (true, true) => Ingested::New(ev.id),
-            (true, false) => Ingested::Stale(ev.id),
-            (false, _) => match original {
-                Some(original) => Ingested::Duplicate(original),
-                // The original committed while this statement ran: its
-                // snapshot did not see it; this one does.
-                None => Ingested::Duplicate(self.count_duplicate(&ev).await?),
-            },
-        }])
-    }
-
-    /// Counts a duplicate of the event holding `ev`'s dedup key; returns
-    /// that event's id.
-    async fn count_duplicate(&self, ev: &Event) -> StoreResult<String> {
-        let client = self.client().await?;
-        let row = sql::query_opt(
-            &client,
-            "UPDATE events SET duplicates = duplicates + 1
-                 WHERE id = (SELECT event_id FROM dedup WHERE source = $1 AND key = $2)
-                 RETURNING id",
-            &[&ev.source, &ev.dedup_key],
-        )
-        .await?;
-        Ok(row.map(|r| r.get(0)).unwrap_or_default())
-    }
-
-    async fn ingest_tx(
-        &self,
-        request: StoredRequest,
-        events: Vec<(Event, Box<RawValue>)>,
-        dedup_window_ms: i64,
-    ) -> StoreResult<Vec<Ingested>> {
-        let now = request.received_at_ms;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(map_err)?;
-        // Decide first (the keys and versions are rows of their own), then
-        // write the request with its verdict, then the events.
-        let take_key = tx
-            .prepare_cached(
-                "INSERT INTO dedup (source, key, event_id, expires_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (source, key) DO UPDATE
-                     SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
-                     WHERE dedup.expires_at <= $5
-                 RETURNING event_id",
-            )
-            .await
-            .map_err(map_err)?;
-        let holder = tx
-            .prepare_cached("SELECT event_id FROM dedup WHERE source = $1 AND key = $2")
-            .await
-            .map_err(map_err)?;
-        let set_version = tx
-            .prepare_cached(
-                "INSERT INTO versions (source, key, version, event_id, updated_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (source, key) DO UPDATE SET
-                     version = EXCLUDED.version, event_id = EXCLUDED.event_id,
-                     updated_at = EXCLUDED.updated_at
-                 WHERE EXCLUDED.version > versions.version
-                 RETURNING 1",
-            )
-            .await
-            .map_err(map_err)?;
-        let until = now + dedup_window_ms;
-        let mut results = Vec::with_capacity(events.len());
-        for (ev, _) in &events {
-            let taken = tx
-                .query_opt(
-                    &take_key,
-                    &[&ev.source, &ev.dedup_key, &ev.id, &until, &now],
-                )
-                .await
-                .map_err(map_err)?;
-            if taken.is_none() {
-                let original: Option<String> = tx
-                    .query_opt(&holder, &[&ev.source, &ev.dedup_key])
-                    .await
-                    .map_err(map_err)?
-                    .map(|r| r.get(0));
-                results.push(Ingested::Duplicate(original.unwrap_or_default()));
-                continue;
-            }
-            let fresh = match &ev.order {
-                None => true,
-                Some(order) => tx
-                    .query_opt(
-                        &set_version,
-                        &[&ev.source, &order.key, &order.version, &ev.id, &now],
-                    )
-                    .await
-                    .map_err(map_err)?
-                    .is_some(),
-            };
-            results.push(match fresh {
-                true => Ingested::New(ev.id.clone()),
-                false => Ingested::Stale(ev.id.clone()),
-            });
-        }
-        let all_duplicates =
-            !events.is_empty() && results.iter().all(|r| matches!(r, Ingested::Duplicate(_)));
-        let verdict = if all_duplicates {
-            "duplicate"
-        } else {
-            "accepted"
-        };
-        sql::execute(&tx, "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &request.id,
-                &request.source,
-                &now,
-                &request.method,
-                &request.path,
-                &request.query,
-                &Json(&request.headers),
-                &request.body.as_ref(),
-                &verdict,
-            ],).await?;
-        let insert_event = tx
-            .prepare_cached(
-                "INSERT INTO events (id, request_id, source, type, received_at, envelope, state, owner)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .await
-            .map_err(map_err)?;
-        let bump = tx
-            .prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = $1")
-            .await
-            .map_err(map_err)?;
-        for ((ev, envelope), result) in events.iter().zip(&results) {
-            let state = match result {
-                Ingested::Duplicate(original) => {
-                    tx.execute(&bump, &[original]).await.map_err(map_err)?;
-                    continue;
-                }
-                Ingested::Stale(_) => "stale",
-                Ingested::New(_) => "pending",
-            };
-            tx.execute(
-                &insert_event,
-                &[
-                    &ev.id,
-                    &request.id,
-                    &ev.source,
-                    &ev.kind,
-                    &now,
-                    &Json(envelope),
-                    &state,
-                    &self.instance,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)?;
-        Ok(results)
-    }
-
     /// An event's routing and its jobs in one statement (one round trip):
     /// the event marked routed only while pending, its jobs added (unique
     /// by idempotency key), those claimed with it leased to this instance
