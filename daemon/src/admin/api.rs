@@ -62,7 +62,7 @@ fn answer<T: serde::Serialize>(result: OpResult<T>) -> Response {
 pub const MAX_LIMIT: usize = 10_000;
 
 /// Unix milliseconds or RFC 3339.
-fn parse_time(text: &str) -> Option<i64> {
+pub(super) fn parse_time(text: &str) -> Option<i64> {
     text.parse::<i64>().ok().or_else(|| {
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
             .ok()
@@ -108,12 +108,20 @@ fn bearer_token(header: &str) -> Option<&str> {
         .then(|| token.trim_start())
 }
 
-/// The admin API's routes, every one behind the bearer token.
+/// The admin listener's routes: the dashboard (`/ui`, its own sessions)
+/// and the API, every route of which is behind the bearer token.
 pub fn filter(
     app: Arc<Switchyard>,
     token: String,
+    read_only_token: Option<String>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    routes(app, Some(Arc::new(token)))
+    let sessions = Arc::new(super::ui::session::Sessions::new(
+        token.clone(),
+        read_only_token,
+    ));
+    super::ui::filter(app.clone(), sessions)
+        .or(routes(app, Some(Arc::new(token))))
+        .unify()
 }
 
 /// The admin API's routes without a token: for the local admin socket,

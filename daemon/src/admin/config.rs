@@ -1,5 +1,6 @@
 //! `[admin]`: the admin API (status, events, replay, dead letters, actions,
-//! reload) on its own listener, behind a bearer token.
+//! reload) on its own listener, behind a bearer token, and the dashboard
+//! (`/ui`), signed in to with that token or a read-only one.
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,10 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token (resolved; never logged).
     pub token: String,
+    /// A token that signs in to the dashboard to look, not act (resolved;
+    /// never logged).
+    #[serde(default)]
+    pub read_only_token: Option<String>,
     /// Connections at once on the admin listener.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -36,9 +41,36 @@ impl AdminConfig {
                     .to_string(),
             );
         }
+        if let Some(read_only) = &self.read_only_token {
+            if read_only.len() < 16 {
+                problems.push("admin.read_only_token must be at least 16 characters".to_string());
+            }
+            if *read_only == self.token {
+                problems.push("admin.read_only_token must differ from admin.token".to_string());
+            }
+        }
         if self.max_connections == 0 {
             problems.push("admin.max_connections must be at least 1".to_string());
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_only_token_is_long_and_not_the_admin_token() {
+        let config = |read_only: &str| AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: "admin-token-0123456789".into(),
+            read_only_token: Some(read_only.into()),
+            max_connections: 4,
+        };
+        assert!(config("viewer-token-0123456789").check().is_empty());
+        assert_eq!(config("short").check().len(), 1);
+        let same = config("admin-token-0123456789").check();
+        assert!(same[0].contains("must differ"), "{same:?}");
     }
 }

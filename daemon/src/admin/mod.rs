@@ -5,14 +5,16 @@
 //! actions, enable) over a store and the config, which the CLI also runs on
 //! the store when no daemon runs; and [`api`], the admin API on its own
 //! listener (bearer token) serving them with the daemon's status, reload
-//! and metrics. Calls: `config`, `store`, and the running [`Switchyard`]
-//! (`app`) for status and reload.
+//! and metrics; and [`ui`], the dashboard on the same listener (its own
+//! sign-in sessions). Calls: `config`, `store`, and the running
+//! [`Switchyard`] (`app`) for status and reload.
 //!
 //! [`Switchyard`]: crate::app::Switchyard
 
 pub mod api;
 mod config;
 pub mod ops;
+pub mod ui;
 
 pub use api::{filter, local_filter};
 pub use config::{AdminConfig, DEFAULT_ADMIN_MAX_CONNECTIONS};

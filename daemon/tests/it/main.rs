@@ -9,6 +9,7 @@ mod actions;
 mod admin;
 mod check;
 mod cli_output;
+mod dashboard;
 mod durability;
 mod embed;
 mod hostile;
