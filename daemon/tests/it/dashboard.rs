@@ -204,3 +204,96 @@ fn the_dashboard_signs_in_shows_events_and_replays_only_for_the_admin() {
         "{logs}"
     );
 }
+
+#[test]
+fn dead_letters_are_grouped_and_redriven_from_the_dashboard() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_exec"));
+    env.rule(
+        "viewed",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("notify", #{});"#,
+    );
+    let fixed = env.path("data/fixed");
+    let config = env.config(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+read_only_token = "{READ_ONLY}"
+
+[delivery]
+retry_schedule = []
+
+{TIGHT_SOURCE}
+[actions.notify]
+plugin = "exec"
+shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
+"#,
+        fixed.display()
+    ));
+    let daemon = Daemon::start(&config);
+    let base = format!("http://{}", daemon.admin_addr());
+    for i in 0..3 {
+        daemon.send_viewed(&format!("inv_dl_{i}"));
+    }
+    let admin = sign_in(&base, TOKEN);
+    let mut html = String::new();
+    assert!(
+        eventually(20, || {
+            html = get(&base, "/ui/dead-letters", Some(&admin)).1;
+            html.contains("Redrive all 3")
+        }),
+        "{html}"
+    );
+    assert!(
+        html.contains("notify · 3 jobs") && html.contains("mail server said no"),
+        "{html}"
+    );
+    // The read-only token sees them, and cannot redrive.
+    let reader = sign_in(&base, READ_ONLY);
+    let (_, seen, _) = get(&base, "/ui/dead-letters", Some(&reader));
+    assert!(seen.contains("notify · 3 jobs") && !seen.contains("Redrive all"));
+    let (status, _) = post(
+        &base,
+        "/ui/dead-letters/redrive",
+        Some(&reader),
+        &[("csrf", &csrf(&seen)), ("ids", "x")],
+    );
+    assert_eq!(status, 403);
+    // Fixed: the group goes back to the queue and is done.
+    std::fs::write(&fixed, "").unwrap();
+    let at = html.find("name=\"ids\" value=\"").unwrap() + 18;
+    let ids = html[at..].split('"').next().unwrap().to_string();
+    assert_eq!(ids.split(',').count(), 3);
+    let (status, _) = post(
+        &base,
+        "/ui/dead-letters/redrive",
+        Some(&admin),
+        &[("csrf", &csrf(&html)), ("ids", &ids)],
+    );
+    assert_eq!(status, 303);
+    let events: Vec<String> = html
+        .split("href=\"/ui/events/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_string())
+        .collect();
+    assert_eq!(events.len(), 3, "{html}");
+    let done = |id: &String| {
+        get(&base, &format!("/ui/events/{id}"), Some(&admin))
+            .1
+            .contains("<span class=\"state done\">done</span>")
+    };
+    assert!(
+        eventually(20, || events.iter().all(done)),
+        "{}",
+        daemon.logs()
+    );
+    assert!(get(&base, "/ui/dead-letters", Some(&admin))
+        .1
+        .contains("No dead letters"));
+    let (_, shown, _) = get(&base, "/ui/dead-letters?redriven=3", Some(&admin));
+    assert!(shown.contains("3 sent back to the queue"));
+    assert!(daemon.logs().contains("dashboard: dead letters redriven"));
+}

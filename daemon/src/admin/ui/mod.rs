@@ -15,7 +15,10 @@
 //! | `GET /ui/events` | stored events, filtered by source, type (`tight.*`), time |
 //! | `GET /ui/events/{id}` | the event: jobs and attempts, rule runs, envelope, the request as stored |
 //! | `POST /ui/events/{id}/replay` | routes it again (admin) |
+//! | `GET /ui/dead-letters` | jobs that gave up, grouped by action and error |
+//! | `POST /ui/dead-letters/redrive` | sends the listed jobs back to the queue (admin) |
 
+mod dead_letters;
 pub mod session;
 
 use std::collections::HashMap;
@@ -50,7 +53,7 @@ fn secured(mut resp: Reply) -> Reply {
     resp
 }
 
-fn page(status: StatusCode, html: Result<String, askama::Error>) -> Reply {
+pub(super) fn page(status: StatusCode, html: Result<String, askama::Error>) -> Reply {
     let (status, body) = match html {
         Ok(body) => (status, body),
         Err(e) => {
@@ -64,7 +67,7 @@ fn page(status: StatusCode, html: Result<String, askama::Error>) -> Reply {
     secured(warp::reply::with_status(warp::reply::html(body), status).into_response())
 }
 
-fn see_other(to: &str) -> Reply {
+pub(super) fn see_other(to: &str) -> Reply {
     let mut resp = warp::reply::with_status(warp::reply(), StatusCode::SEE_OTHER).into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -72,18 +75,18 @@ fn see_other(to: &str) -> Reply {
     secured(resp)
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Reply {
+pub(super) fn plain(status: StatusCode, text: &'static str) -> Reply {
     secured(warp::reply::with_status(text, status).into_response())
 }
 
 /// What the header shows of the session.
-struct Nav {
+pub(super) struct Nav {
     page: &'static str,
     who: &'static str,
     csrf: String,
 }
 
-fn nav(session: &Session, page: &'static str) -> Option<Nav> {
+pub(super) fn nav(session: &Session, page: &'static str) -> Option<Nav> {
     Some(Nav {
         page,
         who: session.role.who(),
@@ -255,6 +258,7 @@ pub fn filter(
     app: Arc<Switchyard>,
     sessions: Arc<Sessions>,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
+    let with_app_value = app.clone();
     let with_app = warp::any().map(move || app.clone());
     let with_sessions = {
         let sessions = sessions.clone();
@@ -469,7 +473,10 @@ pub fn filter(
             },
         );
 
+    let dead_letters = dead_letters::routes(with_app_value.clone(), session.clone());
     css.or(root)
+        .unify()
+        .or(dead_letters)
         .unify()
         .or(sign_in_page)
         .unify()
