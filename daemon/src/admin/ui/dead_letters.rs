@@ -11,7 +11,7 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
-use super::{nav, page, plain, see_other, Nav};
+use super::{may_act, nav, page, plain, see_other, Nav};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::store::JobRecord;
@@ -125,15 +125,10 @@ pub(super) fn routes(
         .and(with_app)
         .then(
             |s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let Some((_, s)) = s else {
-                    return plain(StatusCode::UNAUTHORIZED, "sign in first");
+                let s = match may_act(s, &f, "redrive") {
+                    Ok(s) => s,
+                    Err(refused) => return *refused,
                 };
-                if !s.csrf_ok(f.get("csrf").map(String::as_str)) {
-                    return plain(StatusCode::FORBIDDEN, "the form is stale; reload the page");
-                }
-                if s.role != Role::Admin {
-                    return plain(StatusCode::FORBIDDEN, "the read-only token cannot redrive");
-                }
                 let ids: Vec<&str> = f
                     .get("ids")
                     .map(|ids| ids.split(',').filter(|i| !i.is_empty()).take(SHOWN).collect())

@@ -79,6 +79,32 @@ pub(super) fn plain(status: StatusCode, text: &'static str) -> Reply {
     secured(warp::reply::with_status(text, status).into_response())
 }
 
+/// The session of a POST that acts (replay, redrive): signed in, the form's
+/// CSRF token its own, and the admin's; else the answer refusing it.
+pub(super) fn may_act(
+    s: Option<(String, Session)>,
+    form: &HashMap<String, String>,
+    what: &str,
+) -> Result<Session, Box<Reply>> {
+    let Some((_, s)) = s else {
+        return Err(Box::new(plain(StatusCode::UNAUTHORIZED, "sign in first")));
+    };
+    if !s.csrf_ok(form.get("csrf").map(String::as_str)) {
+        return Err(Box::new(plain(
+            StatusCode::FORBIDDEN,
+            "the form is stale; reload the page",
+        )));
+    }
+    if s.role != Role::Admin {
+        let refused = warp::reply::with_status(
+            format!("the read-only token cannot {what}"),
+            StatusCode::FORBIDDEN,
+        );
+        return Err(Box::new(secured(refused.into_response())));
+    }
+    Ok(s)
+}
+
 /// What the header shows of the session.
 pub(super) struct Nav {
     page: &'static str,
@@ -450,15 +476,10 @@ pub fn filter(
         .and(with_app.clone())
         .then(
             |id: String, s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let Some((_, s)) = s else {
-                    return plain(StatusCode::UNAUTHORIZED, "sign in first");
+                let s = match may_act(s, &f, "replay") {
+                    Ok(s) => s,
+                    Err(refused) => return *refused,
                 };
-                if !s.csrf_ok(f.get("csrf").map(String::as_str)) {
-                    return plain(StatusCode::FORBIDDEN, "the form is stale; reload the page");
-                }
-                if s.role != Role::Admin {
-                    return plain(StatusCode::FORBIDDEN, "the read-only token cannot replay");
-                }
                 match ops::replay(app.store().as_ref(), id.clone()).await {
                     Ok(_) => {
                         tracing::info!(who = s.role.who(), event_id = %id, "dashboard: event replayed");

@@ -321,31 +321,15 @@ impl PgStore {
     pub async fn hand_back(&self) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
-        sql::execute(
-            &tx,
+        for statement in [
             "UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL
              WHERE owner = $1 AND state = 'running'",
-            &[&self.instance],
-        )
-        .await?;
-        sql::execute(
-            &tx,
             "UPDATE events SET owner = NULL WHERE owner = $1 AND state = 'pending'",
-            &[&self.instance],
-        )
-        .await?;
-        sql::execute(
-            &tx,
             "DELETE FROM leases WHERE owner = $1",
-            &[&self.instance],
-        )
-        .await?;
-        sql::execute(
-            &tx,
             "DELETE FROM instances WHERE id = $1",
-            &[&self.instance],
-        )
-        .await?;
+        ] {
+            sql::execute(&tx, statement, &[&self.instance]).await?;
+        }
         notify(&tx, Work::Jobs).await?;
         notify(&tx, Work::Events).await?;
         tx.commit().await.map_err(map_err)
