@@ -105,6 +105,20 @@ pub struct PgOptions {
 }
 
 impl PgOptions {
+    /// The driver's settings: the URL, the password if given apart, and a
+    /// 10 s deadline to connect.
+    fn config(&self) -> StoreResult<tokio_postgres::Config> {
+        let mut config: tokio_postgres::Config = self
+            .url
+            .parse()
+            .map_err(|e| StoreError::Other(format!("[store] url: {e}")))?;
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        config.connect_timeout(Duration::from_secs(10));
+        Ok(config)
+    }
+
     pub fn new(url: impl Into<String>) -> PgOptions {
         PgOptions {
             url: url.into(),
@@ -186,15 +200,8 @@ impl PgStore {
     /// Connects, applies the migrations this version knows, and registers
     /// this instance; starts its heartbeat on the current tokio runtime.
     pub async fn connect(options: PgOptions) -> StoreResult<PgStore> {
-        let mut config: tokio_postgres::Config = options
-            .url
-            .parse()
-            .map_err(|e| StoreError::Other(format!("[store] url: {e}")))?;
-        if let Some(password) = &options.password {
-            config.password(password);
-        }
+        let mut config = options.config()?;
         config.application_name("switchyard");
-        config.connect_timeout(Duration::from_secs(10));
         let tls = tls::Tls::for_config(&config, options.ca_file.as_deref())?;
         let pool = |config: tokio_postgres::Config, size: usize| {
             Pool::builder(tls.manager(config))
@@ -423,14 +430,7 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> StoreResu
 /// pool) and reads the schema's version and the instances alive; it
 /// changes nothing.
 pub async fn probe(options: &PgOptions) -> StoreResult<String> {
-    let mut config: tokio_postgres::Config = options
-        .url
-        .parse()
-        .map_err(|e| StoreError::Other(format!("[store] url: {e}")))?;
-    if let Some(password) = &options.password {
-        config.password(password);
-    }
-    config.connect_timeout(Duration::from_secs(10));
+    let config = options.config()?;
     let tls = tls::Tls::for_config(&config, options.ca_file.as_deref())?;
     let tls::Connected { client, driver, .. } = tls.connect(&config).await.map_err(map_err)?;
     let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
