@@ -61,30 +61,8 @@ fn answer<T: serde::Serialize>(result: OpResult<T>) -> Response {
 /// The most items a list answers with; a larger `limit` is cut to it.
 pub const MAX_LIMIT: usize = 10_000;
 
-/// Unix milliseconds or RFC 3339.
-pub(super) fn parse_time(text: &str) -> Option<i64> {
-    text.parse::<i64>().ok().or_else(|| {
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .ok()
-            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-    })
-}
-
 fn bad_request(message: String) -> Response {
     reply(StatusCode::BAD_REQUEST, json!({ "error": message }))
-}
-
-/// The query parameter `name` as a time, absent, or what is wrong with it.
-fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, String> {
-    q.get(name)
-        .map(|t| {
-            parse_time(t).ok_or_else(|| {
-                format!(
-                    "{name}: {t:?} is neither Unix milliseconds nor an RFC 3339 time (2025-04-01T11:31:04Z)"
-                )
-            })
-        })
-        .transpose()
 }
 
 /// The query parameter `limit` (at most [`MAX_LIMIT`]), `default`, or what
@@ -172,21 +150,9 @@ fn routes(
         .and(with_app.clone())
         .then(
             |q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let filter = match (
-                    time_param(&q, "since"),
-                    time_param(&q, "until"),
-                    limit_param(&q, 50),
-                ) {
-                    (Ok(since_ms), Ok(until_ms), Ok(limit)) => EventFilter {
-                        source: q.get("source").cloned(),
-                        kind: q.get("type").cloned(),
-                        since_ms,
-                        until_ms,
-                        limit,
-                    },
-                    (Err(bad), _, _) | (_, Err(bad), _) | (_, _, Err(bad)) => {
-                        return bad_request(bad)
-                    }
+                let filter = match EventFilter::from_query(&q, 50, MAX_LIMIT) {
+                    Ok(filter) => filter,
+                    Err(bad) => return bad_request(bad),
                 };
                 answer(
                     ops::list_events(app.store().as_ref(), filter)
@@ -376,18 +342,8 @@ mod tests {
     }
 
     #[test]
-    fn times_and_limits_are_checked() {
+    fn limits_are_checked() {
         let q = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
-        assert_eq!(
-            time_param(&q("since", "1700000000000"), "since").ok(),
-            Some(Some(1_700_000_000_000))
-        );
-        assert_eq!(
-            time_param(&q("since", "2025-04-01T11:31:04Z"), "since").ok(),
-            Some(Some(1_743_507_064_000))
-        );
-        assert!(time_param(&q("since", "yesterday"), "since").is_err());
-        assert_eq!(time_param(&q("until", "x"), "since").ok(), Some(None));
         assert_eq!(limit_param(&q("limit", "5"), 50).ok(), Some(5));
         assert_eq!(
             limit_param(&q("limit", "99999999"), 50).ok(),

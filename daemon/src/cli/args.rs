@@ -154,6 +154,16 @@ pub enum EventsCommand {
         /// Only received before: a time (RFC 3339) or an age (`1h`, `2d`).
         #[arg(long)]
         until: Option<String>,
+        /// Only in this state: pending, routed, stale, or dead (a job gave up).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only where a field of the event has this value:
+        /// `data.invoice.id=inv_1` (compared as text).
+        #[arg(long, value_name = "PATH=VALUE")]
+        field: Option<String>,
+        /// Only older than this event id (the next page).
+        #[arg(long, value_name = "ID")]
+        before: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,

@@ -26,16 +26,30 @@ pub fn events(command: EventsCommand) -> Result<ExitCode> {
             kind,
             since,
             until,
+            state,
+            field,
+            before,
             limit,
             json,
         } => {
-            let filter = EventFilter {
-                source,
-                kind,
-                since_ms: since.as_deref().map(parse_when).transpose()?,
-                until_ms: until.as_deref().map(parse_when).transpose()?,
-                limit,
-            };
+            // Read as the admin API reads its query, so both check alike.
+            let mut query = std::collections::HashMap::new();
+            for (k, v) in [
+                ("source", source),
+                ("type", kind),
+                ("state", state),
+                ("field", field),
+                ("before", before),
+                ("limit", Some(limit.to_string())),
+            ] {
+                if let Some(v) = v {
+                    query.insert(k.to_string(), v);
+                }
+            }
+            let mut filter = EventFilter::from_query(&query, 50, usize::MAX)
+                .map_err(|e| anyhow::anyhow!("--{e}"))?;
+            filter.since_ms = since.as_deref().map(parse_when).transpose()?;
+            filter.until_ms = until.as_deref().map(parse_when).transpose()?;
             {
                 let list = super::operate::target(&config.config)?.list_events(filter)?;
                 if json {

@@ -194,16 +194,13 @@ impl Target {
     pub fn list_events(&self, filter: EventFilter) -> Result<Vec<EventSummary>> {
         match self {
             Target::Api(api) => {
-                let query: Vec<(&str, String)> = [
-                    ("source", filter.source),
-                    ("type", filter.kind),
-                    ("since", filter.since_ms.map(|t| t.to_string())),
-                    ("until", filter.until_ms.map(|t| t.to_string())),
-                    ("limit", Some(filter.limit.to_string())),
-                ]
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, v?)))
-                .collect();
+                let mut query = filter.to_query();
+                query.extend(
+                    [("before", filter.before), ("after", filter.after)]
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, v?))),
+                );
+                query.push(("limit", filter.limit.to_string()));
                 Ok(api
                     .call::<Events>("GET", "/v1/events", &query, None)?
                     .events)

@@ -38,6 +38,7 @@
 //! dispatch; it implements [`Pipeline`] and [`Queries`].
 
 mod config;
+mod filter;
 pub mod journal;
 pub mod postgres;
 mod sqlite;
@@ -50,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use config::{Durability, StoreConfig};
+pub use filter::{parse_time, Dialect, EventFilter, FieldMatch, STATES};
 pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{Recovery, SqliteStore, StoreOptions};
 
@@ -282,17 +284,6 @@ pub struct Pruned {
     pub dedup_keys: u64,
     /// Object versions (the stale-event guard) not updated within retention.
     pub versions: u64,
-}
-
-/// Filters for listing events.
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub source: Option<String>,
-    /// A type, or a prefix ending in `*` (`tight.*`).
-    pub kind: Option<String>,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-    pub limit: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

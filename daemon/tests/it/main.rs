@@ -12,6 +12,7 @@ mod cli_output;
 mod dashboard;
 mod durability;
 mod embed;
+mod event_filters;
 mod hostile;
 mod instances;
 mod layers;

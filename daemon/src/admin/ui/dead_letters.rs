@@ -11,7 +11,7 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
-use super::{may_act, nav, page, plain, see_other, Nav};
+use super::{may_act, nav, page, plain, see_other, Nav, SessionFilter};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::store::JobRecord;
@@ -75,11 +75,7 @@ fn groups(jobs: Vec<JobRecord>) -> Vec<Group> {
 
 pub(super) fn routes(
     app: Arc<Switchyard>,
-    session: impl Filter<Extract = (Option<(String, Session)>,), Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    session: impl SessionFilter,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
     let with_app = warp::any().map(move || app.clone());
     let list = warp::path!("ui" / "dead-letters")

@@ -19,6 +19,7 @@
 //! | `POST /ui/dead-letters/redrive` | sends the listed jobs back to the queue (admin) |
 
 mod dead_letters;
+mod events;
 pub mod session;
 
 use std::collections::HashMap;
@@ -29,15 +30,13 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response as Reply;
 use warp::{Filter, Rejection, Reply as _};
 
-use super::ops;
 use crate::app::Switchyard;
-use crate::store::{EventDetail, EventFilter, EventSummary};
 use session::{Role, Session, Sessions, COOKIE, SESSION_TTL};
 
 /// Every page's protections: nothing but this origin's stylesheet and
 /// forms, never framed, never cached, never sniffed.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 fn secured(mut resp: Reply) -> Reply {
     let h = resp.headers_mut();
@@ -105,6 +104,25 @@ pub(super) fn may_act(
     Ok(s)
 }
 
+/// The filter giving each route the request's session, if it is live.
+pub(super) trait SessionFilter:
+    Filter<Extract = (Option<(String, Session)>,), Error = std::convert::Infallible>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<F> SessionFilter for F where
+    F: Filter<Extract = (Option<(String, Session)>,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// What the header shows of the session.
 pub(super) struct Nav {
     page: &'static str,
@@ -127,156 +145,15 @@ struct SignIn {
     problem: Option<&'static str>,
 }
 
-/// An event as a row of the list.
-struct Row {
-    id: String,
-    received: String,
-    source: String,
-    kind: String,
-    state: String,
-    jobs: u64,
-    jobs_dead: u64,
-    duplicates: u64,
-}
-
-impl From<EventSummary> for Row {
-    fn from(e: EventSummary) -> Row {
-        Row {
-            received: when(e.received_at_ms),
-            id: e.id,
-            source: e.source,
-            kind: e.kind,
-            state: e.state,
-            jobs: e.jobs,
-            jobs_dead: e.jobs_dead,
-            duplicates: e.duplicates,
-        }
-    }
-}
-
-/// The list's filter as the form shows it back.
-#[derive(Default)]
-struct Shown {
-    source: String,
-    kind: String,
-    since: String,
-    until: String,
-}
-
-#[derive(Template)]
-#[template(path = "events.html")]
-struct Events {
-    nav: Option<Nav>,
-    filter: Shown,
-    problem: Option<String>,
-    events: Vec<Row>,
-}
-
-struct AttemptRow {
-    n: u32,
-    started: String,
-    took_ms: i64,
-    outcome: String,
-    message: String,
-}
-
-struct JobView {
-    action: String,
-    state: String,
-    rule: String,
-    call_index: u32,
-    idempotency_key: String,
-    params: String,
-    attempts: Vec<AttemptRow>,
-}
-
-#[derive(Template)]
-#[template(path = "event.html")]
-struct EventPage {
-    nav: Option<Nav>,
-    id: String,
-    notice: Option<&'static str>,
-    can_act: bool,
-    csrf: String,
-    state: String,
-    routings: u32,
-    routed: String,
-    rules_version: String,
-    duplicates: u64,
-    jobs: Vec<JobView>,
-    rule_runs: String,
-    envelope: String,
-    verdict: String,
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
 /// Unix milliseconds as RFC 3339 (UTC).
-fn when(ms: i64) -> String {
+pub(super) fn when(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .map(crate::event::rfc3339)
         .unwrap_or_else(|_| ms.to_string())
 }
 
-fn pretty(v: &serde_json::Value) -> String {
+pub(super) fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
-}
-
-impl EventPage {
-    fn new(d: EventDetail, session: &Session, notice: Option<&'static str>) -> EventPage {
-        let id = d.envelope["id"].as_str().unwrap_or_default().to_string();
-        EventPage {
-            nav: nav(session, "events"),
-            id,
-            notice,
-            can_act: session.role == Role::Admin,
-            csrf: session.csrf.clone(),
-            state: d.state,
-            routings: d.routings,
-            routed: d.routed_at_ms.map(when).unwrap_or_else(|| "not yet".into()),
-            rules_version: d
-                .rules_version
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into()),
-            duplicates: d.duplicates,
-            jobs: d
-                .jobs
-                .into_iter()
-                .map(|j| JobView {
-                    params: pretty(&j.params),
-                    attempts: j
-                        .attempt_log
-                        .into_iter()
-                        .map(|a| AttemptRow {
-                            n: a.n,
-                            started: when(a.started_at_ms),
-                            took_ms: a.finished_at_ms - a.started_at_ms,
-                            outcome: a.outcome,
-                            message: a.message.unwrap_or_default(),
-                        })
-                        .collect(),
-                    action: j.action,
-                    state: j.state,
-                    rule: j.rule,
-                    call_index: j.call_index,
-                    idempotency_key: j.idempotency_key,
-                })
-                .collect(),
-            rule_runs: pretty(&d.rule_runs),
-            envelope: pretty(&d.envelope),
-            verdict: d.request.verdict,
-            method: d.request.method,
-            path: if d.request.query.is_empty() {
-                d.request.path
-            } else {
-                format!("{}?{}", d.request.path, d.request.query)
-            },
-            headers: d.request.headers,
-            body: d.request.body,
-        }
-    }
 }
 
 /// The dashboard's routes. `sessions` holds the tokens that sign in.
@@ -284,8 +161,6 @@ pub fn filter(
     app: Arc<Switchyard>,
     sessions: Arc<Sessions>,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
-    let with_app_value = app.clone();
-    let with_app = warp::any().map(move || app.clone());
     let with_sessions = {
         let sessions = sessions.clone();
         warp::any().map(move || sessions.clone())
@@ -299,17 +174,22 @@ pub fn filter(
     let form = warp::body::content_length_limit(16 * 1024)
         .and(warp::body::form::<HashMap<String, String>>());
 
-    let css = warp::path!("ui" / "static" / "app.css")
+    let statics = warp::path!("ui" / "static" / String)
         .and(warp::get())
-        .map(|| {
-            let mut resp = include_str!("static/app.css").into_response();
+        .and_then(|name: String| async move {
+            let (body, kind) = match name.as_str() {
+                "app.css" => (include_str!("static/app.css"), "text/css"),
+                "tail.js" => (include_str!("static/tail.js"), "text/javascript"),
+                _ => return Err(warp::reject::not_found()),
+            };
+            let mut resp = body.into_response();
             resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css"));
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
             resp.headers_mut().insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("max-age=3600"),
             );
-            secured(resp)
+            Ok::<_, Rejection>(secured(resp))
         });
 
     let root = warp::path("ui")
@@ -385,117 +265,10 @@ pub fn filter(
             },
         );
 
-    let events = warp::path!("ui" / "events")
-        .and(warp::get())
-        .and(session.clone())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with_app.clone())
-        .then(
-            |s: Option<(String, Session)>, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let given = |k: &str| q.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-                let shown = Shown {
-                    source: given("source").unwrap_or_default(),
-                    kind: given("type").unwrap_or_default(),
-                    since: given("since").unwrap_or_default(),
-                    until: given("until").unwrap_or_default(),
-                };
-                let mut problem = None;
-                let mut time = |k: &str| {
-                    given(k).and_then(|t| match super::api::parse_time(&t) {
-                        Some(ms) => Some(ms),
-                        None => {
-                            problem = Some(format!(
-                                "{k}: {t:?} is neither Unix milliseconds nor an RFC 3339 time"
-                            ));
-                            None
-                        }
-                    })
-                };
-                let (since_ms, until_ms) = (time("since"), time("until"));
-                let filter = EventFilter {
-                    source: given("source"),
-                    kind: given("type"),
-                    since_ms,
-                    until_ms,
-                    limit: 100,
-                };
-                let events = match ops::list_events(app.store().as_ref(), filter).await {
-                    Ok(events) => events.into_iter().map(Row::from).collect(),
-                    Err(e) => {
-                        problem = Some(e.to_string());
-                        Vec::new()
-                    }
-                };
-                page(
-                    StatusCode::OK,
-                    Events {
-                        nav: nav(&s, "events"),
-                        filter: shown,
-                        problem,
-                        events,
-                    }
-                    .render(),
-                )
-            },
-        );
-
-    let event = warp::path!("ui" / "events" / String)
-        .and(warp::get())
-        .and(session.clone())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with_app.clone())
-        .then(
-            |id: String,
-             s: Option<(String, Session)>,
-             q: HashMap<String, String>,
-             app: Arc<Switchyard>| async move {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let notice = q
-                    .contains_key("replayed")
-                    .then_some("Replayed: it is routed again through the current rules.");
-                match ops::show_event(app.store().as_ref(), id).await {
-                    Ok(d) => page(StatusCode::OK, EventPage::new(d, &s, notice).render()),
-                    Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
-                    Err(e) => {
-                        tracing::error!("dashboard: {e}");
-                        plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
-                    }
-                }
-            },
-        );
-
-    let replay = warp::path!("ui" / "events" / String / "replay")
-        .and(warp::post())
-        .and(session.clone())
-        .and(form)
-        .and(with_app.clone())
-        .then(
-            |id: String, s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let s = match may_act(s, &f, "replay") {
-                    Ok(s) => s,
-                    Err(refused) => return *refused,
-                };
-                match ops::replay(app.store().as_ref(), id.clone()).await {
-                    Ok(_) => {
-                        tracing::info!(who = s.role.who(), event_id = %id, "dashboard: event replayed");
-                        see_other(&format!("/ui/events/{id}?replayed"))
-                    }
-                    Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
-                    Err(e) => {
-                        tracing::error!("dashboard: {e}");
-                        plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
-                    }
-                }
-            },
-        );
-
-    let dead_letters = dead_letters::routes(with_app_value.clone(), session.clone());
-    css.or(root)
+    let dead_letters = dead_letters::routes(app.clone(), session.clone());
+    let events = events::routes(app.clone(), sessions.clone(), session.clone());
+    statics
+        .or(root)
         .unify()
         .or(dead_letters)
         .unify()
@@ -506,9 +279,5 @@ pub fn filter(
         .or(sign_out)
         .unify()
         .or(events)
-        .unify()
-        .or(replay)
-        .unify()
-        .or(event)
         .unify()
 }

@@ -10,7 +10,7 @@ use super::sql;
 use super::{map_err, notify, PgStore};
 use super::{DB_NOW_MS, LEADER};
 use crate::store::{
-    ulid_floor, AttemptRecord, EventDetail, EventFilter, EventSummary, InstanceInfo, JobRecord,
+    AttemptRecord, Dialect, EventDetail, EventFilter, EventSummary, InstanceInfo, JobRecord,
     Queries, RequestRecord, StoreError, StoreFuture, StoreResult, Work,
 };
 
@@ -75,45 +75,17 @@ impl Queries for PgStore {
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let mut sql = String::from(
+            let (condition, args) = filter.sql(Dialect::Postgres);
+            let sql = format!(
                 "SELECT e.id, e.source, e.type, e.received_at, e.state, e.duplicates,
                         (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id),
                         (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'dead')
-                 FROM events e WHERE true",
+                 FROM events e WHERE {condition} ORDER BY e.id {} LIMIT {}",
+                if filter.oldest_first() { "ASC" } else { "DESC" },
+                filter.limit.max(1)
             );
-            let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-            if let Some(source) = &filter.source {
-                args.push(Box::new(source.clone()));
-                sql.push_str(&format!(" AND e.source = ${}", args.len()));
-            }
-            if let Some(kind) = &filter.kind {
-                if let Some(prefix) = kind.strip_suffix('*') {
-                    // LIKE with the prefix's own % and _ taken literally.
-                    let escaped = prefix
-                        .replace('\\', "\\\\")
-                        .replace('%', "\\%")
-                        .replace('_', "\\_");
-                    args.push(Box::new(format!("{escaped}%")));
-                    sql.push_str(&format!(" AND e.type LIKE ${}", args.len()));
-                } else {
-                    args.push(Box::new(kind.clone()));
-                    sql.push_str(&format!(" AND e.type = ${}", args.len()));
-                }
-            }
-            if let Some(since) = filter.since_ms {
-                args.push(Box::new(ulid_floor(since)));
-                sql.push_str(&format!(" AND e.id >= ${}", args.len()));
-            }
-            if let Some(until) = filter.until_ms {
-                args.push(Box::new(ulid_floor(until)));
-                sql.push_str(&format!(" AND e.id < ${}", args.len()));
-            }
-            args.push(Box::new(filter.limit.max(1) as i64));
-            sql.push_str(&format!(" ORDER BY e.id DESC LIMIT ${}", args.len()));
-            let refs: Vec<&(dyn ToSql + Sync)> = args
-                .iter()
-                .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
             let rows = client.query(&sql, &refs).await.map_err(map_err)?;
             Ok(rows
                 .iter()

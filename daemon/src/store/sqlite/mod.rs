@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::journal::{Journal, JournalOptions};
 use super::{
-    ulid_floor, ActionState, AttemptRecord, Backlog, ClaimedJob, Durability, EventDetail,
+    ulid_floor, ActionState, AttemptRecord, Backlog, ClaimedJob, Dialect, Durability, EventDetail,
     EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline,
     Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
 };

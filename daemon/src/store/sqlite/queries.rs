@@ -65,40 +65,18 @@ pub(super) fn job_records(
 impl Queries for SqliteStore {
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>> {
         self.read(move |conn| {
-            let mut sql = String::from(
+            let (condition, args) = filter.sql(Dialect::Sqlite);
+            let sql = format!(
                 "SELECT e.id, e.source, e.type, e.received_at, e.state, e.duplicates,
                         (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id),
                         (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'dead')
-                 FROM events e WHERE 1 = 1",
+                 FROM events e WHERE {condition} ORDER BY e.id {} LIMIT {}",
+                if filter.oldest_first() { "ASC" } else { "DESC" },
+                filter.limit.max(1)
             );
-            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-            if let Some(source) = &filter.source {
-                args.push(Box::new(source.clone()));
-                sql.push_str(&format!(" AND e.source = ?{}", args.len()));
-            }
-            if let Some(kind) = &filter.kind {
-                if let Some(prefix) = kind.strip_suffix('*') {
-                    args.push(Box::new(format!("{prefix}%")));
-                    sql.push_str(&format!(" AND e.type LIKE ?{}", args.len()));
-                } else {
-                    args.push(Box::new(kind.clone()));
-                    sql.push_str(&format!(" AND e.type = ?{}", args.len()));
-                }
-            }
-            if let Some(since) = filter.since_ms {
-                args.push(Box::new(ulid_floor(since)));
-                sql.push_str(&format!(" AND e.id >= ?{}", args.len()));
-            }
-            if let Some(until) = filter.until_ms {
-                args.push(Box::new(ulid_floor(until)));
-                sql.push_str(&format!(" AND e.id < ?{}", args.len()));
-            }
-            args.push(Box::new(filter.limit.max(1) as i64));
-            sql.push_str(&format!(" ORDER BY e.id DESC LIMIT ?{}", args.len()));
             let mut stmt = conn.prepare(&sql).map_err(map_err)?;
-            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
             let rows = stmt
-                .query_map(refs.as_slice(), |r| {
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
                     Ok(EventSummary {
                         id: r.get(0)?,
                         source: r.get(1)?,

@@ -1,0 +1,158 @@
+//! Listing events by every filter the API, the CLI and the dashboard take,
+//! the same on the embedded store and on PostgreSQL.
+
+use serde_json::{json, Value};
+
+use crate::pg::fresh_database;
+use crate::pg_store::{event, request};
+use switchyard::store::{
+    EventFilter, FieldMatch, PgOptions, PgStore, Pipeline, Queries, SqliteStore, StoreOptions,
+};
+
+/// Takes in six events with different data; returns their ids, oldest first.
+async fn six_events<S: Pipeline + Queries>(store: &S) -> Vec<String> {
+    let data: [Value; 6] = [
+        json!({"invoice": {"id": "inv_1", "amount": 10}, "paid": true}),
+        json!({"invoice": {"id": "inv_2", "amount": 10.5}, "paid": false}),
+        json!({"invoice": {"id": "inv_1", "amount": 12}, "lines": [{"sku": "a"}]}),
+        json!({"invoice": {"id": "inv_3"}, "lines": [{"sku": "b"}, {"sku": "a"}]}),
+        json!({"invoice": null}),
+        json!({"invoice": {"id": "inv_1%"}, "who": "o'brien"}),
+    ];
+    let mut ids = Vec::new();
+    for (i, d) in data.into_iter().enumerate() {
+        let mut e = event(&switchyard::event::new_id(), &format!("key{i}"));
+        e.data = d;
+        if i == 3 {
+            e.kind = "tight.invoice_paid".into();
+        }
+        store
+            .ingest(request(&switchyard::event::new_id()), &[e.clone()], 60_000)
+            .await
+            .unwrap();
+        ids.push(e.id);
+        // Distinct milliseconds, so that ids sort as taken in.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    ids
+}
+
+async fn listed<S: Queries>(store: &S, filter: EventFilter) -> Vec<String> {
+    store
+        .list_events(filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+fn field(text: &str) -> EventFilter {
+    EventFilter {
+        field: Some(FieldMatch::parse(text).unwrap()),
+        limit: 100,
+        ..Default::default()
+    }
+}
+
+async fn every_filter_lists_what_it_says<S: Pipeline + Queries>(store: &S) {
+    let ids = six_events(store).await;
+    let newest_first =
+        |picks: &[usize]| -> Vec<String> { picks.iter().rev().map(|&i| ids[i].clone()).collect() };
+    for (text, want) in [
+        ("data.invoice.id=inv_1", vec![0, 2]),
+        ("data.invoice.amount=10", vec![0]),
+        ("data.invoice.amount=10.5", vec![1]),
+        ("data.paid=true", vec![0]),
+        ("data.paid=false", vec![1]),
+        ("data.lines.0.sku=a", vec![2]),
+        ("data.lines.1.sku=a", vec![3]),
+        ("data.invoice.id=inv_1%", vec![5]),
+        ("data.who=o'brien", vec![5]),
+        ("data.invoice.id=nothing", vec![]),
+        ("data.missing.id=inv_1", vec![]),
+        ("source=tight", vec![0, 1, 2, 3, 4, 5]),
+    ] {
+        assert_eq!(
+            listed(store, field(text)).await,
+            newest_first(&want),
+            "{text}"
+        );
+    }
+    let kind = |k: &str| EventFilter {
+        kind: Some(k.into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        listed(store, kind("tight.invoice_*")).await,
+        newest_first(&[3])
+    );
+    // `_` is not a wildcard in a type's prefix.
+    assert_eq!(
+        listed(store, kind("tight.invoiceX*")).await,
+        newest_first(&[])
+    );
+    let state = |s: &str| EventFilter {
+        state: Some(s.into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(listed(store, state("routed")).await, newest_first(&[]));
+    assert_eq!(listed(store, state("dead")).await, newest_first(&[]));
+    assert_eq!(listed(store, state("pending")).await.len(), 6);
+
+    // Pages of two, newest first, by `before`; then forward by `after`.
+    let mut pages = Vec::new();
+    let mut before = None;
+    for _ in 0..4 {
+        let page = listed(
+            store,
+            EventFilter {
+                before: before.clone(),
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        before = page.last().cloned();
+        pages.extend(page);
+    }
+    assert_eq!(pages, newest_first(&[0, 1, 2, 3, 4, 5]));
+    let forward = listed(
+        store,
+        EventFilter {
+            after: Some(ids[3].clone()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(forward, vec![ids[4].clone(), ids[5].clone()]);
+    let window = listed(
+        store,
+        EventFilter {
+            after: Some(ids[1].clone()),
+            before: Some(ids[4].clone()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(window, newest_first(&[2, 3]));
+}
+
+#[tokio::test]
+async fn the_embedded_store_lists_by_every_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
+    every_filter_lists_what_it_says(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_lists_by_every_filter() {
+    let store = PgStore::connect(PgOptions::new(fresh_database()))
+        .await
+        .unwrap();
+    every_filter_lists_what_it_says(&store).await;
+}
