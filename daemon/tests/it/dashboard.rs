@@ -297,3 +297,84 @@ shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
     assert!(shown.contains("3 sent back to the queue"));
     assert!(daemon.logs().contains("dashboard: dead letters redriven"));
 }
+
+/// Every page the dashboard serves but sign-in and its static files, and
+/// every form it posts to.
+const PAGES: &[&str] = &[
+    "/ui/events",
+    "/ui/events?field=data.x=1",
+    "/ui/events/01J00000000000000000000000",
+    "/ui/tail",
+    "/ui/dead-letters",
+];
+const STREAMS: &[&str] = &["/ui/tail/stream"];
+const POSTS: &[&str] = &[
+    "/ui/events/01J00000000000000000000000/replay",
+    "/ui/dead-letters/redrive",
+    "/ui/sign-out",
+];
+
+#[test]
+fn nothing_is_served_or_done_without_a_session_and_its_csrf_token() {
+    let env = Env::new();
+    let config = env.standard_with(
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    let base = format!("http://{}", daemon.admin_addr());
+    let forged = "switchyard_session=0123456789abcdef0123456789abcdef";
+    for cookie in [None, Some(forged)] {
+        for path in PAGES {
+            let (status, body, headers) = get(&base, path, cookie);
+            assert_eq!(
+                (status, headers.get("location").map(|l| l.to_str().unwrap())),
+                (303, Some("/ui/sign-in")),
+                "{path}: {body}"
+            );
+        }
+        for path in STREAMS {
+            assert_eq!(get(&base, path, cookie).0, 401, "{path}");
+        }
+        for path in POSTS {
+            assert_eq!(post(&base, path, cookie, &[("csrf", "x")]).0, 401, "{path}");
+        }
+    }
+    // Signed in: every page answers; a POST without the session's CSRF
+    // token is refused, whatever it asks.
+    let admin = sign_in(&base, TOKEN);
+    for path in PAGES {
+        let (status, _, headers) = get(&base, path, Some(&admin));
+        assert!(status == 200 || status == 404, "{path}: {status}");
+        assert!(headers.contains_key("content-security-policy"), "{path}");
+    }
+    for path in POSTS {
+        assert_eq!(post(&base, path, Some(&admin), &[]).0, 403, "{path}");
+        assert_eq!(
+            post(&base, path, Some(&admin), &[("csrf", &"a".repeat(64))]).0,
+            403,
+            "{path}"
+        );
+    }
+    // The live tail: an event stream, starting with what is stored.
+    let id = daemon.send_viewed("inv_stream");
+    let mut resp = client()
+        .get(format!("{base}/ui/tail/stream?source=tight"))
+        .header("cookie", &admin)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    let mut chunk = [0u8; 4096];
+    while !seen.contains(&id) {
+        use std::io::Read;
+        let n = resp.read(&mut chunk).unwrap();
+        assert!(n > 0, "the stream ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    assert!(
+        seen.contains("event:event") || seen.contains("event: event"),
+        "{seen}"
+    );
+}

@@ -7,9 +7,11 @@ mod common;
 
 mod actions;
 mod admin;
+mod browser;
 mod check;
 mod cli_output;
 mod dashboard;
+mod dashboard_browser;
 mod durability;
 mod embed;
 mod event_filters;

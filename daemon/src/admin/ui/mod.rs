@@ -180,6 +180,7 @@ pub fn filter(
             let (body, kind) = match name.as_str() {
                 "app.css" => (include_str!("static/app.css"), "text/css"),
                 "tail.js" => (include_str!("static/tail.js"), "text/javascript"),
+                "favicon.svg" => (include_str!("static/favicon.svg"), "image/svg+xml"),
                 _ => return Err(warp::reject::not_found()),
             };
             let mut resp = body.into_response();

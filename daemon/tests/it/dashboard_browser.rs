@@ -1,0 +1,116 @@
+//! The dashboard in a real browser (`browser.rs`): sign in, watch a webhook
+//! sent by `switchyard send` arrive in the live tail, find an event by a
+//! payload field, open it, replay it, redrive a dead letter — with every
+//! page loading only from the daemon and its CSP holding.
+
+use crate::browser::Browser;
+use crate::common::*;
+
+const TOKEN: &str = "admin-token-0123456789abcdef";
+
+#[test]
+fn a_user_works_the_dashboard_in_a_browser() {
+    let Some(b) = Browser::start() else { return };
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_exec"));
+    env.rule(
+        "viewed",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("audit", #{ invoice: event.data.eventData.entityId });
+if event.data.eventData.entityId == "inv_mail" { action("notify", #{}); }"#,
+    );
+    let fixed = env.path("data/fixed");
+    let config = env.config(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[delivery]
+retry_schedule = []
+
+{TIGHT_SOURCE}
+[actions.audit]
+plugin = "file"
+path = "{}"
+
+[actions.notify]
+plugin = "exec"
+shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
+"#,
+        env.audit_path().display(),
+        fixed.display()
+    ));
+    let daemon = Daemon::start(&config);
+    let base = format!("http://{}", daemon.admin_addr());
+
+    // Signing in: a page asked for without a session leads to sign-in.
+    b.goto(&format!("{base}/ui/events"));
+    assert!(b.url().ends_with("/ui/sign-in"), "{}", b.url());
+    b.screenshot("sign-in");
+    b.check_page(&base);
+    b.type_into("input[name=token]", TOKEN);
+    b.click("form button[type=submit]");
+    b.find("table.events");
+    assert!(b.url().ends_with("/ui/events"), "{}", b.url());
+
+    // The live tail shows a webhook sent by `switchyard send`.
+    b.goto(&format!("{base}/ui/tail"));
+    b.wait_text("#tail-status", "live");
+    let to = daemon.url("/hooks/tight");
+    let (code, out) = cli(&["send", "tight", "invoiceViewed", "--to", &to], &config);
+    assert_eq!(code, 0, "{out}");
+    b.wait_text("#tail-rows", "tight.invoiceViewed");
+    b.check_page(&base);
+    b.screenshot("live-tail");
+
+    // Found by a field of its payload, among others.
+    let wanted = daemon.send_viewed("inv_browser");
+    daemon.send_viewed("inv_other");
+    let mailed = daemon.send_viewed("inv_mail");
+    assert!(eventually(20, || env.audit_lines().len() >= 4));
+    b.goto(&format!("{base}/ui/events"));
+    b.type_into("input[name=field]", "data.eventData.entityId=inv_browser");
+    b.click("form.filters button[type=submit]");
+    b.wait_text("table.events", &wanted);
+    let links = b.find_all("table.events a[href^='/ui/events/']");
+    assert_eq!(links.len(), 1, "{}", b.text("table.events"));
+    assert!(
+        b.url()
+            .contains("field=data.eventData.entityId%3Dinv_browser"),
+        "{}",
+        b.url()
+    );
+    b.check_page(&base);
+    b.screenshot("events");
+
+    // Its detail, and a replay: the action runs again.
+    b.click("table.events a[href^='/ui/events/']");
+    b.wait_text("h1", &wanted);
+    b.wait_text("main", "inv_browser");
+    b.check_page(&base);
+    b.screenshot("event");
+    let before = env.audit_lines().len();
+    b.click("form[action$='/replay'] button");
+    b.wait_text("p.notice", "Replayed");
+    assert!(eventually(20, || env.audit_lines().len() == before + 1));
+
+    // The email that was not sent: a dead letter, redriven once fixed.
+    b.goto(&format!("{base}/ui/dead-letters"));
+    b.wait_text("main", "mail server said no");
+    b.check_page(&base);
+    b.screenshot("dead-letters");
+    std::fs::write(&fixed, "").unwrap();
+    b.click("form[action='/ui/dead-letters/redrive'] button");
+    b.wait_text("p.notice", "1 sent back to the queue");
+    b.goto(&format!("{base}/ui/events/{mailed}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !b.text("main").contains("notify done") {
+        assert!(std::time::Instant::now() < deadline, "{}", b.text("main"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        b.goto(&format!("{base}/ui/events/{mailed}"));
+    }
+    b.check_page(&base);
+    assert!(daemon.logs().contains("dashboard: dead letters redriven"));
+}
