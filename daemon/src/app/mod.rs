@@ -211,6 +211,7 @@ impl Switchyard {
             trusted_proxies: config.trusted_proxies.clone(),
             metrics: metrics.clone(),
             stopping: AtomicBool::new(false),
+            rejections: Default::default(),
         });
         tracing::info!(
             sources = ingress.sources().len(),
@@ -354,6 +355,11 @@ impl Switchyard {
     }
 
     /// The sources now served.
+    /// The most recent refused webhooks (in memory only).
+    pub fn rejections(&self) -> Vec<crate::ingress::rejections::Rejection> {
+        self.ingress.rejections.recent()
+    }
+
     pub fn sources(&self) -> Arc<std::collections::BTreeMap<String, Arc<crate::ingress::Source>>> {
         self.ingress.sources()
     }

@@ -13,6 +13,7 @@
 //! | `filter.rs` | the warp filter, the peer's address, reading the body |
 //! | `sender.rs` | the sender behind trusted proxies, `allow_ips` |
 //! | `redact.rs` | credentials redacted before the request is stored |
+//! | `rejections.rs` | the most recent refused requests, in memory only |
 //! | `answer.rs` | the JSON answers |
 //! | `config.rs` | `[sources.NAME]`, `max_body_bytes` |
 //!
@@ -38,6 +39,7 @@ mod answer;
 mod config;
 mod filter;
 mod redact;
+pub mod rejections;
 mod sender;
 
 use std::collections::BTreeMap;
@@ -133,6 +135,24 @@ pub struct Ingress {
     pub metrics: Arc<Metrics>,
     /// Set when the daemon is stopping: answer 503.
     pub stopping: AtomicBool,
+    /// The most recent refusals (the dashboard's rejections page).
+    pub rejections: Arc<rejections::Rejections>,
+}
+
+/// A refusal: the answer, and the reason (as the `rejected` metric counts
+/// it) and message the rejections ring keeps.
+struct Refused {
+    response: Response,
+    reason: &'static str,
+    message: String,
+}
+
+fn refused(response: Response, reason: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        response,
+        reason,
+        message: message.into(),
+    }
 }
 
 impl Ingress {
@@ -155,7 +175,13 @@ impl Ingress {
         let started = std::time::Instant::now();
         let Some(source) = self.sources().get(&req.source).cloned() else {
             tracing::info!(source = %req.source, "webhook for an unknown source");
-            return error(StatusCode::NOT_FOUND, "unknown source");
+            let response = error(StatusCode::NOT_FOUND, "unknown source");
+            let why = refused(
+                response,
+                "unknown_source",
+                "no source of this name is configured",
+            );
+            return self.note(why, &req, None, None, None);
         };
         let response = match self.handle_source(req, &source, body).await {
             Ok(response) | Err(response) => response,
@@ -179,13 +205,18 @@ impl Ingress {
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
-        let body = self.receive(&req, source, body).await?;
-        let sender = self.admit(&req, source)?;
+        let body = match self.receive(&req, source, body).await {
+            Ok(body) => body,
+            Err(why) => return Err(self.note(why, &req, Some(source), None, None)),
+        };
+        let sender = self
+            .admit(&req, source)
+            .map_err(|why| self.note(why, &req, Some(source), None, Some(&body)))?;
         let received_at = time::OffsetDateTime::now_utc();
         let request = Arc::new(OwnedRequest {
             method: req.method.to_string(),
-            path: req.tail,
-            query: req.query,
+            path: req.tail.clone(),
+            query: req.query.clone(),
             headers: req
                 .headers
                 .iter()
@@ -194,8 +225,83 @@ impl Ingress {
             remote_addr: sender.map(|ip| ip.to_string()).unwrap_or_default(),
             body,
         });
-        let events = self.verify(source, &request, received_at).await?;
-        self.store(source, &request, received_at, events).await
+        let events = match self.verify(source, &request, received_at).await {
+            Ok(events) => events,
+            Err(why) => {
+                return Err(self.note(why, &req, Some(source), sender, Some(&request.body)))
+            }
+        };
+        self.store(source, &request, received_at, events)
+            .await
+            .map_err(|why| self.note(why, &req, Some(source), sender, Some(&request.body)))
+    }
+
+    /// Counts a refusal, keeps it in the rejections ring (redacted, cut
+    /// short), and gives its answer.
+    fn note(
+        &self,
+        why: Refused,
+        req: &Incoming,
+        source: Option<&Source>,
+        sender: Option<std::net::IpAddr>,
+        body: Option<&[u8]>,
+    ) -> Response {
+        // An unknown source's name is the sender's to choose: never a
+        // metric's label (unbounded), and cut short in the ring.
+        let name = match source {
+            Some(s) => {
+                self.metrics.reject(&s.name, why.reason);
+                s.name.clone()
+            }
+            None => req.source.chars().take(64).collect(),
+        };
+        let (extra, credentials) = source.map_or((&[][..], &[][..]), |s| {
+            (&s.redact_headers[..], &s.credentials[..])
+        });
+        let seen = redact::stored_request(
+            &OwnedRequest {
+                method: req.method.to_string(),
+                path: req.tail.clone(),
+                query: req.query.clone(),
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+                remote_addr: String::new(),
+                body: Bytes::new(),
+            },
+            &name,
+            0,
+            extra,
+            credentials,
+        );
+        let (body, body_cut) = rejections::cut_body(body.unwrap_or_default());
+        let sender = sender.or_else(|| {
+            sender_address(
+                req.remote.map(|a| a.ip()),
+                &req.headers,
+                &self.trusted_proxies,
+            )
+        });
+        self.rejections.push(rejections::Rejection {
+            at_ms: crate::store::now_ms(),
+            source: name,
+            sender: sender.map(|ip| ip.to_string()).unwrap_or_default(),
+            status: why.response.status().as_u16(),
+            reason: why.reason,
+            message: why.message,
+            method: seen.method,
+            path: if seen.query.is_empty() {
+                format!("/hooks/{}", seen.path)
+            } else {
+                format!("/hooks/{}?{}", seen.path, seen.query)
+            },
+            headers: seen.headers,
+            body: redact::redact_values(&body, credentials),
+            body_cut,
+        });
+        why.response
     }
 
     /// The body, within `max_body_bytes` and the listener's body deadline.
@@ -204,17 +310,20 @@ impl Ingress {
         req: &Incoming,
         source: &Source,
         body: S,
-    ) -> Result<Bytes, Response>
+    ) -> Result<Bytes, Refused>
     where
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
-        let m = &self.metrics;
         if req.method != Method::POST {
             let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             resp.headers_mut()
                 .insert("allow", HeaderValue::from_static("POST"));
-            return Err(resp);
+            return Err(refused(
+                resp,
+                "method",
+                format!("{} is not POST", req.method),
+            ));
         }
         let declared = req
             .headers
@@ -223,27 +332,32 @@ impl Ingress {
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body_bytes) {
             tracing::warn!(source = %source.name, bytes = declared, "webhook body over the limit");
-            m.reject(&source.name, "too_large");
-            return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+            let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+            let over = format!(
+                "declared {} bytes; max_body_bytes is {}",
+                declared.unwrap_or(0),
+                self.max_body_bytes
+            );
+            return Err(refused(resp, "too_large", over));
         }
         read_body(body, self.max_body_bytes).await.map_err(|e| match e {
             BodyError::TooLarge => {
                 tracing::warn!(source = %source.name, "webhook body over the limit");
-                m.reject(&source.name, "too_large");
-                error(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+                let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+                let over = format!("more than max_body_bytes ({}) arrived", self.max_body_bytes);
+                refused(resp, "too_large", over)
             }
             BodyError::TimedOut => {
                 tracing::info!(source = %source.name, "webhook body did not arrive in time; closing the connection");
-                m.reject(&source.name, "body_timeout");
                 let mut resp = error(StatusCode::REQUEST_TIMEOUT, "body timed out");
                 resp.headers_mut()
                     .insert("connection", HeaderValue::from_static("close"));
-                resp
+                refused(resp, "body_timeout", "the body did not arrive within body_timeout")
             }
             BodyError::Broken(e) => {
                 tracing::info!(source = %source.name, "webhook body could not be read: {e}");
-                m.reject(&source.name, "unreadable");
-                error(StatusCode::BAD_REQUEST, "unreadable body")
+                let resp = error(StatusCode::BAD_REQUEST, "unreadable body");
+                refused(resp, "unreadable", format!("the body could not be read: {e}"))
             }
         })
     }
@@ -252,11 +366,10 @@ impl Ingress {
     /// within bounds) and the sender may send it; the sender's address.
     // The error is the answer, sent as it is: no gain in boxing it.
     #[allow(clippy::result_large_err)]
-    fn admit(&self, req: &Incoming, source: &Source) -> Result<Option<std::net::IpAddr>, Response> {
-        let m = &self.metrics;
+    fn admit(&self, req: &Incoming, source: &Source) -> Result<Option<std::net::IpAddr>, Refused> {
         if self.stopping.load(Ordering::Relaxed) {
-            m.reject(&source.name, "shutting_down");
-            return Err(unavailable("shutting down", 5));
+            let resp = unavailable("shutting down", 5);
+            return Err(refused(resp, "shutting_down", "the daemon is stopping"));
         }
         let backlog = self.gauge.get();
         if backlog.unrouted_events >= self.max_unrouted_events
@@ -266,8 +379,11 @@ impl Ingress {
                 source = %source.name, unrouted = backlog.unrouted_events, pending_jobs = backlog.pending_jobs,
                 "backlog over its bound; asking the sender to retry"
             );
-            m.reject(&source.name, "backlog");
-            return Err(unavailable("busy", 30));
+            let over = format!(
+                "backlog over its bound ({} unrouted events, {} pending jobs)",
+                backlog.unrouted_events, backlog.pending_jobs
+            );
+            return Err(refused(unavailable("busy", 30), "backlog", over));
         }
         let sender = sender_address(
             req.remote.map(|a| a.ip()),
@@ -280,8 +396,12 @@ impl Ingress {
                 "webhook rejected: sender {} is not in allow_ips",
                 sender.map_or_else(|| "(unknown)".to_string(), |ip| ip.to_string())
             );
-            m.reject(&source.name, "sender_not_allowed");
-            return Err(error(StatusCode::FORBIDDEN, "forbidden"));
+            let resp = error(StatusCode::FORBIDDEN, "forbidden");
+            return Err(refused(
+                resp,
+                "sender_not_allowed",
+                "the sender is not in allow_ips",
+            ));
         }
         Ok(sender)
     }
@@ -294,7 +414,7 @@ impl Ingress {
         source: &Source,
         request: &Arc<OwnedRequest>,
         received_at: time::OffsetDateTime,
-    ) -> Result<Vec<Event>, Response> {
+    ) -> Result<Vec<Event>, Refused> {
         let m = &self.metrics;
         let instance = source.instance.clone();
         let lent = request.clone();
@@ -309,13 +429,12 @@ impl Ingress {
                 drafts
             }
             Ok(Err(rejection)) => {
-                m.reject(&source.name, rejection.kind.as_str());
                 m.plugin_call(source.provider(), "verify", "rejected");
                 tracing::warn!(
                     source = %source.name, reason = rejection.kind.as_str(),
                     "webhook rejected: {}", rejection.message
                 );
-                return Err(match rejection.kind {
+                let resp = match rejection.kind {
                     // A body that does not decrypt failed its authentication
                     // tag (AES-GCM): as unauthenticated as a bad signature.
                     RejectKind::Unauthenticated | RejectKind::Expired | RejectKind::Decryption => {
@@ -323,24 +442,33 @@ impl Ingress {
                     }
                     RejectKind::Forbidden => error(StatusCode::FORBIDDEN, "forbidden"),
                     RejectKind::Malformed => error(StatusCode::BAD_REQUEST, "malformed"),
-                });
+                };
+                return Err(refused(resp, rejection.kind.as_str(), rejection.message));
             }
             Err(e @ (PluginError::Timeout(_) | PluginError::Busy(_))) => {
                 tracing::error!(source = %source.name, "provider plugin unavailable: {e}");
-                m.reject(&source.name, "plugin_unavailable");
                 let what = if matches!(e, PluginError::Timeout(_)) {
                     "timeout"
                 } else {
                     "busy"
                 };
                 m.plugin_call(source.provider(), "verify", what);
-                return Err(unavailable("temporarily unavailable", 5));
+                let resp = unavailable("temporarily unavailable", 5);
+                return Err(refused(
+                    resp,
+                    "plugin_unavailable",
+                    format!("provider plugin unavailable: {e}"),
+                ));
             }
             Err(e) => {
                 tracing::error!(source = %source.name, "provider plugin failed: {e}");
-                m.reject(&source.name, "plugin_failed");
                 m.plugin_call(source.provider(), "verify", "failed");
-                return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
+                let resp = error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                return Err(refused(
+                    resp,
+                    "plugin_failed",
+                    format!("provider plugin failed: {e}"),
+                ));
             }
         };
         let provider = source.provider();
@@ -361,7 +489,7 @@ impl Ingress {
         request: &OwnedRequest,
         received_at: time::OffsetDateTime,
         events: Vec<Event>,
-    ) -> Result<Response, Response> {
+    ) -> Result<Response, Refused> {
         let m = &self.metrics;
         let stored = redact::stored_request(
             request,
@@ -376,8 +504,8 @@ impl Ingress {
             .await
             .map_err(|e| {
                 tracing::error!(source = %source.name, "cannot store the webhook; asking the sender to retry: {e}");
-                m.reject(&source.name, "store_unavailable");
-                unavailable("temporarily unavailable", 5)
+                let resp = unavailable("temporarily unavailable", 5);
+                refused(resp, "store_unavailable", format!("the store cannot write: {e}"))
             })?;
         let mut accepted = Vec::new();
         let mut duplicates = Vec::new();

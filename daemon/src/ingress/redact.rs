@@ -69,7 +69,7 @@ pub fn redact_query(query: &str) -> String {
 
 /// Replaces every occurrence of a credential (as is, or percent-encoded) in
 /// a stored value.
-fn redact_values(text: &str, credentials: &[String]) -> String {
+pub fn redact_values(text: &str, credentials: &[String]) -> String {
     let mut out = text.to_string();
     for c in credentials {
         if out.contains(c.as_str()) {

@@ -305,6 +305,7 @@ const PAGES: &[&str] = &[
     "/ui/events?field=data.x=1",
     "/ui/events/01J00000000000000000000000",
     "/ui/tail",
+    "/ui/rejections",
     "/ui/dead-letters",
 ];
 const STREAMS: &[&str] = &["/ui/tail/stream"];
@@ -377,4 +378,72 @@ fn nothing_is_served_or_done_without_a_session_and_its_csrf_token() {
         seen.contains("event:event") || seen.contains("event: event"),
         "{seen}"
     );
+}
+
+#[test]
+fn refused_webhooks_are_shown_redacted_and_bounded() {
+    let env = Env::new();
+    let config = env.standard_with(
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    let base = format!("http://{}", daemon.admin_addr());
+    // A provider signing with a rotated secret (PyJWT, another key), with
+    // a credential header; and one correct delivery after it.
+    let body = invoice_viewed("inv_rotated");
+    let forged = pyjwt("a-rotated-secret-0123456789", body.as_bytes(), &[]);
+    let (status, _) = daemon.post(
+        "/hooks/tight",
+        &[
+            ("Tight-Verification", &forged),
+            ("Authorization", "Bearer sk_live_do_not_show"),
+            ("X-Forwarded-For", "203.0.113.9"),
+        ],
+        body,
+    );
+    assert_eq!(status, 401);
+    let (status, _) = daemon.post("/hooks/nowhere", &[], "{}");
+    assert_eq!(status, 404);
+    daemon.send_viewed("inv_fine");
+
+    let admin = sign_in(&base, TOKEN);
+    let (status, html, _) = get(&base, "/ui/rejections", Some(&admin));
+    assert_eq!(status, 200);
+    for shown in [
+        "tight",
+        "401",
+        "unauthenticated",
+        "inv_rotated",
+        "tight-verification",
+        "authorization",
+        "[redacted]",
+        "nowhere",
+        "404",
+        "unknown_source",
+    ] {
+        assert!(html.contains(shown), "{shown} not shown: {html}");
+    }
+    assert!(!html.contains("sk_live_do_not_show"), "{html}");
+    assert!(
+        !html.contains("inv_fine"),
+        "an accepted webhook is not a rejection"
+    );
+    let (_, only, _) = get(&base, "/ui/rejections?source=nowhere", Some(&admin));
+    assert!(only.contains("unknown_source") && !only.contains("inv_rotated"));
+
+    // A flood of forgeries: the page keeps the newest 200, and the
+    // service goes on taking correct deliveries.
+    for i in 0..230 {
+        let (status, _) = daemon.post(
+            "/hooks/tight",
+            &[("Tight-Verification", "forged.forged.forged")],
+            format!("{{\"n\": {i}}}"),
+        );
+        assert_eq!(status, 401);
+    }
+    daemon.send_viewed("inv_after_flood");
+    let (_, html, _) = get(&base, "/ui/rejections?source=tight", Some(&admin));
+    assert_eq!(html.matches("<details>").count(), 200);
+    assert!(html.contains("{&#34;n&#34;: 229}") && !html.contains("inv_rotated"));
 }

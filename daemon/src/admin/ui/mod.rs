@@ -1,8 +1,9 @@
 //! The dashboard: server-rendered pages on the admin listener under `/ui`,
-//! over the same operations as the admin API ([`super::ops`]). No script,
-//! no external resource: templates compiled into the binary (askama,
-//! escaped by default), one embedded stylesheet, and a Content-Security-
-//! Policy that allows nothing else.
+//! over the same operations as the admin API ([`super::ops`]). No external
+//! resource and no inline script: templates compiled into the binary
+//! (askama, escaped by default), one embedded stylesheet, a small script
+//! for the live views (`static/`), and a Content-Security-Policy that
+//! allows nothing else.
 //!
 //! Sign-in exchanges the admin token (or `[admin] read_only_token`) for a
 //! session cookie ([`session`]); every page but the sign-in page and the
@@ -17,9 +18,12 @@
 //! | `POST /ui/events/{id}/replay` | routes it again (admin) |
 //! | `GET /ui/dead-letters` | jobs that gave up, grouped by action and error |
 //! | `POST /ui/dead-letters/redrive` | sends the listed jobs back to the queue (admin) |
+//! | `GET /ui/tail` | new events as they arrive (`/ui/tail/stream`: server-sent events) |
+//! | `GET /ui/rejections` | the most recent refused webhooks (in memory) |
 
 mod dead_letters;
 mod events;
+mod rejections;
 pub mod session;
 
 use std::collections::HashMap;
@@ -268,6 +272,7 @@ pub fn filter(
 
     let dead_letters = dead_letters::routes(app.clone(), session.clone());
     let events = events::routes(app.clone(), sessions.clone(), session.clone());
+    let rejections = rejections::routes(app.clone(), session.clone());
     statics
         .or(root)
         .unify()
@@ -280,5 +285,7 @@ pub fn filter(
         .or(sign_out)
         .unify()
         .or(events)
+        .unify()
+        .or(rejections)
         .unify()
 }
