@@ -14,6 +14,7 @@
 //! | POST | `/v1/dead-letters/redrive` | `{"id": "…"}` or `{"all": true}` |
 //! | GET | `/v1/actions` | every action with its gate (state, failures, until, reason) |
 //! | POST | `/v1/actions/{name}/enable` | resume a paused or disabled action |
+//! | POST | `/v1/actions/{name}/pause` | pause an action by hand (its jobs wait) |
 //! | POST | `/v1/reload` | reload the config, plugins and rules (422 with the problems if refused) |
 //! | GET | `/metrics`, `/healthz`, `/readyz` | as on the webhook listener |
 //!
@@ -229,6 +230,14 @@ fn routes(
             answer(result)
         });
 
+    let pause = warp::path!("v1" / "actions" / String / "pause")
+        .and(warp::post())
+        .and(with_app.clone())
+        .then(|name: String, app: Arc<Switchyard>| async move {
+            let store = app.store().as_ref();
+            answer(ops::pause_action(store, &app.config(), name, "admin API").await)
+        });
+
     let reload = warp::path!("v1" / "reload")
         .and(warp::post())
         .and(with_app.clone())
@@ -267,6 +276,8 @@ fn routes(
         .or(actions)
         .unify()
         .or(enable)
+        .unify()
+        .or(pause)
         .unify()
         .or(reload)
         .unify()

@@ -45,7 +45,7 @@ pub type OpResult<T> = Result<T, OpError>;
 pub struct ActionRow {
     pub name: String,
     pub plugin: String,
-    /// `closed`, `open`, `half-open` or `disabled`.
+    /// `closed`, `open`, `half-open`, `disabled` or `paused`.
     pub state: String,
     pub failures: u32,
     pub until_ms: Option<i64>,
@@ -179,8 +179,39 @@ pub struct Enabled {
     pub jobs_due: u64,
 }
 
-/// Closes an action's gate (after a 410 or an open breaker); its waiting
-/// jobs are due now.
+/// The answer to pausing an action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Paused {
+    pub paused: String,
+}
+
+/// Pauses an action by hand: its jobs wait (none lost, no attempt used)
+/// until it is enabled again. `who` is kept as the reason.
+pub async fn pause_action(
+    store: &dyn Store,
+    config: &Config,
+    name: String,
+    who: &str,
+) -> OpResult<Paused> {
+    if !config.actions.contains_key(&name) {
+        return Err(OpError::NotFound(format!("no action {name:?}")));
+    }
+    store
+        .save_action_state(ActionState {
+            action: name.clone(),
+            state: "paused".into(),
+            until_ms: None,
+            failures: 0,
+            reason: Some(format!("paused by the {who}")),
+            updated_at_ms: now_ms(),
+        })
+        .await?;
+    tracing::info!(action = %name, who, "action paused");
+    Ok(Paused { paused: name })
+}
+
+/// Closes an action's gate (after a 410, an open breaker or a pause); its
+/// waiting jobs are due now.
 pub async fn enable_action(store: &dyn Store, config: &Config, name: String) -> OpResult<Enabled> {
     if !config.actions.contains_key(&name) {
         return Err(OpError::NotFound(format!("no action {name:?}")));

@@ -1,4 +1,4 @@
-//! `switchyard actions list|enable`.
+//! `switchyard actions list|enable|pause`.
 
 use std::process::ExitCode;
 
@@ -35,6 +35,14 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
                 .collect();
             let header = ["ACTION", "PLUGIN", "STATE", "FAILURES", "UNTIL", "REASON"];
             println!("{}", table(&header, rows, &[3]));
+            Ok(ExitCode::SUCCESS)
+        }
+        ActionsCommand::Pause { config, name } => {
+            let done = super::operate::target(&config.config)?.pause_action(name)?;
+            println!(
+                "action {} paused; its jobs wait until `switchyard actions enable {}`",
+                done.paused, done.paused
+            );
             Ok(ExitCode::SUCCESS)
         }
         ActionsCommand::Enable { config, name } => {

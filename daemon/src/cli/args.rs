@@ -112,6 +112,13 @@ pub enum ActionsCommand {
         /// The action's name in the config.
         name: String,
     },
+    /// Pause an action by hand: its jobs wait, none lost, until `enable`.
+    Pause {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The action's name in the config.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -261,6 +261,13 @@ impl Target {
         }
     }
 
+    pub fn pause_action(&self, name: String) -> Result<ops::Paused> {
+        match self {
+            Target::Api(api) => api.call("POST", &format!("/v1/actions/{name}/pause"), &[], None),
+            Target::Store { .. } => Ok(self.local(|s, c| ops::pause_action(s, c, name, "CLI"))?),
+        }
+    }
+
     pub fn enable_action(&self, name: String) -> Result<Enabled> {
         match self {
             Target::Api(api) => api.call("POST", &format!("/v1/actions/{name}/enable"), &[], None),

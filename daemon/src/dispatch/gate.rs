@@ -6,7 +6,9 @@
 //! using attempts. Then one job probes (*half-open*): success closes it,
 //! failure opens it again. Permanent failures are about the job, not the
 //! target, and do not count. A target that answers 410 Gone *disables* the
-//! action until `switchyard actions enable NAME`.
+//! action until `switchyard actions enable NAME`. An operator may *pause*
+//! an action (`switchyard actions pause NAME`, the dashboard): its jobs
+//! wait, none lost, until it is enabled again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -37,6 +39,8 @@ struct State {
     open_until_ms: Option<i64>,
     probing: bool,
     disabled: Option<String>,
+    /// Paused by an operator (why, and by whom).
+    paused: Option<String>,
     /// When the state last changed, here or as the store said (ms).
     changed_at_ms: i64,
 }
@@ -70,7 +74,7 @@ impl Breaker {
 
     pub fn admit(&self, now_ms: i64) -> Admit {
         let mut s = self.lock();
-        if s.disabled.is_some() {
+        if s.disabled.is_some() || s.paused.is_some() {
             return Admit::Wait(now_ms + DISABLED_RECHECK_MS);
         }
         match s.open_until_ms {
@@ -133,7 +137,11 @@ impl Breaker {
         }
         s.changed_at_ms = stored.updated_at_ms;
         s.probing = false;
+        s.paused = None;
         match stored.state.as_str() {
+            "paused" => {
+                s.paused = Some(stored.reason.clone().unwrap_or_default());
+            }
             "disabled" => {
                 s.disabled = Some(stored.reason.clone().unwrap_or_default());
             }
@@ -154,6 +162,7 @@ impl Breaker {
     pub fn snapshot(&self, action: &str, now_ms: i64) -> ActionState {
         let s = self.lock();
         let (state, until) = match (&s.disabled, s.open_until_ms) {
+            _ if s.paused.is_some() => ("paused", None),
             (Some(_), _) => ("disabled", None),
             (None, Some(until)) if now_ms < until => ("open", Some(until)),
             (None, Some(until)) => ("half-open", Some(until)),
@@ -164,7 +173,7 @@ impl Breaker {
             state: state.into(),
             until_ms: until,
             failures: s.failures,
-            reason: s.disabled.clone(),
+            reason: s.paused.clone().or_else(|| s.disabled.clone()),
             updated_at_ms: now_ms,
         }
     }
@@ -314,5 +323,27 @@ mod tests {
         assert_eq!(q.leave("a", "k").unwrap().id, "3");
         assert!(q.leave("a", "k").is_none());
         assert!(q.enter("a", "k", job("5")).is_some());
+    }
+
+    #[test]
+    fn a_paused_action_waits_until_enabled_whatever_its_attempts_say() {
+        let b = Breaker::new(3, Duration::from_secs(30));
+        let stored = |state: &str, at: i64| ActionState {
+            action: "a".into(),
+            state: state.into(),
+            until_ms: None,
+            failures: 0,
+            reason: (state == "paused").then(|| "paused by the admin token".into()),
+            updated_at_ms: at,
+        };
+        b.sync(&stored("paused", 1_000));
+        assert_eq!(b.admit(2_000), Admit::Wait(2_000 + DISABLED_RECHECK_MS));
+        // An attempt that was in flight ends: still paused.
+        assert_eq!(b.record(&ExecOutcome::Done(None), 2_500), None);
+        let shown = b.snapshot("a", 3_000);
+        assert_eq!(shown.state, "paused");
+        assert_eq!(shown.reason.as_deref(), Some("paused by the admin token"));
+        b.sync(&stored("closed", 4_000));
+        assert_eq!(b.admit(4_000), Admit::Run);
     }
 }

@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::host::{CallPool, ExecOutcome, Instance, PluginError};
+use crate::metrics::recent::{Kind, Latency};
 use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Pipeline};
 
 mod batch;
@@ -368,6 +369,15 @@ impl Dispatcher {
         if matches!(finish, Finish::Dead { .. }) {
             self.metrics.dead_letters.get_or_create(&action_label).inc();
         }
+        let recent = &self.metrics.recent;
+        recent.count(finished, Kind::Attempt, &job.action, outcome, 1);
+        if job.attempt == 1 && matches!(finish, Finish::Done { .. }) {
+            // From the event's id (a ULID: the time it was taken in).
+            if let Ok(id) = ulid::Ulid::from_string(&job.event_id) {
+                let took = (finished - id.timestamp_ms() as i64).max(0) as f64 / 1e3;
+                recent.latency(finished, Latency::EndToEnd, took);
+            }
+        }
         if let Finish::Dead { message } = &finish {
             tracing::error!(
                 event_id = %event_id(&job), rule = %job.rule, action = %job.action, job_id = %job.id,
@@ -415,6 +425,7 @@ impl Dispatcher {
         }
         let state = handle.breaker.snapshot(action, now);
         let paused = match state.state.as_str() {
+            "paused" => 3,
             "disabled" => 2,
             "open" | "half-open" => 1,
             _ => 0,

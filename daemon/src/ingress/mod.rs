@@ -58,6 +58,7 @@ use warp::reply::Response;
 
 use crate::event::Event;
 use crate::host::{CallPool, Instance, Lane, OwnedRequest, PluginError};
+use crate::metrics::recent::{Kind, Latency};
 use crate::metrics::Metrics;
 use crate::store::{BacklogGauge, Ingested, PendingEvent, Pipeline};
 
@@ -186,10 +187,14 @@ impl Ingress {
         let response = match self.handle_source(req, &source, body).await {
             Ok(response) | Err(response) => response,
         };
+        let took = started.elapsed().as_secs_f64();
         self.metrics
             .ingest_seconds
             .get_or_create(&self.metrics.source(&source.name))
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took);
+        self.metrics
+            .recent
+            .latency(crate::store::now_ms(), Latency::Ingest, took);
         response
     }
 
@@ -248,9 +253,10 @@ impl Ingress {
     ) -> Response {
         // An unknown source's name is the sender's to choose: never a
         // metric's label (unbounded), and cut short in the ring.
+        let now = crate::store::now_ms();
         let name = match source {
             Some(s) => {
-                self.metrics.reject(&s.name, why.reason);
+                self.metrics.reject(&s.name, why.reason, now);
                 s.name.clone()
             }
             None => req.source.chars().take(64).collect(),
@@ -285,7 +291,7 @@ impl Ingress {
             )
         });
         self.rejections.push(rejections::Rejection {
-            at_ms: crate::store::now_ms(),
+            at_ms: now,
             source: name,
             sender: sender.map(|ip| ip.to_string()).unwrap_or_default(),
             status: why.response.status().as_u16(),
@@ -538,6 +544,15 @@ impl Ingress {
             .get_or_create(&label)
             .inc_by(duplicates.len() as u64);
         m.stale.get_or_create(&label).inc_by(stale.len() as u64);
+        let now = crate::store::now_ms();
+        for (outcome, n) in [
+            ("accepted", accepted.len()),
+            ("duplicate", duplicates.len()),
+            ("stale", stale.len()),
+        ] {
+            m.recent
+                .count(now, Kind::Webhook, &source.name, outcome, n as u64);
+        }
         if !accepted.is_empty() {
             self.gauge
                 .unrouted_events

@@ -306,12 +306,15 @@ const PAGES: &[&str] = &[
     "/ui/events/01J00000000000000000000000",
     "/ui/tail",
     "/ui/rejections",
+    "/ui/actions",
     "/ui/dead-letters",
 ];
 const STREAMS: &[&str] = &["/ui/tail/stream"];
 const POSTS: &[&str] = &[
     "/ui/events/01J00000000000000000000000/replay",
     "/ui/dead-letters/redrive",
+    "/ui/actions/audit/pause",
+    "/ui/actions/audit/enable",
     "/ui/sign-out",
 ];
 
@@ -446,4 +449,77 @@ fn refused_webhooks_are_shown_redacted_and_bounded() {
     let (_, html, _) = get(&base, "/ui/rejections?source=tight", Some(&admin));
     assert_eq!(html.matches("<details>").count(), 200);
     assert!(html.contains("{&#34;n&#34;: 229}") && !html.contains("inv_rotated"));
+}
+
+#[test]
+fn an_action_paused_from_the_dashboard_holds_its_jobs_until_resumed() {
+    let env = Env::new();
+    let config = env.standard_with(
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nread_only_token = \"{READ_ONLY}\"\n"),
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    let base = format!("http://{}", daemon.admin_addr());
+    let admin = sign_in(&base, TOKEN);
+    daemon.send_viewed("inv_before");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    let (_, html, _) = get(&base, "/ui/actions", Some(&admin));
+    assert!(
+        html.contains("gate-closed") && html.contains(">1</td><td>0</td><td>0%"),
+        "{html}"
+    );
+
+    // The read-only token sees, and cannot pause.
+    let reader = sign_in(&base, READ_ONLY);
+    let (_, seen, _) = get(&base, "/ui/actions", Some(&reader));
+    assert!(!seen.contains("Pause"));
+    let (status, _) = post(
+        &base,
+        "/ui/actions/audit/pause",
+        Some(&reader),
+        &[("csrf", &csrf(&seen))],
+    );
+    assert_eq!(status, 403);
+    assert_eq!(
+        post(&base, "/ui/actions/audit/pause", None, &[("csrf", "x")]).0,
+        401
+    );
+
+    let (status, _) = post(
+        &base,
+        "/ui/actions/audit/pause",
+        Some(&admin),
+        &[("csrf", &csrf(&html))],
+    );
+    assert_eq!(status, 303);
+    let (_, html, _) = get(&base, "/ui/actions?paused=audit", Some(&admin));
+    assert!(
+        html.contains("gate-paused") && html.contains("paused by the admin token"),
+        "{html}"
+    );
+    assert!(html.contains("Resume"));
+    // While paused: the event is routed and its job waits.
+    let held = daemon.send_viewed("inv_held");
+    assert!(eventually(20, || {
+        get(&base, &format!("/ui/events/{held}"), Some(&admin))
+            .1
+            .contains("<span class=\"state pending\">pending</span>")
+    }));
+    let (_, listed) = cli(&["actions", "list"], &config);
+    assert!(listed.contains("paused"), "{listed}");
+    assert_eq!(env.audit_lines().len(), 1, "a paused action ran");
+
+    let (status, _) = post(
+        &base,
+        "/ui/actions/audit/enable",
+        Some(&admin),
+        &[("csrf", &csrf(&html))],
+    );
+    assert_eq!(status, 303);
+    assert_eq!(env.wait_audit(2).len(), 2);
+    assert_eq!(env.audit_lines()[1]["event_id"], held.as_str());
+    assert!(daemon.logs().contains("dashboard: action paused"));
+    assert!(get(&base, "/ui/actions", Some(&admin))
+        .1
+        .contains("gate-closed"));
 }

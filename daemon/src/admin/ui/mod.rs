@@ -20,7 +20,10 @@
 //! | `POST /ui/dead-letters/redrive` | sends the listed jobs back to the queue (admin) |
 //! | `GET /ui/tail` | new events as they arrive (`/ui/tail/stream`: server-sent events) |
 //! | `GET /ui/rejections` | the most recent refused webhooks (in memory) |
+//! | `GET /ui/actions` | each action's gate and recent failure rate |
+//! | `POST /ui/actions/{name}/pause`, `…/enable` | pause by hand, resume (admin) |
 
+mod actions;
 mod dead_letters;
 mod events;
 mod rejections;
@@ -273,6 +276,7 @@ pub fn filter(
     let dead_letters = dead_letters::routes(app.clone(), session.clone());
     let events = events::routes(app.clone(), sessions.clone(), session.clone());
     let rejections = rejections::routes(app.clone(), session.clone());
+    let actions = actions::routes(app.clone(), session.clone());
     statics
         .or(root)
         .unify()
@@ -287,5 +291,7 @@ pub fn filter(
         .or(events)
         .unify()
         .or(rejections)
+        .unify()
+        .or(actions)
         .unify()
 }

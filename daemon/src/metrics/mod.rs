@@ -2,6 +2,9 @@
 //!
 //! Owns: the registry and every metric family. Ingress, the router, the
 //! dispatcher and the store writer record into it; `/metrics` renders it.
+//! `recent.rs` keeps the last hour by minute for the dashboard.
+
+pub mod recent;
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
@@ -90,6 +93,8 @@ pub struct Metrics {
     connections_open: Family<ListenerLabel, Gauge>,
     connections_refused: Family<ListenerLabel, Counter>,
     connections_timed_out: Family<TimeoutLabels, Counter>,
+    /// The last hour by minute, for the dashboard.
+    pub recent: recent::Recent,
 }
 
 impl Default for Metrics {
@@ -123,6 +128,7 @@ impl Metrics {
             connections_open: Family::default(),
             connections_refused: Family::default(),
             connections_timed_out: Family::default(),
+            recent: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -183,7 +189,7 @@ impl Metrics {
         );
         r.register(
             "action_paused",
-            "0 running, 1 circuit open, 2 disabled (410 Gone)",
+            "0 running, 1 circuit open, 2 disabled (410 Gone), 3 paused by an operator",
             m.action_paused.clone(),
         );
         r.register(
@@ -247,7 +253,10 @@ impl Metrics {
         }
     }
 
-    pub fn reject(&self, source: &str, reason: &str) {
+    /// A refused webhook (`now_ms`: when, for the last hour's counts).
+    pub fn reject(&self, source: &str, reason: &str, now_ms: i64) {
+        self.recent
+            .count(now_ms, recent::Kind::Webhook, source, reason, 1);
         self.rejected
             .get_or_create(&RejectLabels {
                 source: source.to_string(),

@@ -1,0 +1,171 @@
+//! The actions page: each configured action's gate (running, circuit open,
+//! half-open, disabled after a 410, paused by hand), its attempts and
+//! failure rate over the last 15 minutes (this instance's), and the forms
+//! to pause it or to enable it again (admin). A paused action's jobs wait
+//! in the store, none lost, and are due at once when it is enabled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use askama::Template;
+use warp::http::StatusCode;
+use warp::reply::Response as Reply;
+use warp::{Filter, Rejection};
+
+use super::session::{Role, Session};
+use super::{may_act, nav, page, plain, see_other, when, Nav, SessionFilter};
+use crate::admin::ops;
+use crate::app::Switchyard;
+use crate::metrics::recent::Kind;
+use crate::store::now_ms;
+
+/// The window the rates are over.
+const WINDOW_MINUTES: usize = 15;
+
+struct Row {
+    name: String,
+    plugin: String,
+    state: String,
+    failures: u32,
+    until: String,
+    reason: String,
+    attempts: u64,
+    failed: u64,
+    /// Failed attempts per hundred, or "-" with none.
+    rate: String,
+}
+
+#[derive(Template)]
+#[template(path = "actions.html")]
+struct Actions {
+    nav: Option<Nav>,
+    notice: Option<String>,
+    problem: Option<String>,
+    can_act: bool,
+    csrf: String,
+    minutes: usize,
+    rows: Vec<Row>,
+}
+
+pub(super) fn routes(
+    app: Arc<Switchyard>,
+    session: impl SessionFilter,
+) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
+    let with_app = warp::any().map(move || app.clone());
+    let list = warp::path!("ui" / "actions")
+        .and(warp::get())
+        .and(session.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app.clone())
+        .then(
+            |s: Option<(String, Session)>, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
+                let Some((_, s)) = s else {
+                    return see_other("/ui/sign-in");
+                };
+                let now = now_ms();
+                let mut tally: HashMap<String, (u64, u64)> = HashMap::new();
+                let recent = &app.metrics().recent;
+                for minute in recent.counts(now, Kind::Attempt, WINDOW_MINUTES) {
+                    for (action, outcome, n) in minute.counts {
+                        let t = tally.entry(action).or_default();
+                        t.0 += n;
+                        if outcome != "done" {
+                            t.1 += n;
+                        }
+                    }
+                }
+                let (rows, problem) = match ops::actions(app.store().as_ref(), &app.config()).await {
+                    Ok(rows) => (rows, None),
+                    Err(e) => (Vec::new(), Some(e.to_string())),
+                };
+                let rows = rows
+                    .into_iter()
+                    .map(|a| {
+                        let (attempts, failed) = tally.get(&a.name).copied().unwrap_or_default();
+                        Row {
+                            until: a
+                                .until_ms
+                                .filter(|_| a.state == "open")
+                                .map(when)
+                                .unwrap_or_default(),
+                            rate: if attempts == 0 {
+                                "-".into()
+                            } else {
+                                format!("{:.0}%", failed as f64 * 100.0 / attempts as f64)
+                            },
+                            name: a.name,
+                            plugin: a.plugin,
+                            state: a.state,
+                            failures: a.failures,
+                            reason: a.reason.unwrap_or_default(),
+                            attempts,
+                            failed,
+                        }
+                    })
+                    .collect();
+                let notice = match (q.get("paused"), q.get("enabled"), q.get("due")) {
+                    (Some(name), _, _) => Some(format!("{name} is paused: its jobs wait until it is enabled.")),
+                    (_, Some(name), due) => Some(format!(
+                        "{name} runs again; {} waiting job(s) are due now.",
+                        due.map_or("its", |d| d.as_str())
+                    )),
+                    _ => None,
+                };
+                page(
+                    StatusCode::OK,
+                    Actions {
+                        nav: nav(&s, "actions"),
+                        notice,
+                        problem,
+                        can_act: s.role == Role::Admin,
+                        csrf: s.csrf.clone(),
+                        minutes: WINDOW_MINUTES,
+                        rows,
+                    }
+                    .render(),
+                )
+            },
+        );
+    let act = warp::path!("ui" / "actions" / String / String)
+        .and(warp::post())
+        .and(session)
+        .and(warp::body::content_length_limit(16 * 1024))
+        .and(warp::body::form::<HashMap<String, String>>())
+        .and(with_app)
+        .then(
+            |name: String, verb: String, s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
+                let what = match verb.as_str() {
+                    "pause" => "pause an action",
+                    "enable" => "enable an action",
+                    _ => return plain(StatusCode::NOT_FOUND, "no such page"),
+                };
+                let s = match may_act(s, &f, what) {
+                    Ok(s) => s,
+                    Err(refused) => return *refused,
+                };
+                let store = app.store().as_ref();
+                let done = if verb == "pause" {
+                    ops::pause_action(store, &app.config(), name.clone(), s.role.who())
+                        .await
+                        .map(|_| format!("paused={name}"))
+                } else {
+                    ops::enable_action(store, &app.config(), name.clone())
+                        .await
+                        .map(|e| format!("enabled={name}&due={}", e.jobs_due))
+                };
+                match done {
+                    Ok(query) => {
+                        app.wake_dispatcher();
+                        tracing::info!(who = s.role.who(), action = %name, "dashboard: action {verb}d");
+                        see_other(&format!("/ui/actions?{query}"))
+                    }
+                    Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such action"),
+                    Err(e) => {
+                        tracing::error!("dashboard: {e}");
+                        plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
+                    }
+                }
+            },
+        );
+    list.or(act).unify()
+}
