@@ -91,29 +91,5 @@ pub fn sample_events(
     event: &str,
 ) -> Result<Vec<switchyard::event::Event>> {
     let instance = source_instance(config, path, source)?;
-    let sample = instance.sample(event)?;
-    let request = switchyard::host::OwnedRequest {
-        method: sample.method.clone(),
-        path: String::new(),
-        query: sample.query.clone(),
-        headers: sample
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
-            .collect(),
-        remote_addr: "127.0.0.1".into(),
-        body: bytes::Bytes::from(sample.body.clone()),
-    };
-    let drafts = instance
-        .verify(&request)?
-        .map_err(|r| anyhow!("the {source} plugin refused its own sample: {r}"))?;
-    let provider = instance.plugin().name.clone();
-    let now = time::OffsetDateTime::now_utc();
-    Ok(drafts
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| {
-            switchyard::event::Event::from_draft(d, source, &provider, &request.body, i, now)
-        })
-        .collect())
+    switchyard::ingress::sample_events(&instance, source, event).map_err(|e| anyhow!(e))
 }

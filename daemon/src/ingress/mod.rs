@@ -14,6 +14,7 @@
 //! | `sender.rs` | the sender behind trusted proxies, `allow_ips` |
 //! | `redact.rs` | credentials redacted before the request is stored |
 //! | `rejections.rs` | the most recent refused requests, in memory only |
+//! | `sample.rs` | a provider's sample as the events it becomes |
 //! | `answer.rs` | the JSON answers |
 //! | `config.rs` | `[sources.NAME]`, `max_body_bytes` |
 //!
@@ -40,6 +41,7 @@ mod config;
 mod filter;
 mod redact;
 pub mod rejections;
+mod sample;
 mod sender;
 
 use std::collections::BTreeMap;
@@ -67,6 +69,7 @@ use filter::{read_body, BodyError, Incoming};
 
 pub use config::{SourceConfig, DEFAULT_MAX_BODY_BYTES};
 pub use filter::{filter, is_body_timeout, BodyTimeout, PeerAddr};
+pub use sample::sample_events;
 pub use sender::sender_address;
 
 /// A configured source: its provider plugin's instance and what ingress

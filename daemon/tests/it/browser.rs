@@ -223,7 +223,16 @@ impl Browser {
     /// says (the README's pictures are taken this way).
     pub fn screenshot(&self, name: &str) {
         let Some(dir) = &self.shots else { return };
+        // The whole page, up to a tall screen's worth.
+        let height = self.script("return document.documentElement.scrollHeight;");
+        let height = height.as_u64().unwrap_or(900).clamp(600, 2400) as u32;
+        self.rt
+            .block_on(self.c().set_window_size(1280, height + 90))
+            .unwrap();
         let png = self.rt.block_on(self.c().screenshot()).unwrap();
+        self.rt
+            .block_on(self.c().set_window_size(1280, 900))
+            .unwrap();
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }

@@ -307,6 +307,8 @@ const PAGES: &[&str] = &[
     "/ui/tail",
     "/ui/rejections",
     "/ui/actions",
+    "/ui/rules",
+    "/ui/rules/playground",
     "/ui/dead-letters",
 ];
 const STREAMS: &[&str] = &["/ui/tail/stream"];
@@ -315,6 +317,8 @@ const POSTS: &[&str] = &[
     "/ui/dead-letters/redrive",
     "/ui/actions/audit/pause",
     "/ui/actions/audit/enable",
+    "/ui/rules/playground",
+    "/ui/rules/save",
     "/ui/sign-out",
 ];
 
@@ -522,4 +526,130 @@ fn an_action_paused_from_the_dashboard_holds_its_jobs_until_resumed() {
     assert!(get(&base, "/ui/actions", Some(&admin))
         .1
         .contains("gate-closed"));
+}
+
+#[test]
+fn the_playground_runs_an_edited_rule_beside_the_live_ones_and_saves_it() {
+    let env = Env::new();
+    let config = env.standard_with(
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nread_only_token = \"{READ_ONLY}\"\n"),
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    let base = format!("http://{}", daemon.admin_addr());
+    let id = daemon.send_viewed("inv_play");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    let admin = sign_in(&base, TOKEN);
+
+    // The rules page: the live rule, and a file broken since, at its line.
+    env.rule("broken", "const EVENTS = [\"tight.*\"];\nlet x = ;\n");
+    let mut html = String::new();
+    assert!(
+        eventually(20, || {
+            html = get(&base, "/ui/rules", Some(&admin)).1;
+            html.contains("broken.rhai:2:")
+        }),
+        "{html}"
+    );
+    assert!(html.contains("viewed") && html.contains("tight.invoiceViewed"));
+
+    // The live rule's text, on the stored event.
+    let (_, html, _) = get(
+        &base,
+        &format!("/ui/rules/playground?rule=viewed&event={id}"),
+        Some(&admin),
+    );
+    assert!(html.contains("action(&#34;audit&#34;"), "{html}");
+    let edited = r#"const EVENTS = ["tight.invoiceViewed"];
+action("audit", #{ invoice: event.data.eventData.entityId, tried: "in the playground" });
+action("nowhere", #{});"#;
+    let run = |cookie: &str, csrf: &str, from: &[(&str, &str)]| {
+        let mut form = vec![("csrf", csrf), ("rule", "viewed"), ("text", edited)];
+        form.extend_from_slice(from);
+        post(&base, "/ui/rules/playground", Some(cookie), &form)
+    };
+    let token = csrf(&html);
+    let (status, out) = run(&admin, &token, &[("from", "stored"), ("event", &id)]);
+    assert_eq!(status, 200, "{out}");
+    let (edited_side, live_side) = out.split_once("id=\"live\"").unwrap();
+    assert!(
+        edited_side.contains("in the playground")
+            && edited_side.contains("no such action in the config")
+    );
+    assert!(live_side.contains("inv_play") && !live_side.contains("in the playground"));
+    // A provider's sample, and a typed-in event; a rule that does not compile.
+    let (_, out) = run(
+        &admin,
+        &token,
+        &[
+            ("from", "sample"),
+            ("source", "tight"),
+            ("sample", "invoiceViewed"),
+        ],
+    );
+    assert!(out.contains("in the playground"), "{out}");
+    let (_, out) = run(
+        &admin,
+        &token,
+        &[
+            ("from", "json"),
+            ("json", r#"{"type": "tight.other", "data": {}}"#),
+        ],
+    );
+    assert!(out.contains("do not match"), "{out}");
+    let (_, out) = post(
+        &base,
+        "/ui/rules/playground",
+        Some(&admin),
+        &[
+            ("csrf", &token),
+            ("rule", "x"),
+            ("text", "let = 1"),
+            ("from", "stored"),
+            ("event", &id),
+        ],
+    );
+    assert!(out.contains("x.rhai:1:"), "{out}");
+    // No side effect: nothing more was done.
+    assert_eq!(env.audit_lines().len(), 1);
+    assert_eq!(
+        post(
+            &base,
+            "/ui/rules/playground",
+            Some(&admin),
+            &[("rule", "viewed")]
+        )
+        .0,
+        403
+    );
+
+    // Saving: not for the read-only token, not for text that does not compile.
+    let reader = sign_in(&base, READ_ONLY);
+    let page = get(&base, "/ui/rules/playground", Some(&reader)).1;
+    assert!(!page.contains("Save as"));
+    let (status, out) = run(&reader, &csrf(&page), &[("from", "stored"), ("event", &id)]);
+    assert_eq!(status, 200, "the read-only token may run: {out}");
+    let save = |cookie: &str, csrf: &str, name: &str, text: &str| {
+        post(
+            &base,
+            "/ui/rules/save",
+            Some(cookie),
+            &[("csrf", csrf), ("rule", name), ("text", text)],
+        )
+    };
+    assert_eq!(save(&reader, &csrf(&page), "viewed", edited).0, 403);
+    let (status, out) = save(&admin, &token, "viewed", "let = 1");
+    assert_eq!(status, 422);
+    assert!(out.contains("not saved"), "{out}");
+    assert_eq!(save(&admin, &token, "../escape", edited).0, 422);
+    let fixed = r#"const EVENTS = ["tight.invoiceViewed"];
+action("audit", #{ invoice: event.data.eventData.entityId, tried: "saved" });"#;
+    assert_eq!(save(&admin, &token, "viewed", fixed).0, 303);
+    assert!(get(&base, "/ui/rules?saved=viewed", Some(&admin))
+        .1
+        .contains("viewed.rhai saved"));
+    daemon.send_viewed("inv_after_save");
+    let lines = env.wait_audit(2);
+    assert_eq!(lines[1]["params"]["tried"], "saved", "{lines:?}");
+    assert!(daemon.logs().contains("dashboard: rule saved"));
 }

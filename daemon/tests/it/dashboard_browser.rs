@@ -113,4 +113,41 @@ shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
     }
     b.check_page(&base);
     assert!(daemon.logs().contains("dashboard: dead letters redriven"));
+
+    // The playground: the live rule's text, edited, run on the stored event.
+    b.goto(&format!("{base}/ui/events/{wanted}"));
+    b.click("a[href^='/ui/rules/playground']");
+    b.type_into("input[name=rule]", "viewed");
+    b.type_into(
+        "textarea[name=text]",
+        "const EVENTS = [\"tight.invoiceViewed\"];\n\
+         action(\"notify\", #{ to: \"owner@example.com\", invoice: event.data.eventData.entityId });",
+    );
+    b.click("form.playground button:not(#save)");
+    b.wait_text("#edited", "owner@example.com");
+    b.wait_text("#edited", "inv_browser");
+    b.wait_text("#live", "audit");
+    b.check_page(&base);
+    b.screenshot("playground");
+    let done = env.audit_lines().len();
+
+    // A provider signing with another secret: the rejections page says so.
+    let body = invoice_viewed("inv_rotated");
+    let forged = pyjwt("another-secret-0123456789abcdef", body.as_bytes(), &[]);
+    let (status, _) = daemon.post("/hooks/tight", &[("Tight-Verification", &forged)], body);
+    assert_eq!(status, 401);
+    b.goto(&format!("{base}/ui/rejections"));
+    b.wait_text("table.rejections", "unauthenticated");
+    b.check_page(&base);
+    b.screenshot("rejections");
+
+    // Actions, and the rules.
+    b.goto(&format!("{base}/ui/actions"));
+    b.wait_text("table.actions", "notify");
+    b.check_page(&base);
+    b.screenshot("actions");
+    b.goto(&format!("{base}/ui/rules"));
+    b.wait_text("table.rules", "viewed");
+    b.check_page(&base);
+    assert_eq!(env.audit_lines().len(), done, "the playground did nothing");
 }

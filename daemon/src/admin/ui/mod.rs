@@ -22,11 +22,15 @@
 //! | `GET /ui/rejections` | the most recent refused webhooks (in memory) |
 //! | `GET /ui/actions` | each action's gate and recent failure rate |
 //! | `POST /ui/actions/{name}/pause`, `…/enable` | pause by hand, resume (admin) |
+//! | `GET /ui/rules` | the live rules, and files that do not compile |
+//! | `GET`/`POST /ui/rules/playground` | a rule's text run on an event in the sandbox, beside the live rules |
+//! | `POST /ui/rules/save` | writes a rule that compiles to the rules folder (admin) |
 
 mod actions;
 mod dead_letters;
 mod events;
 mod rejections;
+mod rules;
 pub mod session;
 
 use std::collections::HashMap;
@@ -277,6 +281,7 @@ pub fn filter(
     let events = events::routes(app.clone(), sessions.clone(), session.clone());
     let rejections = rejections::routes(app.clone(), session.clone());
     let actions = actions::routes(app.clone(), session.clone());
+    let rules = rules::routes(app.clone(), session.clone());
     statics
         .or(root)
         .unify()
@@ -293,5 +298,7 @@ pub fn filter(
         .or(rejections)
         .unify()
         .or(actions)
+        .unify()
+        .or(rules)
         .unify()
 }
