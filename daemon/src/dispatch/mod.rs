@@ -371,8 +371,10 @@ impl Dispatcher {
         }
         let recent = &self.metrics.recent;
         recent.count(finished, Kind::Attempt, &job.action, outcome, 1);
-        if job.attempt == 1 && matches!(finish, Finish::Done { .. }) {
-            // From the event's id (a ULID: the time it was taken in).
+        // First attempts of a first routing (a replay's keys say so): from
+        // the event's id, a ULID, the time it was taken in.
+        let first_routing = !job.idempotency_key.contains(":replay");
+        if job.attempt == 1 && first_routing && matches!(finish, Finish::Done { .. }) {
             if let Ok(id) = ulid::Ulid::from_string(&job.event_id) {
                 let took = (finished - id.timestamp_ms() as i64).max(0) as f64 / 1e3;
                 recent.latency(finished, Latency::EndToEnd, took);

@@ -350,6 +350,14 @@ pub struct EventDetail {
     pub jobs: Vec<JobRecord>,
 }
 
+/// What waits in the store, for the dashboard's overview.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    /// When the oldest job still pending (due or waiting for a retry) was made.
+    pub oldest_pending_job_ms: Option<i64>,
+    pub dead_letters: u64,
+}
+
 /// An instance sharing the store, as `switchyard status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceInfo {
@@ -482,6 +490,8 @@ pub trait Queries: Send + Sync + 'static {
     /// Closes an action's gate and makes its waiting jobs due now; returns
     /// how many jobs that was.
     fn enable_action(&self, action: String, now_ms: i64) -> StoreFuture<'_, u64>;
+    /// The oldest pending job, and how many dead letters there are.
+    fn waiting(&self) -> StoreFuture<'_, Waiting>;
     /// The instances sharing the store (none for a store of one process).
     fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>> {
         Box::pin(async { Ok(Vec::new()) })

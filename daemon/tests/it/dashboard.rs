@@ -23,7 +23,7 @@ fn sign_in(base: &str, token: &str) -> String {
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 303);
-    assert_eq!(resp.headers()["location"], "/ui/events");
+    assert_eq!(resp.headers()["location"], "/ui/overview");
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
         assert!(cookie.contains(flag), "{cookie}");
@@ -82,7 +82,7 @@ fn the_dashboard_signs_in_shows_events_and_replays_only_for_the_admin() {
             .get("location")
             .map(|l| l.to_str().unwrap().to_string());
         assert!(
-            status == 303 && to.as_deref() != Some("/ui/events") || path == "/ui",
+            status == 303 && to.as_deref() == Some("/ui/sign-in") || path == "/ui",
             "{path}: {status}"
         );
     }
@@ -301,6 +301,7 @@ shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
 /// Every page the dashboard serves but sign-in and its static files, and
 /// every form it posts to.
 const PAGES: &[&str] = &[
+    "/ui/overview",
     "/ui/events",
     "/ui/events?field=data.x=1",
     "/ui/events/01J00000000000000000000000",
@@ -652,4 +653,85 @@ action("audit", #{ invoice: event.data.eventData.entityId, tried: "saved" });"#;
     let lines = env.wait_audit(2);
     assert_eq!(lines[1]["params"]["tried"], "saved", "{lines:?}");
     assert!(daemon.logs().contains("dashboard: rule saved"));
+}
+
+#[test]
+fn the_overview_shows_the_last_hour_and_what_needs_a_look() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_exec"));
+    env.rule(
+        "viewed",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("notify", #{});"#,
+    );
+    let config = env.config(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[delivery]
+retry_schedule = []
+
+{TIGHT_SOURCE}
+[actions.notify]
+plugin = "exec"
+shell = "echo the mail server is down >&2; exit 3"
+
+[actions.slack]
+plugin = "exec"
+shell = "true"
+"#
+    ));
+    let daemon = Daemon::start(&config);
+    let base = format!("http://{}", daemon.admin_addr());
+    let admin = sign_in(&base, TOKEN);
+    let (_, html, _) = get(&base, "/ui/overview", Some(&admin));
+    assert!(html.contains("tight") && !html.contains("<rect"), "{html}");
+
+    // Two accepted, one repeated, one forged; the action fails for good.
+    let body = invoice_viewed("inv_ov_1");
+    let token = pyjwt(SECRET, body.as_bytes(), &[]);
+    for _ in 0..2 {
+        let (status, _) = daemon.post(
+            "/hooks/tight",
+            &[("Tight-Verification", &token)],
+            body.clone(),
+        );
+        assert_eq!(status, 200);
+    }
+    daemon.send_viewed("inv_ov_2");
+    let (status, _) = daemon.post("/hooks/tight", &[("Tight-Verification", "x.y.z")], "{}");
+    assert_eq!(status, 401);
+    let html = {
+        let mut html = String::new();
+        assert!(
+            eventually(20, || {
+                html = get(&base, "/ui/overview", Some(&admin)).1;
+                html.contains("<strong>2</strong></div></a>")
+            }),
+            "two dead letters: {html}"
+        );
+        html
+    };
+    for shown in [
+        "2 accepted",
+        "1 duplicate or stale",
+        "1 rejected",
+        "unauthenticated (1)",
+        "class=\"accepted\"",
+        "class=\"rejected\"",
+        "first attempts done",
+    ] {
+        assert!(html.contains(shown), "{shown} not in {html}");
+    }
+    // An action paused by hand is listed with a link to the actions page.
+    let (_, paused) = cli(&["actions", "pause", "slack"], &config);
+    assert!(paused.contains("paused"), "{paused}");
+    let (_, html, _) = get(&base, "/ui/overview", Some(&admin));
+    assert!(
+        html.contains("Actions not running") && html.contains("gate-paused"),
+        "{html}"
+    );
 }

@@ -52,8 +52,8 @@ shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
     b.check_page(&base);
     b.type_into("input[name=token]", TOKEN);
     b.click("form button[type=submit]");
-    b.find("table.events");
-    assert!(b.url().ends_with("/ui/events"), "{}", b.url());
+    b.find("div.tiles");
+    assert!(b.url().ends_with("/ui/overview"), "{}", b.url());
 
     // The live tail shows a webhook sent by `switchyard send`.
     b.goto(&format!("{base}/ui/tail"));
@@ -140,6 +140,13 @@ shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
     b.wait_text("table.rejections", "unauthenticated");
     b.check_page(&base);
     b.screenshot("rejections");
+
+    // The overview: the last hour's webhooks, the rejected one among them.
+    b.goto(&format!("{base}/ui/overview"));
+    b.wait_text("main", "1 rejected");
+    b.find("svg rect.accepted");
+    b.check_page(&base);
+    b.screenshot("overview");
 
     // Actions, and the rules.
     b.goto(&format!("{base}/ui/actions"));

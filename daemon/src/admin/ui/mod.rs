@@ -13,6 +13,7 @@
 //!
 //! | page | shows / does |
 //! |---|---|
+//! | `GET /ui/overview` | the last hour's webhooks, latency, backlog, dead letters, gates, broken rules |
 //! | `GET /ui/events` | stored events, filtered by source, type (`tight.*`), time |
 //! | `GET /ui/events/{id}` | the event: jobs and attempts, rule runs, envelope, the request as stored |
 //! | `POST /ui/events/{id}/replay` | routes it again (admin) |
@@ -29,6 +30,7 @@
 mod actions;
 mod dead_letters;
 mod events;
+mod overview;
 mod rejections;
 mod rules;
 pub mod session;
@@ -207,7 +209,7 @@ pub fn filter(
     let root = warp::path("ui")
         .and(warp::path::end())
         .and(warp::get())
-        .map(|| see_other("/ui/events"));
+        .map(|| see_other("/ui/overview"));
 
     let sign_in_page = warp::path!("ui" / "sign-in").and(warp::get()).map(|| {
         page(
@@ -229,7 +231,7 @@ pub fn filter(
             match sessions.sign_in(token) {
                 Some((id, role)) => {
                     tracing::info!(who = role.who(), "dashboard: signed in");
-                    let mut resp = see_other("/ui/events");
+                    let mut resp = see_other("/ui/overview");
                     let cookie = format!(
                         "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
                         SESSION_TTL.as_secs()
@@ -282,6 +284,7 @@ pub fn filter(
     let rejections = rejections::routes(app.clone(), session.clone());
     let actions = actions::routes(app.clone(), session.clone());
     let rules = rules::routes(app.clone(), session.clone());
+    let overview = overview::routes(app.clone(), session.clone());
     statics
         .or(root)
         .unify()
@@ -300,5 +303,7 @@ pub fn filter(
         .or(actions)
         .unify()
         .or(rules)
+        .unify()
+        .or(overview)
         .unify()
 }

@@ -11,7 +11,7 @@ use super::{map_err, notify, PgStore};
 use super::{DB_NOW_MS, LEADER};
 use crate::store::{
     AttemptRecord, Dialect, EventDetail, EventFilter, EventSummary, InstanceInfo, JobRecord,
-    Queries, RequestRecord, StoreError, StoreFuture, StoreResult, Work,
+    Queries, RequestRecord, StoreError, StoreFuture, StoreResult, Waiting, Work,
 };
 
 fn parse_json(text: Option<String>) -> Value {
@@ -223,6 +223,23 @@ impl Queries for PgStore {
                     }
                 })
                 .collect())
+        })
+    }
+
+    fn waiting(&self) -> StoreFuture<'_, Waiting> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = sql::query_one(
+                &client,
+                "SELECT (SELECT MIN(created_at) FROM jobs WHERE state = 'pending'),
+                        (SELECT COUNT(*) FROM jobs WHERE state = 'dead')",
+                &[],
+            )
+            .await?;
+            Ok(Waiting {
+                oldest_pending_job_ms: row.get(0),
+                dead_letters: row.get::<_, i64>(1) as u64,
+            })
         })
     }
 

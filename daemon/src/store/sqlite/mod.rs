@@ -38,6 +38,7 @@ use super::{
     ulid_floor, ActionState, AttemptRecord, Backlog, ClaimedJob, Dialect, Durability, EventDetail,
     EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline,
     Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
+    Waiting,
 };
 
 const SCHEMA: &str = include_str!("schema.sql");

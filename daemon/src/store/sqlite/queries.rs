@@ -95,6 +95,27 @@ impl Queries for SqliteStore {
         })
     }
 
+    fn waiting(&self) -> StoreFuture<'_, Waiting> {
+        self.read(|conn| {
+            let oldest_pending_job_ms = conn
+                .query_row(
+                    "SELECT MIN(created_at) FROM jobs WHERE state = 'pending'",
+                    [],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .map_err(map_err)?;
+            let dead: i64 = conn
+                .query_row("SELECT COUNT(*) FROM jobs WHERE state = 'dead'", [], |r| {
+                    r.get(0)
+                })
+                .map_err(map_err)?;
+            Ok(Waiting {
+                oldest_pending_job_ms,
+                dead_letters: dead as u64,
+            })
+        })
+    }
+
     fn enable_action(&self, action: String, now_ms: i64) -> StoreFuture<'_, u64> {
         self.write(move |conn| {
             conn.execute(

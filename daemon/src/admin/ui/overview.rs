@@ -1,0 +1,238 @@
+//! The overview: is everything flowing? Webhooks per minute over the last
+//! hour by source and outcome (server-drawn SVG, no script), ingest and
+//! end-to-end latency, the backlog and its oldest job, dead letters,
+//! actions not running, rule files that do not compile — each linking to
+//! the page that explains it.
+//!
+//! Traffic and latency are this instance's (kept in memory by
+//! `metrics::recent`); what waits in the store is everyone's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use askama::Template;
+use warp::http::StatusCode;
+use warp::reply::Response as Reply;
+use warp::{Filter, Rejection};
+
+use super::session::Session;
+use super::{nav, page, see_other, Nav, SessionFilter};
+use crate::admin::ops;
+use crate::app::Switchyard;
+use crate::metrics::recent::{Kind, Latency, Quantiles, MINUTES};
+use crate::store::now_ms;
+
+/// The latency window.
+const LATENCY_MINUTES: usize = 15;
+/// The chart's size (SVG user units): a bar per minute.
+const BAR: u32 = 10;
+const HEIGHT: u32 = 90;
+
+/// A bar's segment in a chart.
+struct Rect {
+    x: u32,
+    y: u32,
+    h: u32,
+    class: &'static str,
+    title: String,
+}
+
+/// One source's last hour.
+struct SourceChart {
+    name: String,
+    accepted: u64,
+    repeated: u64,
+    rejected: u64,
+    /// Refusal reasons with their counts, most first.
+    reasons: Vec<(String, u64)>,
+    peak: u64,
+    rects: Vec<Rect>,
+}
+
+struct Gate {
+    name: String,
+    state: String,
+    reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    nav: Option<Nav>,
+    problem: Option<String>,
+    width: u32,
+    height: u32,
+    minutes: usize,
+    charts: Vec<SourceChart>,
+    latency_minutes: usize,
+    ingest: (String, String, u64),
+    end_to_end: (String, String, u64),
+    unrouted: u64,
+    pending: u64,
+    oldest_pending: String,
+    dead_letters: u64,
+    gates: Vec<Gate>,
+    broken: Vec<(String, String)>,
+    shared: bool,
+}
+
+fn ms(q: Option<f64>) -> String {
+    match q {
+        None => "-".into(),
+        Some(s) if s < 0.01 => format!("{:.1} ms", s * 1e3),
+        Some(s) if s < 1.0 => format!("{:.0} ms", s * 1e3),
+        Some(s) => format!("{s:.1} s"),
+    }
+}
+
+fn shown(q: Quantiles) -> (String, String, u64) {
+    (ms(q.p50), ms(q.p99), q.count)
+}
+
+fn age(since_ms: i64, now: i64) -> String {
+    let s = (now - since_ms).max(0) / 1000;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, s / 60 % 60),
+    }
+}
+
+/// Each source's bars: accepted at the bottom, duplicates and stale above,
+/// refusals on top; scaled to the busiest minute of that source.
+fn charts(app: &Switchyard, now: i64) -> Vec<SourceChart> {
+    let minutes = app.metrics().recent.counts(now, Kind::Webhook, MINUTES);
+    let mut names: BTreeMap<String, ()> = app.sources().keys().map(|k| (k.clone(), ())).collect();
+    for m in &minutes {
+        for (name, _, _) in &m.counts {
+            names.insert(name.clone(), ());
+        }
+    }
+    names
+        .into_keys()
+        .map(|name| {
+            let mut chart = SourceChart {
+                name: name.clone(),
+                accepted: 0,
+                repeated: 0,
+                rejected: 0,
+                reasons: Vec::new(),
+                peak: 0,
+                rects: Vec::new(),
+            };
+            let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+            let per_minute: Vec<[u64; 3]> = minutes
+                .iter()
+                .map(|m| {
+                    let mut bar = [0u64; 3];
+                    for (_, outcome, n) in m.counts.iter().filter(|(s, _, _)| *s == name) {
+                        match outcome.as_str() {
+                            "accepted" => bar[0] += n,
+                            "duplicate" | "stale" => bar[1] += n,
+                            reason => {
+                                bar[2] += n;
+                                *reasons.entry(reason.to_string()).or_default() += n;
+                            }
+                        }
+                    }
+                    bar
+                })
+                .collect();
+            chart.peak = per_minute.iter().map(|b| b.iter().sum()).max().unwrap_or(0);
+            let scale = HEIGHT as f64 / chart.peak.max(1) as f64;
+            for (i, (bar, m)) in per_minute.iter().zip(&minutes).enumerate() {
+                chart.accepted += bar[0];
+                chart.repeated += bar[1];
+                chart.rejected += bar[2];
+                let mut top = HEIGHT;
+                let ago = minutes.len() - 1 - i;
+                for (n, class, what) in [
+                    (bar[0], "accepted", "accepted"),
+                    (bar[1], "repeated", "duplicate or stale"),
+                    (bar[2], "rejected", "rejected"),
+                ] {
+                    if n == 0 {
+                        continue;
+                    }
+                    let h = ((n as f64 * scale).round() as u32).clamp(1, top);
+                    top -= h;
+                    chart.rects.push(Rect {
+                        x: i as u32 * BAR,
+                        y: top,
+                        h,
+                        class,
+                        title: format!("{n} {what}, {ago} min ago (minute {})", m.at),
+                    });
+                }
+            }
+            chart.reasons = reasons.into_iter().collect();
+            chart.reasons.sort_by(|a, b| b.1.cmp(&a.1));
+            chart
+        })
+        .collect()
+}
+
+pub(super) fn routes(
+    app: Arc<Switchyard>,
+    session: impl SessionFilter,
+) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
+    let with_app = warp::any().map(move || app.clone());
+    warp::path!("ui" / "overview")
+        .and(warp::get())
+        .and(session)
+        .and(with_app)
+        .then(
+            |s: Option<(String, Session)>, app: Arc<Switchyard>| async move {
+                let Some((_, s)) = s else {
+                    return see_other("/ui/sign-in");
+                };
+                let now = now_ms();
+                let store = app.store();
+                let mut problem = None;
+                let backlog = store.backlog().await.unwrap_or_else(|e| {
+                    problem = Some(format!("the store did not answer: {e}"));
+                    Default::default()
+                });
+                let waiting = store.waiting().await.unwrap_or_default();
+                let gates = ops::actions(store.as_ref(), &app.config())
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| a.state != "closed")
+                    .map(|a| Gate {
+                        name: a.name,
+                        state: a.state,
+                        reason: a.reason.unwrap_or_default(),
+                    })
+                    .collect();
+                let rules = app.rules().current();
+                let recent = &app.metrics().recent;
+                let view = Overview {
+                    nav: nav(&s, "overview"),
+                    problem,
+                    width: MINUTES as u32 * BAR,
+                    height: HEIGHT,
+                    minutes: MINUTES,
+                    charts: charts(&app, now),
+                    latency_minutes: LATENCY_MINUTES,
+                    ingest: shown(recent.quantiles(now, Latency::Ingest, LATENCY_MINUTES)),
+                    end_to_end: shown(recent.quantiles(now, Latency::EndToEnd, LATENCY_MINUTES)),
+                    unrouted: backlog.unrouted_events,
+                    pending: backlog.pending_jobs,
+                    oldest_pending: waiting
+                        .oldest_pending_job_ms
+                        .map(|t| age(t, now))
+                        .unwrap_or_else(|| "-".into()),
+                    dead_letters: waiting.dead_letters,
+                    gates,
+                    broken: rules
+                        .broken
+                        .iter()
+                        .map(|p| (p.location.clone(), p.message.clone()))
+                        .collect(),
+                    shared: !store.instances().await.unwrap_or_default().is_empty(),
+                };
+                page(StatusCode::OK, view.render())
+            },
+        )
+}
