@@ -166,7 +166,7 @@ fn charts(app: &Switchyard, now: i64) -> Vec<SourceChart> {
                 }
             }
             chart.reasons = reasons.into_iter().collect();
-            chart.reasons.sort_by(|a, b| b.1.cmp(&a.1));
+            chart.reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
             chart
         })
         .collect()
