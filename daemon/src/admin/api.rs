@@ -11,7 +11,7 @@
 //! | GET | `/v1/events/{id}` | one event: envelope, request, rule runs, jobs, attempts |
 //! | POST | `/v1/events/{id}/replay` | route it again through the current rules |
 //! | GET | `/v1/dead-letters?limit=` | dead letters |
-//! | POST | `/v1/dead-letters/redrive` | `{"id": "…"}` or `{"all": true}` |
+//! | POST | `/v1/dead-letters/redrive` | `{"id": "…"}` or `{"all": true}`, optionally with `"action"` and `"error"` (a text of the last error) |
 //! | GET | `/v1/actions` | every action with its gate (state, failures, until, reason) |
 //! | POST | `/v1/actions/{name}/enable` | resume a paused or disabled action |
 //! | POST | `/v1/actions/{name}/pause` | pause an action by hand (its jobs wait) |

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::store::{
-    now_ms, ActionState, EventDetail, EventFilter, EventSummary, JobRecord, Store, StoreError,
+    now_ms, ActionState, DeadFilter, EventDetail, EventFilter, EventSummary, JobRecord, Store,
+    StoreError,
 };
 
 /// Why an operation was refused.
@@ -96,13 +97,55 @@ pub async fn dead_letters(store: &dyn Store, limit: usize) -> OpResult<Vec<JobRe
     Ok(store.dead_letters(limit).await?)
 }
 
-/// Which dead letters to redrive: `{"id": "…"}` or `{"all": true}`.
+/// Which dead letters to redrive: `{"id": "…"}`, or `{"all": true}` with
+/// optionally `"action"` and `"error"` (a text the last error contains).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Redrive {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(default)]
     pub all: bool,
+    #[serde(flatten)]
+    pub matching: DeadFilter,
+}
+
+/// Dead letters redriven per store statement when redriving by a filter.
+pub const REDRIVE_CHUNK: usize = 500;
+
+/// How many dead letters match.
+pub async fn count_dead(store: &dyn Store, filter: DeadFilter) -> OpResult<u64> {
+    Ok(store.count_dead(filter).await?)
+}
+
+/// Sends the dead letters matching `filter` back to the queue, a chunk per
+/// statement, telling `progress` the running total after each; stops when
+/// none is left or after `at_most` (what was counted before, so that jobs
+/// dying again meanwhile are not taken round and round).
+pub async fn redrive_matching(
+    store: &dyn Store,
+    filter: DeadFilter,
+    at_most: u64,
+    mut progress: impl FnMut(u64),
+) -> OpResult<u64> {
+    let mut done = 0;
+    while done < at_most {
+        let chunk = (at_most - done).min(REDRIVE_CHUNK as u64) as usize;
+        let n = store
+            .redrive_matching(filter.clone(), chunk, now_ms())
+            .await?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        progress(done);
+    }
+    tracing::info!(
+        action = filter.action.as_deref().unwrap_or("(any)"),
+        error = filter.error.as_deref().unwrap_or("(any)"),
+        redriven = done,
+        "dead letters sent back to the queue"
+    );
+    Ok(done)
 }
 
 /// The answer to a redrive.
@@ -113,15 +156,20 @@ pub struct Redriven {
 
 /// Sends dead letters back to the queue, due now.
 pub async fn redrive(store: &dyn Store, which: Redrive) -> OpResult<Redriven> {
-    let target = match (which.id, which.all) {
-        (Some(id), false) => Some(id),
-        (None, true) => None,
-        _ => {
-            return Err(OpError::Invalid(
-                "give {\"id\": \"…\"} or {\"all\": true}".into(),
-            ))
-        }
-    };
+    let target =
+        match (which.id, which.all) {
+            (Some(id), false) if which.matching == DeadFilter::default() => Some(id),
+            (None, true) if which.matching != DeadFilter::default() => {
+                let at_most = store.count_dead(which.matching.clone()).await?;
+                let n = redrive_matching(store, which.matching, at_most, |_| {}).await?;
+                return Ok(Redriven { redriven: n });
+            }
+            (None, true) => None,
+            _ => return Err(OpError::Invalid(
+                "give {\"id\": \"…\"} or {\"all\": true} (with \"action\" and \"error\" to choose)"
+                    .into(),
+            )),
+        };
     let n = store.redrive(target.clone(), now_ms()).await?;
     tracing::info!(
         job_id = target.as_deref().unwrap_or("(all)"),

@@ -206,8 +206,14 @@ pub enum DlqCommand {
         /// The job id of one dead letter.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
-        /// Every dead letter.
+        /// Every dead letter (or, with --action/--error, every one matching).
         #[arg(long)]
         all: bool,
+        /// With --all: only this action's.
+        #[arg(long, requires = "all")]
+        action: Option<String>,
+        /// With --all: only those whose last error contains this text.
+        #[arg(long, requires = "all")]
+        error: Option<String>,
     },
 }

@@ -37,10 +37,17 @@ pub fn dlq(command: DlqCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DlqCommand::Redrive { config, id, all } => {
+        DlqCommand::Redrive {
+            config,
+            id,
+            all,
+            action,
+            error,
+        } => {
             let which = ops::Redrive {
                 id: if all { None } else { id },
                 all,
+                matching: switchyard::store::DeadFilter { action, error },
             };
             let n = super::operate::target(&config.config)?
                 .redrive(which)?

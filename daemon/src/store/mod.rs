@@ -350,6 +350,16 @@ pub struct EventDetail {
     pub jobs: Vec<JobRecord>,
 }
 
+/// Which dead letters: those of an action, whose last error contains a
+/// text (each optional: all when neither is given).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// What waits in the store, for the dashboard's overview.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Waiting {
@@ -490,6 +500,16 @@ pub trait Queries: Send + Sync + 'static {
     /// Closes an action's gate and makes its waiting jobs due now; returns
     /// how many jobs that was.
     fn enable_action(&self, action: String, now_ms: i64) -> StoreFuture<'_, u64>;
+    /// How many dead letters match.
+    fn count_dead(&self, filter: DeadFilter) -> StoreFuture<'_, u64>;
+    /// Sends up to `limit` dead letters that match back to the queue, due
+    /// now; returns how many (0: none is left).
+    fn redrive_matching(
+        &self,
+        filter: DeadFilter,
+        limit: usize,
+        now_ms: i64,
+    ) -> StoreFuture<'_, u64>;
     /// The oldest pending job, and how many dead letters there are.
     fn waiting(&self) -> StoreFuture<'_, Waiting>;
     /// The instances sharing the store (none for a store of one process).

@@ -311,11 +311,13 @@ const PAGES: &[&str] = &[
     "/ui/rules",
     "/ui/rules/playground",
     "/ui/dead-letters",
+    "/ui/dead-letters/progress/01J00000000000000000000000",
 ];
 const STREAMS: &[&str] = &["/ui/tail/stream"];
 const POSTS: &[&str] = &[
     "/ui/events/01J00000000000000000000000/replay",
     "/ui/dead-letters/redrive",
+    "/ui/dead-letters/redrive-matching",
     "/ui/actions/audit/pause",
     "/ui/actions/audit/enable",
     "/ui/rules/playground",
@@ -734,4 +736,115 @@ shell = "true"
         html.contains("Actions not running") && html.contains("gate-paused"),
         "{html}"
     );
+}
+
+#[test]
+fn everything_matching_a_filter_is_redriven_with_its_count_and_progress() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_exec"));
+    env.rule(
+        "viewed",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("notify", #{});
+action("slack", #{});"#,
+    );
+    let fixed = env.path("data/fixed");
+    let config = env.config(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[delivery]
+retry_schedule = []
+
+{TIGHT_SOURCE}
+[actions.notify]
+plugin = "exec"
+shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
+
+[actions.slack]
+plugin = "exec"
+shell = "echo slack said no >&2; exit 3"
+"#,
+        fixed.display()
+    ));
+    let daemon = Daemon::start(&config);
+    let base = format!("http://{}", daemon.admin_addr());
+    for i in 0..3 {
+        daemon.send_viewed(&format!("inv_m_{i}"));
+    }
+    let admin = sign_in(&base, TOKEN);
+    let mut html = String::new();
+    assert!(
+        eventually(20, || {
+            html = get(&base, "/ui/dead-letters", Some(&admin)).1;
+            html.contains("Redrive all 6<")
+        }),
+        "{html}"
+    );
+    // The count before it runs, for the filter.
+    let (_, html, _) = get(
+        &base,
+        "/ui/dead-letters?action=notify&error=mail+server",
+        Some(&admin),
+    );
+    assert!(html.contains("Redrive all 3 matching"), "{html}");
+    assert!(!html.contains("slack said no"), "{html}");
+    let (_, none, _) = get(
+        &base,
+        "/ui/dead-letters?action=notify&error=slack",
+        Some(&admin),
+    );
+    assert!(none.contains("No dead letters match"), "{none}");
+
+    std::fs::write(&fixed, "").unwrap();
+    let resp = client()
+        .post(format!("{base}/ui/dead-letters/redrive-matching"))
+        .header("cookie", &admin)
+        .form(&[
+            ("csrf", csrf(&html).as_str()),
+            ("action", "notify"),
+            ("error", "mail server"),
+            ("count", "3"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let progress = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        progress.starts_with("/ui/dead-letters/progress/"),
+        "{progress}"
+    );
+    let mut page = String::new();
+    assert!(
+        eventually(20, || {
+            page = get(&base, &progress, Some(&admin)).1;
+            page.contains("Done: 3 of 3 sent back")
+        }),
+        "{page}"
+    );
+    assert!(
+        page.contains("the dead letters of notify whose error contains"),
+        "{page}"
+    );
+    // The three are done; slack's three are still dead.
+    assert!(
+        eventually(20, || get(&base, "/ui/dead-letters", Some(&admin))
+            .1
+            .contains("Redrive all 3<")),
+        "{}",
+        daemon.logs()
+    );
+    let (_, left, _) = get(&base, "/ui/dead-letters", Some(&admin));
+    assert!(
+        left.contains("slack said no") && !left.contains("mail server said no"),
+        "{left}"
+    );
+    // The same from the CLI, through the admin API.
+    let (code, out) = cli(&["dlq", "redrive", "--all", "--action", "slack"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 dead letters sent back"), "{out}");
+    assert!(daemon.logs().contains("dashboard: redriving dead letters"));
 }

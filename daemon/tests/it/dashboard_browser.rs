@@ -102,8 +102,9 @@ shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
     b.check_page(&base);
     b.screenshot("dead-letters");
     std::fs::write(&fixed, "").unwrap();
-    b.click("form[action='/ui/dead-letters/redrive'] button");
-    b.wait_text("p.notice", "1 sent back to the queue");
+    b.click("form[action='/ui/dead-letters/redrive-matching'] button");
+    b.wait_text("p.notice", "Done: 1 of 1 sent back");
+    b.check_page(&base);
     b.goto(&format!("{base}/ui/events/{mailed}"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !b.text("main").contains("notify done") {

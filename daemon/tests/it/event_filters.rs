@@ -156,3 +156,141 @@ async fn postgres_lists_by_every_filter() {
         .unwrap();
     every_filter_lists_what_it_says(&store).await;
 }
+
+/// Four dead letters (three of `notify`, two of them for a timeout, one of
+/// `slack`), counted and redriven by filter.
+async fn dead_letters_by_filter<S: Pipeline + Queries>(store: &S) {
+    use switchyard::store::{DeadFilter, Finish, FinishedAttempt, NewJob, Routing};
+    let e = event(&switchyard::event::new_id(), "dead");
+    store
+        .ingest(request(&switchyard::event::new_id()), &[e.clone()], 60_000)
+        .await
+        .unwrap();
+    let jobs = [
+        ("notify", "timeout after 5 s"),
+        ("notify", "timeout after 9 s"),
+        ("notify", "550 no such user"),
+        ("slack", "timeout"),
+    ];
+    store
+        .record_routing(Routing {
+            event_id: e.id.clone(),
+            rule_runs: json!([]),
+            rules_version: 1,
+            jobs: jobs
+                .iter()
+                .enumerate()
+                .map(|(i, (action, _))| NewJob {
+                    id: switchyard::event::new_id(),
+                    rule: "r".into(),
+                    call_index: i,
+                    action: action.to_string(),
+                    params: json!({}),
+                    idempotency_key: format!("{}:{i}", e.id),
+                    order_key: None,
+                })
+                .collect(),
+            routed_at_ms: switchyard::store::now_ms(),
+            claim_with: None,
+        })
+        .await
+        .unwrap();
+    let now = switchyard::store::now_ms();
+    let claimed = store.claim_jobs(now, 10).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    for c in claimed {
+        let message = jobs[c
+            .idempotency_key
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()]
+        .1;
+        store
+            .finish_attempt(FinishedAttempt {
+                job_id: c.id.clone(),
+                attempt: c.attempt,
+                started_at_ms: now,
+                finished_at_ms: now,
+                finish: Finish::Dead {
+                    message: message.into(),
+                },
+            })
+            .await
+            .unwrap();
+    }
+    let filter = |action: Option<&str>, error: Option<&str>| DeadFilter {
+        action: action.map(str::to_string),
+        error: error.map(str::to_string),
+    };
+    assert_eq!(store.count_dead(filter(None, None)).await.unwrap(), 4);
+    assert_eq!(
+        store
+            .count_dead(filter(Some("notify"), None))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .count_dead(filter(Some("notify"), Some("timeout")))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_dead(filter(None, Some("timeout")))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(store.count_dead(filter(None, Some("%"))).await.unwrap(), 0);
+    // In chunks: one, then the other, then none is left.
+    let notify_timeouts = filter(Some("notify"), Some("timeout"));
+    assert_eq!(
+        store
+            .redrive_matching(notify_timeouts.clone(), 1, now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .redrive_matching(notify_timeouts.clone(), 5, now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .redrive_matching(notify_timeouts, 5, now)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.count_dead(filter(None, None)).await.unwrap(), 2);
+    assert_eq!(store.waiting().await.unwrap().dead_letters, 2);
+    assert!(store
+        .waiting()
+        .await
+        .unwrap()
+        .oldest_pending_job_ms
+        .is_some());
+}
+
+#[tokio::test]
+async fn the_embedded_store_redrives_dead_letters_by_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
+    dead_letters_by_filter(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_redrives_dead_letters_by_filter() {
+    let store = PgStore::connect(PgOptions::new(fresh_database()))
+        .await
+        .unwrap();
+    dead_letters_by_filter(&store).await;
+}

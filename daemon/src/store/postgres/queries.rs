@@ -10,8 +10,8 @@ use super::sql;
 use super::{map_err, notify, PgStore};
 use super::{DB_NOW_MS, LEADER};
 use crate::store::{
-    AttemptRecord, Dialect, EventDetail, EventFilter, EventSummary, InstanceInfo, JobRecord,
-    Queries, RequestRecord, StoreError, StoreFuture, StoreResult, Waiting, Work,
+    AttemptRecord, DeadFilter, Dialect, EventDetail, EventFilter, EventSummary, InstanceInfo,
+    JobRecord, Queries, RequestRecord, StoreError, StoreFuture, StoreResult, Waiting, Work,
 };
 
 fn parse_json(text: Option<String>) -> Value {
@@ -223,6 +223,44 @@ impl Queries for PgStore {
                     }
                 })
                 .collect())
+        })
+    }
+
+    fn count_dead(&self, filter: DeadFilter) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = sql::query_one(
+                &client,
+                "SELECT COUNT(*) FROM jobs WHERE state = 'dead'
+                    AND ($1::text IS NULL OR action = $1) AND ($2::text IS NULL OR strpos(last_error, $2) > 0)",
+                &[&filter.action, &filter.error],
+            )
+            .await?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn redrive_matching(
+        &self,
+        filter: DeadFilter,
+        limit: usize,
+        now_ms: i64,
+    ) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let n = sql::execute(
+                &client,
+                "UPDATE jobs SET state = 'pending', next_at = $3, series_start = attempts, finished_at = NULL
+                 WHERE id IN (SELECT id FROM jobs WHERE state = 'dead'
+                    AND ($1::text IS NULL OR action = $1) AND ($2::text IS NULL OR strpos(last_error, $2) > 0)
+                    ORDER BY id LIMIT $4)",
+                &[&filter.action, &filter.error, &now_ms, &(limit as i64)],
+            )
+            .await?;
+            if n > 0 {
+                notify(&client, Work::Jobs).await?;
+            }
+            Ok(n)
         })
     }
 

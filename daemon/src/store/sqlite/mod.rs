@@ -35,10 +35,10 @@ use tokio::sync::oneshot;
 
 use super::journal::{Journal, JournalOptions};
 use super::{
-    ulid_floor, ActionState, AttemptRecord, Backlog, ClaimedJob, Dialect, Durability, EventDetail,
-    EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline,
-    Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
-    Waiting,
+    ulid_floor, ActionState, AttemptRecord, Backlog, ClaimedJob, DeadFilter, Dialect, Durability,
+    EventDetail, EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord, PendingEvent,
+    Pipeline, Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult,
+    StoredRequest, Waiting,
 };
 
 const SCHEMA: &str = include_str!("schema.sql");

@@ -95,6 +95,40 @@ impl Queries for SqliteStore {
         })
     }
 
+    fn count_dead(&self, filter: DeadFilter) -> StoreFuture<'_, u64> {
+        self.read(move |conn| {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'dead'
+                        AND (?1 IS NULL OR action = ?1) AND (?2 IS NULL OR instr(last_error, ?2) > 0)",
+                    params![filter.action, filter.error],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            Ok(n as u64)
+        })
+    }
+
+    fn redrive_matching(
+        &self,
+        filter: DeadFilter,
+        limit: usize,
+        now_ms: i64,
+    ) -> StoreFuture<'_, u64> {
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE jobs SET state = 'pending', next_at = ?3, series_start = attempts, finished_at = NULL
+                     WHERE id IN (SELECT id FROM jobs WHERE state = 'dead'
+                        AND (?1 IS NULL OR action = ?1) AND (?2 IS NULL OR instr(last_error, ?2) > 0)
+                        ORDER BY id LIMIT ?4)",
+                    params![filter.action, filter.error, now_ms, limit as i64],
+                )
+                .map_err(map_err)?;
+            Ok(n as u64)
+        })
+    }
+
     fn waiting(&self) -> StoreFuture<'_, Waiting> {
         self.read(|conn| {
             let oldest_pending_job_ms = conn
