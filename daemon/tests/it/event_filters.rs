@@ -163,7 +163,11 @@ async fn dead_letters_by_filter<S: Pipeline + Queries>(store: &S) {
     use switchyard::store::{DeadFilter, Finish, FinishedAttempt, NewJob, Routing};
     let e = event(&switchyard::event::new_id(), "dead");
     store
-        .ingest(request(&switchyard::event::new_id()), &[e.clone()], 60_000)
+        .ingest(
+            request(&switchyard::event::new_id()),
+            std::slice::from_ref(&e),
+            60_000,
+        )
         .await
         .unwrap();
     let jobs = [
