@@ -10,6 +10,7 @@
 //!   matches, and reload times (see `rules.rs`).
 
 mod e2e;
+mod listing;
 mod rules;
 
 use std::net::SocketAddr;
@@ -98,12 +99,19 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         iterations: usize,
     },
+    /// List events from an embedded store of this many: the newest page, a
+    /// page far back, and the dashboard's filters.
+    List {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Rules { iterations } => rules::run(iterations),
+        Command::List { events } => listing::run(events),
         Command::E2e {
             url,
             secret,

@@ -29,6 +29,9 @@ pub struct EventFilter {
     /// Only events newer than this id, oldest first (unless `before` is
     /// given too).
     pub after: Option<String>,
+    /// Only events at or after this id, without changing the order: the
+    /// end of a bounded search (see [`EventFilter::is_selective`]).
+    pub floor: Option<String>,
     pub limit: usize,
 }
 
@@ -148,6 +151,7 @@ impl EventFilter {
             until_ms: time("until")?,
             before: id("before")?,
             after: id("after")?,
+            floor: None,
             limit: limit.clamp(1, max_limit),
         })
     }
@@ -166,6 +170,25 @@ impl EventFilter {
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
         .collect()
+    }
+
+    /// Whether the filter may have to read far to fill a page: anything
+    /// but the id and time bounds, which the primary key serves.
+    pub fn is_selective(&self) -> bool {
+        self.source.is_some() || self.kind.is_some() || self.state.is_some() || self.field.is_some()
+    }
+
+    /// The same bounds on ids and times, and nothing else.
+    pub fn bounds(&self) -> EventFilter {
+        EventFilter {
+            since_ms: self.since_ms,
+            until_ms: self.until_ms,
+            before: self.before.clone(),
+            after: self.after.clone(),
+            floor: self.floor.clone(),
+            limit: self.limit,
+            ..Default::default()
+        }
     }
 
     /// Newest first, unless only `after` is given (the tail reads forward).
@@ -263,6 +286,9 @@ impl EventFilter {
         }
         if let Some(after) = &self.after {
             bind(&mut sql, &mut args, " AND e.id > {}", after.clone());
+        }
+        if let Some(floor) = &self.floor {
+            bind(&mut sql, &mut args, " AND e.id >= {}", floor.clone());
         }
         (sql, args)
     }

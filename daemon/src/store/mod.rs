@@ -491,6 +491,10 @@ pub trait Pipeline: Send + Sync + 'static {
 /// replays, dead letters and redrives, enabling actions.
 pub trait Queries: Send + Sync + 'static {
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>>;
+    /// The id of the `n`th newest event (from 1) within the filter's id and
+    /// time bounds (its other conditions are not looked at), if there are
+    /// that many: where a search of the newest `n` ends.
+    fn nth_newest_id(&self, bounds: EventFilter, n: usize) -> StoreFuture<'_, Option<String>>;
     fn show_event(&self, id: String) -> StoreFuture<'_, EventDetail>;
     /// Routes a stored event again through the current rules.
     fn replay(&self, id: String) -> StoreFuture<'_, ()>;

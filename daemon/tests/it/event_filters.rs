@@ -5,8 +5,10 @@ use serde_json::{json, Value};
 
 use crate::pg::fresh_database;
 use crate::pg_store::{event, request};
+use switchyard::admin::ops;
 use switchyard::store::{
-    EventFilter, FieldMatch, PgOptions, PgStore, Pipeline, Queries, SqliteStore, StoreOptions,
+    EventFilter, FieldMatch, PgOptions, PgStore, Pipeline, Queries, SqliteStore, Store,
+    StoreOptions,
 };
 
 /// Takes in six events with different data; returns their ids, oldest first.
@@ -142,11 +144,47 @@ async fn every_filter_lists_what_it_says<S: Pipeline + Queries>(store: &S) {
     assert_eq!(window, newest_first(&[2, 3]));
 }
 
+/// A search reads at most a window of events and says where it stopped.
+async fn searches_go_back_a_window_at_a_time<S: Store>(store: &S) {
+    let ids = six_events(store).await;
+    let mut filter = field("data.invoice.amount=10");
+    let mut found = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..5 {
+        let page = ops::event_page(store, filter.clone(), 2).await.unwrap();
+        found.extend(page.events.into_iter().map(|e| e.id));
+        match page.searched_to {
+            Some(to) => {
+                stops.push(to.clone());
+                filter.before = Some(to);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(found, vec![ids[0].clone()]);
+    assert_eq!(stops, vec![ids[4].clone(), ids[2].clone(), ids[0].clone()]);
+    // Not selective: no window, no stop.
+    let page = ops::event_page(
+        store,
+        EventFilter {
+            limit: 3,
+            ..Default::default()
+        },
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!((page.events.len(), page.searched_to), (3, None));
+}
+
 #[tokio::test]
 async fn the_embedded_store_lists_by_every_filter() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
     every_filter_lists_what_it_says(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.db"), StoreOptions::default()).unwrap();
+    searches_go_back_a_window_at_a_time(&store).await;
 }
 
 #[tokio::test]
@@ -155,6 +193,10 @@ async fn postgres_lists_by_every_filter() {
         .await
         .unwrap();
     every_filter_lists_what_it_says(&store).await;
+    let store = PgStore::connect(PgOptions::new(fresh_database()))
+        .await
+        .unwrap();
+    searches_go_back_a_window_at_a_time(&store).await;
 }
 
 /// Four dead letters (three of `notify`, two of them for a timeout, one of

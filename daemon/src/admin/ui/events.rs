@@ -23,6 +23,8 @@ use crate::store::{EventDetail, EventFilter, EventSummary, STATES};
 
 /// Events on a page of the list.
 const PAGE: usize = 100;
+/// Events a page's search reads at most (newest first, within its bounds).
+const SEARCH_WINDOW: usize = 100_000;
 /// Live tails open at once, over all sessions; one more is answered 503.
 const TAILS: usize = 16;
 /// How often a tail asks the store for what came in.
@@ -93,6 +95,8 @@ struct Events {
     events: Vec<Row>,
     /// The next page's URL, when this one is full.
     older: Option<String>,
+    /// The search stopped short of the oldest events: where to go on.
+    search_older: Option<(String, String)>,
     /// The filter as a query string (for the live tail's link).
     query: String,
 }
@@ -229,18 +233,30 @@ pub(super) fn routes(
                     problem: None,
                     events: Vec::new(),
                     older: None,
+                    search_older: None,
                     query: String::new(),
                 };
                 match EventFilter::from_query(&q, PAGE, PAGE) {
                     Err(problem) => shown.problem = Some(problem),
                     Ok(filter) => {
                         shown.query = encode(&filter.to_query());
-                        match ops::list_events(app.store().as_ref(), filter.clone()).await {
-                            Ok(events) => {
+                        let store = app.store().as_ref();
+                        match ops::event_page(store, filter.clone(), SEARCH_WINDOW).await {
+                            Ok(found) => {
+                                let events = found.events;
                                 if events.len() == filter.limit {
                                     let mut next = filter.to_query();
                                     next.push(("before", events[events.len() - 1].id.clone()));
                                     shown.older = Some(format!("/ui/events?{}", encode(&next)));
+                                }
+                                if let Some(to) = found.searched_to {
+                                    let at = ulid::Ulid::from_string(&to)
+                                        .map(|u| when(u.timestamp_ms() as i64))
+                                        .unwrap_or_default();
+                                    let mut next = filter.to_query();
+                                    next.push(("before", to));
+                                    shown.search_older =
+                                        Some((at, format!("/ui/events?{}", encode(&next))));
                                 }
                                 shown.events = events.into_iter().map(Row::from).collect();
                             }

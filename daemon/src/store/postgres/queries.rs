@@ -264,6 +264,21 @@ impl Queries for PgStore {
         })
     }
 
+    fn nth_newest_id(&self, bounds: EventFilter, n: usize) -> StoreFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let (condition, args) = bounds.bounds().sql(Dialect::Postgres);
+            let sql = format!(
+                "SELECT e.id FROM events e WHERE {condition} ORDER BY e.id DESC LIMIT 1 OFFSET {}",
+                n.max(1) - 1
+            );
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+            let row = client.query_opt(&sql, &refs).await.map_err(map_err)?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
     fn waiting(&self) -> StoreFuture<'_, Waiting> {
         Box::pin(async move {
             let client = self.client().await?;

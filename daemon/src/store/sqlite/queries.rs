@@ -129,6 +129,19 @@ impl Queries for SqliteStore {
         })
     }
 
+    fn nth_newest_id(&self, bounds: EventFilter, n: usize) -> StoreFuture<'_, Option<String>> {
+        self.read(move |conn| {
+            let (condition, args) = bounds.bounds().sql(Dialect::Sqlite);
+            let sql = format!(
+                "SELECT e.id FROM events e WHERE {condition} ORDER BY e.id DESC LIMIT 1 OFFSET {}",
+                n.max(1) - 1
+            );
+            conn.query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+                .optional()
+                .map_err(map_err)
+        })
+    }
+
     fn waiting(&self) -> StoreFuture<'_, Waiting> {
         self.read(|conn| {
             let oldest_pending_job_ms = conn
