@@ -848,3 +848,80 @@ shell = "echo slack said no >&2; exit 3"
     assert!(out.contains("3 dead letters sent back"), "{out}");
     assert!(daemon.logs().contains("dashboard: redriving dead letters"));
 }
+
+/// Two instances sharing PostgreSQL: a webhook taken in by one is found,
+/// shown, tried in the playground and replayed from the other's dashboard.
+#[test]
+fn the_dashboard_works_the_same_on_a_shared_postgres_store() {
+    let url = crate::pg::fresh_database();
+    let envs = [Env::new(), Env::new()];
+    let daemons: Vec<Daemon> = envs
+        .iter()
+        .map(|env| {
+            let config = env.standard_with(
+                &format!("[store]\nurl = \"{url}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
+                "",
+            );
+            Daemon::start(&config)
+        })
+        .collect();
+    let id = daemons[0].send_viewed("inv_shared");
+    daemons[0].send_viewed("inv_other");
+    assert_eq!(envs[0].wait_audit(2).len(), 2);
+    let base = format!("http://{}", daemons[1].admin_addr());
+    let admin = sign_in(&base, TOKEN);
+    let (_, html, _) = get(
+        &base,
+        "/ui/events?field=data.eventData.entityId%3Dinv_shared",
+        Some(&admin),
+    );
+    assert!(html.contains(&id), "{html}");
+    assert_eq!(html.matches("href=\"/ui/events/01").count(), 1, "{html}");
+    let (status, html, _) = get(&base, &format!("/ui/events/{id}"), Some(&admin));
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("inv_shared") && html.contains("audit"),
+        "{html}"
+    );
+    let (status, out) = post(
+        &base,
+        "/ui/rules/playground",
+        Some(&admin),
+        &[
+            ("csrf", &csrf(&html)),
+            ("rule", "viewed"),
+            ("text", "const EVENTS = [\"tight.*\"];\naction(\"audit\", #{ tried: event.data.eventData.entityId });"),
+            ("from", "stored"),
+            ("event", &id),
+        ],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        out.split_once("id=\"live\"")
+            .unwrap()
+            .0
+            .contains("inv_shared"),
+        "{out}"
+    );
+    let (status, _) = post(
+        &base,
+        &format!("/ui/events/{id}/replay"),
+        Some(&admin),
+        &[("csrf", &csrf(&html))],
+    );
+    assert_eq!(status, 303);
+    assert!(
+        eventually(20, || envs[0].audit_lines().len()
+            + envs[1].audit_lines().len()
+            == 3),
+        "the replay ran (on either instance)"
+    );
+    let (_, overview, _) = get(&base, "/ui/overview", Some(&admin));
+    assert!(
+        overview.contains("this instance") && overview.contains("Dead letters"),
+        "{overview}"
+    );
+    for page in ["/ui/dead-letters", "/ui/actions", "/ui/rules", "/ui/tail"] {
+        assert_eq!(get(&base, page, Some(&admin)).0, 200, "{page}");
+    }
+}
