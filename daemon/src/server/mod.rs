@@ -77,7 +77,7 @@ pub async fn run(
         Some(admin) => {
             let listener = bind(admin.listen, "admin.listen")?;
             let admin_addr = listener.local_addr().unwrap_or(admin.listen);
-            tracing::info!(admin_addr = %admin_addr, "admin API on http://{admin_addr}/v1/");
+            tracing::info!(admin_addr = %admin_addr, "admin API on http://{admin_addr}/v1/, dashboard on http://{admin_addr}/ui");
             let routes = crate::admin::filter(app.clone(), admin.token, admin.read_only_token);
             Some(spawn_admin(
                 &app,

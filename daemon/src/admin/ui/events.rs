@@ -15,6 +15,7 @@ use warp::http::StatusCode;
 use warp::reply::Response as Reply;
 use warp::{Filter, Rejection, Reply as _};
 
+use super::rules::RunView;
 use super::session::{Role, Session, Sessions};
 use super::{may_act, nav, page, plain, pretty, see_other, when, Nav, SessionFilter};
 use crate::admin::ops;
@@ -142,7 +143,7 @@ struct EventPage {
     rules_version: String,
     duplicates: u64,
     jobs: Vec<JobView>,
-    rule_runs: String,
+    rule_runs: Vec<RunView>,
     envelope: String,
     verdict: String,
     method: String,
@@ -152,7 +153,12 @@ struct EventPage {
 }
 
 impl EventPage {
-    fn new(d: EventDetail, session: &Session, notice: Option<&'static str>) -> EventPage {
+    fn new(
+        d: EventDetail,
+        session: &Session,
+        notice: Option<&'static str>,
+        known: &dyn Fn(&str) -> bool,
+    ) -> EventPage {
         let id = d.envelope["id"].as_str().unwrap_or_default().to_string();
         EventPage {
             nav: nav(session, "events"),
@@ -191,14 +197,22 @@ impl EventPage {
                     idempotency_key: j.idempotency_key,
                 })
                 .collect(),
-            rule_runs: pretty(&d.rule_runs),
+            rule_runs: RunView::of_stored(&d.rule_runs, &known),
             envelope: pretty(&d.envelope),
             verdict: d.request.verdict,
             method: d.request.method,
-            path: if d.request.query.is_empty() {
-                d.request.path
-            } else {
-                format!("{}?{}", d.request.path, d.request.query)
+            path: {
+                // As the provider posted it: the stored path is what follows
+                // `/hooks/`.
+                let source = d.envelope["source"].as_str().unwrap_or_default();
+                let mut path = format!("/hooks/{}", d.request.path.trim_start_matches('/'));
+                if d.request.path.is_empty() {
+                    path = format!("/hooks/{source}");
+                }
+                if !d.request.query.is_empty() {
+                    path = format!("{path}?{}", d.request.query);
+                }
+                path
             },
             headers: d.request.headers,
             body: d.request.body,
@@ -342,7 +356,14 @@ pub(super) fn routes(
                     .contains_key("replayed")
                     .then_some("Replayed: it is routed again through the current rules.");
                 match ops::show_event(app.store().as_ref(), id).await {
-                    Ok(d) => page(StatusCode::OK, EventPage::new(d, &s, notice).render()),
+                    Ok(d) => {
+                        let config = app.config();
+                        let known = |a: &str| config.actions.contains_key(a);
+                        page(
+                            StatusCode::OK,
+                            EventPage::new(d, &s, notice, &known).render(),
+                        )
+                    }
                     Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
                     Err(e) => {
                         tracing::error!("dashboard: {e}");

@@ -86,12 +86,42 @@ impl Form {
     }
 }
 
-/// One rule's run as shown.
-struct RunView {
-    rule: String,
-    error: String,
-    elapsed_us: u64,
-    calls: Vec<(String, String, bool)>,
+/// One rule's run as shown (here and on an event's page).
+pub(super) struct RunView {
+    pub(super) rule: String,
+    pub(super) error: String,
+    pub(super) elapsed_us: u64,
+    /// Action, its parameters (pretty JSON), whether it is configured.
+    pub(super) calls: Vec<(String, String, bool)>,
+}
+
+impl RunView {
+    /// The rule runs an event's last routing stored (JSON of [`RuleRun`]s).
+    pub(super) fn of_stored(runs: &Value, known: &dyn Fn(&str) -> bool) -> Vec<RunView> {
+        runs.as_array()
+            .map(|runs| {
+                runs.iter()
+                    .map(|r| RunView {
+                        rule: r["rule"].as_str().unwrap_or_default().to_string(),
+                        error: r["error"].as_str().unwrap_or_default().to_string(),
+                        elapsed_us: r["elapsed_us"].as_u64().unwrap_or(0),
+                        calls: r["calls"]
+                            .as_array()
+                            .map(|calls| {
+                                calls
+                                    .iter()
+                                    .map(|c| {
+                                        let action = c["action"].as_str().unwrap_or_default();
+                                        (action.to_string(), pretty(&c["params"]), known(action))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 struct Outcome {
