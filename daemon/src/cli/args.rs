@@ -152,7 +152,7 @@ pub enum EventsCommand {
         /// Only from this source.
         #[arg(long)]
         source: Option<String>,
-        /// Only of this type; a trailing `*` matches a prefix (`tight.*`).
+        /// Only of this type, or of a glob of types: `*` any characters, `?` one (`tight.*`, `*.invoiceViewed`).
         #[arg(long = "type")]
         kind: Option<String>,
         /// Only received since: a time (RFC 3339) or an age (`1h`, `2d`).

@@ -16,7 +16,8 @@ use super::ulid_floor;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFilter {
     pub source: Option<String>,
-    /// A type, or a prefix ending in `*` (`tight.*`).
+    /// A type, or a glob of types: `*` any characters, `?` one
+    /// (`tight.*`, `*.invoiceViewed`).
     pub kind: Option<String>,
     /// `pending`, `routed`, `stale`, or `dead` (a job of it gave up).
     pub state: Option<String>,
@@ -215,20 +216,26 @@ impl EventFilter {
             bind(&mut sql, &mut args, " AND e.source = {}", source.clone());
         }
         if let Some(kind) = &self.kind {
-            if let Some(prefix) = kind.strip_suffix('*') {
-                // LIKE with the prefix's own % and _ taken literally.
-                let escaped = prefix
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                bind(
-                    &mut sql,
-                    &mut args,
-                    " AND e.type LIKE {} ESCAPE '\\'",
-                    format!("{escaped}%"),
-                );
-            } else {
+            if !kind.contains(['*', '?']) {
                 bind(&mut sql, &mut args, " AND e.type = {}", kind.clone());
+            } else {
+                // `*` any run of characters, `?` one; everything else, and
+                // the case of letters, as written (as rules' EVENTS match).
+                match dialect {
+                    Dialect::Sqlite => {
+                        let glob = kind.replace('[', "[[]");
+                        bind(&mut sql, &mut args, " AND e.type GLOB {}", glob);
+                    }
+                    Dialect::Postgres => {
+                        let like = kind
+                            .replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_")
+                            .replace('*', "%")
+                            .replace('?', "_");
+                        bind(&mut sql, &mut args, " AND e.type LIKE {} ESCAPE '\\'", like);
+                    }
+                }
             }
         }
         match self.state.as_deref() {
@@ -359,11 +366,13 @@ mod tests {
             ..Default::default()
         };
         let (sql, args) = f.sql(Dialect::Sqlite);
-        assert!(sql.contains("LIKE ?1 ESCAPE"), "{sql}");
-        assert_eq!(args[0], "a\\_b%");
+        assert!(sql.contains("GLOB ?1"), "{sql}");
+        assert_eq!(args[0], "a_b*");
         assert_eq!(args[1], "$.\"data\".\"lines\"[0].\"sku\"");
         assert!(sql.contains("= ?3") && sql.contains("e.id > ?4"), "{sql}");
         let (sql, args) = f.sql(Dialect::Postgres);
+        assert!(sql.contains("LIKE $1 ESCAPE"), "{sql}");
+        assert_eq!(args[0], "a\\_b%");
         assert!(sql.contains("#>> ($2::text)::text[] = $3"), "{sql}");
         assert_eq!(args[1], "{data,lines,0,sku}");
         assert!(f.oldest_first());

@@ -90,7 +90,22 @@ async fn every_filter_lists_what_it_says<S: Pipeline + Queries>(store: &S) {
         listed(store, kind("tight.invoice_*")).await,
         newest_first(&[3])
     );
-    // `_` is not a wildcard in a type's prefix.
+    assert_eq!(
+        listed(store, kind("*.invoice_paid")).await,
+        newest_first(&[3])
+    );
+    assert_eq!(listed(store, kind("?ight.invoice*")).await.len(), 6);
+    assert_eq!(
+        listed(store, kind("TIGHT.*")).await,
+        newest_first(&[]),
+        "case counts"
+    );
+    assert_eq!(
+        listed(store, kind("tight.invoice[_]paid")).await,
+        newest_first(&[]),
+        "[ is a character"
+    );
+    // `_` and `%` are not wildcards.
     assert_eq!(
         listed(store, kind("tight.invoiceX*")).await,
         newest_first(&[])
