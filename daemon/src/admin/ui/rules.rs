@@ -227,19 +227,22 @@ async fn run(app: &Arc<Switchyard>, f: &Form) -> Result<Outcome, String> {
         let live = rules.current();
         let edited = rules::compile(&rules.engine, &path, &text)
             .map_err(|p| format!("{}: {}", p.location, p.message))?;
-        let wants = edited.patterns.iter().any(|p| {
-            globset::Glob::new(p).is_ok_and(|g| g.compile_matcher().is_match(&event.kind))
-        });
         let mut set: Vec<Arc<rules::Rule>> = live
             .rules()
             .iter()
             .filter(|r| r.name != edited.name)
             .cloned()
             .collect();
+        let name = edited.name.clone();
         set.push(Arc::new(edited));
         set.sort_by(|a, b| a.name.cmp(&b.name));
         let edited_set =
             RuleSet::from_rules(set).map_err(|p| format!("{}: {}", p.location, p.message))?;
+        // Whether the edited rule wants the event, as routing decides it.
+        let wants = edited_set
+            .matching(&event.kind)
+            .iter()
+            .any(|&i| edited_set.rules()[i].name == name);
         let known = |a: &str| config.actions.contains_key(a);
         Ok(Outcome {
             event_type: event.kind.clone(),
