@@ -5,6 +5,10 @@
 //! (`<provider>.<provider's own name>`), `subject`, `time`, `data`, plus
 //! `provider`, `dedup_key`, `received_at` and `extensions` (normalized
 //! attributes a provider adds, e.g. Tight's entity resource path).
+//!
+//! Switchyard's own events (`switchyard.*`, source `switchyard`) are
+//! [`Notice`]s a stage announces; the app stores and routes them like a
+//! provider's (`app/notices.rs`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -102,4 +106,54 @@ mod tests {
         assert_eq!(v["type"], "tight.invoiceViewed");
         assert!(v.get("subject").is_none());
     }
+}
+
+/// The source of Switchyard's own events.
+pub const OWN_SOURCE: &str = "switchyard";
+
+/// One of Switchyard's own events, as a stage announces it: its type
+/// (`switchyard.action.dead_letter`), what it is about (an action's name),
+/// its data, and a key that makes announcing the same thing twice one
+/// event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub kind: &'static str,
+    pub subject: String,
+    pub data: Value,
+    pub dedup_key: String,
+}
+
+/// Where stages announce notices.
+pub type Announce = std::sync::Arc<dyn Fn(Notice) + Send + Sync>;
+
+impl Notice {
+    /// The notice as an event of the source `switchyard`.
+    pub fn into_event(self, now: OffsetDateTime) -> Event {
+        let at = rfc3339(now);
+        Event {
+            id: new_id(),
+            source: OWN_SOURCE.into(),
+            kind: self.kind.into(),
+            subject: Some(self.subject),
+            time: at.clone(),
+            data: self.data,
+            provider: OWN_SOURCE.into(),
+            dedup_key: self.dedup_key,
+            received_at: at,
+            extensions: Map::new(),
+            order: None,
+        }
+    }
+}
+
+/// Whether an event (as stored JSON) is one of Switchyard's own: what
+/// befalls its jobs is not announced again, so an alert that fails cannot
+/// feed itself.
+pub fn is_own(envelope: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Source<'a> {
+        #[serde(borrow)]
+        source: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_str::<Source>(envelope).is_ok_and(|e| e.source == OWN_SOURCE)
 }

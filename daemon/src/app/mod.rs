@@ -17,6 +17,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 mod build;
+pub mod notices;
 
 pub use build::{build, build_topology, check, open_store, unknown_actions, Built, CheckReport};
 
@@ -148,6 +149,17 @@ impl Switchyard {
             gauge.set(b);
         }
         let actions = crate::dispatch::actions(&config.actions, built.topology.actions);
+        let (inbox_tx, inbox) = tokio::sync::mpsc::channel(crate::router::INBOX);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        // Switchyard's own events, routed like a provider's.
+        let notices = notices::Notices::new(
+            store.clone(),
+            inbox_tx.clone(),
+            overflowed.clone(),
+            gauge.clone(),
+            config.store.dedup_window.as_millis() as i64,
+        );
+        rules.set_announce(notices.announcer());
         let dispatcher = Dispatcher::new(
             actions,
             pool.clone(),
@@ -158,9 +170,9 @@ impl Switchyard {
             },
             config.delivery.concurrency,
             metrics.clone(),
-        );
+        )
+        .with_announce(notices.announcer());
         let dispatch_wake = dispatcher.wake.clone();
-        let (inbox_tx, inbox) = tokio::sync::mpsc::channel(crate::router::INBOX);
         // Work another process left (its jobs, a replay) wakes the stage
         // that takes it, when the store can tell.
         let router_wake = Arc::new(tokio::sync::Notify::new());
@@ -171,7 +183,6 @@ impl Switchyard {
                 crate::store::Work::Events => events.notify_one(),
             }));
         }
-        let overflowed = Arc::new(AtomicBool::new(false));
         let router = Router {
             rules: rules.clone(),
             store: store.clone(),

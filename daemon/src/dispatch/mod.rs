@@ -34,6 +34,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::event::{Announce, Notice};
 use crate::host::{CallPool, ExecOutcome, Instance, PluginError};
 use crate::metrics::recent::{Kind, Latency};
 use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Pipeline};
@@ -130,6 +131,8 @@ pub struct Dispatcher {
     /// Per action that takes batches: the jobs waiting for its next call.
     batches: Arc<std::sync::Mutex<HashMap<String, batch::BatchQueue>>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Where dead letters and gate changes are announced, if anywhere.
+    announce: Option<Announce>,
 }
 
 impl Dispatcher {
@@ -154,6 +157,25 @@ impl Dispatcher {
             queues: Arc::new(KeyQueues::default()),
             batches: Arc::default(),
             metrics,
+            announce: None,
+        }
+    }
+
+    /// Announces dead letters (`switchyard.action.dead_letter`) and gate
+    /// changes (`switchyard.action.breaker_open`, `.disabled`) to `announce`
+    /// — except those of jobs of Switchyard's own events.
+    pub fn with_announce(mut self, announce: Announce) -> Dispatcher {
+        self.announce = Some(announce);
+        self
+    }
+
+    /// Announces `notice` about `job`, unless there is nowhere to, or the
+    /// job's event is itself one of Switchyard's own.
+    fn announce(&self, job: &ClaimedJob, notice: impl FnOnce() -> Notice) {
+        if let Some(announce) = &self.announce {
+            if !crate::event::is_own(job.event.get()) {
+                announce(notice());
+            }
         }
     }
 
@@ -349,7 +371,7 @@ impl Dispatcher {
     /// Records an attempt's outcome: the action's gate, metrics, and the
     /// job's new state in the store.
     async fn record(&self, job: ClaimedJob, attempt: ExecOutcome, started: i64, finished: i64) {
-        self.update_gate(&job.action, &attempt, finished).await;
+        self.update_gate(&job, &attempt, finished).await;
         let finish = self.policy.decide(job.series_attempt, &attempt, finished);
         let action_label = crate::metrics::ActionLabel {
             action: job.action.clone(),
@@ -385,6 +407,24 @@ impl Dispatcher {
                 event_id = %event_id(&job), rule = %job.rule, action = %job.action, job_id = %job.id,
                 "job moved to dead letters: {message}"
             );
+            self.announce(&job, || {
+                let event: Value = serde_json::from_str(job.event.get()).unwrap_or_default();
+                Notice {
+                    kind: "switchyard.action.dead_letter",
+                    subject: job.action.clone(),
+                    data: serde_json::json!({
+                        "action": job.action,
+                        "job_id": job.id,
+                        "rule": job.rule,
+                        "attempts": job.attempt,
+                        "error": message,
+                        "event_id": job.event_id,
+                        "event_type": event["type"],
+                        "event_source": event["source"],
+                    }),
+                    dedup_key: format!("dead:{}:{}", job.id, job.attempt),
+                }
+            });
         }
         let record = FinishedAttempt {
             job_id: job.id.clone(),
@@ -405,7 +445,8 @@ impl Dispatcher {
 
     /// Feeds an attempt's outcome to its action's breaker; logs and stores
     /// a change.
-    async fn update_gate(&self, action: &str, attempt: &ExecOutcome, now: i64) {
+    async fn update_gate(&self, job: &ClaimedJob, attempt: &ExecOutcome, now: i64) {
+        let action = job.action.as_str();
         let Some(handle) = self.actions().get(action).cloned() else {
             return;
         };
@@ -424,6 +465,25 @@ impl Dispatcher {
                 action,
                 "action disabled (the target is gone): {reason}; `switchyard actions enable {action}` resumes it"
             ),
+        }
+        let notice = match &change {
+            Transition::Opened { until_ms, failures } => Some((
+                "switchyard.action.breaker_open",
+                serde_json::json!({"action": action, "failures": failures, "until_ms": until_ms}),
+            )),
+            Transition::Disabled(reason) => Some((
+                "switchyard.action.disabled",
+                serde_json::json!({"action": action, "reason": reason}),
+            )),
+            Transition::Closed => None,
+        };
+        if let Some((kind, data)) = notice {
+            self.announce(job, || Notice {
+                kind,
+                subject: action.to_string(),
+                data,
+                dedup_key: format!("{kind}:{action}:{now}"),
+            });
         }
         let state = handle.breaker.snapshot(action, now);
         let paused = match state.state.as_str() {

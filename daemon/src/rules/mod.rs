@@ -434,6 +434,9 @@ pub struct Rules {
     reloading: Mutex<()>,
     /// Reloads that found a file that does not compile.
     pub failed_reloads: AtomicU64,
+    /// Where a file that does not compile is announced
+    /// (`switchyard.rules.broken`), once set.
+    announce: std::sync::OnceLock<crate::event::Announce>,
 }
 
 /// What a reload did.
@@ -457,7 +460,13 @@ impl Rules {
             current: ArcSwap::from_pointee(set),
             reloading: Mutex::new(()),
             failed_reloads: AtomicU64::new(0),
+            announce: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Announces each file a reload finds broken from now on.
+    pub fn set_announce(&self, announce: crate::event::Announce) {
+        let _ = self.announce.set(announce);
     }
 
     /// The live rule set. Route a batch with one snapshot: every event is
@@ -477,6 +486,7 @@ impl Rules {
     pub fn reload(&self) -> Result<Reloaded, Problem> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let live = self.current();
+        let was_broken = live.broken.clone();
         let next = live.reload(&self.engine, &self.dir)?;
         let changed = next.is_some();
         let set = match next {
@@ -489,6 +499,18 @@ impl Rules {
         };
         if !set.broken.is_empty() {
             self.failed_reloads.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(announce) = self.announce.get() {
+            // Newly broken files only; the dedup key makes one event of the
+            // same problem announced again within the window.
+            for p in set.broken.iter().filter(|p| !was_broken.contains(p)) {
+                announce(crate::event::Notice {
+                    kind: "switchyard.rules.broken",
+                    subject: p.location.clone(),
+                    data: serde_json::json!({"location": p.location, "message": p.message}),
+                    dedup_key: format!("broken:{}:{}", p.location, p.message),
+                });
+            }
         }
         Ok(Reloaded {
             version: set.version,

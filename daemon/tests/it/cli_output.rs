@@ -70,7 +70,7 @@ shell = "echo no such invoice >&2; exit 3"
         out
     };
     settings().bind(|| {
-        insta::assert_snapshot!("events_list", run(&["events", "list"]));
+        insta::assert_snapshot!("events_list", run(&["events", "list", "--source", "tight"]));
         insta::assert_snapshot!("dlq_list", run(&["dlq", "list"]));
         insta::assert_snapshot!("actions_list", run(&["actions", "list"]));
         insta::assert_snapshot!("status", run(&["status"]));

@@ -18,6 +18,7 @@ mod event_filters;
 mod hostile;
 mod instances;
 mod layers;
+mod notices;
 mod pg;
 mod pg_order;
 mod pg_store;
