@@ -13,7 +13,7 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
-use super::{may_act, nav, page, plain, see_other, when, Nav, SessionFilter};
+use super::{may_act, nav, page, page_route, plain, see_other, when, Nav, SessionFilter};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::metrics::recent::Kind;
@@ -51,81 +51,81 @@ pub(super) fn routes(
     app: Arc<Switchyard>,
     session: impl SessionFilter,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
-    let with_app = warp::any().map(move || app.clone());
-    let list = warp::path!("ui" / "actions")
-        .and(warp::get())
-        .and(session.clone())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with_app.clone())
-        .then(
-            |s: Option<(String, Session)>, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let now = now_ms();
-                let mut tally: HashMap<String, (u64, u64)> = HashMap::new();
-                let recent = &app.metrics().recent;
-                for minute in recent.counts(now, Kind::Attempt, WINDOW_MINUTES) {
-                    for (action, outcome, n) in minute.counts {
-                        let t = tally.entry(action).or_default();
-                        t.0 += n;
-                        if outcome != "done" {
-                            t.1 += n;
-                        }
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+    let list = page_route(
+        warp::path!("ui" / "actions"),
+        session.clone(),
+        app.clone(),
+        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
+            let now = now_ms();
+            let mut tally: HashMap<String, (u64, u64)> = HashMap::new();
+            let recent = &app.metrics().recent;
+            for minute in recent.counts(now, Kind::Attempt, WINDOW_MINUTES) {
+                for (action, outcome, n) in minute.counts {
+                    let t = tally.entry(action).or_default();
+                    t.0 += n;
+                    if outcome != "done" {
+                        t.1 += n;
                     }
                 }
-                let (rows, problem) = match ops::actions(app.store().as_ref(), &app.config()).await {
-                    Ok(rows) => (rows, None),
-                    Err(e) => (Vec::new(), Some(e.to_string())),
-                };
-                let rows = rows
-                    .into_iter()
-                    .map(|a| {
-                        let (attempts, failed) = tally.get(&a.name).copied().unwrap_or_default();
-                        Row {
-                            until: a
-                                .until_ms
-                                .filter(|_| a.state == "open")
-                                .map(when)
-                                .unwrap_or_default(),
-                            rate: if attempts == 0 {
-                                "-".into()
-                            } else {
-                                format!("{:.0}%", failed as f64 * 100.0 / attempts as f64)
-                            },
-                            name: a.name,
-                            plugin: a.plugin,
-                            state: a.state,
-                            failures: a.failures,
-                            reason: a.reason.unwrap_or_default(),
-                            attempts,
-                            failed,
-                        }
-                    })
-                    .collect();
-                let notice = match (q.get("paused"), q.get("enabled"), q.get("due")) {
-                    (Some(name), _, _) => Some(format!("{name} is paused: its jobs wait until it is enabled.")),
-                    (_, Some(name), due) => Some(format!(
-                        "{name} runs again; {} waiting job(s) are due now.",
-                        due.map_or("its", |d| d.as_str())
-                    )),
-                    _ => None,
-                };
-                page(
-                    StatusCode::OK,
-                    Actions {
-                        nav: nav(&s, "actions"),
-                        notice,
-                        problem,
-                        can_act: s.role == Role::Admin,
-                        csrf: s.csrf.clone(),
-                        minutes: WINDOW_MINUTES,
-                        rows,
+            }
+            let (rows, problem) = match ops::actions(app.store().as_ref(), &app.config()).await {
+                Ok(rows) => (rows, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            };
+            let rows = rows
+                .into_iter()
+                .map(|a| {
+                    let (attempts, failed) = tally.get(&a.name).copied().unwrap_or_default();
+                    Row {
+                        until: a
+                            .until_ms
+                            .filter(|_| a.state == "open")
+                            .map(when)
+                            .unwrap_or_default(),
+                        rate: if attempts == 0 {
+                            "-".into()
+                        } else {
+                            format!("{:.0}%", failed as f64 * 100.0 / attempts as f64)
+                        },
+                        name: a.name,
+                        plugin: a.plugin,
+                        state: a.state,
+                        failures: a.failures,
+                        reason: a.reason.unwrap_or_default(),
+                        attempts,
+                        failed,
                     }
-                    .render(),
-                )
-            },
-        );
+                })
+                .collect();
+            let notice = match (q.get("paused"), q.get("enabled"), q.get("due")) {
+                (Some(name), _, _) => Some(format!(
+                    "{name} is paused: its jobs wait until it is enabled."
+                )),
+                (_, Some(name), due) => Some(format!(
+                    "{name} runs again; {} waiting job(s) are due now.",
+                    due.map_or("its", |d| d.as_str())
+                )),
+                _ => None,
+            };
+            page(
+                StatusCode::OK,
+                Actions {
+                    nav: nav(&s, "actions"),
+                    notice,
+                    problem,
+                    can_act: s.role == Role::Admin,
+                    csrf: s.csrf.clone(),
+                    minutes: WINDOW_MINUTES,
+                    rows,
+                }
+                .render(),
+            )
+        },
+    );
     let act = warp::path!("ui" / "actions" / String / String)
         .and(warp::post())
         .and(session)

@@ -14,7 +14,7 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
-use super::{may_act, nav, page, plain, see_other, Nav, SessionFilter};
+use super::{may_act, nav, page, page_route, plain, see_other, Nav, SessionFilter};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::store::{DeadFilter, JobRecord};
@@ -150,60 +150,61 @@ pub(super) fn routes(
     app: Arc<Switchyard>,
     session: impl SessionFilter,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
-    let with_app = warp::any().map(move || app.clone());
-    let list = warp::path!("ui" / "dead-letters")
-        .and(warp::get())
-        .and(session.clone())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with_app.clone())
-        .then(
-            |s: Option<(String, Session)>, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let notice = q
-                    .get("redriven")
-                    .map(|n| format!("{n} sent back to the queue."));
-                let filter = dead_filter(&q);
-                let store = app.store().as_ref();
-                let (jobs, problem) = match ops::dead_letters(store, SHOWN).await {
-                    Ok(jobs) => (jobs, None),
-                    Err(e) => (Vec::new(), Some(e.to_string())),
-                };
-                let jobs: Vec<JobRecord> = jobs
-                    .into_iter()
-                    .filter(|j| filter.action.as_ref().is_none_or(|a| *a == j.action))
-                    .filter(|j| {
-                        filter.error.as_ref().is_none_or(|e| {
-                            j.last_error.as_deref().unwrap_or_default().contains(e.as_str())
-                        })
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+    let list = page_route(
+        warp::path!("ui" / "dead-letters"),
+        session.clone(),
+        app.clone(),
+        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
+            let notice = q
+                .get("redriven")
+                .map(|n| format!("{n} sent back to the queue."));
+            let filter = dead_filter(&q);
+            let store = app.store().as_ref();
+            let (jobs, problem) = match ops::dead_letters(store, SHOWN).await {
+                Ok(jobs) => (jobs, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            };
+            let jobs: Vec<JobRecord> = jobs
+                .into_iter()
+                .filter(|j| filter.action.as_ref().is_none_or(|a| *a == j.action))
+                .filter(|j| {
+                    filter.error.as_ref().is_none_or(|e| {
+                        j.last_error
+                            .as_deref()
+                            .unwrap_or_default()
+                            .contains(e.as_str())
                     })
-                    .collect();
-                let matching = ops::count_dead(store, filter.clone())
-                    .await
-                    .unwrap_or(jobs.len() as u64);
-                let mut actions: Vec<String> = app.config().actions.keys().cloned().collect();
-                actions.sort();
-                page(
-                    StatusCode::OK,
-                    DeadLetters {
-                        nav: nav(&s, "dead-letters"),
-                        notice,
-                        problem,
-                        can_act: s.role == Role::Admin,
-                        csrf: s.csrf.clone(),
-                        total: jobs.len(),
-                        matching,
-                        actions,
-                        filtered: filter != DeadFilter::default(),
-                        filter_action: filter.action.unwrap_or_default(),
-                        filter_error: filter.error.unwrap_or_default(),
-                        groups: groups(jobs),
-                    }
-                    .render(),
-                )
-            },
-        );
+                })
+                .collect();
+            let matching = ops::count_dead(store, filter.clone())
+                .await
+                .unwrap_or(jobs.len() as u64);
+            let mut actions: Vec<String> = app.config().actions.keys().cloned().collect();
+            actions.sort();
+            page(
+                StatusCode::OK,
+                DeadLetters {
+                    nav: nav(&s, "dead-letters"),
+                    notice,
+                    problem,
+                    can_act: s.role == Role::Admin,
+                    csrf: s.csrf.clone(),
+                    total: jobs.len(),
+                    matching,
+                    actions,
+                    filtered: filter != DeadFilter::default(),
+                    filter_action: filter.action.unwrap_or_default(),
+                    filter_error: filter.error.unwrap_or_default(),
+                    groups: groups(jobs),
+                }
+                .render(),
+            )
+        },
+    );
     let redrive = warp::path!("ui" / "dead-letters" / "redrive")
         .and(warp::post())
         .and(session.clone())

@@ -17,7 +17,7 @@ use warp::{Filter, Rejection, Reply as _};
 
 use super::rules::RunView;
 use super::session::{Role, Session, Sessions};
-use super::{may_act, nav, page, plain, pretty, see_other, when, Nav, SessionFilter};
+use super::{may_act, nav, page, page_route, plain, pretty, see_other, when, Nav, SessionFilter};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::store::{EventDetail, EventFilter, EventSummary, STATES};
@@ -226,61 +226,59 @@ pub(super) fn routes(
     sessions: Arc<Sessions>,
     session: impl SessionFilter,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
-    let with_app = warp::any().map(move || app.clone());
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
     let form = warp::body::content_length_limit(16 * 1024)
         .and(warp::body::form::<HashMap<String, String>>());
 
-    let list = warp::path!("ui" / "events")
-        .and(warp::get())
-        .and(session.clone())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with_app.clone())
-        .then(
-            |s: Option<(String, Session)>, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let mut shown = Events {
-                    nav: nav(&s, "events"),
-                    filter: Shown::of(&q),
-                    states: STATES,
-                    problem: None,
-                    events: Vec::new(),
-                    older: None,
-                    search_older: None,
-                    query: String::new(),
-                };
-                match EventFilter::from_query(&q, PAGE, PAGE) {
-                    Err(problem) => shown.problem = Some(problem),
-                    Ok(filter) => {
-                        shown.query = encode(&filter.to_query());
-                        let store = app.store().as_ref();
-                        match ops::event_page(store, filter.clone(), SEARCH_WINDOW).await {
-                            Ok(found) => {
-                                let events = found.events;
-                                if events.len() == filter.limit {
-                                    let mut next = filter.to_query();
-                                    next.push(("before", events[events.len() - 1].id.clone()));
-                                    shown.older = Some(format!("/ui/events?{}", encode(&next)));
-                                }
-                                if let Some(to) = found.searched_to {
-                                    let at = ulid::Ulid::from_string(&to)
-                                        .map(|u| when(u.timestamp_ms() as i64))
-                                        .unwrap_or_default();
-                                    let mut next = filter.to_query();
-                                    next.push(("before", to));
-                                    shown.search_older =
-                                        Some((at, format!("/ui/events?{}", encode(&next))));
-                                }
-                                shown.events = events.into_iter().map(Row::from).collect();
+    let list = page_route(
+        warp::path!("ui" / "events"),
+        session.clone(),
+        app.clone(),
+        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
+            let mut shown = Events {
+                nav: nav(&s, "events"),
+                filter: Shown::of(&q),
+                states: STATES,
+                problem: None,
+                events: Vec::new(),
+                older: None,
+                search_older: None,
+                query: String::new(),
+            };
+            match EventFilter::from_query(&q, PAGE, PAGE) {
+                Err(problem) => shown.problem = Some(problem),
+                Ok(filter) => {
+                    shown.query = encode(&filter.to_query());
+                    let store = app.store().as_ref();
+                    match ops::event_page(store, filter.clone(), SEARCH_WINDOW).await {
+                        Ok(found) => {
+                            let events = found.events;
+                            if events.len() == filter.limit {
+                                let mut next = filter.to_query();
+                                next.push(("before", events[events.len() - 1].id.clone()));
+                                shown.older = Some(format!("/ui/events?{}", encode(&next)));
                             }
-                            Err(e) => shown.problem = Some(e.to_string()),
+                            if let Some(to) = found.searched_to {
+                                let at = ulid::Ulid::from_string(&to)
+                                    .map(|u| when(u.timestamp_ms() as i64))
+                                    .unwrap_or_default();
+                                let mut next = filter.to_query();
+                                next.push(("before", to));
+                                shown.search_older =
+                                    Some((at, format!("/ui/events?{}", encode(&next))));
+                            }
+                            shown.events = events.into_iter().map(Row::from).collect();
                         }
+                        Err(e) => shown.problem = Some(e.to_string()),
                     }
                 }
-                page(StatusCode::OK, shown.render())
-            },
-        );
+            }
+            page(StatusCode::OK, shown.render())
+        },
+    );
 
     let tail = warp::path!("ui" / "tail")
         .and(warp::get())

@@ -136,6 +136,38 @@ impl<F> SessionFilter for F where
 {
 }
 
+/// A page without path parameters: `GET`, the query string, and the
+/// session — or, without one, a 303 to sign-in before `handler` runs.
+pub(super) fn page_route<P, F, Fut>(
+    path: P,
+    session: impl SessionFilter,
+    app: Arc<Switchyard>,
+    handler: F,
+) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone
+where
+    P: Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
+    F: Fn(Session, HashMap<String, String>, Arc<Switchyard>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Reply> + Send,
+{
+    path.and(warp::get())
+        .and(session)
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::any().map(move || app.clone()))
+        .then(
+            move |s: Option<(String, Session)>,
+                  q: HashMap<String, String>,
+                  app: Arc<Switchyard>| {
+                let handler = handler.clone();
+                async move {
+                    match s {
+                        Some((_, s)) => handler(s, q, app).await,
+                        None => see_other("/ui/sign-in"),
+                    }
+                }
+            },
+        )
+}
+
 /// What the header shows of the session.
 pub(super) struct Nav {
     page: &'static str,

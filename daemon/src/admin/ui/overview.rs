@@ -16,7 +16,7 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::Session;
-use super::{nav, page, see_other, Nav, SessionFilter};
+use super::{nav, page, page_route, Nav, SessionFilter};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::metrics::recent::{Kind, Latency, Quantiles, MINUTES};
@@ -176,63 +176,58 @@ pub(super) fn routes(
     app: Arc<Switchyard>,
     session: impl SessionFilter,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
-    let with_app = warp::any().map(move || app.clone());
-    warp::path!("ui" / "overview")
-        .and(warp::get())
-        .and(session)
-        .and(with_app)
-        .then(
-            |s: Option<(String, Session)>, app: Arc<Switchyard>| async move {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let now = now_ms();
-                let store = app.store();
-                let mut problem = None;
-                let backlog = store.backlog().await.unwrap_or_else(|e| {
-                    problem = Some(format!("the store did not answer: {e}"));
-                    Default::default()
-                });
-                let waiting = store.waiting().await.unwrap_or_default();
-                let gates = ops::actions(store.as_ref(), &app.config())
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|a| a.state != "closed")
-                    .map(|a| Gate {
-                        name: a.name,
-                        state: a.state,
-                        reason: a.reason.unwrap_or_default(),
-                    })
-                    .collect();
-                let rules = app.rules().current();
-                let recent = &app.metrics().recent;
-                let view = Overview {
-                    nav: nav(&s, "overview"),
-                    problem,
-                    width: MINUTES as u32 * BAR,
-                    height: HEIGHT,
-                    minutes: MINUTES,
-                    charts: charts(&app, now),
-                    latency_minutes: LATENCY_MINUTES,
-                    ingest: shown(recent.quantiles(now, Latency::Ingest, LATENCY_MINUTES)),
-                    end_to_end: shown(recent.quantiles(now, Latency::EndToEnd, LATENCY_MINUTES)),
-                    unrouted: backlog.unrouted_events,
-                    pending: backlog.pending_jobs,
-                    oldest_pending: waiting
-                        .oldest_pending_job_ms
-                        .map(|t| age(t, now))
-                        .unwrap_or_else(|| "-".into()),
-                    dead_letters: waiting.dead_letters,
-                    gates,
-                    broken: rules
-                        .broken
-                        .iter()
-                        .map(|p| (p.location.clone(), p.message.clone()))
-                        .collect(),
-                    shared: !store.instances().await.unwrap_or_default().is_empty(),
-                };
-                page(StatusCode::OK, view.render())
-            },
-        )
+    page_route(
+        warp::path!("ui" / "overview"),
+        session,
+        app,
+        |s: Session, _, app: Arc<Switchyard>| async move {
+            let now = now_ms();
+            let store = app.store();
+            let mut problem = None;
+            let backlog = store.backlog().await.unwrap_or_else(|e| {
+                problem = Some(format!("the store did not answer: {e}"));
+                Default::default()
+            });
+            let waiting = store.waiting().await.unwrap_or_default();
+            let gates = ops::actions(store.as_ref(), &app.config())
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| a.state != "closed")
+                .map(|a| Gate {
+                    name: a.name,
+                    state: a.state,
+                    reason: a.reason.unwrap_or_default(),
+                })
+                .collect();
+            let rules = app.rules().current();
+            let recent = &app.metrics().recent;
+            let view = Overview {
+                nav: nav(&s, "overview"),
+                problem,
+                width: MINUTES as u32 * BAR,
+                height: HEIGHT,
+                minutes: MINUTES,
+                charts: charts(&app, now),
+                latency_minutes: LATENCY_MINUTES,
+                ingest: shown(recent.quantiles(now, Latency::Ingest, LATENCY_MINUTES)),
+                end_to_end: shown(recent.quantiles(now, Latency::EndToEnd, LATENCY_MINUTES)),
+                unrouted: backlog.unrouted_events,
+                pending: backlog.pending_jobs,
+                oldest_pending: waiting
+                    .oldest_pending_job_ms
+                    .map(|t| age(t, now))
+                    .unwrap_or_else(|| "-".into()),
+                dead_letters: waiting.dead_letters,
+                gates,
+                broken: rules
+                    .broken
+                    .iter()
+                    .map(|p| (p.location.clone(), p.message.clone()))
+                    .collect(),
+                shared: !store.instances().await.unwrap_or_default().is_empty(),
+            };
+            page(StatusCode::OK, view.render())
+        },
+    )
 }

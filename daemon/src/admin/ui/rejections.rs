@@ -12,7 +12,7 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::Session;
-use super::{nav, page, see_other, when, Nav, SessionFilter};
+use super::{nav, page, page_route, when, Nav, SessionFilter};
 use crate::app::Switchyard;
 use crate::ingress::rejections::{self, Rejection as Refused};
 
@@ -35,46 +35,40 @@ pub(super) fn routes(
     app: Arc<Switchyard>,
     session: impl SessionFilter,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
-    let with_app = warp::any().map(move || app.clone());
-    warp::path!("ui" / "rejections")
-        .and(warp::get())
-        .and(session)
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with_app)
-        .map(
-            |s: Option<(String, Session)>, q: HashMap<String, String>, app: Arc<Switchyard>| {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let all = app.rejections();
-                let mut sources: Vec<(String, usize)> = Vec::new();
-                for r in &all {
-                    match sources.iter_mut().find(|(name, _)| *name == r.source) {
-                        Some((_, n)) => *n += 1,
-                        None => sources.push((r.source.clone(), 1)),
-                    }
+    page_route(
+        warp::path!("ui" / "rejections"),
+        session,
+        app,
+        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
+            let all = app.rejections();
+            let mut sources: Vec<(String, usize)> = Vec::new();
+            for r in &all {
+                match sources.iter_mut().find(|(name, _)| *name == r.source) {
+                    Some((_, n)) => *n += 1,
+                    None => sources.push((r.source.clone(), 1)),
                 }
-                sources.sort();
-                let source = q.get("source").cloned().unwrap_or_default();
-                let rows = all
-                    .into_iter()
-                    .filter(|r| source.is_empty() || r.source == source)
-                    .map(|r| Row {
-                        at: when(r.at_ms),
-                        r,
-                    })
-                    .collect();
-                page(
-                    StatusCode::OK,
-                    Rejections {
-                        nav: nav(&s, "rejections"),
-                        source,
-                        kept: rejections::KEPT,
-                        sources,
-                        rows,
-                    }
-                    .render(),
-                )
-            },
-        )
+            }
+            sources.sort();
+            let source = q.get("source").cloned().unwrap_or_default();
+            let rows = all
+                .into_iter()
+                .filter(|r| source.is_empty() || r.source == source)
+                .map(|r| Row {
+                    at: when(r.at_ms),
+                    r,
+                })
+                .collect();
+            page(
+                StatusCode::OK,
+                Rejections {
+                    nav: nav(&s, "rejections"),
+                    source,
+                    kept: rejections::KEPT,
+                    sources,
+                    rows,
+                }
+                .render(),
+            )
+        },
+    )
 }

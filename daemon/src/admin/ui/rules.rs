@@ -23,7 +23,7 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
-use super::{may_act, nav, page, plain, pretty, see_other, Nav, SessionFilter};
+use super::{may_act, nav, page, page_route, plain, pretty, see_other, Nav, SessionFilter};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::event::Event;
@@ -287,85 +287,78 @@ pub(super) fn routes(
     app: Arc<Switchyard>,
     session: impl SessionFilter,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
-    let with_app = warp::any().map(move || app.clone());
-    let list = warp::path!("ui" / "rules")
-        .and(warp::get())
-        .and(session.clone())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with_app.clone())
-        .map(
-            |s: Option<(String, Session)>, q: HashMap<String, String>, app: Arc<Switchyard>| {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let set = app.rules().current();
-                let rules = set
-                    .rules()
-                    .iter()
-                    .map(|r| RuleRow {
-                        name: r.name.clone(),
-                        file: r.path.display().to_string(),
-                        patterns: r.patterns.join(", "),
-                        actions: r.literal_actions().join(", "),
-                    })
-                    .collect();
-                let broken = set
-                    .broken
-                    .iter()
-                    .map(|p| (p.location.clone(), p.message.clone()))
-                    .collect();
-                let notice = q.get("saved").map(|name| {
-                    format!(
-                        "{name}.rhai saved; the rules are now version {}.",
-                        set.version
-                    )
-                });
-                page(
-                    StatusCode::OK,
-                    RulesPage {
-                        nav: nav(&s, "rules"),
-                        notice,
-                        version: set.version,
-                        rules,
-                        broken,
-                    }
-                    .render(),
+    let with_app = {
+        let app = app.clone();
+        warp::any().map(move || app.clone())
+    };
+    let list = page_route(
+        warp::path!("ui" / "rules"),
+        session.clone(),
+        app.clone(),
+        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
+            let set = app.rules().current();
+            let rules = set
+                .rules()
+                .iter()
+                .map(|r| RuleRow {
+                    name: r.name.clone(),
+                    file: r.path.display().to_string(),
+                    patterns: r.patterns.join(", "),
+                    actions: r.literal_actions().join(", "),
+                })
+                .collect();
+            let broken = set
+                .broken
+                .iter()
+                .map(|p| (p.location.clone(), p.message.clone()))
+                .collect();
+            let notice = q.get("saved").map(|name| {
+                format!(
+                    "{name}.rhai saved; the rules are now version {}.",
+                    set.version
                 )
-            },
-        );
+            });
+            page(
+                StatusCode::OK,
+                RulesPage {
+                    nav: nav(&s, "rules"),
+                    notice,
+                    version: set.version,
+                    rules,
+                    broken,
+                }
+                .render(),
+            )
+        },
+    );
 
     let form_body = warp::body::content_length_limit(MAX_TEXT + 16 * 1024)
         .and(warp::body::form::<HashMap<String, String>>());
-    let playground = warp::path!("ui" / "rules" / "playground")
-        .and(warp::get())
-        .and(session.clone())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with_app.clone())
-        .map(
-            |s: Option<(String, Session)>, q: HashMap<String, String>, app: Arc<Switchyard>| {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let mut form = Form::of(&q);
-                let set = app.rules().current();
-                let live = set.rules().iter().find(|r| r.name == form.rule);
-                let mut problem = None;
-                if let Some(rule) = live {
-                    match std::fs::read_to_string(&rule.path) {
-                        Ok(text) => form.text = text,
-                        Err(e) => problem = Some(format!("{}: {e}", rule.path.display())),
-                    }
-                } else if form.text.is_empty() {
-                    if form.rule.is_empty() {
-                        form.rule = "my-rule".into();
-                    }
-                    form.text = "const EVENTS = [\"tight.invoiceViewed\"];\n\n\
-                             action(\"notify\", #{ invoice: event.data.eventData.entityId });\n"
-                        .into();
+    let playground = page_route(
+        warp::path!("ui" / "rules" / "playground"),
+        session.clone(),
+        app.clone(),
+        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
+            let mut form = Form::of(&q);
+            let set = app.rules().current();
+            let live = set.rules().iter().find(|r| r.name == form.rule);
+            let mut problem = None;
+            if let Some(rule) = live {
+                match std::fs::read_to_string(&rule.path) {
+                    Ok(text) => form.text = text,
+                    Err(e) => problem = Some(format!("{}: {e}", rule.path.display())),
                 }
-                page(StatusCode::OK, show(&s, &app, form, problem, None))
-            },
-        );
+            } else if form.text.is_empty() {
+                if form.rule.is_empty() {
+                    form.rule = "my-rule".into();
+                }
+                form.text = "const EVENTS = [\"tight.invoiceViewed\"];\n\n\
+                             action(\"notify\", #{ invoice: event.data.eventData.entityId });\n"
+                    .into();
+            }
+            page(StatusCode::OK, show(&s, &app, form, problem, None))
+        },
+    );
 
     let try_it = warp::path!("ui" / "rules" / "playground")
         .and(warp::post())
