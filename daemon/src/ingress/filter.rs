@@ -94,6 +94,24 @@ pub(super) struct Incoming {
     pub query: String,
 }
 
+impl Incoming {
+    /// The request as plugins (and redaction) take it, with `body`.
+    pub fn owned(&self, remote_addr: String, body: Bytes) -> crate::host::OwnedRequest {
+        crate::host::OwnedRequest {
+            method: self.method.to_string(),
+            path: self.tail.clone(),
+            query: self.query.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            remote_addr,
+            body,
+        }
+    }
+}
+
 pub(super) enum BodyError {
     TooLarge,
     TimedOut,

@@ -221,18 +221,8 @@ impl Ingress {
             .admit(&req, source)
             .map_err(|why| self.note(why, &req, Some(source), None, Some(&body)))?;
         let received_at = time::OffsetDateTime::now_utc();
-        let request = Arc::new(OwnedRequest {
-            method: req.method.to_string(),
-            path: req.tail.clone(),
-            query: req.query.clone(),
-            headers: req
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-                .collect(),
-            remote_addr: sender.map(|ip| ip.to_string()).unwrap_or_default(),
-            body,
-        });
+        let remote_addr = sender.map(|ip| ip.to_string()).unwrap_or_default();
+        let request = Arc::new(req.owned(remote_addr, body));
         let events = match self.verify(source, &request, received_at).await {
             Ok(events) => events,
             Err(why) => {
@@ -268,18 +258,7 @@ impl Ingress {
             (&s.redact_headers[..], &s.credentials[..])
         });
         let seen = redact::stored_request(
-            &OwnedRequest {
-                method: req.method.to_string(),
-                path: req.tail.clone(),
-                query: req.query.clone(),
-                headers: req
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-                    .collect(),
-                remote_addr: String::new(),
-                body: Bytes::new(),
-            },
+            &req.owned(String::new(), Bytes::new()),
             &name,
             0,
             extra,

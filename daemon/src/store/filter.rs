@@ -82,6 +82,14 @@ impl std::fmt::Display for FieldMatch {
     }
 }
 
+/// A query string's or form's parameter `k`, trimmed; an empty one counts
+/// as absent.
+pub fn given(q: &HashMap<String, String>, k: &str) -> Option<String> {
+    q.get(k)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 /// Unix milliseconds or an RFC 3339 time, as milliseconds.
 pub fn parse_time(text: &str) -> Option<i64> {
     text.parse::<i64>().ok().or_else(|| {
@@ -107,11 +115,7 @@ impl EventFilter {
         default_limit: usize,
         max_limit: usize,
     ) -> Result<EventFilter, String> {
-        let given = |k: &str| {
-            q.get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let given = |k: &str| given(q, k);
         let time = |k: &str| {
             given(k)
                 .map(|t| {

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use config::{Durability, StoreConfig};
-pub use filter::{parse_time, Dialect, EventFilter, FieldMatch, STATES};
+pub use filter::{given, parse_time, Dialect, EventFilter, FieldMatch, STATES};
 pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{Recovery, SqliteStore, StoreOptions};
 

@@ -17,7 +17,7 @@ use super::session::{Role, Session};
 use super::{may_act, nav, page, page_route, plain, see_other, Nav, SessionFilter};
 use crate::admin::ops;
 use crate::app::Switchyard;
-use crate::store::{DeadFilter, JobRecord};
+use crate::store::{given, DeadFilter, JobRecord};
 
 /// Dead letters shown at most (the oldest first).
 const SHOWN: usize = 1000;
@@ -92,14 +92,9 @@ struct Progress {
 
 /// The filter of a query or form: empty fields are absent.
 fn dead_filter(q: &HashMap<String, String>) -> DeadFilter {
-    let given = |k: &str| {
-        q.get(k)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
     DeadFilter {
-        action: given("action"),
-        error: given("error"),
+        action: given(q, "action"),
+        error: given(q, "error"),
     }
 }
 
