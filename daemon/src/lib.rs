@@ -21,6 +21,8 @@
 //! - [`rules`]: compiling and running rule scripts.
 //! - [`dispatch`]: running jobs on action plugins, with retries and dead letters.
 //! - [`admin`]: the operations people ask for, and the admin API.
+//! - [`subscriptions`]: the providers' side: the webhooks a source declares
+//!   made real at its provider (`switchyard subscriptions`), and watched.
 //!
 //! Each stage owns its config section's type (`ingress::SourceConfig`,
 //! `store::StoreConfig`, `dispatch::{DeliveryConfig, ActionConfig}`,
@@ -56,6 +58,8 @@ pub mod rules;
 pub mod dispatch;
 // People look at and act on all of it.
 pub mod admin;
+// The providers are told where to post, and kept at it.
+pub mod subscriptions;
 
 pub mod app;
 pub mod config;

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Command::Replay { config, id } => cli::events::replay(&config.config, id),
         Command::Dlq { command } => cli::dlq::dlq(command),
         Command::Actions { command } => cli::actions::actions(command),
+        Command::Subscriptions { command } => cli::subscriptions::subscriptions(command),
         Command::Reload(c) => cli::admin::admin_call(&c.config, "POST", "/v1/reload"),
         Command::Status(c) => cli::admin::admin_call(&c.config, "GET", "/v1/status"),
         Command::Rules {

@@ -37,7 +37,7 @@
  *   - Nothing is freed across the boundary, except the instance through destroy().
  *
  * Threads
- *   - verify(), execute(), execute_batch() and sample() may be called concurrently on one
+ *   - verify(), execute(), execute_batch(), sample() and subscriptions() may be called concurrently on one
  *     instance from several host threads. They are called from a blocking
  *     pool, never from the host's async runtime, and may block (do I/O).
  *   - create() and destroy() are never concurrent with other calls on the
@@ -58,7 +58,7 @@ extern "C" {
 #endif
 
 #define SWITCHYARD_ABI_MAJOR 1
-#define SWITCHYARD_ABI_MINOR 3
+#define SWITCHYARD_ABI_MINOR 4
 #define SWITCHYARD_ENTRY_SYMBOL "switchyard_plugin_v1"
 
 /*
@@ -216,6 +216,37 @@ typedef struct sy_host {
  *        "body": "<utf-8 text>"}
  *     SY_ERR_UNSUPPORTED (with the list of known names in the message) for
  *     an unknown event name.
+ * subscriptions(instance, call_json, timeout_ms, out)    [optional, providers; ABI 1.4]
+ *     The provider's side of the webhooks: what its API holds, and changes
+ *     to it. The host compares what the config declares with what the
+ *     provider holds and asks for each step; the plugin does the step
+ *     against its provider's API (blocking I/O, within timeout_ms).
+ *     call_json, one of:
+ *       {"op": "desired", "target_url": URL}  what the source's settings
+ *                                       declare, for webhooks posted to URL
+ *                                       (no I/O)
+ *       {"op": "list"}                  what the provider holds
+ *       {"op": "create", "subscription": SUB}   answers SUB with its id
+ *       {"op": "delete", "id": ID}
+ *       {"op": "enable", "id": ID}      switch a "failing" one on again
+ *     On SY_OK: set_json({"subscriptions": [SUB, ...]}), SUB being
+ *       {"id": "...",                   the provider's; not on desired ones
+ *        "events": ["..."],             the provider's event names, sorted
+ *        "target_url": "...",           where it posts (may hold credentials)
+ *        "state": "active" | "failing" | "disabled",
+ *                                       failing = off after failed deliveries,
+ *                                       may be enabled; disabled = off for
+ *                                       another reason, left alone
+ *        "status": "...",               optional, the provider's own word
+ *        "name": "...",                 optional
+ *        "spec": {...},                 optional, what else must match
+ *                                       (compared whole; never a secret)
+ *        "revision": "..."}             optional, changes with each change
+ *     SY_ERR_UNSUPPORTED with a message saying how this provider's webhooks
+ *     are made instead (by email, in the provider's UI) or that the source
+ *     declares none; SY_FAIL_RETRYABLE when the API did not answer or
+ *     answered 5xx/429; SY_FAIL_PERMANENT when it refused (the message
+ *     says why, never with a credential).
  */
 typedef struct sy_plugin {
     size_t struct_size; /* sizeof(sy_plugin) as the plugin was built */
@@ -232,6 +263,8 @@ typedef struct sy_plugin {
     int32_t (*sample)(void *instance, sy_bytes event_name, sy_out *out);
     /* ABI 1.3 */
     int32_t (*execute_batch)(void *instance, sy_bytes jobs_json, uint64_t timeout_ms, sy_out *out);
+    /* ABI 1.4 */
+    int32_t (*subscriptions)(void *instance, sy_bytes call_json, uint64_t timeout_ms, sy_out *out);
     /* Later minors append optional entries here. */
 } sy_plugin;
 
@@ -284,7 +317,8 @@ SY_ASSERT(offsetof(sy_plugin, execute) == 6 * SY_P + 8, "sy_plugin.execute");
 SY_ASSERT(offsetof(sy_plugin, sample) == 7 * SY_P + 8, "sy_plugin.sample");
 SY_ASSERT(offsetof(sy_plugin, sample) + SY_P == SY_PLUGIN_V1_0_SIZE, "the 1.0 table ends with sample");
 SY_ASSERT(offsetof(sy_plugin, execute_batch) == SY_PLUGIN_V1_0_SIZE, "sy_plugin.execute_batch (1.3)");
-SY_ASSERT(sizeof(sy_plugin) == SY_PLUGIN_V1_0_SIZE + SY_P, "sy_plugin as of 1.3");
+SY_ASSERT(offsetof(sy_plugin, subscriptions) == SY_PLUGIN_V1_0_SIZE + SY_P, "sy_plugin.subscriptions (1.4)");
+SY_ASSERT(sizeof(sy_plugin) == SY_PLUGIN_V1_0_SIZE + 2 * SY_P, "sy_plugin as of 1.4");
 #undef SY_P
 
 /* The one exported symbol. */

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::ffi::{self, SyBytes, SyHost, SyOut, SyRequest};
 use crate::{
     Action, BatchOutcome, BatchOutput, BatchStatus, Host, Job, Provider, Request, SampleError,
-    VerifyOutput,
+    SubscriptionCall, SubscriptionError, SubscriptionsOutput, VerifyOutput,
 };
 
 thread_local! {
@@ -335,6 +335,53 @@ pub unsafe extern "C" fn sample<T: Provider>(
             Err(SampleError::Failed(message)) => {
                 out.set_message(&message);
                 ffi::SY_ERR_INTERNAL
+            }
+        }
+    })
+}
+
+/// `subscriptions` (ABI 1.4): one call on the provider's subscriptions.
+///
+/// # Safety
+/// As every entry point: `instance` from this plugin's `create`, `call_json`
+/// readable for the call, `out` the host's sink for this call.
+pub unsafe extern "C" fn subscriptions<T: Provider>(
+    instance: *mut c_void,
+    call_json: SyBytes,
+    timeout_ms: u64,
+    out: *mut SyOut,
+) -> i32 {
+    let out = Out(out);
+    guard(&out, || {
+        let Some(provider) = (instance as *const T).as_ref() else {
+            out.set_message("subscriptions called without an instance");
+            return ffi::SY_ERR_INTERNAL;
+        };
+        let call: SubscriptionCall = match serde_json::from_slice(call_json.as_slice()) {
+            Ok(call) => call,
+            Err(e) => {
+                out.set_message(&format!("not a subscription call this plugin knows: {e}"));
+                return ffi::SY_ERR_UNSUPPORTED;
+            }
+        };
+        match provider.subscriptions(&call, Duration::from_millis(timeout_ms)) {
+            Ok(subscriptions) => match serde_json::to_vec(&SubscriptionsOutput { subscriptions }) {
+                Ok(json) => {
+                    out.set_json(&json);
+                    ffi::SY_OK
+                }
+                Err(e) => {
+                    out.set_message(&format!("could not encode subscriptions: {e}"));
+                    ffi::SY_ERR_INTERNAL
+                }
+            },
+            Err(e) => {
+                out.set_message(e.message());
+                match e {
+                    SubscriptionError::Unsupported(_) => ffi::SY_ERR_UNSUPPORTED,
+                    SubscriptionError::Retryable(_) => ffi::SY_FAIL_RETRYABLE,
+                    SubscriptionError::Permanent(_) => ffi::SY_FAIL_PERMANENT,
+                }
             }
         }
     })

@@ -11,7 +11,7 @@
 use std::ffi::{c_char, c_void};
 
 pub const ABI_MAJOR: u16 = 1;
-pub const ABI_MINOR: u16 = 3;
+pub const ABI_MINOR: u16 = 4;
 /// The exported entry symbol, NUL-terminated for `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"switchyard_plugin_v1\0";
 
@@ -136,6 +136,13 @@ pub type ExecuteBatchFn = unsafe extern "C" fn(
     timeout_ms: u64,
     out: *mut SyOut,
 ) -> i32;
+/// ABI 1.4: a provider's subscriptions at its provider (`subscriptions`).
+pub type SubscriptionsFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    call_json: SyBytes,
+    timeout_ms: u64,
+    out: *mut SyOut,
+) -> i32;
 pub type SampleFn =
     unsafe extern "C" fn(instance: *mut c_void, event_name: SyBytes, out: *mut SyOut) -> i32;
 
@@ -155,6 +162,8 @@ pub struct SyPlugin {
     pub sample: Option<SampleFn>,
     /// ABI 1.3.
     pub execute_batch: Option<ExecuteBatchFn>,
+    /// ABI 1.4.
+    pub subscriptions: Option<SubscriptionsFn>,
 }
 
 // SAFETY: a plugin table is immutable static data: two string literals and

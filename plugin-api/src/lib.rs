@@ -6,7 +6,8 @@
 //! - [`ffi`]: the `repr(C)` mirror of `include/switchyard_plugin.h`, which is
 //!   the source of truth for the ABI (a plugin may be written in C against it).
 //! - The safe traits a Rust plugin implements: [`Provider`] (verify and parse
-//!   incoming webhooks) and [`Action`] (carry out a job).
+//!   incoming webhooks, and optionally manage its provider's subscriptions)
+//!   and [`Action`] (carry out a job).
 //! - The export macros [`export_provider!`] and [`export_action!`], which build
 //!   the plugin table and wrap every entry point in `catch_unwind`, so a panic
 //!   in a plugin becomes an error status for that one call.
@@ -14,6 +15,7 @@
 //! It depends on nothing of the daemon; the daemon's plugin host depends on it.
 
 pub mod ffi;
+mod subscription;
 
 #[doc(hidden)]
 pub mod export;
@@ -24,6 +26,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 pub use serde_json;
 use serde_json::Value;
+pub use subscription::{
+    Subscription, SubscriptionCall, SubscriptionError, SubscriptionState, SubscriptionsOutput,
+};
 
 /// An incoming webhook request, borrowed from the host for one `verify` call.
 #[derive(Debug, Clone, Copy)]
@@ -453,6 +458,20 @@ pub trait Provider: Send + Sync + Sized + 'static {
             "this provider has no samples (asked for {event:?})"
         )))
     }
+
+    /// Its provider's subscriptions (ABI 1.4): see [`SubscriptionCall`].
+    /// Within `timeout`. A provider without an API for them says how they
+    /// are made instead ([`SubscriptionError::Unsupported`]).
+    fn subscriptions(
+        &self,
+        call: &SubscriptionCall,
+        timeout: Duration,
+    ) -> Result<Vec<Subscription>, SubscriptionError> {
+        let _ = (call, timeout);
+        Err(SubscriptionError::Unsupported(
+            "this provider's subscriptions are not managed by Switchyard".into(),
+        ))
+    }
 }
 
 /// An action plugin: carries out jobs decided by rules.
@@ -500,6 +519,7 @@ macro_rules! export_provider {
                 execute: None,
                 sample: Some($crate::export::sample::<$ty>),
                 execute_batch: None,
+                subscriptions: Some($crate::export::subscriptions::<$ty>),
             };
             &TABLE
         }
@@ -534,6 +554,7 @@ macro_rules! export_action {
                 } else {
                     None
                 },
+                subscriptions: None,
             };
             &TABLE
         }

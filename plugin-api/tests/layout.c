@@ -50,6 +50,7 @@ int main(void) {
     AT(sy_plugin, execute);
     AT(sy_plugin, sample);
     AT(sy_plugin, execute_batch);
+    AT(sy_plugin, subscriptions);
     printf("const SY_PLUGIN_V1_0_SIZE %zu\n", (size_t)SY_PLUGIN_V1_0_SIZE);
     printf("const SWITCHYARD_ABI_MAJOR %d\n", SWITCHYARD_ABI_MAJOR);
     printf("const SWITCHYARD_ABI_MINOR %d\n", SWITCHYARD_ABI_MINOR);

@@ -135,6 +135,10 @@ fn the_rust_mirror_matches_the_c_header() {
             "offset sy_plugin.execute_batch",
             offset_of!(SyPlugin, execute_batch).to_string(),
         ),
+        (
+            "offset sy_plugin.subscriptions",
+            offset_of!(SyPlugin, subscriptions).to_string(),
+        ),
         ("const SY_PLUGIN_V1_0_SIZE", PLUGIN_V1_0_SIZE.to_string()),
         ("const SWITCHYARD_ABI_MAJOR", ABI_MAJOR.to_string()),
         ("const SWITCHYARD_ABI_MINOR", ABI_MINOR.to_string()),

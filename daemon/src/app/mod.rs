@@ -32,7 +32,7 @@ use crate::store::{now_ms, BacklogGauge, Pipeline, Pruned, Store};
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
     /// The configuration now live; a reload swaps it.
-    config: ArcSwap<Config>,
+    config: Arc<ArcSwap<Config>>,
     ingress: Arc<Ingress>,
     rules: Arc<Rules>,
     /// Reloads the rules when their folder changes, until dropped.
@@ -49,6 +49,29 @@ pub struct Switchyard {
     reloading: tokio::sync::Mutex<()>,
     /// Reloads when a plugin library is added or replaced, once started.
     plugin_watcher: std::sync::Mutex<Option<crate::rules::watch::RulesWatcher>>,
+}
+
+/// The sources whose provider's subscriptions are watched, as configured now.
+fn watched(
+    config: &Config,
+    live: &std::collections::BTreeMap<String, Arc<ingress::Source>>,
+) -> Vec<crate::subscriptions::watch::Watched> {
+    let Some(public_url) = config.public_url.as_deref() else {
+        return Vec::new();
+    };
+    config
+        .sources
+        .iter()
+        .filter_map(|(name, sc)| {
+            Some(crate::subscriptions::watch::Watched {
+                source: name.clone(),
+                instance: live.get(name)?.instance.clone(),
+                every: sc.watch?,
+                reenable: sc.reenable,
+                target_url: crate::subscriptions::target_url(public_url, name),
+            })
+        })
+        .collect()
 }
 
 /// How often old events are pruned: a tenth of the retention, between a
@@ -198,7 +221,7 @@ impl Switchyard {
             wake: router_wake.clone(),
             metrics: metrics.clone(),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             router.spawn(stop_rx.clone()),
             dispatcher.clone().spawn(stop_rx.clone()),
             spawn_pruner(store.clone(), config.store.retention, stop_rx),
@@ -230,6 +253,17 @@ impl Switchyard {
             store = %config.store.place(),
             "switchyard ready"
         );
+        let config = Arc::new(ArcSwap::from_pointee(config));
+        {
+            let (config, live, pool) = (config.clone(), ingress.clone(), ingress.pool.clone());
+            tasks.push(crate::subscriptions::watch::spawn(
+                Arc::new(move || watched(&config.load(), &live.sources())),
+                pool,
+                notices.announcer(),
+                metrics.clone(),
+                stop.subscribe(),
+            ));
+        }
         let watcher = match crate::rules::watch::watch(rules.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -238,7 +272,7 @@ impl Switchyard {
             }
         };
         Ok(Switchyard {
-            config: ArcSwap::from_pointee(config),
+            config,
             ingress,
             rules,
             store,

@@ -92,6 +92,46 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// The providers' side: make the webhooks each source declares
+    /// (`[sources.NAME.subscription]`) real at its provider (Teal,
+    /// Tripletex), pointed at `<public_url>/hooks/NAME`.
+    Subscriptions {
+        #[command(subcommand)]
+        command: SubscriptionsCommand,
+    },
+}
+
+#[derive(Args)]
+pub struct SubscriptionsArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// One source; default: every source.
+    pub source: Option<String>,
+    /// Also delete the provider's subscriptions that Switchyard did not
+    /// make (their target is not `/hooks/SOURCE`).
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Subcommand)]
+pub enum SubscriptionsCommand {
+    /// What differs between the config and the provider, and what `apply`
+    /// would do about it. Changes nothing.
+    Plan(SubscriptionsArgs),
+    /// Make the provider match the config: create, move (to a new
+    /// public_url), switch on again, delete what is no longer declared;
+    /// prints what it did.
+    Apply(SubscriptionsArgs),
+    /// The provider's subscriptions as it shows them, with their state.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One source; default: every source.
+        source: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

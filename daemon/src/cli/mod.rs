@@ -12,6 +12,7 @@ pub mod operate;
 pub mod rules_test;
 pub mod run;
 pub mod send;
+pub mod subscriptions;
 
 use anyhow::{Context, Result};
 use switchyard::store::now_ms;

@@ -45,6 +45,9 @@ pub use secret::{looks_like_secret_key, resolve_secrets, SecretError};
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: SocketAddr,
+    /// Where providers reach this daemon from outside (`https://hooks.example.com`).
+    #[serde(default)]
+    public_url: Option<String>,
     data_dir: PathBuf,
     plugin_dir: PathBuf,
     rules_dir: PathBuf,
@@ -95,6 +98,9 @@ pub struct Config {
     /// The file it was read from (for messages), if any.
     pub path: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// Where providers reach this daemon from outside, without a trailing
+    /// `/`: a source's target URL is `<public_url>/hooks/<source>`.
+    pub public_url: Option<String>,
     pub data_dir: PathBuf,
     pub plugin_dir: PathBuf,
     pub rules_dir: PathBuf,
@@ -216,6 +222,20 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
         );
     }
     report(raw.delivery.check(), &mut problems);
+    let public_url = raw.public_url.map(|u| u.trim_end_matches('/').to_string());
+    if let Some(u) = &public_url {
+        let ok = (u.starts_with("https://") || u.starts_with("http://"))
+            && !u.contains(['?', '#'])
+            && u.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+        if !ok {
+            report(
+                vec![format!(
+                    "public_url must be an http(s) URL without a query, such as https://hooks.example.com, not {u:?}"
+                )],
+                &mut problems,
+            );
+        }
+    }
     report(raw.http.check(), &mut problems);
     let mut store = raw.store;
     store.ca_file = store.ca_file.take().map(anchor);
@@ -256,12 +276,24 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
     let sources = tables("sources", raw.sources);
     let actions = tables("actions", raw.actions);
     let sources = sections(sources, SourceConfig::from_table, &mut problems);
+    for s in sources.values() {
+        if s.watch.is_some() && public_url.is_none() {
+            problems.push(Problem::new(
+                &s.location,
+                format!(
+                    "sources.{}.watch needs public_url (where the provider posts to: <public_url>/hooks/{})",
+                    s.name, s.name
+                ),
+            ));
+        }
+    }
     let actions = sections(actions, ActionConfig::from_table, &mut problems);
 
     Ok(Partial {
         config: Config {
             path: path.map(Path::to_path_buf),
             listen: raw.listen,
+            public_url,
             data_dir: anchor(raw.data_dir),
             plugin_dir: anchor(raw.plugin_dir),
             rules_dir: anchor(raw.rules_dir),

@@ -260,3 +260,48 @@ fn a_shared_store_takes_a_postgres_url_and_a_password_reference() {
     )
     .contains("SWITCHYARD_TEST_UNSET_VAR"));
 }
+
+#[test]
+fn public_url_and_watch_are_checked() {
+    std::env::set_var("SWITCHYARD_TEST_SECRET_A", "s3cr3t");
+    let with = |top: &str, source: &str| {
+        let text = GOOD
+            .replace(
+                "rules_dir = \"rules\"",
+                &format!("rules_dir = \"rules\"\n{top}"),
+            )
+            .replace(
+                "tolerance_secs = 60",
+                &format!("tolerance_secs = 60\n{source}"),
+            );
+        parse(&text, Some(Path::new("s.toml")))
+    };
+    let (config, _) = with(
+        "public_url = \"https://hooks.example.com/\"",
+        "watch = \"15m\"\nreenable = true\n[sources.tight.subscription]\nx = 1",
+    )
+    .unwrap();
+    assert_eq!(
+        config.public_url.as_deref(),
+        Some("https://hooks.example.com")
+    );
+    let tight = &config.sources["tight"];
+    assert_eq!(tight.watch, Some(Duration::from_secs(900)));
+    assert!(tight.reenable);
+    assert!(tight.settings.get("watch").is_none());
+    assert_eq!(tight.settings["subscription"]["x"], 1);
+
+    let err = with("", "watch = \"15m\"").unwrap_err().to_string();
+    assert!(
+        err.contains("sources.tight.watch needs public_url"),
+        "{err}"
+    );
+    let err = with("public_url = \"hooks.example.com\"", "")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("public_url must be an http(s) URL"), "{err}");
+    let err = with("public_url = \"https://h\"", "watch = \"10ms\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("watch must be at least 1s"), "{err}");
+}

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use switchyard_plugin_api::ffi::{self, SyBytes, SyHeader, SyHost, SyOut, SyRequest};
 use switchyard_plugin_api::{
-    BatchOutcome, BatchStatus, EventDraft, RejectKind, Rejection, SampleRequest, VerifyOutput,
+    BatchOutcome, BatchStatus, EventDraft, RejectKind, Rejection, SampleRequest, Subscription,
+    SubscriptionCall, SubscriptionError, SubscriptionsOutput, VerifyOutput,
 };
 
 use super::library::Plugin;
@@ -353,5 +354,48 @@ impl Instance {
             .ok_or_else(|| PluginError::BadOutput("sample returned no request".into()))?;
         serde_json::from_slice(&json)
             .map_err(|e| PluginError::BadOutput(format!("sample is not valid: {e}")))
+    }
+
+    /// One call on the provider's subscriptions (ABI 1.4) within `timeout`.
+    /// A plugin older than 1.4 manages none: `Unsupported`.
+    pub fn subscriptions(
+        &self,
+        call: &SubscriptionCall,
+        timeout: Duration,
+    ) -> Result<Vec<Subscription>, SubscriptionError> {
+        let Some(subscriptions) = self.plugin.table.subscriptions else {
+            return Err(SubscriptionError::Unsupported(format!(
+                "the {} plugin (ABI {}) does not manage its provider's subscriptions",
+                self.plugin.name,
+                self.plugin.abi()
+            )));
+        };
+        let call = serde_json::to_vec(call).expect("a call serializes");
+        let mut buf = OutBuf::default();
+        let mut sink = buf.sink();
+        let ms = timeout.as_millis().min(u64::MAX as u128) as u64;
+        // SAFETY: call lives until the call returns.
+        let status = unsafe { subscriptions(self.ptr, SyBytes::from_slice(&call), ms, &mut sink) };
+        match status {
+            ffi::SY_OK => {}
+            ffi::SY_ERR_UNSUPPORTED => return Err(SubscriptionError::Unsupported(buf.message())),
+            ffi::SY_FAIL_RETRYABLE => return Err(SubscriptionError::Retryable(buf.message())),
+            ffi::SY_FAIL_PERMANENT => return Err(SubscriptionError::Permanent(buf.message())),
+            other => {
+                return Err(SubscriptionError::Retryable(
+                    status_error(other, &mut buf).to_string(),
+                ))
+            }
+        }
+        let output: SubscriptionsOutput = buf
+            .json
+            .as_deref()
+            .and_then(|j| serde_json::from_slice(j).ok())
+            .ok_or_else(|| {
+                SubscriptionError::Permanent(
+                    "the plugin's answer is not {\"subscriptions\": [...]}".into(),
+                )
+            })?;
+        Ok(output.subscriptions)
     }
 }

@@ -37,6 +37,8 @@ pub(crate) struct Table {
     pub sample: Option<ffi::SampleFn>,
     /// ABI 1.3: several jobs in one call.
     pub execute_batch: Option<ffi::ExecuteBatchFn>,
+    /// ABI 1.4: the provider's subscriptions.
+    pub subscriptions: Option<ffi::SubscriptionsFn>,
 }
 
 /// One loaded plugin library.
@@ -260,6 +262,10 @@ fn read_table(lib: &libloading::Library, path: &Path) -> Result<Plugin, LoadErro
             execute_batch: t
                 .execute_batch
                 .filter(|_| minor >= 3 && role == Role::Action),
+            // Read only from a provider that says it speaks 1.4.
+            subscriptions: t
+                .subscriptions
+                .filter(|_| minor >= 4 && role == Role::Provider),
         },
     })
 }

@@ -28,6 +28,11 @@ pub struct SourceConfig {
     /// Credential values from the settings (secrets, tokens, passwords):
     /// wherever a request carries one, it is redacted before storing.
     pub credentials: Vec<String>,
+    /// How often the provider's subscriptions are checked, if at all, and
+    /// whether one the provider switched off after failed deliveries is
+    /// switched on again: read by the subscriptions stage.
+    pub watch: Option<std::time::Duration>,
+    pub reenable: bool,
 }
 
 /// The keys of a source's table that ingress reads.
@@ -38,6 +43,10 @@ struct Keys {
     redact_headers: Vec<String>,
     #[serde(default, deserialize_with = "de::nets")]
     allow_ips: Vec<ipnet::IpNet>,
+    #[serde(default, deserialize_with = "watch_every")]
+    watch: Option<std::time::Duration>,
+    #[serde(default)]
+    reenable: bool,
     #[serde(flatten)]
     settings: serde_json::Map<String, Value>,
 }
@@ -56,8 +65,21 @@ impl SourceConfig {
             location: location.to_string(),
             redact_headers: keys.redact_headers,
             allow_ips: keys.allow_ips,
+            watch: keys.watch,
+            reenable: keys.reenable,
         })
     }
+}
+
+/// `watch = "15m"`: at least a second.
+fn watch_every<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let every = de::duration(d)?;
+    if every < std::time::Duration::from_secs(1) {
+        return Err(serde::de::Error::custom("watch must be at least 1s"));
+    }
+    Ok(Some(every))
 }
 
 /// Setting names whose values are credentials: a request carrying one of

@@ -61,6 +61,12 @@ pub struct TimeoutLabels {
     pub phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub source: String,
+    pub outcome: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
@@ -90,6 +96,11 @@ pub struct Metrics {
     pub rules_version: Gauge<i64, AtomicI64>,
     pub rules_broken: Gauge<i64, AtomicI64>,
     pub rules_reload_failures: Counter<u64, AtomicU64>,
+    /// The watcher's checks of a provider's subscriptions (ok, failed).
+    pub subscription_checks: Family<CheckLabels, Counter>,
+    /// Declared subscriptions found off at the last check.
+    pub subscriptions_off: Family<SourceLabel, Gauge>,
+    pub subscriptions_reenabled: Family<SourceLabel, Counter>,
     connections_open: Family<ListenerLabel, Gauge>,
     connections_refused: Family<ListenerLabel, Counter>,
     connections_timed_out: Family<TimeoutLabels, Counter>,
@@ -125,6 +136,9 @@ impl Metrics {
             rules_version: Gauge::default(),
             rules_broken: Gauge::default(),
             rules_reload_failures: Counter::default(),
+            subscription_checks: Family::default(),
+            subscriptions_off: Family::default(),
+            subscriptions_reenabled: Family::default(),
             connections_open: Family::default(),
             connections_refused: Family::default(),
             connections_timed_out: Family::default(),
@@ -191,6 +205,21 @@ impl Metrics {
             "action_paused",
             "0 running, 1 circuit open, 2 disabled (410 Gone), 3 paused by an operator",
             m.action_paused.clone(),
+        );
+        r.register(
+            "subscription_checks",
+            "Checks of a provider's subscriptions, per source and outcome (ok, failed)",
+            m.subscription_checks.clone(),
+        );
+        r.register(
+            "subscriptions_off",
+            "Subscriptions of a source found disabled at the provider at the last check",
+            m.subscriptions_off.clone(),
+        );
+        r.register(
+            "subscriptions_reenabled",
+            "Subscriptions switched on again after the provider disabled them",
+            m.subscriptions_reenabled.clone(),
         );
         r.register(
             "plugin_calls",

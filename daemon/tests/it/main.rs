@@ -29,4 +29,5 @@ mod reload;
 mod reload_config;
 mod rules_test;
 mod service;
+mod subscriptions;
 mod tight;

@@ -60,21 +60,23 @@ path = "{}"
 
 /// ABI 1.x stays stable across minors, in both directions:
 /// - c-example's table is exactly the 1.0 size when built against a 1.1 or
-///   1.2 header, one entry larger (`execute_batch`) against 1.3's;
+///   1.2 header, one entry larger (`execute_batch`) against 1.3's, two
+///   (`subscriptions`) against 1.4's;
 /// - c-future's is larger, from a minor newer than the host's, with an entry
 ///   point after `sample` the host does not know: it loads, the host reads
 ///   only what it knows, and it learns the host's version from sy_host and
 ///   the size of sy_out;
-/// - a plugin built before a minor bump keeps working: the host is at 1.3
-///   and c-example is compiled against the 1.1 and 1.2 headers as released
-///   (frozen in plugin-api/tests/abi-1.1/ and abi-1.2/); 1.1's sy_host and
+/// - a plugin built before a minor bump keeps working: the host is at 1.4
+///   and c-example is compiled against the 1.1, 1.2 and 1.3 headers as
+///   released (frozen in plugin-api/tests/abi-1.1/, abi-1.2/, abi-1.3/); 1.1's sy_host and
 ///   sy_out are shorter and it has no SY_HAS. Such a plugin says its minor,
 ///   and the host reads its table up to its struct_size.
 #[test]
 fn plugins_of_every_abi_1_minor_load_and_work() {
     let root = repo_root();
     for (header, minor) in [
-        (root.join("plugin-api/include"), "3"),
+        (root.join("plugin-api/include"), "4"),
+        (root.join("plugin-api/tests/abi-1.3"), "3"),
         (root.join("plugin-api/tests/abi-1.2"), "2"),
         (root.join("plugin-api/tests/abi-1.1"), "1"),
     ] {
@@ -123,16 +125,20 @@ path = "{}"
         };
         let example = loaded("c-example");
         assert_eq!(example["abi"], format!("1.{minor}"));
-        let entries = if minor == "3" { 9 } else { 8 };
+        let entries = match minor {
+            "4" => 10,
+            "3" => 9,
+            _ => 8,
+        };
         assert_eq!(
             example["table_size"],
             8 + entries * std::mem::size_of::<usize>()
         );
         let future = loaded("c-future");
-        assert_eq!(future["abi"], "1.4");
-        assert_eq!(future["table_size"], 8 + 10 * std::mem::size_of::<usize>());
+        assert_eq!(future["abi"], "1.5");
+        assert_eq!(future["table_size"], 8 + 11 * std::mem::size_of::<usize>());
         if minor != "1" {
-            assert!(daemon.logged("c-example instance created (host ABI 1.3)"));
+            assert!(daemon.logged("c-example instance created (host ABI 1.4)"));
         } else {
             assert!(daemon.logged("c-example instance created\""));
         }
@@ -157,7 +163,7 @@ path = "{}"
         };
         assert_eq!(data("c-example.message")["say"], "from C");
         let probe = data("c-future.probe");
-        assert_eq!(probe["host_abi_minor"], 3);
+        assert_eq!(probe["host_abi_minor"], 4);
         assert_eq!(probe["out_struct_size"], 4 * std::mem::size_of::<usize>());
     }
 }

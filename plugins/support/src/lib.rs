@@ -10,10 +10,14 @@
 //!   (Svix) scheme, with several secrets for rotation;
 //! - [`dedup_key`]: a stable key from the parts that identify a delivery;
 //! - [`fuzz`]: fuzzer bytes as a request, for the fuzz targets;
-//! - [`http`]: what an HTTP answer means for an action's job.
+//! - [`http`]: what an HTTP answer means for an action's job;
+//! - [`api`] (feature `api`): a provider's management API, for the plugins
+//!   that manage their provider's subscriptions.
 //!
 //! It is linked into each plugin library; it is not part of the ABI.
 
+#[cfg(feature = "api")]
+pub mod api;
 pub mod fuzz;
 pub mod hmac;
 pub mod http;

@@ -24,8 +24,11 @@ use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::time::Duration;
+
 use switchyard_plugin_api::{
     EventDraft, Host, Provider, RejectKind, Rejection, Request, SampleError, SampleRequest,
+    Subscription, SubscriptionCall, SubscriptionError,
 };
 use switchyard_plugin_support::hmac::{self, Algorithm, Encoding};
 use switchyard_plugin_support::{base64, decode_base64, dedup_key, hex, Secret, SecretEncoding};
@@ -55,6 +58,9 @@ struct Config {
     /// Refuse deliveries that are not encrypted (when a key is set).
     #[serde(default)]
     require_encryption: Option<bool>,
+    /// The webhook to keep at Teal (`switchyard subscriptions`).
+    #[serde(default)]
+    subscription: Option<subscriptions::Settings>,
 }
 
 pub struct Teal {
@@ -62,6 +68,7 @@ pub struct Teal {
     signing_secret: Option<Secret>,
     cipher: Option<Aes256Gcm>,
     require_encryption: bool,
+    subscriptions: Option<subscriptions::Subscriptions>,
 }
 
 impl Teal {
@@ -205,11 +212,22 @@ impl Provider for Teal {
                 "teal settings: without signing_secret, require_encryption cannot be false".into(),
             );
         }
+        let subscriptions = config
+            .subscription
+            .map(|s| {
+                subscriptions::Subscriptions::new(
+                    s,
+                    config.signing_secret.clone(),
+                    config.encryption_key.clone(),
+                )
+            })
+            .transpose()?;
         Ok(Teal {
             host,
             signing_secret,
             cipher,
             require_encryption,
+            subscriptions,
         })
     }
 
@@ -243,6 +261,21 @@ impl Provider for Teal {
         };
         self.host.debug("verified, 1 event");
         Ok(events)
+    }
+
+    fn subscriptions(
+        &self,
+        call: &SubscriptionCall,
+        timeout: Duration,
+    ) -> Result<Vec<Subscription>, SubscriptionError> {
+        match &self.subscriptions {
+            Some(s) => s.call(call, timeout),
+            None => Err(SubscriptionError::Unsupported(
+                "this source declares no Teal webhook: add [sources.NAME.subscription] with \
+                 api_url, api_key and events (see plugins/teal/README.md)"
+                    .into(),
+            )),
+        }
     }
 
     fn sample(&self, name: &str) -> Result<SampleRequest, SampleError> {
@@ -353,6 +386,8 @@ pub fn fuzz_one(data: &[u8]) {
 }
 
 switchyard_plugin_api::export_provider!("teal", Teal);
+
+mod subscriptions;
 
 #[cfg(test)]
 mod tests;

@@ -30,7 +30,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use switchyard_plugin_api::{
-    EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest,
+    EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest, Subscription,
+    SubscriptionCall, SubscriptionError,
 };
 use switchyard_plugin_support::hmac::{decode_signature, Encoding};
 use switchyard_plugin_support::{hex, unix_now};
@@ -334,6 +335,21 @@ impl Provider for Tight {
         self.host
             .debug(&format!("verified, {} event(s)", events.len()));
         Ok(events)
+    }
+
+    /// Made by hand: says how, with the URL to give.
+    fn subscriptions(
+        &self,
+        call: &SubscriptionCall,
+        _timeout: std::time::Duration,
+    ) -> Result<Vec<Subscription>, SubscriptionError> {
+        let url = match call {
+            SubscriptionCall::Desired { target_url } => format!(" ({target_url})"),
+            _ => String::new(),
+        };
+        Err(SubscriptionError::Unsupported(format!(
+            "Tight webhooks are set up by Tight's API team, not through an API: email api@tight.com with the subject \"Subscribe to Webhooks\", your API client_id, and the URL for each environment (one source each: sandbox, production){url}. Tight gives you the webhook_secret this source verifies with."
+        )))
     }
 
     fn sample(&self, event: &str) -> Result<SampleRequest, SampleError> {

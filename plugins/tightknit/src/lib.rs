@@ -20,7 +20,8 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use switchyard_plugin_api::{
-    EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest,
+    EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest, Subscription,
+    SubscriptionCall, SubscriptionError,
 };
 use switchyard_plugin_support::hmac::equal;
 use switchyard_plugin_support::standard_webhooks::{self, Headers};
@@ -200,6 +201,21 @@ impl Provider for Tightknit {
         let events = normalize(request.body, headers.map(|h| h.id))?;
         self.host.debug("verified, 1 event");
         Ok(events)
+    }
+
+    /// Made by hand: says how, with the URL to give.
+    fn subscriptions(
+        &self,
+        call: &SubscriptionCall,
+        _timeout: std::time::Duration,
+    ) -> Result<Vec<Subscription>, SubscriptionError> {
+        let url = match call {
+            SubscriptionCall::Desired { target_url } => format!(" ({target_url})"),
+            _ => String::new(),
+        };
+        Err(SubscriptionError::Unsupported(format!(
+            "Tightknit webhooks are made in Tightknit, not through an API: an admin opens the Developers module on the App Home, Webhooks, + Create Webhook, and enters the URL{url} and the events; put the endpoint's signing secret (whsec_…) in this source's secret."
+        )))
     }
 
     fn sample(&self, name: &str) -> Result<SampleRequest, SampleError> {

@@ -24,8 +24,11 @@
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::time::Duration;
+
 use switchyard_plugin_api::{
-    EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest,
+    EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest, Subscription,
+    SubscriptionCall, SubscriptionError,
 };
 use switchyard_plugin_support::hmac::{self, Algorithm, Encoding};
 use switchyard_plugin_support::{
@@ -97,6 +100,9 @@ struct Config {
     /// Hand the host each object's version, so that it drops stale ones.
     #[serde(default)]
     version_guard: bool,
+    /// The subscriptions to keep at Tripletex (`switchyard subscriptions`).
+    #[serde(default)]
+    subscription: Option<subscriptions::Settings>,
 }
 
 fn default_token_param() -> String {
@@ -115,6 +121,7 @@ pub struct Tripletex {
     host: Host,
     auth: Auth,
     version_guard: bool,
+    subscriptions: Option<subscriptions::Subscriptions>,
 }
 
 fn required(value: Option<String>, auth: &str, key: &str) -> Result<String, String> {
@@ -300,6 +307,7 @@ impl Provider for Tripletex {
     fn create(host: Host, config: Value) -> Result<Self, String> {
         let c: Config =
             serde_json::from_value(config).map_err(|e| format!("tripletex settings: {e}"))?;
+        let callback = callback(&c);
         let mode = c.auth.clone().ok_or(
             "tripletex settings: choose auth = \"header\", \"basic\", \"token\" or \"hmac\" \
              (how the subscription authenticates its callbacks)",
@@ -330,10 +338,18 @@ impl Provider for Tripletex {
                 ))
             }
         };
+        let subscriptions = match (c.subscription, callback) {
+            (None, _) => None,
+            (Some(settings), Ok(callback)) => {
+                Some(subscriptions::Subscriptions::new(settings, callback)?)
+            }
+            (Some(_), Err(why)) => return Err(why),
+        };
         Ok(Tripletex {
             host,
             auth,
             version_guard: c.version_guard,
+            subscriptions,
         })
     }
 
@@ -346,6 +362,22 @@ impl Provider for Tripletex {
         )?;
         self.host.debug("verified, 1 event");
         Ok(events)
+    }
+
+    fn subscriptions(
+        &self,
+        call: &SubscriptionCall,
+        timeout: Duration,
+    ) -> Result<Vec<Subscription>, SubscriptionError> {
+        match &self.subscriptions {
+            Some(s) => s.call(call, timeout),
+            None => Err(SubscriptionError::Unsupported(
+                "this source declares no Tripletex subscriptions: add \
+                 [sources.NAME.subscription] with consumer_token, employee_token and events \
+                 (see plugins/tripletex/README.md)"
+                    .into(),
+            )),
+        }
     }
 
     fn sample(&self, event: &str) -> Result<SampleRequest, SampleError> {
@@ -367,6 +399,37 @@ impl Provider for Tripletex {
         );
         Ok(self.signed(body, &key))
     }
+}
+
+/// How the source's callbacks authenticate, as a subscription is told:
+/// the same values the source verifies with. An HMAC secret read as base64
+/// cannot be handed over as Tripletex takes it (text).
+fn callback(c: &Config) -> Result<subscriptions::Callback, String> {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    Ok(match c.auth.as_deref() {
+        Some("header") => subscriptions::Callback::Header {
+            name: text(&c.header_name),
+            value: text(&c.header_value),
+        },
+        Some("basic") => subscriptions::Callback::Basic {
+            username: text(&c.username),
+            password: text(&c.password),
+        },
+        Some("token") => subscriptions::Callback::Token {
+            param: c.token_param.clone(),
+            token: text(&c.token),
+        },
+        Some("hmac") if c.encoding == SecretEncoding::Utf8 => subscriptions::Callback::Hmac {
+            secret: text(&c.secret),
+        },
+        _ => {
+            return Err(
+                "tripletex settings: a subscription's hmacSharedSecret is text: \
+                 with encoding other than utf8 it cannot be managed here"
+                    .into(),
+            )
+        }
+    })
 }
 
 /// A sample body for a (lowercase) event name.
@@ -427,6 +490,8 @@ pub fn fuzz_one(data: &[u8]) {
 }
 
 switchyard_plugin_api::export_provider!("tripletex", Tripletex);
+
+mod subscriptions;
 
 #[cfg(test)]
 mod tests;

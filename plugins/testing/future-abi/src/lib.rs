@@ -16,6 +16,7 @@ static TABLE: SyPlugin = SyPlugin {
     execute: None,
     sample: None,
     execute_batch: None,
+    subscriptions: None,
 };
 
 #[no_mangle]
