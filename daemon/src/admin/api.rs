@@ -15,6 +15,9 @@
 //! | GET | `/v1/actions` | every action with its gate (state, failures, until, reason) |
 //! | POST | `/v1/actions/{name}/enable` | resume a paused or disabled action |
 //! | POST | `/v1/actions/{name}/pause` | pause an action by hand (its jobs wait) |
+//! | GET | `/v1/subscriptions` | each source's last check of its subscriptions at its provider |
+//! | POST | `/v1/subscriptions/{source}/check` | check them now (calls the provider's API) |
+//! | POST | `/v1/subscriptions/{source}/apply` | make the provider match the config, then check |
 //! | POST | `/v1/reload` | reload the config, plugins and rules (422 with the problems if refused) |
 //! | GET | `/metrics`, `/healthz`, `/readyz` | as on the webhook listener |
 //!
@@ -238,6 +241,35 @@ fn routes(
             answer(ops::pause_action(store, &app.config(), name, "admin API").await)
         });
 
+    let subscriptions = warp::path!("v1" / "subscriptions")
+        .and(warp::get())
+        .and(with_app.clone())
+        .map(|app: Arc<Switchyard>| {
+            let checks: Vec<Value> = ops::subscription_checks(&app)
+                .into_iter()
+                .map(|(source, last)| json!({"source": source, "last_check": last}))
+                .collect();
+            reply(StatusCode::OK, json!({ "sources": checks }))
+        });
+
+    let check = warp::path!("v1" / "subscriptions" / String / String)
+        .and(warp::post())
+        .and(with_app.clone())
+        .then(
+            |source: String, verb: String, app: Arc<Switchyard>| async move {
+                let apply = match verb.as_str() {
+                    "check" => false,
+                    "apply" => true,
+                    _ => return reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+                };
+                let result = ops::check_subscriptions(&app, source.clone(), apply).await;
+                if apply && result.is_ok() {
+                    tracing::info!(source, who = "admin API", "subscriptions applied");
+                }
+                answer(result)
+            },
+        );
+
     let reload = warp::path!("v1" / "reload")
         .and(warp::post())
         .and(with_app.clone())
@@ -278,6 +310,10 @@ fn routes(
         .or(enable)
         .unify()
         .or(pause)
+        .unify()
+        .or(subscriptions)
+        .unify()
+        .or(check)
         .unify()
         .or(reload)
         .unify()

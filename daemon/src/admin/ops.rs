@@ -304,3 +304,78 @@ pub async fn enable_action(store: &dyn Store, config: &Config, name: String) -> 
         jobs_due: n,
     })
 }
+
+/// Checks a source's subscriptions at its provider now (and with `apply`
+/// makes them match first), on the plugin call pool; the result is the
+/// source's last check, which the dashboard and `GET /v1/subscriptions`
+/// show. A failure of the provider's API is in the result, not an error.
+pub async fn check_subscriptions(
+    app: &crate::app::Switchyard,
+    source: String,
+    apply: bool,
+) -> OpResult<crate::subscriptions::watch::LastCheck> {
+    use crate::subscriptions::{self as subs, watch};
+    let config = app.config();
+    let instance = app
+        .sources()
+        .get(&source)
+        .map(|s| s.instance.clone())
+        .ok_or_else(|| OpError::NotFound(format!("no source {source:?}")))?;
+    let public_url = config.public_url.clone().ok_or_else(|| {
+        OpError::Invalid(
+            "set public_url in the config: each source's webhooks go to <public_url>/hooks/<source>"
+                .into(),
+        )
+    })?;
+    let target = subs::target_url(&public_url, &source);
+    let (name, url) = (source.clone(), target.clone());
+    let result = app
+        .call_pool()
+        .call(subs::CALL_TIMEOUT * 8, move || {
+            let provider = instance.as_ref();
+            let plan = subs::plan_with(provider, &name, &url, false)?;
+            if !apply {
+                return Ok((plan, Vec::new()));
+            }
+            let failed: Vec<String> = subs::apply(provider, &plan)
+                .into_iter()
+                .filter_map(|d| d.error.map(|e| format!("{}: {e}", subs::describe(&d.step))))
+                .collect();
+            Ok((subs::plan_with(provider, &name, &url, false)?, failed))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(switchyard_plugin_api::SubscriptionError::Retryable(
+                e.to_string(),
+            ))
+        });
+    let (result, failed) = match result {
+        Ok((plan, failed)) => (
+            Ok(watch::Checked {
+                plan,
+                off: Vec::new(),
+                drift: Vec::new(),
+            }),
+            failed,
+        ),
+        Err(e) => (Err(e), Vec::new()),
+    };
+    let mut check = watch::last_check(&source, &target, &result, apply);
+    if !failed.is_empty() {
+        check.error = Some(failed.join("; "));
+    }
+    app.subscription_checks().record(check.clone());
+    Ok(check)
+}
+
+/// Every source's last check of its subscriptions, in source order; a
+/// source not checked yet has none.
+pub fn subscription_checks(
+    app: &crate::app::Switchyard,
+) -> Vec<(String, Option<crate::subscriptions::watch::LastCheck>)> {
+    app.config()
+        .sources
+        .keys()
+        .map(|name| (name.clone(), app.subscription_checks().get(name)))
+        .collect()
+}

@@ -49,6 +49,8 @@ pub struct Switchyard {
     reloading: tokio::sync::Mutex<()>,
     /// Reloads when a plugin library is added or replaced, once started.
     plugin_watcher: std::sync::Mutex<Option<crate::rules::watch::RulesWatcher>>,
+    /// The last check of each source's subscriptions at its provider.
+    subscription_checks: Arc<crate::subscriptions::watch::Checks>,
 }
 
 /// The sources whose provider's subscriptions are watched, as configured now.
@@ -254,6 +256,7 @@ impl Switchyard {
             "switchyard ready"
         );
         let config = Arc::new(ArcSwap::from_pointee(config));
+        let subscription_checks = Arc::new(crate::subscriptions::watch::Checks::default());
         {
             let (config, live, pool) = (config.clone(), ingress.clone(), ingress.pool.clone());
             tasks.push(crate::subscriptions::watch::spawn(
@@ -261,6 +264,7 @@ impl Switchyard {
                 pool,
                 notices.announcer(),
                 metrics.clone(),
+                subscription_checks.clone(),
                 stop.subscribe(),
             ));
         }
@@ -284,6 +288,7 @@ impl Switchyard {
             dispatcher,
             reloading: tokio::sync::Mutex::new(()),
             plugin_watcher: std::sync::Mutex::new(None),
+            subscription_checks,
         })
     }
 
@@ -388,6 +393,16 @@ impl Switchyard {
         self.reload_rules_now(why).await;
         self.dispatcher.wake.notify_one();
         Ok(())
+    }
+
+    /// The last check of each source's subscriptions at its provider.
+    pub fn subscription_checks(&self) -> &crate::subscriptions::watch::Checks {
+        &self.subscription_checks
+    }
+
+    /// The pool plugin calls run on.
+    pub fn call_pool(&self) -> &CallPool {
+        &self.ingress.pool
     }
 
     pub fn rules(&self) -> &Arc<Rules> {

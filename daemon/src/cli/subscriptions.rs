@@ -61,7 +61,7 @@ fn plan_or_apply(a: &SubscriptionsArgs, apply: bool) -> Result<ExitCode> {
         let plan = match subs::plan_with(instance, name, &target, a.prune) {
             Ok(plan) => plan,
             Err(SubscriptionError::Unsupported(how)) => {
-                println!("  by hand: {how}");
+                println!("  not managed: {how}");
                 continue;
             }
             Err(e) => {
@@ -137,7 +137,7 @@ fn list(path: &Path, only: Option<&str>, json: bool) -> Result<ExitCode> {
                 }
             }
             Err(SubscriptionError::Unsupported(how)) if !json => {
-                eprintln!("{name}: by hand: {how}");
+                eprintln!("{name}: not managed: {how}");
             }
             Err(SubscriptionError::Unsupported(_)) => {}
             Err(e) => {

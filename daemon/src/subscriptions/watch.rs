@@ -13,15 +13,16 @@
 //! subscription's id and the provider's revision of it, so one disabling
 //! is one event however many see it.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde_json::json;
 use switchyard_plugin_api::{Subscription, SubscriptionCall, SubscriptionError, SubscriptionState};
 use tokio::sync::watch;
 
-use super::{plan_with, shown, Provider, Step, CALL_TIMEOUT};
+use super::{describe, plan_with, shown, Plan, Provider, Step, CALL_TIMEOUT};
 use crate::event::{Announce, Notice};
 use crate::host::{CallPool, Instance};
 use crate::metrics::{CheckLabels, Metrics, SourceLabel};
@@ -37,8 +38,9 @@ pub struct Watched {
 }
 
 /// What one check found and did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Checked {
+    pub plan: Plan,
     /// Declared subscriptions found off, and whether each was switched on.
     pub off: Vec<(
         Subscription,
@@ -51,7 +53,11 @@ pub struct Checked {
 /// One check of one source (blocking: it calls the provider's API).
 pub fn check(provider: &dyn Provider, w: &Watched) -> Result<Checked, SubscriptionError> {
     let plan = plan_with(provider, &w.source, &w.target_url, false)?;
-    let mut checked = Checked::default();
+    let mut checked = Checked {
+        plan: plan.clone(),
+        off: Vec::new(),
+        drift: Vec::new(),
+    };
     for step in &plan.steps {
         match step {
             Step::Enable(s) => {
@@ -86,6 +92,7 @@ pub fn spawn(
     pool: CallPool,
     announce: Announce,
     metrics: Arc<Metrics>,
+    checks: Arc<Checks>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -107,6 +114,7 @@ pub fn spawn(
                     Ok(r) => r,
                     Err(e) => Err(SubscriptionError::Retryable(e.to_string())),
                 };
+                checks.record(last_check(&w.source, &w.target_url, &result, false));
                 report(&w, result, &announce, &metrics);
             }
             tokio::select! {
@@ -127,14 +135,19 @@ fn report(
     let checked = match result {
         Ok(c) => c,
         Err(e) => {
-            metrics
-                .subscription_checks
-                .get_or_create(&CheckLabels {
-                    source: source.into(),
-                    outcome: "failed".into(),
-                })
-                .inc();
-            tracing::warn!(source, "cannot check the provider's subscriptions: {e}");
+            let outcome = match e {
+                SubscriptionError::Unsupported(_) => "not_managed",
+                _ => "failed",
+            };
+            let counter = metrics.subscription_checks.get_or_create(&CheckLabels {
+                source: source.into(),
+                outcome: outcome.into(),
+            });
+            // A provider without an API says so once, not every time.
+            if outcome == "failed" || counter.get() == 0 {
+                tracing::warn!(source, "cannot check the provider's subscriptions: {e}");
+            }
+            counter.inc();
             return;
         }
     };
@@ -198,4 +211,100 @@ fn report(
             checked.drift.join("; ")
         );
     }
+}
+
+/// One line of a check, for people: what, and about what.
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub verb: &'static str,
+    pub text: String,
+}
+
+/// The last check of a source's subscriptions (the watcher's, or one asked
+/// for), as the dashboard and the admin API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastCheck {
+    pub source: String,
+    pub at_ms: i64,
+    /// Where the provider should post (credentials hidden).
+    pub target_url: String,
+    pub lines: Vec<Line>,
+    /// Steps `apply` would take (or took, when `applied`).
+    pub changes: usize,
+    pub applied: bool,
+    /// Why there is no plan: the provider's API failed.
+    pub error: Option<String>,
+    /// Why there is no plan: the provider has no API, or the source
+    /// declares no subscriptions (what to do instead).
+    pub not_managed: Option<String>,
+}
+
+/// The last check of each source.
+#[derive(Default)]
+pub struct Checks(Mutex<BTreeMap<String, LastCheck>>);
+
+impl Checks {
+    pub fn record(&self, check: LastCheck) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.insert(check.source.clone(), check);
+    }
+
+    pub fn get(&self, source: &str) -> Option<LastCheck> {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(source).cloned()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A check's result as a [`LastCheck`].
+pub fn last_check(
+    source: &str,
+    target_url: &str,
+    result: &Result<Checked, SubscriptionError>,
+    applied: bool,
+) -> LastCheck {
+    let mut check = LastCheck {
+        source: source.to_string(),
+        at_ms: now_ms(),
+        target_url: shown(target_url),
+        lines: Vec::new(),
+        changes: 0,
+        applied,
+        error: None,
+        not_managed: None,
+    };
+    match result {
+        Ok(c) => {
+            check.changes = c.plan.changes();
+            check.lines = c
+                .plan
+                .steps
+                .iter()
+                .map(|step| {
+                    let mut text = describe(step);
+                    text.drain(..step.verb().len().min(text.len()));
+                    let again = c.off.iter().find(|(s, _)| Some(s) == step.listed());
+                    match again {
+                        Some((_, Some(Ok(_)))) => text.push_str(" (switched on again)"),
+                        Some((_, Some(Err(e)))) => {
+                            text.push_str(&format!(" (switching on failed: {e})"))
+                        }
+                        _ => {}
+                    }
+                    Line {
+                        verb: step.verb(),
+                        text: text.trim().to_string(),
+                    }
+                })
+                .collect();
+        }
+        Err(SubscriptionError::Unsupported(how)) => check.not_managed = Some(how.clone()),
+        Err(e) => check.error = Some(e.to_string()),
+    }
+    check
 }

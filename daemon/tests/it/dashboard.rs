@@ -7,8 +7,8 @@ use reqwest::redirect::Policy;
 
 use crate::common::*;
 
-const TOKEN: &str = "admin-token-0123456789abcdef";
-const READ_ONLY: &str = "read-only-token-0123456789ab";
+pub const TOKEN: &str = "admin-token-0123456789abcdef";
+pub const READ_ONLY: &str = "read-only-token-0123456789ab";
 
 fn client() -> Client {
     tls_provider();
@@ -16,7 +16,7 @@ fn client() -> Client {
 }
 
 /// Signs in with `token`: the session cookie (`name=value`).
-fn sign_in(base: &str, token: &str) -> String {
+pub fn sign_in(base: &str, token: &str) -> String {
     let resp = client()
         .post(format!("{base}/ui/sign-in"))
         .form(&[("token", token)])
@@ -31,7 +31,11 @@ fn sign_in(base: &str, token: &str) -> String {
     cookie.split(';').next().unwrap().to_string()
 }
 
-fn get(base: &str, path: &str, cookie: Option<&str>) -> (u16, String, reqwest::header::HeaderMap) {
+pub fn get(
+    base: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> (u16, String, reqwest::header::HeaderMap) {
     let mut req = client().get(format!("{base}{path}"));
     if let Some(c) = cookie {
         req = req.header("cookie", c);
@@ -41,7 +45,7 @@ fn get(base: &str, path: &str, cookie: Option<&str>) -> (u16, String, reqwest::h
     (status, resp.text().unwrap(), headers)
 }
 
-fn post(base: &str, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> (u16, String) {
+pub fn post(base: &str, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> (u16, String) {
     let mut req = client().post(format!("{base}{path}")).form(form);
     if let Some(c) = cookie {
         req = req.header("cookie", c);
@@ -51,7 +55,7 @@ fn post(base: &str, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> 
 }
 
 /// The CSRF token in a page's forms.
-fn csrf(html: &str) -> String {
+pub fn csrf(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a form with a CSRF token")
@@ -312,6 +316,7 @@ const PAGES: &[&str] = &[
     "/ui/rules/playground",
     "/ui/dead-letters",
     "/ui/dead-letters/progress/01J00000000000000000000000",
+    "/ui/subscriptions",
 ];
 const STREAMS: &[&str] = &["/ui/tail/stream"];
 const POSTS: &[&str] = &[
@@ -322,6 +327,8 @@ const POSTS: &[&str] = &[
     "/ui/actions/audit/enable",
     "/ui/rules/playground",
     "/ui/rules/save",
+    "/ui/subscriptions/tight/check",
+    "/ui/subscriptions/tight/apply",
     "/ui/sign-out",
 ];
 

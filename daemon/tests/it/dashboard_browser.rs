@@ -157,5 +157,8 @@ shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
     b.goto(&format!("{base}/ui/rules"));
     b.wait_text("table.rules", "viewed");
     b.check_page(&base);
+    b.goto(&format!("{base}/ui/subscriptions"));
+    b.wait_text("table.subscriptions", "not checked yet");
+    b.check_page(&base);
     assert_eq!(env.audit_lines().len(), done, "the playground did nothing");
 }

@@ -10,7 +10,7 @@ mod admin;
 mod browser;
 mod check;
 mod cli_output;
-mod dashboard;
+pub mod dashboard;
 mod dashboard_browser;
 mod durability;
 mod embed;

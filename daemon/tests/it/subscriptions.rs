@@ -129,7 +129,7 @@ fn plan_apply_and_list_make_exactly_the_declared_subscriptions() {
         "{out}"
     );
     assert!(
-        out.contains("by hand: Tight webhooks are set up by Tight's API team"),
+        out.contains("not managed: Tight webhooks are set up by Tight's API team"),
         "{out}"
     );
     assert!(out.contains("api@tight.com"), "{out}");
@@ -208,7 +208,7 @@ fn plan_apply_and_list_make_exactly_the_declared_subscriptions() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("SOURCE"), "{out}");
     assert!(out.contains("active (ACTIVE)"), "{out}");
-    assert!(out.contains("tight: by hand"), "{out}");
+    assert!(out.contains("tight: not managed"), "{out}");
 
     // A new public_url moves them: made anew, the old ones deleted.
     let moved = env.config(&format!(
@@ -393,4 +393,120 @@ fn scrape_checks(daemon: &Daemon) -> f64 {
         "switchyard_subscription_checks_total",
         &[("source", "tripletex"), ("outcome", "ok")],
     )
+}
+
+#[test]
+fn the_dashboard_and_the_admin_api_check_and_apply_them() {
+    use crate::dashboard::{csrf, get, post, sign_in, READ_ONLY, TOKEN};
+    let env = Env::new();
+    env.with_bundled_plugins();
+    let f = fake(env.dir.path());
+    let config = env.config(&format!(
+        "public_url = \"https://hooks.example.com\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nread_only_token = \"{READ_ONLY}\"\n{}",
+        sources(&f, "")
+    ));
+    let daemon = Daemon::start(&config);
+    let base = format!("http://{}", daemon.admin_addr());
+    let api = |method: &str, path: &str| -> Value {
+        let c = reqwest::blocking::Client::new();
+        let url = format!("{base}{path}");
+        let r = match method {
+            "GET" => c.get(url),
+            _ => c.post(url),
+        }
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        r.json().unwrap()
+    };
+    let listed = api("GET", "/v1/subscriptions");
+    assert_eq!(listed["sources"].as_array().unwrap().len(), 3, "{listed}");
+    assert!(listed["sources"][0]["last_check"].is_null(), "{listed}");
+
+    // Read-only may check (it changes nothing), not apply.
+    let viewer = sign_in(&base, READ_ONLY);
+    let (_, page, _) = get(&base, "/ui/subscriptions", Some(&viewer));
+    assert!(page.contains("not checked yet"), "{page}");
+    assert!(
+        !page.contains("/ui/subscriptions/tripletex/apply"),
+        "{page}"
+    );
+    let token = csrf(&page);
+    let (status, body) = post(
+        &base,
+        "/ui/subscriptions/tripletex/check",
+        Some(&viewer),
+        &[("csrf", &token)],
+    );
+    assert_eq!(status, 303, "{body}");
+    let (status, _) = post(
+        &base,
+        "/ui/subscriptions/tripletex/apply",
+        Some(&viewer),
+        &[("csrf", &token)],
+    );
+    assert_eq!(status, 403);
+    post(
+        &base,
+        "/ui/subscriptions/tight/check",
+        Some(&viewer),
+        &[("csrf", &token)],
+    );
+    let (_, page, _) = get(&base, "/ui/subscriptions", Some(&viewer));
+    assert!(
+        page.contains("step-create\">create</span> order.update"),
+        "{page}"
+    );
+    assert!(
+        page.contains("step-create\">create</span> product.create"),
+        "{page}"
+    );
+    assert!(page.contains("<strong>2 to change</strong>"), "{page}");
+    assert!(
+        page.contains("Not managed here: Tight webhooks are set up by Tight&#39;s API team"),
+        "{page}"
+    );
+    assert!(changes(&f).is_empty(), "{:?}", changes(&f));
+
+    // The admin applies; the page then shows them as declared.
+    let admin = sign_in(&base, TOKEN);
+    let (_, page, _) = get(&base, "/ui/subscriptions", Some(&admin));
+    let (status, body) = post(
+        &base,
+        "/ui/subscriptions/tripletex/apply",
+        Some(&admin),
+        &[("csrf", &csrf(&page))],
+    );
+    assert_eq!(status, 303, "{body}");
+    let (_, page, _) = get(&base, "/ui/subscriptions?applied=tripletex", Some(&admin));
+    assert!(page.contains("Applied tripletex"), "{page}");
+    assert!(
+        page.contains("step-keep\">keep</span> order.update"),
+        "{page}"
+    );
+    assert!(page.contains("As declared."), "{page}");
+    let state = control(&f, "GET", "state", Value::Null);
+    assert_eq!(state["tripletex"].as_array().unwrap().len(), 2, "{state}");
+    assert!(daemon.logged("dashboard: subscriptions applied"));
+
+    // The admin API: the same check, as JSON.
+    let check = api("POST", "/v1/subscriptions/tripletex/check");
+    assert_eq!(check["changes"], 0, "{check}");
+    assert_eq!(
+        check["target_url"],
+        "https://hooks.example.com/hooks/tripletex"
+    );
+    assert_eq!(check["lines"][0]["verb"], "keep", "{check}");
+    let teal = api("POST", "/v1/subscriptions/teal/apply");
+    assert_eq!(teal["applied"], true, "{teal}");
+    assert_eq!(teal["changes"], 0, "{teal}");
+    assert_eq!(
+        control(&f, "GET", "state", Value::Null)["teal"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    never_a_secret(&daemon.logs());
 }

@@ -26,6 +26,8 @@
 //! | `GET /ui/rules` | the live rules, and files that do not compile |
 //! | `GET`/`POST /ui/rules/playground` | a rule's text run on an event in the sandbox, beside the live rules |
 //! | `POST /ui/rules/save` | writes a rule that compiles to the rules folder (admin) |
+//! | `GET /ui/subscriptions` | each source's last check of its subscriptions at its provider |
+//! | `POST /ui/subscriptions/{source}/check`, `…/apply` | check now; make the provider match the config (admin) |
 
 mod actions;
 mod dead_letters;
@@ -34,6 +36,7 @@ mod overview;
 mod rejections;
 mod rules;
 pub mod session;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,6 +101,23 @@ pub(super) fn may_act(
     form: &HashMap<String, String>,
     what: &str,
 ) -> Result<Session, Box<Reply>> {
+    let s = may_look(s, form)?;
+    if s.role != Role::Admin {
+        let refused = warp::reply::with_status(
+            format!("the read-only token cannot {what}"),
+            StatusCode::FORBIDDEN,
+        );
+        return Err(Box::new(secured(refused.into_response())));
+    }
+    Ok(s)
+}
+
+/// A form any session may post (it changes nothing): the session, if it is
+/// live and the form carries its CSRF token; else the answer.
+pub(super) fn may_look(
+    s: Option<(String, Session)>,
+    form: &HashMap<String, String>,
+) -> Result<Session, Box<Reply>> {
     let Some((_, s)) = s else {
         return Err(Box::new(plain(StatusCode::UNAUTHORIZED, "sign in first")));
     };
@@ -106,13 +126,6 @@ pub(super) fn may_act(
             StatusCode::FORBIDDEN,
             "the form is stale; reload the page",
         )));
-    }
-    if s.role != Role::Admin {
-        let refused = warp::reply::with_status(
-            format!("the read-only token cannot {what}"),
-            StatusCode::FORBIDDEN,
-        );
-        return Err(Box::new(secured(refused.into_response())));
     }
     Ok(s)
 }
@@ -317,6 +330,7 @@ pub fn filter(
     let actions = actions::routes(app.clone(), session.clone());
     let rules = rules::routes(app.clone(), session.clone());
     let overview = overview::routes(app.clone(), session.clone());
+    let subscriptions = subscriptions::routes(app.clone(), session.clone());
     statics
         .or(root)
         .unify()
@@ -337,5 +351,7 @@ pub fn filter(
         .or(rules)
         .unify()
         .or(overview)
+        .unify()
+        .or(subscriptions)
         .unify()
 }

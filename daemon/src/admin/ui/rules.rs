@@ -23,7 +23,7 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
-use super::{may_act, nav, page, page_route, plain, pretty, see_other, Nav, SessionFilter};
+use super::{may_act, may_look, nav, page, page_route, pretty, see_other, Nav, SessionFilter};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::event::Event;
@@ -366,12 +366,10 @@ pub(super) fn routes(
         .and(form_body)
         .and(with_app.clone())
         .then(|s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
-            let Some((_, s)) = s else {
-                return plain(StatusCode::UNAUTHORIZED, "sign in first");
+            let s = match may_look(s, &f) {
+                Ok(s) => s,
+                Err(refused) => return *refused,
             };
-            if !s.csrf_ok(f.get("csrf").map(String::as_str)) {
-                return plain(StatusCode::FORBIDDEN, "the form is stale; reload the page");
-            }
             let form = Form::of(&f);
             let (problem, outcome) = match run(&app, &form).await {
                 Ok(outcome) => (None, Some(outcome)),
