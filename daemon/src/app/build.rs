@@ -58,6 +58,33 @@ pub fn build_topology(config: &Config) -> Result<(Registry, Topology, Vec<Proble
     Ok((registry, topology, warnings))
 }
 
+/// Sources with `watch` whose provider plugin manages no subscriptions
+/// (no API, or none declared): the watcher would have nothing to check.
+fn unwatchable(config: &Config, topology: &Topology) -> Vec<Problem> {
+    use switchyard_plugin_api::{SubscriptionCall, SubscriptionError};
+    let Some(public_url) = config.public_url.as_deref() else {
+        return Vec::new();
+    };
+    config
+        .sources
+        .iter()
+        .filter(|(_, sc)| sc.watch.is_some())
+        .filter_map(|(name, sc)| {
+            let call = SubscriptionCall::Desired {
+                target_url: crate::subscriptions::target_url(public_url, name),
+            };
+            let instance = topology.sources.get(name)?;
+            match instance.subscriptions(&call, crate::subscriptions::CALL_TIMEOUT) {
+                Err(SubscriptionError::Unsupported(why)) => Some(Problem::new(
+                    &sc.location,
+                    format!("sources.{name}.watch has nothing to watch: {why}"),
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Loads plugins, builds the sources and actions and compiles the rules,
 /// collecting every problem. Blocking (plugins' `create` runs here).
 pub fn build(config: &Config) -> Result<Built, Problems> {
@@ -84,6 +111,7 @@ pub fn build(config: &Config) -> Result<Built, Problems> {
     };
     match (topology, set) {
         (Some(topology), Some(set)) if problems.is_empty() => {
+            warnings.extend(unwatchable(config, &topology));
             if set.rules().is_empty() {
                 warnings.push(Problem::new(
                     config.rules_dir.display().to_string(),

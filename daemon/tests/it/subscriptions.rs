@@ -278,6 +278,17 @@ fn refusals_by_the_provider_are_reported_without_secrets() {
     let (code, out) = cli(&["subscriptions", "plan"], &env.config(&sources(&f, "")));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("set public_url"), "{out}");
+    // Watching a provider without a subscription API is pointed out.
+    let watched =
+        sources(&f, "").replace("plugin = \"tight\"", "plugin = \"tight\"\nwatch = \"5m\"");
+    let config = env.config(&format!(
+        "public_url = \"https://h.example.com\"\n{watched}"
+    ));
+    let (_, out) = cli(&["check"], &config);
+    assert!(
+        out.contains("sources.tight.watch has nothing to watch: Tight webhooks are set up"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -175,7 +175,11 @@ impl Subscriptions {
                 )
             })?;
             let n = items.len();
-            found.extend(items.iter().filter_map(webhook));
+            found.extend(
+                items
+                    .iter()
+                    .filter_map(|i| webhook(i, self.settings.include_payload)),
+            );
             if n < PAGE {
                 break;
             }
@@ -194,8 +198,10 @@ fn items(answer: &Value) -> Option<&Vec<Value>> {
         .find_map(|k| answer.get(k).and_then(Value::as_array))
 }
 
-/// One listed webhook.
-fn webhook(item: &Value) -> Option<Subscription> {
+/// One listed webhook. When Teal does not show its `include_payload`, it
+/// is taken to be as declared (`declared`): what cannot be seen is not a
+/// difference to replace the webhook for.
+fn webhook(item: &Value, declared: bool) -> Option<Subscription> {
     let id = item
         .get("webhook_id")
         .or_else(|| item.get("id"))
@@ -215,7 +221,7 @@ fn webhook(item: &Value) -> Option<Subscription> {
     let include_payload = match item.pointer("/config/include_payload") {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-        _ => false,
+        _ => declared,
     };
     Some(Subscription {
         id: Some(id),
@@ -246,11 +252,17 @@ mod tests {
             json!({"webhooks": [one.clone()]}),
             json!({"data": [one]}),
         ] {
-            let list: Vec<_> = items(&answer).unwrap().iter().filter_map(webhook).collect();
+            let list: Vec<_> = items(&answer)
+                .unwrap()
+                .iter()
+                .filter_map(|i| webhook(i, false))
+                .collect();
             assert_eq!(list.len(), 1);
             assert_eq!(list[0].id.as_deref(), Some("wh_1"));
             assert_eq!(list[0].spec, json!({"include_payload": true}));
         }
-        assert!(webhook(&json!({"url": "no id"})).is_none());
+        assert!(webhook(&json!({"url": "no id"}), false).is_none());
+        let unseen = webhook(&json!({"id": 7, "url": "u", "events": []}), true).unwrap();
+        assert_eq!(unseen.spec, json!({"include_payload": true}));
     }
 }

@@ -245,12 +245,26 @@ impl Subscriptions {
                         "Tripletex API: GET /event/subscription: no values in the answer".into(),
                     )
                 })?;
-            found.extend(values.iter().filter_map(subscription_of));
+            found.extend(
+                values
+                    .iter()
+                    .filter_map(subscription_of)
+                    .map(|s| self.seen_as_declared(s)),
+            );
             if values.len() < PAGE {
                 break;
             }
         }
         Ok(found)
+    }
+
+    /// A subscription whose `fields` Tripletex does not show is taken to
+    /// have the declared ones: what cannot be seen is not a difference.
+    fn seen_as_declared(&self, mut s: Subscription) -> Subscription {
+        if s.spec.get("fields").is_none() {
+            s.spec = json!({"fields": self.fields().unwrap_or("")});
+        }
+        s
     }
 
     /// A call with the session's Basic auth; a 401 makes a new session and
@@ -344,7 +358,11 @@ fn subscription_of(v: &Value) -> Option<Subscription> {
         state,
         status,
         name: None,
-        spec: json!({"fields": v.get("fields").and_then(Value::as_str).unwrap_or("")}),
+        spec: match v.get("fields") {
+            Some(Value::String(f)) => json!({ "fields": f }),
+            Some(Value::Null) => json!({"fields": ""}),
+            _ => json!({}),
+        },
         revision: v.get("version").and_then(id_text),
     })
 }
