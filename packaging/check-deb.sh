@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Debian package, installs it with dpkg -i, and checks what it
-# installed: the binary, the plugins, the ABI header, the system user, the unit
+# installed: the binary, the plugins, the ABI header, the system user, the units
 # (systemd-analyze verify), and `switchyard check` on the installed config;
 # then builds plugins outside the repository as plugin-api/README.md says (C
 # against the installed header, Rust against plugin-api by path) and checks
@@ -16,7 +16,8 @@ test -x /usr/bin/switchyard
 ls /usr/lib/switchyard/plugins/libswitchyard_tight.so /usr/lib/switchyard/plugins/libswitchyard_email.so >/dev/null
 getent passwd switchyard >/dev/null || { echo "no switchyard user after install" >&2; exit 1; }
 dpkg-query -W -f='${Conffiles}\n' switchyard | grep -q /etc/switchyard/switchyard.toml
-systemd-analyze verify /usr/lib/systemd/system/switchyard.service
+systemd-analyze verify /usr/lib/systemd/system/switchyard.service \
+    /usr/lib/systemd/system/switchyard.socket /usr/lib/systemd/system/switchyard-admin.socket
 switchyard check --config /etc/switchyard/switchyard.toml
 test -f /usr/include/switchyard/switchyard_plugin.h
 

@@ -12,6 +12,13 @@ pub fn check(path: &Path) -> Result<ExitCode> {
             for line in &report.summary {
                 println!("{line}");
             }
+            // Which sockets `run` would listen on: systemd's, or its own.
+            if let Ok((config, _)) = switchyard::config::load(path) {
+                let admin = config.admin.as_ref().map(|a| a.listen);
+                for line in switchyard::server::activation::describe(config.listen, admin) {
+                    println!("listener {line}");
+                }
+            }
             for w in &report.warnings {
                 println!("warning: {w}");
             }

@@ -5,10 +5,13 @@
 //! reload the configuration, plugins and rules, the systemd notifications
 //! and watchdog, graceful shutdown.
 //!
+//! Each listener takes the socket systemd passes for it (socket
+//! activation, [`activation`]) or binds its configured address.
 //! Both listeners are served by [`listener`] with the `[http]` limits:
 //! deadlines per connection ([`conn`]), a bound on connections, header
 //! limits; the open-file limit is raised at start.
 
+pub mod activation;
 mod config;
 pub mod conn;
 pub mod listener;
@@ -27,8 +30,10 @@ use crate::config::{Config, Problem, Problems};
 
 pub use config::HttpLimits;
 
-/// Binds `config.listen`, serves until `shutdown` completes, then drains.
-/// `on_bound` learns the bound address (useful with port 0).
+/// Listens on the sockets systemd passed (socket activation), else binds
+/// `config.listen` (and `[admin] listen`); serves until `shutdown`
+/// completes, then drains. `on_bound` learns the address (useful with
+/// port 0).
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -38,7 +43,12 @@ pub async fn run(
     // Before anything opens the store: another daemon may own it.
     let socket_path = socket::path(&config.data_dir);
     let local = socket::claim(&socket_path)?;
-    let listener = bind(config.listen, "listen")?;
+    let inherited = activation::take()?;
+    let activated = inherited.webhooks.is_some();
+    let listener = match inherited.webhooks {
+        Some(socket) => activation::adopt(socket, config.listen, "listen")?,
+        None => bind(config.listen, "listen")?,
+    };
     let addr = listener.local_addr().unwrap_or(config.listen);
     let limits = config.http.clone();
     let app = match Switchyard::start(config).await {
@@ -73,9 +83,13 @@ pub async fn run(
             )])
         })?;
     let hangups = tokio::spawn(reload_on_sighup(app.clone(), hup));
+    let admin_socket = inherited.admin;
     let admin = match app.config().admin.clone() {
         Some(admin) => {
-            let listener = bind(admin.listen, "admin.listen")?;
+            let listener = match admin_socket {
+                Some(socket) => activation::adopt(socket, admin.listen, "admin.listen")?,
+                None => bind(admin.listen, "admin.listen")?,
+            };
             let admin_addr = listener.local_addr().unwrap_or(admin.listen);
             tracing::info!(admin_addr = %admin_addr, "admin API on http://{admin_addr}/v1/, dashboard on http://{admin_addr}/ui");
             let routes = crate::admin::filter(app.clone(), admin.token, admin.read_only_token);
@@ -88,7 +102,12 @@ pub async fn run(
                 &limits,
             ))
         }
-        None => None,
+        None => {
+            if admin_socket.is_some() {
+                tracing::warn!("systemd passed an admin socket but the config has no [admin]: it is not served");
+            }
+            None
+        }
     };
     let local = local.map(|local| {
         tracing::info!(path = %socket_path.display(), "admin API on the local socket");
@@ -97,7 +116,12 @@ pub async fn run(
         spawn_admin(&app, local, "admin_socket", routes, bound, &limits)
     });
     let watchdog = tokio::spawn(watchdog(app.clone()));
-    tracing::info!(%addr, "listening for webhooks on http://{addr}/hooks/<source>");
+    let from = if activated {
+        "the socket systemd passed"
+    } else {
+        "its own socket"
+    };
+    tracing::info!(%addr, "listening for webhooks on http://{addr}/hooks/<source> ({from})");
     on_bound(addr);
     let status = format!(
         "accepting webhooks on {addr}; {} rules",

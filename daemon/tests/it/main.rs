@@ -15,6 +15,7 @@ mod dashboard_browser;
 mod durability;
 mod embed;
 mod event_filters;
+mod handover;
 mod hostile;
 mod instances;
 mod layers;

@@ -194,9 +194,9 @@ fn secrets_from_systemd_credentials() {
     assert!(!out.contains(SECRET));
 }
 
-/// The shipped unit: `systemd-analyze verify` passes (with this build's
-/// binary in place of /usr/bin/switchyard) and `systemd-analyze security`
-/// rates it 2.0 or better.
+/// The shipped units: `systemd-analyze verify` passes on the service (with
+/// this build's binary in place of /usr/bin/switchyard) and on its socket
+/// units, and `systemd-analyze security` rates the service 2.0 or better.
 #[test]
 fn the_systemd_unit_verifies_and_is_hardened() {
     let unit = std::fs::read_to_string(repo_root().join("systemd/switchyard.service")).unwrap();
@@ -207,6 +207,32 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         unit.replace("/usr/bin/switchyard", env!("CARGO_BIN_EXE_switchyard")),
     )
     .unwrap();
+    // The socket units beside it: the webhook socket systemd holds across
+    // restarts, and the admin one.
+    let sockets: Vec<_> = ["switchyard.socket", "switchyard-admin.socket"]
+        .iter()
+        .map(|name| {
+            let to = env.path(name);
+            std::fs::copy(repo_root().join("systemd").join(name), &to).unwrap();
+            to
+        })
+        .collect();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .args(&sockets)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify (with the sockets): {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    for socket in &sockets {
+        let text = std::fs::read_to_string(socket).unwrap();
+        assert!(text.contains("Service=switchyard.service"), "{text}");
+        assert!(text.contains("FileDescriptorName="), "{text}");
+    }
     let analyze = |args: &[&str]| {
         Command::new("systemd-analyze")
             .args(args)
