@@ -19,6 +19,11 @@ dpkg-query -W -f='${Conffiles}\n' switchyard | grep -q /etc/switchyard/switchyar
 systemd-analyze verify /usr/lib/systemd/system/switchyard.service \
     /usr/lib/systemd/system/switchyard.socket /usr/lib/systemd/system/switchyard-admin.socket
 switchyard check --config /etc/switchyard/switchyard.toml
+# Upgrades restart the service, not its socket (which would refuse connections).
+grep -q 'try-restart switchyard.service' /var/lib/dpkg/info/switchyard.postinst
+if grep 'switchyard\.socket' /var/lib/dpkg/info/switchyard.postinst | grep -E 'restart|stop'; then
+    echo "an upgrade would restart or stop switchyard.socket" >&2; exit 1
+fi
 test -f /usr/include/switchyard/switchyard_plugin.h
 
 # Plugins built elsewhere, as plugin-api/README.md shows.
