@@ -354,7 +354,6 @@ pub async fn check_subscriptions(
             Ok(watch::Checked {
                 plan,
                 off: Vec::new(),
-                drift: Vec::new(),
             }),
             failed,
         ),

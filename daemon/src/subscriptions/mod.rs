@@ -297,11 +297,10 @@ fn what(s: &Subscription) -> String {
     out
 }
 
-/// One line of a plan, as `plan` and `apply` print it.
-pub fn describe(step: &Step) -> String {
-    let verb = step.verb();
-    let rest = match step {
-        Step::Create(s) => what(s),
+/// What a step is about, as people read it (its verb aside).
+pub fn detail(step: &Step) -> String {
+    match step {
+        Step::Create(s) | Step::Keep(s) => what(s),
         Step::Move { old, new } if old.target_url != new.target_url => format!(
             "{}: {} -> {}",
             what(old),
@@ -312,7 +311,6 @@ pub fn describe(step: &Step) -> String {
         Step::Enable(s) => format!("{}: {}", what(s), s.status),
         Step::Delete(s) => format!("{}: no longer declared", what(s)),
         Step::Prune(s) => format!("{}: {}, not Switchyard's", what(s), shown(&s.target_url)),
-        Step::Keep(s) => what(s),
         Step::Disabled(s) => format!(
             "{}: {}, left alone (switch it on at the provider)",
             what(s),
@@ -323,8 +321,12 @@ pub fn describe(step: &Step) -> String {
             what(s),
             shown(&s.target_url)
         ),
-    };
-    format!("{verb:<9}{rest}")
+    }
+}
+
+/// One line of a plan, as `plan` and `apply` print it.
+pub fn describe(step: &Step) -> String {
+    format!("{:<9}{}", step.verb(), detail(step))
 }
 
 #[cfg(test)]

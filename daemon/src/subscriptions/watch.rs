@@ -22,7 +22,7 @@ use serde_json::json;
 use switchyard_plugin_api::{Subscription, SubscriptionCall, SubscriptionError, SubscriptionState};
 use tokio::sync::watch;
 
-use super::{describe, plan_with, shown, Plan, Provider, Step, CALL_TIMEOUT};
+use super::{describe, detail, plan_with, shown, Plan, Provider, Step, CALL_TIMEOUT};
 use crate::event::{Announce, Notice};
 use crate::host::{CallPool, Instance};
 use crate::metrics::{CheckLabels, Metrics, SourceLabel};
@@ -46,18 +46,25 @@ pub struct Checked {
         Subscription,
         Option<Result<Subscription, SubscriptionError>>,
     )>,
-    /// Steps `apply` would take besides switching on.
-    pub drift: Vec<String>,
+}
+
+impl Checked {
+    /// Steps `apply` would take besides switching on: the provider's side
+    /// has drifted from the config.
+    pub fn drift(&self) -> Vec<String> {
+        self.plan
+            .steps
+            .iter()
+            .filter(|s| s.changes() && !matches!(s, Step::Enable(_)))
+            .map(describe)
+            .collect()
+    }
 }
 
 /// One check of one source (blocking: it calls the provider's API).
 pub fn check(provider: &dyn Provider, w: &Watched) -> Result<Checked, SubscriptionError> {
     let plan = plan_with(provider, &w.source, &w.target_url, false)?;
-    let mut checked = Checked {
-        plan: plan.clone(),
-        off: Vec::new(),
-        drift: Vec::new(),
-    };
+    let mut off = Vec::new();
     for step in &plan.steps {
         match step {
             Step::Enable(s) => {
@@ -71,18 +78,16 @@ pub fn check(provider: &dyn Provider, w: &Watched) -> Result<Checked, Subscripti
                             })
                         })
                 });
-                checked.off.push((s.clone(), again));
+                off.push((s.clone(), again));
             }
-            Step::Disabled(s) => checked.off.push((s.clone(), None)),
+            Step::Disabled(s) => off.push((s.clone(), None)),
             Step::Move { old, .. } if old.state != SubscriptionState::Active => {
-                checked.off.push((old.clone(), None));
-                checked.drift.push(super::describe(step));
+                off.push((old.clone(), None))
             }
-            s if s.changes() => checked.drift.push(super::describe(s)),
             _ => {}
         }
     }
-    Ok(checked)
+    Ok(Checked { plan, off })
 }
 
 /// Runs the watcher until `stop`; `sources` says what to watch now (it
@@ -204,11 +209,12 @@ fn report(
         .subscriptions_off
         .get_or_create(&label)
         .set(still_off);
-    if !checked.drift.is_empty() {
+    let drift = checked.drift();
+    if !drift.is_empty() {
         tracing::warn!(
             source,
             "the provider's subscriptions differ from the config ({}); `switchyard subscriptions apply` makes them match",
-            checked.drift.join("; ")
+            drift.join("; ")
         );
     }
 }
@@ -286,8 +292,7 @@ pub fn last_check(
                 .steps
                 .iter()
                 .map(|step| {
-                    let mut text = describe(step);
-                    text.drain(..step.verb().len().min(text.len()));
+                    let mut text = detail(step);
                     let again = c.off.iter().find(|(s, _)| Some(s) == step.listed());
                     match again {
                         Some((_, Some(Ok(_)))) => text.push_str(" (switched on again)"),
@@ -298,7 +303,7 @@ pub fn last_check(
                     }
                     Line {
                         verb: step.verb(),
-                        text: text.trim().to_string(),
+                        text,
                     }
                 })
                 .collect();

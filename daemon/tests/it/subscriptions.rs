@@ -16,6 +16,14 @@ use crate::common::*;
 
 const CALLBACK: &str = "Bearer tx-callback-s3cret";
 
+/// The plugins of these tests' sources (tight, teal, tripletex) and the
+/// file action.
+fn with_plugins(env: &Env) {
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_teal"));
+    env.add_plugin(&built_plugin("switchyard_tripletex"));
+}
+
 fn fake(dir: &Path) -> Fixture {
     Fixture::start("provider_apis.py", &[], dir.join("apis.jsonl"))
 }
@@ -95,7 +103,7 @@ fn never_a_secret(out: &str) {
 #[test]
 fn plan_apply_and_list_make_exactly_the_declared_subscriptions() {
     let env = Env::new();
-    env.with_bundled_plugins();
+    with_plugins(&env);
     let f = fake(env.dir.path());
     let foreign = control(
         &f,
@@ -252,7 +260,7 @@ fn plan_apply_and_list_make_exactly_the_declared_subscriptions() {
 #[test]
 fn refusals_by_the_provider_are_reported_without_secrets() {
     let env = Env::new();
-    env.with_bundled_plugins();
+    with_plugins(&env);
     let f = fake(env.dir.path());
     let text = sources(&f, "")
         .replace("employee-token\"", "employee-t0ken-wrong\"")
@@ -294,7 +302,7 @@ fn refusals_by_the_provider_are_reported_without_secrets() {
 #[test]
 fn the_watcher_switches_a_disabled_subscription_back_on_and_rules_hear_of_it() {
     let env = Env::new();
-    env.with_bundled_plugins();
+    with_plugins(&env);
     let f = fake(env.dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -410,7 +418,7 @@ fn scrape_checks(daemon: &Daemon) -> f64 {
 fn the_dashboard_and_the_admin_api_check_and_apply_them() {
     use crate::dashboard::{csrf, get, post, sign_in, READ_ONLY, TOKEN};
     let env = Env::new();
-    env.with_bundled_plugins();
+    with_plugins(&env);
     let f = fake(env.dir.path());
     let config = env.config(&format!(
         "public_url = \"https://hooks.example.com\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nread_only_token = \"{READ_ONLY}\"\n{}",
