@@ -13,7 +13,9 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
-use super::{may_act, nav, page, page_route, plain, see_other, when, Nav, SessionFilter};
+use super::{
+    form_post, may_act, nav, page, page_route, plain, see_other, when, Nav, SessionFilter,
+};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::metrics::recent::Kind;
@@ -51,10 +53,6 @@ pub(super) fn routes(
     app: Arc<Switchyard>,
     session: impl SessionFilter,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
-    let with_app = {
-        let app = app.clone();
-        warp::any().map(move || app.clone())
-    };
     let list = page_route(
         warp::path!("ui" / "actions"),
         session.clone(),
@@ -127,11 +125,7 @@ pub(super) fn routes(
         },
     );
     let act = warp::path!("ui" / "actions" / String / String)
-        .and(warp::post())
-        .and(session)
-        .and(warp::body::content_length_limit(16 * 1024))
-        .and(warp::body::form::<HashMap<String, String>>())
-        .and(with_app)
+        .and(form_post(session, app.clone()))
         .then(
             |name: String, verb: String, s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
                 let what = match verb.as_str() {

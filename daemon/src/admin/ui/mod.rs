@@ -181,6 +181,27 @@ where
         )
 }
 
+/// A form POST's session, form and app, as [`form_post`] extracts them.
+pub(super) type FormPost = (
+    Option<(String, Session)>,
+    HashMap<String, String>,
+    Arc<Switchyard>,
+);
+
+/// What a form's POST is given: the session (if live), the form (at most
+/// 16 KiB), and the app. The handler checks the session with
+/// [`may_act`] or [`may_look`].
+pub(super) fn form_post(
+    session: impl SessionFilter,
+    app: Arc<Switchyard>,
+) -> impl Filter<Extract = FormPost, Error = Rejection> + Clone {
+    warp::post()
+        .and(session)
+        .and(warp::body::content_length_limit(16 * 1024))
+        .and(warp::body::form::<HashMap<String, String>>())
+        .and(warp::any().map(move || app.clone()))
+}
+
 /// What the header shows of the session.
 pub(super) struct Nav {
     page: &'static str,

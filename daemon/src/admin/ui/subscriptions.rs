@@ -16,7 +16,9 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
-use super::{may_act, may_look, nav, page, page_route, plain, see_other, when, Nav, SessionFilter};
+use super::{
+    form_post, may_act, may_look, nav, page, page_route, plain, see_other, when, Nav, SessionFilter,
+};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::subscriptions::watch::Line;
@@ -52,10 +54,6 @@ pub(super) fn routes(
     app: Arc<Switchyard>,
     session: impl SessionFilter,
 ) -> impl Filter<Extract = (Reply,), Error = Rejection> + Clone {
-    let with_app = {
-        let app = app.clone();
-        warp::any().map(move || app.clone())
-    };
     let list = page_route(
         warp::path!("ui" / "subscriptions"),
         session.clone(),
@@ -110,11 +108,7 @@ pub(super) fn routes(
         },
     );
     let act = warp::path!("ui" / "subscriptions" / String / String)
-        .and(warp::post())
-        .and(session)
-        .and(warp::body::content_length_limit(16 * 1024))
-        .and(warp::body::form::<HashMap<String, String>>())
-        .and(with_app)
+        .and(form_post(session, app.clone()))
         .then(
             |source: String, verb: String, s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
                 let apply = match verb.as_str() {
