@@ -153,8 +153,13 @@ impl Browser {
         self.rt
             .block_on(async {
                 match c.find(Locator::Css(css)).await {
-                    Ok(e) => e.text().await,
-                    Err(e) => Ok(format!("(no {css}: {e})")),
+                    // An element the page replaced between finding and
+                    // reading it is read again by the caller's next poll.
+                    Ok(e) => Ok(e
+                        .text()
+                        .await
+                        .unwrap_or_else(|err| format!("(stale {css}: {err})"))),
+                    Err(e) => Ok::<_, fantoccini::error::CmdError>(format!("(no {css}: {e})")),
                 }
             })
             .unwrap()
