@@ -37,6 +37,10 @@ pub struct Event {
     /// an event not newer than the last accepted for its key is not routed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<switchyard_plugin_api::Order>,
+    /// The provider checking the endpoint (a challenge answered), not an
+    /// event: stored for the record, never routed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handshake: bool,
 }
 
 /// A new sortable event id.
@@ -83,6 +87,7 @@ impl Event {
             received_at,
             extensions: draft.extensions,
             order: draft.order,
+            handshake: false,
         }
     }
 }
@@ -142,6 +147,7 @@ impl Notice {
             received_at: at,
             extensions: Map::new(),
             order: None,
+            handshake: false,
         }
     }
 }

@@ -58,7 +58,7 @@ extern "C" {
 #endif
 
 #define SWITCHYARD_ABI_MAJOR 1
-#define SWITCHYARD_ABI_MINOR 4
+#define SWITCHYARD_ABI_MINOR 5
 #define SWITCHYARD_ENTRY_SYMBOL "switchyard_plugin_v1"
 
 /*
@@ -120,7 +120,7 @@ typedef struct sy_header {
 /* An incoming webhook request, borrowed for the duration of verify(). */
 typedef struct sy_request {
     size_t struct_size;       /* sizeof(sy_request) as the host knows it */
-    sy_bytes method;          /* "POST" */
+    sy_bytes method;          /* "POST"; from 1.5 any method create() declared ("GET", "OPTIONS") */
     sy_bytes path;            /* the path after the source's mount point, may be empty */
     sy_bytes query;           /* raw query string without '?', may be empty */
     const sy_header *headers; /* headers_len entries */
@@ -169,6 +169,10 @@ typedef struct sy_host {
  *     config_json: the source's or action's settings from the config file as a
  *     JSON object, secrets already resolved, without the "plugin" key.
  *     Reject unknown keys with SY_ERR_CONFIG and a message naming the key.
+ *     From ABI 1.5 a provider may set_json({"methods": ["GET", "POST"]}) on
+ *     SY_OK: the HTTP methods its source takes (POST alone when it does
+ *     not say; any other is answered 405 with Allow). The host takes GET,
+ *     POST, PUT, PATCH and OPTIONS.
  * destroy(instance)
  * verify(instance, request, out)                         [providers; else NULL]
  *     On SY_OK: set_json({"events":[EVENT, ...]}) with at least one EVENT:
@@ -183,6 +187,23 @@ typedef struct sy_host {
  *                                      event (2xx, not routed) unless version
  *                                      is newer than the last it accepted for key
  *        "data": <any JSON>}           the payload
+ *     From ABI 1.5 the document may also say (read from a plugin of 1.5 or
+ *     later; a plugin learns the host's minor from sy_host):
+ *       "handshake": true              the request is the provider checking
+ *                                      the endpoint (a challenge), not an
+ *                                      event: its events are stored as
+ *                                      handshakes and never routed
+ *       "answer": {"status": 200,      what to answer once the request is
+ *                  "content_type": "text/plain",   stored, instead of the
+ *                  "body": "<utf-8 text>",         host's {"accepted": …}:
+ *                  "headers": [["name", "value"], ...]}
+ *                                      status 200-299, body at most 64 KiB;
+ *                                      no header about the connection or the
+ *                                      body's framing; the host adds
+ *                                      cache-control: no-store and
+ *                                      x-content-type-options: nosniff. An
+ *                                      answer the host refuses fails the
+ *                                      request (500), as bad output does.
  *     On SY_REJECT_*: set_message(reason). The reason is logged, never sent back.
  * execute(instance, job_json, timeout_ms, out)           [actions; else NULL]
  *     job_json: {"id", "idempotency_key", "action", "rule", "attempt",

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::ffi::{self, SyBytes, SyHost, SyOut, SyRequest};
 use crate::{
-    Action, BatchOutcome, BatchOutput, BatchStatus, Host, Job, Provider, Request, SampleError,
-    SubscriptionCall, SubscriptionError, SubscriptionsOutput, VerifyOutput,
+    Action, BatchOutcome, BatchOutput, BatchStatus, CreateOutput, Host, Job, Provider, Request,
+    SampleError, SubscriptionCall, SubscriptionError, SubscriptionsOutput,
 };
 
 thread_local! {
@@ -90,6 +90,7 @@ fn create_with<T: Send + Sync + 'static>(
     out: *mut SyOut,
     instance: *mut *mut c_void,
     make: fn(Host, Value) -> Result<T, String>,
+    output: fn(&T) -> Option<CreateOutput>,
 ) -> i32 {
     let out = Out(out);
     guard(&out, || {
@@ -107,6 +108,9 @@ fn create_with<T: Send + Sync + 'static>(
         let host = unsafe { Host::from_raw(host) };
         match make(host, config) {
             Ok(t) => {
+                if let Some(said) = output(&t) {
+                    out.set_json(&serde_json::to_vec(&said).unwrap_or_default());
+                }
                 unsafe { *instance = Box::into_raw(Box::new(t)) as *mut c_void };
                 ffi::SY_OK
             }
@@ -126,7 +130,11 @@ pub unsafe extern "C" fn create_provider<T: Provider>(
     out: *mut SyOut,
     instance: *mut *mut c_void,
 ) -> i32 {
-    create_with::<T>(host, config_json, out, instance, T::create)
+    create_with::<T>(host, config_json, out, instance, T::create, |p| {
+        Some(CreateOutput {
+            methods: p.methods().iter().map(|m| m.to_string()).collect(),
+        })
+    })
 }
 
 /// # Safety
@@ -137,7 +145,7 @@ pub unsafe extern "C" fn create_action<T: Action>(
     out: *mut SyOut,
     instance: *mut *mut c_void,
 ) -> i32 {
-    create_with::<T>(host, config_json, out, instance, T::create)
+    create_with::<T>(host, config_json, out, instance, T::create, |_| None)
 }
 
 /// # Safety
@@ -202,8 +210,8 @@ pub unsafe extern "C" fn verify<T: Provider>(
             remote_addr,
             body: raw.body.as_slice(),
         };
-        match provider.verify(&request) {
-            Ok(events) => match serde_json::to_vec(&VerifyOutput { events }) {
+        match provider.receive(&request) {
+            Ok(received) => match serde_json::to_vec(&received) {
                 Ok(json) => {
                     out.set_json(&json);
                     ffi::SY_OK

@@ -221,10 +221,110 @@ impl fmt::Display for Rejection {
     }
 }
 
-/// The `verify` result document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The `verify` result document: the events, and (ABI 1.5) whether the
+/// request is a handshake and how to answer it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VerifyOutput {
     pub events: Vec<EventDraft>,
+    /// The request is the provider checking the endpoint (Slack's
+    /// `url_verification`, Meta's `hub.challenge`, …), not an event: its
+    /// events are stored as handshakes, for the record, and never routed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handshake: bool,
+    /// What to answer instead of the host's `{"accepted": …}` (a 2xx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
+}
+
+impl VerifyOutput {
+    /// Ordinary events, answered as the host answers them.
+    pub fn events(events: Vec<EventDraft>) -> Self {
+        VerifyOutput {
+            events,
+            ..Default::default()
+        }
+    }
+
+    /// A handshake: recorded as `event`, answered with `answer`.
+    pub fn handshake(event: EventDraft, answer: Answer) -> Self {
+        VerifyOutput {
+            events: vec![event],
+            handshake: true,
+            answer: Some(answer),
+        }
+    }
+
+    /// The same, answered with `answer`.
+    pub fn with_answer(mut self, answer: Option<Answer>) -> Self {
+        self.answer = answer;
+        self
+    }
+}
+
+/// An answer a provider gives to a verified request (ABI 1.5), sent once
+/// the request is stored. The host allows only a 2xx status, a body of at
+/// most [`Answer::MAX_BODY`] bytes, and headers that are not about the
+/// connection or the body's framing (`content-length`, `connection`, …);
+/// it always adds `cache-control: no-store` and
+/// `x-content-type-options: nosniff`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub status: u16,
+    /// `text/plain; charset=utf-8` when not said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    /// The largest body an answer may carry.
+    pub const MAX_BODY: usize = 64 * 1024;
+
+    /// `200`, `text/plain`, the text as the body: a challenge echoed.
+    pub fn text(body: impl Into<String>) -> Self {
+        Answer {
+            status: 200,
+            content_type: Some("text/plain; charset=utf-8".into()),
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// `200`, `application/json`, the value as the body.
+    pub fn json(value: &Value) -> Self {
+        Answer {
+            status: 200,
+            content_type: Some("application/json".into()),
+            body: value.to_string(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A status alone, without a body.
+    pub fn status(status: u16) -> Self {
+        Answer {
+            status,
+            content_type: None,
+            body: String::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// What `create` may hand back beside the instance (ABI 1.5): the HTTP
+/// methods the source takes (`POST` alone when not said).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateOutput {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
 }
 
 /// A job handed to an action plugin.
@@ -452,6 +552,22 @@ pub trait Provider: Send + Sync + Sized + 'static {
     /// Verify the request over its raw bytes and turn it into events.
     fn verify(&self, request: &Request<'_>) -> Result<Vec<EventDraft>, Rejection>;
 
+    /// What the host calls: [`verify`](Provider::verify), answered as the
+    /// host answers events. Override it (ABI 1.5) to tell handshakes from
+    /// events and to give an answer of its own ([`VerifyOutput`]); check
+    /// [`Host::abi`] in `create` first: a host older than 1.5 routes a
+    /// handshake as an event and answers it its own way.
+    fn receive(&self, request: &Request<'_>) -> Result<VerifyOutput, Rejection> {
+        self.verify(request).map(VerifyOutput::events)
+    }
+
+    /// The HTTP methods this instance takes (ABI 1.5); any other is
+    /// answered 405 by the host. A handshake may come as a `GET` (Meta,
+    /// Dropbox) or an `OPTIONS` (CloudEvents).
+    fn methods(&self) -> &[&'static str] {
+        &["POST"]
+    }
+
     /// A correctly signed sample request for a named event.
     fn sample(&self, event: &str) -> Result<SampleRequest, SampleError> {
         Err(SampleError::Unknown(format!(
@@ -586,6 +702,32 @@ mod tests {
         assert_eq!(percent_encode("a/b c+d=é"), "a%2Fb%20c%2Bd%3D%C3%A9");
         let round: Vec<_> = parse_query(&format!("t={}", percent_encode("s3cret tok/+&=")));
         assert_eq!(round, vec![("t".to_string(), "s3cret tok/+&=".to_string())]);
+    }
+
+    #[test]
+    fn the_verify_document_of_1_5_only_adds() {
+        // A document as every minor before 1.5 wrote it reads as events.
+        let old: VerifyOutput =
+            serde_json::from_str(r#"{"events":[{"type":"ping","data":{}}]}"#).unwrap();
+        assert_eq!(
+            old,
+            VerifyOutput::events(vec![EventDraft::new("ping", serde_json::json!({}))])
+        );
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"events":[{"type":"ping","data":{}}]}"#
+        );
+        let shake = VerifyOutput::handshake(
+            EventDraft::new("handshake.slack", serde_json::json!({})),
+            Answer::text("c").header("X-A", "1"),
+        );
+        assert_eq!(
+            serde_json::to_value(&shake).unwrap(),
+            serde_json::json!({"events": [{"type": "handshake.slack", "data": {}}],
+                "handshake": true,
+                "answer": {"status": 200, "content_type": "text/plain; charset=utf-8",
+                           "body": "c", "headers": [["X-A", "1"]]}})
+        );
     }
 
     #[test]

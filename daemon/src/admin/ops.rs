@@ -119,8 +119,14 @@ pub struct Replayed {
     pub replayed: String,
 }
 
-/// Routes a stored event again through the current rules.
+/// Routes a stored event again through the current rules. A handshake
+/// (the provider checking the endpoint) is never routed, so never replayed.
 pub async fn replay(store: &dyn Store, id: String) -> OpResult<Replayed> {
+    if store.show_event(id.clone()).await?.state == "handshake" {
+        return Err(OpError::Invalid(format!(
+            "event {id} is a handshake (its provider checking the endpoint): it is kept for the record and never routed"
+        )));
+    }
     store.replay(id.clone()).await?;
     tracing::info!(event_id = %id, "event will be routed again (replay)");
     Ok(Replayed { replayed: id })

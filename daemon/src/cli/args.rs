@@ -201,7 +201,8 @@ pub enum EventsCommand {
         /// Only received before: a time (RFC 3339) or an age (`1h`, `2d`).
         #[arg(long)]
         until: Option<String>,
-        /// Only in this state: pending, routed, stale, or dead (a job gave up).
+        /// Only in this state: pending, routed, stale, dead (a job gave up), or
+        /// handshake (a provider checking the endpoint, never routed).
         #[arg(long)]
         state: Option<String>,
         /// Only where a field of the event has this value:

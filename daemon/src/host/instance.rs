@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use switchyard_plugin_api::ffi::{self, SyBytes, SyHeader, SyHost, SyOut, SyRequest};
 use switchyard_plugin_api::{
-    BatchOutcome, BatchStatus, EventDraft, RejectKind, Rejection, SampleRequest, Subscription,
-    SubscriptionCall, SubscriptionError, SubscriptionsOutput, VerifyOutput,
+    Answer, BatchOutcome, BatchStatus, CreateOutput, RejectKind, Rejection, SampleRequest,
+    Subscription, SubscriptionCall, SubscriptionError, SubscriptionsOutput, VerifyOutput,
 };
 
 use super::library::Plugin;
@@ -127,7 +127,104 @@ extern "C" fn host_log(ctx: *mut c_void, level: u32, ptr: *const u8, len: usize)
 pub struct Instance {
     plugin: Arc<Plugin>,
     ptr: *mut c_void,
+    /// The HTTP methods a provider's source takes (`POST` unless its
+    /// `create` said more, ABI 1.5).
+    methods: Vec<String>,
     _host: Box<HostBlock>,
+}
+
+/// The methods a provider may declare for its source.
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "OPTIONS"];
+
+/// Headers an answer may not set: the connection's and the body's framing
+/// (the host's to say), and what the host always sets itself.
+const RESERVED_HEADERS: [&str; 14] = [
+    "connection",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "host",
+    "date",
+    "server",
+    "cache-control",
+    "x-content-type-options",
+];
+
+/// A provider's answer as the host will send it, or why it will not.
+fn checked_answer(answer: Answer) -> Result<Answer, String> {
+    if !(200..=299).contains(&answer.status) {
+        return Err(format!(
+            "answer status {} (a verified request is answered 2xx)",
+            answer.status
+        ));
+    }
+    if answer.body.len() > Answer::MAX_BODY {
+        return Err(format!(
+            "answer body of {} bytes (at most {})",
+            answer.body.len(),
+            Answer::MAX_BODY
+        ));
+    }
+    if answer.status == 204 && !answer.body.is_empty() {
+        return Err("a 204 answer with a body".into());
+    }
+    if let Some(ct) = &answer.content_type {
+        if warp::http::HeaderValue::from_str(ct).is_err() {
+            return Err("answer content_type is not a header value".into());
+        }
+    }
+    for (name, value) in &answer.headers {
+        let lower = name.to_ascii_lowercase();
+        if warp::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(format!("answer header {name:?} is not a header name"));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(format!("answer header {name:?} is the host's to set"));
+        }
+        if warp::http::HeaderValue::from_str(value).is_err() {
+            return Err(format!(
+                "answer header {name:?} has a value that is not a header value"
+            ));
+        }
+    }
+    if answer.headers.len() > 16 {
+        return Err(format!(
+            "{} answer headers (at most 16)",
+            answer.headers.len()
+        ));
+    }
+    Ok(answer)
+}
+
+/// The methods a provider's `create` declared, checked.
+fn declared_methods(json: Option<&[u8]>) -> Result<Vec<String>, PluginError> {
+    let said: CreateOutput = match json {
+        Some(j) => serde_json::from_slice(j)
+            .map_err(|e| PluginError::BadOutput(format!("create's output is not valid: {e}")))?,
+        None => CreateOutput::default(),
+    };
+    let mut methods = Vec::new();
+    for m in said.methods {
+        let m = m.to_ascii_uppercase();
+        if !METHODS.contains(&m.as_str()) {
+            return Err(PluginError::BadOutput(format!(
+                "create declared the method {m:?}; the host takes {}",
+                METHODS.join(", ")
+            )));
+        }
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    if methods.is_empty() {
+        methods.push("POST".to_string());
+    }
+    Ok(methods)
 }
 
 // SAFETY: the ABI requires verify/execute/sample to be callable concurrently
@@ -188,11 +285,22 @@ impl Instance {
         if ptr.is_null() {
             return Err(PluginError::BadOutput("create returned no instance".into()));
         }
-        Ok(Instance {
+        let provider = plugin.table.verify.is_some();
+        let said = buf.json.take().filter(|_| provider && plugin.speaks(5));
+        let mut instance = Instance {
             plugin,
             ptr,
+            methods: Vec::new(),
             _host: host,
-        })
+        };
+        // Dropping the instance on an error destroys it.
+        instance.methods = declared_methods(said.as_deref())?;
+        Ok(instance)
+    }
+
+    /// The HTTP methods a provider's source takes.
+    pub fn methods(&self) -> &[String] {
+        &self.methods
     }
 
     pub fn plugin(&self) -> &Arc<Plugin> {
@@ -204,7 +312,7 @@ impl Instance {
     pub fn verify(
         &self,
         req: &OwnedRequest,
-    ) -> Result<Result<Vec<EventDraft>, Rejection>, PluginError> {
+    ) -> Result<Result<VerifyOutput, Rejection>, PluginError> {
         let Some(verify) = self.plugin.table.verify else {
             return Err(PluginError::Unsupported("verify (not a provider)".into()));
         };
@@ -251,7 +359,22 @@ impl Instance {
                 event.order = None;
             }
         }
-        Ok(Ok(out.events))
+        if !self.plugin.speaks(5) {
+            // Handshakes and answers came with ABI 1.5.
+            out.handshake = false;
+            out.answer = None;
+        }
+        if out.handshake && out.events.is_empty() {
+            return Err(PluginError::BadOutput(
+                "a handshake without an event to record it".into(),
+            ));
+        }
+        out.answer = out
+            .answer
+            .map(checked_answer)
+            .transpose()
+            .map_err(PluginError::BadOutput)?;
+        Ok(Ok(out))
     }
 
     /// Runs a job (JSON per the ABI) within `timeout`.

@@ -97,14 +97,20 @@ impl Registry {
                     .filter(|p| p.role == role)
                     .map(|p| p.name.as_str())
                     .collect();
-                Err(format!(
+                let mut message = format!(
                     "no {role} plugin named {name:?} in plugin_dir (loaded {role}s: {})",
                     if known.is_empty() {
                         "none".to_string()
                     } else {
                         known.join(", ")
                     }
-                ))
+                );
+                // The library may be there but refused: say so here, since
+                // this error stops the daemon before warnings are printed.
+                for refused in &self.refused {
+                    message.push_str(&format!("; refused: {refused}"));
+                }
+                Err(message)
             }
         }
     }

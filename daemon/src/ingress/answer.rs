@@ -1,5 +1,5 @@
 //! The answers ingress gives: JSON bodies, never cached; 503s say when to
-//! come back.
+//! come back; a provider's own answer (a handshake's) as it said it.
 
 use serde_json::json;
 use warp::http::{HeaderValue, StatusCode};
@@ -21,5 +21,36 @@ pub fn unavailable(code: &str, retry_after_secs: u32) -> Response {
     let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, code);
     resp.headers_mut()
         .insert("retry-after", HeaderValue::from(retry_after_secs));
+    resp
+}
+
+/// A provider plugin's own answer (checked by the host when it came back):
+/// its status, content type, body and headers, never cached, never sniffed.
+pub fn custom(said: switchyard_plugin_api::Answer) -> Response {
+    let status = StatusCode::from_u16(said.status).unwrap_or(StatusCode::OK);
+    let mut resp = Response::new(said.body.into());
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    for (name, value) in &said.headers {
+        if let (Ok(n), Ok(v)) = (
+            warp::http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    if status != StatusCode::NO_CONTENT {
+        let ct = said
+            .content_type
+            .as_deref()
+            .and_then(|ct| HeaderValue::from_str(ct).ok())
+            .unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert("content-type", ct);
+    }
+    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }

@@ -1,6 +1,7 @@
 //! Ingress: the HTTP face providers post webhooks to.
 //!
-//! Owns: `POST /hooks/{source}[/{rest}]` as a warp filter, the body limit,
+//! Owns: `POST /hooks/{source}[/{rest}]` (and the other methods a source's
+//! plugin declares, for handshakes) as a warp filter, the body limit,
 //! who may send, turning a request into a plugin call and the verdict into
 //! an HTTP answer, what of a request is never stored, and the sources'
 //! config (`[sources.NAME]`). Calls: `host` (verify on the source's lane) and
@@ -25,12 +26,13 @@
 //! Answers:
 //! | status | when |
 //! |---|---|
-//! | 200 | verified and stored; `{"accepted": [new event ids], "duplicates": [ids of the events repeated], "stale": [ids stored but not routed: an older version of their object]}` |
+//! | 200 | verified and stored; `{"accepted": [new event ids], "duplicates": [ids of the events repeated], "stale": [ids stored but not routed: an older version of their object]}` (and `"handshakes"`: ids of handshakes recorded) |
+//! | 2xx | verified and stored, answered as the provider plugin said (ABI 1.5): a handshake's challenge echoed, a source's own success answer |
 //! | 400 | authentic but malformed |
 //! | 401 | verification or decryption failed (generic body; the reason is logged) |
 //! | 403 | sender address not allowed |
 //! | 404 | no such source |
-//! | 405 | not POST |
+//! | 405 | not a method the source takes (POST, unless its plugin declares more: GET or OPTIONS for a handshake); `Allow` lists them |
 //! | 408 | the body did not arrive within the listener's `body_timeout` |
 //! | 413 | body over `max_body_bytes` |
 //! | 500 | the provider plugin failed (panicked or returned nonsense) |
@@ -53,9 +55,9 @@ use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes};
 use futures_util::Stream;
 use serde_json::json;
-use switchyard_plugin_api::RejectKind;
+use switchyard_plugin_api::{Answer, RejectKind};
 use tokio::sync::mpsc;
-use warp::http::{HeaderValue, Method, StatusCode};
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use crate::event::Event;
@@ -223,13 +225,13 @@ impl Ingress {
         let received_at = time::OffsetDateTime::now_utc();
         let remote_addr = sender.map(|ip| ip.to_string()).unwrap_or_default();
         let request = Arc::new(req.owned(remote_addr, body));
-        let events = match self.verify(source, &request, received_at).await {
-            Ok(events) => events,
+        let (events, custom) = match self.verify(source, &request, received_at).await {
+            Ok(verified) => verified,
             Err(why) => {
                 return Err(self.note(why, &req, Some(source), sender, Some(&request.body)))
             }
         };
-        self.store(source, &request, received_at, events)
+        self.store(source, &request, received_at, events, custom)
             .await
             .map_err(|why| self.note(why, &req, Some(source), sender, Some(&request.body)))
     }
@@ -303,15 +305,15 @@ impl Ingress {
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
-        if req.method != Method::POST {
+        let methods = source.instance.methods();
+        if !methods.iter().any(|m| m == req.method.as_str()) {
+            let allow = methods.join(", ");
             let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            resp.headers_mut()
-                .insert("allow", HeaderValue::from_static("POST"));
-            return Err(refused(
-                resp,
-                "method",
-                format!("{} is not POST", req.method),
-            ));
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert("allow", v);
+            }
+            let why = format!("{} is not one of {allow}", req.method);
+            return Err(refused(resp, "method", why));
         }
         let declared = req
             .headers
@@ -395,14 +397,15 @@ impl Ingress {
     }
 
     /// The provider plugin's verdict, on the source's lane (the call pool's
-    /// threads) within the plugin deadline: the events it found, or the
-    /// answer to a refusal.
+    /// threads) within the plugin deadline: the events it found (marked when
+    /// the request is a handshake) and the answer it gives, or the answer
+    /// to a refusal.
     async fn verify(
         &self,
         source: &Source,
         request: &Arc<OwnedRequest>,
         received_at: time::OffsetDateTime,
-    ) -> Result<Vec<Event>, Refused> {
+    ) -> Result<(Vec<Event>, Option<Answer>), Refused> {
         let m = &self.metrics;
         let instance = source.instance.clone();
         let lent = request.clone();
@@ -411,10 +414,10 @@ impl Ingress {
             .call(self.plugin_timeout, move || instance.verify(&lent))
             .await
             .and_then(|r| r);
-        let drafts = match verdict {
-            Ok(Ok(drafts)) => {
+        let verified = match verdict {
+            Ok(Ok(verified)) => {
                 m.plugin_call(source.provider(), "verify", "ok");
-                drafts
+                verified
             }
             Ok(Err(rejection)) => {
                 m.plugin_call(source.provider(), "verify", "rejected");
@@ -460,23 +463,31 @@ impl Ingress {
             }
         };
         let provider = source.provider();
-        Ok(drafts
+        let handshake = verified.handshake;
+        let events = verified
+            .events
             .into_iter()
             .enumerate()
             .map(|(i, d)| {
-                Event::from_draft(d, &source.name, provider, &request.body, i, received_at)
+                let mut event =
+                    Event::from_draft(d, &source.name, provider, &request.body, i, received_at);
+                event.handshake = handshake;
+                event
             })
-            .collect())
+            .collect();
+        Ok((events, verified.answer))
     }
 
     /// Commits the request (credentials redacted) and its events, hands the
-    /// new events to the router, and answers 200 with what became of each.
+    /// new events to the router, and answers: as the plugin said, or 200
+    /// with what became of each event.
     async fn store(
         &self,
         source: &Source,
         request: &OwnedRequest,
         received_at: time::OffsetDateTime,
         events: Vec<Event>,
+        custom: Option<Answer>,
     ) -> Result<Response, Refused> {
         let m = &self.metrics;
         let stored = redact::stored_request(
@@ -498,8 +509,13 @@ impl Ingress {
         let mut accepted = Vec::new();
         let mut duplicates = Vec::new();
         let mut stale = Vec::new();
+        let mut handshakes = Vec::new();
         for (o, event) in outcome.into_iter().zip(events) {
             match o {
+                Ingested::Handshake(id) => {
+                    tracing::info!(event_id = %id, source = %source.name, "handshake answered; stored, not routed");
+                    handshakes.push(id);
+                }
                 Ingested::New(id) => {
                     tracing::info!(event_id = %id, source = %source.name, "webhook accepted");
                     accepted.push(id);
@@ -526,11 +542,15 @@ impl Ingress {
             .get_or_create(&label)
             .inc_by(duplicates.len() as u64);
         m.stale.get_or_create(&label).inc_by(stale.len() as u64);
+        m.handshakes
+            .get_or_create(&label)
+            .inc_by(handshakes.len() as u64);
         let now = crate::store::now_ms();
         for (outcome, n) in [
             ("accepted", accepted.len()),
             ("duplicate", duplicates.len()),
             ("stale", stale.len()),
+            ("handshake", handshakes.len()),
         ] {
             m.recent
                 .count(now, Kind::Webhook, &source.name, outcome, n as u64);
@@ -540,9 +560,13 @@ impl Ingress {
                 .unrouted_events
                 .fetch_add(accepted.len() as u64, Ordering::Relaxed);
         }
-        Ok(answer(
-            StatusCode::OK,
-            json!({ "accepted": accepted, "duplicates": duplicates, "stale": stale }),
-        ))
+        if let Some(custom) = custom {
+            return Ok(answer::custom(custom));
+        }
+        let mut said = json!({ "accepted": accepted, "duplicates": duplicates, "stale": stale });
+        if !handshakes.is_empty() {
+            said["handshakes"] = json!(handshakes);
+        }
+        Ok(answer(StatusCode::OK, said))
     }
 }

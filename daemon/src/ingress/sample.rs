@@ -20,15 +20,20 @@ pub fn sample_events(instance: &Instance, source: &str, event: &str) -> Result<V
         remote_addr: "127.0.0.1".into(),
         body: bytes::Bytes::from(sample.body.clone()),
     };
-    let drafts = instance
+    let verified = instance
         .verify(&request)
         .map_err(|e| e.to_string())?
         .map_err(|r| format!("the {source} plugin refused its own sample: {r}"))?;
     let provider = instance.plugin().name.clone();
     let now = time::OffsetDateTime::now_utc();
-    Ok(drafts
+    Ok(verified
+        .events
         .into_iter()
         .enumerate()
-        .map(|(i, d)| Event::from_draft(d, source, &provider, &request.body, i, now))
+        .map(|(i, d)| {
+            let mut event = Event::from_draft(d, source, &provider, &request.body, i, now);
+            event.handshake = verified.handshake;
+            event
+        })
         .collect())
 }

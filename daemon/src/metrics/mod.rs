@@ -81,6 +81,7 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     pub duplicates: Family<SourceLabel, Counter>,
     pub stale: Family<SourceLabel, Counter>,
+    pub handshakes: Family<SourceLabel, Counter>,
     pub ingest_seconds: Histograms<SourceLabel>,
     pub store_commit_seconds: Histogram,
     pub rule_runs: Family<RuleLabels, Counter>,
@@ -122,6 +123,7 @@ impl Metrics {
             rejected: Family::default(),
             duplicates: Family::default(),
             stale: Family::default(),
+            handshakes: Family::default(),
             ingest_seconds: Family::new_with_constructor(latency),
             store_commit_seconds: latency(),
             rule_runs: Family::default(),
@@ -165,6 +167,11 @@ impl Metrics {
             "events_stale",
             "Events older than their object's last version (stored, not routed)",
             m.stale.clone(),
+        );
+        r.register(
+            "webhooks_handshakes",
+            "Handshakes answered: a provider checking the endpoint (stored, not routed)",
+            m.handshakes.clone(),
         );
         r.register(
             "ingest_seconds",

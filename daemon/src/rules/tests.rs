@@ -16,6 +16,7 @@ fn event(kind: &str) -> Event {
         received_at: "2025-01-01T00:00:00Z".into(),
         extensions: Default::default(),
         order: None,
+        handshake: false,
     }
 }
 

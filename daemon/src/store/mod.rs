@@ -97,6 +97,9 @@ pub enum Ingested {
     /// Stored but not routed: its object's version is not newer than the
     /// last one accepted (the event's id; see `Event::order`).
     Stale(String),
+    /// Stored but not routed: the provider checking the endpoint (the
+    /// event's id; see `Event::handshake`).
+    Handshake(String),
 }
 
 /// An event waiting for routing.

@@ -513,6 +513,28 @@ pub fn pyjwt(secret: &str, body: &[u8], extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A body signed by `fixtures/sign.py` (Python's hmac, `cryptography`,
+/// `standardwebhooks`): `{"headers": [[name, value], …], "body", …}`.
+pub fn signed_by_python(scheme: &str, body: &str, args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body");
+    std::fs::write(&file, body).unwrap();
+    let out = Command::new("python3")
+        .arg(repo_root().join("daemon/tests/fixtures/sign.py"))
+        .arg(scheme)
+        .arg("--body-file")
+        .arg(&file)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "sign.py failed (pip install -r requirements-dev.txt): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A Tight LIFECYCLE invoiceViewed body.
 pub fn invoice_viewed(invoice: &str) -> String {
     format!(

@@ -16,6 +16,7 @@ mod durability;
 mod embed;
 mod event_filters;
 mod handover;
+mod handshakes;
 mod hostile;
 mod instances;
 mod layers;

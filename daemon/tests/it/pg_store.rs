@@ -25,6 +25,7 @@ pub(crate) fn event(id: &str, key: &str) -> Event {
         received_at: "2025-01-01T00:00:00Z".into(),
         extensions: Default::default(),
         order: None,
+        handshake: false,
     }
 }
 

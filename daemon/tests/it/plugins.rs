@@ -66,16 +66,18 @@ path = "{}"
 ///   point after `sample` the host does not know: it loads, the host reads
 ///   only what it knows, and it learns the host's version from sy_host and
 ///   the size of sy_out;
-/// - a plugin built before a minor bump keeps working: the host is at 1.4
-///   and c-example is compiled against the 1.1, 1.2 and 1.3 headers as
-///   released (frozen in plugin-api/tests/abi-1.1/, abi-1.2/, abi-1.3/); 1.1's sy_host and
+/// - a plugin built before a minor bump keeps working: the host is at 1.5
+///   and c-example is compiled against the 1.1, 1.2, 1.3 and 1.4 headers as
+///   released (frozen in plugin-api/tests/abi-1.1/ … abi-1.4/; 1.5 added
+///   no entry, only what verify's and create's documents may say); 1.1's sy_host and
 ///   sy_out are shorter and it has no SY_HAS. Such a plugin says its minor,
 ///   and the host reads its table up to its struct_size.
 #[test]
 fn plugins_of_every_abi_1_minor_load_and_work() {
     let root = repo_root();
     for (header, minor) in [
-        (root.join("plugin-api/include"), "4"),
+        (root.join("plugin-api/include"), "5"),
+        (root.join("plugin-api/tests/abi-1.4"), "4"),
         (root.join("plugin-api/tests/abi-1.3"), "3"),
         (root.join("plugin-api/tests/abi-1.2"), "2"),
         (root.join("plugin-api/tests/abi-1.1"), "1"),
@@ -126,7 +128,7 @@ path = "{}"
         let example = loaded("c-example");
         assert_eq!(example["abi"], format!("1.{minor}"));
         let entries = match minor {
-            "4" => 10,
+            "5" | "4" => 10,
             "3" => 9,
             _ => 8,
         };
@@ -135,10 +137,10 @@ path = "{}"
             8 + entries * std::mem::size_of::<usize>()
         );
         let future = loaded("c-future");
-        assert_eq!(future["abi"], "1.5");
+        assert_eq!(future["abi"], "1.6");
         assert_eq!(future["table_size"], 8 + 11 * std::mem::size_of::<usize>());
         if minor != "1" {
-            assert!(daemon.logged("c-example instance created (host ABI 1.4)"));
+            assert!(daemon.logged("c-example instance created (host ABI 1.5)"));
         } else {
             assert!(daemon.logged("c-example instance created\""));
         }
@@ -163,7 +165,7 @@ path = "{}"
         };
         assert_eq!(data("c-example.message")["say"], "from C");
         let probe = data("c-future.probe");
-        assert_eq!(probe["host_abi_minor"], 4);
+        assert_eq!(probe["host_abi_minor"], 5);
         assert_eq!(probe["out_struct_size"], 4 * std::mem::size_of::<usize>());
     }
 }
@@ -236,6 +238,16 @@ plugin = "future"
     let (ok, out) = check(&config);
     assert!(!ok, "{out}");
     assert!(out.contains("no provider plugin named \"future\""), "{out}");
+    // ...and says why the library that may be it was refused, in the error
+    // itself (it stops the daemon before warnings would be printed).
+    let error_line = out
+        .lines()
+        .find(|l| l.contains("no provider plugin named"))
+        .unwrap();
+    assert!(
+        error_line.contains("refused: ") && error_line.contains("built for plugin ABI 2.0"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -66,23 +66,7 @@ type Headers = Vec<(String, String)>;
 
 /// Signs `body` with tests/fixtures/sign.py; returns (headers, body).
 fn sign(scheme: &str, body: &str, args: &[&str]) -> (Headers, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("body");
-    std::fs::write(&file, body).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(repo_root().join("daemon/tests/fixtures/sign.py"))
-        .arg(scheme)
-        .arg("--body-file")
-        .arg(&file)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "sign.py failed (pip install -r requirements-dev.txt): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = signed_by_python(scheme, body, args);
     let headers = v["headers"]
         .as_array()
         .unwrap()

@@ -17,18 +17,32 @@
 //!   said out loud.
 //!
 //! The event type comes from a header (`event_type_header`), a JSON pointer
-//! into the body (`event_type`), or both joined with a dot. README.md has
-//! recipes for GitHub, Stripe and Slack.
+//! into the body (`event_type`), or both joined with a dot.
+//!
+//! A source may also answer its provider's handshake (`handshake`: Slack's
+//! `url_verification`, Meta's `hub.challenge`, Microsoft Graph's
+//! `validationToken`, Zoom's `endpoint.url_validation`, Dropbox's
+//! `challenge`, CloudEvents' `OPTIONS`, or a pointer form; see
+//! `handshake.rs`) and answer its events with a status and body of its own
+//! (`success_status`, `success_body`). README.md has a recipe per sender.
+
+mod handshake;
+mod pointer;
+mod signature;
+
+use handshake::Handshake;
+use signature::HmacCheck;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchyard_plugin_api::{
-    EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest,
+    Answer, EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest,
+    VerifyOutput,
 };
-use switchyard_plugin_support::hmac::{self, equal, Algorithm, Encoding};
+use switchyard_plugin_support::hmac::{equal, Algorithm, Encoding};
 use switchyard_plugin_support::standard_webhooks::{self, Headers};
 use switchyard_plugin_support::{
-    base64, decode_base64, hex, percent_encode, unix_now, Secret, SecretEncoding,
+    base64, decode_base64, percent_encode, unix_now, Secret, SecretEncoding,
 };
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +83,7 @@ struct Config {
     token: Option<String>,
     token_header: Option<String>,
     token_param: Option<String>,
+    token_pointer: Option<String>,
     // basic
     username: Option<String>,
     password: Option<String>,
@@ -79,6 +94,14 @@ struct Config {
     time: Option<String>,
     dedup_header: Option<String>,
     dedup_pointer: Option<String>,
+    // handshakes and answers
+    handshake: Option<handshake::Setting>,
+    verify_token: Option<String>,
+    allowed_origins: Option<Vec<String>>,
+    allowed_rate: Option<Value>,
+    success_status: Option<u16>,
+    success_body: Option<String>,
+    success_content_type: Option<String>,
 }
 
 fn default_algorithm() -> Algorithm {
@@ -94,143 +117,6 @@ fn default_tolerance() -> u64 {
 }
 
 #[derive(Debug)]
-struct HmacCheck {
-    secrets: Vec<Secret>,
-    algorithm: Algorithm,
-    header: String,
-    encoding: Encoding,
-    prefix: Option<String>,
-    key: Option<String>,
-    timestamp_key: Option<String>,
-    timestamp_header: Option<String>,
-    content: String,
-}
-
-impl HmacCheck {
-    fn uses_timestamp(&self) -> bool {
-        self.content.contains("{timestamp}")
-            || self.timestamp_key.is_some()
-            || self.timestamp_header.is_some()
-    }
-
-    /// The signed content: the template with `{timestamp}` and `{body}` filled.
-    fn content(&self, timestamp: &str, body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(body.len() + self.content.len());
-        let mut rest = self.content.as_str();
-        while !rest.is_empty() {
-            if let Some(r) = rest.strip_prefix("{body}") {
-                out.extend_from_slice(body);
-                rest = r;
-            } else if let Some(r) = rest.strip_prefix("{timestamp}") {
-                out.extend_from_slice(timestamp.as_bytes());
-                rest = r;
-            } else {
-                let c = rest.chars().next().expect("not empty");
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-        out
-    }
-
-    fn sign(&self, timestamp: &str, body: &[u8]) -> String {
-        let mac = hmac::mac(
-            self.algorithm,
-            self.secrets[0].bytes(),
-            &[&self.content(timestamp, body)],
-        );
-        let text = match self.encoding {
-            Encoding::Base64 => base64(&mac),
-            Encoding::Hex | Encoding::Any => hex(&mac),
-        };
-        let text = format!("{}{text}", self.prefix.as_deref().unwrap_or(""));
-        match (&self.key, &self.timestamp_key) {
-            (Some(k), Some(t)) => format!("{t}={timestamp},{k}={text}"),
-            (Some(k), None) => format!("{k}={text}"),
-            _ => text,
-        }
-    }
-
-    fn verify(&self, request: &Request<'_>, now: i64, tolerance: i64) -> Result<(), Rejection> {
-        let header = request
-            .header_str(&self.header)
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| Rejection::unauthenticated(format!("missing {} header", self.header)))?;
-        // The candidate signatures, and the timestamp if the header holds one.
-        let (candidates, mut timestamp): (Vec<&str>, Option<&str>) = match &self.key {
-            Some(key) => {
-                let pairs: Vec<(&str, &str)> = header
-                    .split(',')
-                    .filter_map(|p| p.trim().split_once('='))
-                    .collect();
-                let sigs = pairs
-                    .iter()
-                    .filter(|(k, _)| k == key)
-                    .map(|(_, v)| *v)
-                    .collect();
-                let ts = self
-                    .timestamp_key
-                    .as_ref()
-                    .and_then(|t| pairs.iter().find(|(k, _)| k == t).map(|(_, v)| *v));
-                (sigs, ts)
-            }
-            None => (header.split_whitespace().collect(), None),
-        };
-        if let Some(h) = &self.timestamp_header {
-            timestamp = request.header_str(h);
-        }
-        let timestamp = if self.uses_timestamp() {
-            let ts = timestamp
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| Rejection::unauthenticated("missing signature timestamp"))?;
-            let at: i64 = ts.parse().map_err(|_| {
-                Rejection::unauthenticated("signature timestamp is not a Unix time")
-            })?;
-            if (now - at).abs() > tolerance {
-                return Err(Rejection::expired(format!(
-                    "signature timestamp is {}s from now, tolerance is {tolerance}s",
-                    now - at
-                )));
-            }
-            ts
-        } else {
-            ""
-        };
-        let content = self.content(timestamp, request.body);
-        let len = self.algorithm.output_len();
-        let received: Vec<Vec<u8>> = candidates
-            .iter()
-            .filter_map(|c| match &self.prefix {
-                Some(p) => c.strip_prefix(p.as_str()),
-                None => Some(c),
-            })
-            .filter_map(|c| hmac::decode_signature(c, self.encoding, len))
-            .collect();
-        if received.is_empty() {
-            return Err(Rejection::unauthenticated(format!(
-                "{} holds no signature in the configured form",
-                self.header
-            )));
-        }
-        for secret in &self.secrets {
-            let expected = hmac::mac(self.algorithm, secret.bytes(), &[&content]);
-            let mut matched = false;
-            for sig in &received {
-                matched |= equal(&expected, sig);
-            }
-            if matched {
-                return Ok(());
-            }
-        }
-        Err(Rejection::unauthenticated(format!(
-            "{} does not match the body under any configured secret",
-            self.header
-        )))
-    }
-}
-
-#[derive(Debug)]
 enum Check {
     Hmac(HmacCheck),
     Standard(Vec<Secret>),
@@ -238,6 +124,8 @@ enum Check {
         token: String,
         header: Option<String>,
         param: Option<String>,
+        /// Where in the body (every value a `*` pointer reaches).
+        pointer: Option<String>,
     },
     Basic {
         username: String,
@@ -256,20 +144,15 @@ pub struct Webhook {
     time: Option<String>,
     dedup_header: Option<String>,
     dedup_pointer: Option<String>,
+    handshake: Option<Handshake>,
+    /// What events are answered with, when not the host's answer.
+    success: Option<Answer>,
+    methods: &'static [&'static str],
 }
 
 fn need(v: Option<String>, what: &str, scheme: &str) -> Result<String, String> {
     v.filter(|s| !s.is_empty())
         .ok_or_else(|| format!("webhook settings: verify = \"{scheme}\" needs {what}"))
-}
-
-fn pointer_text(body: &Value, pointer: &str) -> Option<String> {
-    match body.pointer(pointer)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 impl Webhook {
@@ -290,8 +173,33 @@ impl Webhook {
             }
             Check::Token {
                 token,
+                pointer: Some(p),
+                ..
+            } => {
+                let body: Value = serde_json::from_slice(request.body)
+                    .map_err(|_| Rejection::unauthenticated("no token in the body (not JSON)"))?;
+                let found = pointer::all(&body, p);
+                if found.is_empty() {
+                    return Err(Rejection::unauthenticated(format!("no token at {p}")));
+                }
+                // Every one must match: a batch is as good as its worst item.
+                let mut all = true;
+                for v in found {
+                    let got = v.as_str().unwrap_or_default();
+                    all &= equal(got.as_bytes(), token.as_bytes());
+                }
+                if !all {
+                    return Err(Rejection::unauthenticated(format!(
+                        "the token at {p} does not match"
+                    )));
+                }
+                Ok(())
+            }
+            Check::Token {
+                token,
                 header,
                 param,
+                pointer: None,
             } => {
                 let got = match (header, param) {
                     (Some(h), _) => request.header_str(h).map(str::to_owned),
@@ -344,7 +252,7 @@ impl Webhook {
             parts.push(v.to_string());
         }
         if let Some(p) = &self.event_type {
-            if let Some(v) = pointer_text(&body, p) {
+            if let Some(v) = pointer::text(&body, p) {
                 parts.push(v);
             }
         }
@@ -354,8 +262,11 @@ impl Webhook {
             parts.join(".")
         };
         let mut ev = EventDraft::new(kind, body.clone());
-        ev.subject = self.subject.as_deref().and_then(|p| pointer_text(&body, p));
-        ev.time = self.time.as_deref().and_then(|p| pointer_text(&body, p));
+        ev.subject = self
+            .subject
+            .as_deref()
+            .and_then(|p| pointer::text(&body, p));
+        ev.time = self.time.as_deref().and_then(|p| pointer::text(&body, p));
         ev.dedup_key = self
             .dedup_header
             .as_deref()
@@ -365,7 +276,7 @@ impl Webhook {
             .or_else(|| {
                 self.dedup_pointer
                     .as_deref()
-                    .and_then(|p| pointer_text(&body, p))
+                    .and_then(|p| pointer::text(&body, p))
                     .map(|v| format!("body:{v}"))
             });
         let mut ext = Map::new();
@@ -450,16 +361,26 @@ impl Provider for Webhook {
             }
             Scheme::Token => {
                 let token = need(c.token, "token", "token")?;
-                if c.token_header.is_none() && c.token_param.is_none() {
+                let places = [
+                    c.token_header.is_some(),
+                    c.token_param.is_some(),
+                    c.token_pointer.is_some(),
+                ];
+                if places.iter().filter(|p| **p).count() != 1 {
                     return Err(
-                        "webhook settings: verify = \"token\" needs token_header or token_param"
+                        "webhook settings: verify = \"token\" needs one of token_header, \
+                                token_param or token_pointer"
                             .into(),
                     );
+                }
+                if let Some(p) = &c.token_pointer {
+                    pointer::check(p)?;
                 }
                 Check::Token {
                     token,
                     header: c.token_header,
                     param: c.token_param,
+                    pointer: c.token_pointer,
                 }
             }
             Scheme::Basic => Check::Basic {
@@ -475,12 +396,44 @@ impl Provider for Webhook {
             .into_iter()
             .flatten()
         {
-            if !p.is_empty() && !p.starts_with('/') {
+            pointer::check(p)?;
+        }
+        let extra = handshake::Extra {
+            verify_token: c.verify_token,
+            allowed_origins: c.allowed_origins,
+            allowed_rate: c.allowed_rate,
+            hmac_secret: match &check {
+                Check::Hmac(h) => Some(h.secrets[0].bytes().to_vec()),
+                _ => None,
+            },
+        };
+        let handshake = match c.handshake {
+            Some(setting) => Some(Handshake::new(setting, extra)?),
+            None if extra.verify_token.is_some() => {
+                return Err("webhook settings: verify_token is read by handshake = \"meta\"".into())
+            }
+            None if extra.allowed_origins.is_some() || extra.allowed_rate.is_some() => {
+                return Err(
+                    "webhook settings: allowed_origins and allowed_rate are read by \
+                            handshake = \"cloudevents\""
+                        .into(),
+                )
+            }
+            None => None,
+        };
+        let success = handshake::success(c.success_status, c.success_body, c.success_content_type)?;
+        // Both are answers only a host of ABI 1.5 or later gives; an older
+        // one would route a handshake as an event (a host of 1.1 or older,
+        // or none in unit tests, does not say).
+        if handshake.is_some() || success.is_some() {
+            if let Some((major, minor)) = host.abi().filter(|&(_, minor)| minor < 5) {
                 return Err(format!(
-                    "webhook settings: {p:?} is not a JSON pointer (they start with /, e.g. \"/type\")"
+                    "webhook settings: handshake and success_* need a switchyard of plugin ABI 1.5 \
+                     or later; this one speaks {major}.{minor}"
                 ));
             }
         }
+        let methods = handshake.as_ref().map_or(&["POST"][..], Handshake::methods);
         Ok(Webhook {
             host,
             check,
@@ -491,22 +444,63 @@ impl Provider for Webhook {
             time: c.time,
             dedup_header: c.dedup_header,
             dedup_pointer: c.dedup_pointer,
+            handshake,
+            success,
+            methods,
         })
     }
 
     fn verify(&self, request: &Request<'_>) -> Result<Vec<EventDraft>, Rejection> {
+        self.receive(request).map(|out| out.events)
+    }
+
+    /// A handshake the protocol does not sign is answered first; then the
+    /// request is authenticated; then a signed handshake is answered, or
+    /// the events are (with the source's own answer, if it has one).
+    fn receive(&self, request: &Request<'_>) -> Result<VerifyOutput, Rejection> {
+        if let Some(handshake) = &self.handshake {
+            if let Some(answered) = handshake.unsigned(request) {
+                return answered;
+            }
+        }
+        if request.method != "POST" {
+            return Err(Rejection::malformed(format!(
+                "a {} that is not this source's handshake (events come as a POST)",
+                request.method
+            )));
+        }
         self.authenticate(request)?;
+        if let Some(handshake) = &self.handshake {
+            if let Ok(body) = serde_json::from_slice::<Value>(request.body) {
+                if let Some(answered) = handshake.signed(&body) {
+                    self.host.debug("verified, a handshake");
+                    return answered;
+                }
+            }
+        }
         let events = self.normalize(request)?;
         self.host.debug("verified, 1 event");
-        Ok(events)
+        Ok(VerifyOutput::events(events).with_answer(self.success.clone()))
+    }
+
+    fn methods(&self) -> &[&'static str] {
+        self.methods
     }
 
     /// A sample for any event name: a small JSON body whose type field (or
     /// type header) says `event`, authenticated as configured.
     fn sample(&self, event: &str) -> Result<SampleRequest, SampleError> {
         let mut body = Value::Object(Map::new());
+        if let Check::Token {
+            token,
+            pointer: Some(p),
+            ..
+        } = &self.check
+        {
+            pointer::set(&mut body, p, Value::String(token.clone()));
+        }
         if let Some(p) = &self.event_type {
-            set_pointer(&mut body, p, Value::String(event.to_string()));
+            pointer::set(&mut body, p, Value::String(event.to_string()));
         }
         let id = format!(
             "sample_{}",
@@ -515,7 +509,7 @@ impl Provider for Webhook {
             )[..16]
         );
         if let Some(p) = &self.dedup_pointer {
-            set_pointer(&mut body, p, Value::String(id.clone()));
+            pointer::set(&mut body, p, Value::String(id.clone()));
         }
         body["sample"] = Value::Bool(true);
         let body = serde_json::to_string(&body).map_err(|e| SampleError::Failed(e.to_string()))?;
@@ -548,10 +542,12 @@ impl Provider for Webhook {
                 token,
                 header,
                 param,
-            } => match (header, param) {
-                (Some(h), _) => headers.push((h.to_ascii_lowercase(), token.clone())),
-                (None, Some(p)) => query = format!("{p}={}", percent_encode(token)),
-                (None, None) => {}
+                pointer: p,
+            } => match (header, param, p) {
+                (Some(h), _, _) => headers.push((h.to_ascii_lowercase(), token.clone())),
+                (None, Some(p), _) => query = format!("{p}={}", percent_encode(token)),
+                // In the body, set above.
+                (None, None, _) => {}
             },
             Check::Basic { username, password } => headers.push((
                 "authorization".into(),
@@ -568,29 +564,6 @@ impl Provider for Webhook {
             headers,
             body,
         })
-    }
-}
-
-/// Sets a value at a JSON pointer, creating objects on the way.
-fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
-    let mut cur = root;
-    let tokens: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    for (i, t) in tokens.iter().enumerate() {
-        if !cur.is_object() {
-            *cur = Value::Object(Map::new());
-        }
-        let map = cur.as_object_mut().expect("object");
-        if i + 1 == tokens.len() {
-            map.insert(t.clone(), value);
-            return;
-        }
-        cur = map
-            .entry(t.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
     }
 }
 

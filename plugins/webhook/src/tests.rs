@@ -1,6 +1,8 @@
 use super::*;
 use serde_json::json;
 use switchyard_plugin_api::RejectKind;
+use switchyard_plugin_support::hex;
+use switchyard_plugin_support::hmac;
 
 fn plugin(config: Value) -> Webhook {
     Webhook::create(Host::detached(), config).unwrap()
@@ -266,4 +268,280 @@ fn fuzz_corpus_replays_without_panics() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/webhook");
     let n = switchyard_plugin_support::fuzz::replay_dir(&dir, fuzz_one);
     assert!(n > 0, "no corpus at {}", dir.display());
+}
+
+fn on<'a>(
+    method: &'a str,
+    query: &'a str,
+    headers: &'a [(&'a str, &'a [u8])],
+    body: &'a [u8],
+) -> Request<'a> {
+    Request {
+        method,
+        ..req(query, headers, body)
+    }
+}
+
+fn slack_like(extra: Value) -> Webhook {
+    let mut config = json!({
+        "verify": "hmac", "secret": "key", "signature_header": "X-Sig",
+        "signature_prefix": "v0=", "timestamp_header": "X-Ts",
+        "signed_content": "v0:{timestamp}:{body}", "event_type": "/type",
+    });
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    plugin(config)
+}
+
+/// Headers signing `body` now as `slack_like` checks them.
+fn signed(p: &Webhook, body: &str) -> Vec<(String, String)> {
+    let sample_ts = unix_now().to_string();
+    let Check::Hmac(h) = &p.check else {
+        panic!("hmac")
+    };
+    vec![
+        ("x-ts".into(), sample_ts.clone()),
+        ("x-sig".into(), h.sign(&sample_ts, body.as_bytes())),
+    ]
+}
+
+fn receive(
+    p: &Webhook,
+    method: &str,
+    query: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> Result<VerifyOutput, Rejection> {
+    let h: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    p.receive(&on(method, query, &h, body.as_bytes()))
+}
+
+#[test]
+fn slack_and_the_pointer_form_answer_a_signed_challenge_only_when_signed() {
+    for p in [
+        slack_like(json!({"handshake": "slack"})),
+        slack_like(
+            json!({"handshake": {"when": "/type", "equals": "url_verification", "answer": "/challenge"}}),
+        ),
+    ] {
+        let body = r#"{"token":"t","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+        let out = receive(&p, "POST", "", &signed(&p, body), body).unwrap();
+        assert!(out.handshake);
+        let answer = out.answer.unwrap();
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (200, "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P")
+        );
+        assert!(answer.content_type.unwrap().starts_with("text/plain"));
+        assert!(out.events[0].kind.starts_with("handshake."));
+        assert!(
+            out.events[0].data.get("token").is_none(),
+            "the verification token is not kept"
+        );
+        // Signed the same way under another secret.
+        let ts = unix_now().to_string();
+        let content = format!("v0:{ts}:{body}");
+        let mac = hmac::mac(Algorithm::Sha256, b"not-the-key", &[content.as_bytes()]);
+        let forged = vec![
+            ("x-ts".to_string(), ts),
+            ("x-sig".to_string(), format!("v0={}", hex(&mac))),
+        ];
+        assert_eq!(
+            receive(&p, "POST", "", &forged, body).unwrap_err().kind,
+            RejectKind::Unauthenticated
+        );
+        // An event is an event, answered by the host.
+        let body = r#"{"type":"event_callback","event":{"type":"message"}}"#;
+        let out = receive(&p, "POST", "", &signed(&p, body), body).unwrap();
+        assert!(!out.handshake && out.answer.is_none());
+        assert_eq!(out.events[0].kind, "event_callback");
+    }
+    let json = slack_like(
+        json!({"handshake": {"when": "/type", "equals": "url_verification", "answer": "/challenge", "reply": "json"}}),
+    );
+    let body = r#"{"challenge":"c1","type":"url_verification"}"#;
+    let answer = receive(&json, "POST", "", &signed(&json, body), body)
+        .unwrap()
+        .answer
+        .unwrap();
+    assert_eq!(answer.body, r#"{"challenge":"c1"}"#);
+}
+
+#[test]
+fn zoom_answers_the_hmac_of_the_plain_token() {
+    let p = slack_like(json!({"handshake": "zoom"}));
+    // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"),
+    // the well-known vector.
+    let body = r#"{"payload":{"plainToken":"The quick brown fox jumps over the lazy dog"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let out = receive(&p, "POST", "", &signed(&p, body), body).unwrap();
+    let answer: Value = serde_json::from_str(&out.answer.unwrap().body).unwrap();
+    assert_eq!(
+        answer,
+        json!({"plainToken": "The quick brown fox jumps over the lazy dog", "encryptedToken": "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"})
+    );
+    assert!(Webhook::create(
+        Host::detached(),
+        json!({"verify": "none", "handshake": "zoom"})
+    )
+    .is_err());
+}
+
+#[test]
+fn meta_checks_its_verify_token() {
+    let p = slack_like(json!({"handshake": "meta", "verify_token": "meatyhamhock"}));
+    assert_eq!(p.methods(), &["GET", "POST"]);
+    let q = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meatyhamhock";
+    let out = receive(&p, "GET", q, &[], "").unwrap();
+    assert_eq!(out.answer.unwrap().body, "1158201444");
+    assert_eq!(
+        out.events[0].dedup_key.as_deref(),
+        Some("handshake:meta:1158201444")
+    );
+    let wrong = "hub.mode=subscribe&hub.challenge=1&hub.verify_token=other";
+    assert_eq!(
+        receive(&p, "GET", wrong, &[], "").unwrap_err().kind,
+        RejectKind::Forbidden
+    );
+    assert_eq!(
+        receive(&p, "GET", "", &[], "").unwrap_err().kind,
+        RejectKind::Malformed
+    );
+    assert!(Webhook::create(
+        Host::detached(),
+        json!({"verify": "none", "handshake": "meta"})
+    )
+    .is_err());
+    assert!(Webhook::create(
+        Host::detached(),
+        json!({"verify": "none", "verify_token": "x"})
+    )
+    .is_err());
+}
+
+#[test]
+fn graph_dropbox_and_cloudevents_challenges() {
+    let graph = plugin(
+        json!({"verify": "token", "token": "secretClientValue", "token_pointer": "/value/*/clientState", "handshake": "graph", "success_status": 202}),
+    );
+    let out = receive(
+        &graph,
+        "POST",
+        "validationToken=Validation%3A%20Testing%20client%20application",
+        &[],
+        "",
+    )
+    .unwrap();
+    assert_eq!(
+        out.answer.unwrap().body,
+        "Validation: Testing client application"
+    );
+    assert_eq!(out.events[0].dedup_key.as_deref(), Some("handshake:graph"));
+    let ok = r#"{"value":[{"clientState":"secretClientValue","changeType":"created"},{"clientState":"secretClientValue"}]}"#;
+    let out = receive(&graph, "POST", "", &[], ok).unwrap();
+    assert_eq!(out.answer.unwrap().status, 202);
+    let one_bad = r#"{"value":[{"clientState":"secretClientValue"},{"clientState":"guess"}]}"#;
+    assert_eq!(
+        receive(&graph, "POST", "", &[], one_bad).unwrap_err().kind,
+        RejectKind::Unauthenticated
+    );
+    assert_eq!(
+        receive(&graph, "POST", "", &[], r#"{"value":[]}"#)
+            .unwrap_err()
+            .kind,
+        RejectKind::Unauthenticated
+    );
+    let long = format!(
+        "validationToken={}",
+        "a".repeat(handshake::MAX_CHALLENGE + 1)
+    );
+    assert_eq!(
+        receive(&graph, "POST", &long, &[], "").unwrap_err().kind,
+        RejectKind::Malformed
+    );
+
+    let dropbox = plugin(
+        json!({"verify": "hmac", "secret": "s", "signature_header": "X-Dropbox-Signature", "handshake": "dropbox"}),
+    );
+    let out = receive(&dropbox, "GET", "challenge=abc%20123", &[], "").unwrap();
+    assert_eq!(out.answer.unwrap().body, "abc 123");
+    assert_eq!(
+        receive(&dropbox, "GET", "", &[], "").unwrap_err().kind,
+        RejectKind::Malformed
+    );
+    assert_eq!(
+        receive(&dropbox, "POST", "challenge=abc", &[], "{}")
+            .unwrap_err()
+            .kind,
+        RejectKind::Unauthenticated
+    );
+
+    let ce = plugin(
+        json!({"verify": "token", "token": "t0k3n", "token_header": "Authorization", "handshake": "cloudevents", "allowed_origins": ["eventemitter.example.com"], "allowed_rate": 120}),
+    );
+    assert_eq!(ce.methods(), &["OPTIONS", "POST"]);
+    let origin = vec![(
+        "webhook-request-origin".to_string(),
+        "eventemitter.example.com".to_string(),
+    )];
+    let answer = receive(&ce, "OPTIONS", "", &origin, "")
+        .unwrap()
+        .answer
+        .unwrap();
+    assert!(answer.headers.contains(&(
+        "WebHook-Allowed-Origin".into(),
+        "eventemitter.example.com".into()
+    )));
+    assert!(answer
+        .headers
+        .contains(&("WebHook-Allowed-Rate".into(), "120".into())));
+    let other = vec![(
+        "webhook-request-origin".to_string(),
+        "evil.example".to_string(),
+    )];
+    assert_eq!(
+        receive(&ce, "OPTIONS", "", &other, "").unwrap_err().kind,
+        RejectKind::Forbidden
+    );
+    assert!(Webhook::create(
+        Host::detached(),
+        json!({"verify": "none", "handshake": "cloudevents"})
+    )
+    .is_err());
+}
+
+#[test]
+fn a_source_answers_its_events_as_configured() {
+    let p =
+        plugin(json!({"verify": "none", "success_status": 200, "success_body": "{\"ok\":true}"}));
+    let answer = receive(&p, "POST", "", &[], "{}").unwrap().answer.unwrap();
+    assert_eq!(
+        (
+            answer.status,
+            answer.body.as_str(),
+            answer.content_type.as_deref()
+        ),
+        (200, "{\"ok\":true}", Some("application/json"))
+    );
+    for bad in [
+        json!({"success_status": 500}),
+        json!({"success_status": 204, "success_body": "x"}),
+        json!({"handshake": "teams"}),
+    ] {
+        let mut config = json!({"verify": "none"});
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        assert!(Webhook::create(Host::detached(), config).is_err(), "{bad}");
+    }
+    // Without a handshake a GET is not this source's.
+    assert_eq!(
+        receive(&p, "GET", "challenge=x", &[], "").unwrap_err().kind,
+        RejectKind::Malformed
+    );
 }

@@ -91,7 +91,7 @@ impl Shown {
 struct Events {
     nav: Option<Nav>,
     filter: Shown,
-    states: [&'static str; 4],
+    states: [&'static str; 5],
     problem: Option<String>,
     events: Vec<Row>,
     /// The next page's URL, when this one is full.
@@ -107,7 +107,7 @@ struct Events {
 struct Tail {
     nav: Option<Nav>,
     filter: Shown,
-    states: [&'static str; 4],
+    states: [&'static str; 5],
     problem: Option<String>,
 }
 

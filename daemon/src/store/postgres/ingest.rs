@@ -173,6 +173,10 @@ impl PgStore {
                 results.push(Ingested::Duplicate(original.unwrap_or_default()));
                 continue;
             }
+            if ev.handshake {
+                results.push(Ingested::Handshake(ev.id.clone()));
+                continue;
+            }
             let fresh = match &ev.order {
                 None => true,
                 Some(order) => tx
@@ -227,6 +231,7 @@ impl PgStore {
                     continue;
                 }
                 Ingested::Stale(_) => "stale",
+                Ingested::Handshake(_) => "handshake",
                 Ingested::New(_) => "pending",
             };
             tx.execute(

@@ -217,7 +217,8 @@ impl Pipeline for PgStore {
             .collect();
         Box::pin(async move {
             let mut events = encoded.map_err(json_err)?;
-            if events.len() == 1 {
+            // A handshake is rare: the general path records it.
+            if events.len() == 1 && !events[0].0.handshake {
                 let (event, envelope) = events.pop().expect("one event");
                 return self
                     .ingest_one(request, event, envelope, dedup_window_ms)

@@ -35,6 +35,8 @@ pub(super) struct EncodedEvent {
     #[serde(deserialize_with = "envelope_json")]
     envelope: Box<RawValue>,
     order: Option<switchyard_plugin_api::Order>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    handshake: bool,
 }
 
 fn envelope_json<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
@@ -56,6 +58,7 @@ impl EncodedEvent {
             envelope: serde_json::value::to_raw_value(e)
                 .map_err(|err| StoreError::Other(err.to_string()))?,
             order: e.order.clone(),
+            handshake: e.handshake,
         })
     }
 }
@@ -182,9 +185,12 @@ fn decide(
                 Some(first) => results.push(Ingested::Duplicate(first.id.clone())),
                 None => {
                     fresh.push(ev);
-                    results.push(match is_stale(conn, ev)? {
-                        true => Ingested::Stale(ev.id.clone()),
-                        false => Ingested::New(ev.id.clone()),
+                    results.push(if ev.handshake {
+                        Ingested::Handshake(ev.id.clone())
+                    } else if is_stale(conn, ev)? {
+                        Ingested::Stale(ev.id.clone())
+                    } else {
+                        Ingested::New(ev.id.clone())
                     });
                 }
             },
@@ -243,13 +249,14 @@ fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<
         .prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")
         .map_err(map_err)?;
     for (ev, result) in record.events.iter().zip(&record.results) {
-        let stale = match result {
+        let state = match result {
             Ingested::Duplicate(original) => {
                 bump.execute(params![original]).map_err(map_err)?;
                 continue;
             }
-            Ingested::Stale(_) => true,
-            Ingested::New(_) => false,
+            Ingested::Stale(_) => "stale",
+            Ingested::Handshake(_) => "handshake",
+            Ingested::New(_) => "pending",
         };
         insert_event
             .execute(params![
@@ -259,12 +266,12 @@ fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<
                 ev.kind,
                 now,
                 ev.envelope.get(),
-                if stale { "stale" } else { "pending" },
+                state,
                 ev.dedup_key,
                 now + record.dedup_window_ms
             ])
             .map_err(map_err)?;
-        if let (Some(order), false) = (&ev.order, stale) {
+        if let (Some(order), "pending") = (&ev.order, state) {
             set_version
                 .execute(params![ev.source, order.key, order.version, ev.id, now])
                 .map_err(map_err)?;

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS events (
     type          TEXT NOT NULL,
     received_at   INTEGER NOT NULL,
     envelope      TEXT NOT NULL,          -- the event as JSON
-    state         TEXT NOT NULL,          -- 'pending' (to route) | 'routed' | 'stale' (never routed)
+    state         TEXT NOT NULL,          -- 'pending' (to route) | 'routed' | 'stale' | 'handshake' (never routed)
     routings      INTEGER NOT NULL DEFAULT 0,  -- times routed (replays add one)
     routed_at     INTEGER,
     rule_runs     TEXT,                   -- JSON of the last routing's rule runs
