@@ -726,7 +726,7 @@ shell = "true"
     };
     for shown in [
         "2 accepted",
-        "1 duplicate or stale",
+        "1 duplicate, stale or handshake",
         "1 rejected",
         "unauthenticated (1)",
         "class=\"accepted\"",

@@ -17,6 +17,10 @@ const META_SECRET: &str = "meta-app-secret";
 const DROPBOX_SECRET: &str = "dropbox-app-secret";
 
 fn config(env: &Env) -> std::path::PathBuf {
+    config_with(env, "")
+}
+
+fn config_with(env: &Env, more: &str) -> std::path::PathBuf {
     env.add_plugin(&built_plugin("switchyard_webhook"));
     env.add_plugin(&built_plugin("switchyard_file"));
     env.rule(
@@ -94,7 +98,7 @@ event_type = "/type"
 [actions.audit]
 plugin = "file"
 path = "{}"
-"#,
+{more}"#,
         env.audit_path().display()
     ))
 }
@@ -415,11 +419,15 @@ fn every_preset_answers_its_handshake_records_it_and_routes_events_after() {
 }
 
 /// An unsigned challenge anyone may send is answered each time but
-/// recorded once per dedup window: it cannot fill the store.
+/// recorded once per dedup window: it cannot fill the store. The dashboard
+/// shows it as a handshake, without Replay, and does not count it refused.
 #[test]
 fn unsigned_challenges_are_recorded_once_per_dedup_window() {
     let env = Env::new();
-    let config = config(&env);
+    let config = config_with(
+        &env,
+        "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"handshake-admin-token\"\n",
+    );
     let d = Daemon::start(&config);
     for i in 0..5 {
         let a = send(
@@ -447,4 +455,16 @@ fn unsigned_challenges_are_recorded_once_per_dedup_window() {
     assert_eq!(out.lines().count(), 1, "{out}");
     let listed: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(listed["duplicates"], 4, "{out}");
+
+    use crate::dashboard::{get as ui_get, sign_in};
+    let base = format!("http://{}", d.admin_addr());
+    let cookie = sign_in(&base, "handshake-admin-token");
+    let id = listed["id"].as_str().unwrap();
+    let (status, html, _) = ui_get(&base, &format!("/ui/events/{id}"), Some(&cookie));
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("A handshake"), "{html}");
+    assert!(!html.contains("/replay"), "{html}");
+    let (_, html, _) = ui_get(&base, "/ui/overview", Some(&cookie));
+    assert!(html.contains("5 duplicate, stale or handshake"), "{html}");
+    assert!(html.contains("0 rejected"), "{html}");
 }

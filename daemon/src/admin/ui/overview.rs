@@ -98,8 +98,9 @@ fn age(since_ms: i64, now: i64) -> String {
     }
 }
 
-/// Each source's bars: accepted at the bottom, duplicates and stale above,
-/// refusals on top; scaled to the busiest minute of that source.
+/// Each source's bars: accepted at the bottom, duplicates, stale events and
+/// handshakes (answered, not routed) above, refusals on top; scaled to the
+/// busiest minute of that source.
 fn charts(app: &Switchyard, now: i64) -> Vec<SourceChart> {
     let minutes = app.metrics().recent.counts(now, Kind::Webhook, MINUTES);
     let mut names: BTreeMap<String, ()> = app.sources().keys().map(|k| (k.clone(), ())).collect();
@@ -128,7 +129,7 @@ fn charts(app: &Switchyard, now: i64) -> Vec<SourceChart> {
                     for (_, outcome, n) in m.counts.iter().filter(|(s, _, _)| *s == name) {
                         match outcome.as_str() {
                             "accepted" => bar[0] += n,
-                            "duplicate" | "stale" => bar[1] += n,
+                            "duplicate" | "stale" | "handshake" => bar[1] += n,
                             reason => {
                                 bar[2] += n;
                                 *reasons.entry(reason.to_string()).or_default() += n;
@@ -148,7 +149,7 @@ fn charts(app: &Switchyard, now: i64) -> Vec<SourceChart> {
                 let ago = minutes.len() - 1 - i;
                 for (n, class, what) in [
                     (bar[0], "accepted", "accepted"),
-                    (bar[1], "repeated", "duplicate or stale"),
+                    (bar[1], "repeated", "duplicate, stale or handshake"),
                     (bar[2], "rejected", "rejected"),
                 ] {
                     if n == 0 {
