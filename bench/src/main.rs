@@ -8,12 +8,16 @@
 //!   (`X-Signature: sha256=<hex>`), and records every latency.
 //! - `rules`: routing cost with 1, 100 and 1,000 rule files where one rule
 //!   matches, and reload times (see `rules.rs`).
+//! - `restart`: a steady stream of webhooks while the daemon is restarted,
+//!   on a socket it inherits or binds itself (see `restart.rs`).
 
 mod e2e;
 mod listing;
+mod restart;
 mod rules;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -105,6 +109,30 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
     },
+    /// Send Tight webhooks at a steady rate, a new connection each, while
+    /// the daemon is restarted; report refused connections and latency.
+    Restart {
+        /// The switchyard binary.
+        #[arg(long)]
+        daemon: PathBuf,
+        /// Its config: a `tight` source, `listen` the same as --listen.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:18095")]
+        listen: SocketAddr,
+        #[arg(long)]
+        secret: String,
+        /// Webhooks per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        restarts: u32,
+        /// Hold the socket and pass it to each daemon, as switchyard.socket does.
+        #[arg(long)]
+        inherit: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -112,6 +140,29 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Rules { iterations } => rules::run(iterations),
         Command::List { events } => listing::run(events),
+        Command::Restart {
+            daemon,
+            config,
+            listen,
+            secret,
+            rate,
+            seconds,
+            restarts,
+            inherit,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(restart::run(restart::Options {
+                daemon,
+                config,
+                listen,
+                secret,
+                rate,
+                seconds,
+                restarts,
+                inherit,
+            })),
         Command::E2e {
             url,
             secret,

@@ -41,6 +41,10 @@ pub struct Phase {
     /// watches for the client going away): woken when the answer is ready,
     /// so the idle deadline starts.
     reader: AtomicWaker,
+    /// Whether a request head ever arrived on the connection, and who
+    /// waits for the first one (the listener, when it stops).
+    started: std::sync::atomic::AtomicBool,
+    first: tokio::sync::Notify,
 }
 
 const WAITING: u8 = 0;
@@ -51,6 +55,23 @@ impl Phase {
     /// A request head arrived whole: its handler runs.
     pub fn request_started(&self) {
         self.state.store(IN_REQUEST, Ordering::Release);
+        if !self.started.swap(true, Ordering::AcqRel) {
+            self.first.notify_waiters();
+        }
+    }
+
+    /// Whether a request head ever arrived whole on the connection.
+    pub fn ever_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Completes when the connection's first request head has arrived.
+    pub async fn first_request(&self) {
+        let notified = self.first.notified();
+        if self.ever_started() {
+            return;
+        }
+        notified.await;
     }
 
     /// The handler has its answer: the connection goes back to waiting for

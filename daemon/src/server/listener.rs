@@ -2,6 +2,14 @@
 //! serving each with the deadlines of [`conn`](super::conn) and the header
 //! limits, and draining them at shutdown.
 //!
+//! At shutdown a connection finishes the request it is in and closes; one
+//! that was accepted but has not had its first request read is served that
+//! request first (for at most [`FIRST_REQUEST_GRACE`]): its client has most
+//! likely sent it already, and closing such a connection unread (as hyper's
+//! own graceful shutdown does) would drop a webhook the provider believes
+//! delivered to a listening socket — the restart on a held socket would
+//! then not be invisible after all.
+//!
 //! Owns: the accept loop (connections beyond `max_connections` get a 503 and
 //! are closed at once, never queued), the hyper connection settings (header
 //! count and size answered 431), the open-file limit at start and the
@@ -23,13 +31,12 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::service::Service as _;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use warp::reply::Response;
 use warp::Filter;
@@ -46,6 +53,11 @@ const RESERVED_FILES: u64 = 512;
 
 /// How long shutdown waits for connections with a request in flight.
 const DRAIN: Duration = Duration::from_secs(30);
+
+/// At shutdown, how long a connection accepted before it may take to start
+/// its first request (its client connected to a listening socket, and its
+/// request is usually on the wire already).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 /// Answered to a connection over the bound, before closing it.
 const OVER_THE_BOUND: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
@@ -200,7 +212,8 @@ pub async fn serve<L: Accept, F>(
     };
     let counters = Counters::new(metrics, name);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    // Tells each connection the daemon is stopping.
+    let (stop, stopping) = watch::channel(false);
     let mut refusals = Occasional::new();
     let mut accept_errors = Occasional::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -231,16 +244,19 @@ pub async fn serve<L: Accept, F>(
         };
         L::tune(&stream);
         let (routes, limits, counters) = (routes.clone(), limits.clone(), counters.clone());
-        let watcher = graceful.watcher();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             counters.open.inc();
-            serve_connection(stream, peer, routes, limits, &counters, watcher).await;
+            serve_connection(stream, peer, routes, limits, &counters, stopping).await;
             counters.open.dec();
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    let _ = stop.send(true);
+    // Every connection holds a permit until it is done.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN, permits.acquire_many(all))
         .await
         .is_err()
     {
@@ -278,7 +294,7 @@ async fn serve_connection<S, F>(
     routes: F,
     limits: HttpLimits,
     counters: &Counters,
-    watcher: Watcher,
+    mut stopping: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -292,6 +308,7 @@ async fn serve_connection<S, F>(
     ));
     let routes = TowerToHyperService::new(warp::service(routes));
     let (body_timeout, body_timeouts) = (limits.body_timeout, counters.timeouts.body.clone());
+    let started = phase.clone();
     let service = hyper::service::service_fn(move |mut req: warp::http::Request<Incoming>| {
         phase.request_started();
         if let Some(peer) = peer {
@@ -311,7 +328,32 @@ async fn serve_connection<S, F>(
         .max_headers(limits.max_headers)
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
-    if let Err(e) = watcher.watch(http.serve_connection(io, service)).await {
+    let mut conn = std::pin::pin!(http.serve_connection(io, service));
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = async {
+            // A closed channel is a stop too: the listener is gone.
+            let _ = stopping.wait_for(|stop| *stop).await;
+        } => {
+            if !started.ever_started() {
+                // Accepted, not yet read from: serve the request its client
+                // has most likely sent already before closing.
+                tokio::select! {
+                    served = conn.as_mut() => return closed(peer, served),
+                    () = started.first_request() => {}
+                    () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+                }
+            }
+            // The request in flight is answered; then the connection closes.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    closed(peer, served);
+}
+
+fn closed(peer: Option<SocketAddr>, served: hyper::Result<()>) {
+    if let Err(e) = served {
         tracing::debug!(?peer, "connection closed: {e}");
     }
 }

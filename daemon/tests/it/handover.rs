@@ -4,7 +4,8 @@
 //! started on the same socket, as `systemctl restart switchyard` does with
 //! `switchyard.socket`: no connection is refused, every request is answered
 //! 2xx (some later than usual: they wait in the socket's backlog), and
-//! every event is routed once.
+//! every event is routed once. A connection accepted just before the stop
+//! is served the request its client sends, not closed unread.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -99,6 +100,57 @@ fn a_restart_on_an_inherited_socket_refuses_nothing_and_loses_nothing() {
     assert!(second.logged("the socket systemd passed"));
     // Each daemon served some of them.
     assert!(second.logged("event routed"), "{}", second.logs());
+}
+
+/// A connection the daemon accepted before it was told to stop, whose
+/// request arrives only after: its client connected to a listening socket
+/// and is owed an answer. It is served, not closed unread.
+#[test]
+fn a_connection_accepted_before_the_stop_is_served_its_request() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    let config = env.standard();
+    let d = Daemon::start(&config);
+    let s = bulk_signed(1, "late", 0).pop().unwrap();
+    let mut conn = std::net::TcpStream::connect(d.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The daemon has accepted it: open connections count it beside the
+    // scrape's own.
+    let open = || {
+        value(
+            &scrape(&d),
+            "switchyard_connections_open",
+            &[("listener", "webhooks")],
+        )
+    };
+    assert!(eventually(10, || open() >= 2.0));
+    d.terminate();
+    assert!(d.logged("SIGTERM: shutting down"), "{}", d.logs());
+    write!(
+        conn,
+        "POST /hooks/tight HTTP/1.1\r\nHost: {}\r\nTight-Verification: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        d.addr,
+        s.token,
+        s.body.len(),
+        s.body
+    )
+    .unwrap_or_else(|e| panic!("the daemon closed the connection unread: {e}"));
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer:?}\n{}",
+        d.logs()
+    );
+    assert!(answer.contains("accepted"), "{answer}");
+    assert!(d.stop().success());
+
+    // Stored before it was acknowledged: routed by this daemon or the next.
+    let _next = Daemon::start(&config);
+    let lines = env.wait_audit(1);
+    assert_eq!(lines[0]["params"]["invoice"], s.invoice.as_str());
 }
 
 #[test]
