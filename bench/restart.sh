@@ -18,21 +18,9 @@ SY_PORT=18095
 cargo build --release -q -p switchyard -p switchyard-tight -p switchyard-file -p switchyard-bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/plugins" "$work/rules"
-cp target/release/libswitchyard_tight.so target/release/libswitchyard_file.so "$work/plugins/"
-cp rules/invoice-viewed.rhai "$work/rules/"
-cat > "$work/switchyard.toml" <<TOML
-listen = "127.0.0.1:$SY_PORT"
-data_dir = "data"
-plugin_dir = "plugins"
-rules_dir = "rules"
-[sources.tight]
-plugin = "tight"
-secret = { env = "BENCH_SECRET" }
-[actions.notify-owner]
-plugin = "file"
-path = "$work/data/notify-owner.jsonl"
-TOML
+. bench/lib.sh
+setup_full_path
+config $SY_PORT data rules > "$work/switchyard.toml"
 
 one_run() {
   rm -rf "$work/data"; mkdir -p "$work/data"
@@ -45,13 +33,10 @@ one_run() {
   ok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/line")
   BENCH_SECRET=$SECRET SWITCHYARD_LOG=warn target/release/switchyard run --config "$work/switchyard.toml" 2>>"$work/switchyard.log" &
   local pid=$!
-  for _ in $(seq 1 300); do
-    [ "$(cat "$work/data/notify-owner.jsonl" 2>/dev/null | wc -l)" -ge "$ok" ] && break
-    sleep 0.1
-  done
+  drained "$ok"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   routed=$(python3 -c 'import json,sys; print(len({json.loads(l)["params"]["invoice"] for l in open(sys.argv[1])}))' "$work/data/notify-owner.jsonl" 2>/dev/null || echo 0)
-  lines=$(cat "$work/data/notify-owner.jsonl" 2>/dev/null | wc -l)
+  lines=$(action_lines)
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["routed"]=int(sys.argv[2]); d["action_lines"]=int(sys.argv[3]); print(json.dumps(d))' \
       "$work/line" "$routed" "$lines" | tee -a "$work/results.jsonl"
 }

@@ -26,25 +26,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-mkdir -p "$work/plugins" "$work/rules" "$work/no-rules" "$work/data" "$work/ingest-data"
-cp target/release/libswitchyard_tight.so target/release/libswitchyard_file.so "$work/plugins/"
-cp rules/invoice-viewed.rhai "$work/rules/"
+. bench/lib.sh
+setup_full_path
+mkdir -p "$work/no-rules" "$work/data" "$work/ingest-data"
 # The full path, and ingest only (a folder without rules: events are
 # verified, stored and answered; nothing routes them).
-config() {
-  cat <<TOML
-listen = "127.0.0.1:$1"
-data_dir = "$2"
-plugin_dir = "plugins"
-rules_dir = "$3"
-[sources.tight]
-plugin = "tight"
-secret = { env = "BENCH_SECRET" }
-[actions.notify-owner]
-plugin = "file"
-path = "$work/data/notify-owner.jsonl"
-TOML
-}
 config $SY_PORT data rules > "$work/switchyard.toml"
 config $SY_INGEST_PORT ingest-data no-rules > "$work/ingest.toml"
 cat > "$work/hooks.json" <<JSON
@@ -85,14 +71,7 @@ costs="$work/costs.jsonl"
 # checkpoints, the action's file) and CPU ticks.
 usage() { echo "$(awk '/^wchar/ {print $2}' "/proc/$1/io") $(awk '{print $14 + $15}' "/proc/$1/stat")"; }
 # The full path's work goes on after its load ends: wait (at most 30 s)
-# until every action line is written, so that its cost is all counted.
-drained() {
-  local want=$1
-  for _ in $(seq 1 300); do
-    [ "$(wc -l < "$work/data/notify-owner.jsonl" 2>/dev/null || echo 0)" -ge "$want" ] && return 0
-    sleep 0.1
-  done
-}
+# until every action line is written (drained), so that its cost is all counted.
 full_ok=0
 run() { settle; target/release/switchyard-bench load --seconds "$SECONDS_PER_RUN" --secret "$SECRET" "$@" | tee -a "$results"; }
 # A Switchyard run, with what it cost the daemon (pid $1) beside it.
@@ -116,7 +95,7 @@ for conns in 1 32; do
   run --label webhook --url "http://127.0.0.1:$HOOK_PORT/hooks/bench" --signing hmac --connections $conns
 done
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$sy_pid/status")
-actions=$(wc -l < "$work/data/notify-owner.jsonl")
+actions=$(action_lines)
 
 python3 - "$results" "$costs" "$rss_kb" "$actions" "$(getconf CLK_TCK)" <<'PY'
 import json, sys

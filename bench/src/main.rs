@@ -149,20 +149,16 @@ fn main() -> Result<()> {
             seconds,
             restarts,
             inherit,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?
-            .block_on(restart::run(restart::Options {
-                daemon,
-                config,
-                listen,
-                secret,
-                rate,
-                seconds,
-                restarts,
-                inherit,
-            })),
+        } => one_worker()?.block_on(restart::run(restart::Options {
+            daemon,
+            config,
+            listen,
+            secret,
+            rate,
+            seconds,
+            restarts,
+            inherit,
+        })),
         Command::E2e {
             url,
             secret,
@@ -170,11 +166,7 @@ fn main() -> Result<()> {
             rate,
             seconds,
             connections,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?
-            .block_on(e2e::run(url, secret, listen, rate, seconds, connections)),
+        } => one_worker()?.block_on(e2e::run(url, secret, listen, rate, seconds, connections)),
         Command::Ceiling { listen, secret } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -208,6 +200,15 @@ fn main() -> Result<()> {
 }
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// A runtime of one worker thread (and a blocking pool): a generator that
+/// takes as little of the machine as it can.
+fn one_worker() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
+}
 
 /// Serves HTTP/1.1 on `listener`: each request's headers and whole body go
 /// to `handle`, whose status and body are the answer.

@@ -1,0 +1,38 @@
+# Shared by bench/run.sh and bench/restart.sh (sourced, with $work set):
+# the Tight source, the example rule and the file action, as the full path
+# is measured.
+
+# Copies the plugins and the example rule into $work.
+setup_full_path() {
+  mkdir -p "$work/plugins" "$work/rules"
+  cp target/release/libswitchyard_tight.so target/release/libswitchyard_file.so "$work/plugins/"
+  cp rules/invoice-viewed.rhai "$work/rules/"
+}
+
+# A config on 127.0.0.1:$1 with data_dir $2 and rules_dir $3 (under $work);
+# the action's lines go to $work/data/notify-owner.jsonl.
+config() {
+  cat <<TOML
+listen = "127.0.0.1:$1"
+data_dir = "$2"
+plugin_dir = "plugins"
+rules_dir = "$3"
+[sources.tight]
+plugin = "tight"
+secret = { env = "BENCH_SECRET" }
+[actions.notify-owner]
+plugin = "file"
+path = "$work/data/notify-owner.jsonl"
+TOML
+}
+
+# Lines the file action has written.
+action_lines() { cat "$work/data/notify-owner.jsonl" 2>/dev/null | wc -l; }
+
+# Waits (at most 30 s) until the file action has written $1 lines.
+drained() {
+  for _ in $(seq 1 300); do
+    [ "$(action_lines)" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+}
