@@ -126,7 +126,12 @@ pub async fn run(o: Options) -> Result<()> {
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |d| ms(*d))
     };
-    let gap = gaps.iter().map(|d| ms(*d)).sum::<f64>() / gaps.len().max(1) as f64;
+    // The mean restart; 0 without any (an empty f64 sum is -0).
+    let gap = if gaps.is_empty() {
+        0.0
+    } else {
+        gaps.iter().map(|d| ms(*d)).sum::<f64>() / gaps.len() as f64
+    };
     println!(
         "{{\"socket\":\"{}\",\"rate\":{},\"restarts\":{},\"sent\":{},\"ok\":{},\"refused\":{refused},\"failed\":{},\"failures\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.1},\"restart_ms\":{gap:.0}}}",
         if o.inherit { "inherited" } else { "bound by the daemon" },
