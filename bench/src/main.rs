@@ -17,7 +17,6 @@ mod restart;
 mod rules;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -111,28 +110,7 @@ enum Command {
     },
     /// Send Tight webhooks at a steady rate, a new connection each, while
     /// the daemon is restarted; report refused connections and latency.
-    Restart {
-        /// The switchyard binary.
-        #[arg(long)]
-        daemon: PathBuf,
-        /// Its config: a `tight` source, `listen` the same as --listen.
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:18095")]
-        listen: SocketAddr,
-        #[arg(long)]
-        secret: String,
-        /// Webhooks per second.
-        #[arg(long, default_value_t = 200)]
-        rate: u64,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long, default_value_t = 3)]
-        restarts: u32,
-        /// Hold the socket and pass it to each daemon, as switchyard.socket does.
-        #[arg(long)]
-        inherit: bool,
-    },
+    Restart(restart::Options),
 }
 
 fn main() -> Result<()> {
@@ -140,25 +118,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Rules { iterations } => rules::run(iterations),
         Command::List { events } => listing::run(events),
-        Command::Restart {
-            daemon,
-            config,
-            listen,
-            secret,
-            rate,
-            seconds,
-            restarts,
-            inherit,
-        } => one_worker()?.block_on(restart::run(restart::Options {
-            daemon,
-            config,
-            listen,
-            secret,
-            rate,
-            seconds,
-            restarts,
-            inherit,
-        })),
+        Command::Restart(options) => one_worker()?.block_on(restart::run(options)),
         Command::E2e {
             url,
             secret,

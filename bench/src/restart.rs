@@ -14,7 +14,6 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -31,14 +30,27 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 /// How long a daemon may take to answer `/healthz` after it is started.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
+#[derive(clap::Args)]
 pub struct Options {
+    /// The switchyard binary.
+    #[arg(long)]
     pub daemon: PathBuf,
+    /// Its config: a `tight` source, `listen` the same as --listen.
+    #[arg(long)]
     pub config: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:18095")]
     pub listen: SocketAddr,
+    #[arg(long)]
     pub secret: String,
+    /// Webhooks per second.
+    #[arg(long, default_value_t = 200)]
     pub rate: u64,
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    #[arg(long, default_value_t = 3)]
     pub restarts: u32,
+    /// Hold the socket and pass it to each daemon, as switchyard.socket does.
+    #[arg(long)]
     pub inherit: bool,
 }
 
@@ -171,33 +183,13 @@ async fn one(addr: SocketAddr, req: Vec<u8>) -> Outcome {
 
 /// Starts the daemon, on `socket` when given (as systemd passes it).
 fn start(daemon: &Path, config: &Path, socket: Option<&std::net::TcpListener>) -> Result<Child> {
-    let mut cmd = Command::new("sh");
-    // LISTEN_PID must be the daemon's own pid: the shell's, which exec keeps.
-    cmd.arg("-c")
-        .arg(r#"[ -n "$LISTEN_FDS" ] && export LISTEN_PID=$$; exec "$0" "$@""#)
-        .arg(daemon)
-        .args(["run", "--config"])
+    let mut cmd = match socket {
+        Some(socket) => switchyard::server::activation::passing(daemon, socket),
+        None => Command::new(daemon),
+    };
+    cmd.args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null());
-    if let Some(socket) = socket {
-        let fd = socket.as_raw_fd();
-        cmd.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "webhooks");
-        // SAFETY: dup2 and fcntl are async-signal-safe; nothing else runs.
-        unsafe {
-            cmd.pre_exec(move || {
-                let ok = if fd == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0) == 0
-                } else {
-                    libc::dup2(fd, 3) == 3
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-    }
     cmd.spawn().context("starting the daemon")
 }
 

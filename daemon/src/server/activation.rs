@@ -8,6 +8,7 @@
 //! unit): `webhooks` is the webhook listener, `admin` the admin listener;
 //! a single socket without a name is the webhook listener. A listener
 //! without an inherited socket binds its configured address as before.
+//! [`passing`] is the other side: how a program passes one, as systemd does.
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
@@ -139,6 +140,43 @@ pub fn describe(listen: SocketAddr, admin: Option<SocketAddr>) -> Vec<String> {
         ));
     }
     out
+}
+
+/// A command that runs `program` with `socket` passed as systemd passes a
+/// socket unit's: as file descriptor 3, with `LISTEN_FDS=1`,
+/// `LISTEN_FDNAMES=webhooks` and `LISTEN_PID` the program's own pid (a
+/// shell sets it and `exec`s the program, keeping its pid). Arguments added
+/// to the command go to `program`. For a supervisor other than systemd,
+/// and for measuring or testing a restart on a held socket; `socket` must
+/// stay open until the command is spawned.
+pub fn passing(program: &std::path::Path, socket: &std::net::TcpListener) -> std::process::Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = socket.as_raw_fd();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+        .arg(program)
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "webhooks");
+    // SAFETY: dup2 and fcntl are async-signal-safe; nothing else runs
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = if fd == 3 {
+                // Already 3: only let it survive the exec.
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, 3) == 3
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
 }
 
 #[cfg(test)]

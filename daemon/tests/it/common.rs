@@ -261,32 +261,10 @@ impl Daemon {
     /// `LISTEN_FDS=1`, `LISTEN_FDNAMES=webhooks` and `LISTEN_PID` its own
     /// pid (set by the shell it is `exec`ed from).
     pub fn start_on(config: &Path, socket: &std::net::TcpListener) -> Daemon {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        let fd = socket.as_raw_fd();
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
-            .arg(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(config)
-            .env("LISTEN_FDS", "1")
-            .env("LISTEN_FDNAMES", "webhooks");
-        // SAFETY: dup2 and fcntl are async-signal-safe; nothing else runs.
-        unsafe {
-            cmd.pre_exec(move || {
-                let ok = if fd == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0) == 0
-                } else {
-                    libc::dup2(fd, 3) == 3
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        let program = Path::new(env!("CARGO_BIN_EXE_switchyard"));
+        let mut cmd = switchyard::server::activation::passing(program, socket);
+        cmd.args(["run", "--log-format", "json", "--config"])
+            .arg(config);
         Self::spawn(&mut cmd)
     }
 
