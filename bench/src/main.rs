@@ -10,11 +10,14 @@
 //!   matches, and reload times (see `rules.rs`).
 //! - `restart`: a steady stream of webhooks while the daemon is restarted,
 //!   on a socket it inherits or binds itself (see `restart.rs`).
+//! - `soak`: a steady load on a daemon with a short retention, reported per
+//!   slice: throughput, store size, longest commit (see `soak.rs`).
 
 mod e2e;
 mod listing;
 mod restart;
 mod rules;
+mod soak;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +43,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
-enum Signing {
+pub(crate) enum Signing {
     /// Tight-Verification JWT (HS256, iat, request_body_sha256).
     Tight,
     /// X-Signature: sha256=<hex HMAC-SHA256 of the body>.
@@ -111,6 +114,10 @@ enum Command {
     /// Send Tight webhooks at a steady rate, a new connection each, while
     /// the daemon is restarted; report refused connections and latency.
     Restart(restart::Options),
+    /// Keep-alive connections sending for a while, reported per slice:
+    /// throughput, store size and longest commit (pruning runs meanwhile
+    /// when the daemon's retention is short).
+    Soak(soak::Options),
 }
 
 fn main() -> Result<()> {
@@ -119,6 +126,7 @@ fn main() -> Result<()> {
         Command::Rules { iterations } => rules::run(iterations),
         Command::List { events } => listing::run(events),
         Command::Restart(options) => one_worker()?.block_on(restart::run(options)),
+        Command::Soak(options) => one_worker()?.block_on(soak::run(options)),
         Command::E2e {
             url,
             secret,
@@ -295,6 +303,19 @@ fn request(
     .into_bytes()
 }
 
+/// The number the first request's body is made from: distinct across the
+/// load processes of one run too (their pids), or two of them started in
+/// the same clock tick would send the same bodies, which the daemon
+/// rightly takes for duplicate deliveries.
+pub(crate) fn first_number() -> u64 {
+    let low = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        % (1 << 31);
+    (u64::from(std::process::id()) << 32) | low
+}
+
 /// Reads one HTTP/1.1 response; returns its status.
 async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<u16> {
     buf.clear();
@@ -344,16 +365,7 @@ async fn load(
 ) -> Result<()> {
     let (addr, host, path) = split_url(&url)?;
     let secret = Arc::new(secret.into_bytes());
-    // Each request's body is made from this number: distinct across the
-    // load processes of one run too (their pids), or two of them started
-    // in the same clock tick would send the same bodies, which the daemon
-    // rightly takes for duplicate deliveries.
-    let low = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        % (1 << 31);
-    let counter = Arc::new(AtomicU64::new((u64::from(std::process::id()) << 32) | low));
+    let counter = Arc::new(AtomicU64::new(first_number()));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..connections {

@@ -27,7 +27,7 @@ use crate::host::CallPool;
 use crate::ingress::{self, Ingress};
 use crate::router::Router;
 use crate::rules::Rules;
-use crate::store::{now_ms, BacklogGauge, Pipeline, Pruned, Store};
+use crate::store::{now_ms, BacklogGauge, Pipeline, Pruned, Store, Sweep};
 
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
@@ -82,6 +82,10 @@ fn prune_every(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600))
 }
 
+/// Steps of one sweep, at most: a bound on the loop, far above what a
+/// sweep needs (each step looks at a window of rows).
+const SWEEP_STEPS: usize = 1_000_000;
+
 fn spawn_pruner(
     store: Arc<dyn Pipeline>,
     retention: Duration,
@@ -91,31 +95,36 @@ fn spawn_pruner(
         loop {
             let now = now_ms();
             let before = now - retention.as_millis() as i64;
+            // Step by step, each a short transaction of its own: ingest's
+            // writes queued meanwhile go in between (the writer takes at
+            // most one step per group).
             let mut total = Pruned::default();
-            // Small transactions, so ingress never waits long behind a prune.
-            for _ in 0..10_000 {
-                match store.prune(before, now).await {
+            let mut next = Some(Sweep::new(before, now));
+            let mut steps = 0;
+            while let Some(step) = next.take() {
+                if *stop.borrow() || steps >= SWEEP_STEPS {
+                    break;
+                }
+                steps += 1;
+                match store.prune(step).await {
                     Ok(p) => {
-                        total.events += p.events;
-                        total.requests += p.requests;
-                        total.dedup_keys += p.dedup_keys;
-                        total.versions += p.versions;
-                        if p.events + p.requests + p.dedup_keys + p.versions == 0 {
-                            break;
-                        }
+                        total.add(&p);
+                        next = p.next;
                     }
                     Err(e) => {
-                        tracing::warn!("pruning failed: {e}");
+                        tracing::warn!("pruning failed (tried again at the next round): {e}");
                         break;
                     }
                 }
             }
-            if total.events + total.requests + total.dedup_keys + total.versions > 0 {
+            if total.any() {
                 tracing::info!(
                     events = total.events,
                     requests = total.requests,
                     dedup_keys = total.dedup_keys,
                     versions = total.versions,
+                    journal_segments = total.segments,
+                    steps,
                     "pruned"
                 );
             }
@@ -239,6 +248,7 @@ impl Switchyard {
             max_body_bytes: config.max_body_bytes,
             store: store.clone(),
             dedup_window: config.store.dedup_window,
+            write_timeout: config.store.write_timeout,
             router: inbox_tx,
             router_overflowed: overflowed,
             gauge,
@@ -248,6 +258,7 @@ impl Switchyard {
             metrics: metrics.clone(),
             stopping: AtomicBool::new(false),
             rejections: Default::default(),
+            quiet: Default::default(),
         });
         tracing::info!(
             sources = ingress.sources().len(),

@@ -244,6 +244,10 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
     }
     store.max_unrouted_events = store.max_unrouted_events.max(1);
     store.max_pending_jobs = store.max_pending_jobs.max(1);
+    // A commit takes milliseconds; a shorter wait would refuse everything.
+    store.write_timeout = store
+        .write_timeout
+        .max(std::time::Duration::from_millis(100));
     let (wrong, cautions) = shared_store(&mut store);
     report(wrong, &mut problems);
     warnings.extend(cautions.into_iter().map(|m| Problem::new(&file, m)));

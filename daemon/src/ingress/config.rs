@@ -57,13 +57,15 @@ impl SourceConfig {
         let scope = format!("sources.{name}");
         let keys: Keys = settings::section(table, &scope, location).map_err(|p| vec![p])?;
         let settings = Value::Object(keys.settings);
+        let mut redact_headers = keys.redact_headers;
+        redact_headers.extend(verification_headers(&settings));
         Ok(SourceConfig {
             name: name.to_string(),
             plugin: keys.plugin,
             credentials: credential_values(&settings),
             settings,
             location: location.to_string(),
-            redact_headers: keys.redact_headers,
+            redact_headers,
             allow_ips: keys.allow_ips,
             watch: keys.watch,
             reenable: keys.reenable,
@@ -86,10 +88,21 @@ fn watch_every<'de, D: serde::Deserializer<'de>>(
 /// these values (in a header, the query or the path) has it redacted
 /// before it is stored.
 fn is_credential_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["secret", "token", "password", "header_value", "key"]
+    crate::config::looks_like_secret_key(key) || key.to_ascii_lowercase().contains("header_value")
+}
+
+/// Setting names whose values name a header the source's verification
+/// reads (the generic plugin's token or signature header): its value is
+/// replaced whole wherever a request is shown or kept — a delivery with an
+/// old token, refused, must not show it.
+const VERIFICATION_HEADER_KEYS: [&str; 3] = ["token_header", "signature_header", "auth_header"];
+
+fn verification_headers(settings: &Value) -> Vec<String> {
+    VERIFICATION_HEADER_KEYS
         .iter()
-        .any(|w| k.contains(w))
+        .filter_map(|k| settings.get(*k).and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The credential values among a plugin's settings (strings, or lists of them).

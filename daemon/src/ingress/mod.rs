@@ -41,6 +41,7 @@
 mod answer;
 mod config;
 mod filter;
+mod quiet;
 mod redact;
 pub mod rejections;
 mod sample;
@@ -129,6 +130,8 @@ pub struct Ingress {
     pub max_body_bytes: u64,
     pub store: Arc<dyn Pipeline>,
     pub dedup_window: Duration,
+    /// How long an acknowledgement waits for the store's commit.
+    pub write_timeout: Duration,
     /// The router's inbox: new events, after their commit.
     pub router: mpsc::Sender<PendingEvent>,
     /// Set when the inbox was full (the router then reads the store).
@@ -143,6 +146,8 @@ pub struct Ingress {
     pub stopping: AtomicBool,
     /// The most recent refusals (the dashboard's rejections page).
     pub rejections: Arc<rejections::Rejections>,
+    /// How often each kind of refusal is logged.
+    pub quiet: quiet::Quiet,
 }
 
 /// A refusal: the answer, and the reason (as the `rejected` metric counts
@@ -151,6 +156,9 @@ struct Refused {
     response: Response,
     reason: &'static str,
     message: String,
+    /// How the refusal is logged (at most a line per source and reason in
+    /// a while, see `quiet.rs`).
+    level: tracing::Level,
 }
 
 fn refused(response: Response, reason: &'static str, message: impl Into<String>) -> Refused {
@@ -158,6 +166,30 @@ fn refused(response: Response, reason: &'static str, message: impl Into<String>)
         response,
         reason,
         message: message.into(),
+        level: tracing::Level::WARN,
+    }
+}
+
+impl Refused {
+    fn at(self, level: tracing::Level) -> Refused {
+        Refused { level, ..self }
+    }
+}
+
+/// One line for a refusal; `unlogged`: how many like it went unlogged
+/// since the last line.
+fn log_refusal(why: &Refused, source: &str, unlogged: u64) {
+    let status = why.response.status().as_u16();
+    let reason = why.reason;
+    let message = &why.message;
+    match why.level {
+        tracing::Level::ERROR => {
+            tracing::error!(%source, reason, status, unlogged, "webhook refused: {message}")
+        }
+        tracing::Level::WARN => {
+            tracing::warn!(%source, reason, status, unlogged, "webhook refused: {message}")
+        }
+        _ => tracing::info!(%source, reason, status, unlogged, "webhook refused: {message}"),
     }
 }
 
@@ -180,13 +212,13 @@ impl Ingress {
     {
         let started = std::time::Instant::now();
         let Some(source) = self.sources().get(&req.source).cloned() else {
-            tracing::info!(source = %req.source, "webhook for an unknown source");
             let response = error(StatusCode::NOT_FOUND, "unknown source");
             let why = refused(
                 response,
                 "unknown_source",
                 "no source of this name is configured",
-            );
+            )
+            .at(tracing::Level::INFO);
             return self.note(why, &req, None, None, None);
         };
         let response = match self.handle_source(req, &source, body).await {
@@ -256,6 +288,10 @@ impl Ingress {
             }
             None => req.source.chars().take(64).collect(),
         };
+        let key = source.map_or("", |s| s.name.as_str());
+        if let Some(unlogged) = self.quiet.admit(key, why.reason, now) {
+            log_refusal(&why, &name, unlogged);
+        }
         let (extra, credentials) = source.map_or((&[][..], &[][..]), |s| {
             (&s.redact_headers[..], &s.credentials[..])
         });
@@ -321,7 +357,6 @@ impl Ingress {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body_bytes) {
-            tracing::warn!(source = %source.name, bytes = declared, "webhook body over the limit");
             let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
             let over = format!(
                 "declared {} bytes; max_body_bytes is {}",
@@ -330,26 +365,36 @@ impl Ingress {
             );
             return Err(refused(resp, "too_large", over));
         }
-        read_body(body, self.max_body_bytes).await.map_err(|e| match e {
-            BodyError::TooLarge => {
-                tracing::warn!(source = %source.name, "webhook body over the limit");
-                let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-                let over = format!("more than max_body_bytes ({}) arrived", self.max_body_bytes);
-                refused(resp, "too_large", over)
-            }
-            BodyError::TimedOut => {
-                tracing::info!(source = %source.name, "webhook body did not arrive in time; closing the connection");
-                let mut resp = error(StatusCode::REQUEST_TIMEOUT, "body timed out");
-                resp.headers_mut()
-                    .insert("connection", HeaderValue::from_static("close"));
-                refused(resp, "body_timeout", "the body did not arrive within body_timeout")
-            }
-            BodyError::Broken(e) => {
-                tracing::info!(source = %source.name, "webhook body could not be read: {e}");
-                let resp = error(StatusCode::BAD_REQUEST, "unreadable body");
-                refused(resp, "unreadable", format!("the body could not be read: {e}"))
-            }
-        })
+        read_body(body, self.max_body_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => {
+                    let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+                    let over =
+                        format!("more than max_body_bytes ({}) arrived", self.max_body_bytes);
+                    refused(resp, "too_large", over)
+                }
+                BodyError::TimedOut => {
+                    let mut resp = error(StatusCode::REQUEST_TIMEOUT, "body timed out");
+                    resp.headers_mut()
+                        .insert("connection", HeaderValue::from_static("close"));
+                    refused(
+                        resp,
+                        "body_timeout",
+                        "the body did not arrive within body_timeout; closing the connection",
+                    )
+                    .at(tracing::Level::INFO)
+                }
+                BodyError::Broken(e) => {
+                    let resp = error(StatusCode::BAD_REQUEST, "unreadable body");
+                    refused(
+                        resp,
+                        "unreadable",
+                        format!("the body could not be read: {e}"),
+                    )
+                    .at(tracing::Level::INFO)
+                }
+            })
     }
 
     /// Whether the daemon takes the webhook now (not stopping, backlog
@@ -365,12 +410,8 @@ impl Ingress {
         if backlog.unrouted_events >= self.max_unrouted_events
             || backlog.pending_jobs >= self.max_pending_jobs
         {
-            tracing::warn!(
-                source = %source.name, unrouted = backlog.unrouted_events, pending_jobs = backlog.pending_jobs,
-                "backlog over its bound; asking the sender to retry"
-            );
             let over = format!(
-                "backlog over its bound ({} unrouted events, {} pending jobs)",
+                "backlog over its bound ({} unrouted events, {} pending jobs); asking the sender to retry",
                 backlog.unrouted_events, backlog.pending_jobs
             );
             return Err(refused(unavailable("busy", 30), "backlog", over));
@@ -381,16 +422,12 @@ impl Ingress {
             &self.trusted_proxies,
         );
         if !sender::allowed(sender, &source.allow_ips) {
-            tracing::warn!(
-                source = %source.name, reason = "forbidden",
-                "webhook rejected: sender {} is not in allow_ips",
-                sender.map_or_else(|| "(unknown)".to_string(), |ip| ip.to_string())
-            );
             let resp = error(StatusCode::FORBIDDEN, "forbidden");
+            let who = sender.map_or_else(|| "(unknown)".to_string(), |ip| ip.to_string());
             return Err(refused(
                 resp,
                 "sender_not_allowed",
-                "the sender is not in allow_ips",
+                format!("the sender {who} is not in allow_ips"),
             ));
         }
         Ok(sender)
@@ -421,10 +458,6 @@ impl Ingress {
             }
             Ok(Err(rejection)) => {
                 m.plugin_call(source.provider(), "verify", "rejected");
-                tracing::warn!(
-                    source = %source.name, reason = rejection.kind.as_str(),
-                    "webhook rejected: {}", rejection.message
-                );
                 let resp = match rejection.kind {
                     // A body that does not decrypt failed its authentication
                     // tag (AES-GCM): as unauthenticated as a bad signature.
@@ -437,7 +470,6 @@ impl Ingress {
                 return Err(refused(resp, rejection.kind.as_str(), rejection.message));
             }
             Err(e @ (PluginError::Timeout(_) | PluginError::Busy(_))) => {
-                tracing::error!(source = %source.name, "provider plugin unavailable: {e}");
                 let what = if matches!(e, PluginError::Timeout(_)) {
                     "timeout"
                 } else {
@@ -449,17 +481,18 @@ impl Ingress {
                     resp,
                     "plugin_unavailable",
                     format!("provider plugin unavailable: {e}"),
-                ));
+                )
+                .at(tracing::Level::ERROR));
             }
             Err(e) => {
-                tracing::error!(source = %source.name, "provider plugin failed: {e}");
                 m.plugin_call(source.provider(), "verify", "failed");
                 let resp = error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
                 return Err(refused(
                     resp,
                     "plugin_failed",
                     format!("provider plugin failed: {e}"),
-                ));
+                )
+                .at(tracing::Level::ERROR));
             }
         };
         let provider = source.provider();
@@ -497,14 +530,29 @@ impl Ingress {
             &source.redact_headers,
             &source.credentials,
         );
-        let outcome = self
+        let ingest = self
             .store
-            .ingest(stored, &events, self.dedup_window.as_millis() as i64)
+            .ingest(stored, &events, self.dedup_window.as_millis() as i64);
+        let outcome = tokio::time::timeout(self.write_timeout, ingest)
             .await
-            .map_err(|e| {
-                tracing::error!(source = %source.name, "cannot store the webhook; asking the sender to retry: {e}");
+            .map_err(|_| {
                 let resp = unavailable("temporarily unavailable", 5);
-                refused(resp, "store_unavailable", format!("the store cannot write: {e}"))
+                let waited = self.write_timeout.as_secs_f64();
+                refused(
+                    resp,
+                    "store_timeout",
+                    format!("the store did not commit within {waited} s (write_timeout); asking the sender to retry"),
+                )
+                .at(tracing::Level::ERROR)
+            })?
+            .map_err(|e| {
+                let resp = unavailable("temporarily unavailable", 5);
+                refused(
+                    resp,
+                    "store_unavailable",
+                    format!("the store cannot write, asking the sender to retry: {e}"),
+                )
+                .at(tracing::Level::ERROR)
             })?;
         let mut accepted = Vec::new();
         let mut duplicates = Vec::new();

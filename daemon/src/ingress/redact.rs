@@ -1,9 +1,12 @@
-//! Redaction: what of a request is never stored. The usual credential
-//! headers (`Authorization`, `Cookie`, API-key headers) and a source's
-//! `redact_headers`, credential-looking query parameters, and every value of
-//! the source's own credentials wherever it appears (path, query, headers;
-//! as sent or percent-encoded) become `[redacted]` before the request is
-//! written. The body is kept as sent: it is what the signature covers and
+//! Redaction: what of a request is never stored or shown. The usual
+//! credential headers (`Authorization`, `Cookie`, API-key headers), the
+//! headers the source's verification reads (`token_header`,
+//! `signature_header`) and its `redact_headers` are replaced whole, whatever
+//! they hold (an old, rotated token too); so is any other header that
+//! carries one of the source's credentials; credential-looking query
+//! parameters, and every value of the source's credentials wherever else it
+//! appears (path, query; as sent or percent-encoded) become `[redacted]`
+//! before the request is written or shown. The body is kept as sent: it is what the signature covers and
 //! what a replay re-verifies.
 
 use crate::host::OwnedRequest;
@@ -100,7 +103,17 @@ pub fn stored_request(
         query: redact_values(&redact_query(&req.query), credentials),
         headers: self::redact_headers(&req.headers, redact_headers)
             .into_iter()
-            .map(|(n, v)| (n, redact_values(&v, credentials)))
+            .map(|(n, v)| {
+                // A header that carries a credential anywhere is replaced
+                // whole: what is left around it would tell its length and
+                // place (`Bearer [redacted]4`).
+                let v = if redact_values(&v, credentials) == v {
+                    v
+                } else {
+                    REDACTED.to_string()
+                };
+                (n, v)
+            })
             .collect(),
         body: req.body.clone(),
     }

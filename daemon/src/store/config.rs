@@ -78,6 +78,13 @@ pub struct StoreConfig {
     pub max_unrouted_events: u64,
     /// Beyond this many jobs waiting to run, ingress answers 503.
     pub max_pending_jobs: u64,
+    /// How long a webhook's acknowledgement waits for the store to commit
+    /// it; beyond, 503 with `Retry-After` (a store that does not answer —
+    /// a frozen database, a stalled disk — must not pile up connections).
+    /// A commit that lands later is not lost: the provider's retry is then
+    /// a duplicate, answered 2xx and not routed again.
+    #[serde(deserialize_with = "de::duration")]
+    pub write_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -95,6 +102,7 @@ impl Default for StoreConfig {
             dedup_window: Duration::from_secs(7 * 86_400),
             max_unrouted_events: 10_000,
             max_pending_jobs: 100_000,
+            write_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! the router and the dispatcher need) and [`Queries`] (what operators read
 //! and do) — its embedded backend, [`SqliteStore`], the journal its ingests
 //! are made durable by (`journal/`), the shared backend for several
-//! instances, [`PgStore`] (`postgres/`), and `[store]` (`config.rs`). Imports
+//! instances, [`PgStore`] (`postgres/`), retention's bounded steps
+//! ([`Sweep`], `sweep.rs`), and `[store]` (`config.rs`). Imports
 //! only `event` (it stores `event::Event`s as JSON) and config's value
 //! formats: no stage.
 //!
@@ -42,6 +43,7 @@ mod filter;
 pub mod journal;
 pub mod postgres;
 mod sqlite;
+mod sweep;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,6 +56,8 @@ pub use config::{Durability, StoreConfig};
 pub use filter::{given, parse_time, Dialect, EventFilter, FieldMatch, STATES};
 pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{Recovery, SqliteStore, StoreOptions};
+pub(crate) use sweep::SWEEP_WINDOW;
+pub use sweep::{sweep, Pruned, Sweep, SweepPhase};
 
 use crate::event::Event;
 
@@ -279,16 +283,6 @@ pub struct Backlog {
     pub pending_jobs: u64,
 }
 
-/// What a prune removed.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Pruned {
-    pub events: u64,
-    pub requests: u64,
-    pub dedup_keys: u64,
-    /// Object versions (the stale-event guard) not updated within retention.
-    pub versions: u64,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventSummary {
     pub id: String,
@@ -453,9 +447,13 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Hands jobs left running by a stopped or crashed process back.
     fn recover(&self) -> StoreFuture<'_, u64>;
 
-    /// Removes routed events (with their requests, finished jobs and
-    /// attempts) received before `before_ms`, and dedup keys expired by `now_ms`.
-    fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned>;
+    /// One step of a retention sweep ([`Sweep`]): removes routed, stale
+    /// and handshake events received before `before_ms` (with their
+    /// requests, finished jobs and attempts), dedup keys expired by
+    /// `now_ms` and object versions not updated since `before_ms`, at most
+    /// a window of rows a step; says what it removed and the next step.
+    /// A store shared by several instances sweeps on its leader only.
+    fn prune(&self, sweep: Sweep) -> StoreFuture<'_, Pruned>;
 
     /// Takes the write lock and commits nothing: the store can write.
     fn ping(&self) -> StoreFuture<'_, ()>;

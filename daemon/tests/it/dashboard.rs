@@ -932,3 +932,108 @@ fn the_dashboard_works_the_same_on_a_shared_postgres_store() {
         assert_eq!(get(&base, page, Some(&admin)).0, 200, "{page}");
     }
 }
+
+/// Every file under `dir`, read as bytes, that holds `needle`.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, needle));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A partner still sending a rotated (old) token is refused, and the old
+/// token is shown to nobody: the header the source's verification reads is
+/// replaced whole in the rejections ring (for the admin and the read-only
+/// viewer), in the log and in what the store keeps; a header that carries
+/// the current token inside a longer value is replaced whole too, never as
+/// `Bearer [redacted]4`. The header's name is not taken for a secret.
+#[test]
+fn a_rotated_token_is_shown_to_nobody() {
+    let env = Env::new();
+    env.with_bundled_plugins();
+    env.rule(
+        "partner",
+        r#"const EVENTS = ["webhook.*"]; action("audit", #{ type: event.type });"#,
+    );
+    let config = env.config(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+read_only_token = "{READ_ONLY}"
+
+[sources.partner]
+plugin = "webhook"
+verify = "token"
+token_header = "X-Partner-Token"
+token = {{ env = "PARTNER_TOKEN" }}
+
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+        env.audit_path().display()
+    ));
+    let (code, out) = cli_with_env(
+        &["check"],
+        &config,
+        &[("PARTNER_TOKEN", "partner-token-NEW")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("token_header") || !out.contains("literal secret"),
+        "a header's name is not a secret: {out}"
+    );
+    let daemon = Daemon::start_with_env(&config, &[("PARTNER_TOKEN", "partner-token-NEW")]);
+    let base = format!("http://{}", daemon.admin_addr());
+    let (status, _) = daemon.post(
+        "/hooks/partner",
+        &[("X-Partner-Token", "partner-token-OLD")],
+        r#"{"type": "ping", "n": "refused"}"#,
+    );
+    assert_eq!(status, 401);
+    // Accepted, with the current token repeated inside another header.
+    let (status, text) = daemon.post(
+        "/hooks/partner",
+        &[
+            ("X-Partner-Token", "partner-token-NEW"),
+            ("X-Debug", "Bearer partner-token-NEW4"),
+        ],
+        r#"{"type": "ping", "n": "accepted"}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    env.wait_audit(1);
+
+    for token in [TOKEN, READ_ONLY] {
+        let session = sign_in(&base, token);
+        let (status, html, _) = get(&base, "/ui/rejections", Some(&session));
+        assert_eq!(status, 200);
+        assert!(html.contains("x-partner-token"), "{html}");
+        assert!(html.contains("[redacted]"), "{html}");
+        assert!(!html.contains("partner-token-OLD"), "{html}");
+        assert!(!html.contains("partner-token-NEW"), "{html}");
+    }
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["accepted"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let detail = show(&config, &id);
+    let headers = detail["request"]["headers"].to_string();
+    assert!(headers.contains("x-debug"), "{headers}");
+    assert!(!headers.contains("partner-token-"), "{headers}");
+    assert!(!headers.contains("]4"), "{headers}");
+    assert!(!daemon.logs().contains("partner-token-OLD"));
+    daemon.stop();
+    for secret in ["partner-token-OLD", "partner-token-NEW"] {
+        let found = files_holding(&env.path("data"), secret);
+        assert!(found.is_empty(), "{secret} kept in {found:?}");
+    }
+}

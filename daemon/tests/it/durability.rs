@@ -265,7 +265,7 @@ fn a_store_that_cannot_write_answers_503_and_keeps_what_it_acknowledged() {
     }
     assert!(refused > 0, "the 1 MiB store filled up");
     assert!(!acked.is_empty());
-    assert!(daemon.logged("cannot store the webhook"));
+    assert!(daemon.logged("the store cannot write"));
     // The operator makes room (here: lifts the cap) and restarts: everything
     // acknowledged is there and gets routed.
     daemon.stop();
@@ -614,4 +614,82 @@ fn a_torn_tail_and_a_damaged_record_cost_no_acknowledged_event() {
         .as_str()
         .unwrap()
         .contains("inv_torn_after"));
+}
+
+/// A store that does not answer (here another process holds its write
+/// lock, as a stalled disk or a frozen database would) does not hold the
+/// sender's connection: after `write_timeout` the webhook gets 503 with
+/// `Retry-After`, counted; once the store answers again the provider's
+/// retry is stored and routed, once.
+#[test]
+fn a_store_that_does_not_answer_gets_503_after_write_timeout() {
+    let env = Env::new();
+    let config = env.standard_with("[store]\nwrite_timeout = \"1s\"", "");
+    let daemon = Daemon::start(&config);
+    let db = env.path("data/switchyard.db");
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let body = invoice_viewed("inv_frozen");
+    let token = pyjwt(SECRET, body.as_bytes(), &[]);
+    let resp = reqwest::blocking::Client::new()
+        .post(daemon.url("/hooks/tight"))
+        .header("Tight-Verification", &token)
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().get("retry-after").is_some_and(|v| v
+        .to_str()
+        .unwrap()
+        .parse::<u32>()
+        .unwrap()
+        > 0));
+    assert!(daemon.logged("did not commit within 1 s (write_timeout)"));
+    let samples = scrape(&daemon);
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_webhooks_rejected_total",
+            &[("reason", "store_timeout")]
+        ),
+        1.0
+    );
+    // The store answers again: the provider's retry goes through.
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    let mut status = 0;
+    for _ in 0..30 {
+        let token = pyjwt(SECRET, body.as_bytes(), &[]);
+        status = daemon
+            .post(
+                "/hooks/tight",
+                &[("Tight-Verification", &token)],
+                body.clone(),
+            )
+            .0;
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(status, 200, "{}", daemon.logs());
+    // A later webhook routed is the marker: the retried one was routed once.
+    daemon.send_viewed("inv_after_frozen");
+    assert!(
+        eventually(15, || {
+            let lines = env.audit_lines();
+            ["inv_frozen", "inv_after_frozen"]
+                .iter()
+                .all(|i| lines.iter().any(|l| l["params"]["invoice"] == *i))
+        }),
+        "{:?}\n{}",
+        env.audit_lines(),
+        daemon.logs()
+    );
+    let frozen = env
+        .audit_lines()
+        .iter()
+        .filter(|l| l["params"]["invoice"] == "inv_frozen")
+        .count();
+    assert_eq!(frozen, 1, "{}", daemon.logs());
 }

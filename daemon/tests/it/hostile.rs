@@ -288,3 +288,52 @@ fn idle_and_slow_connections_are_closed_on_both_listeners() {
         }
     }
 }
+
+/// A flood of forged signatures is counted, each one, but does not flood
+/// the log: one line per source and reason in a while, the next saying how
+/// many went unlogged.
+#[test]
+fn a_flood_of_forged_signatures_is_counted_not_logged_line_by_line() {
+    let env = Env::new();
+    let config = env.standard();
+    let daemon = Daemon::start(&config);
+    let client = reqwest::blocking::Client::new();
+    let body = invoice_viewed("inv_forged");
+    let forged = pyjwt("not-the-secret-at-all-0123456789", body.as_bytes(), &[]);
+    let started = Instant::now();
+    for _ in 0..300 {
+        let status = client
+            .post(daemon.url("/hooks/tight"))
+            .header("Tight-Verification", &forged)
+            .body(body.clone())
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 401);
+    }
+    let periods = started.elapsed().as_secs() / 10 + 2;
+    // The daemon got past the flood: a signed webhook is routed.
+    daemon.send_viewed("inv_after_flood");
+    env.wait_audit(1);
+    let samples = scrape(&daemon);
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_webhooks_rejected_total",
+            &[("source", "tight"), ("reason", "unauthenticated")]
+        ),
+        300.0
+    );
+    let lines = daemon
+        .logs()
+        .lines()
+        .filter(|l| l.contains("webhook refused") && l.contains("unauthenticated"))
+        .count();
+    // At most 5 lines in each 10 s that the flood lasted.
+    let most = 5 * periods as usize;
+    assert!(
+        (1..=most).contains(&lines),
+        "{lines} lines for 300 refusals (at most {most})"
+    );
+}

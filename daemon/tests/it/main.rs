@@ -23,6 +23,7 @@ mod layers;
 mod notices;
 mod pg;
 mod pg_order;
+mod pg_plans;
 mod pg_store;
 mod pg_tls;
 mod plugins;

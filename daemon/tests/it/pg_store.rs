@@ -100,7 +100,7 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
         "SELECT version FROM schema_migrations ORDER BY version",
         |r| rows.push(r),
     );
-    let once: Vec<_> = (1..=2).map(|v| vec![Some(v.to_string())]).collect();
+    let once: Vec<_> = (1..=3).map(|v| vec![Some(v.to_string())]).collect();
     assert_eq!(rows, once, "each migration, once");
     // A client (the CLI) does not migrate; it reads what the instances made.
     let mut client = PgOptions::new(url.clone());
@@ -399,7 +399,13 @@ async fn one_leader_at_a_time_and_another_once_it_is_gone() {
     // Only the leader prunes.
     let later = now_ms() + 1;
     let other = 1 - first;
-    assert_eq!(stores[other].prune(later, later).await.unwrap().events, 0);
+    assert_eq!(
+        switchyard::store::sweep(&stores[other], later, later, 1000)
+            .await
+            .unwrap()
+            .events,
+        0
+    );
     // The leader stops (no goodbye: as if killed): once its lease runs out,
     // the other takes over.
     drop(stores.remove(first));
@@ -431,10 +437,38 @@ async fn routed_events_are_pruned_by_the_leader_and_listed_by_any() {
     assert_eq!(listed[0].state, "routed");
     let first = leader(&stores).await;
     let later = now_ms() + 10;
-    let pruned = stores[first].prune(later, later).await.unwrap();
+    let pruned = switchyard::store::sweep(&stores[first], later, later, 1000)
+        .await
+        .unwrap();
     assert_eq!(
         (pruned.events, pruned.requests, pruned.dedup_keys),
         (1, 1, 1)
     );
     assert!(stores[1].show_event(e.id.clone()).await.is_err());
+}
+
+/// Handshakes (a provider's check of the endpoint) are pruned like routed
+/// events, with their requests: a provider that checks hourly must not
+/// grow the store for ever.
+#[tokio::test]
+async fn handshakes_are_pruned_like_routed_events() {
+    let (_url, stores) = instances(1).await;
+    let mut check = event(&switchyard::event::new_id(), "the-check");
+    check.handshake = true;
+    let r = stores[0]
+        .ingest(
+            request(&switchyard::event::new_id()),
+            std::slice::from_ref(&check),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ingested::Handshake(check.id.clone())]);
+    let first = leader(&stores).await;
+    let later = now_ms() + 10;
+    let pruned = switchyard::store::sweep(&stores[first], later, later, 1000)
+        .await
+        .unwrap();
+    assert_eq!((pruned.events, pruned.requests), (1, 1), "{pruned:?}");
+    assert!(stores[0].show_event(check.id.clone()).await.is_err());
 }

@@ -155,7 +155,60 @@ pub struct Journal {
     broken: Option<String>,
     /// Bytes held by all segments.
     bytes: u64,
+    /// Deletes the files of removed segments, off the writer's thread.
+    remover: Remover,
     _lock: File,
+}
+
+/// A thread that deletes the files of segments the journal let go of:
+/// unlinking a segment and syncing the folder takes milliseconds, which
+/// the writer (every acknowledgement waits for it) should not spend. A
+/// file still there after a crash is a segment no request needs; the next
+/// sweep removes it again.
+#[derive(Default)]
+struct Remover {
+    queue: Option<std::sync::mpsc::Sender<PathBuf>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Remover {
+    fn remove(&mut self, dir: &Path, path: PathBuf) {
+        if self.queue.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+            let folder = dir.to_path_buf();
+            let spawned = std::thread::Builder::new()
+                .name("switchyard-unlink".into())
+                .spawn(move || {
+                    while let Ok(path) = rx.recv() {
+                        let removed = std::fs::remove_file(&path).and_then(|()| sync_dir(&folder));
+                        if let Err(e) = removed {
+                            tracing::warn!("cannot remove journal segment {}: {e}", path.display());
+                        }
+                    }
+                });
+            match spawned {
+                Ok(thread) => (self.queue, self.thread) = (Some(tx), Some(thread)),
+                Err(_) => {
+                    // No thread to spare: remove it here.
+                    let _ = std::fs::remove_file(&path).and_then(|()| sync_dir(dir));
+                    return;
+                }
+            }
+        }
+        if let Some(queue) = &self.queue {
+            let _ = queue.send(path);
+        }
+    }
+}
+
+impl Drop for Remover {
+    /// Waits for the removals asked for.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -361,6 +414,7 @@ impl Journal {
             staged: Vec::new(),
             staged_count: 0,
             broken: None,
+            remover: Remover::default(),
             _lock: lock,
         };
         Ok((journal, damage))
@@ -462,7 +516,8 @@ impl Journal {
         self.segments.windows(2).map(|w| (w[0], w[1] - 1)).collect()
     }
 
-    /// Removes a sealed segment (its first seq).
+    /// Lets go of a sealed segment (its first seq); its file is deleted on
+    /// a thread of its own, soon after.
     pub fn remove_segment(&mut self, first: u64) -> io::Result<()> {
         let Some(i) = self.segments.iter().position(|&s| s == first) else {
             return Ok(());
@@ -472,10 +527,16 @@ impl Journal {
         }
         let path = self.dir.join(segment_name(first));
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        std::fs::remove_file(&path)?;
         self.bytes = self.bytes.saturating_sub(len);
         self.segments.remove(i);
-        sync_dir(&self.dir)
+        self.remover.remove(&self.dir, path);
+        Ok(())
+    }
+
+    /// Waits until the files of the segments let go of are deleted.
+    #[cfg(test)]
+    pub fn settle(&mut self) {
+        drop(std::mem::take(&mut self.remover));
     }
 
     /// Bytes held by all segments.

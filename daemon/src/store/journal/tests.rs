@@ -196,6 +196,7 @@ fn segments_roll_over_and_old_ones_are_removed() {
     assert_eq!(all.len(), 16);
     let (first, last) = sealed[0];
     j.remove_segment(first).unwrap();
+    j.settle();
     assert_eq!(list_segments(tmp.path()).unwrap()[0], last + 1);
     let err = read_at(tmp.path(), positions[0]).unwrap_err();
     assert!(err.to_string().contains("removed"), "{err}");

@@ -48,6 +48,7 @@ mod sql;
 mod tls;
 mod wake;
 
+pub use sql::recording;
 use wake::{listen, notify, NOTICE_EVERY_MS};
 
 use std::time::Duration;
@@ -65,6 +66,7 @@ const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_order_keys.sql")),
+    (3, include_str!("migrations/0003_retention_indexes.sql")),
 ];
 
 /// The advisory lock ordered jobs are claimed under, by one instance at a

@@ -13,12 +13,10 @@ use super::sql;
 use super::{notify, PgStore, DB_NOW_MS, LEADER};
 use crate::event::Event;
 use crate::store::{
-    ulid_floor, ActionState, Backlog, ClaimedJob, FinishedAttempt, Ingested, OnWork, PendingEvent,
-    Pipeline, Pruned, Routing, StoreError, StoreFuture, StoreResult, StoredRequest, Work,
+    ActionState, Backlog, ClaimedJob, FinishedAttempt, Ingested, OnWork, PendingEvent, Pipeline,
+    Pruned, Routing, StoreError, StoreFuture, StoreResult, StoredRequest, Sweep, SweepPhase, Work,
+    SWEEP_WINDOW,
 };
-
-/// Rows removed per statement of a prune, so that no prune holds locks long.
-const PRUNE_CHUNK: i64 = 2000;
 
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Other(format!("cannot encode JSON: {e}"))
@@ -157,50 +155,93 @@ impl PgStore {
             .await
     }
 
-    async fn prune_tx(&self, before_ms: i64, now_ms: i64) -> StoreResult<Pruned> {
+    /// One step of a retention sweep (see [`Sweep`]): each statement its
+    /// own transaction, over at most a window of rows.
+    ///
+    /// Written so that even a generic plan (what a prepared statement gets
+    /// once the server stops planning it per call, blind to the values)
+    /// reads only the window: the checks for what still needs a row are
+    /// scalar subqueries, run per row through their index (as anti-joins
+    /// the planner may hash the whole referencing table); the expired
+    /// keys and versions are taken in their index's order, by `ctid`.
+    async fn prune_step(&self, sweep: &Sweep) -> StoreResult<Pruned> {
         let client = self.client().await?;
-        let floor = ulid_floor(before_ms);
-        let events = sql::execute(
-            &client,
-            "DELETE FROM events WHERE id IN (
-                     SELECT e.id FROM events e
-                     WHERE e.id < $1 AND e.state IN ('routed', 'stale')
-                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id
-                                       AND j.state IN ('pending', 'running'))
-                     LIMIT $2)",
-            &[&floor, &PRUNE_CHUNK],
-        )
-        .await?;
-        let requests = sql::execute(
-            &client,
-            "DELETE FROM requests WHERE id IN (
-                     SELECT r.id FROM requests r
-                     WHERE r.id < $1
-                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id)
-                     LIMIT $2)",
-            &[&floor, &PRUNE_CHUNK],
-        )
-        .await?;
-        let dedup_keys = sql::execute(
-            &client,
-            "DELETE FROM dedup WHERE (source, key) IN
-                     (SELECT source, key FROM dedup WHERE expires_at <= $1 LIMIT $2)",
-            &[&now_ms, &PRUNE_CHUNK],
-        )
-        .await?;
-        let versions = sql::execute(
-            &client,
-            "DELETE FROM versions WHERE (source, key) IN
-                     (SELECT source, key FROM versions WHERE updated_at < $1 LIMIT $2)",
-            &[&before_ms, &PRUNE_CHUNK],
-        )
-        .await?;
-        Ok(Pruned {
-            events,
-            requests,
-            dedup_keys,
-            versions,
-        })
+        let floor = sweep.floor();
+        let mut pruned = Pruned::default();
+        // The window's end: the last of the next SWEEP_WINDOW ids, or the
+        // phase's last step when there are fewer.
+        let window = |table: &'static str| {
+            let client = &client;
+            let floor = &floor;
+            async move {
+                let row = sql::query_one(
+                    client,
+                    &format!(
+                        "SELECT count(*), max(id) FROM
+                            (SELECT id FROM {table} WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3) w"
+                    ),
+                    &[&sweep.after, floor, &SWEEP_WINDOW],
+                )
+                .await?;
+                let (count, last): (i64, Option<String>) = (row.get(0), row.get(1));
+                let upper = last.clone().unwrap_or_else(|| sweep.after.clone());
+                Ok::<_, StoreError>((last.filter(|_| count >= SWEEP_WINDOW), upper))
+            }
+        };
+        let full = |n: u64| (n as i64 >= SWEEP_WINDOW).then(String::new);
+        let last = match sweep.phase {
+            SweepPhase::Events => {
+                let (last, upper) = window("events").await?;
+                pruned.events = sql::execute(
+                    &client,
+                    "DELETE FROM events WHERE id > $1 AND id <= $2
+                       AND state IN ('routed', 'stale', 'handshake')
+                       AND NOT (SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
+                                               AND j.state IN ('pending', 'running')))",
+                    &[&sweep.after, &upper],
+                )
+                .await?;
+                last
+            }
+            SweepPhase::Requests => {
+                let (last, upper) = window("requests").await?;
+                pruned.requests = sql::execute(
+                    &client,
+                    "DELETE FROM requests WHERE id > $1 AND id <= $2
+                       AND NOT (SELECT EXISTS (SELECT 1 FROM events e
+                                               WHERE e.request_id = requests.id))",
+                    &[&sweep.after, &upper],
+                )
+                .await?;
+                last
+            }
+            // Request bodies live in their rows here: no journal.
+            SweepPhase::Segments => None,
+            SweepPhase::DedupKeys => {
+                pruned.dedup_keys = sql::execute(
+                    &client,
+                    "DELETE FROM dedup WHERE ctid = ANY(ARRAY(
+                         SELECT ctid FROM dedup WHERE expires_at <= $1
+                         ORDER BY expires_at LIMIT $2))",
+                    &[&sweep.now_ms, &SWEEP_WINDOW],
+                )
+                .await?;
+                full(pruned.dedup_keys)
+            }
+            SweepPhase::Versions => {
+                pruned.versions = sql::execute(
+                    &client,
+                    "DELETE FROM versions WHERE ctid = ANY(ARRAY(
+                         SELECT ctid FROM versions WHERE updated_at < $1
+                         ORDER BY updated_at LIMIT $2))",
+                    &[&sweep.before_ms, &SWEEP_WINDOW],
+                )
+                .await?;
+                full(pruned.versions)
+            }
+        };
+        pruned.next = sweep.then(last);
+        Ok(pruned)
     }
 }
 
@@ -311,13 +352,13 @@ impl Pipeline for PgStore {
         })
     }
 
-    fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned> {
+    fn prune(&self, sweep: Sweep) -> StoreFuture<'_, Pruned> {
         Box::pin(async move {
             // Retention is the leader's: the others skip it.
             if !self.is_leader().await? {
                 return Ok(Pruned::default());
             }
-            self.prune_tx(before_ms, now_ms).await
+            self.prune_step(&sweep).await
         })
     }
 

@@ -35,10 +35,10 @@ use tokio::sync::oneshot;
 
 use super::journal::{Journal, JournalOptions};
 use super::{
-    ulid_floor, ActionState, AttemptRecord, Backlog, ClaimedJob, DeadFilter, Dialect, Durability,
-    EventDetail, EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord, PendingEvent,
-    Pipeline, Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult,
-    StoredRequest, Waiting,
+    ActionState, AttemptRecord, Backlog, ClaimedJob, DeadFilter, Dialect, Durability, EventDetail,
+    EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline,
+    Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
+    Waiting,
 };
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -48,8 +48,6 @@ const CHECKPOINT_EVERY: u32 = 64;
 const WAL_RESTART_FRAMES: i64 = 4096;
 /// Most writes committed together.
 const MAX_BATCH: usize = 1024;
-/// Rows removed per prune transaction, so pruning never holds the writer long.
-const PRUNE_CHUNK: i64 = 2000;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -174,6 +172,8 @@ fn open_connection(path: &Path, options: &StoreOptions, write: bool) -> StoreRes
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
         StoreError::Unavailable(format!("cannot open the store {}: {e}", path.display()))
     })?;
+    #[cfg(test)]
+    let conn = plans::traced(path, conn);
     conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(map_err)?;
@@ -628,5 +628,7 @@ mod queries;
 
 pub use ingest::Recovery;
 
+#[cfg(test)]
+mod plans;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
 use super::*;
 use crate::event::Event;
-use crate::store::{envelope_of, AttemptRow};
+use crate::store::{envelope_of, AttemptRow, Sweep, SweepPhase, SWEEP_WINDOW};
 
 /// Takes the routing by value: the claimed jobs it hands back are made of
 /// its parts, not copies of them.
@@ -156,48 +156,105 @@ pub(super) fn finish_tx(conn: &Connection, a: &FinishedAttempt) -> StoreResult<(
     Ok(())
 }
 
-pub(super) fn prune_tx(conn: &Connection, before_ms: i64, now_ms: i64) -> StoreResult<Pruned> {
-    let events = conn
-        .execute(
-            "DELETE FROM events WHERE id IN (
-                SELECT e.id FROM events e
-                WHERE e.id < ?1 AND e.state IN ('routed', 'stale')
-                  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id
-                                  AND j.state IN ('pending', 'running'))
-                LIMIT ?2)",
-            params![ulid_floor(before_ms), PRUNE_CHUNK],
-        )
-        .map_err(map_err)? as u64;
-    let requests = conn
-        .execute(
-            "DELETE FROM requests WHERE id IN (
-                SELECT r.id FROM requests r
-                WHERE r.id < ?1
-                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id)
-                LIMIT ?2)",
-            params![ulid_floor(before_ms), PRUNE_CHUNK],
-        )
-        .map_err(map_err)? as u64;
-    let dedup_keys = conn
-        .execute(
-            "DELETE FROM dedup WHERE (source, key) IN
-                (SELECT source, key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
-            params![now_ms, PRUNE_CHUNK],
-        )
-        .map_err(map_err)? as u64;
-    let versions = conn
-        .execute(
-            "DELETE FROM versions WHERE (source, key) IN
-                (SELECT source, key FROM versions WHERE updated_at < ?1 LIMIT ?2)",
-            params![before_ms, PRUNE_CHUNK],
-        )
-        .map_err(map_err)? as u64;
-    Ok(Pruned {
-        events,
-        requests,
-        dedup_keys,
-        versions,
-    })
+/// The last id of the next window of `table`'s ids after `after` and below
+/// `floor` when the window is full (the phase goes on from there), else
+/// `None` (the phase ends with this step), and the window's upper bound.
+fn window(
+    conn: &Connection,
+    table: &str,
+    after: &str,
+    floor: &str,
+) -> StoreResult<(Option<String>, String)> {
+    let (count, last): (i64, Option<String>) = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*), MAX(id) FROM
+                (SELECT id FROM {table} WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3)"
+        ))
+        .map_err(map_err)?
+        .query_row(params![after, floor, SWEEP_WINDOW], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(map_err)?;
+    let upper = last.clone().unwrap_or_else(|| after.to_string());
+    Ok((last.filter(|_| count >= SWEEP_WINDOW), upper))
+}
+
+/// One step of a retention sweep (see [`Sweep`]), inside the writer's batch.
+pub(super) fn prune_step(
+    conn: &Connection,
+    state: &mut WriterState,
+    sweep: &Sweep,
+) -> StoreResult<Pruned> {
+    let mut pruned = Pruned::default();
+    let full = |n: usize| (n as i64 >= SWEEP_WINDOW).then(String::new);
+    let last = match sweep.phase {
+        SweepPhase::Events => {
+            let (last, upper) = window(conn, "events", &sweep.after, &sweep.floor())?;
+            // Jobs and their attempts go with their event (ON DELETE
+            // CASCADE, through jobs_event and the attempts' key).
+            pruned.events = conn
+                .prepare_cached(
+                    "DELETE FROM events WHERE id > ?1 AND id <= ?2
+                       AND state IN ('routed', 'stale', 'handshake')
+                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
+                                       AND j.state IN ('pending', 'running'))",
+                )
+                .map_err(map_err)?
+                .execute(params![sweep.after, upper])
+                .map_err(map_err)? as u64;
+            last
+        }
+        SweepPhase::Requests => {
+            let (last, upper) = window(conn, "requests", &sweep.after, &sweep.floor())?;
+            pruned.requests = conn
+                .prepare_cached(
+                    "DELETE FROM requests WHERE id > ?1 AND id <= ?2
+                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = requests.id)",
+                )
+                .map_err(map_err)?
+                .execute(params![sweep.after, upper])
+                .map_err(map_err)? as u64;
+            last
+        }
+        SweepPhase::Segments => {
+            // The requests' deletes of the steps before are committed.
+            pruned.segments = free_segments(conn, &mut state.journal)?;
+            if pruned.segments > 0 {
+                tracing::info!(
+                    segments = pruned.segments,
+                    "removed journal segments no event needs"
+                );
+            }
+            None
+        }
+        SweepPhase::DedupKeys => {
+            pruned.dedup_keys = state.keys.expire(sweep.now_ms);
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM dedup WHERE (source, key) IN
+                        (SELECT source, key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
+                )
+                .map_err(map_err)?
+                .execute(params![sweep.now_ms, SWEEP_WINDOW])
+                .map_err(map_err)?;
+            pruned.dedup_keys += n as u64;
+            full(n)
+        }
+        SweepPhase::Versions => {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM versions WHERE (source, key) IN
+                        (SELECT source, key FROM versions WHERE updated_at < ?1 LIMIT ?2)",
+                )
+                .map_err(map_err)?
+                .execute(params![sweep.before_ms, SWEEP_WINDOW])
+                .map_err(map_err)?;
+            pruned.versions = n as u64;
+            full(n)
+        }
+    };
+    pruned.next = sweep.then(last);
+    Ok(pruned)
 }
 
 impl Pipeline for SqliteStore {
@@ -305,18 +362,16 @@ impl Pipeline for SqliteStore {
         })
     }
 
-    fn prune(&self, before_ms: i64, now_ms: i64) -> StoreFuture<'_, Pruned> {
+    fn prune(&self, sweep: Sweep) -> StoreFuture<'_, Pruned> {
         self.journal_write(move |conn, state| {
-            // Segments no request points into any more (pruned before) go
-            // first: this prune's deletes are not committed yet.
-            let freed = free_segments(conn, &mut state.journal)?;
-            if freed > 0 {
-                tracing::info!(segments = freed, "removed journal segments no event needs");
-            }
-            let held = state.keys.expire(now_ms);
-            let mut pruned = prune_tx(conn, before_ms, now_ms)?;
-            pruned.dedup_keys += held;
-            Ok(pruned)
+            let started = std::time::Instant::now();
+            let pruned = prune_step(conn, state, &sweep);
+            tracing::debug!(
+                phase = ?sweep.phase,
+                us = started.elapsed().as_micros() as u64,
+                "sweep step"
+            );
+            pruned
         })
     }
 

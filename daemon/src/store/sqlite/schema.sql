@@ -36,8 +36,14 @@ CREATE TABLE IF NOT EXISTS events (
     dedup_until   INTEGER                 -- when the key stops counting
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events(id) WHERE state = 'pending';
+-- A request's events: retention lets a request go once none is left, and
+-- deleting a request looks for its events (the foreign key) — without it,
+-- each of those reads every event.
+CREATE INDEX IF NOT EXISTS events_request ON events(request_id);
 -- Every index costs each webhook a write; time ranges use the ULID id, and
 -- listing by source or type scans (newest first, bounded by the limit).
+-- Every table that references another has an index on its reference
+-- (a test checks it): a delete of the referenced row looks there.
 
 -- Dedup keys seen within the window, per source: written in sorted runs
 -- (the newest are held in memory and in their events' rows, see keys.rs).
@@ -60,6 +66,8 @@ CREATE TABLE IF NOT EXISTS versions (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (source, key)
 ) WITHOUT ROWID;
+-- Retention's: versions not updated within it.
+CREATE INDEX IF NOT EXISTS versions_updated ON versions(updated_at);
 
 -- The outbox: one row per action call a rule made.
 CREATE TABLE IF NOT EXISTS jobs (

@@ -3,7 +3,7 @@ use crate::event::Event;
 use crate::store::{now_ms, EventFilter, Finish, NewJob};
 use serde_json::json;
 
-fn event(id: &str, key: &str) -> Event {
+pub(super) fn event(id: &str, key: &str) -> Event {
     Event {
         id: id.into(),
         source: "tight".into(),
@@ -29,7 +29,7 @@ fn versioned(id: &str, key: &str, object: &str, version: i64) -> Event {
     e
 }
 
-fn request(id: &str, at: i64) -> StoredRequest {
+pub(super) fn request(id: &str, at: i64) -> StoredRequest {
     StoredRequest {
         id: id.into(),
         source: "tight".into(),
@@ -217,7 +217,9 @@ async fn prune_removes_old_routed_events_and_expired_keys() {
         .await
         .unwrap();
     store.record_routing(no_jobs(&e1, old)).await.unwrap();
-    let pruned = store.prune(old + 1, now_ms()).await.unwrap();
+    let pruned = crate::store::sweep(&store, old + 1, now_ms(), 1000)
+        .await
+        .unwrap();
     assert_eq!(
         (pruned.events, pruned.requests, pruned.dedup_keys),
         (1, 1, 2),
@@ -478,24 +480,8 @@ async fn dedup_keys_held_in_memory_survive_a_restart() {
 
 #[tokio::test]
 async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(
-        &dir.path().join("s.db"),
-        StoreOptions {
-            segment_bytes: 4096,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let segments = || {
-        let mut s: Vec<_> = std::fs::read_dir(dir.path().join("journal"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".log"))
-            .collect();
-        s.sort();
-        s
-    };
+    let (dir, store) = small_segments();
+    let segments = || segment_files(dir.path());
     let old = now_ms() - 100_000;
     let id = |n: u128| ulid::Ulid::from_parts(old as u64, n).to_string();
     // Old requests, each its own group: several segments fill up.
@@ -514,11 +500,21 @@ async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
     for n in 0..11u128 {
         store.record_routing(no_jobs(&id(n), old)).await.unwrap();
     }
-    let pruned = store.prune(old + 1, now_ms()).await.unwrap();
+    let pruned = crate::store::sweep(&store, old + 1, now_ms(), 1000)
+        .await
+        .unwrap();
     assert_eq!((pruned.events, pruned.requests), (11, 11));
-    // Segments are freed by the prune after the one that emptied them.
-    store.prune(old + 1, now_ms()).await.unwrap();
-    let after = segments();
+    // The sweep frees the segments once their requests are gone.
+    assert!(pruned.segments > 0, "{pruned:?}");
+    // Their files are deleted on a thread of their own, soon after.
+    let mut after = segments();
+    for _ in 0..100 {
+        if after.len() < before.len() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        after = segments();
+    }
     assert!(after.len() < before.len(), "{before:?} -> {after:?}");
     // The kept event's request still reads from its segment.
     let kept = store.show_event(id(11)).await.unwrap();
@@ -532,4 +528,74 @@ async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
         store.show_event(id(11)).await.unwrap().request.body.len(),
         1500
     );
+}
+
+/// A provider that checks the endpoint every hour must not grow the store
+/// for ever: handshakes are pruned like routed events, their requests with
+/// them, and the journal segments that held them are released.
+#[tokio::test]
+async fn handshakes_are_pruned_and_their_journal_segments_released() {
+    let (dir, store) = small_segments();
+    let segments = || segment_files(dir.path()).len();
+    let old = now_ms() - 100_000;
+    let id = |n: u128| ulid::Ulid::from_parts(old as u64, n).to_string();
+    for n in 0..12u128 {
+        let mut req = request(&id(1000 + n), old);
+        req.body = bytes::Bytes::from(vec![b'x'; 1500]);
+        let mut check = event(&id(n), &format!("check-{n}"));
+        check.handshake = true;
+        let r = store.ingest(req, &[check], 1).await.unwrap();
+        assert_eq!(r, vec![Ingested::Handshake(id(n))]);
+    }
+    // A newer event, kept, so that a segment stays in use.
+    store
+        .ingest(
+            request(&crate::event::new_id(), now_ms()),
+            &[event(&crate::event::new_id(), "k")],
+            1_000,
+        )
+        .await
+        .unwrap();
+    let before = segments();
+    assert!(before >= 4, "{before}");
+    let pruned = crate::store::sweep(&store, old + 1, now_ms(), 1000)
+        .await
+        .unwrap();
+    assert_eq!((pruned.events, pruned.requests), (12, 12), "{pruned:?}");
+    assert!(pruned.segments > 0, "{pruned:?}");
+    assert!(store.show_event(id(0)).await.is_err());
+    let mut after = segments();
+    for _ in 0..100 {
+        if after < before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        after = segments();
+    }
+    assert!(after < before, "{before} -> {after}");
+}
+
+/// A store whose journal starts a new segment every 4 KiB.
+fn small_segments() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        &dir.path().join("s.db"),
+        StoreOptions {
+            segment_bytes: 4096,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    (dir, store)
+}
+
+/// The journal's segment files in a store's folder, sorted.
+fn segment_files(dir: &std::path::Path) -> Vec<String> {
+    let mut s: Vec<_> = std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    s.sort();
+    s
 }
