@@ -27,7 +27,7 @@ use crate::host::CallPool;
 use crate::ingress::{self, Ingress};
 use crate::router::Router;
 use crate::rules::Rules;
-use crate::store::{now_ms, BacklogGauge, Pipeline, Pruned, Store, Sweep};
+use crate::store::{now_ms, sweep, BacklogGauge, Pipeline, Store};
 
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
@@ -98,24 +98,10 @@ fn spawn_pruner(
             // Step by step, each a short transaction of its own: ingest's
             // writes queued meanwhile go in between (the writer takes at
             // most one step per group).
-            let mut total = Pruned::default();
-            let mut next = Some(Sweep::new(before, now));
-            let mut steps = 0;
-            while let Some(step) = next.take() {
-                if *stop.borrow() || steps >= SWEEP_STEPS {
-                    break;
-                }
-                steps += 1;
-                match store.prune(step).await {
-                    Ok(p) => {
-                        total.add(&p);
-                        next = p.next;
-                    }
-                    Err(e) => {
-                        tracing::warn!("pruning failed (tried again at the next round): {e}");
-                        break;
-                    }
-                }
+            let stopping = || *stop.borrow();
+            let (total, done) = sweep(&*store, before, now, SWEEP_STEPS, &stopping).await;
+            if let Err(e) = done {
+                tracing::warn!("pruning failed (tried again at the next round): {e}");
             }
             if total.any() {
                 tracing::info!(
@@ -124,7 +110,7 @@ fn spawn_pruner(
                     dedup_keys = total.dedup_keys,
                     versions = total.versions,
                     journal_segments = total.segments,
-                    steps,
+                    steps = total.steps,
                     "pruned"
                 );
             }

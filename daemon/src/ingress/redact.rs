@@ -86,6 +86,17 @@ pub fn redact_values(text: &str, credentials: &[String]) -> String {
     out
 }
 
+/// Whether a credential appears in `text`, as is or percent-encoded.
+fn carries_credential(text: &str, credentials: &[String]) -> bool {
+    credentials.iter().any(|c| {
+        if text.contains(c.as_str()) {
+            return true;
+        }
+        let encoded = switchyard_plugin_api::percent_encode(c);
+        encoded != *c && text.contains(encoded.as_str())
+    })
+}
+
 /// The request as the store keeps it, credentials redacted.
 pub fn stored_request(
     req: &OwnedRequest,
@@ -107,10 +118,10 @@ pub fn stored_request(
                 // A header that carries a credential anywhere is replaced
                 // whole: what is left around it would tell its length and
                 // place (`Bearer [redacted]4`).
-                let v = if redact_values(&v, credentials) == v {
-                    v
-                } else {
+                let v = if carries_credential(&v, credentials) {
                     REDACTED.to_string()
+                } else {
+                    v
                 };
                 (n, v)
             })

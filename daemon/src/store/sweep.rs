@@ -18,6 +18,8 @@ pub struct Pruned {
     pub versions: u64,
     /// Journal segments removed (the embedded store).
     pub segments: u64,
+    /// Steps taken (a whole sweep's).
+    pub steps: u64,
     /// The sweep's next step; `None` once it is done.
     #[serde(skip)]
     pub next: Option<Sweep>,
@@ -31,6 +33,7 @@ impl Pruned {
         self.dedup_keys += step.dedup_keys;
         self.versions += step.versions;
         self.segments += step.segments;
+        self.steps += 1;
     }
 
     /// Whether anything was removed.
@@ -88,10 +91,26 @@ impl Sweep {
         ulid_floor(self.before_ms)
     }
 
-    /// The step after this one: the same phase from `last` when the window
-    /// was full (`last` is the window's last id), else the next phase.
-    pub(crate) fn then(&self, last: Option<String>) -> Option<Sweep> {
-        if let Some(after) = last {
+    /// What a step that read a window of ids (`count` of them, the last
+    /// `last`) makes of it: the upper bound of the ids it deletes among (the
+    /// phase's cursor when the window is empty), and where the phase goes
+    /// on — from its last id when the window was full, else nowhere.
+    pub(crate) fn window(&self, count: i64, last: Option<String>) -> (String, Option<String>) {
+        let upper = last.clone().unwrap_or_else(|| self.after.clone());
+        (upper, last.filter(|_| count >= SWEEP_WINDOW))
+    }
+
+    /// After a step that deleted `n` rows with a bounded statement (dedup
+    /// keys, versions): the phase goes on while the bound was reached.
+    pub(crate) fn again_if_full(n: u64) -> Option<String> {
+        (n as i64 >= SWEEP_WINDOW).then(String::new)
+    }
+
+    /// The step after this one: the same phase from `after` (where the
+    /// phase stopped; unused by the phases that are not walked by id),
+    /// else the next phase.
+    pub(crate) fn then(&self, after: Option<String>) -> Option<Sweep> {
+        if let Some(after) = after {
             return Some(Sweep {
                 after,
                 ..self.clone()
@@ -112,23 +131,34 @@ impl Sweep {
     }
 }
 
-/// Runs a whole sweep, step by step (at most `max_steps`); what it removed.
+/// Runs a whole sweep, step by step, until it ends, `max_steps` were
+/// taken, `stop` says so, or a step fails: what it removed (with where it
+/// stopped, if before the end), and the failure if one did.
 pub async fn sweep(
     store: &dyn Pipeline,
     before_ms: i64,
     now_ms: i64,
     max_steps: usize,
-) -> StoreResult<Pruned> {
+    stop: &(dyn Fn() -> bool + Sync),
+) -> (Pruned, StoreResult<()>) {
     let mut total = Pruned::default();
     let mut next = Some(Sweep::new(before_ms, now_ms));
-    for _ in 0..max_steps {
-        let Some(step) = next.take() else {
+    while let Some(step) = next.take() {
+        if stop() || total.steps as usize >= max_steps {
+            next = Some(step);
             break;
-        };
-        let pruned = store.prune(step).await?;
-        total.add(&pruned);
-        next = pruned.next;
+        }
+        match store.prune(step.clone()).await {
+            Ok(pruned) => {
+                total.add(&pruned);
+                next = pruned.next;
+            }
+            Err(e) => {
+                total.next = Some(step);
+                return (total, Err(e));
+            }
+        }
     }
     total.next = next;
-    Ok(total)
+    (total, Ok(()))
 }

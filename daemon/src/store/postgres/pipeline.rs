@@ -168,8 +168,7 @@ impl PgStore {
         let client = self.client().await?;
         let floor = sweep.floor();
         let mut pruned = Pruned::default();
-        // The window's end: the last of the next SWEEP_WINDOW ids, or the
-        // phase's last step when there are fewer.
+        // The next window of ids after the cursor, below the floor.
         let window = |table: &'static str| {
             let client = &client;
             let floor = &floor;
@@ -183,15 +182,12 @@ impl PgStore {
                     &[&sweep.after, floor, &SWEEP_WINDOW],
                 )
                 .await?;
-                let (count, last): (i64, Option<String>) = (row.get(0), row.get(1));
-                let upper = last.clone().unwrap_or_else(|| sweep.after.clone());
-                Ok::<_, StoreError>((last.filter(|_| count >= SWEEP_WINDOW), upper))
+                Ok::<_, StoreError>(sweep.window(row.get(0), row.get(1)))
             }
         };
-        let full = |n: u64| (n as i64 >= SWEEP_WINDOW).then(String::new);
-        let last = match sweep.phase {
+        let more = match sweep.phase {
             SweepPhase::Events => {
-                let (last, upper) = window("events").await?;
+                let (upper, more) = window("events").await?;
                 pruned.events = sql::execute(
                     &client,
                     "DELETE FROM events WHERE id > $1 AND id <= $2
@@ -201,10 +197,10 @@ impl PgStore {
                     &[&sweep.after, &upper],
                 )
                 .await?;
-                last
+                more
             }
             SweepPhase::Requests => {
-                let (last, upper) = window("requests").await?;
+                let (upper, more) = window("requests").await?;
                 pruned.requests = sql::execute(
                     &client,
                     "DELETE FROM requests WHERE id > $1 AND id <= $2
@@ -213,7 +209,7 @@ impl PgStore {
                     &[&sweep.after, &upper],
                 )
                 .await?;
-                last
+                more
             }
             // Request bodies live in their rows here: no journal.
             SweepPhase::Segments => None,
@@ -226,7 +222,7 @@ impl PgStore {
                     &[&sweep.now_ms, &SWEEP_WINDOW],
                 )
                 .await?;
-                full(pruned.dedup_keys)
+                Sweep::again_if_full(pruned.dedup_keys)
             }
             SweepPhase::Versions => {
                 pruned.versions = sql::execute(
@@ -237,10 +233,10 @@ impl PgStore {
                     &[&sweep.before_ms, &SWEEP_WINDOW],
                 )
                 .await?;
-                full(pruned.versions)
+                Sweep::again_if_full(pruned.versions)
             }
         };
-        pruned.next = sweep.then(last);
+        pruned.next = sweep.then(more);
         Ok(pruned)
     }
 }

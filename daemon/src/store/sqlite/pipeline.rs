@@ -156,27 +156,20 @@ pub(super) fn finish_tx(conn: &Connection, a: &FinishedAttempt) -> StoreResult<(
     Ok(())
 }
 
-/// The last id of the next window of `table`'s ids after `after` and below
-/// `floor` when the window is full (the phase goes on from there), else
-/// `None` (the phase ends with this step), and the window's upper bound.
-fn window(
-    conn: &Connection,
-    table: &str,
-    after: &str,
-    floor: &str,
-) -> StoreResult<(Option<String>, String)> {
+/// The next window of `table`'s ids after the sweep's cursor and below its
+/// floor: its upper bound, and where the phase goes on ([`Sweep::window`]).
+fn window(conn: &Connection, table: &str, sweep: &Sweep) -> StoreResult<(String, Option<String>)> {
     let (count, last): (i64, Option<String>) = conn
         .prepare_cached(&format!(
             "SELECT COUNT(*), MAX(id) FROM
                 (SELECT id FROM {table} WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3)"
         ))
         .map_err(map_err)?
-        .query_row(params![after, floor, SWEEP_WINDOW], |r| {
+        .query_row(params![sweep.after, sweep.floor(), SWEEP_WINDOW], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .map_err(map_err)?;
-    let upper = last.clone().unwrap_or_else(|| after.to_string());
-    Ok((last.filter(|_| count >= SWEEP_WINDOW), upper))
+    Ok(sweep.window(count, last))
 }
 
 /// One step of a retention sweep (see [`Sweep`]), inside the writer's batch.
@@ -186,10 +179,9 @@ pub(super) fn prune_step(
     sweep: &Sweep,
 ) -> StoreResult<Pruned> {
     let mut pruned = Pruned::default();
-    let full = |n: usize| (n as i64 >= SWEEP_WINDOW).then(String::new);
-    let last = match sweep.phase {
+    let more = match sweep.phase {
         SweepPhase::Events => {
-            let (last, upper) = window(conn, "events", &sweep.after, &sweep.floor())?;
+            let (upper, more) = window(conn, "events", sweep)?;
             // Jobs and their attempts go with their event (ON DELETE
             // CASCADE, through jobs_event and the attempts' key).
             pruned.events = conn
@@ -202,10 +194,10 @@ pub(super) fn prune_step(
                 .map_err(map_err)?
                 .execute(params![sweep.after, upper])
                 .map_err(map_err)? as u64;
-            last
+            more
         }
         SweepPhase::Requests => {
-            let (last, upper) = window(conn, "requests", &sweep.after, &sweep.floor())?;
+            let (upper, more) = window(conn, "requests", sweep)?;
             pruned.requests = conn
                 .prepare_cached(
                     "DELETE FROM requests WHERE id > ?1 AND id <= ?2
@@ -214,7 +206,7 @@ pub(super) fn prune_step(
                 .map_err(map_err)?
                 .execute(params![sweep.after, upper])
                 .map_err(map_err)? as u64;
-            last
+            more
         }
         SweepPhase::Segments => {
             // The requests' deletes of the steps before are committed.
@@ -238,7 +230,7 @@ pub(super) fn prune_step(
                 .execute(params![sweep.now_ms, SWEEP_WINDOW])
                 .map_err(map_err)?;
             pruned.dedup_keys += n as u64;
-            full(n)
+            Sweep::again_if_full(n as u64)
         }
         SweepPhase::Versions => {
             let n = conn
@@ -250,10 +242,10 @@ pub(super) fn prune_step(
                 .execute(params![sweep.before_ms, SWEEP_WINDOW])
                 .map_err(map_err)?;
             pruned.versions = n as u64;
-            full(n)
+            Sweep::again_if_full(pruned.versions)
         }
     };
-    pruned.next = sweep.then(last);
+    pruned.next = sweep.then(more);
     Ok(pruned)
 }
 

@@ -217,9 +217,7 @@ async fn prune_removes_old_routed_events_and_expired_keys() {
         .await
         .unwrap();
     store.record_routing(no_jobs(&e1, old)).await.unwrap();
-    let pruned = crate::store::sweep(&store, old + 1, now_ms(), 1000)
-        .await
-        .unwrap();
+    let pruned = swept(&store, old + 1, now_ms(), 1000).await;
     assert_eq!(
         (pruned.events, pruned.requests, pruned.dedup_keys),
         (1, 1, 2),
@@ -500,9 +498,7 @@ async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
     for n in 0..11u128 {
         store.record_routing(no_jobs(&id(n), old)).await.unwrap();
     }
-    let pruned = crate::store::sweep(&store, old + 1, now_ms(), 1000)
-        .await
-        .unwrap();
+    let pruned = swept(&store, old + 1, now_ms(), 1000).await;
     assert_eq!((pruned.events, pruned.requests), (11, 11));
     // The sweep frees the segments once their requests are gone.
     assert!(pruned.segments > 0, "{pruned:?}");
@@ -558,9 +554,7 @@ async fn handshakes_are_pruned_and_their_journal_segments_released() {
         .unwrap();
     let before = segments();
     assert!(before >= 4, "{before}");
-    let pruned = crate::store::sweep(&store, old + 1, now_ms(), 1000)
-        .await
-        .unwrap();
+    let pruned = swept(&store, old + 1, now_ms(), 1000).await;
     assert_eq!((pruned.events, pruned.requests), (12, 12), "{pruned:?}");
     assert!(pruned.segments > 0, "{pruned:?}");
     assert!(store.show_event(id(0)).await.is_err());
@@ -598,4 +592,16 @@ fn segment_files(dir: &std::path::Path) -> Vec<String> {
         .collect();
     s.sort();
     s
+}
+
+/// A whole sweep that must not fail, as the pruner runs it (no stop).
+pub(crate) async fn swept(
+    store: &dyn crate::store::Pipeline,
+    before_ms: i64,
+    now_ms: i64,
+    max_steps: usize,
+) -> crate::store::Pruned {
+    let (pruned, done) = crate::store::sweep(store, before_ms, now_ms, max_steps, &|| false).await;
+    done.unwrap();
+    pruned
 }
