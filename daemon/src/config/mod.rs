@@ -37,7 +37,7 @@ use crate::server::HttpLimits;
 use crate::store::StoreConfig;
 
 pub use problem::{line_col, Problem, Problems};
-pub use secret::{looks_like_secret_key, resolve_secrets, SecretError};
+pub use secret::{looks_like_secret_key, names_a_place, resolve_secrets, SecretError};
 
 /// The file as written: the top-level keys, and each section in its
 /// stage's type.

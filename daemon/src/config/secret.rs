@@ -37,17 +37,21 @@ fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
     Ok(v.to_string())
 }
 
+/// Settings that name where a credential is (a header, a query parameter,
+/// a JSON pointer, a key of a signature header) hold a name, not the
+/// credential: `token_header = "X-Partner-Token"`.
+pub fn names_a_place(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["_header", "_headers", "_param", "_pointer"]
+        .iter()
+        .any(|s| k.ends_with(s))
+        || matches!(k.as_str(), "signature_key" | "timestamp_key")
+}
+
 /// Keys whose literal string values are secrets, by name.
 pub fn looks_like_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    // Settings that name where a credential is (a header, a query
-    // parameter, a JSON pointer, a key of a signature header) hold a name,
-    // not the credential: `token_header = "X-Partner-Token"`.
-    let names_a_place = ["_header", "_headers", "_param", "_pointer"]
-        .iter()
-        .any(|s| k.ends_with(s))
-        || matches!(k.as_str(), "signature_key" | "timestamp_key");
-    if names_a_place {
+    if names_a_place(&k) {
         return false;
     }
     k.contains("secret")

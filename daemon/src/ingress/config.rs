@@ -87,8 +87,18 @@ fn watch_every<'de, D: serde::Deserializer<'de>>(
 /// Setting names whose values are credentials: a request carrying one of
 /// these values (in a header, the query or the path) has it redacted
 /// before it is stored.
+///
+/// Broader than the config's literal-secret warning (any name holding
+/// `key`, `apikey` or `private_key_pem` too): redacting a value that was
+/// not secret costs nothing, a warning about one is noise. Neither takes a
+/// setting that names a place (`token_header`) for a credential.
 fn is_credential_key(key: &str) -> bool {
-    crate::config::looks_like_secret_key(key) || key.to_ascii_lowercase().contains("header_value")
+    let k = key.to_ascii_lowercase();
+    !crate::config::names_a_place(&k)
+        && (["secret", "token", "password", "header_value", "key"]
+            .iter()
+            .any(|w| k.contains(w))
+            || crate::config::looks_like_secret_key(&k))
 }
 
 /// Setting names whose values name a header the source's verification
@@ -127,4 +137,36 @@ fn credential_values(settings: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_credential_key;
+
+    #[test]
+    fn credentials_are_named_broadly_and_places_are_not_credentials() {
+        for k in [
+            "secret",
+            "secrets",
+            "token",
+            "api_key",
+            "apikey",
+            "private_key_pem",
+            "password",
+            "auth_header_value",
+        ] {
+            assert!(is_credential_key(k), "{k}");
+        }
+        for k in [
+            "token_header",
+            "signature_header",
+            "token_param",
+            "token_pointer",
+            "signature_key",
+            "timestamp_key",
+            "event_type",
+        ] {
+            assert!(!is_credential_key(k), "{k}");
+        }
+    }
 }
