@@ -11,7 +11,9 @@
 # starts, and the rate should hold.
 #
 # STORE=postgres runs the same on the PostgreSQL store named by
-# SWITCHYARD_BENCH_POSTGRES (a postgres:// URL of an empty database).
+# SWITCHYARD_BENCH_POSTGRES (a postgres:// URL of an empty database); the
+# database's size is read with psql beside each slice (the group-commit
+# histogram is the embedded store's: its column is null there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNECTIONS=${CONNECTIONS:-4}
@@ -69,9 +71,25 @@ for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && br
 # Another process on the port would be measured instead: the daemon must be up.
 kill -0 "$pid" 2>/dev/null || { echo "the daemon did not start:" >&2; cat "$work/switchyard.log" >&2; exit 1; }
 
+# The shared store's size is the database's, not the data dir's: read it
+# beside each slice (psql, bounded to the run's slices).
+if [ "$STORE" = postgres ]; then
+  ( for i in $(seq 1 "$SLICES"); do
+      sleep "$SLICE_SECONDS"
+      echo "{\"slice\":$i,\"database_mib\":$(psql "$SWITCHYARD_BENCH_POSTGRES" -Atc \
+        "SELECT round(pg_database_size(current_database()) / 1048576.0, 1)" 2>/dev/null || echo null)}"
+    done > "$work/db-sizes" ) &
+  sizes=$!
+fi
+
 target/release/switchyard-bench soak --url "http://127.0.0.1:$PORT/hooks/partner" \
   --metrics "http://127.0.0.1:$PORT/metrics" --data-dir "$work/data" --secret "$SECRET" \
   --connections "$CONNECTIONS" --slices "$SLICES" --slice-seconds "$SLICE_SECONDS"
+if [ "$STORE" = postgres ]; then
+  wait "$sizes"
+  cat "$work/db-sizes"
+  echo "events kept at the end: $(psql "$SWITCHYARD_BENCH_POSTGRES" -Atc 'SELECT count(*) FROM events')"
+fi
 echo "prune rounds that removed something: $(grep -c ' pruned' "$work/switchyard.log" || true)"
 echo "warnings and errors in the daemon's log, by kind:"
 grep -E ' (WARN|ERROR) ' "$work/switchyard.log" | sed -E 's/^[^ ]+ +//; s/[0-9]+/N/g' | sort | uniq -c | sort -rn | head -20 || true
