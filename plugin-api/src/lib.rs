@@ -88,6 +88,46 @@ pub fn percent_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
+/// What a credential is replaced with wherever it would be shown.
+pub const REDACTED: &str = "[redacted]";
+
+/// `text` with every occurrence of each credential, as is or
+/// percent-encoded, replaced by [`REDACTED`]. Credentials shorter than four
+/// bytes are left (they would blot out ordinary words). The one scrubber of
+/// the host and the plugins: a message built from what a provider's API
+/// answered, a stored request, a log line.
+pub fn redact(text: &str, credentials: &[impl AsRef<str>]) -> String {
+    let mut out = text.to_string();
+    for c in credentials.iter().map(AsRef::as_ref) {
+        if c.len() < 4 {
+            continue;
+        }
+        if out.contains(c) {
+            out = out.replace(c, REDACTED);
+        }
+        let encoded = percent_encode(c);
+        if encoded != c && out.contains(encoded.as_str()) {
+            out = out.replace(encoded.as_str(), REDACTED);
+        }
+    }
+    out
+}
+
+/// Whether a credential (of four bytes or more) appears in `text`, as is or
+/// percent-encoded.
+pub fn carries_credential(text: &str, credentials: &[impl AsRef<str>]) -> bool {
+    credentials.iter().map(AsRef::as_ref).any(|c| {
+        if c.len() < 4 {
+            return false;
+        }
+        if text.contains(c) {
+            return true;
+        }
+        let encoded = percent_encode(c);
+        encoded != c && text.contains(encoded.as_str())
+    })
+}
+
 /// One normalized event, as a provider hands it to the host. The host adds
 /// the envelope fields it owns (`id`, `source`, `provider`, `received_at`) and
 /// prefixes `type` with the provider's name.

@@ -114,6 +114,15 @@ impl SubscriptionError {
             | SubscriptionError::Permanent(m) => m,
         }
     }
+
+    /// The same error with its message rewritten (scrubbed, prefixed).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> SubscriptionError {
+        match self {
+            SubscriptionError::Unsupported(m) => SubscriptionError::Unsupported(f(m)),
+            SubscriptionError::Retryable(m) => SubscriptionError::Retryable(f(m)),
+            SubscriptionError::Permanent(m) => SubscriptionError::Permanent(f(m)),
+        }
+    }
 }
 
 impl std::fmt::Display for SubscriptionError {

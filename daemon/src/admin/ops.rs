@@ -322,11 +322,15 @@ pub async fn check_subscriptions(
 ) -> OpResult<crate::subscriptions::watch::LastCheck> {
     use crate::subscriptions::{self as subs, watch};
     let config = app.config();
-    let instance = app
+    let (instance, credentials) = app
         .sources()
         .get(&source)
-        .map(|s| s.instance.clone())
+        .map(|s| (s.instance.clone(), s.credentials.clone()))
         .ok_or_else(|| OpError::NotFound(format!("no source {source:?}")))?;
+    let timeout = config
+        .sources
+        .get(&source)
+        .map_or(crate::ingress::DEFAULT_API_TIMEOUT, |sc| sc.api_timeout);
     let public_url = config.public_url.clone().ok_or_else(|| {
         OpError::Invalid(
             "set public_url in the config: each source's webhooks go to <public_url>/hooks/<source>"
@@ -337,17 +341,22 @@ pub async fn check_subscriptions(
     let (name, url) = (source.clone(), target.clone());
     let result = app
         .call_pool()
-        .call(subs::CALL_TIMEOUT * 8, move || {
-            let provider = instance.as_ref();
-            let plan = subs::plan_with(provider, &name, &url, false)?;
+        .call(timeout * 8, move || {
+            let provider = subs::SourceApi {
+                instance: &instance,
+                timeout,
+                credentials: &credentials,
+            };
+            let plan = subs::plan_with(&provider, &name, &url, false)?;
             if !apply {
                 return Ok((plan, Vec::new()));
             }
-            let failed: Vec<String> = subs::apply(provider, &plan)
+            let failed: Vec<String> = subs::apply(&provider, &plan)
                 .into_iter()
-                .filter_map(|d| d.error.map(|e| format!("{}: {e}", subs::describe(&d.step))))
+                .filter(|d| d.error.is_some())
+                .map(|d| d.outcome())
                 .collect();
-            Ok((subs::plan_with(provider, &name, &url, false)?, failed))
+            Ok((subs::plan_with(&provider, &name, &url, false)?, failed))
         })
         .await
         .unwrap_or_else(|e| {

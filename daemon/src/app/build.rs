@@ -74,7 +74,7 @@ fn unwatchable(config: &Config, topology: &Topology) -> Vec<Problem> {
                 target_url: crate::subscriptions::target_url(public_url, name),
             };
             let instance = topology.sources.get(name)?;
-            match instance.subscriptions(&call, crate::subscriptions::CALL_TIMEOUT) {
+            match instance.subscriptions(&call, sc.api_timeout) {
                 Err(SubscriptionError::Unsupported(why)) => Some(Problem::new(
                     &sc.location,
                     format!("sources.{name}.watch has nothing to watch: {why}"),

@@ -71,6 +71,8 @@ fn watched(
                 every: sc.watch?,
                 reenable: sc.reenable,
                 target_url: crate::subscriptions::target_url(public_url, name),
+                timeout: sc.api_timeout,
+                credentials: sc.credentials.clone(),
             })
         })
         .collect()

@@ -2,6 +2,13 @@
 //! declares, made real at its provider. Runs in this process with the
 //! source's provider plugin (no daemon needed): the plugin calls its
 //! provider's API, `switchyard::subscriptions` decides what to do.
+//!
+//! Exit codes: 0 when every source was planned, listed or applied (a source
+//! whose provider has no API is said and is not a failure); 1 when a
+//! provider could not be reached or refused (`cannot plan`, `cannot list`),
+//! when an `apply` step failed or was half done (a move that made the new
+//! subscription but could not delete the old one), or when the config
+//! cannot be read.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Result};
 use switchyard::config::{self, Config};
 use switchyard::host::Instance;
-use switchyard::subscriptions::{self as subs, Provider as _};
+use switchyard::subscriptions::{self as subs, Provider as _, SourceApi};
 use switchyard_plugin_api::{SubscriptionCall, SubscriptionError};
 
 use super::args::{SubscriptionsArgs, SubscriptionsCommand};
@@ -45,6 +52,17 @@ fn sources(path: &Path, only: Option<&str>) -> Result<(Config, Vec<(String, Inst
     Ok((config, out))
 }
 
+/// A source's provider as the subscriptions reach it: its deadline and
+/// the credentials scrubbed from what it answers.
+fn source_api<'a>(config: &'a Config, name: &str, instance: &'a Instance) -> SourceApi<'a> {
+    let sc = &config.sources[name];
+    SourceApi {
+        instance,
+        timeout: sc.api_timeout,
+        credentials: &sc.credentials,
+    }
+}
+
 fn plan_or_apply(a: &SubscriptionsArgs, apply: bool) -> Result<ExitCode> {
     let (config, sources) = sources(&a.config.config, a.source.as_deref())?;
     let Some(public_url) = config.public_url.clone() else {
@@ -56,9 +74,10 @@ fn plan_or_apply(a: &SubscriptionsArgs, apply: bool) -> Result<ExitCode> {
     };
     let mut failed = false;
     for (name, instance) in &sources {
+        let api = source_api(&config, name, instance);
         let target = subs::target_url(&public_url, name);
         println!("{name} -> {}", subs::shown(&target));
-        let plan = match subs::plan_with(instance, name, &target, a.prune) {
+        let plan = match subs::plan_with(&api, name, &target, a.prune) {
             Ok(plan) => plan,
             Err(SubscriptionError::Unsupported(how)) => {
                 println!("  not managed: {how}");
@@ -77,27 +96,21 @@ fn plan_or_apply(a: &SubscriptionsArgs, apply: bool) -> Result<ExitCode> {
             println!("  {} to change", plan.changes());
             continue;
         }
-        let done = subs::apply(instance, &plan);
+        let done = subs::apply(&api, &plan);
         for step in plan.steps.iter().filter(|s| !s.changes()) {
             println!("  {}", subs::describe(step));
         }
         for d in &done {
-            match (&d.error, &d.now) {
-                (Some(e), _) => {
-                    failed = true;
-                    println!("  FAILED   {}: {e}", subs::describe(&d.step));
-                }
-                (None, Some(now)) => println!(
-                    "  {} -> id {} ({})",
-                    subs::describe(&d.step),
-                    now.id.as_deref().unwrap_or("?"),
-                    now.state.as_str()
-                ),
-                (None, None) => println!("  {}", subs::describe(&d.step)),
-            }
+            let mark = match (&d.error, d.half_done()) {
+                (None, _) => "",
+                (Some(_), true) => "HALF     ",
+                (Some(_), false) => "FAILED   ",
+            };
+            println!("  {mark}{}", d.outcome());
         }
-        let ok = done.iter().filter(|d| d.error.is_none()).count();
-        println!("  {ok} changed, {} failed", done.len() - ok);
+        let tally = subs::Tally::of(&done);
+        failed |= !tally.clean();
+        println!("  {tally}");
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -107,12 +120,12 @@ fn plan_or_apply(a: &SubscriptionsArgs, apply: bool) -> Result<ExitCode> {
 }
 
 fn list(path: &Path, only: Option<&str>, json: bool) -> Result<ExitCode> {
-    let (_, sources) = sources(path, only)?;
+    let (config, sources) = sources(path, only)?;
     let mut failed = false;
     let mut rows = Vec::new();
     let mut objects = Vec::new();
     for (name, instance) in &sources {
-        match instance.call(&SubscriptionCall::List) {
+        match source_api(&config, name, instance).call(&SubscriptionCall::List) {
             Ok(listed) => {
                 for s in listed {
                     let ours = subs::is_ours(&s.target_url, name);

@@ -33,7 +33,14 @@ pub struct SourceConfig {
     /// switched on again: read by the subscriptions stage.
     pub watch: Option<std::time::Duration>,
     pub reenable: bool,
+    /// How long one call to the provider's subscriptions API may take
+    /// (`api_timeout`, 30 s unless set): `subscriptions plan|apply|list`,
+    /// the watcher and the dashboard's check say "timed out after …" past it.
+    pub api_timeout: std::time::Duration,
 }
+
+/// One call to a provider's subscriptions API, unless `api_timeout` says.
+pub const DEFAULT_API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The keys of a source's table that ingress reads.
 #[derive(Deserialize)]
@@ -47,6 +54,8 @@ struct Keys {
     watch: Option<std::time::Duration>,
     #[serde(default)]
     reenable: bool,
+    #[serde(default = "default_api_timeout", deserialize_with = "api_timeout")]
+    api_timeout: std::time::Duration,
     #[serde(flatten)]
     settings: serde_json::Map<String, Value>,
 }
@@ -69,8 +78,24 @@ impl SourceConfig {
             allow_ips: keys.allow_ips,
             watch: keys.watch,
             reenable: keys.reenable,
+            api_timeout: keys.api_timeout,
         })
     }
+}
+
+fn default_api_timeout() -> std::time::Duration {
+    DEFAULT_API_TIMEOUT
+}
+
+/// `api_timeout = "30s"`: between a second and ten minutes.
+fn api_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let t = de::duration(d)?;
+    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600)).contains(&t) {
+        return Err(serde::de::Error::custom(
+            "api_timeout must be between 1s and 10m",
+        ));
+    }
+    Ok(t)
 }
 
 /// `watch = "15m"`: at least a second.
@@ -115,33 +140,39 @@ fn verification_headers(settings: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The credential values among a plugin's settings (strings, or lists of them).
+/// The credential values among a plugin's settings (strings, or lists of
+/// them), in nested tables too (a source's `[subscription]` holds its API
+/// key or tokens).
 fn credential_values(settings: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    if let Value::Object(map) = settings {
-        for (k, v) in map {
-            if !is_credential_key(k) {
-                continue;
-            }
-            match v {
-                Value::String(s) if s.len() >= 4 => out.push(s.clone()),
-                Value::Array(items) => out.extend(
-                    items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .filter(|s| s.len() >= 4)
-                        .map(str::to_owned),
-                ),
-                _ => {}
-            }
+    collect_credentials(settings, &mut out);
+    out
+}
+
+fn collect_credentials(settings: &Value, out: &mut Vec<String>) {
+    let Value::Object(map) = settings else {
+        return;
+    };
+    for (k, v) in map {
+        match v {
+            Value::Object(_) => collect_credentials(v, out),
+            _ if !is_credential_key(k) => {}
+            Value::String(s) if s.len() >= 4 => out.push(s.clone()),
+            Value::Array(items) => out.extend(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|s| s.len() >= 4)
+                    .map(str::to_owned),
+            ),
+            _ => {}
         }
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_credential_key;
+    use super::{credential_values, is_credential_key};
 
     #[test]
     fn credentials_are_named_broadly_and_places_are_not_credentials() {
@@ -168,5 +199,17 @@ mod tests {
         ] {
             assert!(!is_credential_key(k), "{k}");
         }
+    }
+
+    #[test]
+    fn credentials_in_nested_tables_are_found() {
+        let settings = serde_json::json!({
+            "secret": "whsec_abcd",
+            "subscription": {"api_url": "https://api.example", "api_key": "teal-key-1234",
+                             "consumer_token": "ct-5678", "events": ["a.b"]},
+        });
+        let mut found = credential_values(&settings);
+        found.sort();
+        assert_eq!(found, ["ct-5678", "teal-key-1234", "whsec_abcd"]);
     }
 }

@@ -70,7 +70,7 @@ use crate::store::{BacklogGauge, Ingested, PendingEvent, Pipeline};
 use answer::{answer, error, unavailable};
 use filter::{read_body, BodyError, Incoming};
 
-pub use config::{SourceConfig, DEFAULT_MAX_BODY_BYTES};
+pub use config::{SourceConfig, DEFAULT_API_TIMEOUT, DEFAULT_MAX_BODY_BYTES};
 pub use filter::{filter, is_body_timeout, BodyTimeout, PeerAddr};
 pub use sample::sample_events;
 pub use sender::sender_address;

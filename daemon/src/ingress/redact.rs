@@ -33,7 +33,7 @@ const SECRET_PARAMS: [&str; 7] = [
     "signature",
 ];
 
-pub const REDACTED: &str = "[redacted]";
+pub use switchyard_plugin_api::{carries_credential, redact as redact_values, REDACTED};
 
 /// Redacts credentials in headers: the usual ones and `extra` names (a
 /// source's configured auth header), compared case-insensitively.
@@ -68,33 +68,6 @@ pub fn redact_query(query: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// Replaces every occurrence of a credential (as is, or percent-encoded) in
-/// a stored value.
-pub fn redact_values(text: &str, credentials: &[String]) -> String {
-    let mut out = text.to_string();
-    for c in credentials {
-        if out.contains(c.as_str()) {
-            out = out.replace(c.as_str(), REDACTED);
-        }
-        let encoded = switchyard_plugin_api::percent_encode(c);
-        if encoded != *c && out.contains(encoded.as_str()) {
-            out = out.replace(encoded.as_str(), REDACTED);
-        }
-    }
-    out
-}
-
-/// Whether a credential appears in `text`, as is or percent-encoded.
-fn carries_credential(text: &str, credentials: &[String]) -> bool {
-    credentials.iter().any(|c| {
-        if text.contains(c.as_str()) {
-            return true;
-        }
-        let encoded = switchyard_plugin_api::percent_encode(c);
-        encoded != *c && text.contains(encoded.as_str())
-    })
 }
 
 /// The request as the store keeps it, credentials redacted.

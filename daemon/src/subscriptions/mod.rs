@@ -31,17 +31,29 @@ use switchyard_plugin_api::{Subscription, SubscriptionCall, SubscriptionError, S
 
 use crate::host::Instance;
 
-/// How long one call to a provider's API may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where a provider's API is reached: a provider plugin's instance.
+/// Where a provider's API is reached.
 pub trait Provider {
     fn call(&self, call: &SubscriptionCall) -> Result<Vec<Subscription>, SubscriptionError>;
 }
 
-impl Provider for Instance {
+/// A source's provider as its subscriptions are managed: the provider
+/// plugin's instance, how long one call may take (the source's
+/// `api_timeout`), and the source's credentials, scrubbed from every
+/// message the plugin returns — a provider's error body may echo the API
+/// key or tokens it was sent, and these messages are printed, logged and
+/// shown in the dashboard. (The plugin scrubs what only it knows, such as
+/// a session token it was handed.)
+pub struct SourceApi<'a> {
+    pub instance: &'a Instance,
+    pub timeout: Duration,
+    pub credentials: &'a [String],
+}
+
+impl Provider for SourceApi<'_> {
     fn call(&self, call: &SubscriptionCall) -> Result<Vec<Subscription>, SubscriptionError> {
-        self.subscriptions(call, CALL_TIMEOUT)
+        self.instance
+            .subscriptions(call, self.timeout)
+            .map_err(|e| e.map_message(|m| switchyard_plugin_api::redact(&m, self.credentials)))
     }
 }
 
@@ -225,44 +237,111 @@ pub fn plan_with(
 #[derive(Debug)]
 pub struct Done {
     pub step: Step,
-    /// The subscription as the provider has it now (made, switched on).
+    /// The subscription as the provider has it now (made, switched on) —
+    /// for a move whose delete failed too: both deliver.
     pub now: Option<Subscription>,
     pub error: Option<SubscriptionError>,
 }
 
+impl Done {
+    /// A move that made the new subscription but could not delete the old
+    /// one: the provider delivers twice (deduplicated here) until the next
+    /// `apply` deletes it.
+    pub fn half_done(&self) -> bool {
+        matches!(self.step, Step::Move { .. }) && self.now.is_some() && self.error.is_some()
+    }
+
+    /// What was done and what was not, as people read it.
+    pub fn outcome(&self) -> String {
+        let id = |s: &Subscription| s.id.clone().unwrap_or_else(|| "?".into());
+        match (&self.step, &self.now, &self.error) {
+            (Step::Move { old, .. }, Some(made), Some(e)) => format!(
+                "{}: created {} for the new target; deleting {} failed: {e}; both deliver until the next apply deletes {}",
+                describe(&self.step),
+                id(made),
+                id(old),
+                id(old),
+            ),
+            (_, _, Some(e)) => format!("{}: {e}", describe(&self.step)),
+            (_, Some(now), None) => format!(
+                "{} -> id {} ({})",
+                describe(&self.step),
+                id(now),
+                now.state.as_str()
+            ),
+            (_, None, None) => describe(&self.step),
+        }
+    }
+}
+
+/// What an `apply` did, counted: steps done, moves half done (made, old
+/// one not deleted), steps failed (nothing changed at the provider).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub changed: usize,
+    pub half_done: usize,
+    pub failed: usize,
+}
+
+impl Tally {
+    pub fn of(done: &[Done]) -> Tally {
+        let mut t = Tally::default();
+        for d in done {
+            match (&d.error, d.half_done()) {
+                (None, _) => t.changed += 1,
+                (Some(_), true) => t.half_done += 1,
+                (Some(_), false) => t.failed += 1,
+            }
+        }
+        t
+    }
+
+    pub fn clean(&self) -> bool {
+        self.half_done == 0 && self.failed == 0
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} changed", self.changed)?;
+        if self.half_done > 0 {
+            write!(f, ", {} half done", self.half_done)?;
+        }
+        write!(f, ", {} failed", self.failed)
+    }
+}
+
 /// Carries out every step that changes something; goes on past a failed
-/// one (each is independent) and reports each.
+/// one (each is independent) and reports each. A move makes the new
+/// subscription first; when its delete then fails, the new one is kept and
+/// reported with the failure ([`Done::half_done`]).
 pub fn apply(provider: &dyn Provider, plan: &Plan) -> Vec<Done> {
     plan.steps
         .iter()
         .filter(|s| s.changes())
         .map(|step| {
             let id = |s: &Subscription| s.id.clone().unwrap_or_default();
-            let result = match step {
-                Step::Create(new) => provider
-                    .call(&SubscriptionCall::Create {
-                        subscription: new.clone(),
-                    })
-                    .map(|mut v| v.pop()),
-                Step::Move { old, new } => provider
-                    .call(&SubscriptionCall::Create {
-                        subscription: new.clone(),
-                    })
-                    .and_then(|mut made| {
-                        provider.call(&SubscriptionCall::Delete { id: id(old) })?;
-                        Ok(made.pop())
-                    }),
-                Step::Enable(s) => provider
-                    .call(&SubscriptionCall::Enable { id: id(s) })
-                    .map(|mut v| v.pop()),
-                Step::Delete(s) | Step::Prune(s) => provider
-                    .call(&SubscriptionCall::Delete { id: id(s) })
-                    .map(|_| None),
-                _ => Ok(None),
-            };
-            let (now, error) = match result {
-                Ok(now) => (now, None),
-                Err(e) => (None, Some(e)),
+            let one = |call: SubscriptionCall| provider.call(&call).map(|mut v| v.pop());
+            let (now, error) = match step {
+                Step::Create(new) => split(one(SubscriptionCall::Create {
+                    subscription: new.clone(),
+                })),
+                Step::Move { old, new } => match one(SubscriptionCall::Create {
+                    subscription: new.clone(),
+                }) {
+                    Err(e) => (None, Some(e)),
+                    Ok(made) => match provider.call(&SubscriptionCall::Delete { id: id(old) }) {
+                        Ok(_) => (made, None),
+                        // Made, but not said what it is: the old one's
+                        // failure still says both deliver.
+                        Err(e) => (made.or_else(|| Some(new.clone())), Some(e)),
+                    },
+                },
+                Step::Enable(s) => split(one(SubscriptionCall::Enable { id: id(s) })),
+                Step::Delete(s) | Step::Prune(s) => {
+                    split(one(SubscriptionCall::Delete { id: id(s) }).map(|_| None))
+                }
+                _ => (None, None),
             };
             Done {
                 step: step.clone(),
@@ -271,6 +350,15 @@ pub fn apply(provider: &dyn Provider, plan: &Plan) -> Vec<Done> {
             }
         })
         .collect()
+}
+
+fn split(
+    result: Result<Option<Subscription>, SubscriptionError>,
+) -> (Option<Subscription>, Option<SubscriptionError>) {
+    match result {
+        Ok(now) => (now, None),
+        Err(e) => (None, Some(e)),
+    }
 }
 
 /// A target URL as shown: the password in it and the query's values hidden

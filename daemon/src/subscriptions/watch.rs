@@ -22,7 +22,7 @@ use serde_json::json;
 use switchyard_plugin_api::{Subscription, SubscriptionCall, SubscriptionError, SubscriptionState};
 use tokio::sync::watch;
 
-use super::{describe, detail, plan_with, shown, Plan, Provider, Step, CALL_TIMEOUT};
+use super::{describe, detail, plan_with, shown, Plan, Provider, SourceApi, Step};
 use crate::event::{Announce, Notice};
 use crate::host::{CallPool, Instance};
 use crate::metrics::{CheckLabels, Metrics, SourceLabel};
@@ -35,6 +35,20 @@ pub struct Watched {
     pub every: Duration,
     pub reenable: bool,
     pub target_url: String,
+    /// The source's `api_timeout` and credentials (see [`SourceApi`]).
+    pub timeout: Duration,
+    pub credentials: Vec<String>,
+}
+
+impl Watched {
+    /// The source's provider, as a check reaches it.
+    pub fn api(&self) -> SourceApi<'_> {
+        SourceApi {
+            instance: &self.instance,
+            timeout: self.timeout,
+            credentials: &self.credentials,
+        }
+    }
 }
 
 /// What one check found and did.
@@ -112,7 +126,7 @@ pub fn spawn(
                 let one = w.clone();
                 // A provider's API that hangs does not hold up a shutdown.
                 let result = tokio::select! {
-                    r = pool.call(CALL_TIMEOUT * 4, move || check(one.instance.as_ref(), &one)) => r,
+                    r = pool.call(w.timeout * 4, move || check(&one.api(), &one)) => r,
                     _ = stop.changed() => return,
                 };
                 let result = match result {

@@ -529,3 +529,156 @@ fn the_dashboard_and_the_admin_api_check_and_apply_them() {
     );
     never_a_secret(&daemon.logs());
 }
+
+/// Every credential these tests' sources send their providers, in the
+/// forms a provider's error body could echo: as sent, in a session's query
+/// (percent-encoded), and a session's Basic value (`base64("0:sess-…")`
+/// starts `MDpzZXNz`).
+fn never_a_credential(out: &str) {
+    never_a_secret(out);
+    for c in ["consumer-token", "MDpzZXNz", "teal-api-key"] {
+        assert!(!out.contains(c), "{c} shown:\n{out}");
+    }
+}
+
+#[test]
+fn an_echoing_hanging_or_half_moving_provider_is_said_plainly_and_shows_no_credential() {
+    let env = Env::new();
+    with_plugins(&env);
+    let f = fake(env.dir.path());
+    let fault = |method: &str, path: &str, extra: Value| {
+        let mut body = json!({"method": method, "path": path});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        control(&f, "POST", "fault", body);
+    };
+    let text = sources(&f, "").replace(
+        "plugin = \"teal\"",
+        "plugin = \"teal\"\napi_timeout = \"1s\"",
+    );
+    let config = env.config(&format!("public_url = \"https://hooks.example.com\"\n{text}"));
+
+    // Error bodies that echo what they were sent: Teal's key; Tripletex's
+    // consumer and employee tokens (the session's query), then the
+    // session's token and its Basic value.
+    fault("GET", "/teal/webhooks", json!({"status": 500, "echo": true}));
+    let (code, out) = cli(&["subscriptions", "plan", "teal"], &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Teal API: GET /webhooks answered 500"), "{out}");
+    assert!(out.contains("[redacted]"), "{out}");
+    never_a_credential(&out);
+    fault(
+        "PUT",
+        "/tripletex/v2/token/session",
+        json!({"status": 401, "echo": true}),
+    );
+    let (code, out) = cli(&["subscriptions", "plan", "tripletex"], &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("PUT /token/session/:create answered 401"),
+        "{out}"
+    );
+    assert!(out.contains("consumerToken=[redacted]"), "{out}");
+    never_a_credential(&out);
+    fault(
+        "GET",
+        "/tripletex/v2/event/subscription",
+        json!({"status": 500, "echo": true}),
+    );
+    let (code, out) = cli(&["subscriptions", "list", "tripletex"], &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("GET /event/subscription answered 500"),
+        "{out}"
+    );
+    assert!(out.contains("Basic [redacted]"), "{out}");
+    never_a_credential(&out);
+    // The fake did echo them: the scrubbing above is what hid them.
+    let echoed = f.lines().into_iter().filter(|l| l["fault"] == true).count();
+    assert_eq!(echoed, 3, "{:?}", f.lines());
+
+    // A provider that takes the connection and never answers.
+    fault("GET", "/teal/webhooks", json!({"hang": 5}));
+    let (code, out) = cli(&["subscriptions", "plan", "teal"], &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cannot plan: Teal API: GET /webhooks: timed out after 1 s"),
+        "{out}"
+    );
+
+    // A move whose delete fails: what was made is named, and counted.
+    let (code, out) = cli(&["subscriptions", "apply", "teal"], &config);
+    assert_eq!(code, 0, "{out}");
+    let old = control(&f, "GET", "state", Value::Null)["teal"][0]["webhook_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fault("DELETE", "/teal/webhooks/", json!({"status": 500}));
+    let moved = env.config(&format!(
+        "public_url = \"https://new.example.com\"\n{text}"
+    ));
+    let (code, out) = cli(&["subscriptions", "apply", "teal"], &moved);
+    assert_eq!(code, 1, "{out}");
+    let state = control(&f, "GET", "state", Value::Null);
+    let teal = state["teal"].as_array().unwrap();
+    assert_eq!(teal.len(), 2, "{state}");
+    let new = teal
+        .iter()
+        .find(|w| w["url"] == "https://new.example.com/hooks/teal")
+        .unwrap()["webhook_id"]
+        .as_str()
+        .unwrap();
+    assert!(
+        out.contains(&format!(
+            "HALF     move     user-bank-statement-submitted,user-payroll-submitted (id {old}): \
+             https://hooks.example.com/hooks/teal -> https://new.example.com/hooks/teal: \
+             created {new} for the new target; deleting {old} failed: Teal API: DELETE /webhooks/{old} answered 500"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("both deliver until the next apply deletes"), "{out}");
+    assert!(out.contains("0 changed, 1 half done, 0 failed"), "{out}");
+    // The next apply finishes it.
+    let (code, out) = cli(&["subscriptions", "apply", "teal"], &moved);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("delete   user-bank-statement-submitted,user-payroll-submitted (id {old})")), "{out}");
+    let state = control(&f, "GET", "state", Value::Null);
+    assert_eq!(state["teal"].as_array().unwrap().len(), 1, "{state}");
+}
+
+#[test]
+fn the_watcher_and_the_dashboard_show_no_credential_a_provider_echoes() {
+    use crate::dashboard::{get, sign_in, TOKEN};
+    let env = Env::new();
+    with_plugins(&env);
+    let f = fake(env.dir.path());
+    control(
+        &f,
+        "POST",
+        "fault",
+        json!({"method": "GET", "path": "/teal/webhooks", "status": 500, "echo": true, "times": 1000}),
+    );
+    let text = sources(&f, "").replace("plugin = \"teal\"", "plugin = \"teal\"\nwatch = \"1s\"");
+    let config = env.config(&format!(
+        "public_url = \"https://hooks.example.com\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n{text}"
+    ));
+    let daemon = Daemon::start(&config);
+    assert!(daemon.logged("cannot check the provider's subscriptions"));
+    let base = format!("http://{}", daemon.admin_addr());
+    let admin = sign_in(&base, TOKEN);
+    let (_, page, _) = get(&base, "/ui/subscriptions", Some(&admin));
+    assert!(page.contains("answered 500"), "{page}");
+    never_a_credential(&page);
+    let listed: Value = reqwest::blocking::Client::new()
+        .get(format!("{base}/v1/subscriptions"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let text = listed.to_string();
+    assert!(text.contains("answered 500"), "{text}");
+    never_a_credential(&text);
+    never_a_credential(&daemon.logs());
+}

@@ -78,6 +78,11 @@ impl Subscriptions {
         }
         let api = Api::new(&settings.api_url, "Teal API")
             .map_err(|e| format!("teal settings: subscription: {e}"))?;
+        // What this source sends Teal, never shown back.
+        api.hide(settings.api_key.as_str());
+        for s in signing_secret.iter().chain(&encryption_key) {
+            api.hide(s.as_str());
+        }
         Ok(Subscriptions {
             settings,
             api,

@@ -97,6 +97,16 @@ impl Subscriptions {
         }
         let api = Api::new(&settings.api_url, "Tripletex API")
             .map_err(|e| format!("tripletex settings: subscription: {e}"))?;
+        // What this source sends Tripletex, never shown back: the tokens
+        // that make a session, and what its callbacks are to carry.
+        api.hide(settings.consumer_token.as_str());
+        api.hide(settings.employee_token.as_str());
+        match &callback {
+            Callback::Header { value, .. } => api.hide(value.as_str()),
+            Callback::Basic { username, password } => api.hide_basic(username, password),
+            Callback::Token { token, .. } => api.hide(token.as_str()),
+            Callback::Hmac { secret } => api.hide(secret.as_str()),
+        }
         Ok(Subscriptions {
             settings,
             api,
@@ -324,6 +334,8 @@ impl Subscriptions {
                 refused("Tripletex API: PUT /token/session/:create answered no token".into())
             })?
             .to_string();
+        self.api
+            .hide_basic(&self.settings.company_id.to_string(), &token);
         *kept = Some((token.clone(), expires));
         Ok(token)
     }
