@@ -156,6 +156,12 @@ impl Router {
                     let runs = set.route(&rules.engine, &rules.limits, &p.event);
                     for run in &runs {
                         metrics.rule_run(&run.rule, run.error.is_none(), run.elapsed_us);
+                        // Logged here, for live events only: a playground
+                        // or `rules test` run of a broken rule is shown to
+                        // whoever ran it, not written as a live failure.
+                        if let Some(error) = &run.error {
+                            tracing::warn!(rule = %run.rule, event_id = %p.event.id, "rule failed: {error}");
+                        }
                     }
                     routing(p, set.version, runs, known.as_ref())
                 })

@@ -184,7 +184,6 @@ pub(super) fn run_rule(
                 ),
                 ref other => other.to_string(),
             };
-            tracing::warn!(rule = %rule.name, event_id, "rule failed: {error}");
             RuleRun {
                 rule: rule.name.clone(),
                 error: Some(error),

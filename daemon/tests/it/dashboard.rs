@@ -662,6 +662,32 @@ action("audit", #{ invoice: event.data.eventData.entityId, tried: "saved" });"#;
     let lines = env.wait_audit(2);
     assert_eq!(lines[1]["params"]["tried"], "saved", "{lines:?}");
     assert!(daemon.logs().contains("dashboard: rule saved"));
+
+    // A rule that fails in the playground is shown to whoever ran it, not
+    // logged as a live rule's failure; the same failure live is.
+    let (_, out) = post(
+        &base,
+        "/ui/rules/playground",
+        Some(&admin),
+        &[
+            ("csrf", &token),
+            ("rule", "viewed"),
+            ("text", "const EVENTS = [\"tight.*\"];\nthrow \"boom in the playground\";"),
+            ("from", "stored"),
+            ("event", &id),
+        ],
+    );
+    assert!(out.contains("boom in the playground"), "{out}");
+    env.rule(
+        "failing",
+        "const EVENTS = [\"tight.*\"];\nthrow \"boom live\";",
+    );
+    assert!(eventually(20, || {
+        daemon.send_viewed("inv_failing");
+        eventually(1, || daemon.logs().contains("boom live"))
+    }));
+    assert!(daemon.logs().contains("rule failed"));
+    assert!(!daemon.logs().contains("boom in the playground"));
 }
 
 #[test]
