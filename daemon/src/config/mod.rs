@@ -17,6 +17,7 @@
 //! working directory; use absolute paths in production).
 
 pub mod de;
+mod pinpoint;
 mod problem;
 mod secret;
 pub mod settings;
@@ -292,6 +293,9 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
         }
     }
     let actions = sections(actions, ActionConfig::from_table, &mut problems);
+    let keys = pinpoint::KeyLines::of(text);
+    keys.pinpoint(&file, &mut problems);
+    keys.pinpoint(&file, &mut warnings);
 
     Ok(Partial {
         config: Config {

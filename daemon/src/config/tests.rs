@@ -73,7 +73,10 @@ tolerance = 1
     assert!(msg.contains("SWITCHYARD_TEST_SURELY_UNSET"), "{msg}");
     assert!(msg.contains("/nonexistent/secret"), "{msg}");
     assert!(msg.contains("sources.c has no `plugin` key"), "{msg}");
-    assert!(msg.contains("<config>:9"), "{msg}");
+    // Each at the line of the setting it names, not its table's header.
+    assert!(msg.contains("<config>:8: sources.a.secret"), "{msg}");
+    assert!(msg.contains("<config>:11: sources.b.secret"), "{msg}");
+    assert!(msg.contains("<config>:12: sources.c has no"), "{msg}");
 }
 
 #[test]
@@ -188,7 +191,8 @@ fn each_sections_problems_name_the_setting() {
         "{p}"
     );
 
-    // Sources and actions: every table's problems, each at its table.
+    // Sources and actions: every table's problems, each at its setting's
+    // line (not the table's header: 7 and 13).
     let text = GOOD
         .replace(
             "redact_headers = [\"X-Auth\"]",
@@ -202,12 +206,12 @@ fn each_sections_problems_name_the_setting() {
     let all = p.to_string();
     assert_eq!(p.0.len(), 2, "{all}");
     assert!(
-        all.contains("s.toml:7: sources.tight.allow_ips: \"nowhere\" is not an IP address"),
+        all.contains("s.toml:11: sources.tight.allow_ips: \"nowhere\" is not an IP address"),
         "{all}"
     );
     assert!(
         all.contains(
-            "s.toml:13: actions.notify-owner.breaker_cooldown: \"later\" is not a duration"
+            "s.toml:17: actions.notify-owner.breaker_cooldown: \"later\" is not a duration"
         ),
         "{all}"
     );

@@ -672,7 +672,10 @@ action("audit", #{ invoice: event.data.eventData.entityId, tried: "saved" });"#;
         &[
             ("csrf", &token),
             ("rule", "viewed"),
-            ("text", "const EVENTS = [\"tight.*\"];\nthrow \"boom in the playground\";"),
+            (
+                "text",
+                "const EVENTS = [\"tight.*\"];\nthrow \"boom in the playground\";",
+            ),
             ("from", "stored"),
             ("event", &id),
         ],

@@ -557,15 +557,24 @@ fn an_echoing_hanging_or_half_moving_provider_is_said_plainly_and_shows_no_crede
         "plugin = \"teal\"",
         "plugin = \"teal\"\napi_timeout = \"1s\"",
     );
-    let config = env.config(&format!("public_url = \"https://hooks.example.com\"\n{text}"));
+    let config = env.config(&format!(
+        "public_url = \"https://hooks.example.com\"\n{text}"
+    ));
 
     // Error bodies that echo what they were sent: Teal's key; Tripletex's
     // consumer and employee tokens (the session's query), then the
     // session's token and its Basic value.
-    fault("GET", "/teal/webhooks", json!({"status": 500, "echo": true}));
+    fault(
+        "GET",
+        "/teal/webhooks",
+        json!({"status": 500, "echo": true}),
+    );
     let (code, out) = cli(&["subscriptions", "plan", "teal"], &config);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("Teal API: GET /webhooks answered 500"), "{out}");
+    assert!(
+        out.contains("Teal API: GET /webhooks answered 500"),
+        "{out}"
+    );
     assert!(out.contains("[redacted]"), "{out}");
     never_a_credential(&out);
     fault(
@@ -615,9 +624,7 @@ fn an_echoing_hanging_or_half_moving_provider_is_said_plainly_and_shows_no_crede
         .unwrap()
         .to_string();
     fault("DELETE", "/teal/webhooks/", json!({"status": 500}));
-    let moved = env.config(&format!(
-        "public_url = \"https://new.example.com\"\n{text}"
-    ));
+    let moved = env.config(&format!("public_url = \"https://new.example.com\"\n{text}"));
     let (code, out) = cli(&["subscriptions", "apply", "teal"], &moved);
     assert_eq!(code, 1, "{out}");
     let state = control(&f, "GET", "state", Value::Null);
@@ -637,12 +644,20 @@ fn an_echoing_hanging_or_half_moving_provider_is_said_plainly_and_shows_no_crede
         )),
         "{out}"
     );
-    assert!(out.contains("both deliver until the next apply deletes"), "{out}");
+    assert!(
+        out.contains("both deliver until the next apply deletes"),
+        "{out}"
+    );
     assert!(out.contains("0 changed, 1 half done, 0 failed"), "{out}");
     // The next apply finishes it.
     let (code, out) = cli(&["subscriptions", "apply", "teal"], &moved);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("delete   user-bank-statement-submitted,user-payroll-submitted (id {old})")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "delete   user-bank-statement-submitted,user-payroll-submitted (id {old})"
+        )),
+        "{out}"
+    );
     let state = control(&f, "GET", "state", Value::Null);
     assert_eq!(state["teal"].as_array().unwrap().len(), 1, "{state}");
 }
