@@ -129,7 +129,6 @@ unsafe fn c_text(p: *const c_char) -> Option<String> {
     CStr::from_ptr(p).to_str().ok().map(str::to_owned)
 }
 
-/// Opens one library and reads its plugin table.
 /// Where libraries are copied before loading, once a running daemon says
 /// (see [`load_copies_into`]).
 static COPIES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -138,37 +137,116 @@ static COPIES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// content's hash, and loaded from there: a library replaced in plugin_dir
 /// loads as the new code (the loader would hand back the old one for a path
 /// it has open), the same content reuses its copy, and nothing loaded is
-/// ever unloaded or overwritten under a running instance.
+/// ever unloaded or overwritten under a running instance (`cp` over a
+/// library a process has mapped crashes that process).
+///
+/// What is in `dir` and is not a copy of a library now in `plugin_dir`
+/// (copies of older builds, a partial copy a full disk left) is removed
+/// by [`prune_copies`]. When a copy cannot be made (the disk is full,
+/// `data_dir` is read-only) the library is loaded from `plugin_dir` itself,
+/// with a warning: the daemon starts, and replacing that library takes a
+/// restart to load.
 pub fn load_copies_into(dir: PathBuf) {
     let _ = COPIES.set(dir);
 }
 
-fn copy_for_loading(path: &Path) -> std::io::Result<PathBuf> {
-    let Some(dir) = COPIES.get() else {
-        return Ok(path.to_path_buf());
-    };
+/// A copy's file name: the library's stem and the start of its content's
+/// SHA-256.
+fn copy_name(path: &Path, bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path)?;
-    let hash = hex::encode(&Sha256::digest(&bytes)[..8]);
+    let hash = hex::encode(&Sha256::digest(bytes)[..8]);
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("plugin");
-    let copy = dir.join(format!("{stem}-{hash}.so"));
-    if !copy.exists() {
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{stem}-{hash}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &copy)?;
-    }
-    Ok(copy)
+    format!("{stem}-{hash}.so")
 }
 
+/// Copies `bytes` to `copy` through a temporary file in the same folder,
+/// which is removed when the copy fails.
+fn write_copy(dir: &Path, copy: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let name = copy
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("plugin");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, copy));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Why a copy failed, in words: a full disk is said as such.
+fn copy_failure(e: &std::io::Error, dir: &Path, size: usize) -> String {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => format!(
+            "the disk is full: no room in {} for its {} KiB copy",
+            dir.display(),
+            size.div_ceil(1024)
+        ),
+        _ => format!("cannot copy it into {}: {e}", dir.display()),
+    }
+}
+
+/// The path to load `path` from: its copy (made if missing), or `path`
+/// itself when no copies are made or the copy cannot be made (said).
+fn copy_for_loading(path: &Path) -> std::io::Result<PathBuf> {
+    let Some(dir) = COPIES.get() else {
+        return Ok(path.to_path_buf());
+    };
+    let bytes = std::fs::read(path)?;
+    let copy = dir.join(copy_name(path, &bytes));
+    if copy.exists() {
+        return Ok(copy);
+    }
+    match write_copy(dir, &copy, &bytes) {
+        Ok(()) => Ok(copy),
+        Err(e) => {
+            tracing::warn!(
+                path = %path.display(),
+                "plugin loaded in place, not from a copy ({}): replacing it takes a restart to load",
+                copy_failure(&e, dir, bytes.len())
+            );
+            Ok(path.to_path_buf())
+        }
+    }
+}
+
+/// Removes from the copies' folder every file that is not the copy of a
+/// library in `libraries` (copies of older builds, partial copies): the
+/// folder holds at most one copy per library. Returns what was removed.
+/// Copies still mapped by this process stay mapped (the loader holds them
+/// open): removing the name frees the space once they are unloaded, which
+/// for this process is at its exit.
+pub fn prune_copies(libraries: &[PathBuf]) -> Vec<PathBuf> {
+    let Some(dir) = COPIES.get() else {
+        return Vec::new();
+    };
+    let keep: std::collections::HashSet<String> = libraries
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok().map(|b| copy_name(p, &b)))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
+/// Opens one library and reads its plugin table.
 pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
     let path_buf = path.to_path_buf();
     let from = copy_for_loading(path).map_err(|e| LoadError::Open {
         path: path_buf.clone(),
-        reason: format!("cannot copy it for loading: {e}"),
+        reason: format!("cannot read it: {e}"),
     })?;
     // SAFETY: loading a library runs its initializers; plugin_dir is trusted
     // configuration, like the daemon binary itself.

@@ -50,8 +50,11 @@ impl Registry {
             .collect();
         paths.sort();
         let mut registry = Registry::default();
-        for path in paths {
-            registry.add(load(&path));
+        for path in &paths {
+            registry.add(load(path));
+        }
+        for removed in library::prune_copies(&paths) {
+            tracing::info!(path = %removed.display(), "removed a plugin copy no library in plugin_dir has");
         }
         Ok(registry)
     }

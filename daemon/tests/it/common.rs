@@ -256,6 +256,34 @@ impl Daemon {
         Self::spawn(&mut cmd)
     }
 
+    /// As [`start`](Self::start), with `data_dir` on a disk of `size`
+    /// (`"8m"`): a tmpfs mounted in a mount namespace of its own (`unshare
+    /// -Urm`, no root needed), gone when the daemon exits. `prepare` is
+    /// shell run in `data_dir` first (`$1`). The test sees the daemon's
+    /// files through `/proc/<pid>/root`.
+    pub fn start_on_small_disk(
+        config: &Path,
+        data_dir: &Path,
+        size: &str,
+        prepare: &str,
+    ) -> Daemon {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let script = format!(
+            "mount -t tmpfs -o size={size} tmpfs \"$1\" && cd \"$1\" && {{ {prepare} ; }} && cd / && exec \"$0\" run --log-format json --config \"$2\""
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-Urm", "sh", "-c", &script])
+            .arg(env!("CARGO_BIN_EXE_switchyard"))
+            .arg(data_dir)
+            .arg(config);
+        Self::spawn(&mut cmd)
+    }
+
+    /// A path as the daemon sees it (in its own mount namespace, if any).
+    pub fn seen(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.child.id())).join(path.strip_prefix("/").unwrap())
+    }
+
     /// As [`start`](Self::start), on a listening socket it inherits as
     /// systemd passes one (socket activation): as file descriptor 3, with
     /// `LISTEN_FDS=1`, `LISTEN_FDNAMES=webhooks` and `LISTEN_PID` its own

@@ -300,3 +300,40 @@ panic_on_create = true
     assert!(!ok, "{out}");
     assert!(out.contains("sources.p: plugin panicked: "), "{out}");
 }
+
+#[test]
+fn on_a_full_disk_plugins_load_in_place_and_no_partial_copy_is_left() {
+    let env = Env::new();
+    let config = env.standard();
+    let data = env.path("data");
+    // The copies' folder as an older run left it: a partial copy of a
+    // full disk, and a copy of a build no longer in plugin_dir.
+    let daemon = Daemon::start_on_small_disk(
+        &config,
+        &data,
+        "8m",
+        "mkdir -p .plugins && echo x > .plugins/.libswitchyard_tight-0011223344556677.so.99.tmp \
+         && echo x > .plugins/libswitchyard_tight-0011223344556677.so",
+    );
+    // Each debug build of a bundled plugin is larger than the disk.
+    assert!(daemon.logged("the disk is full: no room in"));
+    assert!(daemon.logged("plugin loaded in place, not from a copy"));
+    daemon.send_viewed("inv_full_disk");
+    // The audit file is on the small disk too: read as the daemon sees it.
+    let audit = daemon.seen(&env.audit_path());
+    assert!(eventually(10, || std::fs::read_to_string(&audit)
+        .is_ok_and(|t| t.contains("inv_full_disk"))));
+    let copies = daemon.seen(&data.join(".plugins"));
+    let left: Vec<String> = std::fs::read_dir(&copies)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // What fitted was copied (the small file plugin); no partial copy,
+    // nothing of the older run.
+    assert!(
+        left.iter()
+            .all(|n| n.starts_with("libswitchyard_file-") && n.ends_with(".so")),
+        "{left:?}"
+    );
+    assert!(daemon.logged("removed a plugin copy no library in plugin_dir has"));
+}
