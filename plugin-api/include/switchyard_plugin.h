@@ -58,7 +58,7 @@ extern "C" {
 #endif
 
 #define SWITCHYARD_ABI_MAJOR 1
-#define SWITCHYARD_ABI_MINOR 5
+#define SWITCHYARD_ABI_MINOR 6
 #define SWITCHYARD_ENTRY_SYMBOL "switchyard_plugin_v1"
 
 /*
@@ -86,6 +86,8 @@ typedef enum sy_status {
     SY_REJECT_MALFORMED = 12,       /* authentic but unparseable: 400 */
     SY_REJECT_FORBIDDEN = 13,       /* sender address not allowed: 403 */
     SY_REJECT_DECRYPTION = 14,      /* could not be decrypted (tag, key or IV wrong): 401 */
+    SY_RETRY_LATER = 15,            /* ABI 1.6: not now (a key to fetch is unreachable):
+                                       503 with Retry-After: 30, so the provider retries */
     /* execute(): the job failed. */
     SY_FAIL_RETRYABLE = 20, /* try again later (timeouts, 5xx, refused connections) */
     SY_FAIL_PERMANENT = 21, /* will never succeed as is (bad params, 4xx) */
@@ -95,6 +97,42 @@ typedef enum sy_status {
     SY_ERR_INTERNAL = 32,    /* a bug or unexpected state in the plugin */
     SY_ERR_PANIC = 33        /* set by the Rust export macros when a call panicked */
 } sy_status;
+
+/*
+ * What the host enforces (a plugin that passes these is refused for the
+ * call, never trusted past them):
+ *   - Messages (set_message) and log lines (sy_host.log) are cut at 8 KiB;
+ *     invalid UTF-8 is replaced.
+ *   - JSON output (set_json) is at most 64 MiB a call; more is bad output.
+ *   - A plugin table's struct_size is at least SY_PLUGIN_V1_0_SIZE and at
+ *     most 64 KiB; otherwise the library is refused at load.
+ *   - A library whose abi_major is not SWITCHYARD_ABI_MAJOR is refused at
+ *     load: rebuild against this header.
+ *   - verify() statuses, as the sender is answered:
+ *       SY_OK with at least one event   200 {"accepted": [...]} (or the
+ *                                        plugin's "answer", ABI 1.5)
+ *       SY_OK with no event, or output  500, logged as the plugin's failure
+ *         that is not the format below   (the sender retries)
+ *       SY_REJECT_UNAUTHENTICATED,      401 {"error": "unauthorized"}
+ *         _EXPIRED, _DECRYPTION
+ *       SY_REJECT_MALFORMED             400 {"error": "malformed"}
+ *       SY_REJECT_FORBIDDEN             403 {"error": "forbidden"}
+ *       SY_RETRY_LATER (ABI 1.6)        503 {"error": "retry_later"},
+ *                                        Retry-After: 30
+ *       SY_ERR_PANIC, SY_ERR_INTERNAL,  500 {"error": "internal error"}
+ *         any other status
+ *       past plugin_timeout_ms, or      503 with Retry-After
+ *         every call slot busy
+ *     The reason (set_message) is logged, never sent back.
+ *   - An "answer" (ABI 1.5): status 200-299 only; a 204 has no body; the
+ *     body is at most 64 KiB; at most 16 headers, each a valid name and
+ *     value, none of connection, content-length, content-type (say
+ *     content_type instead), transfer-encoding, te, trailer, upgrade,
+ *     keep-alive, proxy-connection, host, date, server, cache-control,
+ *     x-content-type-options: the host sets cache-control: no-store and
+ *     x-content-type-options: nosniff itself, and an answer that tries to
+ *     set one of these is refused (500), not overridden.
+ */
 
 /* Log levels for sy_host.log. */
 typedef enum sy_log_level {
@@ -175,7 +213,9 @@ typedef struct sy_host {
  *     POST, PUT, PATCH and OPTIONS.
  * destroy(instance)
  * verify(instance, request, out)                         [providers; else NULL]
- *     On SY_OK: set_json({"events":[EVENT, ...]}) with at least one EVENT:
+ *     On SY_OK: set_json({"events":[EVENT, ...]}) with at least one EVENT
+ *     (a request that carries none is refused, or recorded as a handshake;
+ *     SY_OK with an empty list fails the request, 500):
  *       {"type": "invoiceViewed",      provider's own event name, required;
  *                                      the host prefixes "<plugin name>."
  *        "subject": "inv_123",         optional
@@ -205,6 +245,10 @@ typedef struct sy_host {
  *                                      answer the host refuses fails the
  *                                      request (500), as bad output does.
  *     On SY_REJECT_*: set_message(reason). The reason is logged, never sent back.
+ *     On SY_RETRY_LATER (ABI 1.6; a plugin should return it only to a host
+ *     whose sy_host abi_minor is 6 or more, an older one answers 500):
+ *     set_message(why). Nothing is stored; the provider retries.
+ *     See "What the host enforces" above for every status's answer.
  * execute(instance, job_json, timeout_ms, out)           [actions; else NULL]
  *     job_json: {"id", "idempotency_key", "action", "rule", "attempt",
  *                "params": {...}, "event": {ENVELOPE}}

@@ -11,7 +11,7 @@
 use std::ffi::{c_char, c_void};
 
 pub const ABI_MAJOR: u16 = 1;
-pub const ABI_MINOR: u16 = 5;
+pub const ABI_MINOR: u16 = 6;
 /// The exported entry symbol, NUL-terminated for `dlsym`.
 pub const ENTRY_SYMBOL: &[u8] = b"switchyard_plugin_v1\0";
 
@@ -24,6 +24,8 @@ pub const SY_REJECT_EXPIRED: i32 = 11;
 pub const SY_REJECT_MALFORMED: i32 = 12;
 pub const SY_REJECT_FORBIDDEN: i32 = 13;
 pub const SY_REJECT_DECRYPTION: i32 = 14;
+/// verify(): not now — answered 503 with `Retry-After` (ABI 1.6).
+pub const SY_RETRY_LATER: i32 = 15;
 pub const SY_FAIL_RETRYABLE: i32 = 20;
 pub const SY_FAIL_PERMANENT: i32 = 21;
 pub const SY_ERR_CONFIG: i32 = 30;

@@ -192,6 +192,10 @@ pub enum RejectKind {
     /// Could not be decrypted: the cipher's authentication tag failed, or the
     /// key, IV or ciphertext is wrong (401).
     Decryption,
+    /// Not now: the plugin cannot decide yet (a key it must fetch is
+    /// unreachable). Answered 503 with `Retry-After`, so the provider's
+    /// retry follows, not a 500 (ABI 1.6).
+    RetryLater,
 }
 
 impl RejectKind {
@@ -202,6 +206,7 @@ impl RejectKind {
             RejectKind::Malformed => ffi::SY_REJECT_MALFORMED,
             RejectKind::Forbidden => ffi::SY_REJECT_FORBIDDEN,
             RejectKind::Decryption => ffi::SY_REJECT_DECRYPTION,
+            RejectKind::RetryLater => ffi::SY_RETRY_LATER,
         }
     }
 
@@ -212,6 +217,7 @@ impl RejectKind {
             ffi::SY_REJECT_MALFORMED => RejectKind::Malformed,
             ffi::SY_REJECT_FORBIDDEN => RejectKind::Forbidden,
             ffi::SY_REJECT_DECRYPTION => RejectKind::Decryption,
+            ffi::SY_RETRY_LATER => RejectKind::RetryLater,
             _ => return None,
         })
     }
@@ -224,6 +230,7 @@ impl RejectKind {
             RejectKind::Malformed => "malformed",
             RejectKind::Forbidden => "forbidden",
             RejectKind::Decryption => "decryption_failed",
+            RejectKind::RetryLater => "retry_later",
         }
     }
 }
@@ -252,6 +259,10 @@ impl Rejection {
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(RejectKind::Forbidden, message)
+    }
+    /// Not now: the provider is answered 503 with `Retry-After` (ABI 1.6).
+    pub fn retry_later(message: impl Into<String>) -> Self {
+        Self::new(RejectKind::RetryLater, message)
     }
 }
 

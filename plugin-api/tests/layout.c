@@ -62,6 +62,7 @@ int main(void) {
     printf("const SY_REJECT_MALFORMED %d\n", SY_REJECT_MALFORMED);
     printf("const SY_REJECT_FORBIDDEN %d\n", SY_REJECT_FORBIDDEN);
     printf("const SY_REJECT_DECRYPTION %d\n", SY_REJECT_DECRYPTION);
+    printf("const SY_RETRY_LATER %d\n", SY_RETRY_LATER);
     printf("const SY_FAIL_RETRYABLE %d\n", SY_FAIL_RETRYABLE);
     printf("const SY_FAIL_PERMANENT %d\n", SY_FAIL_PERMANENT);
     printf("const SY_ERR_CONFIG %d\n", SY_ERR_CONFIG);

@@ -156,6 +156,7 @@ fn the_rust_mirror_matches_the_c_header() {
             "const SY_REJECT_DECRYPTION",
             SY_REJECT_DECRYPTION.to_string(),
         ),
+        ("const SY_RETRY_LATER", SY_RETRY_LATER.to_string()),
         ("const SY_FAIL_RETRYABLE", SY_FAIL_RETRYABLE.to_string()),
         ("const SY_FAIL_PERMANENT", SY_FAIL_PERMANENT.to_string()),
         ("const SY_ERR_CONFIG", SY_ERR_CONFIG.to_string()),

@@ -364,10 +364,16 @@ impl Instance {
             out.handshake = false;
             out.answer = None;
         }
-        if out.handshake && out.events.is_empty() {
-            return Err(PluginError::BadOutput(
-                "a handshake without an event to record it".into(),
-            ));
+        // The header's contract: SY_OK carries at least one event. A
+        // request with nothing in it is the plugin's to refuse (or record as
+        // a handshake); answering 2xx for it would acknowledge what nothing
+        // records, so it is the plugin failing (500: the provider retries).
+        if out.events.is_empty() {
+            return Err(PluginError::BadOutput(if out.handshake {
+                "a handshake without an event to record it".into()
+            } else {
+                "verify said OK with no events (at least one, or a rejection)".into()
+            }));
         }
         out.answer = out
             .answer

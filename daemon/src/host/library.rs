@@ -93,7 +93,9 @@ pub enum LoadError {
     NoEntry { path: PathBuf },
     #[error(
         "{path}: built for plugin ABI {major}.{minor}, but this switchyard speaks ABI {}.x; \
-         rebuild the plugin against switchyard-plugin-api {}",
+         rebuild the plugin against switchyard-plugin-api {} (Rust) or a switchyard_plugin.h \
+         whose SWITCHYARD_ABI_MAJOR is {} (C: /usr/include/switchyard/ of this package)",
+        ffi::ABI_MAJOR,
         ffi::ABI_MAJOR,
         ffi::ABI_MAJOR
     )]

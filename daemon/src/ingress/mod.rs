@@ -35,8 +35,11 @@
 //! | 405 | not a method the source takes (POST, unless its plugin declares more: GET or OPTIONS for a handshake); `Allow` lists them |
 //! | 408 | the body did not arrive within the listener's `body_timeout` |
 //! | 413 | body over `max_body_bytes` |
-//! | 500 | the provider plugin failed (panicked or returned nonsense) |
-//! | 503 | plugin overloaded or timed out, backlog over its bound, or the store cannot write (`Retry-After`) |
+//! | 500 | the provider plugin failed (panicked, returned nonsense, or said OK with no event) |
+//! | 503 | plugin overloaded or timed out, the plugin said "retry later" (`SY_RETRY_LATER`, ABI 1.6: `Retry-After: 30`), backlog over its bound, or the store cannot write (`Retry-After`) |
+
+/// `Retry-After` of a provider plugin's "not now" (`SY_RETRY_LATER`).
+pub const RETRY_LATER_SECS: u32 = 30;
 
 mod answer;
 mod config;
@@ -466,6 +469,7 @@ impl Ingress {
                     }
                     RejectKind::Forbidden => error(StatusCode::FORBIDDEN, "forbidden"),
                     RejectKind::Malformed => error(StatusCode::BAD_REQUEST, "malformed"),
+                    RejectKind::RetryLater => unavailable("retry_later", RETRY_LATER_SECS),
                 };
                 return Err(refused(resp, rejection.kind.as_str(), rejection.message));
             }

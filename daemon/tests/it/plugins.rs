@@ -66,17 +66,19 @@ path = "{}"
 ///   point after `sample` the host does not know: it loads, the host reads
 ///   only what it knows, and it learns the host's version from sy_host and
 ///   the size of sy_out;
-/// - a plugin built before a minor bump keeps working: the host is at 1.5
-///   and c-example is compiled against the 1.1, 1.2, 1.3 and 1.4 headers as
-///   released (frozen in plugin-api/tests/abi-1.1/ … abi-1.4/; 1.5 added
-///   no entry, only what verify's and create's documents may say); 1.1's sy_host and
+/// - a plugin built before a minor bump keeps working: the host is at 1.6
+///   and c-example is compiled against the 1.1 … 1.5 headers as
+///   released (frozen in plugin-api/tests/abi-1.1/ … abi-1.5/; 1.5 added
+///   no entry, only what verify's and create's documents may say, 1.6 a
+///   status); 1.1's sy_host and
 ///   sy_out are shorter and it has no SY_HAS. Such a plugin says its minor,
 ///   and the host reads its table up to its struct_size.
 #[test]
 fn plugins_of_every_abi_1_minor_load_and_work() {
     let root = repo_root();
     for (header, minor) in [
-        (root.join("plugin-api/include"), "5"),
+        (root.join("plugin-api/include"), "6"),
+        (root.join("plugin-api/tests/abi-1.5"), "5"),
         (root.join("plugin-api/tests/abi-1.4"), "4"),
         (root.join("plugin-api/tests/abi-1.3"), "3"),
         (root.join("plugin-api/tests/abi-1.2"), "2"),
@@ -128,7 +130,7 @@ path = "{}"
         let example = loaded("c-example");
         assert_eq!(example["abi"], format!("1.{minor}"));
         let entries = match minor {
-            "5" | "4" => 10,
+            "6" | "5" | "4" => 10,
             "3" => 9,
             _ => 8,
         };
@@ -137,10 +139,10 @@ path = "{}"
             8 + entries * std::mem::size_of::<usize>()
         );
         let future = loaded("c-future");
-        assert_eq!(future["abi"], "1.6");
+        assert_eq!(future["abi"], "1.7");
         assert_eq!(future["table_size"], 8 + 11 * std::mem::size_of::<usize>());
         if minor != "1" {
-            assert!(daemon.logged("c-example instance created (host ABI 1.5)"));
+            assert!(daemon.logged("c-example instance created (host ABI 1.6)"));
         } else {
             assert!(daemon.logged("c-example instance created\""));
         }
@@ -154,6 +156,23 @@ path = "{}"
         let (status, text) = daemon.post("/hooks/f", &[("x-probe", "yes")], "{}");
         assert_eq!(status, 200, "{text}\n{}", daemon.logs());
         assert_eq!(daemon.post("/hooks/f", &[], "{}").0, 401);
+        if minor == "6" {
+            // "Not now" (1.6): 503 with Retry-After, the provider retries.
+            let r = reqwest::blocking::Client::new()
+                .post(daemon.url("/hooks/f"))
+                .header("x-probe", "later")
+                .body("{}")
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 503);
+            assert_eq!(r.headers()["retry-after"], "30");
+            assert_eq!(r.text().unwrap(), r#"{"error":"retry_later"}"#);
+            // OK with nothing in it acknowledges nothing: the plugin failed.
+            let (status, text) = daemon.post("/hooks/f", &[("x-probe", "empty")], "{}");
+            assert_eq!(status, 500, "{text}");
+            assert!(daemon.logged("verify said OK with no events"));
+            assert!(daemon.logged("the key server did not answer"));
+        }
         let lines = env.wait_audit(2);
         assert_eq!(lines.len(), 2, "{}", daemon.logs());
         let data = |t: &str| {
@@ -165,7 +184,7 @@ path = "{}"
         };
         assert_eq!(data("c-example.message")["say"], "from C");
         let probe = data("c-future.probe");
-        assert_eq!(probe["host_abi_minor"], 5);
+        assert_eq!(probe["host_abi_minor"], 6);
         assert_eq!(probe["out_struct_size"], 4 * std::mem::size_of::<usize>());
     }
 }
@@ -209,6 +228,11 @@ fn libraries_for_another_abi_or_without_the_entry_symbol_are_refused_by_name() {
     assert!(ok, "refused libraries nobody uses are warnings: {out}");
     assert!(
         out.contains("libswitchyard_test_future_abi.so: built for plugin ABI 2.0, but this switchyard speaks ABI 1.x"),
+        "{out}"
+    );
+    // Said for Rust and C authors alike.
+    assert!(
+        out.contains("switchyard-plugin-api 1 (Rust) or a switchyard_plugin.h whose SWITCHYARD_ABI_MAJOR is 1 (C"),
         "{out}"
     );
     assert!(

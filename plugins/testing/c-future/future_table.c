@@ -7,7 +7,10 @@
  * It accepts a request with the header `x-probe: yes` and answers one event
  * of type `probe` whose data says what the host told it: the host's ABI
  * minor (sy_host, from 1.2; -1 when the host does not say) and the size of
- * the call's sy_out (from 1.2; -1 when absent). Settings: none.
+ * the call's sy_out (from 1.2; -1 when absent). `x-probe: later` is
+ * answered SY_RETRY_LATER (ABI 1.6: the key it would need is unreachable);
+ * `x-probe: empty` SY_OK with no event, which the host refuses as the
+ * plugin's failure. Settings: none.
  */
 #include <stdio.h>
 #include <string.h>
@@ -48,9 +51,16 @@ static int32_t verify(void *instance, const sy_request *req, sy_out *out) {
     int probed = 0;
     for (size_t i = 0; i < req->headers_len; i++) {
         const sy_header *h = &req->headers[i];
-        if (h->name.len == 7 && memcmp(h->name.ptr, "x-probe", 7) == 0 && h->value.len == 3 &&
-            memcmp(h->value.ptr, "yes", 3) == 0)
-            probed = 1;
+        if (!(h->name.len == 7 && memcmp(h->name.ptr, "x-probe", 7) == 0)) continue;
+        if (h->value.len == 3 && memcmp(h->value.ptr, "yes", 3) == 0) probed = 1;
+        if (h->value.len == 5 && memcmp(h->value.ptr, "later", 5) == 0) {
+            say(out, "the key server did not answer");
+            return SY_RETRY_LATER;
+        }
+        if (h->value.len == 5 && memcmp(h->value.ptr, "empty", 5) == 0) {
+            out->set_json(out->ctx, (const uint8_t *)"{\"events\":[]}", 13);
+            return SY_OK;
+        }
     }
     if (!probed) { say(out, "no x-probe: yes"); return SY_REJECT_UNAUTHENTICATED; }
     int minor = host_minor();
