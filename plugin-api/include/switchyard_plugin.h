@@ -211,6 +211,11 @@ typedef struct sy_host {
  *     SY_OK: the HTTP methods its source takes (POST alone when it does
  *     not say; any other is answered 405 with Allow). The host takes GET,
  *     POST, PUT, PATCH and OPTIONS.
+ *     From ABI 1.6 that document may also say
+ *     "credential_headers": ["Tight-Verification", ...]: the headers its
+ *     verify reads that carry a credential (a token, a signature); the host
+ *     replaces their values whole wherever a request is kept or shown (a
+ *     refused delivery's old token too). At most 16 header names.
  * destroy(instance)
  * verify(instance, request, out)                         [providers; else NULL]
  *     On SY_OK: set_json({"events":[EVENT, ...]}) with at least one EVENT

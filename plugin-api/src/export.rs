@@ -133,6 +133,7 @@ pub unsafe extern "C" fn create_provider<T: Provider>(
     create_with::<T>(host, config_json, out, instance, T::create, |p| {
         Some(CreateOutput {
             methods: p.methods().iter().map(|m| m.to_string()).collect(),
+            credential_headers: p.credential_headers(),
         })
     })
 }

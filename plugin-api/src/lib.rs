@@ -371,11 +371,16 @@ impl Answer {
 }
 
 /// What `create` may hand back beside the instance (ABI 1.5): the HTTP
-/// methods the source takes (`POST` alone when not said).
+/// methods the source takes (`POST` alone when not said); from 1.6 the
+/// headers its verification reads that carry a credential (a token, a
+/// signature), whose values the host never stores or shows, whatever they
+/// hold (an old, rotated token too).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateOutput {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_headers: Vec<String>,
 }
 
 /// A job handed to an action plugin.
@@ -617,6 +622,15 @@ pub trait Provider: Send + Sync + Sized + 'static {
     /// Dropbox) or an `OPTIONS` (CloudEvents).
     fn methods(&self) -> &[&'static str] {
         &["POST"]
+    }
+
+    /// The headers this instance's verification reads that carry a
+    /// credential (ABI 1.6): the host replaces their values whole wherever
+    /// a request is kept or shown (the rejections page, stored requests,
+    /// logs, the API), whatever they hold. `Authorization`, `Cookie` and
+    /// API-key headers always are.
+    fn credential_headers(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// A correctly signed sample request for a named event.

@@ -130,6 +130,8 @@ pub struct Instance {
     /// The HTTP methods a provider's source takes (`POST` unless its
     /// `create` said more, ABI 1.5).
     methods: Vec<String>,
+    /// The headers its verification reads that carry a credential (ABI 1.6).
+    credential_headers: Vec<String>,
     _host: Box<HostBlock>,
 }
 
@@ -201,15 +203,43 @@ fn checked_answer(answer: Answer) -> Result<Answer, String> {
     Ok(answer)
 }
 
-/// The methods a provider's `create` declared, checked.
-fn declared_methods(json: Option<&[u8]>) -> Result<Vec<String>, PluginError> {
-    let said: CreateOutput = match json {
+/// What a provider's `create` said beside its instance.
+fn created(json: Option<&[u8]>) -> Result<CreateOutput, PluginError> {
+    match json {
         Some(j) => serde_json::from_slice(j)
-            .map_err(|e| PluginError::BadOutput(format!("create's output is not valid: {e}")))?,
-        None => CreateOutput::default(),
-    };
+            .map_err(|e| PluginError::BadOutput(format!("create's output is not valid: {e}"))),
+        None => Ok(CreateOutput::default()),
+    }
+}
+
+/// The credential headers a provider's `create` declared: header names,
+/// at most 16, kept lowercase.
+fn declared_headers(names: Vec<String>) -> Result<Vec<String>, PluginError> {
+    if names.len() > 16 {
+        return Err(PluginError::BadOutput(format!(
+            "create declared {} credential headers (at most 16)",
+            names.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let lower = name.to_ascii_lowercase();
+        if warp::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(PluginError::BadOutput(format!(
+                "create declared the credential header {name:?}, which is not a header name"
+            )));
+        }
+        if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    Ok(out)
+}
+
+/// The methods a provider's `create` declared, checked.
+fn declared_methods(said: Vec<String>) -> Result<Vec<String>, PluginError> {
     let mut methods = Vec::new();
-    for m in said.methods {
+    for m in said {
         let m = m.to_ascii_uppercase();
         if !METHODS.contains(&m.as_str()) {
             return Err(PluginError::BadOutput(format!(
@@ -287,20 +317,32 @@ impl Instance {
         }
         let provider = plugin.table.verify.is_some();
         let said = buf.json.take().filter(|_| provider && plugin.speaks(5));
+        let speaks_6 = plugin.speaks(6);
         let mut instance = Instance {
             plugin,
             ptr,
             methods: Vec::new(),
+            credential_headers: Vec::new(),
             _host: host,
         };
         // Dropping the instance on an error destroys it.
-        instance.methods = declared_methods(said.as_deref())?;
+        let said = created(said.as_deref())?;
+        instance.methods = declared_methods(said.methods)?;
+        if speaks_6 {
+            instance.credential_headers = declared_headers(said.credential_headers)?;
+        }
         Ok(instance)
     }
 
     /// The HTTP methods a provider's source takes.
     pub fn methods(&self) -> &[String] {
         &self.methods
+    }
+
+    /// The headers a provider's verification reads that carry a credential
+    /// (lowercase), as its `create` declared them (ABI 1.6).
+    pub fn credential_headers(&self) -> &[String] {
+        &self.credential_headers
     }
 
     pub fn plugin(&self) -> &Arc<Plugin> {

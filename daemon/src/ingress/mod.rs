@@ -111,10 +111,15 @@ pub fn sources(
         .into_iter()
         .filter_map(|(name, instance)| {
             let sc = configs.get(&name)?;
+            // The config's, and those the plugin says its verification
+            // reads (ABI 1.6): replaced whole wherever a request is kept
+            // or shown.
+            let mut redact_headers = sc.redact_headers.clone();
+            redact_headers.extend(instance.credential_headers().iter().cloned());
             let source = Source {
                 name: name.clone(),
                 instance,
-                redact_headers: sc.redact_headers.clone(),
+                redact_headers,
                 allow_ips: sc.allow_ips.clone(),
                 credentials: sc.credentials.clone(),
                 lane: Lane::new(pool.clone()),

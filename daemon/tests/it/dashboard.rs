@@ -1005,6 +1005,7 @@ verify = "token"
 token_header = "X-Partner-Token"
 token = {{ env = "PARTNER_TOKEN" }}
 
+{TIGHT_SOURCE}
 [actions.audit]
 plugin = "file"
 path = "{}"
@@ -1029,6 +1030,15 @@ path = "{}"
         r#"{"type": "ping", "n": "refused"}"#,
     );
     assert_eq!(status, 401);
+    // A bundled provider's own header, as its plugin declares it (ABI
+    // 1.6): Tight's JWT, signed with a secret rotated out.
+    let body = invoice_viewed("inv_rotated");
+    let old_jwt = pyjwt("the-rotated-out-secret", body.as_bytes(), &[]);
+    let (status, _) = daemon.post("/hooks/tight", &[("Tight-Verification", &old_jwt)], body);
+    assert_eq!(status, 401);
+    // Its start: the ring cuts a value at 200 characters, so the start is
+    // what would show.
+    let jwt_signature = old_jwt[..60].to_string();
     // Accepted, with the current token repeated inside another header.
     let (status, text) = daemon.post(
         "/hooks/partner",
@@ -1049,6 +1059,8 @@ path = "{}"
         assert!(html.contains("[redacted]"), "{html}");
         assert!(!html.contains("partner-token-OLD"), "{html}");
         assert!(!html.contains("partner-token-NEW"), "{html}");
+        assert!(html.contains("tight-verification"), "{html}");
+        assert!(!html.contains(&jwt_signature), "{html}");
     }
     let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["accepted"][0]
         .as_str()
@@ -1060,6 +1072,7 @@ path = "{}"
     assert!(!headers.contains("partner-token-"), "{headers}");
     assert!(!headers.contains("]4"), "{headers}");
     assert!(!daemon.logs().contains("partner-token-OLD"));
+    assert!(!daemon.logs().contains(&jwt_signature));
     daemon.stop();
     for secret in ["partner-token-OLD", "partner-token-NEW"] {
         let found = files_holding(&env.path("data"), secret);

@@ -231,6 +231,10 @@ impl Provider for Teal {
         })
     }
 
+    fn credential_headers(&self) -> Vec<String> {
+        vec![SIGNATURE_HEADER.to_string()]
+    }
+
     fn verify(&self, request: &Request<'_>) -> Result<Vec<EventDraft>, Rejection> {
         if let Some(secret) = &self.signing_secret {
             let sig = request

@@ -323,6 +323,11 @@ impl Provider for Tight {
         })
     }
 
+    /// The JWT it verifies: a delivery's credential, never kept or shown.
+    fn credential_headers(&self) -> Vec<String> {
+        vec![HEADER.to_string()]
+    }
+
     fn verify(&self, request: &Request<'_>) -> Result<Vec<EventDraft>, Rejection> {
         let token = request
             .header_str(HEADER)

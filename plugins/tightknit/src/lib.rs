@@ -177,6 +177,10 @@ impl Provider for Tightknit {
         })
     }
 
+    fn credential_headers(&self) -> Vec<String> {
+        vec!["svix-signature".into(), "webhook-signature".into()]
+    }
+
     fn verify(&self, request: &Request<'_>) -> Result<Vec<EventDraft>, Rejection> {
         self.check_token(request)?;
         let headers = Headers::find(request);

@@ -353,6 +353,16 @@ impl Provider for Tripletex {
         })
     }
 
+    /// The callback's header (its configured auth header, or the HMAC
+    /// signature); `Authorization` is always redacted by the host.
+    fn credential_headers(&self) -> Vec<String> {
+        match &self.auth {
+            Auth::Header { name, .. } => vec![name.clone()],
+            Auth::Hmac { .. } => vec![SIGNATURE_HEADER.to_string()],
+            Auth::Basic { .. } | Auth::Token { .. } => Vec::new(),
+        }
+    }
+
     fn verify(&self, request: &Request<'_>) -> Result<Vec<EventDraft>, Rejection> {
         self.authenticate(request)?;
         let events = normalize(

@@ -483,6 +483,19 @@ impl Provider for Webhook {
         Ok(VerifyOutput::events(events).with_answer(self.success.clone()))
     }
 
+    /// The header its check reads: the signature, the token's header, or
+    /// `Authorization` for Basic (always redacted by the host anyway).
+    fn credential_headers(&self) -> Vec<String> {
+        match &self.check {
+            Check::Hmac(h) => vec![h.header.clone()],
+            Check::Standard(_) => vec!["webhook-signature".into(), "svix-signature".into()],
+            Check::Token {
+                header: Some(h), ..
+            } => vec![h.clone()],
+            Check::Token { header: None, .. } | Check::Basic { .. } | Check::None => Vec::new(),
+        }
+    }
+
     fn methods(&self) -> &[&'static str] {
         self.methods
     }
