@@ -3,13 +3,15 @@
 //!
 //! Layout: lines up to the first empty line are the head: `name: value`
 //! is a header, a line starting with `?` the query, one starting with `/`
-//! the path; everything after the empty line is the body.
+//! the path, one starting with `@` the method (`@GET`; POST when none);
+//! everything after the empty line is the body.
 
 use switchyard_plugin_api::Request;
 
 /// A request decoded from fuzzer bytes, owning its parts.
 #[derive(Debug, Default)]
 pub struct FuzzRequest {
+    pub method: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub query: String,
     pub path: String,
@@ -26,7 +28,9 @@ impl FuzzRequest {
         out.body = body.to_vec();
         for line in head.split(|b| *b == b'\n') {
             let text = String::from_utf8_lossy(line);
-            if let Some(q) = text.strip_prefix('?') {
+            if let Some(m) = text.strip_prefix('@') {
+                out.method = m.trim().chars().take(16).collect();
+            } else if let Some(q) = text.strip_prefix('?') {
                 out.query = q.to_string();
             } else if text.starts_with('/') {
                 out.path = text.into_owned();
@@ -47,7 +51,11 @@ impl FuzzRequest {
             .map(|(n, v)| (n.as_str(), v.as_slice()))
             .collect();
         f(&Request {
-            method: "POST",
+            method: if self.method.is_empty() {
+                "POST"
+            } else {
+                &self.method
+            },
             path: &self.path,
             query: &self.query,
             headers: &headers,
@@ -86,8 +94,16 @@ mod tests {
         assert_eq!(r.query, "token=t");
         assert_eq!(r.path, "/p/q");
         assert_eq!(r.body, b"{\"a\":1}\n\n");
+        assert!(r.with(|req| req.method == "POST"));
         let r = FuzzRequest::parse(b"just a body");
         assert_eq!(r.body, b"just a body");
         assert!(r.with(|req| req.header("x").is_none()));
+        let r = FuzzRequest::parse(
+            b"@OPTIONS
+?challenge=x
+
+",
+        );
+        assert!(r.with(|req| req.method == "OPTIONS" && req.query == "challenge=x"));
     }
 }

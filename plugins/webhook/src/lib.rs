@@ -26,6 +26,7 @@
 //! `handshake.rs`) and answer its events with a status and body of its own
 //! (`success_status`, `success_body`). README.md has a recipe per sender.
 
+mod fuzz;
 mod handshake;
 mod pointer;
 mod signature;
@@ -580,21 +581,8 @@ impl Provider for Webhook {
     }
 }
 
-/// One fuzzing input: bytes as a request (see
-/// `switchyard_plugin_support::fuzz`) through `verify`, and its body
-/// through normalization directly (a fuzzer cannot forge a signature).
-/// Must never panic.
 #[doc(hidden)]
-pub fn fuzz_one(data: &[u8]) {
-    static PLUGIN: std::sync::OnceLock<Webhook> = std::sync::OnceLock::new();
-    let p = PLUGIN.get_or_init(|| {
-        Webhook::create(Host::detached(), serde_json::json!({"verify": "hmac", "secret": "fuzz", "signature_header": "Stripe-Signature", "signature_key": "v1", "timestamp_key": "t", "signed_content": "{timestamp}.{body}", "event_type_header": "X-Type", "event_type": "/type", "subject": "/a/b", "dedup_pointer": "/id"}))
-            .expect("fuzz settings")
-    });
-    let r = switchyard_plugin_support::fuzz::FuzzRequest::parse(data);
-    let _ = r.with(|req| p.verify(req));
-    let _ = r.with(|req| p.normalize(req));
-}
+pub use fuzz::{fuzz_handshakes, fuzz_one};
 
 switchyard_plugin_api::export_provider!("webhook", Webhook);
 

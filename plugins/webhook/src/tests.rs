@@ -270,6 +270,48 @@ fn fuzz_corpus_replays_without_panics() {
     assert!(n > 0, "no corpus at {}", dir.display());
 }
 
+#[test]
+fn the_handshakes_fuzz_corpus_replays_and_its_seeds_reach_each_check() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus/webhook_handshakes");
+    let n = switchyard_plugin_support::fuzz::replay_dir(&dir, fuzz_handshakes);
+    assert!(n >= 11, "{n} seeds at {}", dir.display());
+    // The unsigned checks' seeds are what their providers send: each is
+    // answered as a handshake by its preset (so the fuzzer starts inside
+    // the parse it is there to shake), and refused where it must be.
+    let sources = fuzz::handshake_sources();
+    let seed = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let receive = |i: usize, name: &str| {
+        switchyard_plugin_support::fuzz::FuzzRequest::parse(&seed(name))
+            .with(|req| sources[i].receive(req))
+    };
+    for (i, name, answer) in [
+        (2, "meta", "1158201444"),
+        (
+            3,
+            "graph",
+            "Validation: Testing client application reachability for subscription",
+        ),
+        (4, "dropbox", "IHn2qGyhXyUZDd9v"),
+        (5, "cloudevents", ""),
+    ] {
+        let out = receive(i, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(out.handshake, "{name}");
+        let body = out.answer.map(|a| a.body).unwrap_or_default();
+        assert!(body.starts_with(answer), "{name}: {body}");
+    }
+    assert!(receive(2, "meta-wrong-token").is_err());
+    assert!(receive(5, "cloudevents-other-origin").is_err());
+    // The signed ones' bodies, as if the signature held.
+    for (i, name) in [(0, "slack"), (1, "zoom")] {
+        let r = switchyard_plugin_support::fuzz::FuzzRequest::parse(&seed(name));
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        let handshake = sources[i].handshake.as_ref().unwrap();
+        let out = handshake.signed(&body).unwrap().unwrap();
+        assert!(out.handshake, "{name}");
+    }
+}
+
 fn on<'a>(
     method: &'a str,
     query: &'a str,
