@@ -26,6 +26,7 @@
 //! target recognise the repeat.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,9 @@ pub struct Dispatcher {
     metrics: Arc<crate::metrics::Metrics>,
     /// Where dead letters and gate changes are announced, if anywhere.
     announce: Option<Announce>,
+    /// How far past now the next claim reaches: a due time found beyond
+    /// any retry's delay (see [`RetryPolicy::beyond_any_retry`]).
+    stepped_to: Arc<AtomicI64>,
 }
 
 impl Dispatcher {
@@ -158,6 +162,7 @@ impl Dispatcher {
             batches: Arc::default(),
             metrics,
             announce: None,
+            stepped_to: Arc::default(),
         }
     }
 
@@ -255,7 +260,9 @@ impl Dispatcher {
                         next_look = Instant::now() + FULL_POLL;
                     } else {
                         let now = now_ms();
-                        let claimed = match self.store.claim_jobs(now, free).await {
+                        let horizon =
+                            now.saturating_add(self.stepped_to.swap(0, Ordering::Relaxed));
+                        let claimed = match self.store.claim_jobs(now.max(horizon), free).await {
                             Ok(jobs) => jobs,
                             Err(e) => {
                                 tracing::error!("cannot claim jobs: {e}");
@@ -275,6 +282,12 @@ impl Dispatcher {
                         // took them first) are not looked for again at once.
                         let floor = if claimed_none { BUSY_FLOOR_MS } else { 0 };
                         let wait = match self.store.next_due().await {
+                            Ok(Some(at)) if self.policy.beyond_any_retry(at, now) => {
+                                // Run it now: nothing is scheduled that far.
+                                self.stepped_to.store(at - now, Ordering::Relaxed);
+                                claim = true;
+                                0
+                            }
                             Ok(Some(at)) => (at - now).clamp(floor, IDLE_POLL.as_millis() as i64),
                             _ => IDLE_POLL.as_millis() as i64,
                         };

@@ -6,6 +6,9 @@ use std::time::Duration;
 use crate::host::ExecOutcome;
 use crate::store::Finish;
 
+/// The longest a target's `Retry-After` is honored.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(86_400);
+
 /// The retry policy.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -16,6 +19,37 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The furthest ahead a retry is ever scheduled: the schedule's longest
+    /// delay at its most jitter, or the longest `Retry-After` honored. A
+    /// stored due time further ahead was written on a clock that has since
+    /// stepped back.
+    pub fn longest(&self) -> Duration {
+        let schedule = self
+            .schedule
+            .iter()
+            .max()
+            .map_or(Duration::ZERO, |d| d.mul_f64(1.0 + self.jitter.max(0.0)));
+        schedule.max(RETRY_AFTER_CAP)
+    }
+
+    /// Whether a stored due time `at` lies further ahead than any retry is
+    /// scheduled (a minute's margin): written before the system clock
+    /// stepped back by more than this process saw (it was not running;
+    /// see [`crate::store::clock`] for a step while it runs). Said; the
+    /// dispatcher then runs it now.
+    pub fn beyond_any_retry(&self, at: i64, now: i64) -> bool {
+        let longest = self.longest().as_millis() as i64 + 60_000;
+        if at.saturating_sub(now) <= longest {
+            return false;
+        }
+        tracing::warn!(
+            due_in_s = (at - now) / 1000,
+            longest_retry_s = longest / 1000,
+            "a job is due further ahead than any retry is scheduled: the system clock stepped back; running it now"
+        );
+        true
+    }
+
     /// What to do after attempt `series_attempt` (1-based) of a job ended so.
     pub fn decide(&self, series_attempt: u32, attempt: &ExecOutcome, now_ms: i64) -> Finish {
         match attempt {
@@ -32,7 +66,7 @@ impl RetryPolicy {
                     };
                 }
                 // The target said when: no sooner, and at most a day out.
-                let after = (*after).min(Duration::from_secs(86_400));
+                let after = (*after).min(RETRY_AFTER_CAP);
                 Finish::Retry {
                     message: message.clone(),
                     next_at_ms: now_ms + after.as_millis() as i64,
@@ -60,6 +94,26 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_due_time_beyond_any_retry_is_a_clock_step() {
+        let policy = RetryPolicy {
+            schedule: vec![Duration::from_secs(3_600 * 30)],
+            jitter: 0.5,
+        };
+        // The schedule's 30 h at +50 % is the furthest (beyond a day).
+        assert_eq!(policy.longest(), Duration::from_secs(3_600 * 45));
+        let day = 86_400_000;
+        assert!(!policy.beyond_any_retry(45 * 3_600_000, 0));
+        assert!(policy.beyond_any_retry(46 * 3_600_000, 0));
+        let short = RetryPolicy {
+            schedule: vec![Duration::from_secs(5)],
+            jitter: 0.2,
+        };
+        // A target's Retry-After is honored up to a day.
+        assert!(!short.beyond_any_retry(day, 0));
+        assert!(short.beyond_any_retry(day + 3_600_000, 0));
+    }
 
     #[test]
     fn retries_follow_the_schedule_then_give_up() {

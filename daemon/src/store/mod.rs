@@ -38,6 +38,7 @@
 //! PostgreSQL backend can take its place without touching ingress, rules or
 //! dispatch; it implements [`Pipeline`] and [`Queries`].
 
+pub mod clock;
 mod config;
 mod filter;
 pub mod journal;
@@ -568,10 +569,12 @@ pub(crate) fn ulid_floor(ms: i64) -> String {
     ulid::Ulid::from_parts(ms.max(0) as u64, 0).to_string()
 }
 
-/// Milliseconds since the Unix epoch.
+/// The process's store clock (see [`clock`]).
+static CLOCK: clock::SteadyClock = clock::SteadyClock::new(clock::system_ms);
+
+/// Milliseconds since the Unix epoch, never less than an earlier answer in
+/// this process: a system clock stepped back does not strand what is due
+/// (see [`clock`]).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    CLOCK.now_ms()
 }

@@ -693,3 +693,61 @@ fn a_store_that_does_not_answer_gets_503_after_write_timeout() {
         .count();
     assert_eq!(frozen, 1, "{}", daemon.logs());
 }
+
+/// Debian's libfaketime, which the test preloads into the daemon to step
+/// its wall clock (the monotonic clock left alone).
+fn libfaketime() -> std::path::PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime (Debian: apt-get install libfaketime)")
+}
+
+#[test]
+fn a_clock_stepped_back_an_hour_does_not_strand_a_retry() {
+    let env = Env::new();
+    let flag = env.path("data/ready");
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_test_scripted"));
+    env.rule(
+        "act",
+        &format!(
+            r#"const EVENTS = ["tight.*"];
+action("scripted", #{{ fail_unless_exists: "{}" }});"#,
+            flag.display()
+        ),
+    );
+    let config = env.config(&format!(
+        "[delivery]\nretry_schedule = [\"3s\", \"3s\", \"3s\", \"3s\"]\njitter = 0\n\n{TIGHT_SOURCE}\n[actions.scripted]\nplugin = \"scripted\"\n"
+    ));
+    let offset = env.path("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let preload = libfaketime();
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[
+            ("LD_PRELOAD", preload.to_str().unwrap()),
+            ("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let id = daemon.send_viewed("inv_clock_step");
+    // The first attempt fails: a retry is due 3 s later, on the clock as
+    // it was.
+    assert!(eventually(10, || show(&config, &id)["jobs"][0]["attempts"]
+        .as_u64()
+        >= Some(1)));
+    // The clock steps back an hour; the target recovers.
+    std::fs::write(&offset, "-1h\n").unwrap();
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        eventually(30, || show(&config, &id)["jobs"][0]["state"] == "done"),
+        "the retry waits for the hour: {}\n{}",
+        show(&config, &id),
+        daemon.logs()
+    );
+    assert!(daemon.logged("the system clock stepped back"));
+}
