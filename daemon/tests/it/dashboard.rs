@@ -713,6 +713,10 @@ token = "{TOKEN}"
 retry_schedule = []
 
 {TIGHT_SOURCE}
+[sources.tight-idle]
+plugin = "tight"
+secret = {{ env = "SWITCHYARD_IT_SECRET" }}
+
 [actions.notify]
 plugin = "exec"
 shell = "echo the mail server is down >&2; exit 3"
@@ -727,6 +731,12 @@ shell = "true"
     let admin = sign_in(&base, TOKEN);
     let (_, html, _) = get(&base, "/ui/overview", Some(&admin));
     assert!(html.contains("tight") && !html.contains("<rect"), "{html}");
+    // Idle sources are one line, not empty charts.
+    assert!(!html.contains("class=\"chart\""), "{html}");
+    assert!(
+        html.contains("No webhooks in the last 60 minutes: <a href=\"/ui/events?source=tight\">tight</a>, <a href=\"/ui/events?source=tight-idle\">tight-idle</a>"),
+        "{html}"
+    );
 
     // Two accepted, one repeated, one forged; the action fails for good.
     let body = invoice_viewed("inv_ov_1");
@@ -764,6 +774,34 @@ shell = "true"
     ] {
         assert!(html.contains(shown), "{shown} not in {html}");
     }
+    // One chart (the idle source folded into a line), on a scale whose top
+    // is the busiest minute rounded up to 1, 2 or 5 times a power of ten,
+    // labelled.
+    assert_eq!(html.matches("class=\"chart\"").count(), 1, "{html}");
+    assert!(
+        html.contains("No webhooks in the last 60 minutes: <a href=\"/ui/events?source=tight-idle\">tight-idle</a></p>"),
+        "{html}"
+    );
+    let number_after = |marker: &str| -> u64 {
+        let at = html
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} not in {html}"))
+            + marker.len();
+        html[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    let busiest = number_after("busiest minute ");
+    let top = number_after("class=\"scale-top\">");
+    let expected = [1, 2, 5, 10, 20, 50]
+        .into_iter()
+        .find(|t| *t >= busiest)
+        .unwrap();
+    assert_eq!(top, expected, "busiest {busiest}: {html}");
+    assert!(html.contains(&format!("<span>{top}/min</span>")), "{html}");
     // An action paused by hand is listed with a link to the actions page.
     let (_, paused) = cli(&["actions", "pause", "slack"], &config);
     assert!(paused.contains("paused"), "{paused}");

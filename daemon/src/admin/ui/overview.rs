@@ -64,6 +64,10 @@ struct Overview {
     height: u32,
     minutes: usize,
     charts: Vec<SourceChart>,
+    /// Sources without a webhook in the charts' hour.
+    idle: Vec<String>,
+    /// The webhooks a minute at the top of every chart.
+    top: u64,
     latency_minutes: usize,
     ingest: (String, String, u64),
     end_to_end: (String, String, u64),
@@ -98,10 +102,29 @@ fn age(since_ms: i64, now: i64) -> String {
     }
 }
 
-/// Each source's bars: accepted at the bottom, duplicates, stale events and
-/// handshakes (answered, not routed) above, refusals on top; scaled to the
-/// busiest minute of that source.
-fn charts(app: &Switchyard, now: i64) -> Vec<SourceChart> {
+/// The top of the charts' common scale: the busiest minute of any source,
+/// rounded up to 1, 2 or 5 times a power of ten, so every chart reads
+/// against the same labelled ceiling.
+fn ceiling(peak: u64) -> u64 {
+    let mut step = 1u64;
+    loop {
+        for m in [1, 2, 5] {
+            if peak <= step.saturating_mul(m) {
+                return step.saturating_mul(m);
+            }
+        }
+        if step > u64::MAX / 10 {
+            return u64::MAX;
+        }
+        step *= 10;
+    }
+}
+
+/// Every source's last hour: charts of those that had webhooks, on one
+/// scale (accepted at the bottom, duplicates, stale events and handshakes
+/// above, refusals on top), and the names of those that had none, folded
+/// into one line. Returns the charts, the idle names and the scale's top.
+fn charts(app: &Switchyard, now: i64) -> (Vec<SourceChart>, Vec<String>, u64) {
     let minutes = app.metrics().recent.counts(now, Kind::Webhook, MINUTES);
     let mut names: BTreeMap<String, ()> = app.sources().keys().map(|k| (k.clone(), ())).collect();
     for m in &minutes {
@@ -109,68 +132,84 @@ fn charts(app: &Switchyard, now: i64) -> Vec<SourceChart> {
             names.insert(name.clone(), ());
         }
     }
-    names
-        .into_keys()
-        .map(|name| {
+    let mut idle = Vec::new();
+    let mut counted = Vec::new();
+    for name in names.into_keys() {
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        let per_minute: Vec<[u64; 3]> = minutes
+            .iter()
+            .map(|m| {
+                let mut bar = [0u64; 3];
+                for (_, outcome, n) in m.counts.iter().filter(|(s, _, _)| *s == name) {
+                    match outcome.as_str() {
+                        "accepted" => bar[0] += n,
+                        "duplicate" | "stale" | "handshake" => bar[1] += n,
+                        reason => {
+                            bar[2] += n;
+                            *reasons.entry(reason.to_string()).or_default() += n;
+                        }
+                    }
+                }
+                bar
+            })
+            .collect();
+        if per_minute.iter().all(|b| b.iter().sum::<u64>() == 0) {
+            idle.push(name);
+        } else {
+            counted.push((name, per_minute, reasons));
+        }
+    }
+    let peak = counted
+        .iter()
+        .flat_map(|(_, bars, _)| bars.iter().map(|b| b.iter().sum::<u64>()))
+        .max()
+        .unwrap_or(0);
+    let top = ceiling(peak);
+    let scale = HEIGHT as f64 / top.max(1) as f64;
+    let charts = counted
+        .into_iter()
+        .map(|(name, per_minute, reasons)| {
             let mut chart = SourceChart {
-                name: name.clone(),
+                name,
                 accepted: 0,
                 repeated: 0,
                 rejected: 0,
-                reasons: Vec::new(),
-                peak: 0,
+                reasons: reasons.into_iter().collect(),
+                peak: per_minute.iter().map(|b| b.iter().sum()).max().unwrap_or(0),
                 rects: Vec::new(),
             };
-            let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-            let per_minute: Vec<[u64; 3]> = minutes
-                .iter()
-                .map(|m| {
-                    let mut bar = [0u64; 3];
-                    for (_, outcome, n) in m.counts.iter().filter(|(s, _, _)| *s == name) {
-                        match outcome.as_str() {
-                            "accepted" => bar[0] += n,
-                            "duplicate" | "stale" | "handshake" => bar[1] += n,
-                            reason => {
-                                bar[2] += n;
-                                *reasons.entry(reason.to_string()).or_default() += n;
-                            }
-                        }
-                    }
-                    bar
-                })
-                .collect();
-            chart.peak = per_minute.iter().map(|b| b.iter().sum()).max().unwrap_or(0);
-            let scale = HEIGHT as f64 / chart.peak.max(1) as f64;
+            chart.reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
             for (i, (bar, m)) in per_minute.iter().zip(&minutes).enumerate() {
                 chart.accepted += bar[0];
                 chart.repeated += bar[1];
                 chart.rejected += bar[2];
-                let mut top = HEIGHT;
+                let mut room = HEIGHT;
                 let ago = minutes.len() - 1 - i;
                 for (n, class, what) in [
                     (bar[0], "accepted", "accepted"),
                     (bar[1], "repeated", "duplicate, stale or handshake"),
                     (bar[2], "rejected", "rejected"),
                 ] {
-                    if n == 0 {
+                    if n == 0 || room == 0 {
                         continue;
                     }
-                    let h = ((n as f64 * scale).round() as u32).clamp(1, top);
-                    top -= h;
+                    // At least a pixel: a minute with one webhook beside
+                    // one with thousands still shows.
+                    let h = ((n as f64 * scale).round() as u32).clamp(1, room);
+                    room -= h;
                     chart.rects.push(Rect {
                         x: i as u32 * BAR,
-                        y: top,
+                        y: room,
                         h,
                         class,
                         title: format!("{n} {what}, {ago} min ago (minute {})", m.at),
                     });
                 }
             }
-            chart.reasons = reasons.into_iter().collect();
-            chart.reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
             chart
         })
-        .collect()
+        .collect();
+    (charts, idle, top)
 }
 
 pub(super) fn routes(
@@ -203,13 +242,16 @@ pub(super) fn routes(
                 .collect();
             let rules = app.rules().current();
             let recent = &app.metrics().recent;
+            let (charts, idle, top) = charts(&app, now);
             let view = Overview {
                 nav: nav(&s, "overview"),
                 problem,
                 width: MINUTES as u32 * BAR,
                 height: HEIGHT,
                 minutes: MINUTES,
-                charts: charts(&app, now),
+                charts,
+                idle,
+                top,
                 latency_minutes: LATENCY_MINUTES,
                 ingest: shown(recent.quantiles(now, Latency::Ingest, LATENCY_MINUTES)),
                 end_to_end: shown(recent.quantiles(now, Latency::EndToEnd, LATENCY_MINUTES)),
@@ -231,4 +273,25 @@ pub(super) fn routes(
             page(StatusCode::OK, view.render())
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ceiling;
+
+    #[test]
+    fn the_scale_tops_at_one_two_or_five_times_a_power_of_ten() {
+        for (peak, top) in [
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (3, 5),
+            (9, 10),
+            (11, 20),
+            (25_786, 50_000),
+            (u64::MAX, u64::MAX),
+        ] {
+            assert_eq!(ceiling(peak), top, "{peak}");
+        }
+    }
 }
