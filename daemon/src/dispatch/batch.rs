@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{failed_call, outcome_label, plugin_job, Dispatcher};
+use super::job::plugin_job;
+use super::{failed_call, outcome_label, Dispatcher};
 use crate::host::{ExecOutcome, PluginError};
 use crate::store::{now_ms, ClaimedJob};
 

@@ -10,7 +10,7 @@
 //! Also owns each [`Action`]'s state beside its plugin instance: deadline,
 //! concurrency, gate (`gate`: circuit breaker, 410 pause, ordering keys).
 //! Also owns `[delivery]` and the dispatch keys of `[actions.NAME]`
-//! (`config.rs`). Calls: `host` (action instances, the call pool), `store`
+//! (`config.rs`), and a job as the plugin ABI reads it (`job.rs`). Calls: `host` (action instances, the call pool), `store`
 //! (the pipeline). Imports no later stage.
 //!
 //! An action whose plugin takes several jobs in one call (ABI 1.3
@@ -43,11 +43,14 @@ use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Pipeline};
 mod batch;
 mod config;
 pub mod gate;
+mod job;
 mod retry;
 
 pub use batch::BATCH_MAX;
 pub use config::{ActionConfig, DeliveryConfig};
 pub use retry::RetryPolicy;
+
+use job::plugin_job;
 
 use gate::{Admit, KeyQueues, Transition};
 
@@ -575,32 +578,6 @@ impl Dispatcher {
     }
 }
 
-/// The job as the ABI defines it for `execute` and `execute_batch`
-/// (`switchyard_plugin_api::Job`), written from the claimed job's parts
-/// without copying them: the envelope goes in as the JSON it already is.
-#[derive(serde::Serialize)]
-struct PluginJob<'a> {
-    id: &'a str,
-    idempotency_key: &'a str,
-    action: &'a str,
-    rule: &'a str,
-    attempt: u32,
-    params: &'a Value,
-    event: &'a serde_json::value::RawValue,
-}
-
-fn plugin_job(job: &ClaimedJob) -> PluginJob<'_> {
-    PluginJob {
-        id: &job.id,
-        idempotency_key: &job.idempotency_key,
-        action: &job.action,
-        rule: &job.rule,
-        attempt: job.attempt,
-        params: &job.params,
-        event: &job.event,
-    }
-}
-
 /// An outcome as the metrics name it.
 fn outcome_label(attempt: &ExecOutcome) -> &'static str {
     match attempt {
@@ -624,37 +601,4 @@ fn failed_call(e: PluginError) -> ExecOutcome {
 
 fn event_id(job: &ClaimedJob) -> &str {
     &job.event_id
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_job_is_written_as_the_abi_reads_it() {
-        let event = serde_json::json!({"id": "e1", "type": "a.b", "data": {"n": 1}});
-        let job = ClaimedJob {
-            id: "j1".into(),
-            event_id: "e1".into(),
-            event: serde_json::value::to_raw_value(&event).unwrap().into(),
-            rule: "r".into(),
-            action: "a".into(),
-            params: serde_json::json!({"to": "x"}),
-            idempotency_key: "e1:r:0".into(),
-            attempt: 2,
-            series_attempt: 1,
-        };
-        let text = serde_json::to_string(&plugin_job(&job)).unwrap();
-        let read: switchyard_plugin_api::Job = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            (
-                read.id.as_str(),
-                read.idempotency_key.as_str(),
-                read.action.as_str()
-            ),
-            ("j1", "e1:r:0", "a")
-        );
-        assert_eq!((read.rule.as_str(), read.attempt), ("r", 2));
-        assert_eq!((read.params, read.event), (job.params, event));
-    }
 }

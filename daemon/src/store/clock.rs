@@ -5,10 +5,12 @@
 //! When the system clock steps back (an NTP correction, a VM resumed, an
 //! operator's `date -s`), reading it as is would strand everything already
 //! scheduled: a retry due in 30 s would wait the step's length more. So
-//! the clock carries on from where it was at the monotonic clock's pace
-//! until the wall clock catches up, and says so once per step. A step
-//! forward is taken as it is (what was due falls due sooner; nothing
-//! waits).
+//! the clock carries on from where it was, at half the monotonic clock's
+//! pace, until the wall clock has caught up with it (twice the step's
+//! length): what was due falls due at most twice as late, never a step
+//! later, and the clock is the system's again afterwards. It says so once
+//! per step. A step forward is taken as it is (what was due falls due
+//! sooner; nothing waits).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -40,12 +42,14 @@ impl SteadyClock {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = match *last {
             Some((then, at, behind)) => {
-                let carried = then.saturating_add(at.elapsed().as_millis() as i64);
+                // At half pace while behind, so the wall clock catches up.
+                let pace = if behind { 2 } else { 1 };
+                let carried = then.saturating_add(at.elapsed().as_millis() as i64 / pace);
                 if wall.saturating_add(STEP_MS) < carried {
                     if !behind {
                         tracing::warn!(
                             behind_ms = carried - wall,
-                            "the system clock stepped back; due times, leases and cool-downs carry on from where they were until it catches up"
+                            "the system clock stepped back; due times and cool-downs carry on from where they were, at half pace, until it catches up"
                         );
                     }
                     *last = Some((carried, Instant::now(), true));
@@ -104,5 +108,12 @@ mod tests {
         // Forward: taken as it is.
         WALL.store(20_000_000, Ordering::SeqCst);
         assert_eq!(clock.now_ms(), 20_000_000);
+        // Back again, then the wall clock catches up with the carried time
+        // (which moves at half pace): the system's time again.
+        WALL.store(19_999_000 - 60_000, Ordering::SeqCst);
+        let carried = clock.now_ms();
+        assert!(carried >= 20_000_000, "{carried}");
+        WALL.store(20_000_000 + 60_000, Ordering::SeqCst);
+        assert_eq!(clock.now_ms(), 20_060_000);
     }
 }

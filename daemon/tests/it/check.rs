@@ -65,7 +65,7 @@ plugin = "file"
         )),
         "{out}"
     );
-    assert!(out.contains(&format!("{file}:14: sources.secretless.secret: environment variable SWITCHYARD_IT_SURELY_UNSET is not set")), "{out}");
+    assert!(out.contains(&format!("{file}:16: sources.secretless.secret: environment variable SWITCHYARD_IT_SURELY_UNSET is not set")), "{out}");
     assert!(out.contains(&format!("{file}:18: actions.audit: plugin refused its config: file settings: missing field `path`")), "{out}");
     assert!(out.contains("broken.rhai:2:9: "), "{out}");
     assert!(
