@@ -7,7 +7,8 @@
 //! module reads the file into them with serde (unknown keys refused by
 //! name, a mistyped value reported with file:line:col), resolves secret
 //! references (`{ env = "VAR" }`, `{ file = "PATH" }`, `{ credential =
-//! "NAME" }`) and gathers every problem. The stages use only its leaf
+//! "NAME" }`) and gathers every problem, each at the line of the setting
+//! it names (`pinpoint.rs`). The stages use only its leaf
 //! parts: [`Problem`], [`de`] (durations, networks) and [`settings`].
 //!
 //! Host paths (`data_dir`, `plugin_dir`, `rules_dir`) that are relative are

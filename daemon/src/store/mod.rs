@@ -6,7 +6,9 @@
 //! and do) — its embedded backend, [`SqliteStore`], the journal its ingests
 //! are made durable by (`journal/`), the shared backend for several
 //! instances, [`PgStore`] (`postgres/`), retention's bounded steps
-//! ([`Sweep`], `sweep.rs`), and `[store]` (`config.rs`). Imports
+//! ([`Sweep`], `sweep.rs`), the clock its times are read from, which
+//! never goes back within the process (`clock.rs`), and `[store]`
+//! (`config.rs`). Imports
 //! only `event` (it stores `event::Event`s as JSON) and config's value
 //! formats: no stage.
 //!
