@@ -193,13 +193,17 @@ fn copy_failure(e: &std::io::Error, dir: &Path, size: usize) -> String {
 }
 
 /// The path to load `path` from: its copy (made if missing), or `path`
-/// itself when no copies are made or the copy cannot be made (said).
-fn copy_for_loading(path: &Path) -> std::io::Result<PathBuf> {
+/// itself when no copies are made or the copy cannot be made (said). The
+/// copy's name is added to `kept` whenever the library was read, so the
+/// folder's pruning needs no second read of each library.
+fn copy_for_loading(path: &Path, kept: &mut Vec<String>) -> std::io::Result<PathBuf> {
     let Some(dir) = COPIES.get() else {
         return Ok(path.to_path_buf());
     };
     let bytes = std::fs::read(path)?;
-    let copy = dir.join(copy_name(path, &bytes));
+    let name = copy_name(path, &bytes);
+    let copy = dir.join(&name);
+    kept.push(name);
     if copy.exists() {
         return Ok(copy);
     }
@@ -216,27 +220,24 @@ fn copy_for_loading(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
-/// Removes from the copies' folder every file that is not the copy of a
-/// library in `libraries` (copies of older builds, partial copies): the
-/// folder holds at most one copy per library. Returns what was removed.
-/// Copies still mapped by this process stay mapped (the loader holds them
-/// open): removing the name frees the space once they are unloaded, which
-/// for this process is at its exit.
-pub fn prune_copies(libraries: &[PathBuf]) -> Vec<PathBuf> {
+/// Removes from the copies' folder every file that is not named in `kept`
+/// (the copies of the libraries just loaded, see [`load_keeping`]): copies
+/// of older builds and partial copies go, so the folder holds at most one
+/// copy per library. Returns what was removed. Copies still mapped by this
+/// process stay mapped (the loader holds them open): removing the name
+/// frees the space once they are unloaded, which for this process is at
+/// its exit.
+pub fn prune_copies(kept: &[String]) -> Vec<PathBuf> {
     let Some(dir) = COPIES.get() else {
         return Vec::new();
     };
-    let keep: std::collections::HashSet<String> = libraries
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok().map(|b| copy_name(p, &b)))
-        .collect();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !keep.contains(&name) && std::fs::remove_file(entry.path()).is_ok() {
+        if !kept.contains(&name) && std::fs::remove_file(entry.path()).is_ok() {
             removed.push(entry.path());
         }
     }
@@ -245,8 +246,14 @@ pub fn prune_copies(libraries: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Opens one library and reads its plugin table.
 pub fn load(path: &Path) -> Result<Arc<Plugin>, LoadError> {
+    load_keeping(path, &mut Vec::new())
+}
+
+/// As [`load`], adding the name of the copy it loads from (when copies are
+/// made) to `kept`, for [`prune_copies`].
+pub fn load_keeping(path: &Path, kept: &mut Vec<String>) -> Result<Arc<Plugin>, LoadError> {
     let path_buf = path.to_path_buf();
-    let from = copy_for_loading(path).map_err(|e| LoadError::Open {
+    let from = copy_for_loading(path, kept).map_err(|e| LoadError::Open {
         path: path_buf.clone(),
         reason: format!("cannot read it: {e}"),
     })?;

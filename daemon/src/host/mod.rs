@@ -50,10 +50,11 @@ impl Registry {
             .collect();
         paths.sort();
         let mut registry = Registry::default();
+        let mut kept = Vec::new();
         for path in &paths {
-            registry.add(load(path));
+            registry.add(library::load_keeping(path, &mut kept));
         }
-        for removed in library::prune_copies(&paths) {
+        for removed in library::prune_copies(&kept) {
             tracing::info!(path = %removed.display(), "removed a plugin copy no library in plugin_dir has");
         }
         Ok(registry)

@@ -115,7 +115,11 @@ pub fn sources(
             // reads (ABI 1.6): replaced whole wherever a request is kept
             // or shown.
             let mut redact_headers = sc.redact_headers.clone();
-            redact_headers.extend(instance.credential_headers().iter().cloned());
+            for h in instance.credential_headers() {
+                if !redact_headers.iter().any(|r| r.eq_ignore_ascii_case(h)) {
+                    redact_headers.push(h.clone());
+                }
+            }
             let source = Source {
                 name: name.clone(),
                 instance,
