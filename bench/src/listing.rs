@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use switchyard::admin::ops;
-use switchyard::store::{EventFilter, FieldMatch, Queries, SqliteStore, StoreOptions};
+use switchyard::store::{EventFilter, FieldMatch, Operations, SqliteStore, StoreOptions};
 
 /// The dashboard's search window.
 const WINDOW: usize = 100_000;

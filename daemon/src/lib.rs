@@ -16,7 +16,7 @@
 //! - [`ingress`]: the warp filter for `POST /hooks/{source}`.
 //! - [`host`]: loading plugin libraries through the C ABI, instances, the call pool.
 //! - [`store`]: the durable store (SQLite, group commit) behind its
-//!   `Pipeline` and `Queries` interfaces.
+//!   `Pipeline` and `Operations` interfaces.
 //! - [`router`]: routing stored events, recording their jobs.
 //! - [`rules`]: compiling and running rule scripts.
 //! - [`dispatch`]: running jobs on action plugins, with retries and dead letters.

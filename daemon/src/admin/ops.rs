@@ -226,7 +226,10 @@ pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
     let states = app.store().action_states().await.unwrap_or_default();
     let backlog = app.store().backlog().await.ok();
     let config = app.config();
-    let instances = app.store().instances().await;
+    let instances = match app.store().shared() {
+        Some(shared) => shared.instances().await,
+        None => Ok(Vec::new()),
+    };
     let actions = action_rows(&config, &states, now_ms());
     json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -159,9 +159,9 @@ impl Switchyard {
         let pool = CallPool::new(config.plugin_concurrency);
         let rules = Arc::new(built.rules);
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        {
+        if let Some(timing) = store.commit_timing() {
             let metrics = metrics.clone();
-            store.observe_commits(Box::new(move |took| {
+            timing.observe_commits(Box::new(move |took| {
                 metrics.store_commit_seconds.observe(took.as_secs_f64())
             }));
         }
@@ -198,9 +198,9 @@ impl Switchyard {
         // Work another process left (its jobs, a replay) wakes the stage
         // that takes it, when the store can tell.
         let router_wake = Arc::new(tokio::sync::Notify::new());
-        {
+        if let Some(shared) = store.shared() {
             let (jobs, events) = (dispatcher.wake.clone(), router_wake.clone());
-            store.on_work(Arc::new(move |work| match work {
+            shared.on_work(Arc::new(move |work| match work {
                 crate::store::Work::Jobs => jobs.notify_one(),
                 crate::store::Work::Events => events.notify_one(),
             }));
@@ -540,8 +540,10 @@ impl Switchyard {
                 tracing::error!("a background task ended badly: {e}");
             }
         }
-        if let Err(e) = self.store.leave().await {
-            tracing::warn!("store: could not hand back this instance's work at once: {e}");
+        if let Some(shared) = self.store.shared() {
+            if let Err(e) = shared.leave().await {
+                tracing::warn!("store: could not hand back this instance's work at once: {e}");
+            }
         }
     }
 }

@@ -2,8 +2,9 @@
 //! the jobs (outbox) they lead to are kept, durably.
 //!
 //! Owns: the store's interface in two parts — [`Pipeline`] (what ingress,
-//! the router and the dispatcher need) and [`Queries`] (what operators read
-//! and do) — its embedded backend, [`SqliteStore`], the journal its ingests
+//! the router and the dispatcher need) and [`Operations`] (what operators
+//! read and do), and the capabilities only some backends have ([`Shared`],
+//! [`CommitTiming`]), asked for explicitly — its embedded backend, [`SqliteStore`], the journal its ingests
 //! are made durable by (`journal/`), the shared backend for several
 //! instances, [`PgStore`] (`postgres/`), retention's bounded steps
 //! ([`Sweep`], `sweep.rs`), the clock its times are read from, which
@@ -38,7 +39,7 @@
 //!
 //! Each pipeline stage uses the store through [`Pipeline`] only, so a
 //! PostgreSQL backend can take its place without touching ingress, rules or
-//! dispatch; it implements [`Pipeline`] and [`Queries`].
+//! dispatch; it implements [`Pipeline`] and [`Operations`].
 
 pub mod clock;
 mod config;
@@ -416,7 +417,7 @@ impl ActionState {
 /// The store as the pipeline uses it: ingress (ingest), the router
 /// (pending events, routings), the dispatcher (claims, attempts, gates) and
 /// housekeeping (recovery, pruning, health). A backend implements this and
-/// [`Queries`].
+/// [`Operations`].
 pub trait Pipeline: Send + Sync + 'static {
     /// Persists a request and its events in one durable transaction,
     /// deduplicating by (source, dedup key) within `dedup_window_ms`.
@@ -461,24 +462,15 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Takes the write lock and commits nothing: the store can write.
     fn ping(&self) -> StoreFuture<'_, ()>;
 
-    /// Has `f` told the time of each commit, for metrics (if the store can).
-    fn observe_commits(&self, f: Box<dyn Fn(std::time::Duration) + Send + Sync>) {
-        let _ = f;
-    }
+    /// The capability of a store that several processes share as
+    /// instances (leases, notices, hand-back), if this backend has it.
+    /// Asked for by whoever needs it; a backend says `None` itself.
+    fn shared(&self) -> Option<&dyn Shared>;
 
-    /// Has `wake` told when another process left work for this one (jobs
-    /// due, events to route), if the store can tell: a shared store's
-    /// other instances, or a CLI's replay. Polling stays the fallback.
-    fn on_work(&self, wake: OnWork) {
-        let _ = wake;
-    }
-
-    /// This process stops taking work: what it holds goes back at once
-    /// (a shared store's running jobs and pending events), not after its
-    /// leases run out. Nothing for a store of one process.
-    fn leave(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async { Ok(()) })
-    }
+    /// The capability of telling the time of each commit, if this backend
+    /// has it (one writer committing in groups does; a pool of connections
+    /// has no one commit to time).
+    fn commit_timing(&self) -> Option<&dyn CommitTiming>;
 
     /// Puts a claimed job back, due at `next_at_ms`, without using an attempt
     /// (its action was paused).
@@ -491,9 +483,11 @@ pub trait Pipeline: Send + Sync + 'static {
     fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>>;
 }
 
-/// What operators read and do through the admin API and the CLI: events,
-/// replays, dead letters and redrives, enabling actions.
-pub trait Queries: Send + Sync + 'static {
+/// What operators read and do, through the admin API, the dashboard and
+/// the CLI: the lists and one event's detail (reads), and the commands
+/// that change what the pipeline will do — replay, redrive, enable an
+/// action (writes).
+pub trait Operations: Send + Sync + 'static {
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>>;
     /// The id of the `n`th newest event (from 1) within the filter's id and
     /// time bounds (its other conditions are not looked at), if there are
@@ -520,17 +514,40 @@ pub trait Queries: Send + Sync + 'static {
     ) -> StoreFuture<'_, u64>;
     /// The oldest pending job, and how many dead letters there are.
     fn waiting(&self) -> StoreFuture<'_, Waiting>;
-    /// The instances sharing the store (none for a store of one process).
-    fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
+}
+
+/// What a store shared by several instances does beyond [`Pipeline`]
+/// (PostgreSQL's): who the instances are, telling them of work another
+/// left, and handing work back at once when one stops.
+pub trait Shared: Send + Sync {
+    /// Has `wake` told when another process left work for this one (jobs
+    /// due, events to route): the other instances, or a CLI's replay.
+    /// Polling stays the fallback.
+    fn on_work(&self, wake: OnWork);
+
+    /// This process stops taking work: what it holds goes back at once
+    /// (its running jobs and pending events), not after its leases run out.
+    fn leave(&self) -> StoreFuture<'_, ()>;
+
+    /// The instances sharing the store.
+    fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>>;
+}
+
+/// Told the time each commit took.
+pub type CommitObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
+
+/// What a store with one writer committing in groups does beyond
+/// [`Pipeline`] (the embedded store's): tells the time of each commit.
+pub trait CommitTiming: Send + Sync {
+    /// Has `f` told the time of each commit, for metrics. Set once.
+    fn observe_commits(&self, f: CommitObserver);
 }
 
 /// A whole backend: the pipeline's part and the operators' part. Pipeline
 /// stages hold an `Arc<dyn Pipeline>`; the admin API and the CLI the whole.
-pub trait Store: Pipeline + Queries {}
+pub trait Store: Pipeline + Operations {}
 
-impl<T: Pipeline + Queries> Store for T {}
+impl<T: Pipeline + Operations> Store for T {}
 
 /// The backlog as ingress sees it: refreshed from the store about once a
 /// second, and counted up by ingress in between.

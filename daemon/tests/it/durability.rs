@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard::store::{Queries, SqliteStore, StoreOptions};
+use switchyard::store::{Operations, SqliteStore, StoreOptions};
 
 use crate::common::*;
 

@@ -7,12 +7,12 @@ use crate::pg::fresh_database;
 use crate::pg_store::{event, request};
 use switchyard::admin::ops;
 use switchyard::store::{
-    EventFilter, FieldMatch, PgOptions, PgStore, Pipeline, Queries, SqliteStore, Store,
+    EventFilter, FieldMatch, Operations, PgOptions, PgStore, Pipeline, SqliteStore, Store,
     StoreOptions,
 };
 
 /// Takes in six events with different data; returns their ids, oldest first.
-async fn six_events<S: Pipeline + Queries>(store: &S) -> Vec<String> {
+async fn six_events<S: Pipeline + Operations>(store: &S) -> Vec<String> {
     let data: [Value; 6] = [
         json!({"invoice": {"id": "inv_1", "amount": 10}, "paid": true}),
         json!({"invoice": {"id": "inv_2", "amount": 10.5}, "paid": false}),
@@ -39,7 +39,7 @@ async fn six_events<S: Pipeline + Queries>(store: &S) -> Vec<String> {
     ids
 }
 
-async fn listed<S: Queries>(store: &S, filter: EventFilter) -> Vec<String> {
+async fn listed<S: Operations>(store: &S, filter: EventFilter) -> Vec<String> {
     store
         .list_events(filter)
         .await
@@ -57,7 +57,7 @@ fn field(text: &str) -> EventFilter {
     }
 }
 
-async fn every_filter_lists_what_it_says<S: Pipeline + Queries>(store: &S) {
+async fn every_filter_lists_what_it_says<S: Pipeline + Operations>(store: &S) {
     let ids = six_events(store).await;
     let newest_first =
         |picks: &[usize]| -> Vec<String> { picks.iter().rev().map(|&i| ids[i].clone()).collect() };
@@ -216,7 +216,7 @@ async fn postgres_lists_by_every_filter() {
 
 /// Four dead letters (three of `notify`, two of them for a timeout, one of
 /// `slack`), counted and redriven by filter.
-async fn dead_letters_by_filter<S: Pipeline + Queries>(store: &S) {
+async fn dead_letters_by_filter<S: Pipeline + Operations>(store: &S) {
     use switchyard::store::{DeadFilter, Finish, FinishedAttempt, NewJob, Routing};
     let e = event(&switchyard::event::new_id(), "dead");
     store

@@ -10,8 +10,8 @@ use serde_json::json;
 use crate::pg_store::{event, instances, request};
 use switchyard::event::Event;
 use switchyard::store::{
-    now_ms, ClaimedJob, Envelope, Finish, FinishedAttempt, NewJob, PgOptions, PgStore, Pipeline,
-    Queries, Routing, Work,
+    now_ms, ClaimedJob, Envelope, Finish, FinishedAttempt, NewJob, Operations, PgOptions, PgStore,
+    Pipeline, Routing, Shared, Work,
 };
 
 /// Takes `e` in at `store`, as a delivery of its own.
@@ -214,9 +214,12 @@ async fn hear(heard: &mut tokio::sync::mpsc::UnboundedReceiver<Work>, wanted: Wo
 async fn work_left_by_one_process_wakes_the_instances_listening() {
     let (url, s) = instances(2).await;
     let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
-    s[1].on_work(Arc::new(move |w| {
-        let _ = tx.send(w);
-    }));
+    Shared::on_work(
+        &s[1],
+        Arc::new(move |w| {
+            let _ = tx.send(w);
+        }),
+    );
     // Once listening, it looks for what it may have missed: the marker that
     // it listens.
     hear(&mut heard, Work::Events).await;

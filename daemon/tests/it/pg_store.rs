@@ -8,8 +8,8 @@ use serde_json::json;
 use crate::pg::{fresh_database, query, sql};
 use switchyard::event::Event;
 use switchyard::store::{
-    now_ms, Envelope, EventFilter, Finish, FinishedAttempt, Ingested, NewJob, PgOptions, PgStore,
-    Pipeline, Queries, Routing, StoredRequest,
+    now_ms, Envelope, EventFilter, Finish, FinishedAttempt, Ingested, NewJob, Operations,
+    PgOptions, PgStore, Pipeline, Routing, StoredRequest,
 };
 
 pub(crate) fn event(id: &str, key: &str) -> Event {

@@ -268,7 +268,7 @@ pub(super) fn routes(
                     .iter()
                     .map(|p| (p.location.clone(), p.message.clone()))
                     .collect(),
-                shared: !store.instances().await.unwrap_or_default().is_empty(),
+                shared: store.shared().is_some(),
             };
             page(StatusCode::OK, view.render())
         },

@@ -4,8 +4,8 @@
 //! embedded, applied at start under a transaction-scoped advisory lock so
 //! that two instances starting at once apply each migration once), this
 //! instance's row and heartbeat, named leases with a time to live (the
-//! leader's), and the [`Pipeline`] (`pipeline.rs`) and [`Queries`]
-//! (`queries.rs`) over the same tables as the embedded store; ingest is
+//! leader's), and the [`Pipeline`] (`pipeline.rs`) and [`Operations`]
+//! (`operations.rs`) over the same tables as the embedded store; ingest is
 //! `ingest.rs`, the job queue (claims, ordered claims, fenced attempts)
 //! `jobs.rs`, statements prepared per connection `sql.rs`; TLS to the
 //! database (`?sslmode=require`, certificates verified) is `tls.rs`.
@@ -42,8 +42,8 @@
 
 mod ingest;
 mod jobs;
+mod operations;
 mod pipeline;
-mod queries;
 mod sql;
 mod tls;
 mod wake;

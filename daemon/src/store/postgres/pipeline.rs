@@ -13,9 +13,9 @@ use super::sql;
 use super::{notify, PgStore, DB_NOW_MS, LEADER};
 use crate::event::Event;
 use crate::store::{
-    ActionState, Backlog, ClaimedJob, FinishedAttempt, Ingested, OnWork, PendingEvent, Pipeline,
-    Pruned, Routing, StoreError, StoreFuture, StoreResult, StoredRequest, Sweep, SweepPhase, Work,
-    SWEEP_WINDOW,
+    ActionState, Backlog, ClaimedJob, CommitTiming, FinishedAttempt, Ingested, InstanceInfo,
+    OnWork, PendingEvent, Pipeline, Pruned, Routing, Shared, StoreError, StoreFuture, StoreResult,
+    StoredRequest, Sweep, SweepPhase, Work, SWEEP_WINDOW,
 };
 
 fn json_err(e: serde_json::Error) -> StoreError {
@@ -366,18 +366,13 @@ impl Pipeline for PgStore {
         })
     }
 
-    fn leave(&self) -> StoreFuture<'_, ()> {
-        Box::pin(self.hand_back())
+    fn shared(&self) -> Option<&dyn Shared> {
+        Some(self)
     }
 
-    fn on_work(&self, wake: OnWork) {
-        let Some((config, tls)) = self.listen.clone() else {
-            return;
-        };
-        let mut listener = self.listener.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = listener.replace(tokio::spawn(super::listen(config, tls, wake))) {
-            old.abort();
-        }
+    /// Commits come from a pool of connections: none to time.
+    fn commit_timing(&self) -> Option<&dyn CommitTiming> {
+        None
     }
 
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
@@ -439,6 +434,59 @@ impl Pipeline for PgStore {
                     failures: r.get::<_, i32>(3) as u32,
                     reason: r.get(4),
                     updated_at_ms: r.get(5),
+                })
+                .collect())
+        })
+    }
+}
+
+impl Shared for PgStore {
+    fn leave(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.hand_back())
+    }
+
+    fn on_work(&self, wake: OnWork) {
+        let Some((config, tls)) = self.listen.clone() else {
+            return;
+        };
+        let mut listener = self.listener.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = listener.replace(tokio::spawn(super::listen(config, tls, wake))) {
+            old.abort();
+        }
+    }
+
+    fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = sql::query(
+                &client,
+                &format!(
+                    "SELECT i.id, i.host, i.version, i.started_at, i.heartbeat_at,
+                                i.heartbeat_at > {DB_NOW_MS} - $1,
+                                EXISTS (SELECT 1 FROM leases l WHERE l.name = $2
+                                        AND l.owner = i.id AND l.until > {DB_NOW_MS}),
+                                (SELECT count(*) FROM jobs j
+                                 WHERE j.owner = i.id AND j.state = 'running')
+                         FROM instances i ORDER BY i.started_at, i.id"
+                ),
+                &[&self.lease_ms, &LEADER],
+            )
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let id: String = r.get(0);
+                    InstanceInfo {
+                        this: id == self.instance,
+                        id,
+                        host: r.get(1),
+                        version: r.get(2),
+                        started_at_ms: r.get(3),
+                        heartbeat_at_ms: r.get(4),
+                        alive: r.get(5),
+                        leader: r.get(6),
+                        running_jobs: r.get::<_, i64>(7) as u64,
+                    }
                 })
                 .collect())
         })

@@ -21,8 +21,8 @@
 //! Here: opening, the schema (`schema.sql`) and its migration, the writer
 //! thread with group commit, the checkpointer, the read pool. `ingest.rs`: what becomes of a
 //! request's events, its journal record and its rows; `pipeline.rs`: the
-//! pipeline's other transactions ([`Pipeline`]); `queries.rs`: the
-//! operators' read models and actions ([`Queries`]).
+//! pipeline's other transactions ([`Pipeline`]); `operations.rs`: the
+//! operators' reads and commands ([`Operations`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -35,10 +35,10 @@ use tokio::sync::oneshot;
 
 use super::journal::{Journal, JournalOptions};
 use super::{
-    ActionState, AttemptRecord, Backlog, ClaimedJob, DeadFilter, Dialect, Durability, EventDetail,
-    EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord, PendingEvent, Pipeline,
-    Pruned, Queries, RequestRecord, Routing, StoreError, StoreFuture, StoreResult, StoredRequest,
-    Waiting,
+    ActionState, AttemptRecord, Backlog, ClaimedJob, CommitObserver, DeadFilter, Dialect,
+    Durability, EventDetail, EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord,
+    Operations, PendingEvent, Pipeline, Pruned, RequestRecord, Routing, StoreError, StoreFuture,
+    StoreResult, StoredRequest, Waiting,
 };
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -374,9 +374,6 @@ impl SqliteStore {
 /// The writer thread: group commit. A batch holding a write that needs to
 /// be on disk commits with an fsync (`synchronous = FULL`, with full
 /// durability); a batch of bookkeeping only commits without one (`NORMAL`).
-/// Told the time of each group commit.
-pub type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
-
 fn writer(
     conn: Connection,
     mut state: WriterState,
@@ -623,8 +620,8 @@ fn parse_json(text: &str) -> Value {
 
 mod ingest;
 mod keys;
+mod operations;
 mod pipeline;
-mod queries;
 
 pub use ingest::Recovery;
 

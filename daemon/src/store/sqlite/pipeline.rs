@@ -7,7 +7,9 @@ use rusqlite::{params, Connection};
 use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
 use super::*;
 use crate::event::Event;
-use crate::store::{envelope_of, AttemptRow, Sweep, SweepPhase, SWEEP_WINDOW};
+use crate::store::{
+    envelope_of, AttemptRow, CommitObserver, CommitTiming, Shared, Sweep, SweepPhase, SWEEP_WINDOW,
+};
 
 /// Takes the routing by value: the claimed jobs it hands back are made of
 /// its parts, not copies of them.
@@ -371,9 +373,13 @@ impl Pipeline for SqliteStore {
         self.write_relaxed(|_| Ok(()))
     }
 
-    /// Set once; later calls are ignored.
-    fn observe_commits(&self, f: CommitObserver) {
-        let _ = self.on_commit.set(f);
+    /// One process: no other instance to hear from or hand work to.
+    fn shared(&self) -> Option<&dyn Shared> {
+        None
+    }
+
+    fn commit_timing(&self) -> Option<&dyn CommitTiming> {
+        Some(self)
     }
 
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
@@ -433,5 +439,12 @@ impl Pipeline for SqliteStore {
                 .map_err(map_err)?;
             Ok(rows)
         })
+    }
+}
+
+impl CommitTiming for SqliteStore {
+    /// Set once; later calls are ignored.
+    fn observe_commits(&self, f: CommitObserver) {
+        let _ = self.on_commit.set(f);
     }
 }

@@ -1,6 +1,6 @@
 //! The operators' side of the PostgreSQL store: events, jobs and dead
 //! letters as the CLI and admin API show them, replays, redrives and
-//! enabling actions (the [`Queries`] implementation). Any instance answers
+//! enabling actions (the [`Operations`] implementation). Any instance answers
 //! for the whole cluster: they share the tables.
 
 use serde_json::Value;
@@ -8,10 +8,9 @@ use tokio_postgres::types::ToSql;
 
 use super::sql;
 use super::{map_err, notify, PgStore};
-use super::{DB_NOW_MS, LEADER};
 use crate::store::{
-    AttemptRecord, DeadFilter, Dialect, EventDetail, EventFilter, EventSummary, InstanceInfo,
-    JobRecord, Queries, RequestRecord, StoreError, StoreFuture, StoreResult, Waiting, Work,
+    AttemptRecord, DeadFilter, Dialect, EventDetail, EventFilter, EventSummary, JobRecord,
+    Operations, RequestRecord, StoreError, StoreFuture, StoreResult, Waiting, Work,
 };
 
 fn parse_json(text: Option<String>) -> Value {
@@ -71,7 +70,7 @@ async fn job_records(
     Ok(jobs)
 }
 
-impl Queries for PgStore {
+impl Operations for PgStore {
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>> {
         Box::pin(async move {
             let client = self.client().await?;
@@ -186,43 +185,6 @@ impl Queries for PgStore {
             }
             notify(&client, Work::Jobs).await?;
             Ok(n)
-        })
-    }
-
-    fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>> {
-        Box::pin(async move {
-            let client = self.client().await?;
-            let rows = sql::query(
-                &client,
-                &format!(
-                    "SELECT i.id, i.host, i.version, i.started_at, i.heartbeat_at,
-                                i.heartbeat_at > {DB_NOW_MS} - $1,
-                                EXISTS (SELECT 1 FROM leases l WHERE l.name = $2
-                                        AND l.owner = i.id AND l.until > {DB_NOW_MS}),
-                                (SELECT count(*) FROM jobs j
-                                 WHERE j.owner = i.id AND j.state = 'running')
-                         FROM instances i ORDER BY i.started_at, i.id"
-                ),
-                &[&self.lease_ms, &LEADER],
-            )
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let id: String = r.get(0);
-                    InstanceInfo {
-                        this: id == self.instance,
-                        id,
-                        host: r.get(1),
-                        version: r.get(2),
-                        started_at_ms: r.get(3),
-                        heartbeat_at_ms: r.get(4),
-                        alive: r.get(5),
-                        leader: r.get(6),
-                        running_jobs: r.get::<_, i64>(7) as u64,
-                    }
-                })
-                .collect())
         })
     }
 

@@ -1,6 +1,6 @@
 //! The operators' side of the SQLite store: the read models of events,
 //! jobs and dead letters, replays, redrives and enabling actions (the
-//! [`Queries`] implementation).
+//! [`Operations`] implementation).
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -62,7 +62,7 @@ pub(super) fn job_records(
     Ok(jobs)
 }
 
-impl Queries for SqliteStore {
+impl Operations for SqliteStore {
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>> {
         self.read(move |conn| {
             let (condition, args) = filter.sql(Dialect::Sqlite);
