@@ -189,54 +189,6 @@ async fn one_delivery_reaching_two_instances_at_once_is_one_event() {
 }
 
 #[tokio::test]
-async fn dedup_window_and_version_guard_are_the_databases() {
-    let (_url, stores) = instances(1).await;
-    let s = &stores[0];
-    // A window of 0: the key counts for no time at all.
-    let first = s
-        .ingest(request("r1"), &[event("e1", "k")], 0)
-        .await
-        .unwrap();
-    let again = s
-        .ingest(request("r2"), &[event("e2", "k")], 0)
-        .await
-        .unwrap();
-    assert_eq!(
-        (first[0].clone(), again[0].clone()),
-        (Ingested::New("e1".into()), Ingested::New("e2".into()))
-    );
-    // Versions: an older one of the same object is stale.
-    let versioned = |id: &str, version: i64| {
-        let mut e = event(id, id);
-        e.order = Some(switchyard_plugin_api::Order {
-            key: "invoice-1".into(),
-            version,
-        });
-        e
-    };
-    let r = s
-        .ingest(request("r3"), &[versioned("v5", 5)], 60_000)
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ingested::New("v5".into())]);
-    let r = s
-        .ingest(request("r4"), &[versioned("v4", 4)], 60_000)
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ingested::Stale("v4".into())]);
-    let r = s
-        .ingest(request("r5"), &[versioned("v6", 6)], 60_000)
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ingested::New("v6".into())]);
-    // The stored request is whole, credentials aside.
-    let detail = s.show_event("v4".into()).await.unwrap();
-    assert_eq!(detail.state, "stale");
-    assert_eq!(detail.request.body, "{\"raw\":true}");
-    assert_eq!(detail.request.headers[0].0, "content-type");
-}
-
-#[tokio::test]
 async fn two_instances_routing_one_event_make_one_set_of_jobs() {
     let (_url, stores) = instances(2).await;
     let e = event("e1", "k1");
@@ -437,30 +389,6 @@ async fn routed_events_are_pruned_by_the_leader_and_listed_by_any() {
         (1, 1, 1)
     );
     assert!(stores[1].show_event(e.id.clone()).await.is_err());
-}
-
-/// Handshakes (a provider's check of the endpoint) are pruned like routed
-/// events, with their requests: a provider that checks hourly must not
-/// grow the store for ever.
-#[tokio::test]
-async fn handshakes_are_pruned_like_routed_events() {
-    let (_url, stores) = instances(1).await;
-    let mut check = event(&switchyard::event::new_id(), "the-check");
-    check.handshake = true;
-    let r = stores[0]
-        .ingest(
-            request(&switchyard::event::new_id()),
-            std::slice::from_ref(&check),
-            1,
-        )
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ingested::Handshake(check.id.clone())]);
-    let first = leader(&stores).await;
-    let later = now_ms() + 10;
-    let pruned = swept(&stores[first], later, later, 1000).await;
-    assert_eq!((pruned.events, pruned.requests), (1, 1), "{pruned:?}");
-    assert!(stores[0].show_event(check.id.clone()).await.is_err());
 }
 
 /// A whole sweep that must not fail, as the pruner runs it (no stop).

@@ -144,7 +144,7 @@ mod tests {
 
     fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(super::super::SCHEMA).unwrap();
+        super::super::migrate::migrate(&conn).unwrap();
         conn
     }
 

@@ -18,9 +18,9 @@
 //! WAL frames the writer copies the last few itself so that the WAL starts
 //! over (a checkpoint beside a writer that never pauses never catches up).
 //!
-//! Here: opening, the schema (`schema.sql`) and its migration, the writer
-//! thread with group commit, the checkpointer, the read pool. `ingest.rs`: what becomes of a
-//! request's events, its journal record and its rows; `pipeline.rs`: the
+//! Here: opening, the writer thread with group commit, the checkpointer,
+//! the read pool. `migrate.rs`: the schema, in numbered migrations
+//! (`migrations/`). `ingest.rs`: what becomes of a request's events, its journal record and its rows; `pipeline.rs`: the
 //! pipeline's other transactions ([`Pipeline`]); `operations.rs`: the
 //! operators' reads and commands ([`Operations`]).
 
@@ -41,7 +41,6 @@ use super::{
     StoreResult, StoredRequest, Waiting,
 };
 
-const SCHEMA: &str = include_str!("schema.sql");
 /// Commits between two checkpoints (on the checkpointer's thread).
 const CHECKPOINT_EVERY: u32 = 64;
 /// WAL frames past which the checkpointer starts the WAL over.
@@ -213,8 +212,7 @@ impl SqliteStore {
             })?;
         }
         let conn = open_connection(path, &options, true)?;
-        conn.execute_batch(SCHEMA).map_err(map_err)?;
-        migrate(&conn)?;
+        migrate::migrate(&conn)?;
         let journal_dir = options.journal_dir.clone().unwrap_or_else(|| {
             path.parent()
                 .unwrap_or_else(|| Path::new("."))
@@ -544,37 +542,6 @@ struct Checkpointer {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// Brings a store made by an earlier version up to this schema.
-fn migrate(conn: &Connection) -> StoreResult<()> {
-    let has = |table: &str, column: &str| -> StoreResult<bool> {
-        let mut stmt = conn
-            .prepare(&format!("PRAGMA table_info({table})"))
-            .map_err(map_err)?;
-        let names = stmt
-            .query_map([], |r| r.get::<_, String>(1))
-            .map_err(map_err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err)?;
-        Ok(names.iter().any(|n| n == column))
-    };
-    if !has("events", "dedup_key")? {
-        conn.execute_batch(
-            "ALTER TABLE events ADD COLUMN dedup_key TEXT;
-             ALTER TABLE events ADD COLUMN dedup_until INTEGER;",
-        )
-        .map_err(map_err)?;
-    }
-    if !has("requests", "journal_offset")? {
-        conn.execute_batch("ALTER TABLE requests ADD COLUMN journal_offset INTEGER")
-            .map_err(map_err)?;
-    }
-    if !has("events", "rules_version")? {
-        conn.execute_batch("ALTER TABLE events ADD COLUMN rules_version INTEGER")
-            .map_err(map_err)?;
-    }
-    Ok(())
-}
-
 /// Runs `f` in a transaction of its own: committed if it succeeds, rolled
 /// back if it or the commit fails. Outside the writer's batches only (the
 /// recovery at open, the dedup keys' flush between batches).
@@ -620,6 +587,7 @@ fn parse_json(text: &str) -> Value {
 
 mod ingest;
 mod keys;
+mod migrate;
 mod operations;
 mod pipeline;
 

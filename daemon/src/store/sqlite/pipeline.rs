@@ -2,7 +2,7 @@
 //! (dedup, stale versions), routing, claims, attempts and pruning, and the
 //! [`Pipeline`] implementation that runs them on the writer thread.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
 use super::*;
@@ -12,39 +12,48 @@ use crate::store::{
 };
 
 /// Takes the routing by value: the claimed jobs it hands back are made of
-/// its parts, not copies of them.
+/// its parts, not copies of them. A job with an order key is never claimed
+/// with its routing: it waits its turn in the store ([`claim_tx`]).
 pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
-    let changed = conn
+    let event_seq: Option<i64> = conn
         .prepare_cached(
             "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = ?2, rule_runs = ?3,
                                rules_version = ?4
-             WHERE id = ?1 AND state = 'pending'",
+             WHERE id = ?1 AND state = 'pending'
+             RETURNING rowid",
         )
         .map_err(map_err)?
-        .execute(params![
-            routing.event_id,
-            routing.routed_at_ms,
-            json_text(&routing.rule_runs),
-            routing.rules_version as i64
-        ])
+        .query_row(
+            params![
+                routing.event_id,
+                routing.routed_at_ms,
+                json_text(&routing.rule_runs),
+                routing.rules_version as i64
+            ],
+            |r| r.get(0),
+        )
+        .optional()
         .map_err(map_err)?;
-    if changed == 0 {
+    let Some(event_seq) = event_seq else {
         // Routed already (by an earlier run of this routing): nothing to add.
         return Ok(Vec::new());
-    }
-    let (state, attempts) = match routing.claim_with {
-        Some(_) => ("running", 1),
-        None => ("pending", 0),
     };
+    let offered = routing.claim_with.is_some();
     let mut insert = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO jobs (id, event_id, rule, call_index, action, params, idempotency_key,
-                                         state, attempts, next_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                                         state, attempts, next_at, created_at, order_key, order_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
         )
         .map_err(map_err)?;
-    let mut added_jobs = Vec::new();
+    let mut claimed = Vec::new();
     for job in routing.jobs {
+        let claim = offered && job.order_key.is_none();
+        let (state, attempts) = if claim {
+            ("running", 1)
+        } else {
+            ("pending", 0)
+        };
         let added = insert
             .execute(params![
                 job.id,
@@ -56,36 +65,87 @@ pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec
                 job.idempotency_key,
                 state,
                 attempts,
-                routing.routed_at_ms
+                routing.routed_at_ms,
+                job.order_key,
+                job.order_key.as_ref().map(|_| event_seq),
             ])
             .map_err(map_err)?;
-        if added == 1 && routing.claim_with.is_some() {
-            added_jobs.push(job);
+        if added == 1 && claim {
+            claimed.push(job);
         }
     }
     let Some(event) = routing.claim_with else {
         return Ok(Vec::new());
     };
-    Ok(added_jobs
+    Ok(claimed
         .into_iter()
         .map(|job| job.first_attempt(&routing.event_id, &event))
         .collect())
 }
 
+/// Claims due jobs: first each order key's next (no job of its key
+/// running, none before it due, every event taken in before its own
+/// routed), then jobs without a key, oldest due first.
 pub(super) fn claim_tx(
     conn: &Connection,
     now_ms: i64,
     limit: usize,
 ) -> StoreResult<Vec<ClaimedJob>> {
-    let mut claim = conn
+    let ordered_due: bool = conn
         .prepare_cached(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1
-             WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= ?1
-                          ORDER BY next_at, id LIMIT ?2)
-             RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start",
+            "SELECT EXISTS (SELECT 1 FROM jobs
+                            WHERE order_key IS NOT NULL AND state = 'pending' AND next_at <= ?1)",
         )
+        .map_err(map_err)?
+        .query_row(params![now_ms], |r| r.get(0))
         .map_err(map_err)?;
-    let rows = claim
+    let mut jobs = Vec::new();
+    if ordered_due {
+        claimed(conn, CLAIM_ORDERED, now_ms, limit, &mut jobs)?;
+    }
+    claimed(conn, CLAIM, now_ms, limit - jobs.len(), &mut jobs)?;
+    Ok(jobs)
+}
+
+/// Claims due jobs without an order key (?1 now, ?2 how many).
+const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1
+     WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= ?1
+                  AND order_key IS NULL
+                  ORDER BY next_at, id LIMIT ?2)
+     RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at";
+
+/// Claims each order key's next job (?1 now, ?2 how many): see [`claim_tx`].
+const CLAIM_ORDERED: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1
+     WHERE id IN (
+        SELECT o.id FROM jobs o
+        WHERE o.state = 'pending' AND o.order_key IS NOT NULL AND o.next_at <= ?1
+          AND o.order_seq < COALESCE(
+              (SELECT MIN(p.rowid) FROM events p WHERE p.state = 'pending'),
+              9223372036854775807)
+          AND NOT EXISTS (
+              SELECT 1 FROM jobs e
+              WHERE e.action = o.action AND e.order_key = o.order_key
+                AND e.state IN ('pending', 'running') AND e.id <> o.id
+                AND (e.state = 'running'
+                     OR (e.next_at <= ?1 AND (e.order_seq, e.rowid) < (o.order_seq, o.rowid))))
+        ORDER BY o.order_seq, o.rowid LIMIT ?2)
+     RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at";
+
+/// Runs a claim, adding what it claimed to `jobs` in the order they fell
+/// due (RETURNING keeps no order).
+fn claimed(
+    conn: &Connection,
+    claim: &str,
+    now_ms: i64,
+    limit: usize,
+    jobs: &mut Vec<ClaimedJob>,
+) -> StoreResult<()> {
+    if limit == 0 {
+        return Ok(());
+    }
+    let mut rows = conn
+        .prepare_cached(claim)
+        .map_err(map_err)?
         .query_map(params![now_ms, limit as i64], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -96,16 +156,17 @@ pub(super) fn claim_tx(
                 r.get::<_, String>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
+                r.get::<_, i64>(8)?,
             ))
         })
         .map_err(map_err)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(map_err)?;
+    rows.sort_by(|a, b| (a.8, &a.0).cmp(&(b.8, &b.0)));
     let mut envelope = conn
         .prepare_cached("SELECT envelope FROM events WHERE id = ?1")
         .map_err(map_err)?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for (id, event_id, rule, action, params_text, key, attempts, series_start) in rows {
+    for (id, event_id, rule, action, params_text, key, attempts, series_start, _) in rows {
         let event: String = envelope
             .query_row(params![event_id], |r| r.get(0))
             .map_err(map_err)?;
@@ -121,8 +182,7 @@ pub(super) fn claim_tx(
             series_attempt: (attempts - series_start).max(1) as u32,
         });
     }
-    // Claimed in due order; RETURNING gives no order guarantee.
-    Ok(jobs)
+    Ok(())
 }
 
 pub(super) fn finish_tx(conn: &Connection, a: &FinishedAttempt) -> StoreResult<()> {
@@ -312,12 +372,16 @@ impl Pipeline for SqliteStore {
     }
 
     fn next_due(&self) -> StoreFuture<'_, Option<i64>> {
-        self.read(|conn| {
-            conn.query_row(
-                "SELECT MIN(next_at) FROM jobs WHERE state = 'pending'",
-                [],
-                |r| r.get(0),
+        // Ordered jobs already due wait for their turn, which a finished
+        // attempt announces: not counted here.
+        let now = crate::store::now_ms();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT MIN(next_at) FROM jobs
+                 WHERE state = 'pending' AND (order_key IS NULL OR next_at > ?1)",
             )
+            .map_err(map_err)?
+            .query_row(params![now], |r| r.get(0))
             .map_err(map_err)
         })
     }

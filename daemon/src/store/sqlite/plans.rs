@@ -60,7 +60,13 @@ const GROWING: &[&str] = &[
 
 /// Partial indexes of work waiting (pending events, due and running jobs):
 /// scanning one costs in proportion to the work it finds.
-const WORK_QUEUES: &[&str] = &["events_pending", "jobs_due", "jobs_running"];
+const WORK_QUEUES: &[&str] = &[
+    "events_pending",
+    "jobs_due",
+    "jobs_running",
+    "jobs_ordered",
+    "jobs_ordered_due",
+];
 
 const KEYWORDS: &[&str] = &[
     "where",
@@ -148,7 +154,7 @@ fn full_scans(conn: &Connection, sql: &str) -> Vec<String> {
 /// them expired) and object versions.
 fn fill(path: &Path, n: u128, old_ms: i64) {
     let mut conn = Connection::open(path).unwrap();
-    conn.execute_batch(SCHEMA).unwrap();
+    super::migrate::migrate(&conn).unwrap();
     let tx = conn.transaction().unwrap();
     {
         let mut request = tx
@@ -260,14 +266,22 @@ async fn no_statement_of_the_pipeline_or_the_pruner_reads_a_whole_growing_table(
         event_id: event.into(),
         rule_runs: json!([]),
         rules_version: 1,
-        jobs: vec![job(event, 0), job(event, 1)],
+        // The second call's action is ordered (`order_by`): its own claim.
+        jobs: vec![
+            job(event, 0),
+            NewJob {
+                order_key: Some("K".into()),
+                ..job(event, 1)
+            },
+        ],
         routed_at_ms: now,
         claim_with: claim.then(|| envelope_of("{}".into())),
     };
     let claimed_at_once = store.record_routing(routing(&e1, true)).await.unwrap();
     store.record_routing(routing(&e3, false)).await.unwrap();
     let claimed = store.claim_jobs(now, 10).await.unwrap();
-    assert_eq!((claimed_at_once.len(), claimed.len()), (2, 2));
+    // One of key K at a time: e1's, and e3's unordered job.
+    assert_eq!((claimed_at_once.len(), claimed.len()), (1, 2));
     let finish = |c: &ClaimedJob, finish: Finish| FinishedAttempt {
         job_id: c.id.clone(),
         attempt: c.attempt,
@@ -287,17 +301,10 @@ async fn no_statement_of_the_pipeline_or_the_pruner_reads_a_whole_growing_table(
         .await
         .unwrap();
     store
-        .finish_attempt(finish(&claimed[1], dead))
+        .finish_attempt(finish(&claimed_at_once[0], dead))
         .await
         .unwrap();
-    store
-        .finish_attempt(finish(&claimed_at_once[0], Finish::Done { result: None }))
-        .await
-        .unwrap();
-    store
-        .release_job(claimed_at_once[1].id.clone(), now)
-        .await
-        .unwrap();
+    store.release_job(claimed[1].id.clone(), now).await.unwrap();
     store.next_due().await.unwrap();
     store.backlog().await.unwrap();
     store.recover().await.unwrap();
@@ -337,6 +344,7 @@ async fn no_statement_of_the_pipeline_or_the_pruner_reads_a_whole_growing_table(
         "INSERT OR IGNORE INTO events",
         "INSERT OR IGNORE INTO jobs",
         "UPDATE jobs SET state = 'running'",
+        "o.order_key IS NOT NULL",
         "INSERT OR REPLACE INTO attempts",
         "DELETE FROM events",
         "DELETE FROM requests",
@@ -438,7 +446,7 @@ fn plans_name_tables_by_their_aliases() {
     assert_eq!(a.get("e").map(String::as_str), Some("events"));
     assert_eq!(a.get("requests").map(String::as_str), Some("requests"));
     let conn = Connection::open_in_memory().unwrap();
-    conn.execute_batch(SCHEMA).unwrap();
+    super::migrate::migrate(&conn).unwrap();
     // The statement that once stopped ingestion, without the index.
     conn.execute_batch("DROP INDEX events_request").unwrap();
     let scans = full_scans(

@@ -1,6 +1,6 @@
 use super::*;
 use crate::event::Event;
-use crate::store::{now_ms, EventFilter, Finish, NewJob};
+use crate::store::now_ms;
 use serde_json::json;
 
 pub(super) fn event(id: &str, key: &str) -> Event {
@@ -18,15 +18,6 @@ pub(super) fn event(id: &str, key: &str) -> Event {
         order: None,
         handshake: false,
     }
-}
-
-fn versioned(id: &str, key: &str, object: &str, version: i64) -> Event {
-    let mut e = event(id, key);
-    e.order = Some(switchyard_plugin_api::Order {
-        key: object.into(),
-        version,
-    });
-    e
 }
 
 pub(super) fn request(id: &str, at: i64) -> StoredRequest {
@@ -52,185 +43,6 @@ fn no_jobs(event_id: &str, at: i64) -> Routing {
         routed_at_ms: at,
         claim_with: None,
     }
-}
-
-fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
-    (dir, store)
-}
-
-#[tokio::test]
-async fn ingest_dedups_routes_and_runs_jobs_through_to_done_and_dead() {
-    let (_dir, store) = store();
-    let now = now_ms();
-    let r = store
-        .ingest(request("r1", now), &[event("e1", "k1")], 60_000)
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ingested::New("e1".into())]);
-    let r = store
-        .ingest(request("r2", now), &[event("e2", "k1")], 60_000)
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ingested::Duplicate("e1".into())]);
-    assert_eq!(store.backlog().await.unwrap().unrouted_events, 1);
-
-    let pending = store.pending_events(10).await.unwrap();
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].routings, 0);
-    let job = |id: &str, i: usize| NewJob {
-        id: id.into(),
-        rule: "r".into(),
-        call_index: i,
-        action: "audit".into(),
-        params: json!({"i": i}),
-        idempotency_key: format!("e1:r:{i}"),
-        order_key: None,
-    };
-    let routing = Routing {
-        event_id: "e1".into(),
-        rule_runs: json!([{"rule": "r"}]),
-        rules_version: 1,
-        jobs: vec![job("j1", 0), job("j2", 1)],
-        routed_at_ms: now,
-        claim_with: None,
-    };
-    store.record_routing(routing.clone()).await.unwrap();
-    // Recording the same routing twice adds nothing.
-    store.record_routing(routing).await.unwrap();
-    assert_eq!(
-        store.backlog().await.unwrap(),
-        Backlog {
-            unrouted_events: 0,
-            pending_jobs: 2
-        }
-    );
-
-    let claimed = store.claim_jobs(now, 10).await.unwrap();
-    assert_eq!(claimed.len(), 2);
-    assert_eq!(claimed[0].attempt, 1);
-    assert_eq!(claimed[0].event_id, "e1");
-    let event: Value = serde_json::from_str(claimed[0].event.get()).unwrap();
-    assert_eq!(event["id"], "e1");
-    assert!(
-        store.claim_jobs(now, 10).await.unwrap().is_empty(),
-        "claimed jobs are not claimed again"
-    );
-    for c in &claimed {
-        let finish = if c.id == "j1" {
-            Finish::Done { result: None }
-        } else {
-            Finish::Dead {
-                message: "refused".into(),
-            }
-        };
-        store
-            .finish_attempt(FinishedAttempt {
-                job_id: c.id.clone(),
-                attempt: c.attempt,
-                started_at_ms: now,
-                finished_at_ms: now,
-                finish,
-            })
-            .await
-            .unwrap();
-    }
-    let dead = store.dead_letters(10).await.unwrap();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].id, "j2");
-    assert_eq!(dead[0].attempt_log[0].outcome, "dead");
-
-    assert_eq!(store.redrive(None, now).await.unwrap(), 1);
-    let again = store.claim_jobs(now, 10).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!((again[0].attempt, again[0].series_attempt), (2, 1));
-
-    let detail = store.show_event("e1".into()).await.unwrap();
-    assert_eq!(detail.duplicates, 1);
-    assert_eq!(detail.jobs.len(), 2);
-    assert_eq!(detail.state, "routed");
-    let listed = store
-        .list_events(EventFilter {
-            kind: Some("tight.*".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(listed.len(), 1);
-    assert!(matches!(
-        store.show_event("nope".into()).await,
-        Err(StoreError::NotFound(_))
-    ));
-}
-
-#[tokio::test]
-async fn recover_hands_back_running_jobs_and_replay_routes_again() {
-    let (_dir, store) = store();
-    let now = now_ms();
-    store
-        .ingest(request("r1", now), &[event("e1", "k1")], 60_000)
-        .await
-        .unwrap();
-    store
-        .record_routing(Routing {
-            event_id: "e1".into(),
-            rule_runs: json!([]),
-            rules_version: 1,
-            jobs: vec![NewJob {
-                id: "j1".into(),
-                rule: "r".into(),
-                call_index: 0,
-                action: "a".into(),
-                params: json!({}),
-                idempotency_key: "e1:r:0".into(),
-                order_key: None,
-            }],
-            routed_at_ms: now,
-            claim_with: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(store.claim_jobs(now, 10).await.unwrap().len(), 1);
-    assert_eq!(store.recover().await.unwrap(), 1);
-    assert_eq!(store.claim_jobs(now, 10).await.unwrap()[0].attempt, 2);
-
-    store.replay("e1".into()).await.unwrap();
-    let pending = store.pending_events(10).await.unwrap();
-    assert_eq!(pending[0].routings, 1);
-}
-
-#[tokio::test]
-async fn prune_removes_old_routed_events_and_expired_keys() {
-    let (_dir, store) = store();
-    let old = now_ms() - 100_000;
-    // Ids are ULIDs: their time orders them.
-    let id = |n: u128| ulid::Ulid::from_parts(old as u64, n).to_string();
-    let (e1, e2) = (id(1), id(2));
-    store
-        .ingest(request(&id(3), old), &[event(&e1, "k1")], 1_000)
-        .await
-        .unwrap();
-    store
-        .ingest(request(&id(4), old), &[event(&e2, "k2")], 1_000)
-        .await
-        .unwrap();
-    store.record_routing(no_jobs(&e1, old)).await.unwrap();
-    let pruned = swept(&store, old + 1, now_ms(), 1000).await;
-    assert_eq!(
-        (pruned.events, pruned.requests, pruned.dedup_keys),
-        (1, 1, 2),
-        "the unrouted e2 stays"
-    );
-    assert!(store.show_event(e1).await.is_err());
-    assert!(store.show_event(e2).await.is_ok());
-    // With its key expired, the same delivery is new again.
-    let r = store
-        .ingest(request("r5", now_ms()), &[event("e5", "k1")], 1_000)
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ingested::New("e5".into())]);
 }
 
 #[tokio::test]
@@ -268,53 +80,6 @@ async fn a_full_store_is_unavailable_and_keeps_what_it_had() {
     for id in &accepted {
         assert!(store.show_event(id.clone()).await.is_ok(), "{id} survives");
     }
-}
-
-#[tokio::test]
-async fn an_older_version_of_an_object_is_stored_but_not_routed() {
-    let (_dir, store) = store();
-    let now = now_ms();
-    let ingest = |r: &'static str, e: Event| {
-        let store = &store;
-        async move { store.ingest(request(r, now), &[e], 60_000).await.unwrap() }
-    };
-    assert_eq!(
-        ingest("r1", versioned("e1", "k1", "product:1", 5)).await,
-        vec![Ingested::New("e1".into())]
-    );
-    // Same version again (another delivery), then an older one: stale.
-    assert_eq!(
-        ingest("r2", versioned("e2", "k2", "product:1", 5)).await,
-        vec![Ingested::Stale("e2".into())]
-    );
-    assert_eq!(
-        ingest("r3", versioned("e3", "k3", "product:1", 4)).await,
-        vec![Ingested::Stale("e3".into())]
-    );
-    // Another object, and a newer version, go through.
-    assert_eq!(
-        ingest("r4", versioned("e4", "k4", "product:2", 1)).await,
-        vec![Ingested::New("e4".into())]
-    );
-    assert_eq!(
-        ingest("r5", versioned("e5", "k5", "product:1", 7)).await,
-        vec![Ingested::New("e5".into())]
-    );
-    assert_eq!(
-        ingest("r6", versioned("e6", "k6", "product:1", 6)).await,
-        vec![Ingested::Stale("e6".into())]
-    );
-    let pending: Vec<String> = store
-        .pending_events(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.event.id)
-        .collect();
-    assert_eq!(pending, ["e1", "e4", "e5"]);
-    // The stale ones are kept, for `events show` and a deliberate replay.
-    let shown = store.show_event("e3".into()).await.unwrap();
-    assert_eq!(shown.state, "stale");
 }
 
 fn signed_request(id: &str, body: &str) -> StoredRequest {
@@ -456,27 +221,6 @@ async fn a_torn_tail_and_a_damaged_record_are_passed_over_and_said() {
 }
 
 #[tokio::test]
-async fn dedup_keys_held_in_memory_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let open = || SqliteStore::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
-    let store = open();
-    ingest_all(&store, &["e1", "e2"]).await;
-    store.close();
-    let store = open();
-    let r = store
-        .ingest(
-            signed_request("r-again", "{}"),
-            &[event("e1-again", "k-e1")],
-            60_000,
-        )
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ingested::Duplicate("e1".into())]);
-    let detail = store.show_event("e1".into()).await.unwrap();
-    assert_eq!(detail.duplicates, 1);
-}
-
-#[tokio::test]
 async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
     let (dir, store) = small_segments();
     let segments = || segment_files(dir.path());
@@ -524,49 +268,6 @@ async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
         store.show_event(id(11)).await.unwrap().request.body.len(),
         1500
     );
-}
-
-/// A provider that checks the endpoint every hour must not grow the store
-/// for ever: handshakes are pruned like routed events, their requests with
-/// them, and the journal segments that held them are released.
-#[tokio::test]
-async fn handshakes_are_pruned_and_their_journal_segments_released() {
-    let (dir, store) = small_segments();
-    let segments = || segment_files(dir.path()).len();
-    let old = now_ms() - 100_000;
-    let id = |n: u128| ulid::Ulid::from_parts(old as u64, n).to_string();
-    for n in 0..12u128 {
-        let mut req = request(&id(1000 + n), old);
-        req.body = bytes::Bytes::from(vec![b'x'; 1500]);
-        let mut check = event(&id(n), &format!("check-{n}"));
-        check.handshake = true;
-        let r = store.ingest(req, &[check], 1).await.unwrap();
-        assert_eq!(r, vec![Ingested::Handshake(id(n))]);
-    }
-    // A newer event, kept, so that a segment stays in use.
-    store
-        .ingest(
-            request(&crate::event::new_id(), now_ms()),
-            &[event(&crate::event::new_id(), "k")],
-            1_000,
-        )
-        .await
-        .unwrap();
-    let before = segments();
-    assert!(before >= 4, "{before}");
-    let pruned = swept(&store, old + 1, now_ms(), 1000).await;
-    assert_eq!((pruned.events, pruned.requests), (12, 12), "{pruned:?}");
-    assert!(pruned.segments > 0, "{pruned:?}");
-    assert!(store.show_event(id(0)).await.is_err());
-    let mut after = segments();
-    for _ in 0..100 {
-        if after < before {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        after = segments();
-    }
-    assert!(after < before, "{before} -> {after}");
 }
 
 /// A store whose journal starts a new segment every 4 KiB.

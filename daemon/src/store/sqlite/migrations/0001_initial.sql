@@ -1,10 +1,10 @@
--- Switchyard store schema, version 1.
+-- Switchyard's embedded store, migration 1: the schema of release 0.1.0.
 -- Times are Unix milliseconds. Every JSON column holds UTF-8 JSON text.
 
 -- One row per accepted delivery, credentials redacted. Its rowid is its
 -- record's seq in the journal, which holds its headers and body (rows kept
 -- before the journal existed hold them here, with no journal_offset).
-CREATE TABLE IF NOT EXISTS requests (
+CREATE TABLE requests (
     id          TEXT PRIMARY KEY,         -- ULID
     source      TEXT NOT NULL,
     received_at INTEGER NOT NULL,
@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS requests (
 -- No index on received_at: ids are ULIDs, so a time range is an id range.
 
 -- Events, from their arrival to their routing.
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     id            TEXT PRIMARY KEY,       -- ULID: sorts by arrival
     request_id    TEXT NOT NULL REFERENCES requests(id) ON DELETE CASCADE,
     source        TEXT NOT NULL,
@@ -35,11 +35,11 @@ CREATE TABLE IF NOT EXISTS events (
     dedup_key     TEXT,                   -- kept in memory, then written to dedup in bulk (keys.rs)
     dedup_until   INTEGER                 -- when the key stops counting
 );
-CREATE INDEX IF NOT EXISTS events_pending ON events(id) WHERE state = 'pending';
+CREATE INDEX events_pending ON events(id) WHERE state = 'pending';
 -- A request's events: retention lets a request go once none is left, and
 -- deleting a request looks for its events (the foreign key) — without it,
 -- each of those reads every event.
-CREATE INDEX IF NOT EXISTS events_request ON events(request_id);
+CREATE INDEX events_request ON events(request_id);
 -- Every index costs each webhook a write; time ranges use the ULID id, and
 -- listing by source or type scans (newest first, bounded by the limit).
 -- Every table that references another has an index on its reference
@@ -47,18 +47,18 @@ CREATE INDEX IF NOT EXISTS events_request ON events(request_id);
 
 -- Dedup keys seen within the window, per source: written in sorted runs
 -- (the newest are held in memory and in their events' rows, see keys.rs).
-CREATE TABLE IF NOT EXISTS dedup (
+CREATE TABLE dedup (
     source     TEXT NOT NULL,
     key        TEXT NOT NULL,
     event_id   TEXT NOT NULL,
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (source, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedup_expires ON dedup(expires_at);
+CREATE INDEX dedup_expires ON dedup(expires_at);
 
 -- The last version accepted per object, for sources whose events carry one
 -- (an event not newer than this is stored as 'stale' and not routed).
-CREATE TABLE IF NOT EXISTS versions (
+CREATE TABLE versions (
     source     TEXT NOT NULL,
     key        TEXT NOT NULL,
     version    INTEGER NOT NULL,
@@ -67,10 +67,10 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (source, key)
 ) WITHOUT ROWID;
 -- Retention's: versions not updated within it.
-CREATE INDEX IF NOT EXISTS versions_updated ON versions(updated_at);
+CREATE INDEX versions_updated ON versions(updated_at);
 
 -- The outbox: one row per action call a rule made.
-CREATE TABLE IF NOT EXISTS jobs (
+CREATE TABLE jobs (
     id              TEXT PRIMARY KEY,     -- ULID
     event_id        TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
     rule            TEXT NOT NULL,
@@ -86,13 +86,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at      INTEGER NOT NULL,
     finished_at     INTEGER
 );
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs(next_at) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS jobs_running ON jobs(id) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS jobs_dead ON jobs(id) WHERE state = 'dead';
-CREATE INDEX IF NOT EXISTS jobs_event ON jobs(event_id);
+CREATE INDEX jobs_due ON jobs(next_at) WHERE state = 'pending';
+CREATE INDEX jobs_running ON jobs(id) WHERE state = 'running';
+CREATE INDEX jobs_dead ON jobs(id) WHERE state = 'dead';
+CREATE INDEX jobs_event ON jobs(event_id);
 
 -- Every attempt at a job.
-CREATE TABLE IF NOT EXISTS attempts (
+CREATE TABLE attempts (
     job_id      TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
     n           INTEGER NOT NULL,
     started_at  INTEGER NOT NULL,
@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 ) WITHOUT ROWID;
 
 -- Each action's gate: the circuit breaker, or a pause after 410 Gone.
-CREATE TABLE IF NOT EXISTS action_states (
+CREATE TABLE action_states (
     action      TEXT PRIMARY KEY,
     state       TEXT NOT NULL,            -- 'closed' | 'open' | 'half-open' | 'disabled'
     until_ms    INTEGER,
@@ -113,7 +113,7 @@ CREATE TABLE IF NOT EXISTS action_states (
 ) WITHOUT ROWID;
 
 -- The store's own marks: 'journal_seq', the last journal record applied.
-CREATE TABLE IF NOT EXISTS meta (
+CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
