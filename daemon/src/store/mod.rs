@@ -46,6 +46,7 @@ mod config;
 mod filter;
 pub mod journal;
 pub mod postgres;
+mod sql;
 mod sqlite;
 mod sweep;
 

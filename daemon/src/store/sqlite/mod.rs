@@ -35,10 +35,9 @@ use tokio::sync::oneshot;
 
 use super::journal::{Journal, JournalOptions};
 use super::{
-    ActionState, AttemptRecord, Backlog, ClaimedJob, CommitObserver, DeadFilter, Dialect,
-    Durability, EventDetail, EventFilter, EventSummary, FinishedAttempt, Ingested, JobRecord,
-    Operations, PendingEvent, Pipeline, Pruned, RequestRecord, Routing, StoreError, StoreFuture,
-    StoreResult, StoredRequest, Waiting,
+    ActionState, Backlog, ClaimedJob, CommitObserver, Dialect, Durability, FinishedAttempt,
+    Ingested, PendingEvent, Pipeline, Pruned, RequestRecord, Routing, StoreError, StoreFuture,
+    StoreResult, StoredRequest,
 };
 
 /// Commits between two checkpoints (on the checkpointer's thread).

@@ -1,6 +1,6 @@
 use super::*;
 use crate::event::Event;
-use crate::store::now_ms;
+use crate::store::{now_ms, Operations};
 use serde_json::json;
 
 pub(super) fn event(id: &str, key: &str) -> Event {

@@ -1,0 +1,391 @@
+//! What the two SQL backends share: the operators' side ([`Operations`]),
+//! written once over [`SqlBackend`] — the few things a backend gives it:
+//! a read, writes in one durable transaction, the request an event came
+//! in, the statement that marks an event for routing again. Statements are
+//! one text for both dialects, with `$n` placeholders (the embedded store
+//! runs them as `?n`, [`numbered_for_sqlite`]); where the dialects differ,
+//! [`Dialect`] says how.
+//!
+//! The pipeline's statements are the backends' own (`sqlite/pipeline.rs`,
+//! `postgres/pipeline.rs`, `postgres/jobs.rs`): they are the hot path, and
+//! there the backends differ most (a writer thread and a journal; leases,
+//! owners and `SKIP LOCKED`).
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use super::{
+    AttemptRecord, DeadFilter, Dialect, EventDetail, EventFilter, EventSummary, JobRecord,
+    Operations, RequestRecord, StoreError, StoreFuture, Waiting, Work,
+};
+
+/// A value bound to a statement or read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SqlValue {
+    Null,
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Int(v)
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+
+impl From<Option<String>> for SqlValue {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(SqlValue::Null, SqlValue::Text)
+    }
+}
+
+/// A row as read, its values by position.
+pub(crate) struct SqlRow(pub Vec<SqlValue>);
+
+impl SqlRow {
+    fn value(&self, i: usize) -> &SqlValue {
+        self.0.get(i).unwrap_or(&SqlValue::Null)
+    }
+
+    pub fn opt_text(&self, i: usize) -> Option<String> {
+        match self.value(i) {
+            SqlValue::Null => None,
+            SqlValue::Int(v) => Some(v.to_string()),
+            SqlValue::Text(s) => Some(s.clone()),
+            SqlValue::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        }
+    }
+
+    pub fn text(&self, i: usize) -> String {
+        self.opt_text(i).unwrap_or_default()
+    }
+
+    pub fn opt_int(&self, i: usize) -> Option<i64> {
+        match self.value(i) {
+            SqlValue::Int(v) => Some(*v),
+            SqlValue::Text(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn int(&self, i: usize) -> i64 {
+        self.opt_int(i).unwrap_or_default()
+    }
+
+    /// A JSON column (`null` if empty or unreadable).
+    pub fn json(&self, i: usize) -> Value {
+        self.opt_text(i)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// A statement and what it binds, `$1` first.
+pub(crate) struct Statement {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+}
+
+impl Statement {
+    pub fn new(sql: impl Into<String>, params: Vec<SqlValue>) -> Statement {
+        Statement {
+            sql: sql.into(),
+            params,
+        }
+    }
+}
+
+/// What a SQL backend gives the operators' side, which is written once
+/// over it ([`Operations`] for every `SqlBackend`).
+pub(crate) trait SqlBackend: Send + Sync + 'static {
+    const DIALECT: Dialect;
+
+    /// The rows of a read.
+    fn rows(&self, read: Statement) -> StoreFuture<'_, Vec<SqlRow>>;
+
+    /// Runs `writes` in one transaction, committed durably, and says how
+    /// many rows each changed; tells the processes sharing the store of
+    /// `work` with the commit, if the store has any.
+    fn writes(&self, writes: Vec<Statement>, work: Option<Work>) -> StoreFuture<'_, Vec<u64>>;
+
+    /// The request an event came in, as kept (redacted).
+    fn request_record(&self, request_id: String) -> StoreFuture<'_, RequestRecord>;
+
+    /// Marks an event for routing again (a shared store also says which
+    /// instance routes it: the one asked).
+    fn replay_statement(&self, event_id: String) -> Statement;
+}
+
+/// `$n` placeholders as SQLite numbers them (`?n`).
+pub(crate) fn numbered_for_sqlite(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('$') {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        let numbered = c == '$' && chars.peek().is_some_and(char::is_ascii_digit);
+        out.push(if numbered { '?' } else { c });
+    }
+    Cow::Owned(out)
+}
+
+/// `column` contains `param` (as text, case and all).
+fn contains(dialect: Dialect, column: &str, param: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("instr({column}, {param}) > 0"),
+        Dialect::Postgres => format!("strpos({column}, {param}) > 0"),
+    }
+}
+
+const JOB_COLUMNS: &str = "id, event_id, rule, call_index, action, params, idempotency_key, \
+                           state, attempts, next_at, last_error";
+
+/// Jobs (as `show`, `dead-letters` list them) matching `condition` over
+/// `jobs` (binding `params` from `$1`), by id, at most `limit`, with their
+/// attempts.
+async fn job_records<B: SqlBackend>(
+    b: &B,
+    condition: &str,
+    mut params: Vec<SqlValue>,
+    limit: i64,
+) -> Result<Vec<JobRecord>, StoreError> {
+    let listed = format!(
+        "SELECT id FROM jobs WHERE {condition} ORDER BY id LIMIT ${}",
+        params.len() + 1
+    );
+    params.push(limit.into());
+    let rows = b
+        .rows(Statement::new(
+            listed.replacen("SELECT id", &format!("SELECT {JOB_COLUMNS}"), 1),
+            params.clone(),
+        ))
+        .await?;
+    let mut jobs: Vec<JobRecord> = rows
+        .iter()
+        .map(|r| JobRecord {
+            id: r.text(0),
+            event_id: r.text(1),
+            rule: r.text(2),
+            call_index: r.int(3) as u32,
+            action: r.text(4),
+            params: r.json(5),
+            idempotency_key: r.text(6),
+            state: r.text(7),
+            attempts: r.int(8) as u32,
+            next_at_ms: r.int(9),
+            last_error: r.opt_text(10),
+            attempt_log: Vec::new(),
+        })
+        .collect();
+    // The attempts of the jobs listed, in one read.
+    let attempts = b
+        .rows(Statement::new(
+            format!(
+                "SELECT job_id, n, started_at, finished_at, outcome, message FROM attempts
+                 WHERE job_id IN ({listed}) ORDER BY job_id, n"
+            ),
+            params,
+        ))
+        .await?;
+    for r in attempts {
+        let job_id = r.text(0);
+        if let Some(job) = jobs.iter_mut().find(|j| j.id == job_id) {
+            job.attempt_log.push(AttemptRecord {
+                n: r.int(1) as u32,
+                started_at_ms: r.int(2),
+                finished_at_ms: r.int(3),
+                outcome: r.text(4),
+                message: r.opt_text(5),
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// The dead letters a filter matches ($1 its action, $2 part of the error).
+fn dead_matching(dialect: Dialect) -> String {
+    format!(
+        "state = 'dead' AND (CAST($1 AS TEXT) IS NULL OR action = $1)
+         AND (CAST($2 AS TEXT) IS NULL OR {})",
+        contains(dialect, "last_error", "$2")
+    )
+}
+
+fn filter_params(filter: &DeadFilter) -> Vec<SqlValue> {
+    vec![filter.action.clone().into(), filter.error.clone().into()]
+}
+
+impl<B: SqlBackend> Operations for B {
+    fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>> {
+        let (condition, args) = filter.sql(B::DIALECT);
+        let read = Statement::new(
+            format!(
+                "SELECT e.id, e.source, e.type, e.received_at, e.state, e.duplicates,
+                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id),
+                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'dead')
+                 FROM events e WHERE {condition} ORDER BY e.id {} LIMIT {}",
+                if filter.oldest_first() { "ASC" } else { "DESC" },
+                filter.limit.max(1)
+            ),
+            args.into_iter().map(SqlValue::Text).collect(),
+        );
+        Box::pin(async move {
+            Ok(self
+                .rows(read)
+                .await?
+                .iter()
+                .map(|r| EventSummary {
+                    id: r.text(0),
+                    source: r.text(1),
+                    kind: r.text(2),
+                    received_at_ms: r.int(3),
+                    state: r.text(4),
+                    duplicates: r.int(5) as u64,
+                    jobs: r.int(6) as u64,
+                    jobs_dead: r.int(7) as u64,
+                })
+                .collect())
+        })
+    }
+
+    fn nth_newest_id(&self, bounds: EventFilter, n: usize) -> StoreFuture<'_, Option<String>> {
+        let (condition, args) = bounds.bounds().sql(B::DIALECT);
+        let read = Statement::new(
+            format!(
+                "SELECT e.id FROM events e WHERE {condition} ORDER BY e.id DESC LIMIT 1 OFFSET {}",
+                n.max(1) - 1
+            ),
+            args.into_iter().map(SqlValue::Text).collect(),
+        );
+        Box::pin(async move { Ok(self.rows(read).await?.first().map(|r| r.text(0))) })
+    }
+
+    fn show_event(&self, id: String) -> StoreFuture<'_, EventDetail> {
+        Box::pin(async move {
+            let rows = self
+                .rows(Statement::new(
+                    "SELECT envelope, state, routings, routed_at, duplicates, rule_runs,
+                            rules_version, request_id
+                     FROM events WHERE id = $1",
+                    vec![id.clone().into()],
+                ))
+                .await?;
+            let row = rows
+                .first()
+                .ok_or_else(|| StoreError::NotFound(format!("no event {id}")))?;
+            let request = self.request_record(row.text(7)).await?;
+            let jobs = job_records(self, "event_id = $1", vec![id.into()], 10_000).await?;
+            Ok(EventDetail {
+                envelope: row.json(0),
+                state: row.text(1),
+                routings: row.int(2) as u32,
+                routed_at_ms: row.opt_int(3),
+                duplicates: row.int(4) as u64,
+                rule_runs: row.json(5),
+                rules_version: row.opt_int(6),
+                request,
+                jobs,
+            })
+        })
+    }
+
+    fn replay(&self, id: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let replay = self.replay_statement(id.clone());
+            if self.writes(vec![replay], Some(Work::Events)).await?[0] == 0 {
+                return Err(StoreError::NotFound(format!("no event {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<JobRecord>> {
+        Box::pin(async move { job_records(self, "state = 'dead'", vec![], limit as i64).await })
+    }
+
+    fn redrive(&self, id: Option<String>, now_ms: i64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let redrive = Statement::new(
+                "UPDATE jobs SET state = 'pending', next_at = $2, series_start = attempts,
+                                 finished_at = NULL
+                 WHERE state = 'dead' AND (CAST($1 AS TEXT) IS NULL OR id = $1)",
+                vec![id.clone().into(), now_ms.into()],
+            );
+            let n = self.writes(vec![redrive], Some(Work::Jobs)).await?[0];
+            match id {
+                Some(id) if n == 0 => Err(StoreError::NotFound(format!("no dead letter {id}"))),
+                _ => Ok(n),
+            }
+        })
+    }
+
+    fn enable_action(&self, action: String, now_ms: i64) -> StoreFuture<'_, u64> {
+        let close = Statement::new(
+            "INSERT INTO action_states (action, state, until_ms, failures, reason, updated_at)
+             VALUES ($1, 'closed', NULL, 0, NULL, $2)
+             ON CONFLICT (action) DO UPDATE SET state = 'closed', until_ms = NULL,
+                 failures = 0, reason = NULL, updated_at = excluded.updated_at",
+            vec![action.clone().into(), now_ms.into()],
+        );
+        let due_now = Statement::new(
+            "UPDATE jobs SET next_at = $2 WHERE action = $1 AND state = 'pending' AND next_at > $2",
+            vec![action.into(), now_ms.into()],
+        );
+        Box::pin(async move { Ok(self.writes(vec![close, due_now], Some(Work::Jobs)).await?[1]) })
+    }
+
+    fn count_dead(&self, filter: DeadFilter) -> StoreFuture<'_, u64> {
+        let read = Statement::new(
+            format!(
+                "SELECT COUNT(*) FROM jobs WHERE {}",
+                dead_matching(B::DIALECT)
+            ),
+            filter_params(&filter),
+        );
+        Box::pin(async move { Ok(self.rows(read).await?[0].int(0) as u64) })
+    }
+
+    fn redrive_matching(
+        &self,
+        filter: DeadFilter,
+        limit: usize,
+        now_ms: i64,
+    ) -> StoreFuture<'_, u64> {
+        let mut params = filter_params(&filter);
+        params.extend([now_ms.into(), (limit as i64).into()]);
+        let redrive = Statement::new(
+            format!(
+                "UPDATE jobs SET state = 'pending', next_at = $3, series_start = attempts,
+                                 finished_at = NULL
+                 WHERE id IN (SELECT id FROM jobs WHERE {} ORDER BY id LIMIT $4)",
+                dead_matching(B::DIALECT)
+            ),
+            params,
+        );
+        Box::pin(async move { Ok(self.writes(vec![redrive], Some(Work::Jobs)).await?[0]) })
+    }
+
+    fn waiting(&self) -> StoreFuture<'_, Waiting> {
+        let read = Statement::new(
+            "SELECT (SELECT MIN(created_at) FROM jobs WHERE state = 'pending'),
+                    (SELECT COUNT(*) FROM jobs WHERE state = 'dead')",
+            vec![],
+        );
+        Box::pin(async move {
+            let rows = self.rows(read).await?;
+            Ok(Waiting {
+                oldest_pending_job_ms: rows[0].opt_int(0),
+                dead_letters: rows[0].int(1) as u64,
+            })
+        })
+    }
+}
