@@ -41,6 +41,12 @@ impl From<String> for SqlValue {
     }
 }
 
+impl From<Option<i64>> for SqlValue {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(SqlValue::Null, SqlValue::Int)
+    }
+}
+
 impl From<Option<String>> for SqlValue {
     fn from(v: Option<String>) -> Self {
         v.map_or(SqlValue::Null, SqlValue::Text)
@@ -122,6 +128,94 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// Marks an event for routing again (a shared store also says which
     /// instance routes it: the one asked).
     fn replay_statement(&self, event_id: String) -> Statement;
+}
+
+/// The pipeline's statements both backends run in one text (the others
+/// are each backend's, by the same names: `sqlite/sql.rs`,
+/// `postgres/sql.rs`).
+pub(crate) mod shared {
+    /// Events waiting for routing and jobs waiting to run.
+    pub const BACKLOG: &str = "SELECT (SELECT COUNT(*) FROM events WHERE state = 'pending'),
+                                      (SELECT COUNT(*) FROM jobs WHERE state = 'pending')";
+
+    use super::{SqlBackend, SqlValue, Statement};
+    use crate::store::{ActionState, Backlog, StoreResult};
+
+    /// Every action's gate as last stored.
+    pub const ACTION_STATES: &str = "SELECT action, state, until_ms, failures, reason, updated_at
+        FROM action_states ORDER BY action";
+
+    /// Records an action's gate ($1 action .. $6 when).
+    pub const SAVE_ACTION_STATE: &str =
+        "INSERT INTO action_states (action, state, until_ms, failures, reason, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (action) DO UPDATE SET state = excluded.state,
+             until_ms = excluded.until_ms, failures = excluded.failures,
+             reason = excluded.reason, updated_at = excluded.updated_at";
+
+    /// Retention: the next window of a table's ids after the sweep's
+    /// cursor ($1) and below its floor ($2), at most $3: how many, and the
+    /// last.
+    pub fn sweep_window(table: &str) -> String {
+        format!(
+            "SELECT COUNT(*), MAX(id) FROM
+                (SELECT id FROM {table} WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3) w"
+        )
+    }
+
+    /// Retention: the events of a window ($1, $2] that are done with —
+    /// every terminal state (routed, stale, a handshake) with no job still
+    /// to run. Their jobs and attempts go with them (`ON DELETE CASCADE`).
+    ///
+    /// The checks for what still needs a row are scalar subqueries, run
+    /// per row through their index: even a generic plan (PostgreSQL's for
+    /// a prepared statement, blind to the values) reads only the window.
+    pub const PRUNE_EVENTS: &str = "DELETE FROM events WHERE id > $1 AND id <= $2
+        AND state IN ('routed', 'stale', 'handshake')
+        AND NOT (SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
+                                AND j.state IN ('pending', 'running')))";
+
+    /// Retention: the requests of a window ($1, $2] none of whose events
+    /// is left (a duplicate delivery's had none).
+    pub const PRUNE_REQUESTS: &str = "DELETE FROM requests WHERE id > $1 AND id <= $2
+        AND NOT (SELECT EXISTS (SELECT 1 FROM events e WHERE e.request_id = requests.id))";
+
+    pub async fn backlog<B: SqlBackend>(b: &B) -> StoreResult<Backlog> {
+        let rows = b.rows(Statement::new(BACKLOG, vec![])).await?;
+        Ok(Backlog {
+            unrouted_events: rows[0].int(0) as u64,
+            pending_jobs: rows[0].int(1) as u64,
+        })
+    }
+
+    pub async fn action_states<B: SqlBackend>(b: &B) -> StoreResult<Vec<ActionState>> {
+        let rows = b.rows(Statement::new(ACTION_STATES, vec![])).await?;
+        Ok(rows
+            .iter()
+            .map(|r| ActionState {
+                action: r.text(0),
+                state: r.text(1),
+                until_ms: r.opt_int(2),
+                failures: r.int(3) as u32,
+                reason: r.opt_text(4),
+                updated_at_ms: r.int(5),
+            })
+            .collect())
+    }
+
+    pub async fn save_action_state<B: SqlBackend>(b: &B, s: ActionState) -> StoreResult<()> {
+        let params: Vec<SqlValue> = vec![
+            s.action.into(),
+            s.state.into(),
+            s.until_ms.into(),
+            i64::from(s.failures).into(),
+            s.reason.into(),
+            s.updated_at_ms.into(),
+        ];
+        b.writes(vec![Statement::new(SAVE_ACTION_STATE, params)], None)
+            .await?;
+        Ok(())
+    }
 }
 
 /// `$n` placeholders as SQLite numbers them (`?n`).

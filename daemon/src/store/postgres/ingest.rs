@@ -7,7 +7,7 @@
 use serde_json::value::RawValue;
 use tokio_postgres::types::Json;
 
-use super::{map_err, sql, PgStore};
+use super::{map_err, run, PgStore};
 use crate::event::Event;
 use crate::store::{Ingested, StoreResult, StoredRequest};
 
@@ -65,7 +65,7 @@ impl PgStore {
             Some(o) => (Some(o.key.as_str()), Some(o.version)),
             None => (None, None),
         };
-        let row = sql::query_one(
+        let row = run::query_one(
             &client,
             INGEST_ONE,
             &[
@@ -106,7 +106,7 @@ impl PgStore {
     /// that event's id.
     async fn count_duplicate(&self, ev: &Event) -> StoreResult<String> {
         let client = self.client().await?;
-        let row = sql::query_opt(
+        let row = run::query_opt(
             &client,
             "UPDATE events SET duplicates = duplicates + 1
                  WHERE id = (SELECT event_id FROM dedup WHERE source = $1 AND key = $2)
@@ -200,7 +200,7 @@ impl PgStore {
         } else {
             "accepted"
         };
-        sql::execute(&tx, "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
+        run::execute(&tx, "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &request.id,

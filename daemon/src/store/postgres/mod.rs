@@ -44,11 +44,12 @@ mod ingest;
 mod jobs;
 mod operations;
 mod pipeline;
+mod run;
 mod sql;
 mod tls;
 mod wake;
 
-pub use sql::recording;
+pub use run::recording;
 use wake::{listen, notify, NOTICE_EVERY_MS};
 
 use std::time::Duration;
@@ -240,14 +241,14 @@ impl PgStore {
             // which the first webhooks would otherwise wait for.
             warm(&pool, half.max(2), &[ingest::INGEST_ONE]).await?;
             let hot = [
-                pipeline::ROUTE.as_str(),
-                pipeline::PENDING_EVENTS.as_str(),
-                pipeline::NEXT_DUE,
-                jobs::CLAIM.as_str(),
-                jobs::CLAIM_ORDERED.as_str(),
-                jobs::ORDERED_DUE,
-                jobs::ORDER_LOCK_SQL,
-                jobs::FINISH,
+                sql::ROUTE.as_str(),
+                sql::PENDING_EVENTS.as_str(),
+                sql::NEXT_DUE,
+                sql::CLAIM.as_str(),
+                sql::CLAIM_ORDERED.as_str(),
+                sql::ORDERED_DUE,
+                sql::TAKE_ORDER_LOCK,
+                sql::FINISH,
             ];
             warm(&relaxed, (options.connections - half).max(2), &hot).await?;
         }
@@ -270,7 +271,7 @@ impl PgStore {
             .unwrap_or_default();
         {
             let client = pool.get().await.map_err(pool_err)?;
-            sql::execute(
+            run::execute(
                 &client,
                 &format!(
                     "INSERT INTO instances (id, host, version, started_at, heartbeat_at)
@@ -337,7 +338,7 @@ impl PgStore {
             "DELETE FROM leases WHERE owner = $1",
             "DELETE FROM instances WHERE id = $1",
         ] {
-            sql::execute(&tx, statement, &[&self.instance]).await?;
+            run::execute(&tx, statement, &[&self.instance]).await?;
         }
         notify(&tx, Work::Jobs).await?;
         notify(&tx, Work::Events).await?;
@@ -382,7 +383,7 @@ async fn warm(pool: &Pool, n: usize, statements: &[&str]) -> StoreResult<()> {
 /// newer version has migrated further.
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> StoreResult<Vec<i32>> {
     let tx = client.transaction().await.map_err(map_err)?;
-    sql::execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+    run::execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer PRIMARY KEY,
@@ -526,7 +527,7 @@ async fn beat(pool: Pool, instance: String, every: Duration, lease_ms: i64) {
 
 pub(super) async fn beat_once(pool: &Pool, instance: &str, lease_ms: i64) -> StoreResult<u64> {
     let client = pool.get().await.map_err(pool_err)?;
-    sql::execute(
+    run::execute(
         &client,
         &format!(
             "INSERT INTO instances (id, host, version, started_at, heartbeat_at)
@@ -536,7 +537,7 @@ pub(super) async fn beat_once(pool: &Pool, instance: &str, lease_ms: i64) -> Sto
         &[&instance, &env!("CARGO_PKG_VERSION")],
     )
     .await?;
-    sql::execute(
+    run::execute(
         &client,
         &format!(
             "UPDATE jobs SET lease_until = {DB_NOW_MS} + $2
@@ -558,7 +559,7 @@ pub(super) const LEADER: &str = "leader";
 /// holds it.
 async fn hold(pool: &Pool, instance: &str, name: &str, ttl_ms: i64) -> StoreResult<bool> {
     let client = pool.get().await.map_err(pool_err)?;
-    let row = sql::query_opt(
+    let row = run::query_opt(
         &client,
         &format!(
             "INSERT INTO leases (name, owner, until) VALUES ($1, $2, {DB_NOW_MS} + $3)
@@ -577,15 +578,7 @@ async fn hold(pool: &Pool, instance: &str, name: &str, ttl_ms: i64) -> StoreResu
 /// have reached the target: actions run at least once). Forgets instances
 /// silent for ten leases.
 async fn rescue(client: &deadpool_postgres::Object, lease_ms: i64) -> StoreResult<u64> {
-    let n = sql::execute(
-        client,
-        &format!(
-            "UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL
-                 WHERE state = 'running' AND lease_until < {DB_NOW_MS}"
-        ),
-        &[],
-    )
-    .await?;
+    let n = run::execute(client, &sql::RECOVER, &[]).await?;
     if n > 0 {
         tracing::warn!(
             jobs = n,
@@ -593,7 +586,7 @@ async fn rescue(client: &deadpool_postgres::Object, lease_ms: i64) -> StoreResul
         );
         notify(client, Work::Jobs).await?;
     }
-    sql::execute(
+    run::execute(
         client,
         &format!("DELETE FROM instances WHERE heartbeat_at < {DB_NOW_MS} - $1::bigint * 10"),
         &[&lease_ms],

@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 use tokio_postgres::types::{to_sql_checked, IsNull, Json, ToSql, Type};
 
-use super::{map_err, notify, sql, PgStore};
+use super::{map_err, notify, run, PgStore};
 use crate::store::sql::{SqlBackend, SqlRow, SqlValue, Statement};
 use crate::store::{Dialect, RequestRecord, StoreError, StoreFuture, StoreResult, Work};
 
@@ -65,12 +65,6 @@ fn row(r: &tokio_postgres::Row) -> StoreResult<SqlRow> {
         .map_err(map_err)
 }
 
-impl From<Option<i64>> for SqlValue {
-    fn from(v: Option<i64>) -> Self {
-        v.map_or(SqlValue::Null, SqlValue::Int)
-    }
-}
-
 fn bound(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
@@ -81,7 +75,7 @@ impl SqlBackend for PgStore {
     fn rows(&self, read: Statement) -> StoreFuture<'_, Vec<SqlRow>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let rows = sql::query(&client, &read.sql, &bound(&read.params)).await?;
+            let rows = run::query(&client, &read.sql, &bound(&read.params)).await?;
             rows.iter().map(row).collect()
         })
     }
@@ -92,7 +86,7 @@ impl SqlBackend for PgStore {
             let tx = client.transaction().await.map_err(map_err)?;
             let mut changed = Vec::with_capacity(writes.len());
             for w in &writes {
-                changed.push(sql::execute(&tx, &w.sql, &bound(&w.params)).await?);
+                changed.push(run::execute(&tx, &w.sql, &bound(&w.params)).await?);
             }
             if let Some(work) = work.filter(|_| changed.iter().any(|&n| n > 0)) {
                 notify(&tx, work).await?;
@@ -105,7 +99,7 @@ impl SqlBackend for PgStore {
     fn request_record(&self, request_id: String) -> StoreFuture<'_, RequestRecord> {
         Box::pin(async move {
             let client = self.client().await?;
-            let r = sql::query_opt(
+            let r = run::query_opt(
                 &client,
                 "SELECT id, method, path, query, headers::text, body, verdict
                  FROM requests WHERE id = $1",

@@ -3,15 +3,15 @@
 //! housekeeping; it calls on `ingest.rs` for ingest and `jobs.rs` for the
 //! job queue.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tokio_postgres::types::Json;
 
-use super::sql;
 use super::{notify, PgStore, DB_NOW_MS, LEADER};
+use super::{run, sql};
 use crate::event::Event;
+use crate::store::sql::shared;
 use crate::store::{
     ActionState, Backlog, ClaimedJob, CommitTiming, FinishedAttempt, Ingested, InstanceInfo,
     OnWork, PendingEvent, Pipeline, Pruned, Routing, Shared, StoreError, StoreFuture, StoreResult,
@@ -21,60 +21,6 @@ use crate::store::{
 fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Other(format!("cannot encode JSON: {e}"))
 }
-
-/// An event's routing and its jobs ($1 event, $2 routed at, $3 rule runs,
-/// $4 rules version, $5 this instance, $6 the lease, $7.. the jobs as
-/// arrays): whether the event was pending, the jobs claimed with it, and
-/// how many were stored unclaimed.
-pub(super) static ROUTE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH ev AS (
-            UPDATE events SET state = 'routed', routings = routings + 1, routed_at = $2,
-                              rule_runs = $3, rules_version = $4, owner = NULL
-            WHERE id = $1 AND state = 'pending'
-            RETURNING seq),
-        j AS (
-            INSERT INTO jobs (id, event_id, rule, call_index, action, params,
-                              idempotency_key, state, attempts, next_at, created_at,
-                              owner, lease_until, order_key, order_seq)
-            SELECT u.id, $1, u.rule, u.call_index, u.action, u.params, u.key,
-                   CASE WHEN u.claim THEN 'running' ELSE 'pending' END,
-                   CASE WHEN u.claim THEN 1 ELSE 0 END, $2, $2,
-                   CASE WHEN u.claim THEN $5 END,
-                   CASE WHEN u.claim THEN {DB_NOW_MS} + $6 END,
-                   u.order_key, CASE WHEN u.order_key IS NOT NULL THEN ev.seq END
-            FROM ev, unnest($7::text[], $8::text[], $9::int4[], $10::text[],
-                            $11::jsonb[], $12::text[], $13::bool[], $14::text[])
-                 WITH ORDINALITY AS u(id, rule, call_index, action, params, key,
-                                      claim, order_key, n)
-            ORDER BY u.n
-            ON CONFLICT (idempotency_key) DO NOTHING
-            RETURNING id, state)
-        SELECT EXISTS (SELECT 1 FROM ev),
-               ARRAY(SELECT id FROM j WHERE state = 'running'),
-               (SELECT count(*) FROM j WHERE state = 'pending')"
-    )
-});
-
-/// Takes this instance's pending events, and those of instances that
-/// stopped beating ($1 this instance, $2 how many, $3 the lease).
-pub(super) static PENDING_EVENTS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "UPDATE events e SET owner = $1
-            FROM (SELECT p.id FROM events p
-                  WHERE p.state = 'pending'
-                    AND (p.owner IS NULL OR p.owner = $1 OR NOT EXISTS (
-                         SELECT 1 FROM instances i WHERE i.id = p.owner
-                         AND i.heartbeat_at > {DB_NOW_MS} - $3))
-                  ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED) c
-            WHERE e.id = c.id
-            RETURNING e.id, e.envelope::text, e.routings"
-    )
-});
-
-/// When the next job not waiting for its order key's turn is due ($1 now).
-pub(super) const NEXT_DUE: &str = "SELECT MIN(next_at) FROM jobs
-    WHERE state = 'pending' AND (order_key IS NULL OR next_at > $1)";
 
 impl PgStore {
     /// An event's routing and its jobs in one statement (one round trip):
@@ -107,9 +53,9 @@ impl PgStore {
             claims.push(offered && job.order_key.is_none());
             order_keys.push(job.order_key.as_deref());
         }
-        let row = sql::query_one(
+        let row = run::query_one(
             &client,
-            &ROUTE,
+            &sql::ROUTE,
             &[
                 &routing.event_id,
                 &routing.routed_at_ms,
@@ -173,12 +119,9 @@ impl PgStore {
             let client = &client;
             let floor = &floor;
             async move {
-                let row = sql::query_one(
+                let row = run::query_one(
                     client,
-                    &format!(
-                        "SELECT count(*), max(id) FROM
-                            (SELECT id FROM {table} WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3) w"
-                    ),
+                    &shared::sweep_window(table),
                     &[&sweep.after, floor, &SWEEP_WINDOW],
                 )
                 .await?;
@@ -188,48 +131,28 @@ impl PgStore {
         let more = match sweep.phase {
             SweepPhase::Events => {
                 let (upper, more) = window("events").await?;
-                pruned.events = sql::execute(
-                    &client,
-                    "DELETE FROM events WHERE id > $1 AND id <= $2
-                       AND state IN ('routed', 'stale', 'handshake')
-                       AND NOT (SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
-                                               AND j.state IN ('pending', 'running')))",
-                    &[&sweep.after, &upper],
-                )
-                .await?;
+                pruned.events =
+                    run::execute(&client, shared::PRUNE_EVENTS, &[&sweep.after, &upper]).await?;
                 more
             }
             SweepPhase::Requests => {
                 let (upper, more) = window("requests").await?;
-                pruned.requests = sql::execute(
-                    &client,
-                    "DELETE FROM requests WHERE id > $1 AND id <= $2
-                       AND NOT (SELECT EXISTS (SELECT 1 FROM events e
-                                               WHERE e.request_id = requests.id))",
-                    &[&sweep.after, &upper],
-                )
-                .await?;
+                pruned.requests =
+                    run::execute(&client, shared::PRUNE_REQUESTS, &[&sweep.after, &upper]).await?;
                 more
             }
             // Request bodies live in their rows here: no journal.
             SweepPhase::Segments => None,
             SweepPhase::DedupKeys => {
-                pruned.dedup_keys = sql::execute(
-                    &client,
-                    "DELETE FROM dedup WHERE ctid = ANY(ARRAY(
-                         SELECT ctid FROM dedup WHERE expires_at <= $1
-                         ORDER BY expires_at LIMIT $2))",
-                    &[&sweep.now_ms, &SWEEP_WINDOW],
-                )
-                .await?;
+                pruned.dedup_keys =
+                    run::execute(&client, sql::PRUNE_DEDUP, &[&sweep.now_ms, &SWEEP_WINDOW])
+                        .await?;
                 Sweep::again_if_full(pruned.dedup_keys)
             }
             SweepPhase::Versions => {
-                pruned.versions = sql::execute(
+                pruned.versions = run::execute(
                     &client,
-                    "DELETE FROM versions WHERE ctid = ANY(ARRAY(
-                         SELECT ctid FROM versions WHERE updated_at < $1
-                         ORDER BY updated_at LIMIT $2))",
+                    sql::PRUNE_VERSIONS,
                     &[&sweep.before_ms, &SWEEP_WINDOW],
                 )
                 .await?;
@@ -270,9 +193,9 @@ impl Pipeline for PgStore {
             let client = self.relaxed().await?;
             // This instance's own, and those of instances that stopped
             // beating: taken over.
-            let rows = sql::query(
+            let rows = run::query(
                 &client,
-                &PENDING_EVENTS,
+                &sql::PENDING_EVENTS,
                 &[&self.instance, &(limit as i64), &self.lease_ms],
             )
             .await?;
@@ -316,26 +239,13 @@ impl Pipeline for PgStore {
             let client = self.client().await?;
             // Ordered jobs already due wait for their turn, which a finished
             // attempt or a notice announces: not counted here.
-            let row = sql::query_one(&client, NEXT_DUE, &[&crate::store::now_ms()]).await?;
+            let row = run::query_one(&client, sql::NEXT_DUE, &[&crate::store::now_ms()]).await?;
             Ok(row.get(0))
         })
     }
 
     fn backlog(&self) -> StoreFuture<'_, Backlog> {
-        Box::pin(async move {
-            let client = self.client().await?;
-            let row = sql::query_one(
-                &client,
-                "SELECT (SELECT COUNT(*) FROM events WHERE state = 'pending'),
-                            (SELECT COUNT(*) FROM jobs WHERE state = 'pending')",
-                &[],
-            )
-            .await?;
-            Ok(Backlog {
-                unrouted_events: row.get::<_, i64>(0) as u64,
-                pending_jobs: row.get::<_, i64>(1) as u64,
-            })
-        })
+        Box::pin(shared::backlog(self))
     }
 
     fn recover(&self) -> StoreFuture<'_, u64> {
@@ -361,7 +271,7 @@ impl Pipeline for PgStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.client().await?;
-            sql::execute(&client, "SELECT 1", &[]).await?;
+            run::execute(&client, "SELECT 1", &[]).await?;
             Ok(())
         })
     }
@@ -378,12 +288,9 @@ impl Pipeline for PgStore {
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.relaxed().await?;
-            sql::execute(
+            run::execute(
                 &client,
-                "UPDATE jobs SET state = 'pending', next_at = $2,
-                                     attempts = GREATEST(attempts - 1, 0),
-                                     owner = NULL, lease_until = NULL
-                     WHERE id = $1 AND state = 'running' AND owner = $3",
+                sql::RELEASE_JOB,
                 &[&job_id, &next_at_ms, &self.instance],
             )
             .await?;
@@ -392,51 +299,11 @@ impl Pipeline for PgStore {
     }
 
     fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let client = self.relaxed().await?;
-            sql::execute(
-                &client,
-                "INSERT INTO action_states (action, state, until_ms, failures, reason, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (action) DO UPDATE SET state = EXCLUDED.state,
-                         until_ms = EXCLUDED.until_ms, failures = EXCLUDED.failures,
-                         reason = EXCLUDED.reason, updated_at = EXCLUDED.updated_at",
-                &[
-                    &state.action,
-                    &state.state,
-                    &state.until_ms,
-                    &(state.failures as i32),
-                    &state.reason,
-                    &state.updated_at_ms,
-                ],
-            )
-            .await?;
-            Ok(())
-        })
+        Box::pin(shared::save_action_state(self, state))
     }
 
     fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>> {
-        Box::pin(async move {
-            let client = self.client().await?;
-            let rows = sql::query(
-                &client,
-                "SELECT action, state, until_ms, failures, reason, updated_at
-                     FROM action_states ORDER BY action",
-                &[],
-            )
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| ActionState {
-                    action: r.get(0),
-                    state: r.get(1),
-                    until_ms: r.get(2),
-                    failures: r.get::<_, i32>(3) as u32,
-                    reason: r.get(4),
-                    updated_at_ms: r.get(5),
-                })
-                .collect())
-        })
+        Box::pin(shared::action_states(self))
     }
 }
 
@@ -458,7 +325,7 @@ impl Shared for PgStore {
     fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let rows = sql::query(
+            let rows = run::query(
                 &client,
                 &format!(
                     "SELECT i.id, i.host, i.version, i.started_at, i.heartbeat_at,

@@ -1,77 +1,154 @@
-//! Statements as the store runs them: each SQL text prepared once per
-//! connection and reused (parsed and planned once, not at every call —
-//! which the database otherwise spends more on than on running them).
+//! The PostgreSQL store's statements, by the names the embedded store's
+//! have (`sqlite/sql.rs`) where they do the same step: read the two side
+//! by side. What both run in one text is in `store/sql.rs`. Lease and
+//! heartbeat times are the database's clock ([`DB_NOW_MS`]).
 
-use deadpool_postgres::GenericClient;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use std::sync::LazyLock;
 
-use super::map_err;
-use crate::store::StoreResult;
+use super::DB_NOW_MS;
 
-type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+/// An event's routing and its jobs ($1 event, $2 routed at, $3 rule runs,
+/// $4 rules version, $5 this instance, $6 the lease, $7.. the jobs as
+/// arrays): whether the event was pending, the jobs claimed with it, and
+/// how many were stored unclaimed.
+pub(super) static ROUTE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH ev AS (
+            UPDATE events SET state = 'routed', routings = routings + 1, routed_at = $2,
+                              rule_runs = $3, rules_version = $4, owner = NULL
+            WHERE id = $1 AND state = 'pending'
+            RETURNING seq),
+        j AS (
+            INSERT INTO jobs (id, event_id, rule, call_index, action, params,
+                              idempotency_key, state, attempts, next_at, created_at,
+                              owner, lease_until, order_key, order_seq)
+            SELECT u.id, $1, u.rule, u.call_index, u.action, u.params, u.key,
+                   CASE WHEN u.claim THEN 'running' ELSE 'pending' END,
+                   CASE WHEN u.claim THEN 1 ELSE 0 END, $2, $2,
+                   CASE WHEN u.claim THEN $5 END,
+                   CASE WHEN u.claim THEN {DB_NOW_MS} + $6 END,
+                   u.order_key, CASE WHEN u.order_key IS NOT NULL THEN ev.seq END
+            FROM ev, unnest($7::text[], $8::text[], $9::int4[], $10::text[],
+                            $11::jsonb[], $12::text[], $13::bool[], $14::text[])
+                 WITH ORDINALITY AS u(id, rule, call_index, action, params, key,
+                                      claim, order_key, n)
+            ORDER BY u.n
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING id, state)
+        SELECT EXISTS (SELECT 1 FROM ev),
+               ARRAY(SELECT id FROM j WHERE state = 'running'),
+               (SELECT count(*) FROM j WHERE state = 'pending')"
+    )
+});
 
-type Recorded = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+/// Takes this instance's pending events, and those of instances that
+/// stopped beating ($1 this instance, $2 how many, $3 the lease).
+pub(super) static PENDING_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE events e SET owner = $1
+            FROM (SELECT p.id FROM events p
+                  WHERE p.state = 'pending'
+                    AND (p.owner IS NULL OR p.owner = $1 OR NOT EXISTS (
+                         SELECT 1 FROM instances i WHERE i.id = p.owner
+                         AND i.heartbeat_at > {DB_NOW_MS} - $3))
+                  ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED) c
+            WHERE e.id = c.id
+            RETURNING e.id, e.envelope::text, e.routings"
+    )
+});
 
-tokio::task_local! {
-    /// The statements run by the task being recorded ([`recording`]).
-    static RECORDED: Recorded;
-}
+/// When the next job not waiting for its order key's turn is due ($1 now).
+pub(super) const NEXT_DUE: &str = "SELECT MIN(next_at) FROM jobs
+    WHERE state = 'pending' AND (order_key IS NULL OR next_at > $1)";
 
-/// Runs `f`, and hands back with its output the text of every statement
-/// the store ran for it (in this task): what the store's plan test plans.
-#[doc(hidden)]
-pub async fn recording<T>(f: impl std::future::Future<Output = T>) -> (T, Vec<String>) {
-    let recorded = Recorded::default();
-    let out = RECORDED.scope(recorded.clone(), f).await;
-    let statements = recorded.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    (out, statements.into_iter().collect())
-}
+/// Whether any job of an ordered action is due ($1 now).
+pub(super) const ORDERED_DUE: &str = "SELECT EXISTS (SELECT 1 FROM jobs
+    WHERE order_key IS NOT NULL AND state = 'pending' AND next_at <= $1)";
 
-fn record(sql: &str) {
-    let _ = RECORDED.try_with(|r| {
-        r.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sql.to_string())
-    });
-}
+/// The columns a claim returns, as [`claimed`] reads them.
+pub(super) const CLAIMED: &str =
+    "j.id, j.event_id, j.rule, j.action, j.params::text, j.idempotency_key,
+     j.attempts, j.series_start, j.next_at,
+     (SELECT e.envelope::text FROM events e WHERE e.id = j.event_id)";
 
-pub(super) async fn query(
-    client: &impl GenericClient,
-    sql: &str,
-    params: Params<'_>,
-) -> StoreResult<Vec<Row>> {
-    record(sql);
-    let statement = client.prepare_cached(sql).await.map_err(map_err)?;
-    client.query(&statement, params).await.map_err(map_err)
-}
+/// Claims due jobs without an order key ($1 now, $2 how many, $3 this
+/// instance, $4 the lease).
+pub(super) static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, owner = $3,
+                              lease_until = {DB_NOW_MS} + $4
+            FROM (SELECT id FROM jobs
+                  WHERE state = 'pending' AND next_at <= $1 AND order_key IS NULL
+                  ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) c
+            WHERE j.id = c.id
+            RETURNING {CLAIMED}"
+    )
+});
 
-pub(super) async fn query_one(
-    client: &impl GenericClient,
-    sql: &str,
-    params: Params<'_>,
-) -> StoreResult<Row> {
-    record(sql);
-    let statement = client.prepare_cached(sql).await.map_err(map_err)?;
-    client.query_one(&statement, params).await.map_err(map_err)
-}
+/// Taken before claiming ordered jobs.
+pub(super) const TAKE_ORDER_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
 
-pub(super) async fn query_opt(
-    client: &impl GenericClient,
-    sql: &str,
-    params: Params<'_>,
-) -> StoreResult<Option<Row>> {
-    record(sql);
-    let statement = client.prepare_cached(sql).await.map_err(map_err)?;
-    client.query_opt(&statement, params).await.map_err(map_err)
-}
+/// Claims each order key's next job ($1 now, $2 how many, $3 this instance,
+/// $4 the lease): see `claim_ordered`.
+pub(super) static CLAIM_ORDERED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, owner = $3,
+                              lease_until = {DB_NOW_MS} + $4
+            FROM (SELECT o.id FROM jobs o
+                  WHERE o.state = 'pending' AND o.order_key IS NOT NULL AND o.next_at <= $1
+                    AND o.order_seq < COALESCE(
+                        (SELECT MIN(seq) FROM events WHERE state = 'pending'),
+                        9223372036854775807)
+                    AND NOT EXISTS (
+                        SELECT 1 FROM jobs e
+                        WHERE e.action = o.action AND e.order_key = o.order_key
+                          AND e.state IN ('pending', 'running') AND e.id <> o.id
+                          AND (e.state = 'running'
+                               OR (e.next_at <= $1
+                                   AND (e.order_seq, e.seq) < (o.order_seq, o.seq))))
+                  ORDER BY o.order_seq, o.seq LIMIT $2 FOR UPDATE SKIP LOCKED) c
+            WHERE j.id = c.id
+            RETURNING {CLAIMED}"
+    )
+});
 
-pub(super) async fn execute(
-    client: &impl GenericClient,
-    sql: &str,
-    params: Params<'_>,
-) -> StoreResult<u64> {
-    record(sql);
-    let statement = client.prepare_cached(sql).await.map_err(map_err)?;
-    client.execute(&statement, params).await.map_err(map_err)
-}
+/// Records an attempt, fenced on the job's owner: says whether the job has
+/// an order key, or nothing if this instance no longer holds it.
+pub(super) const FINISH: &str = "WITH j AS (
+        UPDATE jobs SET state = $2, next_at = COALESCE($3, next_at), finished_at = $4,
+                        last_error = COALESCE($5, last_error),
+                        owner = NULL, lease_until = NULL
+        WHERE id = $1 AND owner = $6 AND state = 'running'
+        RETURNING id, order_key),
+    a AS (
+        INSERT INTO attempts (job_id, n, started_at, finished_at, outcome, message)
+        SELECT id, $7, $8, $9, $10, $5 FROM j
+        ON CONFLICT (job_id, n) DO UPDATE SET
+            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+            outcome = EXCLUDED.outcome, message = EXCLUDED.message)
+    SELECT order_key IS NOT NULL FROM j";
+
+/// Puts a job claimed by this instance ($3) back, due at $2, without
+/// using an attempt.
+pub(super) const RELEASE_JOB: &str = "UPDATE jobs SET state = 'pending', next_at = $2,
+        attempts = GREATEST(attempts - 1, 0), owner = NULL, lease_until = NULL
+    WHERE id = $1 AND state = 'running' AND owner = $3";
+
+/// Hands back the jobs of instances that stopped beating: their leases
+/// ran out (a crashed earlier run of this machine among them). Another
+/// instance's running jobs stay its own.
+pub(super) static RECOVER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL
+         WHERE state = 'running' AND lease_until < {DB_NOW_MS}"
+    )
+});
+
+/// Retention: a window of dedup keys expired by $1 (at most $2), taken in
+/// their index's order by `ctid` (see `PgStore::prune_step`).
+pub(super) const PRUNE_DEDUP: &str = "DELETE FROM dedup WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM dedup WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2))";
+
+/// Retention: a window of object versions not updated since $1 (at most $2).
+pub(super) const PRUNE_VERSIONS: &str = "DELETE FROM versions WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM versions WHERE updated_at < $1 ORDER BY updated_at LIMIT $2))";

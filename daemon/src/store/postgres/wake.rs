@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool_postgres::GenericClient;
 
 use super::tls::{Connected, Tls};
-use super::{map_err, sql};
+use super::{map_err, run};
 use crate::store::{OnWork, StoreResult, Work};
 
 /// The channel instances tell each other of work on (`jobs`, `events`).
@@ -24,7 +24,7 @@ pub(super) async fn notify(client: &impl GenericClient, work: Work) -> StoreResu
         Work::Jobs => "jobs",
         Work::Events => "events",
     };
-    sql::execute(client, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await?;
+    run::execute(client, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await?;
     Ok(())
 }
 

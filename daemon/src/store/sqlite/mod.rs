@@ -589,6 +589,7 @@ mod keys;
 mod migrate;
 mod operations;
 mod pipeline;
+mod sql;
 
 pub use ingest::Recovery;
 

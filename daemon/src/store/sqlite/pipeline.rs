@@ -5,8 +5,10 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
+use super::sql;
 use super::*;
 use crate::event::Event;
+use crate::store::sql::{numbered_for_sqlite, shared};
 use crate::store::{
     envelope_of, AttemptRow, CommitObserver, CommitTiming, Shared, Sweep, SweepPhase, SWEEP_WINDOW,
 };
@@ -16,12 +18,7 @@ use crate::store::{
 /// with its routing: it waits its turn in the store ([`claim_tx`]).
 pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
     let event_seq: Option<i64> = conn
-        .prepare_cached(
-            "UPDATE events SET state = 'routed', routings = routings + 1, routed_at = ?2, rule_runs = ?3,
-                               rules_version = ?4
-             WHERE id = ?1 AND state = 'pending'
-             RETURNING rowid",
-        )
+        .prepare_cached(sql::ROUTE)
         .map_err(map_err)?
         .query_row(
             params![
@@ -39,13 +36,7 @@ pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec
         return Ok(Vec::new());
     };
     let offered = routing.claim_with.is_some();
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO jobs (id, event_id, rule, call_index, action, params, idempotency_key,
-                                         state, attempts, next_at, created_at, order_key, order_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
-        )
-        .map_err(map_err)?;
+    let mut insert = conn.prepare_cached(sql::INSERT_JOB).map_err(map_err)?;
     let mut claimed = Vec::new();
     for job in routing.jobs {
         let claim = offered && job.order_key.is_none();
@@ -92,44 +83,17 @@ pub(super) fn claim_tx(
     limit: usize,
 ) -> StoreResult<Vec<ClaimedJob>> {
     let ordered_due: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM jobs
-                            WHERE order_key IS NOT NULL AND state = 'pending' AND next_at <= ?1)",
-        )
+        .prepare_cached(sql::ORDERED_DUE)
         .map_err(map_err)?
         .query_row(params![now_ms], |r| r.get(0))
         .map_err(map_err)?;
     let mut jobs = Vec::new();
     if ordered_due {
-        claimed(conn, CLAIM_ORDERED, now_ms, limit, &mut jobs)?;
+        claimed(conn, sql::CLAIM_ORDERED, now_ms, limit, &mut jobs)?;
     }
-    claimed(conn, CLAIM, now_ms, limit - jobs.len(), &mut jobs)?;
+    claimed(conn, sql::CLAIM, now_ms, limit - jobs.len(), &mut jobs)?;
     Ok(jobs)
 }
-
-/// Claims due jobs without an order key (?1 now, ?2 how many).
-const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1
-     WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= ?1
-                  AND order_key IS NULL
-                  ORDER BY next_at, id LIMIT ?2)
-     RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at";
-
-/// Claims each order key's next job (?1 now, ?2 how many): see [`claim_tx`].
-const CLAIM_ORDERED: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1
-     WHERE id IN (
-        SELECT o.id FROM jobs o
-        WHERE o.state = 'pending' AND o.order_key IS NOT NULL AND o.next_at <= ?1
-          AND o.order_seq < COALESCE(
-              (SELECT MIN(p.rowid) FROM events p WHERE p.state = 'pending'),
-              9223372036854775807)
-          AND NOT EXISTS (
-              SELECT 1 FROM jobs e
-              WHERE e.action = o.action AND e.order_key = o.order_key
-                AND e.state IN ('pending', 'running') AND e.id <> o.id
-                AND (e.state = 'running'
-                     OR (e.next_at <= ?1 AND (e.order_seq, e.rowid) < (o.order_seq, o.rowid))))
-        ORDER BY o.order_seq, o.rowid LIMIT ?2)
-     RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at";
 
 /// Runs a claim, adding what it claimed to `jobs` in the order they fell
 /// due (RETURNING keeps no order).
@@ -163,9 +127,7 @@ fn claimed(
         .collect::<Result<Vec<_>, _>>()
         .map_err(map_err)?;
     rows.sort_by(|a, b| (a.8, &a.0).cmp(&(b.8, &b.0)));
-    let mut envelope = conn
-        .prepare_cached("SELECT envelope FROM events WHERE id = ?1")
-        .map_err(map_err)?;
+    let mut envelope = conn.prepare_cached(sql::ENVELOPE).map_err(map_err)?;
     for (id, event_id, rule, action, params_text, key, attempts, series_start, _) in rows {
         let event: String = envelope
             .query_row(params![event_id], |r| r.get(0))
@@ -193,28 +155,21 @@ pub(super) fn finish_tx(conn: &Connection, a: &FinishedAttempt) -> StoreResult<(
         next_at_ms: next_at,
         finished_at_ms: finished_at,
     } = a.row();
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (job_id, n, started_at, finished_at, outcome, message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .map_err(map_err)?
-    .execute(params![
-        a.job_id,
-        a.attempt as i64,
-        a.started_at_ms,
-        a.finished_at_ms,
-        outcome,
-        message
-    ])
-    .map_err(map_err)?;
-    conn.prepare_cached(
-        "UPDATE jobs SET state = ?2, next_at = COALESCE(?3, next_at), finished_at = ?4,
-                         last_error = COALESCE(?5, last_error)
-         WHERE id = ?1",
-    )
-    .map_err(map_err)?
-    .execute(params![a.job_id, state, next_at, finished_at, message])
-    .map_err(map_err)?;
+    conn.prepare_cached(sql::RECORD_ATTEMPT)
+        .map_err(map_err)?
+        .execute(params![
+            a.job_id,
+            a.attempt as i64,
+            a.started_at_ms,
+            a.finished_at_ms,
+            outcome,
+            message
+        ])
+        .map_err(map_err)?;
+    conn.prepare_cached(sql::FINISH)
+        .map_err(map_err)?
+        .execute(params![a.job_id, state, next_at, finished_at, message])
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -222,16 +177,23 @@ pub(super) fn finish_tx(conn: &Connection, a: &FinishedAttempt) -> StoreResult<(
 /// floor: its upper bound, and where the phase goes on ([`Sweep::window`]).
 fn window(conn: &Connection, table: &str, sweep: &Sweep) -> StoreResult<(String, Option<String>)> {
     let (count, last): (i64, Option<String>) = conn
-        .prepare_cached(&format!(
-            "SELECT COUNT(*), MAX(id) FROM
-                (SELECT id FROM {table} WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3)"
-        ))
+        .prepare_cached(&numbered_for_sqlite(&shared::sweep_window(table)))
         .map_err(map_err)?
         .query_row(params![sweep.after, sweep.floor(), SWEEP_WINDOW], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .map_err(map_err)?;
     Ok(sweep.window(count, last))
+}
+
+/// Deletes the rows of a window ($1, $2] that `statement` (shared, with
+/// `$n` placeholders) says are done with.
+fn prune_window(conn: &Connection, statement: &str, after: &str, upper: &str) -> StoreResult<u64> {
+    conn.prepare_cached(&numbered_for_sqlite(statement))
+        .map_err(map_err)?
+        .execute(params![after, upper])
+        .map(|n| n as u64)
+        .map_err(map_err)
 }
 
 /// One step of a retention sweep (see [`Sweep`]), inside the writer's batch.
@@ -244,30 +206,12 @@ pub(super) fn prune_step(
     let more = match sweep.phase {
         SweepPhase::Events => {
             let (upper, more) = window(conn, "events", sweep)?;
-            // Jobs and their attempts go with their event (ON DELETE
-            // CASCADE, through jobs_event and the attempts' key).
-            pruned.events = conn
-                .prepare_cached(
-                    "DELETE FROM events WHERE id > ?1 AND id <= ?2
-                       AND state IN ('routed', 'stale', 'handshake')
-                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
-                                       AND j.state IN ('pending', 'running'))",
-                )
-                .map_err(map_err)?
-                .execute(params![sweep.after, upper])
-                .map_err(map_err)? as u64;
+            pruned.events = prune_window(conn, shared::PRUNE_EVENTS, &sweep.after, &upper)?;
             more
         }
         SweepPhase::Requests => {
             let (upper, more) = window(conn, "requests", sweep)?;
-            pruned.requests = conn
-                .prepare_cached(
-                    "DELETE FROM requests WHERE id > ?1 AND id <= ?2
-                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = requests.id)",
-                )
-                .map_err(map_err)?
-                .execute(params![sweep.after, upper])
-                .map_err(map_err)? as u64;
+            pruned.requests = prune_window(conn, shared::PRUNE_REQUESTS, &sweep.after, &upper)?;
             more
         }
         SweepPhase::Segments => {
@@ -284,10 +228,7 @@ pub(super) fn prune_step(
         SweepPhase::DedupKeys => {
             pruned.dedup_keys = state.keys.expire(sweep.now_ms);
             let n = conn
-                .prepare_cached(
-                    "DELETE FROM dedup WHERE (source, key) IN
-                        (SELECT source, key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
-                )
+                .prepare_cached(sql::PRUNE_DEDUP)
                 .map_err(map_err)?
                 .execute(params![sweep.now_ms, SWEEP_WINDOW])
                 .map_err(map_err)?;
@@ -296,10 +237,7 @@ pub(super) fn prune_step(
         }
         SweepPhase::Versions => {
             let n = conn
-                .prepare_cached(
-                    "DELETE FROM versions WHERE (source, key) IN
-                        (SELECT source, key FROM versions WHERE updated_at < ?1 LIMIT ?2)",
-                )
+                .prepare_cached(sql::PRUNE_VERSIONS)
                 .map_err(map_err)?
                 .execute(params![sweep.before_ms, SWEEP_WINDOW])
                 .map_err(map_err)?;
@@ -336,13 +274,11 @@ impl Pipeline for SqliteStore {
 
     fn pending_events(&self, limit: usize) -> StoreFuture<'_, Vec<PendingEvent>> {
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT envelope, routings FROM events WHERE state = 'pending' ORDER BY id LIMIT ?1",
-                )
-                .map_err(map_err)?;
+            let mut stmt = conn.prepare_cached(sql::PENDING_EVENTS).map_err(map_err)?;
             let rows = stmt
-                .query_map(params![limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .query_map(params![limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
                 .map_err(map_err)?;
             let mut out = Vec::new();
             for row in rows {
@@ -376,47 +312,22 @@ impl Pipeline for SqliteStore {
         // attempt announces: not counted here.
         let now = crate::store::now_ms();
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT MIN(next_at) FROM jobs
-                 WHERE state = 'pending' AND (order_key IS NULL OR next_at > ?1)",
-            )
-            .map_err(map_err)?
-            .query_row(params![now], |r| r.get(0))
-            .map_err(map_err)
+            conn.prepare_cached(sql::NEXT_DUE)
+                .map_err(map_err)?
+                .query_row(params![now], |r| r.get(0))
+                .map_err(map_err)
         })
     }
 
     fn backlog(&self) -> StoreFuture<'_, Backlog> {
-        self.read(|conn| {
-            let unrouted: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM events WHERE state = 'pending'",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(map_err)?;
-            let pending: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE state = 'pending'",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(map_err)?;
-            Ok(Backlog {
-                unrouted_events: unrouted as u64,
-                pending_jobs: pending as u64,
-            })
-        })
+        Box::pin(shared::backlog(self))
     }
 
     fn recover(&self) -> StoreFuture<'_, u64> {
         self.write(|conn| {
-            conn.execute(
-                "UPDATE jobs SET state = 'pending' WHERE state = 'running'",
-                [],
-            )
-            .map(|n| n as u64)
-            .map_err(map_err)
+            conn.execute(sql::RECOVER, [])
+                .map(|n| n as u64)
+                .map_err(map_err)
         })
     }
 
@@ -448,61 +359,20 @@ impl Pipeline for SqliteStore {
 
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
         self.write_relaxed(move |conn| {
-            conn.prepare_cached(
-                "UPDATE jobs SET state = 'pending', next_at = ?2, attempts = MAX(attempts - 1, 0)
-                 WHERE id = ?1 AND state = 'running'",
-            )
-            .map_err(map_err)?
-            .execute(params![job_id, next_at_ms])
-            .map_err(map_err)?;
+            conn.prepare_cached(sql::RELEASE_JOB)
+                .map_err(map_err)?
+                .execute(params![job_id, next_at_ms])
+                .map_err(map_err)?;
             Ok(())
         })
     }
 
     fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()> {
-        self.write_relaxed(move |conn| {
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO action_states (action, state, until_ms, failures, reason, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(map_err)?
-            .execute(params![
-                state.action,
-                state.state,
-                state.until_ms,
-                state.failures,
-                state.reason,
-                state.updated_at_ms
-            ])
-            .map_err(map_err)?;
-            Ok(())
-        })
+        Box::pin(shared::save_action_state(self, state))
     }
 
     fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT action, state, until_ms, failures, reason, updated_at
-                     FROM action_states ORDER BY action",
-                )
-                .map_err(map_err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(ActionState {
-                        action: r.get(0)?,
-                        state: r.get(1)?,
-                        until_ms: r.get(2)?,
-                        failures: r.get(3)?,
-                        reason: r.get(4)?,
-                        updated_at_ms: r.get(5)?,
-                    })
-                })
-                .map_err(map_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(map_err)?;
-            Ok(rows)
-        })
+        Box::pin(shared::action_states(self))
     }
 }
 
