@@ -60,7 +60,7 @@ use serde_json::Value;
 pub use config::{Durability, StoreConfig};
 pub use filter::{given, parse_time, Dialect, EventFilter, FieldMatch, STATES};
 pub use postgres::{PgOptions, PgStore};
-pub use sqlite::{Recovery, SqliteStore, StoreOptions};
+pub use sqlite::{record_statements, Recovery, SqliteStore, StoreOptions};
 pub(crate) use sweep::SWEEP_WINDOW;
 pub use sweep::{sweep, Pruned, Sweep, SweepPhase};
 

@@ -170,8 +170,7 @@ fn open_connection(path: &Path, options: &StoreOptions, write: bool) -> StoreRes
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
         StoreError::Unavailable(format!("cannot open the store {}: {e}", path.display()))
     })?;
-    #[cfg(test)]
-    let conn = plans::traced(path, conn);
+    let conn = record::recorded(path, conn);
     conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(map_err)?;
@@ -589,11 +588,11 @@ mod keys;
 mod migrate;
 mod operations;
 mod pipeline;
+mod record;
 mod sql;
 
 pub use ingest::Recovery;
+pub use record::record_statements;
 
-#[cfg(test)]
-mod plans;
 #[cfg(test)]
 mod tests;

@@ -1,62 +1,16 @@
-//! Every statement the pipeline and the pruner run, recorded as the store
-//! runs them and planned by SQLite against a store holding rows of every
-//! kind: none may read the whole of a table that grows with traffic. A
-//! store lives for months; a statement whose cost grows with what the
-//! store holds rather than with its own work stops ingestion once the
-//! store is big (the request step of retention did, once, through a
-//! foreign key without an index).
+//! The embedded store's plans: SQLite's `EXPLAIN QUERY PLAN` of each
+//! statement the workload ran (see `plans/mod.rs`).
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::path::Path;
 
-use rusqlite::trace::{TraceEvent, TraceEventCodes};
-use serde_json::json;
+use rusqlite::{params, Connection};
+use switchyard::store::{now_ms, record_statements, SqliteStore, StoreOptions};
 
-use super::tests::{event, request, swept};
-use super::*;
-use crate::store::{envelope_of, now_ms, Finish, NewJob};
+use super::{assert_recorded, plannable, workload, GROWING};
 
-type Seen = Arc<Mutex<BTreeSet<String>>>;
-
-/// The stores whose statements are recorded, by path.
-static TRACED: Mutex<Option<HashMap<PathBuf, Seen>>> = Mutex::new(None);
-
-/// Has `conn` record its statements when its store's path is traced.
-pub(super) fn traced(path: &Path, mut conn: Connection) -> Connection {
-    let seen = TRACED
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(path).cloned());
-    if let Some(seen) = seen {
-        conn.trace_v2(
-            TraceEventCodes::SQLITE_TRACE_STMT,
-            Some(move |e: TraceEvent<'_>| {
-                if let TraceEvent::Stmt(stmt, _) = e {
-                    seen.lock().unwrap().insert(stmt.sql().into_owned());
-                }
-            }),
-        )
-        .unwrap();
-    }
-    conn
-}
-
-fn trace(path: &Path) -> Seen {
-    let seen = Seen::default();
-    TRACED
-        .lock()
-        .unwrap()
-        .get_or_insert_with(HashMap::new)
-        .insert(path.to_path_buf(), seen.clone());
-    seen
-}
-
-/// Tables that grow with traffic (until retention prunes them).
-const GROWING: &[&str] = &[
-    "requests", "events", "jobs", "attempts", "dedup", "versions",
-];
+/// Old events (and requests, jobs...) the store holds.
+const FILLED: u64 = 20_000;
 
 /// Partial indexes of work waiting (pending events, due and running jobs):
 /// scanning one costs in proportion to the work it finds.
@@ -153,8 +107,14 @@ fn full_scans(conn: &Connection, sql: &str) -> Vec<String> {
 /// routed events, their finished jobs and attempts, dedup keys (half of
 /// them expired) and object versions.
 fn fill(path: &Path, n: u128, old_ms: i64) {
+    // The schema of a store, then its rows as an older store kept them
+    // (before its journal): a new journal starts above them.
+    SqliteStore::open(path, StoreOptions::default())
+        .unwrap()
+        .close();
+    std::fs::remove_dir_all(path.parent().unwrap().join("journal")).unwrap();
     let mut conn = Connection::open(path).unwrap();
-    super::migrate::migrate(&conn).unwrap();
+    conn.execute_batch("DELETE FROM meta").unwrap();
     let tx = conn.transaction().unwrap();
     {
         let mut request = tx
@@ -215,159 +175,26 @@ fn fill(path: &Path, n: u128, old_ms: i64) {
 async fn no_statement_of_the_pipeline_or_the_pruner_reads_a_whole_growing_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let now = now_ms();
-    let old = now - 86_400_000;
-    // Rows from before the journal: it starts above them.
-    fill(&path, 20_000, old);
-    let seen = trace(&path);
+    fill(&path, FILLED as u128, now_ms() - 86_400_000);
+    let recorded = record_statements(&path);
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
-
-    // Ingest: new, a duplicate of a key in the dedup table, a versioned
-    // event (stale check and version), a handshake.
-    let id = crate::event::new_id;
-    let (e1, e2, e3, e4) = (id(), id(), id(), id());
-    store
-        .ingest(request(&id(), now), &[event(&e1, "fresh")], 60_000)
-        .await
-        .unwrap();
-    let dup_key = "key2";
-    store
-        .ingest(request(&id(), now), &[event(&e2, dup_key)], 60_000)
-        .await
-        .unwrap();
-    let mut versioned = event(&e3, "v");
-    versioned.order = Some(switchyard_plugin_api::Order {
-        key: "obj1".into(),
-        version: 7,
-    });
-    store
-        .ingest(request(&id(), now), &[versioned], 60_000)
-        .await
-        .unwrap();
-    let mut handshake = event(&e4, "h");
-    handshake.handshake = true;
-    store
-        .ingest(request(&id(), now), &[handshake], 60_000)
-        .await
-        .unwrap();
-
-    // Routing, claims, attempts.
-    assert!(!store.pending_events(10).await.unwrap().is_empty());
-    let job = |event: &str, i: usize| NewJob {
-        id: id(),
-        rule: "r".into(),
-        call_index: i,
-        action: "a".into(),
-        params: json!({}),
-        idempotency_key: format!("{event}:r:{i}"),
-        order_key: None,
-    };
-    let routing = |event: &str, claim: bool| Routing {
-        event_id: event.into(),
-        rule_runs: json!([]),
-        rules_version: 1,
-        // The second call's action is ordered (`order_by`): its own claim.
-        jobs: vec![
-            job(event, 0),
-            NewJob {
-                order_key: Some("K".into()),
-                ..job(event, 1)
-            },
-        ],
-        routed_at_ms: now,
-        claim_with: claim.then(|| envelope_of("{}".into())),
-    };
-    let claimed_at_once = store.record_routing(routing(&e1, true)).await.unwrap();
-    store.record_routing(routing(&e3, false)).await.unwrap();
-    let claimed = store.claim_jobs(now, 10).await.unwrap();
-    // One of key K at a time: e1's, and e3's unordered job.
-    assert_eq!((claimed_at_once.len(), claimed.len()), (1, 2));
-    let finish = |c: &ClaimedJob, finish: Finish| FinishedAttempt {
-        job_id: c.id.clone(),
-        attempt: c.attempt,
-        started_at_ms: now,
-        finished_at_ms: now,
-        finish,
-    };
-    let retry = Finish::Retry {
-        message: "503".into(),
-        next_at_ms: now + 1000,
-    };
-    let dead = Finish::Dead {
-        message: "400".into(),
-    };
-    store
-        .finish_attempt(finish(&claimed[0], retry))
-        .await
-        .unwrap();
-    store
-        .finish_attempt(finish(&claimed_at_once[0], dead))
-        .await
-        .unwrap();
-    store.release_job(claimed[1].id.clone(), now).await.unwrap();
-    store.next_due().await.unwrap();
-    store.backlog().await.unwrap();
-    store.recover().await.unwrap();
-    store
-        .save_action_state(ActionState {
-            action: "a".into(),
-            state: "open".into(),
-            until_ms: Some(now),
-            failures: 5,
-            reason: None,
-            updated_at_ms: now,
-        })
-        .await
-        .unwrap();
-    store.action_states().await.unwrap();
-    store.ping().await.unwrap();
-
-    // Retention: a whole sweep over the old rows, every phase.
-    let pruned = swept(&store, now - 1000, now, 10_000).await;
-    assert_eq!(pruned.events, 20_000, "{pruned:?}");
-    assert!(pruned.next.is_none(), "the sweep ended");
-    // The dedup keys' flush, and what opening reads (recovery, keys).
-    {
-        let conn = open_connection(&path, &StoreOptions::default(), true).unwrap();
-        let mut keys = keys::RecentKeys::default();
-        keys.add("tight", "k", "e", now + 1000);
-        keys.keep();
-        keys.flush(&conn, now).unwrap();
-    }
+    workload(&store, FILLED, 16_400).await;
     store.close();
-    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
-    store.ping().await.unwrap();
-    store.close();
-
-    let statements = seen.lock().unwrap().clone();
-    for wanted in [
-        "INSERT OR IGNORE INTO events",
-        "INSERT OR IGNORE INTO jobs",
-        "UPDATE jobs SET state = 'running'",
-        "o.order_key IS NOT NULL",
-        "INSERT OR REPLACE INTO attempts",
-        "DELETE FROM events",
-        "DELETE FROM requests",
-        "DELETE FROM dedup",
-        "DELETE FROM versions",
-        "SELECT event_id FROM dedup",
-        "SELECT version FROM versions",
-    ] {
-        assert!(
-            statements.iter().any(|s| s.contains(wanted)),
-            "no statement with {wanted:?} was recorded"
-        );
-    }
+    // What opening reads (recovery, the keys held in memory).
+    SqliteStore::open(&path, StoreOptions::default())
+        .unwrap()
+        .close();
+    let statements: Vec<String> = recorded.lock().unwrap().iter().cloned().collect();
+    assert_recorded(&statements);
+    assert!(
+        statements
+            .iter()
+            .any(|s| s.contains("INSERT OR REPLACE INTO dedup")),
+        "the keys were written out in bulk"
+    );
     let conn = Connection::open(&path).unwrap();
     let mut wrong = Vec::new();
-    for sql in &statements {
-        let head = sql.trim_start().to_uppercase();
-        if !["SELECT", "INSERT", "UPDATE", "DELETE", "WITH"]
-            .iter()
-            .any(|k| head.starts_with(k))
-        {
-            continue;
-        }
+    for sql in plannable(&statements) {
         let scans = full_scans(&conn, sql);
         if !scans.is_empty() {
             wrong.push(format!("{}\n    {}", sql.trim(), scans.join("\n    ")));
@@ -445,8 +272,9 @@ fn plans_name_tables_by_their_aliases() {
     let a = aliases("DELETE FROM requests WHERE NOT EXISTS (SELECT 1 FROM events e WHERE x)");
     assert_eq!(a.get("e").map(String::as_str), Some("events"));
     assert_eq!(a.get("requests").map(String::as_str), Some("requests"));
-    let conn = Connection::open_in_memory().unwrap();
-    super::migrate::migrate(&conn).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap());
+    let conn = Connection::open(dir.path().join("s.db")).unwrap();
     // The statement that once stopped ingestion, without the index.
     conn.execute_batch("DROP INDEX events_request").unwrap();
     let scans = full_scans(

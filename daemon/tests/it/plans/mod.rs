@@ -1,0 +1,196 @@
+//! Every statement the pipeline and the pruner run, recorded as a backend
+//! runs them through one workload (the same for both backends) and planned
+//! against a store holding months of rows: none may read the whole of a
+//! table that grows with traffic. A store lives for months; a statement
+//! whose cost grows with what the store holds rather than with its own
+//! work stops ingestion once the store is big (the request step of
+//! retention did, once, through a foreign key without an index). And every
+//! reference between tables has an index that starts with it: a delete of
+//! the referenced row (retention's) looks there.
+//!
+//! `embedded.rs` plans with SQLite's `EXPLAIN QUERY PLAN`; `postgres.rs`
+//! with the server's generic plans (what a prepared statement gets whatever
+//! its values).
+
+mod embedded;
+mod postgres;
+
+use serde_json::json;
+use switchyard::event::{new_id, Event};
+use switchyard::store::{
+    now_ms, ActionState, Envelope, Finish, FinishedAttempt, NewJob, Routing, Store,
+};
+
+use crate::contract::{event, request, swept};
+
+/// Tables that grow with traffic (until retention prunes them).
+pub const GROWING: &[&str] = &[
+    "requests", "events", "jobs", "attempts", "dedup", "versions",
+];
+
+/// A dedup key the fills put in the `dedup` table, in force.
+pub const FILLED_KEY: &str = "key3";
+
+/// Each statement of the pipeline and the pruner, at least once: ingest
+/// (one event, several, a duplicate of a key in the `dedup` table, a
+/// versioned event, a handshake, enough keys at once to be written out in
+/// bulk), routings (claimed with them, stored, ordered), claims, attempts,
+/// a release, the housekeeping reads, gates, and a whole sweep (of the
+/// `filled` old events, and what they hold). `bulk`
+/// events come in one request, each with a key of its own: enough for the
+/// embedded store to write its keys out (it holds 16,384 before it does).
+pub async fn workload(s: &dyn Store, filled: u64, bulk: usize) {
+    let now = now_ms();
+    let (e1, e2, e3, e4, e5) = (new_id(), new_id(), new_id(), new_id(), new_id());
+    s.ingest(request(&new_id(), now), &[event(&e1, "fresh")], 60_000)
+        .await
+        .unwrap();
+    s.ingest(
+        request(&new_id(), now),
+        &[event(&e2, "two-a"), event(&e5, "two-b")],
+        60_000,
+    )
+    .await
+    .unwrap();
+    s.ingest(
+        request(&new_id(), now),
+        &[event(&new_id(), FILLED_KEY)],
+        60_000,
+    )
+    .await
+    .unwrap();
+    let mut versioned = event(&e3, "v");
+    versioned.order = Some(switchyard_plugin_api::Order {
+        key: "obj1".into(),
+        version: 7,
+    });
+    s.ingest(request(&new_id(), now), &[versioned], 60_000)
+        .await
+        .unwrap();
+    let mut handshake = event(&e4, "h");
+    handshake.handshake = true;
+    s.ingest(request(&new_id(), now), &[handshake], 60_000)
+        .await
+        .unwrap();
+    let many: Vec<Event> = (0..bulk)
+        .map(|i| event(&new_id(), &format!("bulk-{i}")))
+        .collect();
+    s.ingest(request(&new_id(), now), &many, 60_000)
+        .await
+        .unwrap();
+    assert!(!s.pending_events(10).await.unwrap().is_empty());
+
+    let job = |event: &str, i: usize, order: Option<&str>| NewJob {
+        id: new_id(),
+        rule: "r".into(),
+        call_index: i,
+        action: "a".into(),
+        params: json!({}),
+        idempotency_key: format!("{event}:r:{i}"),
+        order_key: order.map(str::to_string),
+    };
+    let routing = |event: &str, jobs: Vec<NewJob>, claim: bool| Routing {
+        event_id: event.into(),
+        rule_runs: json!([]),
+        rules_version: 1,
+        jobs,
+        routed_at_ms: now,
+        claim_with: claim
+            .then(|| Envelope::from(serde_json::value::to_raw_value(&json!({})).unwrap())),
+    };
+    let at_once = s
+        .record_routing(routing(
+            &e1,
+            vec![job(&e1, 0, None), job(&e1, 1, None)],
+            true,
+        ))
+        .await
+        .unwrap();
+    s.record_routing(routing(&e2, vec![job(&e2, 0, None)], false))
+        .await
+        .unwrap();
+    s.record_routing(routing(&e3, vec![job(&e3, 0, Some("obj1"))], false))
+        .await
+        .unwrap();
+    s.record_routing(routing(&e5, vec![], false)).await.unwrap();
+    let claimed = s.claim_jobs(now_ms() + 1000, 10).await.unwrap();
+    assert_eq!((at_once.len(), claimed.len()), (2, 2), "{claimed:?}");
+    let finish = |id: &str, attempt: u32, finish: Finish| FinishedAttempt {
+        job_id: id.into(),
+        attempt,
+        started_at_ms: now,
+        finished_at_ms: now,
+        finish,
+    };
+    let retry = Finish::Retry {
+        message: "503".into(),
+        next_at_ms: now + 1000,
+    };
+    let dead = Finish::Dead {
+        message: "400".into(),
+    };
+    s.finish_attempt(finish(&claimed[0].id, claimed[0].attempt, retry))
+        .await
+        .unwrap();
+    s.finish_attempt(finish(&claimed[1].id, claimed[1].attempt, dead))
+        .await
+        .unwrap();
+    let done = Finish::Done { result: None };
+    s.finish_attempt(finish(&at_once[0].id, at_once[0].attempt, done))
+        .await
+        .unwrap();
+    s.release_job(at_once[1].id.clone(), now).await.unwrap();
+    s.next_due().await.unwrap();
+    s.backlog().await.unwrap();
+    s.recover().await.unwrap();
+    s.save_action_state(ActionState {
+        action: "a".into(),
+        state: "open".into(),
+        until_ms: Some(now),
+        failures: 5,
+        reason: None,
+        updated_at_ms: now,
+    })
+    .await
+    .unwrap();
+    s.action_states().await.unwrap();
+    s.ping().await.unwrap();
+    // Retention: a whole sweep over the old rows, every phase.
+    let pruned = swept(s, now - 1000, now).await;
+    assert_eq!(pruned.events, filled, "{pruned:?}");
+    assert!(pruned.next.is_none(), "the sweep ended");
+}
+
+/// The statements the plans must have seen: one of each kind of write.
+pub fn assert_recorded(statements: &[String]) {
+    for wanted in [
+        "INTO events",
+        "INTO jobs",
+        "SET state = 'running'",
+        "INTO attempts",
+        "o.order_key IS NOT NULL",
+        "DELETE FROM events",
+        "DELETE FROM requests",
+        "DELETE FROM dedup",
+        "DELETE FROM versions",
+    ] {
+        assert!(
+            statements.iter().any(|s| s.contains(wanted)),
+            "no statement with {wanted:?} was recorded: {statements:#?}"
+        );
+    }
+}
+
+/// The statements among `recorded` a plan is asked for.
+pub fn plannable(recorded: &[String]) -> Vec<&String> {
+    recorded
+        .iter()
+        .filter(|s| {
+            let head = s.trim_start().to_uppercase();
+            ["SELECT", "INSERT", "UPDATE", "DELETE", "WITH"]
+                .iter()
+                .any(|k| head.starts_with(k))
+                && !s.contains("pg_advisory")
+        })
+        .collect()
+}
