@@ -3,48 +3,77 @@
 //!
 //! Owns: the store's interface in two parts — [`Pipeline`] (what ingress,
 //! the router and the dispatcher need) and [`Operations`] (what operators
-//! read and do), and the capabilities only some backends have ([`Shared`],
-//! [`CommitTiming`]), asked for explicitly — its embedded backend, [`SqliteStore`], the journal its ingests
-//! are made durable by (`journal/`), the shared backend for several
-//! instances, [`PgStore`] (`postgres/`), retention's bounded steps
-//! ([`Sweep`], `sweep.rs`), the clock its times are read from, which
-//! never goes back within the process (`clock.rs`), and `[store]`
-//! (`config.rs`). Imports
-//! only `event` (it stores `event::Event`s as JSON) and config's value
-//! formats: no stage.
+//! read and do) — and the capabilities only some backends have, which a
+//! caller asks for ([`Shared`], [`CommitTiming`]); the two backends, the
+//! embedded [`SqliteStore`] (`sqlite/`, with the journal its ingests are
+//! made durable by, `sqlite/journal/`) and [`PgStore`] for several
+//! instances (`postgres/`); what both SQL backends run alike
+//! (`sql.rs`: the operators' side, retention's windows, the gates);
+//! retention's bounded steps ([`Sweep`], `sweep.rs`); the clock its times
+//! are read from, which never goes back within the process (`clock.rs`);
+//! and `[store]` (`config.rs`). Imports only `event` (it stores
+//! `event::Event`s as JSON) and config's value formats: no stage.
+//!
+//! ## A new backend
+//! The contract suite (`tests/it/contract/`) states every behaviour of
+//! [`Pipeline`] and [`Operations`] once and runs it against each backend:
+//! a new one adds itself there and implements until it passes. A SQL
+//! backend implements the pipeline's statements by the names the others
+//! use (`sqlite/sql.rs`, `postgres/sql.rs`, side by side) and gets
+//! [`Operations`] by giving `sql::SqlBackend`'s few primitives. Its schema
+//! comes in numbered migrations (`sqlite/migrations/`,
+//! `postgres/migrations/`), each applied once; a store written by a newer
+//! release is refused. The plan tests (`tests/it/plans/`) run one workload
+//! and check that no statement reads a whole growing table.
+//!
+//! ## What is the record of what
+//! **Embedded** (`data_dir/switchyard.db` and `data_dir/journal/`). The
+//! journal is the record of every accepted request: its headers and body
+//! (only there), its events and what became of each (new, duplicate,
+//! stale, handshake), one CRC-framed record, written with the others of
+//! its group and synced (`fdatasync`) before any of them is answered 2xx.
+//! SQLite is the record of everything that follows: the events' rows (the
+//! envelope again, and their state), dedup keys and object versions,
+//! routings, jobs, attempts, gates. Its rows of an ingest commit in the
+//! same round without a sync of their own; routings, claims and attempts
+//! commit without one too (a power cut that takes them only repeats work
+//! under the same idempotency keys); operators' commands commit with one.
+//! After a crash, opening the store applies again every journal record
+//! past the last one SQLite holds (`meta.journal_seq`), reads the dedup
+//! keys held in memory back from their events' rows, and hands back the
+//! jobs left running (`recover`, at start). `durability = "relaxed"` skips
+//! the journal's sync: a crash of the daemon loses nothing, a power cut
+//! the last groups.
+//!
+//! **PostgreSQL** (the database's tables). The tables are the record of
+//! everything: a request (body and headers in its row), its events, dedup
+//! keys and versions commit in one transaction before the 2xx (as durable
+//! as the server's `synchronous_commit` makes it); routings, claims,
+//! attempts and gates commit with `synchronous_commit = off` (a crash of
+//! the database that takes the last of them only repeats work), operators'
+//! commands with the server's setting. Nothing is rebuilt:
+//! after a crash the other instances (or this one's next start) take over
+//! the pending events of an instance whose heartbeat stopped, and hand its
+//! running jobs back once their leases run out.
 //!
 //! ## Why SQLite (WAL) rather than redb
 //! - The CLI must read and change the store while the daemon runs (list,
 //!   show, replay, redrive). SQLite's file locking lets a second process do
 //!   that safely; redb allows one process at a time.
-//! - The later PostgreSQL backend speaks SQL too: one schema, one set of
-//!   queries to reason about, and `SKIP LOCKED`-style claiming maps directly.
+//! - The PostgreSQL backend speaks SQL too: one schema to reason about,
+//!   the operators' side and retention's statements written once.
 //! - WAL mode gives concurrent readers beside the one writer, and one fsync
 //!   per commit of the write-ahead log.
 //!
-//! ## Durability: one journal append per group
+//! ## Group commit (embedded)
 //! All writes go through one writer thread. It takes every write waiting in
 //! its queue, applies each inside its own savepoint of one transaction, and
-//! commits once. Each ingest in the batch stages one record in the journal
-//! (`journal/`: the whole request, its events and what became of them); the
-//! batch's records are written in one `write` and synced with one
-//! `fdatasync` before the database commits, and only then is any webhook of
-//! the batch answered 2xx. The database commits ingests without a sync of
-//! its own: what a power cut takes from it is applied again from the
-//! journal when the store is next opened. A request's headers and body are
-//! written once, to the journal; its database row points there.
-//! `durability = "relaxed"` skips the journal's sync too: a power loss may
-//! then lose the last groups, a crash of the daemon alone still loses
-//! nothing. Operators' commands (redrive, enable) still commit with a sync.
-//!
-//! Each pipeline stage uses the store through [`Pipeline`] only, so a
-//! PostgreSQL backend can take its place without touching ingress, rules or
-//! dispatch; it implements [`Pipeline`] and [`Operations`].
+//! commits once; the batch's journal records are written in one `write`
+//! and synced with one `fdatasync` before that commit.
 
 pub mod clock;
 mod config;
 mod filter;
-pub mod journal;
 pub mod postgres;
 mod sql;
 mod sqlite;

@@ -14,10 +14,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use super::journal::{self, Damage, Journal, Position};
 use super::keys::RecentKeys;
 use super::*;
 use crate::event::Event;
-use crate::store::journal::{self, Damage, Journal, Position};
 
 /// The first byte of an ingest record's payload (other kinds may follow).
 const INGEST: u8 = 1;

@@ -5,7 +5,7 @@
 //! blocking threads. Several processes may open the same file (the daemon
 //! and the CLI): SQLite's locks and a busy timeout keep them apart.
 //!
-//! The writer thread also owns the journal (`store::journal`): a request's
+//! The writer thread also owns the journal (`journal/`): a request's
 //! record is staged there by its ingest, and each group's records are
 //! written and synced in one go before the group's commit. The database
 //! itself then commits without a sync of its own for ingests
@@ -33,12 +33,12 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::journal::{Journal, JournalOptions};
 use super::{
     ActionState, Backlog, ClaimedJob, CommitObserver, Dialect, Durability, FinishedAttempt,
     Ingested, PendingEvent, Pipeline, Pruned, RequestRecord, Routing, StoreError, StoreFuture,
     StoreResult, StoredRequest,
 };
+use journal::{Journal, JournalOptions};
 
 /// Commits between two checkpoints (on the checkpointer's thread).
 const CHECKPOINT_EVERY: u32 = 64;
@@ -584,6 +584,7 @@ fn parse_json(text: &str) -> Value {
 }
 
 mod ingest;
+pub mod journal;
 mod keys;
 mod migrate;
 mod operations;

@@ -420,10 +420,6 @@ impl Journal {
         Ok((journal, damage))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The seq the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq + self.staged_count
