@@ -1,8 +1,8 @@
 //! Retention, a bounded step at a time: a [`Sweep`] says where one stands
 //! and what it removes next ([`Pipeline::prune`] runs a step), [`sweep`]
 //! runs one whole. Each backend states the steps' statements; what they
-//! may cost is checked by the store's plan tests (`sqlite/plans.rs`,
-//! `tests/it/pg_plans.rs`).
+//! may cost is checked by the store's plan tests (`tests/it/plans/`,
+//! one workload planned by each backend).
 
 use serde::Serialize;
 

@@ -141,18 +141,33 @@ impl IngestRecord {
 }
 
 /// Whether an ordered event's version is not newer than the last accepted
-/// for its object.
-fn is_stale(conn: &Connection, ev: &EncodedEvent) -> StoreResult<bool> {
+/// for its object: stored, or taken earlier in the same request
+/// (`earlier`, by object), which it then becomes if it is newer.
+fn is_stale<'a>(
+    conn: &Connection,
+    ev: &'a EncodedEvent,
+    earlier: &mut Vec<(&'a str, i64)>,
+) -> StoreResult<bool> {
     let Some(order) = &ev.order else {
         return Ok(false);
     };
+    if let Some((_, v)) = earlier.iter().find(|(key, _)| *key == order.key) {
+        if order.version <= *v {
+            return Ok(true);
+        }
+    }
     let last: Option<i64> = conn
         .prepare_cached("SELECT version FROM versions WHERE source = ?1 AND key = ?2")
         .map_err(map_err)?
         .query_row(params![ev.source, order.key], |r| r.get(0))
         .optional()
         .map_err(map_err)?;
-    Ok(last.is_some_and(|v| order.version <= v))
+    if last.is_some_and(|v| order.version <= v) {
+        return Ok(true);
+    }
+    earlier.retain(|(key, _)| *key != order.key);
+    earlier.push((&order.key, order.version));
+    Ok(false)
 }
 
 /// What becomes of each event: a duplicate (of an event within the dedup
@@ -170,6 +185,7 @@ fn decide(
         )
         .map_err(map_err)?;
     let mut fresh: Vec<&EncodedEvent> = Vec::new();
+    let mut versions = Vec::new();
     for ev in &record.events {
         let prior: Option<String> = match keys.get(&ev.source, &ev.dedup_key, now) {
             Some(id) => Some(id.to_string()),
@@ -187,7 +203,7 @@ fn decide(
                     fresh.push(ev);
                     results.push(if ev.handshake {
                         Ingested::Handshake(ev.id.clone())
-                    } else if is_stale(conn, ev)? {
+                    } else if is_stale(conn, ev, &mut versions)? {
                         Ingested::Stale(ev.id.clone())
                     } else {
                         Ingested::New(ev.id.clone())

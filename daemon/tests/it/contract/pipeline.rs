@@ -463,3 +463,44 @@ pub async fn what_was_taken_in_survives_a_restart(mut f: Fixture) {
     assert_eq!(pending[0].event.id, e.id);
     assert_eq!(pending[0].event.data, e.data);
 }
+
+pub async fn events_of_one_request_are_decided_in_their_order(f: Fixture) {
+    let s = f.store();
+    let now = now_ms();
+    let ids: Vec<String> = (0..5).map(|i| id_at(now, i)).collect();
+    let events = [
+        versioned(&ids[0], "a", "obj", 5),
+        versioned(&ids[1], "a", "obj", 6),
+        versioned(&ids[2], "b", "obj", 4),
+        versioned(&ids[3], "c", "obj", 9),
+        event(&ids[4], "d"),
+    ];
+    let got = s
+        .ingest(request(&new_id(), now), &events, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            Ingested::New(ids[0].clone()),
+            Ingested::Duplicate(ids[0].clone()),
+            Ingested::Stale(ids[2].clone()),
+            Ingested::New(ids[3].clone()),
+            Ingested::New(ids[4].clone()),
+        ],
+        "a key seen earlier in the request is a duplicate; a version not newer than an earlier one's is stale"
+    );
+    // A request all of whose events are duplicates is one; one with any
+    // event of its own is accepted.
+    let dup = s
+        .ingest(request(&new_id(), now), &[event(&new_id(), "d")], 60_000)
+        .await
+        .unwrap();
+    let Ingested::Duplicate(original) = &dup[0] else {
+        panic!("{dup:?}")
+    };
+    assert_eq!(original, &ids[4]);
+    let shown = s.show_event(ids[0].clone()).await.unwrap();
+    assert_eq!(shown.request.verdict, "accepted");
+    assert_eq!(shown.duplicates, 1);
+}
