@@ -282,6 +282,7 @@ contract!(
     pipeline::ping_says_the_store_can_write,
     pipeline::what_was_taken_in_survives_a_restart,
     pipeline::events_of_one_request_are_decided_in_their_order,
+    pipeline::claims_take_the_longest_due_first,
     order::jobs_of_one_key_run_one_at_a_time_in_the_order_their_events_came,
     order::an_ordered_job_is_never_claimed_with_its_routing,
     order::order_is_kept_across_a_restart,

@@ -504,3 +504,26 @@ pub async fn events_of_one_request_are_decided_in_their_order(f: Fixture) {
     assert_eq!(shown.request.verdict, "accepted");
     assert_eq!(shown.duplicates, 1);
 }
+
+pub async fn claims_take_the_longest_due_first(f: Fixture) {
+    let s = f.store();
+    let now = now_ms();
+    let mut made = Vec::new();
+    for (i, due) in [3_000, 1_000, 2_000].into_iter().enumerate() {
+        let e = event(&id_at(now, i as u128), &format!("k{i}"));
+        take_in(s, &e, now).await;
+        let mut r = routing(&e, vec![job(&e.id, 0, "a", None)], false);
+        r.routed_at_ms = now + due;
+        made.push((due, r.jobs[0].id.clone()));
+        s.record_routing(r).await.unwrap();
+    }
+    made.sort();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let claimed = s.claim_jobs(now + 5_000, 1).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        order.push(claimed[0].id.clone());
+    }
+    let expected: Vec<String> = made.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(order, expected, "due first, one at a time");
+}
