@@ -19,6 +19,7 @@ mod handover;
 mod handshakes;
 mod hostile;
 mod instances;
+mod journal;
 mod layers;
 mod notices;
 mod pg;

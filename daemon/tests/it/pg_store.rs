@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+pub(crate) use crate::contract::event;
 use crate::pg::{fresh_database, query, sql};
 use switchyard::event::Event;
 use switchyard::store::{
@@ -12,34 +13,9 @@ use switchyard::store::{
     PgOptions, PgStore, Pipeline, Routing, StoredRequest,
 };
 
-pub(crate) fn event(id: &str, key: &str) -> Event {
-    Event {
-        id: id.into(),
-        source: "tight".into(),
-        kind: "tight.invoiceViewed".into(),
-        subject: None,
-        time: "2025-01-01T00:00:00Z".into(),
-        data: json!({"n": id}),
-        provider: "tight".into(),
-        dedup_key: key.into(),
-        received_at: "2025-01-01T00:00:00Z".into(),
-        extensions: Default::default(),
-        order: None,
-        handshake: false,
-    }
-}
-
+/// A request received now.
 pub(crate) fn request(id: &str) -> StoredRequest {
-    StoredRequest {
-        id: id.into(),
-        source: "tight".into(),
-        received_at_ms: now_ms(),
-        method: "POST".into(),
-        path: "/hooks/tight".into(),
-        query: String::new(),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: bytes::Bytes::from_static(b"{\"raw\":true}"),
-    }
+    crate::contract::request(id, now_ms())
 }
 
 /// A routing of `event` with one job per idempotency key given.

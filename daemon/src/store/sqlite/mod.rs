@@ -594,6 +594,3 @@ mod sql;
 
 pub use ingest::Recovery;
 pub use record::record_statements;
-
-#[cfg(test)]
-mod tests;

@@ -1,37 +1,18 @@
-use super::*;
-use crate::event::Event;
-use crate::store::{now_ms, Operations};
+//! The embedded store's journal through the store: what a power cut takes
+//! from the database is applied again from it, damage is passed over and
+//! said, segments go once retention has pruned what they held, a full
+//! disk refuses new work and keeps what it had. (The journal's own format:
+//! `daemon/src/store/sqlite/journal/tests.rs`.)
+
+use std::path::Path;
+
 use serde_json::json;
+use switchyard::store::{
+    now_ms, Ingested, Operations, Pipeline, Routing, SqliteStore, StoreError, StoreOptions,
+    StoredRequest,
+};
 
-pub(super) fn event(id: &str, key: &str) -> Event {
-    Event {
-        id: id.into(),
-        source: "tight".into(),
-        kind: "tight.invoiceViewed".into(),
-        subject: None,
-        time: "2025-01-01T00:00:00Z".into(),
-        data: json!({"n": id}),
-        provider: "tight".into(),
-        dedup_key: key.into(),
-        received_at: "2025-01-01T00:00:00Z".into(),
-        extensions: Default::default(),
-        order: None,
-        handshake: false,
-    }
-}
-
-pub(super) fn request(id: &str, at: i64) -> StoredRequest {
-    StoredRequest {
-        id: id.into(),
-        source: "tight".into(),
-        received_at_ms: at,
-        method: "POST".into(),
-        path: String::new(),
-        query: String::new(),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: bytes::Bytes::from_static(b"{}"),
-    }
-}
+use crate::contract::{event, request, swept};
 
 /// A routing that wanted no action.
 fn no_jobs(event_id: &str, at: i64) -> Routing {
@@ -225,7 +206,7 @@ async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
     let (dir, store) = small_segments();
     let segments = || segment_files(dir.path());
     let old = now_ms() - 100_000;
-    let id = |n: u128| ulid::Ulid::from_parts(old as u64, n).to_string();
+    let id = |n: u128| crate::contract::id_at(old, n);
     // Old requests, each its own group: several segments fill up.
     for n in 0..12u128 {
         let mut req = request(&id(1000 + n), old);
@@ -242,7 +223,7 @@ async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
     for n in 0..11u128 {
         store.record_routing(no_jobs(&id(n), old)).await.unwrap();
     }
-    let pruned = swept(&store, old + 1, now_ms(), 1000).await;
+    let pruned = swept(&store, old + 1, now_ms()).await;
     assert_eq!((pruned.events, pruned.requests), (11, 11));
     // The sweep frees the segments once their requests are gone.
     assert!(pruned.segments > 0, "{pruned:?}");
@@ -293,16 +274,4 @@ fn segment_files(dir: &std::path::Path) -> Vec<String> {
         .collect();
     s.sort();
     s
-}
-
-/// A whole sweep that must not fail, as the pruner runs it (no stop).
-pub(crate) async fn swept(
-    store: &dyn crate::store::Pipeline,
-    before_ms: i64,
-    now_ms: i64,
-    max_steps: usize,
-) -> crate::store::Pruned {
-    let (pruned, done) = crate::store::sweep(store, before_ms, now_ms, max_steps, &|| false).await;
-    done.unwrap();
-    pruned
 }
