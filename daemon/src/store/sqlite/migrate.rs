@@ -23,15 +23,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// it at once (the daemon, a CLI) apply each migration once: the check
 /// and the changes are one write transaction.
 pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    // Up to date (the common case, and a CLI beside a running daemon):
+    // no write lock taken.
+    if user_version(conn)? == latest {
+        return Ok(());
+    }
     in_transaction(conn, || {
-        let stored: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(map_err)?;
+        let stored = user_version(conn)?;
         let version = match stored {
             0 if has_table(conn, "events")? => 1,
             v => v,
         };
-        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
         if version > latest {
             return Err(StoreError::Other(format!(
                 "the store is at schema version {version}, written by a newer Switchyard; \
@@ -50,6 +53,11 @@ pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
         }
         Ok(())
     })
+}
+
+fn user_version(conn: &Connection) -> StoreResult<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(map_err)
 }
 
 fn has_table(conn: &Connection, name: &str) -> StoreResult<bool> {
