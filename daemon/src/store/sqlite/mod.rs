@@ -139,6 +139,10 @@ pub struct SqliteStore {
     journal_dir: PathBuf,
     recovery: ingest::Recovery,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The store may hold jobs of ordered actions, waiting or running:
+    /// only then do claims look for them (set by a routing that adds one,
+    /// cleared by a claim that finds none).
+    ordered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn map_err(e: rusqlite::Error) -> StoreError {
@@ -222,6 +226,9 @@ impl SqliteStore {
         };
         let (journal, recovery) = ingest::recover(&conn, &journal_dir, journal_options)?;
         let keys = keys::RecentKeys::load(&conn, super::now_ms())?;
+        let ordered: bool = conn
+            .query_row(sql::ORDERED_WAITING, [], |r| r.get(0))
+            .map_err(map_err)?;
         let state = WriterState { journal, keys };
         for damage in &recovery.damage {
             tracing::warn!("{damage}");
@@ -255,6 +262,7 @@ impl SqliteStore {
             journal_dir,
             recovery,
             thread: Mutex::new(Some(thread)),
+            ordered: Arc::new(ordered.into()),
         })
     }
 

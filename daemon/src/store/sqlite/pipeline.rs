@@ -2,7 +2,9 @@
 //! (dedup, stale versions), routing, claims, attempts and pruning, and the
 //! [`Pipeline`] implementation that runs them on the writer thread.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::atomic::AtomicBool;
+
+use rusqlite::{params, Connection};
 
 use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
 use super::sql;
@@ -16,25 +18,36 @@ use crate::store::{
 /// Takes the routing by value: the claimed jobs it hands back are made of
 /// its parts, not copies of them. A job with an order key is never claimed
 /// with its routing: it waits its turn in the store ([`claim_tx`]).
-pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
-    let event_seq: Option<i64> = conn
+pub(super) fn routing_tx(
+    conn: &Connection,
+    ordered: &AtomicBool,
+    routing: Routing,
+) -> StoreResult<Vec<ClaimedJob>> {
+    let marked = conn
         .prepare_cached(sql::ROUTE)
         .map_err(map_err)?
-        .query_row(
-            params![
-                routing.event_id,
-                routing.routed_at_ms,
-                json_text(&routing.rule_runs),
-                routing.rules_version as i64
-            ],
-            |r| r.get(0),
-        )
-        .optional()
+        .execute(params![
+            routing.event_id,
+            routing.routed_at_ms,
+            json_text(&routing.rule_runs),
+            routing.rules_version as i64
+        ])
         .map_err(map_err)?;
-    let Some(event_seq) = event_seq else {
+    if marked == 0 {
         // Routed already (by an earlier run of this routing): nothing to add.
         return Ok(Vec::new());
-    };
+    }
+    // An ordered job keeps the order its event was taken in: its rowid.
+    let mut event_seq = None;
+    if routing.jobs.iter().any(|j| j.order_key.is_some()) {
+        ordered.store(true, Ordering::Relaxed);
+        event_seq = Some(
+            conn.prepare_cached(sql::EVENT_SEQ)
+                .map_err(map_err)?
+                .query_row(params![routing.event_id], |r| r.get::<_, i64>(0))
+                .map_err(map_err)?,
+        );
+    }
     let offered = routing.claim_with.is_some();
     let mut insert = conn.prepare_cached(sql::INSERT_JOB).map_err(map_err)?;
     let mut claimed = Vec::new();
@@ -58,7 +71,7 @@ pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec
                 attempts,
                 routing.routed_at_ms,
                 job.order_key,
-                job.order_key.as_ref().map(|_| event_seq),
+                job.order_key.as_ref().and(event_seq),
             ])
             .map_err(map_err)?;
         if added == 1 && claim {
@@ -79,20 +92,29 @@ pub(super) fn routing_tx(conn: &Connection, routing: Routing) -> StoreResult<Vec
 /// routed), then jobs without a key, oldest due first.
 pub(super) fn claim_tx(
     conn: &Connection,
+    ordered: &AtomicBool,
     now_ms: i64,
     limit: usize,
 ) -> StoreResult<Vec<ClaimedJob>> {
-    let ordered_due: bool = conn
-        .prepare_cached(sql::ORDERED_DUE)
-        .map_err(map_err)?
-        .query_row(params![now_ms], |r| r.get(0))
-        .map_err(map_err)?;
     let mut jobs = Vec::new();
-    if ordered_due {
-        claimed(conn, sql::CLAIM_ORDERED, now_ms, limit, &mut jobs)?;
+    // Looked for only while the store may hold ordered jobs (most stores
+    // never do): one statement less a claim.
+    if ordered.load(Ordering::Relaxed) {
+        if exists(conn, sql::ORDERED_DUE, params![now_ms])? {
+            claimed(conn, sql::CLAIM_ORDERED, now_ms, limit, &mut jobs)?;
+        } else if !exists(conn, sql::ORDERED_WAITING, [])? {
+            ordered.store(false, Ordering::Relaxed);
+        }
     }
     claimed(conn, sql::CLAIM, now_ms, limit - jobs.len(), &mut jobs)?;
     Ok(jobs)
+}
+
+fn exists(conn: &Connection, statement: &str, args: impl rusqlite::Params) -> StoreResult<bool> {
+    conn.prepare_cached(statement)
+        .map_err(map_err)?
+        .query_row(args, |r| r.get(0))
+        .map_err(map_err)
 }
 
 /// Runs a claim, adding what it claimed to `jobs` in the order they fell
@@ -296,11 +318,13 @@ impl Pipeline for SqliteStore {
     }
 
     fn record_routing(&self, routing: Routing) -> StoreFuture<'_, Vec<ClaimedJob>> {
-        self.write_relaxed(move |conn| routing_tx(conn, routing))
+        let ordered = self.ordered.clone();
+        self.write_relaxed(move |conn| routing_tx(conn, &ordered, routing))
     }
 
     fn claim_jobs(&self, now_ms: i64, limit: usize) -> StoreFuture<'_, Vec<ClaimedJob>> {
-        self.write_relaxed(move |conn| claim_tx(conn, now_ms, limit))
+        let ordered = self.ordered.clone();
+        self.write_relaxed(move |conn| claim_tx(conn, &ordered, now_ms, limit))
     }
 
     fn finish_attempt(&self, attempt: FinishedAttempt) -> StoreFuture<'_, ()> {

@@ -4,12 +4,13 @@
 //! are SQLite's `?n`.
 
 /// Marks a pending event routed (?1 event, ?2 when, ?3 rule runs, ?4 rules
-/// version); returns its rowid, the order it was taken in. No row: routed
-/// already.
+/// version). No row changed: routed already.
 pub(super) const ROUTE: &str = "UPDATE events
     SET state = 'routed', routings = routings + 1, routed_at = ?2, rule_runs = ?3, rules_version = ?4
-    WHERE id = ?1 AND state = 'pending'
-    RETURNING rowid";
+    WHERE id = ?1 AND state = 'pending'";
+
+/// An event's rowid: the order it was taken in, which its ordered jobs keep.
+pub(super) const EVENT_SEQ: &str = "SELECT rowid FROM events WHERE id = ?1";
 
 /// Adds a job of a routing, unique by idempotency key (?11 its order key,
 /// ?12 its event's rowid when it has one).
@@ -29,6 +30,10 @@ pub(super) const NEXT_DUE: &str = "SELECT MIN(next_at) FROM jobs
 /// Whether any job of an ordered action is due (?1 now).
 pub(super) const ORDERED_DUE: &str = "SELECT EXISTS (SELECT 1 FROM jobs
     WHERE order_key IS NOT NULL AND state = 'pending' AND next_at <= ?1)";
+
+/// Whether any job of an ordered action waits or runs.
+pub(super) const ORDERED_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM jobs
+    WHERE order_key IS NOT NULL AND state IN ('pending', 'running'))";
 
 /// Claims due jobs without an order key (?1 now, ?2 how many).
 pub(super) const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1
