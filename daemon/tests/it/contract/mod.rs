@@ -17,8 +17,10 @@
 //! - [`Operations`]: lists and filters with paging, one event's detail,
 //!   replay, dead letters and redrive (one, all, by filter), enabling an
 //!   action, and what the dashboard counts.
-//! - Capabilities, said by the backend: [`Shared`] (several instances;
-//!   tested in `pg_store.rs`, `pg_order.rs`), [`CommitTiming`].
+//! - Capabilities, said by the backend and kept: [`Shared`] (several
+//!   instances; what only several instances show — claims across them,
+//!   leases, the leader, notices — in `pg_store.rs`, `pg_order.rs`),
+//!   [`CommitTiming`].
 //!
 //! Each case gets a fresh, empty store ([`Fixture`]); a case that needs a
 //! restart asks the fixture to crash the process and open the store again.
@@ -283,6 +285,7 @@ contract!(
     pipeline::what_was_taken_in_survives_a_restart,
     pipeline::events_of_one_request_are_decided_in_their_order,
     pipeline::claims_take_the_longest_due_first,
+    pipeline::capabilities_said_are_kept,
     order::jobs_of_one_key_run_one_at_a_time_in_the_order_their_events_came,
     order::an_ordered_job_is_never_claimed_with_its_routing,
     order::order_is_kept_across_a_restart,

@@ -527,3 +527,41 @@ pub async fn claims_take_the_longest_due_first(f: Fixture) {
     let expected: Vec<String> = made.into_iter().map(|(_, id)| id).collect();
     assert_eq!(order, expected, "due first, one at a time");
 }
+
+/// What a backend says it can do beyond the pipeline, it does: a store
+/// that times its commits tells of each; a store shared by instances lists
+/// this one, and once it leaves hands its work back at once.
+pub async fn capabilities_said_are_kept(f: Fixture) {
+    let s = f.store();
+    assert!(
+        s.commit_timing().is_some() || s.shared().is_some(),
+        "each backend has one of the two today"
+    );
+    if let Some(timing) = s.commit_timing() {
+        let told = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = told.clone();
+        timing.observe_commits(Box::new(move |_| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }));
+        take_in(s, &event(&new_id(), "timed"), now_ms()).await;
+        assert!(told.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    }
+    if let Some(shared) = s.shared() {
+        let instances = shared.instances().await.unwrap();
+        let this: Vec<_> = instances.iter().filter(|i| i.this).collect();
+        assert_eq!(this.len(), 1, "{instances:?}");
+        assert!(this[0].alive);
+        // A job it runs goes back at once when it leaves.
+        let e = event(&new_id(), "k");
+        take_in(s, &e, now_ms()).await;
+        let claimed = s
+            .record_routing(routing(&e, vec![job(&e.id, 0, "a", None)], true))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        shared.leave().await.unwrap();
+        assert_eq!(s.backlog().await.unwrap().pending_jobs, 1, "handed back");
+        let left = shared.instances().await.unwrap();
+        assert!(left.iter().all(|i| !i.this), "{left:?}");
+    }
+}
