@@ -75,7 +75,13 @@ impl SqlBackend for PgStore {
     fn rows(&self, read: Statement) -> StoreFuture<'_, Vec<SqlRow>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let rows = run::query(&client, &read.sql, &bound(&read.params)).await?;
+            // Not prepared once per connection: an operator's filters and
+            // limits make texts without end, which a statement cache would
+            // keep for the connection's life.
+            let rows = client
+                .query(&read.sql, &bound(&read.params))
+                .await
+                .map_err(map_err)?;
             rows.iter().map(row).collect()
         })
     }
@@ -86,7 +92,11 @@ impl SqlBackend for PgStore {
             let tx = client.transaction().await.map_err(map_err)?;
             let mut changed = Vec::with_capacity(writes.len());
             for w in &writes {
-                changed.push(run::execute(&tx, &w.sql, &bound(&w.params)).await?);
+                changed.push(
+                    tx.execute(&w.sql, &bound(&w.params))
+                        .await
+                        .map_err(map_err)?,
+                );
             }
             if let Some(work) = work.filter(|_| changed.iter().any(|&n| n > 0)) {
                 notify(&tx, work).await?;
