@@ -503,10 +503,6 @@ impl Switchyard {
 
     /// Compiles the rules folder again now (what a change to it, or SIGHUP,
     /// does), off the async threads.
-    pub async fn reload_rules(&self, why: &'static str) {
-        self.reload_rules_now(why).await
-    }
-
     async fn reload_rules_now(&self, why: &str) {
         let why = why.to_string();
         let rules = self.rules.clone();

@@ -68,10 +68,6 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
-    pub fn has_sample(&self) -> bool {
-        self.table.sample.is_some()
-    }
-
     /// The ABI version it was built for, as people write it: `1.2`.
     pub fn abi(&self) -> String {
         format!("{}.{}", ffi::ABI_MAJOR, self.abi_minor)

@@ -1,4 +1,6 @@
-//! Hot reload: watching `rules_dir` and making each change live.
+//! Hot reload: watching a folder and making each change live —
+//! `rules_dir` for rules ([`watch`]), and, through [`watch_folder`], the
+//! plugin folder (`app`: a library dropped in is loaded).
 //!
 //! The folder is watched, not the files, so that an editor saving by
 //! writing a temporary file and renaming it over the rule is seen; events

@@ -8,7 +8,7 @@
 //! - `fsync` (default `true`): flush each line to disk before reporting done.
 //!
 //! Each line is `{"job_id", "idempotency_key", "action", "rule", "attempt",
-//! "event_id", "event_type", "params", "written_at"}`; with `include_event = true`
+//! "event_id", "event_type", "params", "written_at_ms"}`; with `include_event = true`
 //! the whole event envelope is added as `event`.
 //!
 //! Failures to open or write the file are retryable (a full disk may clear);

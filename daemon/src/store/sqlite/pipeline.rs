@@ -1,6 +1,7 @@
-//! The pipeline's side of the SQLite store: the transactions of ingest
-//! (dedup, stale versions), routing, claims, attempts and pruning, and the
-//! [`Pipeline`] implementation that runs them on the writer thread.
+//! The pipeline's side of the SQLite store: the transactions of routing,
+//! claims (ordered ones too), attempts and retention's steps, and the
+//! [`Pipeline`] implementation that runs them on the writer thread (ingest
+//! itself is `ingest.rs`).
 
 use std::sync::atomic::AtomicBool;
 

@@ -5,7 +5,7 @@
 //! and what became of them), in one `write` and one `fdatasync` shared by
 //! every request of a group. The database holds the state that follows from
 //! these records and notes the last record it holds; at start the records
-//! after it are applied again (see `sqlite::recover`).
+//! after it are applied again (see `sqlite/ingest.rs`, `recover`).
 //!
 //! ## On disk
 //! `journal/{first_seq:020}.log` files; the last is the one appended to, and
