@@ -205,6 +205,24 @@ path = "{}"
     }
 
     /// Waits (bounded) until the audit file has at least `n` lines.
+    /// Waits (at most 10 s) for the audit line of the event `id` and
+    /// returns every line: the positive marker a negative check waits for
+    /// (everything sent before it was handled), then reads the state once.
+    pub fn wait_audit_of(&self, id: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.audit_lines();
+            if lines.iter().any(|l| l["event_id"] == id) {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no audit line for {id}: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn wait_audit(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -493,6 +511,24 @@ pub fn scrape(daemon: &Daemon) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// The id of the one event a 200 answer to a webhook accepted.
+pub fn accepted_id(answer: &str) -> String {
+    let v: Value = serde_json::from_str(answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    v["accepted"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no event accepted: {answer}"))
+        .to_string()
+}
+
+/// Webhooks of `source` refused for `reason`, as /metrics counts them.
+pub fn refused(daemon: &Daemon, source: &str, reason: &str) -> f64 {
+    value(
+        &scrape(daemon),
+        "switchyard_webhooks_rejected_total",
+        &[("source", source), ("reason", reason)],
+    )
 }
 
 pub fn value(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -57,8 +57,10 @@ fn rules_change_while_webhooks_flow_and_nothing_is_lost_or_doubled() {
             .count()
             >= 300
     }));
-    std::thread::sleep(Duration::from_millis(300));
-    let lines = env.audit_lines();
+    // A webhook after them all is the marker: once its line is written,
+    // every routing before it has been recorded.
+    let marker = daemon.send_viewed("inv_reload_marker");
+    let lines = env.wait_audit_of(&marker);
     let mut keys = HashSet::new();
     let mut viewed: HashMap<String, u32> = HashMap::new();
     for l in &lines {

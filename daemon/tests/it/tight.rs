@@ -1,8 +1,6 @@
 //! A Tight webhook end to end: PyJWT-signed request → tight plugin → rule →
 //! file action; and every way a request can be wrong.
 
-use std::time::Duration;
-
 use crate::common::*;
 
 #[test]
@@ -98,22 +96,12 @@ fn bad_signatures_get_401_and_fire_nothing() {
     }
     // A good one afterwards still works, and it is the only action.
     let token = pyjwt(SECRET, b, &[]);
-    assert_eq!(
-        daemon
-            .post("/hooks/tight", &[("Tight-Verification", &token)], body)
-            .0,
-        200
-    );
-    let lines = env.wait_audit(1);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(env.audit_lines().len(), 1, "{lines:?}");
-    // Reasons are logged, never sent back.
-    let logs = daemon.logs();
-    assert!(logs.contains("expired"), "{logs}");
-    assert!(
-        logs.contains("algorithm is not HS256") || logs.contains("malformed token"),
-        "{logs}"
-    );
+    let (status, text) = daemon.post("/hooks/tight", &[("Tight-Verification", &token)], body);
+    assert_eq!(status, 200, "{text}");
+    let lines = env.wait_audit_of(&accepted_id(&text));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // Reasons are counted, never sent back.
+    assert!(refused(&daemon, "tight", "expired") >= 1.0);
 }
 
 #[test]
@@ -137,8 +125,11 @@ fn unknown_source_oversized_body_non_json_and_wrong_method() {
     assert_eq!(resp.status().as_u16(), 405);
     assert_eq!(resp.headers()["allow"], "POST");
 
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(env.audit_lines().is_empty());
+    // Nothing of the above was stored: a good one afterwards is the first.
+    let id = daemon.send_viewed("inv_after");
+    let listed = cli(&["events", "list", "--json"], &config).1;
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains(&id), "{listed}");
 }
 
 #[test]
