@@ -346,6 +346,7 @@ impl Switchyard {
                 for p in &problems.0 {
                     tracing::error!("reload refused ({why}); the running configuration stays: {p}");
                 }
+                self.count_reload("refused");
                 return Err(problems);
             }
         };
@@ -391,7 +392,15 @@ impl Switchyard {
         );
         self.reload_rules_now(why).await;
         self.dispatcher.wake.notify_one();
+        self.count_reload("done");
         Ok(())
+    }
+
+    fn count_reload(&self, outcome: &str) {
+        let label = crate::metrics::OutcomeLabel {
+            outcome: outcome.to_string(),
+        };
+        self.metrics.config_reloads.get_or_create(&label).inc();
     }
 
     /// The last check of each source's subscriptions at its provider.
@@ -438,6 +447,11 @@ impl Switchyard {
             self.metrics
                 .rules_reload_failures
                 .inc_by(failures - counted);
+        }
+        let reloads = self.rules.reloads.load(Ordering::Relaxed);
+        let counted = self.metrics.rules_reloads.get();
+        if reloads > counted {
+            self.metrics.rules_reloads.inc_by(reloads - counted);
         }
         self.metrics.render()
     }

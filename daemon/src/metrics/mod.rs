@@ -62,6 +62,11 @@ pub struct TimeoutLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckLabels {
     pub source: String,
     pub outcome: String,
@@ -97,6 +102,10 @@ pub struct Metrics {
     pub rules_version: Gauge<i64, AtomicI64>,
     pub rules_broken: Gauge<i64, AtomicI64>,
     pub rules_reload_failures: Counter<u64, AtomicU64>,
+    /// Reloads of the rules run, changed or not.
+    pub rules_reloads: Counter<u64, AtomicU64>,
+    /// Reloads of the configuration and plugins (done, refused).
+    pub config_reloads: Family<OutcomeLabel, Counter>,
     /// The watcher's checks of a provider's subscriptions (ok, failed).
     pub subscription_checks: Family<CheckLabels, Counter>,
     /// Declared subscriptions found off at the last check.
@@ -138,6 +147,8 @@ impl Metrics {
             rules_version: Gauge::default(),
             rules_broken: Gauge::default(),
             rules_reload_failures: Counter::default(),
+            rules_reloads: Counter::default(),
+            config_reloads: Family::default(),
             subscription_checks: Family::default(),
             subscriptions_off: Family::default(),
             subscriptions_reenabled: Family::default(),
@@ -257,6 +268,16 @@ impl Metrics {
             "rules_reload_failures",
             "Reloads that found a rule file that does not compile",
             m.rules_reload_failures.clone(),
+        );
+        r.register(
+            "rules_reloads",
+            "Reloads of the rules run (the folder compiled again), changed or not",
+            m.rules_reloads.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Reloads of the configuration and plugins, per outcome (done, refused)",
+            m.config_reloads.clone(),
         );
         r.register(
             "connections_open",

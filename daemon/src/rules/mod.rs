@@ -434,6 +434,8 @@ pub struct Rules {
     reloading: Mutex<()>,
     /// Reloads that found a file that does not compile.
     pub failed_reloads: AtomicU64,
+    /// Reloads run (the folder compiled again), changed or not.
+    pub reloads: AtomicU64,
     /// Where a file that does not compile is announced
     /// (`switchyard.rules.broken`), once set.
     announce: std::sync::OnceLock<crate::event::Announce>,
@@ -460,6 +462,7 @@ impl Rules {
             current: ArcSwap::from_pointee(set),
             reloading: Mutex::new(()),
             failed_reloads: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
             announce: std::sync::OnceLock::new(),
         }
     }
@@ -485,6 +488,7 @@ impl Rules {
     /// [`RuleSet::reload`]). Blocking: compiling takes a while for many rules.
     pub fn reload(&self) -> Result<Reloaded, Problem> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         let live = self.current();
         let was_broken = live.broken.clone();
         let next = live.reload(&self.engine, &self.dir)?;

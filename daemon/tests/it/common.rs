@@ -522,6 +522,28 @@ pub fn accepted_id(answer: &str) -> String {
         .to_string()
 }
 
+/// Reloads of the configuration and plugins that ended `outcome` (`done`,
+/// `refused`), as /metrics counts them.
+pub fn reloads(daemon: &Daemon, outcome: &str) -> f64 {
+    value(
+        &scrape(daemon),
+        "switchyard_config_reloads_total",
+        &[("outcome", outcome)],
+    )
+}
+
+/// Waits (at most 10 s) until `reloads(outcome)` reaches `n`; returns it.
+pub fn wait_reloads(daemon: &Daemon, outcome: &str, n: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = reloads(daemon, outcome);
+        if count >= n || Instant::now() > deadline {
+            return count;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Webhooks of `source` refused for `reason`, as /metrics counts them.
 pub fn refused(daemon: &Daemon, source: &str, reason: &str) -> f64 {
     value(

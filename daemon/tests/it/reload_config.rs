@@ -34,11 +34,7 @@ fn reload_with_good_and_bad_configs_while_webhooks_flow() {
     build_c_plugin(&env.plugin_dir());
     std::fs::write(&config, format!("{original}\n{C_SOURCE}")).unwrap();
     sighup(&daemon);
-    assert!(
-        eventually(10, || daemon.logged("configuration and plugins reloaded")),
-        "{}",
-        daemon.logs()
-    );
+    assert_eq!(wait_reloads(&daemon, "done", 1.0), 1.0, "{}", daemon.logs());
     let (status, text) = daemon.post(
         "/hooks/c",
         &[("X-Switchyard-Token", SECRET)],
@@ -53,12 +49,18 @@ fn reload_with_good_and_bad_configs_while_webhooks_flow() {
     )
     .unwrap();
     sighup(&daemon);
-    assert!(
-        eventually(10, || daemon.logged("reload refused")),
+    assert_eq!(
+        wait_reloads(&daemon, "refused", 1.0),
+        1.0,
         "{}",
         daemon.logs()
     );
-    assert!(daemon.logged("sources.broken"));
+    // The log says what was wrong, at its setting.
+    assert!(
+        daemon.logs().contains("sources.broken"),
+        "{}",
+        daemon.logs()
+    );
     let (status, _) = daemon.post(
         "/hooks/c",
         &[("X-Switchyard-Token", SECRET)],
@@ -137,11 +139,7 @@ fn a_replaced_plugin_library_goes_live_without_a_restart() {
     let staged = env.plugin_dir().join(".staged");
     std::fs::write(&staged, &bytes).unwrap();
     std::fs::rename(&staged, &lib).unwrap();
-    assert!(
-        eventually(10, || daemon.logged("a plugin library changed")),
-        "{}",
-        daemon.logs()
-    );
+    assert_eq!(wait_reloads(&daemon, "done", 1.0), 1.0, "{}", daemon.logs());
     assert_eq!(
         daemon
             .post(
@@ -163,7 +161,6 @@ fn reading_plugins_and_rules_is_not_a_change() {
     let env = Env::new();
     let config = env.standard();
     let daemon = Daemon::start(&config);
-    std::thread::sleep(Duration::from_millis(300));
     // Another process loads the same plugins and reads the rules.
     let (code, out) = cli(&["check"], &config);
     assert_eq!(code, 0, "{out}");
@@ -172,21 +169,36 @@ fn reading_plugins_and_rules_is_not_a_change() {
             let _ = std::fs::read(entry.unwrap().path()).unwrap();
         }
     }
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(
-        !daemon.logged("reloaded"),
-        "reading is not changing:\n{}",
-        daemon.logs()
-    );
-    // A real change still counts.
+    // Two real changes, one after the other's reload: each is one reload.
+    // Were reading a change, the daemon's own reload (which loads every
+    // library) would set off the next one, and the count would run ahead.
     let lib = env.plugin_dir().join("libswitchyard_file.so");
     let bytes = std::fs::read(&lib).unwrap();
-    std::fs::write(&lib, &bytes).unwrap();
-    assert!(eventually(10, || daemon.logged("configuration and plugins reloaded")));
-    std::thread::sleep(Duration::from_millis(800));
-    let reloads = daemon
-        .logs()
-        .matches("configuration and plugins reloaded")
-        .count();
-    assert_eq!(reloads, 1, "one change, one reload:\n{}", daemon.logs());
+    for n in [1.0, 2.0] {
+        std::fs::write(&lib, &bytes).unwrap();
+        assert_eq!(wait_reloads(&daemon, "done", n), n, "{}", daemon.logs());
+    }
+    // A webhook routed after the second is the marker: the count is read
+    // once more, after it.
+    daemon.send_viewed("inv_after_reloads");
+    assert_eq!(env.wait_audit(1).len(), 1);
+    let samples = scrape(&daemon);
+    assert_eq!(
+        value(
+            &samples,
+            "switchyard_config_reloads_total",
+            &[("outcome", "done")]
+        ),
+        2.0,
+        "one change, one reload:\n{}",
+        daemon.logs()
+    );
+    // The rules were compiled again at each of the two reloads, and never
+    // for a read (a reload reads every rule file).
+    assert_eq!(
+        value(&samples, "switchyard_rules_reloads_total", &[]),
+        2.0,
+        "{}",
+        daemon.logs()
+    );
 }
