@@ -246,6 +246,7 @@ mod tests {
                 idempotency_key: format!("k{n}"),
                 attempt: 1,
                 series_attempt: 1,
+                order_key: None,
             };
             queue
                 .jobs

@@ -1,5 +1,5 @@
-//! Per-action gates: the circuit breaker, the pause after a 410, and
-//! ordering by key.
+//! Per-action gates: the circuit breaker and the pause after a 410.
+//! (Ordering by key is the store's: it claims one job of a key at a time.)
 //!
 //! Breaker: after `threshold` consecutive retryable failures (the target
 //! looks down) the action is *open* for `cooldown`: its jobs wait, without
@@ -10,12 +10,11 @@
 //! an action (`switchyard actions pause NAME`, the dashboard): its jobs
 //! wait, none lost, until it is enabled again.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::host::ExecOutcome;
-use crate::store::{ActionState, ClaimedJob};
+use crate::store::ActionState;
 
 /// What to do with a job of a gated action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,40 +178,6 @@ impl Breaker {
     }
 }
 
-/// Jobs waiting behind another of the same key, per (action, key).
-#[derive(Debug, Default)]
-pub struct KeyQueues {
-    queues: Mutex<HashMap<(String, String), VecDeque<ClaimedJob>>>,
-}
-
-impl KeyQueues {
-    /// Whether `job` may run now; if not, it is queued behind the running one.
-    pub fn enter(&self, action: &str, key: &str, job: ClaimedJob) -> Option<ClaimedJob> {
-        let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        match q.get_mut(&(action.to_string(), key.to_string())) {
-            Some(waiting) => {
-                waiting.push_back(job);
-                None
-            }
-            None => {
-                q.insert((action.to_string(), key.to_string()), VecDeque::new());
-                Some(job)
-            }
-        }
-    }
-
-    /// The job that ran for `key` ended: the next one in line, if any.
-    pub fn leave(&self, action: &str, key: &str) -> Option<ClaimedJob> {
-        let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let k = (action.to_string(), key.to_string());
-        let next = q.get_mut(&k).and_then(VecDeque::pop_front);
-        if next.is_none() {
-            q.remove(&k);
-        }
-        next
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,32 +262,6 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(b.record(&ExecOutcome::Retryable("x".into()), 0), None);
         }
-    }
-
-    #[test]
-    fn jobs_with_one_key_wait_in_line() {
-        let q = KeyQueues::default();
-        let job = |id: &str| ClaimedJob {
-            id: id.into(),
-            event_id: "e".into(),
-            event: serde_json::value::to_raw_value(&serde_json::Value::Null)
-                .unwrap()
-                .into(),
-            rule: "r".into(),
-            action: "a".into(),
-            params: serde_json::Value::Null,
-            idempotency_key: id.into(),
-            attempt: 1,
-            series_attempt: 1,
-        };
-        assert!(q.enter("a", "k", job("1")).is_some());
-        assert!(q.enter("a", "k", job("2")).is_none());
-        assert!(q.enter("a", "k", job("3")).is_none());
-        assert!(q.enter("a", "other", job("4")).is_some());
-        assert_eq!(q.leave("a", "k").unwrap().id, "2");
-        assert_eq!(q.leave("a", "k").unwrap().id, "3");
-        assert!(q.leave("a", "k").is_none());
-        assert!(q.enter("a", "k", job("5")).is_some());
     }
 
     #[test]

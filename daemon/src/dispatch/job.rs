@@ -48,6 +48,7 @@ mod tests {
             idempotency_key: "e1:r:0".into(),
             attempt: 2,
             series_attempt: 1,
+            order_key: None,
         };
         let text = serde_json::to_string(&plugin_job(&job)).unwrap();
         let read: switchyard_plugin_api::Job = serde_json::from_str(&text).unwrap();

@@ -8,7 +8,10 @@
 //! attempt: done; retryable → again after the next delay of the retry
 //! schedule (with jitter); permanent, or out of attempts → dead letter.
 //! Also owns each [`Action`]'s state beside its plugin instance: deadline,
-//! concurrency, gate (`gate`: circuit breaker, 410 pause, ordering keys).
+//! concurrency, gate (`gate`: circuit breaker, 410 pause). Jobs of an
+//! ordered action come from the store one of a key at a time (the key
+//! computed at routing, carried on the job); when one ends, the next of
+//! its key is looked for at once.
 //! Also owns `[delivery]` and the dispatch keys of `[actions.NAME]`
 //! (`config.rs`), and a job as the plugin ABI reads it (`job.rs`). Calls: `host` (action instances, the call pool), `store`
 //! (the pipeline). Imports no later stage.
@@ -52,7 +55,7 @@ pub use retry::RetryPolicy;
 
 use job::plugin_job;
 
-use gate::{Admit, KeyQueues, Transition};
+use gate::{Admit, Transition};
 
 /// How long the dispatcher sleeps at most when it knows of no due job: it
 /// also picks up jobs another process (the CLI's redrive) made due.
@@ -130,8 +133,6 @@ pub struct Dispatcher {
     /// Jobs claimed by the router with their routing, handed over in memory.
     handoff: Arc<std::sync::Mutex<Option<mpsc::Receiver<ClaimedJob>>>>,
     handoff_tx: mpsc::Sender<ClaimedJob>,
-    /// Jobs waiting behind one with the same ordering key.
-    queues: Arc<KeyQueues>,
     /// Per action that takes batches: the jobs waiting for its next call.
     batches: Arc<std::sync::Mutex<HashMap<String, batch::BatchQueue>>>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -161,7 +162,6 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             handoff: Arc::new(std::sync::Mutex::new(Some(handoff_rx))),
             handoff_tx,
-            queues: Arc::new(KeyQueues::default()),
             batches: Arc::default(),
             metrics,
             announce: None,
@@ -327,22 +327,19 @@ impl Dispatcher {
                 }
                 return;
             }
-            if let Some(key) = crate::store::order_key(&job.params, action.order_by.as_deref()) {
-                let Some(job) = self.queues.enter(&job.action.clone(), &key, job) else {
-                    return;
-                };
-                return self.spawn_attempt(job, Some(key), tasks).await;
-            }
         }
-        self.spawn_attempt(job, None, tasks).await
+        self.spawn_attempt(job, tasks).await
     }
 
-    async fn spawn_attempt(&self, job: ClaimedJob, key: Option<String>, tasks: &mut JoinSet<()>) {
+    /// Runs an attempt on a task of its own. A job with an order key was
+    /// claimed as its key's only running job (the store holds the others
+    /// back): once it ends, the next of its key may be claimed.
+    async fn spawn_attempt(&self, job: ClaimedJob, tasks: &mut JoinSet<()>) {
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
         let batching = match self.actions().get(&job.action) {
-            Some(a) if key.is_none() && a.instance.batches() => Some(a.concurrency),
+            Some(a) if job.order_key.is_none() && a.instance.batches() => Some(a.concurrency),
             _ => None,
         };
         if let Some(concurrency) = batching {
@@ -357,22 +354,12 @@ impl Dispatcher {
         let this = self.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let mut job = job;
-            loop {
-                let action = job.action.clone();
-                this.attempt_and_record(job).await;
-                // The next job of the same key, in the order they came.
-                match key.as_deref().and_then(|k| this.queues.leave(&action, k)) {
-                    Some(next) => job = next,
-                    None => {
-                        if key.is_some() {
-                            // A shared store holds the key's next job back
-                            // until this one ended: look for it now.
-                            this.wake.notify_one();
-                        }
-                        break;
-                    }
-                }
+            let ordered = job.order_key.is_some();
+            this.attempt_and_record(job).await;
+            if ordered {
+                // The store held the key's next job back until this one
+                // ended: look for it now.
+                this.wake.notify_one();
             }
         });
     }

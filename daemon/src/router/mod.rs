@@ -22,6 +22,8 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
+use serde_json::Value;
+
 use crate::event::new_id;
 use crate::rules::{RuleRun, Rules};
 use crate::store::{
@@ -236,7 +238,7 @@ fn routing(
                 continue;
             };
             jobs.push(NewJob {
-                order_key: crate::store::order_key(&call.params, order_by.as_deref()),
+                order_key: order_key(&call.params, order_by.as_deref()),
                 id: new_id(),
                 rule: run.rule.clone(),
                 call_index: index,
@@ -261,5 +263,16 @@ fn routing(
         jobs,
         routed_at_ms: now_ms(),
         claim_with,
+    }
+}
+
+/// The ordering key of a job's parameters: its `order_by` parameter, as
+/// text (none if the parameter is missing, null, or not a scalar).
+fn order_key(params: &Value, order_by: Option<&str>) -> Option<String> {
+    match params.get(order_by?)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }

@@ -217,18 +217,8 @@ impl NewJob {
             idempotency_key: self.idempotency_key,
             attempt: 1,
             series_attempt: 1,
+            order_key: self.order_key,
         }
-    }
-}
-
-/// The ordering key of a job's parameters: its `order_by` parameter, as
-/// text (none if the parameter is missing, null, or not a scalar).
-pub fn order_key(params: &Value, order_by: Option<&str>) -> Option<String> {
-    match params.get(order_by?)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 
@@ -247,6 +237,9 @@ pub struct ClaimedJob {
     /// The number of this attempt since the job was last redriven: the
     /// retry schedule counts these.
     pub series_attempt: u32,
+    /// Its order key (see [`NewJob::order_key`]), as computed at routing:
+    /// the store claims one job of a key at a time.
+    pub order_key: Option<String>,
 }
 
 /// The outcome of one attempt, as the dispatcher decided it.

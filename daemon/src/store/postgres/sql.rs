@@ -69,7 +69,7 @@ pub(super) const ORDERED_DUE: &str = "SELECT EXISTS (SELECT 1 FROM jobs
 pub(super) const CLAIMED: &str =
     "j.id, j.event_id, j.rule, j.action, j.params::text, j.idempotency_key,
      j.attempts, j.series_start, j.next_at,
-     (SELECT e.envelope::text FROM events e WHERE e.id = j.event_id)";
+     (SELECT e.envelope::text FROM events e WHERE e.id = j.event_id), j.order_key";
 
 /// Claims due jobs without an order key ($1 now, $2 how many, $3 this
 /// instance, $4 the lease).

@@ -144,6 +144,7 @@ fn claimed(
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
                 r.get::<_, i64>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })
         .map_err(map_err)?
@@ -151,7 +152,8 @@ fn claimed(
         .map_err(map_err)?;
     rows.sort_by(|a, b| (a.8, &a.0).cmp(&(b.8, &b.0)));
     let mut envelope = conn.prepare_cached(sql::ENVELOPE).map_err(map_err)?;
-    for (id, event_id, rule, action, params_text, key, attempts, series_start, _) in rows {
+    for (id, event_id, rule, action, params_text, key, attempts, series_start, _, order_key) in rows
+    {
         let event: String = envelope
             .query_row(params![event_id], |r| r.get(0))
             .map_err(map_err)?;
@@ -165,6 +167,7 @@ fn claimed(
             idempotency_key: key,
             attempt: attempts as u32,
             series_attempt: (attempts - series_start).max(1) as u32,
+            order_key,
         });
     }
     Ok(())

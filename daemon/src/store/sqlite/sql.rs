@@ -40,7 +40,8 @@ pub(super) const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = at
     WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= ?1
                  AND order_key IS NULL
                  ORDER BY next_at, id LIMIT ?2)
-    RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at";
+    RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at,
+              order_key";
 
 /// Claims each order key's next job (?1 now, ?2 how many): see `pipeline::claim_tx`.
 pub(super) const CLAIM_ORDERED: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1
@@ -57,7 +58,8 @@ pub(super) const CLAIM_ORDERED: &str = "UPDATE jobs SET state = 'running', attem
                AND (e.state = 'running'
                     OR (e.next_at <= ?1 AND (e.order_seq, e.rowid) < (o.order_seq, o.rowid))))
        ORDER BY o.order_seq, o.rowid LIMIT ?2)
-    RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at";
+    RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at,
+              order_key";
 
 /// A claimed job's event, as the attempt carries it.
 pub(super) const ENVELOPE: &str = "SELECT envelope FROM events WHERE id = ?1";

@@ -105,7 +105,9 @@ pub async fn an_ordered_job_is_never_claimed_with_its_routing(f: Fixture) {
     let claimed = s.record_routing(routing(&e, jobs, true)).await.unwrap();
     let actions: Vec<&str> = claimed.iter().map(|j| j.action.as_str()).collect();
     assert_eq!(actions, ["free"], "the unordered job runs at once");
+    assert_eq!(claimed[0].order_key, None);
     let next = s.claim_jobs(now_ms() + 1, 10).await.unwrap();
+    assert_eq!(next[0].order_key.as_deref(), Some("K"), "with its key");
     let actions: Vec<&str> = next.iter().map(|j| j.action.as_str()).collect();
     assert_eq!(
         actions,
