@@ -234,6 +234,10 @@ fn teal_signed_and_encrypted_by_python_is_routed_and_tampering_is_refused() {
     // A wrong IV, a wrong key and the broken tag.
     assert_eq!(refused(&d, "teal", "decryption_failed"), 3.0);
     let logs = d.logs();
+    assert!(
+        logs.contains(r#""source":"teal","reason":"decryption_failed""#),
+        "{logs}"
+    );
     assert!(!logs.contains(TEAL_SECRET) && !logs.contains(TEAL_KEY));
 }
 
@@ -465,6 +469,7 @@ fn tightknit_standard_webhooks_from_the_python_library() {
     let lines = env.wait_audit_of(&accepted_id(&text));
     assert_eq!(lines.len(), 3, "nothing forged was routed: {lines:?}");
     assert_eq!(refused(&d, "tightknit", "expired"), 1.0);
+    assert!(d.logs().contains(r#""reason":"expired""#), "{}", d.logs());
 }
 
 #[test]

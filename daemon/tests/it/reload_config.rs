@@ -35,6 +35,11 @@ fn reload_with_good_and_bad_configs_while_webhooks_flow() {
     std::fs::write(&config, format!("{original}\n{C_SOURCE}")).unwrap();
     sighup(&daemon);
     assert_eq!(wait_reloads(&daemon, "done", 1.0), 1.0, "{}", daemon.logs());
+    assert!(
+        daemon.logs().contains("configuration and plugins reloaded"),
+        "{}",
+        daemon.logs()
+    );
     let (status, text) = daemon.post(
         "/hooks/c",
         &[("X-Switchyard-Token", SECRET)],
@@ -57,7 +62,7 @@ fn reload_with_good_and_bad_configs_while_webhooks_flow() {
     );
     // The log says what was wrong, at its setting.
     assert!(
-        daemon.logs().contains("sources.broken"),
+        daemon.logs().contains("reload refused") && daemon.logs().contains("sources.broken"),
         "{}",
         daemon.logs()
     );
@@ -140,6 +145,11 @@ fn a_replaced_plugin_library_goes_live_without_a_restart() {
     std::fs::write(&staged, &bytes).unwrap();
     std::fs::rename(&staged, &lib).unwrap();
     assert_eq!(wait_reloads(&daemon, "done", 1.0), 1.0, "{}", daemon.logs());
+    assert!(
+        daemon.logs().contains("a plugin library changed"),
+        "{}",
+        daemon.logs()
+    );
     assert_eq!(
         daemon
             .post(

@@ -100,8 +100,14 @@ fn bad_signatures_get_401_and_fire_nothing() {
     assert_eq!(status, 200, "{text}");
     let lines = env.wait_audit_of(&accepted_id(&text));
     assert_eq!(lines.len(), 1, "{lines:?}");
-    // Reasons are counted, never sent back.
+    // Reasons are counted and logged, never sent back.
     assert!(refused(&daemon, "tight", "expired") >= 1.0);
+    let logs = daemon.logs();
+    assert!(logs.contains("expired"), "{logs}");
+    assert!(
+        logs.contains("algorithm is not HS256") || logs.contains("malformed token"),
+        "{logs}"
+    );
 }
 
 #[test]
