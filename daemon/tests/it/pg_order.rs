@@ -7,65 +7,16 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::pg_store::{event, instances, request};
+use crate::contract::{self, attempt, done, order::route};
+use crate::pg_store::{event, instances};
 use switchyard::event::Event;
 use switchyard::store::{
-    now_ms, ClaimedJob, Envelope, Finish, FinishedAttempt, NewJob, Operations, PgOptions, PgStore,
-    Pipeline, Routing, Shared, Work,
+    now_ms, NewJob, Operations, PgOptions, PgStore, Pipeline, Routing, Shared, Work,
 };
 
-/// Takes `e` in at `store`, as a delivery of its own.
+/// Takes `e` in at `store`, as a delivery of its own, now.
 async fn take_in(store: &PgStore, e: &Event) {
-    store
-        .ingest(
-            request(&format!("r-{}", e.id)),
-            std::slice::from_ref(e),
-            60_000,
-        )
-        .await
-        .unwrap();
-}
-
-/// Routes `e` at `store` to one job of the ordered action, of `key`,
-/// offered for claiming with the routing: an ordered job never is.
-async fn route(store: &PgStore, e: &Event, key: &str) {
-    let claimed = store
-        .record_routing(Routing {
-            event_id: e.id.clone(),
-            rule_runs: json!([{"rule": "r"}]),
-            rules_version: 1,
-            jobs: vec![NewJob {
-                id: switchyard::event::new_id(),
-                rule: "r".into(),
-                call_index: 0,
-                action: "ordered".into(),
-                params: json!({"customer": key}),
-                idempotency_key: format!("{}:r:0", e.id),
-                order_key: Some(key.into()),
-            }],
-            routed_at_ms: now_ms(),
-            claim_with: Some(Envelope::from(serde_json::value::to_raw_value(e).unwrap())),
-        })
-        .await
-        .unwrap();
-    assert!(
-        claimed.is_empty(),
-        "an ordered job waits its turn in the store"
-    );
-}
-
-fn finish(job: &ClaimedJob, finish: Finish) -> FinishedAttempt {
-    FinishedAttempt {
-        job_id: job.id.clone(),
-        attempt: job.attempt,
-        started_at_ms: now_ms(),
-        finished_at_ms: now_ms(),
-        finish,
-    }
-}
-
-fn done() -> Finish {
-    Finish::Done { result: None }
+    contract::take_in(store, e, now_ms()).await;
 }
 
 #[tokio::test]
@@ -77,7 +28,7 @@ async fn instances_claiming_at_once_never_run_one_key_twice_at_a_time() {
     for i in 0..TOTAL {
         let e = event(&format!("c{i:02}"), &format!("kc{i}"));
         take_in(&s[i % 3], &e).await;
-        route(&s[(i + 1) % 3], &e, "K").await;
+        route(s[(i + 1) % 3].as_ref(), &e, "K").await;
         order.push(e.id);
     }
     let running = Arc::new(AtomicBool::new(false));
@@ -110,7 +61,7 @@ async fn instances_claiming_at_once_never_run_one_key_twice_at_a_time() {
                         ran.lock().unwrap().push(job.event_id.clone());
                         tokio::task::yield_now().await;
                         running.store(false, Ordering::SeqCst);
-                        store.finish_attempt(finish(&job, done())).await.unwrap();
+                        store.finish_attempt(attempt(&job, done())).await.unwrap();
                         finished.fetch_add(1, Ordering::SeqCst);
                     }
                 }

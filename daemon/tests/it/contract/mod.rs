@@ -31,7 +31,7 @@
 //! [`CommitTiming`]: switchyard::store::CommitTiming
 
 mod lists;
-mod order;
+pub mod order;
 mod pipeline;
 mod retention;
 

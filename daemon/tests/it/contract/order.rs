@@ -9,7 +9,7 @@ use super::*;
 
 /// Routes `e` to one job of the ordered action for `key`, offered for
 /// claiming with its routing: an ordered job never is.
-async fn route(s: &dyn Store, e: &Event, key: &str) {
+pub async fn route(s: &dyn Store, e: &Event, key: &str) {
     let claimed = s
         .record_routing(routing(e, vec![job(&e.id, 0, "ordered", Some(key))], true))
         .await
