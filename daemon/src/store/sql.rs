@@ -96,16 +96,23 @@ impl SqlRow {
 
 /// A statement and what it binds, `$1` first.
 pub(crate) struct Statement {
-    pub sql: String,
+    pub sql: Cow<'static, str>,
     pub params: Vec<SqlValue>,
 }
 
 impl Statement {
-    pub fn new(sql: impl Into<String>, params: Vec<SqlValue>) -> Statement {
+    pub fn new(sql: impl Into<Cow<'static, str>>, params: Vec<SqlValue>) -> Statement {
         Statement {
             sql: sql.into(),
             params,
         }
+    }
+
+    /// Whether its text is fixed (a constant): worth preparing once per
+    /// connection. A text built per call (an operator's filters and limits)
+    /// varies without end, and is not kept.
+    pub fn fixed(&self) -> bool {
+        matches!(self.sql, Cow::Borrowed(_))
     }
 }
 
@@ -252,14 +259,14 @@ async fn job_records<B: SqlBackend>(
     mut params: Vec<SqlValue>,
     limit: i64,
 ) -> Result<Vec<JobRecord>, StoreError> {
-    let listed = format!(
-        "SELECT id FROM jobs WHERE {condition} ORDER BY id LIMIT ${}",
+    let matching = format!(
+        "FROM jobs WHERE {condition} ORDER BY id LIMIT ${}",
         params.len() + 1
     );
     params.push(limit.into());
     let rows = b
         .rows(Statement::new(
-            listed.replacen("SELECT id", &format!("SELECT {JOB_COLUMNS}"), 1),
+            format!("SELECT {JOB_COLUMNS} {matching}"),
             params.clone(),
         ))
         .await?;
@@ -285,7 +292,7 @@ async fn job_records<B: SqlBackend>(
         .rows(Statement::new(
             format!(
                 "SELECT job_id, n, started_at, finished_at, outcome, message FROM attempts
-                 WHERE job_id IN ({listed}) ORDER BY job_id, n"
+                 WHERE job_id IN (SELECT id {matching}) ORDER BY job_id, n"
             ),
             params,
         ))

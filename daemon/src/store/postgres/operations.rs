@@ -75,13 +75,15 @@ impl SqlBackend for PgStore {
     fn rows(&self, read: Statement) -> StoreFuture<'_, Vec<SqlRow>> {
         Box::pin(async move {
             let client = self.client().await?;
-            // Not prepared once per connection: an operator's filters and
-            // limits make texts without end, which a statement cache would
-            // keep for the connection's life.
-            let rows = client
-                .query(&read.sql, &bound(&read.params))
-                .await
-                .map_err(map_err)?;
+            // A text built per call (an operator's filters and limits) is
+            // not prepared once per connection: the cache would keep texts
+            // without end for the connection's life.
+            let params = bound(&read.params);
+            let rows = if read.fixed() {
+                run::query(&client, &read.sql, &params).await?
+            } else {
+                client.query(&*read.sql, &params).await.map_err(map_err)?
+            };
             rows.iter().map(row).collect()
         })
     }
@@ -92,11 +94,12 @@ impl SqlBackend for PgStore {
             let tx = client.transaction().await.map_err(map_err)?;
             let mut changed = Vec::with_capacity(writes.len());
             for w in &writes {
-                changed.push(
-                    tx.execute(&w.sql, &bound(&w.params))
-                        .await
-                        .map_err(map_err)?,
-                );
+                let params = bound(&w.params);
+                changed.push(if w.fixed() {
+                    run::execute(&tx, &w.sql, &params).await?
+                } else {
+                    tx.execute(&*w.sql, &params).await.map_err(map_err)?
+                });
             }
             if let Some(work) = work.filter(|_| changed.iter().any(|&n| n > 0)) {
                 notify(&tx, work).await?;

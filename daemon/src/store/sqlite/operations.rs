@@ -21,15 +21,28 @@ impl rusqlite::ToSql for SqlValue {
     }
 }
 
-fn query(conn: &Connection, read: &Statement) -> StoreResult<Vec<SqlRow>> {
-    // Not cached: an operator's filters and limits make texts without end,
-    // which would push the pipeline's statements out of the cache.
+/// Runs `f` on `statement` prepared through the connection's cache, and
+/// keeps it there only if its text is fixed: a text built per call (an
+/// operator's filters and limits) would push the pipeline's statements out.
+fn with_prepared<T>(
+    conn: &Connection,
+    statement: &Statement,
+    f: impl FnOnce(&mut rusqlite::Statement<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<T> {
     let mut stmt = conn
-        .prepare(&numbered_for_sqlite(&read.sql))
+        .prepare_cached(&numbered_for_sqlite(&statement.sql))
         .map_err(map_err)?;
-    let columns = stmt.column_count();
-    let rows = stmt
-        .query_map(params_from_iter(&read.params), |r| {
+    let out = f(&mut stmt).map_err(map_err);
+    if !statement.fixed() {
+        stmt.discard();
+    }
+    out
+}
+
+fn query(conn: &Connection, read: &Statement) -> StoreResult<Vec<SqlRow>> {
+    with_prepared(conn, read, |stmt| {
+        let columns = stmt.column_count();
+        let rows = stmt.query_map(params_from_iter(&read.params), |r| {
             (0..columns)
                 .map(|i| {
                     Ok(match r.get::<_, Cell>(i)? {
@@ -42,9 +55,9 @@ fn query(conn: &Connection, read: &Statement) -> StoreResult<Vec<SqlRow>> {
                 })
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map(SqlRow)
-        })
-        .map_err(map_err)?;
-    rows.collect::<Result<_, _>>().map_err(map_err)
+        })?;
+        rows.collect()
+    })
 }
 
 impl SqlBackend for SqliteStore {
@@ -60,10 +73,8 @@ impl SqlBackend for SqliteStore {
             writes
                 .iter()
                 .map(|w| {
-                    conn.prepare_cached(&numbered_for_sqlite(&w.sql))
-                        .and_then(|mut s| s.execute(params_from_iter(&w.params)))
+                    with_prepared(conn, w, |stmt| stmt.execute(params_from_iter(&w.params)))
                         .map(|n| n as u64)
-                        .map_err(map_err)
                 })
                 .collect()
         })
