@@ -6,7 +6,7 @@
 //! pruner), and hands out the warp filter to mount.
 //! Also [`check`], which does all of that without serving (`build.rs`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -441,18 +441,20 @@ impl Switchyard {
         let set = self.rules.current();
         self.metrics.rules_version.set(set.version as i64);
         self.metrics.rules_broken.set(set.broken.len() as i64);
-        let failures = self.rules.failed_reloads.load(Ordering::Relaxed);
-        let counted = self.metrics.rules_reload_failures.get();
-        if failures > counted {
-            self.metrics
-                .rules_reload_failures
-                .inc_by(failures - counted);
-        }
-        let reloads = self.rules.reloads.load(Ordering::Relaxed);
-        let counted = self.metrics.rules_reloads.get();
-        if reloads > counted {
-            self.metrics.rules_reloads.inc_by(reloads - counted);
-        }
+        // The rules count their reloads themselves: the counters catch up.
+        let catch_up = |counter: &prometheus_client::metrics::counter::Counter,
+                        total: &AtomicU64| {
+            let total = total.load(Ordering::Relaxed);
+            let counted = counter.get();
+            if total > counted {
+                counter.inc_by(total - counted);
+            }
+        };
+        catch_up(
+            &self.metrics.rules_reload_failures,
+            &self.rules.failed_reloads,
+        );
+        catch_up(&self.metrics.rules_reloads, &self.rules.reloads);
         self.metrics.render()
     }
 
