@@ -184,7 +184,7 @@ async fn one(addr: SocketAddr, req: Vec<u8>) -> Outcome {
 /// Starts the daemon, on `socket` when given (as systemd passes it).
 fn start(daemon: &Path, config: &Path, socket: Option<&std::net::TcpListener>) -> Result<Child> {
     let mut cmd = match socket {
-        Some(socket) => switchyard::server::activation::passing(daemon, socket),
+        Some(socket) => switchyard::listener::activation::passing(daemon, socket),
         None => Command::new(daemon),
     };
     cmd.args(["run", "--config"])

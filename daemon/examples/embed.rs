@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:3000".into())
         .parse()?;
 
-    let (config, _warnings) = switchyard::config::load(config_path.as_ref())?;
+    let (config, _warnings) = switchyard::Config::load(config_path.as_ref())?;
     let router = switchyard::Switchyard::start(config).await?;
 
     // The host program's own routes, and Switchyard beside them.

@@ -4,8 +4,9 @@
 //! verify and normalize them into events; rhai rules decide what happens;
 //! action plugins do it.
 //!
-//! The data flow, one stage per module; no stage imports a later one, the
-//! services (host, store, rules) import no stage (`ARCHITECTURE.md`):
+//! The data flow, one stage per module; each module imports only the layers
+//! before it, no stage a later one, the services (host, store, rules) no
+//! stage (`ARCHITECTURE.md`):
 //! ```text
 //! ingress ──verify──▶ host (provider plugins, call pool)
 //!    └──request + events──▶ store ──▶ 2xx
@@ -26,16 +27,18 @@
 //!
 //! Each stage owns its config section's type (`ingress::SourceConfig`,
 //! `store::StoreConfig`, `dispatch::{DeliveryConfig, ActionConfig}`,
-//! `admin::AdminConfig`, `server::HttpLimits`). Beside them: [`config`]
-//! (loading the TOML file into those sections, secrets, problems with
-//! file:line), [`event`] (the envelope), [`metrics`], [`app`]
-//! ([`Switchyard`], the embeddable whole that wires the stages) and
-//! [`server`] (the standalone daemon: both listeners with their connection
-//! deadlines and bounds, signals, systemd).
+//! `listener::{HttpLimits, AdminConfig}`). Beside them: [`config`] (the
+//! leaves: problems with file:line, value formats, secrets, reading the
+//! file), [`event`] (the envelope), [`metrics`], [`listener`] (the sockets
+//! and their server, with connection deadlines and bounds), [`app`]
+//! ([`Switchyard`], the embeddable whole that wires the stages, and
+//! [`Config`], the whole file composed from the sections) and [`server`]
+//! (the standalone daemon: app, admin and listeners together, signals,
+//! systemd).
 //!
 //! ## Embedding
 //! ```no_run
-//! # async fn example(config: switchyard::config::Config) {
+//! # async fn example(config: switchyard::Config) {
 //! use warp::Filter;
 //! let app = switchyard::Switchyard::start(config).await.expect("valid config");
 //! let routes = warp::path("webhooks").and(app.filter());
@@ -64,8 +67,9 @@ pub mod subscriptions;
 pub mod app;
 pub mod config;
 pub mod event;
+pub mod listener;
 pub mod metrics;
 pub mod server;
 
+pub use app::Config;
 pub use app::{check, Switchyard};
-pub use config::Config;

@@ -115,11 +115,49 @@ pub fn local_filter(
     routes(app, None)
 }
 
+/// Every route of the API, behind the bearer token when there is one.
 fn routes(
     app: Arc<Switchyard>,
     token: Option<Arc<String>>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let authorized = warp::header::optional::<String>("authorization")
+    let api = status(&app)
+        .or(list_events(&app))
+        .unify()
+        .or(replay(&app))
+        .unify()
+        .or(show_event(&app))
+        .unify()
+        .or(dead_letters(&app))
+        .unify()
+        .or(redrive(&app))
+        .unify()
+        .or(actions(&app))
+        .unify()
+        .or(enable(&app))
+        .unify()
+        .or(pause(&app))
+        .unify()
+        .or(subscriptions(&app))
+        .unify()
+        .or(check_subscriptions(&app))
+        .unify()
+        .or(reload(&app))
+        .unify()
+        .or(app.service_filter())
+        .unify();
+    authorized(token)
+        .and(api)
+        .recover(recover)
+        .unify()
+        .map(|r: Response| r)
+}
+
+/// Passes a request whose bearer token is `token` (any, without one);
+/// refuses the rest as [`Unauthorized`].
+fn authorized(
+    token: Option<Arc<String>>,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
         .and_then(move |header: Option<String>| {
             let token = token.clone();
             async move {
@@ -137,149 +175,191 @@ fn routes(
                 }
             }
         })
-        .untuple_one();
-    let with_app = {
-        let app = app.clone();
-        warp::any().map(move || app.clone())
-    };
+        .untuple_one()
+}
 
-    let status = warp::path!("v1" / "status")
+type App = Arc<Switchyard>;
+
+/// A route's answer.
+trait Route: Filter<Extract = (Response,), Error = warp::Rejection> + Clone {}
+impl<T: Filter<Extract = (Response,), Error = warp::Rejection> + Clone> Route for T {}
+
+fn with_app(app: &App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
+    let app = app.clone();
+    warp::any().map(move || app.clone())
+}
+
+/// `GET /v1/status`
+fn status(app: &App) -> impl Route {
+    warp::path!("v1" / "status")
         .and(warp::get())
-        .and(with_app.clone())
-        .then(|app: Arc<Switchyard>| async move { reply(StatusCode::OK, ops::status(&app).await) });
+        .and(with_app(app))
+        .then(|app: App| async move { reply(StatusCode::OK, ops::status(&app).await) })
+}
 
-    let list = warp::path!("v1" / "events")
+/// `GET /v1/events?source=&type=&since=&until=&limit=`
+fn list_events(app: &App) -> impl Route {
+    warp::path!("v1" / "events")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
-        .and(with_app.clone())
-        .then(
-            |q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let filter = match EventFilter::from_query(&q, 50, MAX_LIMIT) {
-                    Ok(filter) => filter,
-                    Err(bad) => return bad_request(bad),
-                };
-                answer(
-                    ops::list_events(app.store().as_ref(), filter)
-                        .await
-                        .map(|events| json!({ "events": events })),
-                )
-            },
-        );
+        .and(with_app(app))
+        .then(|q: HashMap<String, String>, app: App| async move {
+            let filter = match EventFilter::from_query(&q, 50, MAX_LIMIT) {
+                Ok(filter) => filter,
+                Err(bad) => return bad_request(bad),
+            };
+            answer(
+                ops::list_events(app.store().as_ref(), filter)
+                    .await
+                    .map(|events| json!({ "events": events })),
+            )
+        })
+}
 
-    let show = warp::path!("v1" / "events" / String)
+/// `GET /v1/events/{id}`
+fn show_event(app: &App) -> impl Route {
+    warp::path!("v1" / "events" / String)
         .and(warp::get())
-        .and(with_app.clone())
-        .then(|id: String, app: Arc<Switchyard>| async move {
+        .and(with_app(app))
+        .then(|id: String, app: App| async move {
             answer(ops::show_event(app.store().as_ref(), id).await)
-        });
+        })
+}
 
-    let replay = warp::path!("v1" / "events" / String / "replay")
+/// `POST /v1/events/{id}/replay`
+fn replay(app: &App) -> impl Route {
+    warp::path!("v1" / "events" / String / "replay")
         .and(warp::post())
-        .and(with_app.clone())
-        .then(|id: String, app: Arc<Switchyard>| async move {
+        .and(with_app(app))
+        .then(|id: String, app: App| async move {
             answer(ops::replay(app.store().as_ref(), id).await)
-        });
+        })
+}
 
-    let dead = warp::path!("v1" / "dead-letters")
+/// `GET /v1/dead-letters?limit=`
+fn dead_letters(app: &App) -> impl Route {
+    warp::path!("v1" / "dead-letters")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
-        .and(with_app.clone())
-        .then(
-            |q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let limit = match limit_param(&q, 100) {
-                    Ok(limit) => limit,
-                    Err(bad) => return bad_request(bad),
-                };
-                answer(
-                    ops::dead_letters(app.store().as_ref(), limit)
-                        .await
-                        .map(|jobs| json!({ "dead_letters": jobs })),
-                )
-            },
-        );
+        .and(with_app(app))
+        .then(|q: HashMap<String, String>, app: App| async move {
+            let limit = match limit_param(&q, 100) {
+                Ok(limit) => limit,
+                Err(bad) => return bad_request(bad),
+            };
+            answer(
+                ops::dead_letters(app.store().as_ref(), limit)
+                    .await
+                    .map(|jobs| json!({ "dead_letters": jobs })),
+            )
+        })
+}
 
-    let redrive = warp::path!("v1" / "dead-letters" / "redrive")
+/// `POST /v1/dead-letters/redrive`
+fn redrive(app: &App) -> impl Route {
+    warp::path!("v1" / "dead-letters" / "redrive")
         .and(warp::post())
         .and(warp::body::content_length_limit(4096))
         .and(warp::body::json::<ops::Redrive>())
-        .and(with_app.clone())
-        .then(|r: ops::Redrive, app: Arc<Switchyard>| async move {
+        .and(with_app(app))
+        .then(|r: ops::Redrive, app: App| async move {
             let result = ops::redrive(app.store().as_ref(), r).await;
             if result.is_ok() {
                 app.wake_dispatcher();
             }
             answer(result)
-        });
+        })
+}
 
-    let actions = warp::path!("v1" / "actions")
+/// `GET /v1/actions`
+fn actions(app: &App) -> impl Route {
+    warp::path!("v1" / "actions")
         .and(warp::get())
-        .and(with_app.clone())
-        .then(|app: Arc<Switchyard>| async move {
+        .and(with_app(app))
+        .then(|app: App| async move {
             answer(
                 ops::actions(app.store().as_ref(), &app.config())
                     .await
                     .map(|actions| json!({ "actions": actions })),
             )
-        });
+        })
+}
 
-    let enable = warp::path!("v1" / "actions" / String / "enable")
+/// `POST /v1/actions/{name}/enable`
+fn enable(app: &App) -> impl Route {
+    warp::path!("v1" / "actions" / String / "enable")
         .and(warp::post())
-        .and(with_app.clone())
-        .then(|name: String, app: Arc<Switchyard>| async move {
+        .and(with_app(app))
+        .then(|name: String, app: App| async move {
             let result = ops::enable_action(app.store().as_ref(), &app.config(), name).await;
             if result.is_ok() {
                 app.wake_dispatcher();
             }
             answer(result)
-        });
+        })
+}
 
-    let pause = warp::path!("v1" / "actions" / String / "pause")
+/// `POST /v1/actions/{name}/pause`
+fn pause(app: &App) -> impl Route {
+    warp::path!("v1" / "actions" / String / "pause")
         .and(warp::post())
-        .and(with_app.clone())
-        .then(|name: String, app: Arc<Switchyard>| async move {
+        .and(with_app(app))
+        .then(|name: String, app: App| async move {
             let store = app.store().as_ref();
             answer(ops::pause_action(store, &app.config(), name, "admin API").await)
-        });
+        })
+}
 
-    let subscriptions = warp::path!("v1" / "subscriptions")
+/// `GET /v1/subscriptions`
+fn subscriptions(app: &App) -> impl Route {
+    warp::path!("v1" / "subscriptions")
         .and(warp::get())
-        .and(with_app.clone())
-        .map(|app: Arc<Switchyard>| {
+        .and(with_app(app))
+        .map(|app: App| {
             let checks: Vec<Value> = ops::subscription_checks(&app)
                 .into_iter()
                 .map(|(source, last)| json!({"source": source, "last_check": last}))
                 .collect();
             reply(StatusCode::OK, json!({ "sources": checks }))
-        });
+        })
+}
 
-    let check = warp::path!("v1" / "subscriptions" / String / String)
+/// `POST /v1/subscriptions/{source}/check` and `…/apply`
+fn check_subscriptions(app: &App) -> impl Route {
+    warp::path!("v1" / "subscriptions" / String / String)
         .and(warp::post())
-        .and(with_app.clone())
-        .then(
-            |source: String, verb: String, app: Arc<Switchyard>| async move {
-                let apply = match verb.as_str() {
-                    "check" => false,
-                    "apply" => true,
-                    _ => return reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
-                };
-                let result = ops::check_subscriptions(&app, source.clone(), apply).await;
-                if apply && result.is_ok() {
-                    tracing::info!(source, who = "admin API", "subscriptions applied");
-                }
-                answer(result)
-            },
-        );
+        .and(with_app(app))
+        .then(|source: String, verb: String, app: App| async move {
+            let apply = match verb.as_str() {
+                "check" => false,
+                "apply" => true,
+                _ => return reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+            };
+            let result = ops::check_subscriptions(&app, source.clone(), apply).await;
+            if apply && result.is_ok() {
+                tracing::info!(source, who = "admin API", "subscriptions applied");
+            }
+            answer(result)
+        })
+}
 
-    let reload = warp::path!("v1" / "reload")
+/// `POST /v1/reload`
+fn reload(app: &App) -> impl Route {
+    let problems = |list: &[crate::config::Problem]| -> Vec<Value> {
+        list.iter()
+            .map(|p| json!({"location": p.location, "message": p.message}))
+            .collect()
+    };
+    warp::path!("v1" / "reload")
         .and(warp::post())
-        .and(with_app.clone())
-        .then(|app: Arc<Switchyard>| async move {
-            if let Err(problems) = app.reload("admin API").await {
+        .and(with_app(app))
+        .then(move |app: App| async move {
+            if let Err(refused) = app.reload("admin API").await {
                 return reply(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     json!({
                         "error": "reload refused; the running configuration stays",
-                        "problems": problems.0.iter().map(|p| json!({"location": p.location, "message": p.message})).collect::<Vec<_>>(),
+                        "problems": problems(&refused.0),
                     }),
                 );
             }
@@ -289,41 +369,10 @@ fn routes(
                 json!({
                     "rules_version": set.version,
                     "rules": set.rules().len(),
-                    "broken": set.broken.iter().map(|p| json!({"location": p.location, "message": p.message})).collect::<Vec<_>>(),
+                    "broken": problems(&set.broken),
                 }),
             )
-        });
-
-    let api = status
-        .or(list)
-        .unify()
-        .or(replay)
-        .unify()
-        .or(show)
-        .unify()
-        .or(dead)
-        .unify()
-        .or(redrive)
-        .unify()
-        .or(actions)
-        .unify()
-        .or(enable)
-        .unify()
-        .or(pause)
-        .unify()
-        .or(subscriptions)
-        .unify()
-        .or(check)
-        .unify()
-        .or(reload)
-        .unify()
-        .or(app.service_filter())
-        .unify();
-    authorized
-        .and(api)
-        .recover(recover)
-        .unify()
-        .map(|r: Response| r)
+        })
 }
 
 #[derive(Debug)]

@@ -12,9 +12,7 @@
 //! [`Switchyard`]: crate::app::Switchyard
 
 pub mod api;
-mod config;
 pub mod ops;
 pub mod ui;
 
 pub use api::{filter, local_filter};
-pub use config::{AdminConfig, DEFAULT_ADMIN_MAX_CONNECTIONS};

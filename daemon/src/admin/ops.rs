@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::app::Config;
 use crate::store::{
     now_ms, ActionState, DeadFilter, EventDetail, EventFilter, EventSummary, JobRecord, Store,
     StoreError,

@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{self, Config, Problem, Problems};
+use super::config::{self, Config};
+use crate::config::{Problem, Problems};
 use crate::host::{self, PluginUse, Registry, Topology};
 use crate::rules::{self, Limits, RuleSet, Rules};
 use crate::store::{PgOptions, PgStore, SqliteStore, Store, StoreError, StoreOptions};

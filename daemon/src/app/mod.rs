@@ -17,15 +17,17 @@ use warp::reply::Response;
 use warp::Filter;
 
 mod build;
+pub mod config;
 pub mod notices;
 
 pub use build::{build, build_topology, check, open_store, unknown_actions, Built, CheckReport};
+pub use config::Config;
 
-use crate::config::{self, Config, Problem, Problems};
+use crate::config::{Problem, Problems};
 use crate::dispatch::{Dispatcher, RetryPolicy};
 use crate::host::CallPool;
 use crate::ingress::{self, Ingress};
-use crate::router::Router;
+use crate::router::{ActionTable, Router};
 use crate::rules::Rules;
 use crate::store::{now_ms, sweep, BacklogGauge, Pipeline, Store};
 
@@ -45,12 +47,43 @@ pub struct Switchyard {
     dispatch_wake: Arc<tokio::sync::Notify>,
     /// For swapping the actions on a reload.
     dispatcher: Dispatcher,
+    /// The router's view of the actions, swapped on a reload.
+    router_actions: Arc<ArcSwap<ActionTable>>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
     /// Reloads when a plugin library is added or replaced, once started.
     plugin_watcher: std::sync::Mutex<Option<crate::rules::watch::RulesWatcher>>,
     /// The last check of each source's subscriptions at its provider.
     subscription_checks: Arc<crate::subscriptions::watch::Checks>,
+}
+
+/// The configured actions as the router takes them.
+fn action_table(config: &Config) -> ActionTable {
+    config
+        .actions
+        .iter()
+        .map(|(name, a)| (name.clone(), a.order_by.clone()))
+        .collect()
+}
+
+/// The settings a reload cannot change while running that `new` changes.
+fn restart_only(current: &Config, new: &Config) -> Vec<&'static str> {
+    let admin_listen = |c: &Config| c.admin.as_ref().map(|a| a.listen);
+    [
+        ("listen", current.listen != new.listen),
+        ("data_dir", current.data_dir != new.data_dir),
+        ("rules_dir", current.rules_dir != new.rules_dir),
+        (
+            "store",
+            current.store.path != new.store.path
+                || current.store.url != new.store.url
+                || current.store.password != new.store.password,
+        ),
+        ("admin", admin_listen(current) != admin_listen(new)),
+    ]
+    .into_iter()
+    .filter_map(|(what, changed)| changed.then_some(what))
+    .collect()
 }
 
 /// The sources whose provider's subscriptions are watched, as configured now.
@@ -205,6 +238,7 @@ impl Switchyard {
                 crate::store::Work::Events => events.notify_one(),
             }));
         }
+        let router_actions = Arc::new(ArcSwap::from_pointee(action_table(&config)));
         let router = Router {
             rules: rules.clone(),
             store: store.clone(),
@@ -213,10 +247,7 @@ impl Switchyard {
             dispatch: dispatcher.wake.clone(),
             handoff: dispatcher.handoff(),
             gauge: gauge.clone(),
-            action_order_by: {
-                let d = dispatcher.clone();
-                Arc::new(move |name: &str| d.order_by(name))
-            },
+            actions: router_actions.clone(),
             wake: router_wake.clone(),
             metrics: metrics.clone(),
         };
@@ -285,6 +316,7 @@ impl Switchyard {
             metrics,
             dispatch_wake,
             dispatcher,
+            router_actions,
             reloading: tokio::sync::Mutex::new(()),
             plugin_watcher: std::sync::Mutex::new(None),
             subscription_checks,
@@ -318,63 +350,53 @@ impl Switchyard {
         self.config.load_full()
     }
 
-    /// Reloads the config file, the plugins and the rules, and makes them
-    /// live together: sources and actions added, changed or removed take
-    /// effect; requests and attempts in flight finish on what they started
-    /// with. A config that does not load, or a plugin it names that does not,
-    /// leaves everything running as it was and says why. Settings that need
-    /// a new listener or store (`listen`, `data_dir`, `[store]`, `[admin]`)
-    /// take effect at the next start. An embedded instance without a config
-    /// file reloads its rules.
+    /// Reloads the config file, the plugins and the rules (see
+    /// [`reload_with`](Self::reload_with)). A config that does not load
+    /// leaves everything running as it was and says why. An instance
+    /// started without a config file reloads its rules.
     pub async fn reload(&self, why: &str) -> Result<(), Problems> {
-        let _one = self.reloading.lock().await;
-        let current = self.config();
-        let Some(path) = current.path.clone() else {
+        let Some(path) = self.config().path.clone() else {
+            let _one = self.reloading.lock().await;
             self.reload_rules_now(why).await;
             return Ok(());
         };
-        let loaded = tokio::task::spawn_blocking(move || {
-            let (config, warnings) = config::load(&path)?;
-            let built = build_topology(&config)?;
-            Ok::<_, Problems>((config, built, warnings))
+        let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| Problems(vec![Problem::new("reload", e.to_string())]))?;
+        match loaded {
+            Ok((config, warnings)) => {
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                self.reload_with(config, why).await
+            }
+            Err(problems) => Err(self.refused(why, problems)),
+        }
+    }
+
+    /// Makes `config` live with the plugins it names and the rules, together:
+    /// sources and actions added, changed or removed take effect; requests
+    /// and attempts in flight finish on what they started with. A plugin
+    /// that does not load leaves everything running as it was and says why.
+    /// Settings that need a new listener or store (`listen`, `data_dir`,
+    /// `[store]`, `[admin]`) take effect at the next start.
+    pub async fn reload_with(&self, config: Config, why: &str) -> Result<(), Problems> {
+        let _one = self.reloading.lock().await;
+        let (config, built) = tokio::task::spawn_blocking(move || {
+            let built = build_topology(&config);
+            (config, built)
         })
         .await
         .map_err(|e| Problems(vec![Problem::new("reload", e.to_string())]))?;
-        let (config, (registry, topology, more), warnings) = match loaded {
-            Ok(v) => v,
-            Err(problems) => {
-                for p in &problems.0 {
-                    tracing::error!("reload refused ({why}); the running configuration stays: {p}");
-                }
-                self.count_reload("refused");
-                return Err(problems);
-            }
-        };
-        for w in warnings.iter().chain(&more) {
+        let (registry, topology, warnings) = built.map_err(|p| self.refused(why, p))?;
+        for w in &warnings {
             tracing::warn!("{w}");
         }
         for refused in &registry.refused {
             tracing::warn!("plugin refused: {refused}");
         }
-        let restart_only = [
-            ("listen", current.listen != config.listen),
-            ("data_dir", current.data_dir != config.data_dir),
-            ("rules_dir", current.rules_dir != config.rules_dir),
-            (
-                "store",
-                current.store.path != config.store.path
-                    || current.store.url != config.store.url
-                    || current.store.password != config.store.password,
-            ),
-            (
-                "admin",
-                current.admin.as_ref().map(|a| a.listen) != config.admin.as_ref().map(|a| a.listen),
-            ),
-        ];
-        for (what, changed) in restart_only {
-            if changed {
-                tracing::warn!("{what} changed: it takes effect at the next start");
-            }
+        for what in restart_only(&self.config(), &config) {
+            tracing::warn!("{what} changed: it takes effect at the next start");
         }
         let (sources, actions) = (topology.sources.len(), topology.actions.len());
         self.ingress.set_sources(crate::ingress::sources(
@@ -384,6 +406,7 @@ impl Switchyard {
         ));
         self.dispatcher
             .set_actions(crate::dispatch::actions(&config.actions, topology.actions));
+        self.router_actions.store(Arc::new(action_table(&config)));
         self.config.store(Arc::new(config));
         tracing::info!(
             sources,
@@ -394,6 +417,15 @@ impl Switchyard {
         self.dispatcher.wake.notify_one();
         self.count_reload("done");
         Ok(())
+    }
+
+    /// A refused reload, logged and counted.
+    fn refused(&self, why: &str, problems: Problems) -> Problems {
+        for p in &problems.0 {
+            tracing::error!("reload refused ({why}); the running configuration stays: {p}");
+        }
+        self.count_reload("refused");
+        problems
     }
 
     fn count_reload(&self, outcome: &str) {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
-use switchyard::config;
+use switchyard::app::config;
 
 /// Calls the running daemon's admin API (its local socket, else `[admin]`
 /// in the config) and prints the answer.
@@ -14,7 +14,7 @@ pub fn admin_call(path: &Path, method: &str, api_path: &str) -> Result<ExitCode>
         bail!(
             "no daemon answers at {} or at {}'s [admin] listener: is it running? \
              (for a reload, `systemctl reload switchyard` or kill -HUP work too)",
-            switchyard::server::socket::path(&partial.config.data_dir).display(),
+            switchyard::listener::socket::path(&partial.config.data_dir).display(),
             path.display()
         );
     };

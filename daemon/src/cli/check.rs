@@ -13,9 +13,9 @@ pub fn check(path: &Path) -> Result<ExitCode> {
                 println!("{line}");
             }
             // Which sockets `run` would listen on: systemd's, or its own.
-            if let Ok((config, _)) = switchyard::config::load(path) {
+            if let Ok((config, _)) = switchyard::app::config::load(path) {
                 let admin = config.admin.as_ref().map(|a| a.listen);
-                for line in switchyard::server::activation::describe(config.listen, admin) {
+                for line in switchyard::listener::activation::describe(config.listen, admin) {
                     println!("listener {line}");
                 }
             }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard::admin::ops::{self, ActionRow, Enabled, Redrive, Redriven, Replayed};
-use switchyard::config::{self, Config};
+use switchyard::app::config::{self, Config};
 use switchyard::store::{EventFilter, EventSummary, JobRecord, Store};
 
 /// A running daemon's admin API: its local socket, or its `[admin]`
@@ -45,7 +45,7 @@ pub enum Target {
 /// socket in `data_dir` (no token: the socket's mode is the check), else
 /// the `[admin]` listener if the config has one.
 pub fn api(config: &Config) -> Option<Api> {
-    let socket = switchyard::server::socket::path(&config.data_dir);
+    let socket = switchyard::listener::socket::path(&config.data_dir);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         let client = client(reqwest::blocking::Client::builder().unix_socket(socket.clone()))?;
         return Some(Api {

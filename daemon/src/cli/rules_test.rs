@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use switchyard::config;
+use switchyard::app::config;
 
 use super::send::sample_events;
 

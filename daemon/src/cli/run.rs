@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
-use switchyard::config;
+use switchyard::app::config;
 
 pub fn run(path: &Path) -> Result<ExitCode> {
     let (config, warnings) = config::load(path).map_err(|p| anyhow!("{p}"))?;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use switchyard::config;
+use switchyard::app::config;
 use switchyard::host::{self, Instance, Registry, Role};
 
 /// The provider instance of a configured source, made as the daemon makes it.

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
-use switchyard::config::{self, Config};
+use switchyard::app::config::{self, Config};
 use switchyard::host::Instance;
 use switchyard::subscriptions::{self as subs, Provider as _, SourceApi};
 use switchyard_plugin_api::{SubscriptionCall, SubscriptionError};

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::job::plugin_job;
-use super::{failed_call, outcome_label, Dispatcher};
-use crate::host::{ExecOutcome, PluginError};
+use super::Dispatcher;
 use crate::store::{now_ms, ClaimedJob};
 
 /// The most jobs handed to an action in one `execute_batch` call.
@@ -138,7 +136,8 @@ impl Dispatcher {
             };
             let (jobs, _permits): (Vec<ClaimedJob>, Vec<_>) = batch.into_iter().unzip();
             let started = now_ms();
-            let outcomes = self.attempt_batch(action, &jobs).await;
+            let handle = self.actions().get(action).cloned();
+            let outcomes = self.execute.batch(action, handle, &jobs).await;
             if let Some(queue) = self
                 .batches
                 .lock()
@@ -156,67 +155,6 @@ impl Dispatcher {
             )
             .await;
         }
-    }
-
-    /// Runs jobs of one action in one `execute_batch` call: an outcome per
-    /// job, in order.
-    async fn attempt_batch(&self, action_name: &str, jobs: &[ClaimedJob]) -> Vec<ExecOutcome> {
-        let Some(action) = self.actions().get(action_name).cloned() else {
-            let msg = format!("no action named {action_name:?} in the config");
-            return jobs
-                .iter()
-                .map(|job| self.logged(job, ExecOutcome::Permanent(msg.clone()), 0))
-                .collect();
-        };
-        let Ok(slot) = action.permits.clone().acquire_owned().await else {
-            return vec![ExecOutcome::Retryable("action is shutting down".into()); jobs.len()];
-        };
-        let batch: Vec<_> = jobs.iter().map(plugin_job).collect();
-        let json = serde_json::to_vec(&batch).unwrap_or_default();
-        let (instance, timeout, n) = (action.instance.clone(), action.timeout, jobs.len());
-        let started = Instant::now();
-        let result = self
-            .pool
-            .call(timeout, move || instance.execute_batch(&json, n, timeout))
-            .await
-            .and_then(|r| r);
-        let ms = started.elapsed().as_millis() as u64;
-        // One call, counted once: "ok" when it gave an outcome per job.
-        let (outcomes, label) = match result {
-            Ok(outcomes) => (outcomes, "ok"),
-            // A call that panicked or answered nonsense: one job of it may
-            // be the cause. Each is tried alone, so only that one fails.
-            Err(
-                e @ (PluginError::Panicked(_)
-                | PluginError::BadOutput(_)
-                | PluginError::Internal(_)),
-            ) if n > 1 => {
-                tracing::warn!(
-                    action = action_name,
-                    jobs = n,
-                    "a batch call failed ({e}); trying its jobs one by one"
-                );
-                self.metrics.plugin_call(
-                    &action.instance.plugin().name,
-                    "execute_batch",
-                    outcome_label(&failed_call(e)),
-                );
-                // The jobs alone take their own slots.
-                drop(slot);
-                return join_all(jobs.iter().map(|job| self.attempt(job))).await;
-            }
-            Err(e) => {
-                let failed = failed_call(e);
-                let label = outcome_label(&failed);
-                (vec![failed; n], label)
-            }
-        };
-        self.metrics
-            .plugin_call(&action.instance.plugin().name, "execute_batch", label);
-        jobs.iter()
-            .zip(outcomes)
-            .map(|(job, outcome)| self.logged(job, outcome, ms))
-            .collect()
     }
 }
 

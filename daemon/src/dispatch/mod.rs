@@ -34,28 +34,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::event::{Announce, Notice};
-use crate::host::{CallPool, ExecOutcome, Instance, PluginError};
-use crate::metrics::recent::{Kind, Latency};
-use crate::store::{now_ms, ClaimedJob, Finish, FinishedAttempt, Pipeline};
+use crate::host::{CallPool, Instance};
+use crate::store::{now_ms, ClaimedJob, Pipeline};
 
 mod batch;
 mod config;
+mod execute;
 pub mod gate;
 mod job;
+mod record;
 mod retry;
 
 pub use batch::BATCH_MAX;
 pub use config::{ActionConfig, DeliveryConfig};
 pub use retry::RetryPolicy;
 
-use job::plugin_job;
-
-use gate::{Admit, Transition};
+use gate::Admit;
 
 /// How long the dispatcher sleeps at most when it knows of no due job: it
 /// also picks up jobs another process (the CLI's redrive) made due.
@@ -123,7 +121,8 @@ pub fn actions(
 pub struct Dispatcher {
     /// The configured actions; a reload swaps the whole map.
     actions: Arc<ArcSwap<Actions>>,
-    pool: CallPool,
+    /// Makes the plugin calls.
+    execute: execute::Execute,
     store: Arc<dyn Pipeline>,
     policy: Arc<RetryPolicy>,
     /// Bounds the jobs in flight.
@@ -155,7 +154,10 @@ impl Dispatcher {
         let (handoff_tx, handoff_rx) = mpsc::channel(max_in_flight.max(1));
         Dispatcher {
             actions: Arc::new(ArcSwap::from_pointee(actions)),
-            pool,
+            execute: execute::Execute {
+                pool,
+                metrics: metrics.clone(),
+            },
             store,
             policy: Arc::new(policy),
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
@@ -212,12 +214,6 @@ impl Dispatcher {
     /// Where the router hands over jobs it claimed with their routing.
     pub fn handoff(&self) -> mpsc::Sender<ClaimedJob> {
         self.handoff_tx.clone()
-    }
-
-    /// Whether an action of that name is configured, and if so its
-    /// `order_by` parameter.
-    pub fn order_by(&self, name: &str) -> Option<Option<String>> {
-        self.actions().get(name).map(|a| a.order_by.clone())
     }
 
     /// Starts the dispatcher task: hands back jobs a previous process left
@@ -319,7 +315,7 @@ impl Dispatcher {
         if let Some(action) = self.actions().get(&job.action).cloned() {
             if let Admit::Wait(until) = action.breaker.admit(now_ms()) {
                 tracing::info!(
-                    event_id = event_id(&job), action = %job.action, job_id = %job.id,
+                    event_id = %job.event_id, action = %job.action, job_id = %job.id,
                     "job waits: its action is paused"
                 );
                 if let Err(e) = self.store.release_job(job.id.clone(), until).await {
@@ -366,226 +362,9 @@ impl Dispatcher {
 
     async fn attempt_and_record(&self, job: ClaimedJob) {
         let started = now_ms();
-        let attempt = self.attempt(&job).await;
+        let action = self.actions().get(&job.action).cloned();
+        let attempt = self.execute.one(action, &job).await;
         let finished = now_ms();
         self.record(job, attempt, started, finished).await
     }
-
-    /// Records an attempt's outcome: the action's gate, metrics, and the
-    /// job's new state in the store.
-    async fn record(&self, job: ClaimedJob, attempt: ExecOutcome, started: i64, finished: i64) {
-        self.update_gate(&job, &attempt, finished).await;
-        let finish = self.policy.decide(job.series_attempt, &attempt, finished);
-        let action_label = crate::metrics::ActionLabel {
-            action: job.action.clone(),
-        };
-        let outcome = outcome_label(&attempt);
-        self.metrics
-            .action_attempts
-            .get_or_create(&crate::metrics::ActionLabels {
-                action: job.action.clone(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
-        self.metrics
-            .action_seconds
-            .get_or_create(&action_label)
-            .observe((finished - started).max(0) as f64 / 1e3);
-        if matches!(finish, Finish::Dead { .. }) {
-            self.metrics.dead_letters.get_or_create(&action_label).inc();
-        }
-        let recent = &self.metrics.recent;
-        recent.count(finished, Kind::Attempt, &job.action, outcome, 1);
-        // First attempts of a first routing (a replay's keys say so): from
-        // the event's id, a ULID, the time it was taken in.
-        let first_routing = !job.idempotency_key.contains(":replay");
-        if job.attempt == 1 && first_routing && matches!(finish, Finish::Done { .. }) {
-            if let Ok(id) = ulid::Ulid::from_string(&job.event_id) {
-                let took = (finished - id.timestamp_ms() as i64).max(0) as f64 / 1e3;
-                recent.latency(finished, Latency::EndToEnd, took);
-            }
-        }
-        if let Finish::Dead { message } = &finish {
-            tracing::error!(
-                event_id = %event_id(&job), rule = %job.rule, action = %job.action, job_id = %job.id,
-                "job moved to dead letters: {message}"
-            );
-            self.announce(&job, || {
-                let event: Value = serde_json::from_str(job.event.get()).unwrap_or_default();
-                Notice {
-                    kind: "switchyard.action.dead_letter",
-                    subject: job.action.clone(),
-                    data: serde_json::json!({
-                        "action": job.action,
-                        "job_id": job.id,
-                        "rule": job.rule,
-                        "attempts": job.attempt,
-                        "error": message,
-                        "event_id": job.event_id,
-                        "event_type": event["type"],
-                        "event_source": event["source"],
-                    }),
-                    dedup_key: format!("dead:{}:{}", job.id, job.attempt),
-                }
-            });
-        }
-        let record = FinishedAttempt {
-            job_id: job.id.clone(),
-            attempt: job.attempt,
-            started_at_ms: started,
-            finished_at_ms: finished,
-            finish,
-        };
-        let retry = matches!(record.finish, Finish::Retry { .. });
-        if let Err(e) = self.store.finish_attempt(record).await {
-            // The job stays claimed; the next start hands it back and it runs again.
-            tracing::error!(job_id = %job.id, "cannot record the attempt: {e}");
-        } else if retry {
-            // The dispatcher learns when the retry falls due.
-            self.wake.notify_one();
-        }
-    }
-
-    /// Feeds an attempt's outcome to its action's breaker; logs and stores
-    /// a change.
-    async fn update_gate(&self, job: &ClaimedJob, attempt: &ExecOutcome, now: i64) {
-        let action = job.action.as_str();
-        let Some(handle) = self.actions().get(action).cloned() else {
-            return;
-        };
-        let Some(change) = handle.breaker.record(attempt, now) else {
-            return;
-        };
-        match &change {
-            Transition::Opened { until_ms, failures } => tracing::warn!(
-                action,
-                failures,
-                pause_ms = until_ms - now,
-                "circuit open: the action is paused after repeated failures"
-            ),
-            Transition::Closed => tracing::info!(action, "circuit closed: the action runs again"),
-            Transition::Disabled(reason) => tracing::error!(
-                action,
-                "action disabled (the target is gone): {reason}; `switchyard actions enable {action}` resumes it"
-            ),
-        }
-        let notice = match &change {
-            Transition::Opened { until_ms, failures } => Some((
-                "switchyard.action.breaker_open",
-                serde_json::json!({"action": action, "failures": failures, "until_ms": until_ms}),
-            )),
-            Transition::Disabled(reason) => Some((
-                "switchyard.action.disabled",
-                serde_json::json!({"action": action, "reason": reason}),
-            )),
-            Transition::Closed => None,
-        };
-        if let Some((kind, data)) = notice {
-            self.announce(job, || Notice {
-                kind,
-                subject: action.to_string(),
-                data,
-                dedup_key: format!("{kind}:{action}:{now}"),
-            });
-        }
-        let state = handle.breaker.snapshot(action, now);
-        let paused = match state.state.as_str() {
-            "paused" => 3,
-            "disabled" => 2,
-            "open" | "half-open" => 1,
-            _ => 0,
-        };
-        self.metrics
-            .action_paused
-            .get_or_create(&crate::metrics::ActionLabel {
-                action: action.to_string(),
-            })
-            .set(paused);
-        if let Err(e) = self.store.save_action_state(state).await {
-            tracing::error!(action, "cannot store the action's state: {e}");
-        }
-    }
-
-    /// Runs one attempt of a job and logs the outcome.
-    pub async fn attempt(&self, job: &ClaimedJob) -> ExecOutcome {
-        let event_id = event_id(job);
-        let Some(action) = self.actions().get(&job.action).cloned() else {
-            let msg = format!("no action named {:?} in the config", job.action);
-            tracing::error!(%event_id, rule = %job.rule, action = %job.action, job_id = %job.id, "{msg}");
-            return ExecOutcome::Permanent(msg);
-        };
-        let Ok(_slot) = action.permits.clone().acquire_owned().await else {
-            return ExecOutcome::Retryable("action is shutting down".into());
-        };
-        let json = serde_json::to_vec(&plugin_job(job)).unwrap_or_default();
-        let instance = action.instance.clone();
-        let timeout = action.timeout;
-        let started = std::time::Instant::now();
-        let result = self
-            .pool
-            .call(timeout, move || instance.execute(&json, timeout))
-            .await
-            .and_then(|r| r);
-        let attempt = result.unwrap_or_else(failed_call);
-        self.metrics.plugin_call(
-            &action.instance.plugin().name,
-            "execute",
-            outcome_label(&attempt),
-        );
-        self.logged(job, attempt, started.elapsed().as_millis() as u64)
-    }
-
-    /// Logs an attempt's outcome.
-    fn logged(&self, job: &ClaimedJob, attempt: ExecOutcome, ms: u64) -> ExecOutcome {
-        let event_id = event_id(job);
-        match &attempt {
-            ExecOutcome::Done(_) => tracing::info!(
-                %event_id, rule = %job.rule, action = %job.action,
-                job_id = %job.id, attempt = job.attempt, ms, "job done"
-            ),
-            ExecOutcome::RetryAfter(m, after) => tracing::warn!(
-                %event_id, rule = %job.rule, action = %job.action,
-                job_id = %job.id, attempt = job.attempt, ms, retry_after_ms = after.as_millis() as u64,
-                "job failed (retryable, the target asked to wait): {m}"
-            ),
-            ExecOutcome::Gone(m) => tracing::error!(
-                %event_id, rule = %job.rule, action = %job.action,
-                job_id = %job.id, attempt = job.attempt, ms, "target is gone; pausing the action: {m}"
-            ),
-            ExecOutcome::Retryable(m) => tracing::warn!(
-                %event_id, rule = %job.rule, action = %job.action,
-                job_id = %job.id, attempt = job.attempt, ms, "job failed (retryable): {m}"
-            ),
-            ExecOutcome::Permanent(m) => tracing::error!(
-                %event_id, rule = %job.rule, action = %job.action,
-                job_id = %job.id, attempt = job.attempt, ms, "job failed (permanent): {m}"
-            ),
-        }
-        attempt
-    }
-}
-
-/// An outcome as the metrics name it.
-fn outcome_label(attempt: &ExecOutcome) -> &'static str {
-    match attempt {
-        ExecOutcome::Done(_) => "done",
-        ExecOutcome::Retryable(_) | ExecOutcome::RetryAfter(..) => "retryable",
-        ExecOutcome::Permanent(_) => "permanent",
-        ExecOutcome::Gone(_) => "gone",
-    }
-}
-
-/// What a call that did not return an outcome means for its jobs.
-fn failed_call(e: PluginError) -> ExecOutcome {
-    match e {
-        // A plugin that times out, is busy or panics may succeed next time.
-        PluginError::Timeout(_) | PluginError::Busy(_) | PluginError::Panicked(_) => {
-            ExecOutcome::Retryable(e.to_string())
-        }
-        e => ExecOutcome::Permanent(e.to_string()),
-    }
-}
-
-fn event_id(job: &ClaimedJob) -> &str {
-    &job.event_id
 }

@@ -13,7 +13,9 @@
 //! it jobs through the `Notify` and handoff it is given, importing no later
 //! stage.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,18 +52,18 @@ pub struct Router {
     /// Where jobs claimed with their routing go straight to the dispatcher.
     pub handoff: mpsc::Sender<ClaimedJob>,
     pub gauge: Arc<BacklogGauge>,
-    /// What the config defines of an action: `None` if it does not (calls
-    /// to it are logged and dropped), else its `order_by` parameter.
-    pub action_order_by: Arc<ActionOrderBy>,
+    /// The actions configured now (calls to another are logged and
+    /// dropped), as data: the assembler swaps it on a reload.
+    pub actions: Arc<ArcSwap<ActionTable>>,
     /// Woken when the store has events the inbox did not bring (another
     /// process's replay, a stopped instance's events).
     pub wake: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// An action's `order_by` as the router sees it: `None` for an action the
-/// config does not define.
-pub type ActionOrderBy = dyn Fn(&str) -> Option<Option<String>> + Send + Sync;
+/// The configured actions as routing sees them: by name, the parameter
+/// (`order_by`) whose value orders an action's jobs, if any.
+pub type ActionTable = HashMap<String, Option<String>>;
 
 /// The idempotency key of a job: `{event}:{rule}:{call}`, and for a replay
 /// (the event's `n`th routing) `{event}:{rule}:{call}:replay{n}`.
@@ -146,7 +148,7 @@ impl Router {
 
     async fn route_batch(&self, batch: Vec<PendingEvent>) {
         let rules = self.rules.clone();
-        let known = self.action_order_by.clone();
+        let known = self.actions.load_full();
         let metrics = self.metrics.clone();
         let routed = tokio::task::spawn_blocking(move || {
             // One version of the rules for the whole batch, recorded with
@@ -223,13 +225,13 @@ fn routing(
     p: &PendingEvent,
     rules_version: u64,
     runs: Vec<RuleRun>,
-    action_order_by: &ActionOrderBy,
+    actions: &ActionTable,
 ) -> Routing {
     let event = &p.event;
     let mut jobs = Vec::new();
     for run in &runs {
         for (index, call) in run.calls.iter().enumerate() {
-            let Some(order_by) = action_order_by(&call.action) else {
+            let Some(order_by) = actions.get(&call.action) else {
                 tracing::error!(
                     event_id = %event.id, rule = %run.rule, action = %call.action,
                     "rule called an action that the config does not define; add [actions.{}] or fix the rule",

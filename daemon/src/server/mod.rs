@@ -1,21 +1,13 @@
 //! The standalone daemon `switchyard run` is: the webhook listener (the
 //! webhook filter at the root, `/healthz`, `/readyz` and `/metrics`, a JSON
 //! 404 for anything else), the admin listener when configured, the local
-//! admin socket ([`socket`]), SIGHUP to
-//! reload the configuration, plugins and rules, the systemd notifications
-//! and watchdog, graceful shutdown.
+//! admin socket, SIGHUP to reload the configuration, plugins and rules, the
+//! systemd notifications and watchdog, graceful shutdown.
 //!
-//! Each listener takes the socket systemd passes for it (socket
-//! activation, [`activation`]) or binds its configured address.
-//! Both listeners are served by [`listener`] with the `[http]` limits:
-//! deadlines per connection ([`conn`]), a bound on connections, header
-//! limits; the open-file limit is raised at start.
-
-pub mod activation;
-mod config;
-pub mod conn;
-pub mod listener;
-pub mod socket;
+//! The top of the tree: it puts together the running [`Switchyard`]
+//! (`app`), the admin routes over it (`admin`) and the [`listener`]s that
+//! serve them (socket activation, connection deadlines and bounds, the
+//! open-file limit raised at start).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,10 +17,9 @@ use sd_notify::NotifyState;
 use warp::http::StatusCode;
 use warp::{Filter, Reply as _};
 
-use crate::app::Switchyard;
-use crate::config::{Config, Problem, Problems};
-
-pub use config::HttpLimits;
+use crate::app::{Config, Switchyard};
+use crate::config::{Problem, Problems};
+use crate::listener::{self, activation, bind, socket, HttpLimits};
 
 /// Listens on the sockets systemd passed (socket activation), else binds
 /// `config.listen` (and `[admin] listen`); serves until `shutdown`
@@ -112,7 +103,7 @@ pub async fn run(
     let local = local.map(|local| {
         tracing::info!(path = %socket_path.display(), "admin API on the local socket");
         let routes = crate::admin::local_filter(app.clone());
-        let bound = crate::admin::DEFAULT_ADMIN_MAX_CONNECTIONS;
+        let bound = listener::DEFAULT_ADMIN_MAX_CONNECTIONS;
         spawn_admin(&app, local, "admin_socket", routes, bound, &limits)
     });
     let watchdog = tokio::spawn(watchdog(app.clone()));
@@ -188,28 +179,6 @@ where
         )
         .await
     })
-}
-
-/// A listening socket with room for a burst of new connections (the
-/// kernel's own cap, `net.core.somaxconn`, still applies).
-fn bind(addr: SocketAddr, setting: &str) -> Result<tokio::net::TcpListener, Problems> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    };
-    socket
-        .and_then(|s| {
-            s.set_reuseaddr(true)?;
-            s.bind(addr)?;
-            s.listen(4096)
-        })
-        .map_err(|e| {
-            Problems(vec![Problem::new(
-                setting,
-                format!("cannot listen on {addr}: {e}"),
-            )])
-        })
 }
 
 /// SIGHUP reloads the configuration, the plugins and the rules.

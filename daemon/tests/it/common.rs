@@ -308,7 +308,7 @@ impl Daemon {
     /// pid (set by the shell it is `exec`ed from).
     pub fn start_on(config: &Path, socket: &std::net::TcpListener) -> Daemon {
         let program = Path::new(env!("CARGO_BIN_EXE_switchyard"));
-        let mut cmd = switchyard::server::activation::passing(program, socket);
+        let mut cmd = switchyard::listener::activation::passing(program, socket);
         cmd.args(["run", "--log-format", "json", "--config"])
             .arg(config);
         Self::spawn(&mut cmd)

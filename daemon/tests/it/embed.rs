@@ -13,7 +13,7 @@ async fn mounted_in_a_test_program_under_its_own_path() {
     let env = Env::new();
     let config_path = env.standard();
     std::env::set_var("SWITCHYARD_IT_SECRET", SECRET);
-    let (config, _) = switchyard::config::load(&config_path).unwrap();
+    let (config, _) = switchyard::app::config::load(&config_path).unwrap();
     let app = switchyard::Switchyard::start(config).await.unwrap();
 
     let own = warp::path("status").map(|| "mine");

@@ -27,7 +27,7 @@ pub struct HttpLimits {
     #[serde(deserialize_with = "de::duration")]
     pub write_timeout: Duration,
     /// Connections at once; beyond, new ones get 503 and are closed. Also
-    /// bounded by the open-file limit (see `server::listener`).
+    /// bounded by the open-file limit (see `listener`).
     pub max_connections: usize,
     /// Header lines in one request (431 beyond).
     pub max_headers: usize,

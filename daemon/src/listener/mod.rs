@@ -1,6 +1,11 @@
-//! The listeners' HTTP/1.1 server: accepting connections within a bound,
-//! serving each with the deadlines of [`conn`](super::conn) and the header
-//! limits, and draining them at shutdown.
+//! The listeners: the sockets webhooks and operators reach the daemon on,
+//! and their HTTP/1.1 server — accepting connections within a bound,
+//! serving each with the deadlines of [`conn`] and the header limits, and
+//! draining them at shutdown. Their settings are theirs: `listen`,
+//! `[http]` ([`HttpLimits`]) and `[admin]` ([`AdminConfig`]). Each
+//! listener takes the socket systemd passes for it ([`activation`]) or
+//! binds its configured address ([`bind`]); the local admin socket is
+//! [`socket`].
 //!
 //! At shutdown a connection finishes the request it is in and closes; one
 //! that was accepted but has not had its first request read is served that
@@ -41,10 +46,19 @@ use tokio::time::Instant;
 use warp::reply::Response;
 use warp::Filter;
 
-use super::conn::{Guarded, Phase, TimedBody, Timeouts};
-use super::HttpLimits;
+pub mod activation;
+mod admin_config;
+mod config;
+pub mod conn;
+pub mod socket;
+
+pub use admin_config::{AdminConfig, DEFAULT_ADMIN_MAX_CONNECTIONS};
+pub use config::HttpLimits;
+
+use crate::config::{Problem, Problems};
 use crate::ingress::PeerAddr;
 use crate::metrics::Metrics;
+use conn::{Guarded, Phase, TimedBody, Timeouts};
 
 /// Open files kept for the rest of the daemon when the open-file limit
 /// bounds the connections: the store's files, the admin listener, the
@@ -356,6 +370,28 @@ fn closed(peer: Option<SocketAddr>, served: hyper::Result<()>) {
     if let Err(e) = served {
         tracing::debug!(?peer, "connection closed: {e}");
     }
+}
+
+/// A listening socket with room for a burst of new connections (the
+/// kernel's own cap, `net.core.somaxconn`, still applies).
+pub fn bind(addr: SocketAddr, setting: &str) -> Result<TcpListener, Problems> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    socket
+        .and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(4096)
+        })
+        .map_err(|e| {
+            Problems(vec![Problem::new(
+                setting,
+                format!("cannot listen on {addr}: {e}"),
+            )])
+        })
 }
 
 #[cfg(test)]

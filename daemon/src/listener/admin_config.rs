@@ -1,6 +1,7 @@
-//! `[admin]`: the admin API (status, events, replay, dead letters, actions,
-//! reload) on its own listener, behind a bearer token, and the dashboard
-//! (`/ui`), signed in to with that token or a read-only one.
+//! `[admin]`: the admin listener, where the admin API (status, events,
+//! replay, dead letters, actions, reload) and the dashboard (`/ui`) are
+//! served, and the tokens that open them (the bearer token, or a read-only
+//! one for the dashboard). The admin routes themselves are `admin`'s.
 
 use std::net::SocketAddr;
 
