@@ -225,6 +225,7 @@ pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
     let set = app.rules().current();
     let states = app.store().action_states().await.unwrap_or_default();
     let backlog = app.store().backlog().await.ok();
+    let running = app.store().waiting().await.ok().map(|w| w.running_jobs);
     let config = app.config();
     let instances = match app.store().shared() {
         Some(shared) => shared.instances().await,
@@ -240,7 +241,11 @@ pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
             "broken": set.broken.iter().map(|p| json!({"location": p.location, "message": p.message})).collect::<Vec<_>>(),
         },
         "actions": actions,
-        "backlog": backlog.map(|b| json!({"unrouted_events": b.unrouted_events, "pending_jobs": b.pending_jobs})),
+        "backlog": backlog.map(|b| json!({
+            "unrouted_events": b.unrouted_events,
+            "pending_jobs": b.pending_jobs,
+            "running_jobs": running,
+        })),
         "store": match &config.store.url {
             None => json!({"kind": "embedded", "at": config.store.place()}),
             Some(_) => json!({

@@ -114,6 +114,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// What ingress holds each webhook to, from the top-level keys and
+    /// `[store]`'s bounds.
+    pub fn ingress_limits(&self) -> crate::ingress::Limits {
+        crate::ingress::Limits {
+            plugin_timeout: self.plugin_timeout,
+            max_body_bytes: self.max_body_bytes,
+            dedup_window: self.store.dedup_window,
+            write_timeout: self.store.write_timeout,
+            max_unrouted_events: self.store.max_unrouted_events,
+            max_pending_jobs: self.store.max_pending_jobs,
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
+    }
+
     /// See [`load`].
     pub fn load(path: &Path) -> Result<(Config, Vec<Problem>), Problems> {
         load(path)

@@ -57,6 +57,28 @@ pub struct Switchyard {
     subscription_checks: Arc<crate::subscriptions::watch::Checks>,
 }
 
+/// The store's commit times into the metrics, when it tells them.
+fn observe_commits(store: &Arc<dyn Store>, metrics: &Arc<crate::metrics::Metrics>) {
+    if let Some(timing) = store.commit_timing() {
+        let metrics = metrics.clone();
+        timing.observe_commits(Box::new(move |took| {
+            metrics.store_commit_seconds.observe(took.as_secs_f64())
+        }));
+    }
+}
+
+/// Work another process left (its jobs, a replay) wakes the stage that
+/// takes it, when the store can tell.
+fn wake_on_others_work(store: &Arc<dyn Store>, dispatcher: &Dispatcher, router: &Router) {
+    if let Some(shared) = store.shared() {
+        let (jobs, events) = (dispatcher.wake.clone(), router.wake.clone());
+        shared.on_work(Arc::new(move |work| match work {
+            crate::store::Work::Jobs => jobs.notify_one(),
+            crate::store::Work::Events => events.notify_one(),
+        }));
+    }
+}
+
 /// The configured actions as the router takes them.
 fn action_table(config: &Config) -> ActionTable {
     config
@@ -192,18 +214,12 @@ impl Switchyard {
         let pool = CallPool::new(config.plugin_concurrency);
         let rules = Arc::new(built.rules);
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        if let Some(timing) = store.commit_timing() {
-            let metrics = metrics.clone();
-            timing.observe_commits(Box::new(move |took| {
-                metrics.store_commit_seconds.observe(took.as_secs_f64())
-            }));
-        }
+        observe_commits(&store, &metrics);
         let (stop, stop_rx) = watch::channel(false);
         let gauge = Arc::new(BacklogGauge::default());
         if let Ok(b) = store.backlog().await {
             gauge.set(b);
         }
-        let actions = crate::dispatch::actions(&config.actions, built.topology.actions);
         let (inbox_tx, inbox) = tokio::sync::mpsc::channel(crate::router::INBOX);
         let overflowed = Arc::new(AtomicBool::new(false));
         // Switchyard's own events, routed like a provider's.
@@ -216,7 +232,7 @@ impl Switchyard {
         );
         rules.set_announce(notices.announcer());
         let dispatcher = Dispatcher::new(
-            actions,
+            crate::dispatch::actions(&config.actions, built.topology.actions),
             pool.clone(),
             store.clone(),
             RetryPolicy {
@@ -227,17 +243,6 @@ impl Switchyard {
             metrics.clone(),
         )
         .with_announce(notices.announcer());
-        let dispatch_wake = dispatcher.wake.clone();
-        // Work another process left (its jobs, a replay) wakes the stage
-        // that takes it, when the store can tell.
-        let router_wake = Arc::new(tokio::sync::Notify::new());
-        if let Some(shared) = store.shared() {
-            let (jobs, events) = (dispatcher.wake.clone(), router_wake.clone());
-            shared.on_work(Arc::new(move |work| match work {
-                crate::store::Work::Jobs => jobs.notify_one(),
-                crate::store::Work::Events => events.notify_one(),
-            }));
-        }
         let router_actions = Arc::new(ArcSwap::from_pointee(action_table(&config)));
         let router = Router {
             rules: rules.clone(),
@@ -248,37 +253,25 @@ impl Switchyard {
             handoff: dispatcher.handoff(),
             gauge: gauge.clone(),
             actions: router_actions.clone(),
-            wake: router_wake.clone(),
+            wake: Arc::new(tokio::sync::Notify::new()),
             metrics: metrics.clone(),
         };
+        wake_on_others_work(&store, &dispatcher, &router);
         let mut tasks = vec![
             router.spawn(stop_rx.clone()),
             dispatcher.clone().spawn(stop_rx.clone()),
             spawn_pruner(store.clone(), config.store.retention, stop_rx),
         ];
-        let ingress = Arc::new(Ingress {
-            sources: ArcSwap::from_pointee(crate::ingress::sources(
-                &config.sources,
-                built.topology.sources,
-                &pool,
-            )),
+        let sources = crate::ingress::sources(&config.sources, built.topology.sources, &pool);
+        let links = crate::ingress::Links {
             pool,
-            plugin_timeout: config.plugin_timeout,
-            max_body_bytes: config.max_body_bytes,
             store: store.clone(),
-            dedup_window: config.store.dedup_window,
-            write_timeout: config.store.write_timeout,
             router: inbox_tx,
             router_overflowed: overflowed,
             gauge,
-            max_unrouted_events: config.store.max_unrouted_events,
-            max_pending_jobs: config.store.max_pending_jobs,
-            trusted_proxies: config.trusted_proxies.clone(),
             metrics: metrics.clone(),
-            stopping: AtomicBool::new(false),
-            rejections: Default::default(),
-            quiet: Default::default(),
-        });
+        };
+        let ingress = Arc::new(Ingress::new(config.ingress_limits(), sources, links));
         tracing::info!(
             sources = ingress.sources().len(),
             rules = rules.current().rules().len(),
@@ -314,7 +307,7 @@ impl Switchyard {
             stop,
             _watcher: watcher,
             metrics,
-            dispatch_wake,
+            dispatch_wake: dispatcher.wake.clone(),
             dispatcher,
             router_actions,
             reloading: tokio::sync::Mutex::new(()),

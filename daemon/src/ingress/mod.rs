@@ -18,6 +18,7 @@
 //! | `sample.rs` | a provider's sample as the events it becomes |
 //! | `answer.rs` | the JSON answers |
 //! | `config.rs` | `[sources.NAME]`, `max_body_bytes` |
+//! | `build.rs` | [`Ingress::new`] from its sources, [`Limits`] and [`Links`] |
 //!
 //! A 2xx is sent only once the request and its events are committed to the
 //! store (durably, by default). A delivery seen before (same dedup key within
@@ -42,6 +43,7 @@
 pub const RETRY_LATER_SECS: u32 = 30;
 
 mod answer;
+mod build;
 mod config;
 mod filter;
 mod quiet;
@@ -73,6 +75,7 @@ use crate::store::{BacklogGauge, Ingested, PendingEvent, Pipeline};
 use answer::{answer, error, unavailable};
 use filter::{read_body, BodyError, Incoming};
 
+pub use build::{sources, Limits, Links};
 pub use config::{SourceConfig, DEFAULT_API_TIMEOUT, DEFAULT_MAX_BODY_BYTES};
 pub use filter::{filter, is_body_timeout, BodyTimeout, PeerAddr};
 pub use sample::sample_events;
@@ -98,39 +101,6 @@ impl Source {
     pub fn provider(&self) -> &str {
         &self.instance.plugin().name
     }
-}
-
-/// The configured sources, around the plugin instances the host made for
-/// them (an instance without its config section is left out).
-pub fn sources(
-    configs: &BTreeMap<String, SourceConfig>,
-    instances: BTreeMap<String, Arc<Instance>>,
-    pool: &CallPool,
-) -> BTreeMap<String, Arc<Source>> {
-    instances
-        .into_iter()
-        .filter_map(|(name, instance)| {
-            let sc = configs.get(&name)?;
-            // The config's, and those the plugin says its verification
-            // reads (ABI 1.6): replaced whole wherever a request is kept
-            // or shown.
-            let mut redact_headers = sc.redact_headers.clone();
-            for h in instance.credential_headers() {
-                if !redact_headers.iter().any(|r| r.eq_ignore_ascii_case(h)) {
-                    redact_headers.push(h.clone());
-                }
-            }
-            let source = Source {
-                name: name.clone(),
-                instance,
-                redact_headers,
-                allow_ips: sc.allow_ips.clone(),
-                credentials: sc.credentials.clone(),
-                lane: Lane::new(pool.clone()),
-            };
-            Some((name, Arc::new(source)))
-        })
-        .collect()
 }
 
 /// What ingress needs to answer a webhook.

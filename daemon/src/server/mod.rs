@@ -43,28 +43,13 @@ pub async fn run(
     let addr = listener.local_addr().unwrap_or(config.listen);
     let limits = config.http.clone();
     let app = match Switchyard::start(config).await {
-        Ok(app) => app,
+        Ok(app) => std::sync::Arc::new(app),
         Err(p) => {
             socket::release(&socket_path);
             return Err(p);
         }
     };
-    let app = std::sync::Arc::new(app);
     app.watch_plugins();
-    let routes = app
-        .filter()
-        .or(app.service_filter())
-        .unify()
-        .recover(|_| async {
-            Ok::<_, Infallible>(
-                warp::reply::with_status(
-                    warp::reply::json(&serde_json::json!({"error": "not found"})),
-                    StatusCode::NOT_FOUND,
-                )
-                .into_response(),
-            )
-        })
-        .unify();
     // Listen for SIGHUP before saying we are up: its default would kill us.
     let hup =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| {
@@ -73,40 +58,17 @@ pub async fn run(
                 format!("cannot listen for SIGHUP: {e}"),
             )])
         })?;
-    let hangups = tokio::spawn(reload_on_sighup(app.clone(), hup));
-    let admin_socket = inherited.admin;
-    let admin = match app.config().admin.clone() {
-        Some(admin) => {
-            let listener = match admin_socket {
-                Some(socket) => activation::adopt(socket, admin.listen, "admin.listen")?,
-                None => bind(admin.listen, "admin.listen")?,
-            };
-            let admin_addr = listener.local_addr().unwrap_or(admin.listen);
-            tracing::info!(admin_addr = %admin_addr, "admin API on http://{admin_addr}/v1/, dashboard on http://{admin_addr}/ui");
-            let routes = crate::admin::filter(app.clone(), admin.token, admin.read_only_token);
-            Some(spawn_admin(
-                &app,
-                listener,
-                "admin",
-                routes,
-                admin.max_connections,
-                &limits,
-            ))
-        }
-        None => {
-            if admin_socket.is_some() {
-                tracing::warn!("systemd passed an admin socket but the config has no [admin]: it is not served");
-            }
-            None
-        }
-    };
+    let background = [
+        tokio::spawn(reload_on_sighup(app.clone(), hup)),
+        tokio::spawn(watchdog(app.clone())),
+    ];
+    let admin = serve_admin(&app, inherited.admin, &limits)?;
     let local = local.map(|local| {
         tracing::info!(path = %socket_path.display(), "admin API on the local socket");
         let routes = crate::admin::local_filter(app.clone());
         let bound = listener::DEFAULT_ADMIN_MAX_CONNECTIONS;
         spawn_admin(&app, local, "admin_socket", routes, bound, &limits)
     });
-    let watchdog = tokio::spawn(watchdog(app.clone()));
     let from = if activated {
         "the socket systemd passed"
     } else {
@@ -119,6 +81,7 @@ pub async fn run(
         app.rules().current().rules().len()
     );
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    let routes = webhook_routes(&app);
     listener::serve(
         listener,
         "webhooks",
@@ -133,17 +96,65 @@ pub async fn run(
         NotifyState::Stopping,
         NotifyState::Status("stopping: finishing routed work"),
     ]);
-    hangups.abort();
-    watchdog.abort();
-    for task in [admin, local].into_iter().flatten() {
+    for task in background.into_iter().chain(admin).chain(local) {
         task.abort();
         let _ = task.await;
     }
     socket::release(&socket_path);
-    let _ = hangups.await;
-    let _ = watchdog.await;
     app.shutdown().await;
     Ok(())
+}
+
+/// The webhook listener's routes: the webhook filter at the root,
+/// `/healthz`, `/readyz`, `/metrics`, and a JSON 404 for anything else.
+fn webhook_routes(
+    app: &std::sync::Arc<Switchyard>,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    app.filter()
+        .or(app.service_filter())
+        .unify()
+        .recover(|_| async {
+            Ok::<_, Infallible>(
+                warp::reply::with_status(
+                    warp::reply::json(&serde_json::json!({"error": "not found"})),
+                    StatusCode::NOT_FOUND,
+                )
+                .into_response(),
+            )
+        })
+        .unify()
+}
+
+/// The `[admin]` listener, on the socket systemd passed for it or its
+/// own, when the config has `[admin]`.
+fn serve_admin(
+    app: &std::sync::Arc<Switchyard>,
+    passed: Option<std::net::TcpListener>,
+    limits: &HttpLimits,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Problems> {
+    let Some(admin) = app.config().admin.clone() else {
+        if passed.is_some() {
+            tracing::warn!(
+                "systemd passed an admin socket but the config has no [admin]: it is not served"
+            );
+        }
+        return Ok(None);
+    };
+    let listener = match passed {
+        Some(socket) => activation::adopt(socket, admin.listen, "admin.listen")?,
+        None => bind(admin.listen, "admin.listen")?,
+    };
+    let admin_addr = listener.local_addr().unwrap_or(admin.listen);
+    tracing::info!(admin_addr = %admin_addr, "admin API on http://{admin_addr}/v1/, dashboard on http://{admin_addr}/ui");
+    let routes = crate::admin::filter(app.clone(), admin.token, admin.read_only_token);
+    Ok(Some(spawn_admin(
+        app,
+        listener,
+        "admin",
+        routes,
+        admin.max_connections,
+        limits,
+    )))
 }
 
 /// Serves the admin routes on a listener of their own until aborted.

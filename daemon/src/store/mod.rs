@@ -389,6 +389,8 @@ pub struct DeadFilter {
 pub struct Waiting {
     /// When the oldest job still pending (due or waiting for a retry) was made.
     pub oldest_pending_job_ms: Option<i64>,
+    /// Jobs claimed and not yet recorded: in an attempt, or about to be.
+    pub running_jobs: u64,
     pub dead_letters: u64,
 }
 

@@ -478,7 +478,8 @@ impl<B: SqlBackend> Operations for B {
     fn waiting(&self) -> StoreFuture<'_, Waiting> {
         let read = Statement::new(
             "SELECT (SELECT MIN(created_at) FROM jobs WHERE state = 'pending'),
-                    (SELECT COUNT(*) FROM jobs WHERE state = 'dead')",
+                    (SELECT COUNT(*) FROM jobs WHERE state = 'dead'),
+                    (SELECT COUNT(*) FROM jobs WHERE state = 'running')",
             vec![],
         );
         Box::pin(async move {
@@ -486,6 +487,7 @@ impl<B: SqlBackend> Operations for B {
             Ok(Waiting {
                 oldest_pending_job_ms: rows[0].opt_int(0),
                 dead_letters: rows[0].int(1) as u64,
+                running_jobs: rows[0].int(2) as u64,
             })
         })
     }

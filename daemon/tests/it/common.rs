@@ -692,6 +692,28 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Waits (at most 20 s) until the daemon running `config` has nothing
+/// left to do — no unrouted event, no job pending or running, as its
+/// status reads them from the store (`switchyard status`, the local admin
+/// socket) — and returns that status. The barrier before checking that
+/// something did not happen: whatever was going to happen has.
+pub fn wait_quiet(config: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out) = cli(&["status"], config);
+        let status: Value = serde_json::from_str(&out).unwrap_or_default();
+        let backlog = &status["backlog"];
+        let idle = ["unrouted_events", "pending_jobs", "running_jobs"]
+            .iter()
+            .all(|k| backlog[*k] == 0);
+        if code == 0 && idle {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "never quiet: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `switchyard events show ID` as JSON.
 pub fn show(config: &std::path::Path, id: &str) -> Value {
     let (code, out) = cli(&["events", "show", id], config);

@@ -329,8 +329,11 @@ fn every_preset_answers_its_handshake_records_it_and_routes_events_after() {
     assert_eq!(a.status, 200, "{}", a.body);
 
     // Every ordinary event is routed (the last one, sent after every
-    // handshake, proves the router got that far); no handshake is.
-    let lines = env.wait_audit(7);
+    // handshake, proves the router got that far); no handshake is, even
+    // once nothing is left to do.
+    env.wait_audit(7);
+    wait_quiet(&config);
+    let lines = env.audit_lines();
     let types: Vec<String> = lines
         .iter()
         .map(|l| {

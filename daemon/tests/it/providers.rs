@@ -346,6 +346,10 @@ fn tripletex_hmac_from_python_token_auth_and_the_version_guard() {
     );
     let lines = env.wait_audit(4);
     assert_eq!(lines[2]["params"]["type"], "tripletex.order.delete");
+    // Once nothing is left to do, those four alone: the duplicate, the
+    // stale version and the refused requests routed nothing.
+    wait_quiet(&d_config(&env));
+    assert_eq!(env.audit_lines().len(), 4, "{:?}", env.audit_lines());
     let (code, out) = cli(
         &["events", "list", "--source", "tripletex-token"],
         &d_config(&env),

@@ -152,53 +152,8 @@ pub(super) fn routes(
     let list = page_route(
         warp::path!("ui" / "dead-letters"),
         session.clone(),
-        app.clone(),
-        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-            let notice = q
-                .get("redriven")
-                .map(|n| format!("{n} sent back to the queue."));
-            let filter = dead_filter(&q);
-            let store = app.store().as_ref();
-            let (jobs, problem) = match ops::dead_letters(store, SHOWN).await {
-                Ok(jobs) => (jobs, None),
-                Err(e) => (Vec::new(), Some(e.to_string())),
-            };
-            let jobs: Vec<JobRecord> = jobs
-                .into_iter()
-                .filter(|j| filter.action.as_ref().is_none_or(|a| *a == j.action))
-                .filter(|j| {
-                    filter.error.as_ref().is_none_or(|e| {
-                        j.last_error
-                            .as_deref()
-                            .unwrap_or_default()
-                            .contains(e.as_str())
-                    })
-                })
-                .collect();
-            let matching = ops::count_dead(store, filter.clone())
-                .await
-                .unwrap_or(jobs.len() as u64);
-            let mut actions: Vec<String> = app.config().actions.keys().cloned().collect();
-            actions.sort();
-            page(
-                StatusCode::OK,
-                DeadLetters {
-                    nav: nav(&s, "dead-letters"),
-                    notice,
-                    problem,
-                    can_act: s.role == Role::Admin,
-                    csrf: s.csrf.clone(),
-                    total: jobs.len(),
-                    matching,
-                    actions,
-                    filtered: filter != DeadFilter::default(),
-                    filter_action: filter.action.unwrap_or_default(),
-                    filter_error: filter.error.unwrap_or_default(),
-                    groups: groups(jobs),
-                }
-                .render(),
-            )
-        },
+        app,
+        list,
     );
     let redrive = warp::path!("ui" / "dead-letters" / "redrive")
         .and(warp::post())
@@ -206,34 +161,7 @@ pub(super) fn routes(
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::form::<HashMap<String, String>>())
         .and(with_app.clone())
-        .then(
-            |s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let s = match may_act(s, &f, "redrive") {
-                    Ok(s) => s,
-                    Err(refused) => return *refused,
-                };
-                let ids: Vec<&str> = f
-                    .get("ids")
-                    .map(|ids| ids.split(',').filter(|i| !i.is_empty()).take(SHOWN).collect())
-                    .unwrap_or_default();
-                let mut sent = 0;
-                for id in &ids {
-                    let which = ops::Redrive { id: Some(id.to_string()), ..Default::default() };
-                    match ops::redrive(app.store().as_ref(), which).await {
-                        Ok(r) => sent += r.redriven,
-                        // Redriven already (by another hand), or gone.
-                        Err(ops::OpError::NotFound(_)) => {}
-                        Err(e) => {
-                            tracing::error!("dashboard: {e}");
-                            return plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer");
-                        }
-                    }
-                }
-                app.wake_dispatcher();
-                tracing::info!(who = s.role.who(), asked = ids.len(), redriven = sent, "dashboard: dead letters redriven");
-                see_other(&format!("/ui/dead-letters?redriven={sent}"))
-            },
-        );
+        .then(redrive_chosen);
     let runs = Arc::new(Runs::default());
     let started = {
         let runs = runs.clone();
@@ -242,76 +170,188 @@ pub(super) fn routes(
             .and(session.clone())
             .and(warp::body::content_length_limit(16 * 1024))
             .and(warp::body::form::<HashMap<String, String>>())
-            .and(with_app.clone())
-            .then(move |s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| {
-                let runs = runs.clone();
-                async move {
-                    let s = match may_act(s, &f, "redrive") {
-                        Ok(s) => s,
-                        Err(refused) => return *refused,
-                    };
-                    let filter = dead_filter(&f);
-                    // At most what the page counted (and the user saw).
-                    let counted: u64 = f.get("count").and_then(|c| c.parse().ok()).unwrap_or(0);
-                    let run = Arc::new(Run {
-                        id: crate::event::new_id(),
-                        filter: filter.clone(),
-                        total: counted,
-                        done: AtomicU64::new(0),
-                        finished: AtomicBool::new(false),
-                        problem: Mutex::new(None),
-                    });
-                    runs.add(run.clone());
-                    tracing::info!(who = s.role.who(), what = %describe(&filter), count = counted, "dashboard: redriving dead letters");
-                    let id = run.id.clone();
-                    tokio::spawn(async move {
-                        let result = ops::redrive_matching(app.store().as_ref(), filter, counted, |n| {
-                            run.done.store(n, Ordering::Relaxed);
-                            app.wake_dispatcher();
-                        })
-                        .await;
-                        if let Err(e) = result {
-                            tracing::error!("dashboard: redrive stopped: {e}");
-                            *run.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                        }
-                        run.finished.store(true, Ordering::Relaxed);
-                        tracing::info!(who = s.role.who(), redriven = run.done.load(Ordering::Relaxed), "dashboard: dead letters redriven");
-                    });
-                    see_other(&format!("/ui/dead-letters/progress/{id}"))
-                }
-            })
+            .and(with_app)
+            .then(
+                move |s: Option<(String, Session)>, f: HashMap<String, String>, app| {
+                    redrive_matching(runs.clone(), s, f, app)
+                },
+            )
     };
     let progress = warp::path!("ui" / "dead-letters" / "progress" / String)
         .and(warp::get())
         .and(session)
-        .map(move |id: String, s: Option<(String, Session)>| {
-            let Some((_, s)) = s else {
-                return see_other("/ui/sign-in");
-            };
-            let Some(run) = runs.get(&id) else {
-                return plain(
-                    StatusCode::NOT_FOUND,
-                    "no such redrive (only the latest are kept)",
-                );
-            };
-            let view = Progress {
-                nav: nav(&s, "dead-letters"),
-                what: describe(&run.filter),
-                total: run.total,
-                done: run.done.load(Ordering::Relaxed),
-                finished: run.finished.load(Ordering::Relaxed),
-                problem: run
-                    .problem
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            };
-            page(StatusCode::OK, view.render())
-        });
+        .map(move |id: String, s: Option<(String, Session)>| progress(&runs, id, s));
     list.or(redrive)
         .unify()
         .or(started)
         .unify()
         .or(progress)
         .unify()
+}
+
+/// `GET /ui/dead-letters`: the dead letters by action and error, filtered.
+async fn list(s: Session, q: HashMap<String, String>, app: Arc<Switchyard>) -> Reply {
+    let notice = q
+        .get("redriven")
+        .map(|n| format!("{n} sent back to the queue."));
+    let filter = dead_filter(&q);
+    let store = app.store().as_ref();
+    let (jobs, problem) = match ops::dead_letters(store, SHOWN).await {
+        Ok(jobs) => (jobs, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let jobs: Vec<JobRecord> = jobs
+        .into_iter()
+        .filter(|j| filter.action.as_ref().is_none_or(|a| *a == j.action))
+        .filter(|j| {
+            filter.error.as_ref().is_none_or(|e| {
+                j.last_error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(e.as_str())
+            })
+        })
+        .collect();
+    let matching = ops::count_dead(store, filter.clone())
+        .await
+        .unwrap_or(jobs.len() as u64);
+    let mut actions: Vec<String> = app.config().actions.keys().cloned().collect();
+    actions.sort();
+    page(
+        StatusCode::OK,
+        DeadLetters {
+            nav: nav(&s, "dead-letters"),
+            notice,
+            problem,
+            can_act: s.role == Role::Admin,
+            csrf: s.csrf.clone(),
+            total: jobs.len(),
+            matching,
+            actions,
+            filtered: filter != DeadFilter::default(),
+            filter_action: filter.action.unwrap_or_default(),
+            filter_error: filter.error.unwrap_or_default(),
+            groups: groups(jobs),
+        }
+        .render(),
+    )
+}
+
+/// `POST /ui/dead-letters/redrive`: the chosen dead letters (`ids`) sent
+/// back to the queue.
+async fn redrive_chosen(
+    s: Option<(String, Session)>,
+    f: HashMap<String, String>,
+    app: Arc<Switchyard>,
+) -> Reply {
+    let s = match may_act(s, &f, "redrive") {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let ids: Vec<&str> = f
+        .get("ids")
+        .map(|ids| {
+            ids.split(',')
+                .filter(|i| !i.is_empty())
+                .take(SHOWN)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut sent = 0;
+    for id in &ids {
+        let which = ops::Redrive {
+            id: Some(id.to_string()),
+            ..Default::default()
+        };
+        match ops::redrive(app.store().as_ref(), which).await {
+            Ok(r) => sent += r.redriven,
+            // Redriven already (by another hand), or gone.
+            Err(ops::OpError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::error!("dashboard: {e}");
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer");
+            }
+        }
+    }
+    app.wake_dispatcher();
+    tracing::info!(
+        who = s.role.who(),
+        asked = ids.len(),
+        redriven = sent,
+        "dashboard: dead letters redriven"
+    );
+    see_other(&format!("/ui/dead-letters?redriven={sent}"))
+}
+
+/// `POST /ui/dead-letters/redrive-matching`: every dead letter the filter
+/// matches (at most as many as the page counted), sent back in steps on a
+/// task of its own; answered with its progress page.
+async fn redrive_matching(
+    runs: Arc<Runs>,
+    s: Option<(String, Session)>,
+    f: HashMap<String, String>,
+    app: Arc<Switchyard>,
+) -> Reply {
+    let s = match may_act(s, &f, "redrive") {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let filter = dead_filter(&f);
+    // At most what the page counted (and the user saw).
+    let counted: u64 = f.get("count").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let run = Arc::new(Run {
+        id: crate::event::new_id(),
+        filter: filter.clone(),
+        total: counted,
+        done: AtomicU64::new(0),
+        finished: AtomicBool::new(false),
+        problem: Mutex::new(None),
+    });
+    runs.add(run.clone());
+    tracing::info!(who = s.role.who(), what = %describe(&filter), count = counted, "dashboard: redriving dead letters");
+    let id = run.id.clone();
+    tokio::spawn(async move {
+        let result = ops::redrive_matching(app.store().as_ref(), filter, counted, |n| {
+            run.done.store(n, Ordering::Relaxed);
+            app.wake_dispatcher();
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!("dashboard: redrive stopped: {e}");
+            *run.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        run.finished.store(true, Ordering::Relaxed);
+        tracing::info!(
+            who = s.role.who(),
+            redriven = run.done.load(Ordering::Relaxed),
+            "dashboard: dead letters redriven"
+        );
+    });
+    see_other(&format!("/ui/dead-letters/progress/{id}"))
+}
+
+/// `GET /ui/dead-letters/progress/{id}`: how far a redrive by filter got.
+fn progress(runs: &Runs, id: String, s: Option<(String, Session)>) -> Reply {
+    let Some((_, s)) = s else {
+        return see_other("/ui/sign-in");
+    };
+    let Some(run) = runs.get(&id) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "no such redrive (only the latest are kept)",
+        );
+    };
+    let view = Progress {
+        nav: nav(&s, "dead-letters"),
+        what: describe(&run.filter),
+        total: run.total,
+        done: run.done.load(Ordering::Relaxed),
+        finished: run.finished.load(Ordering::Relaxed),
+        problem: run
+            .problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    };
+    page(StatusCode::OK, view.render())
 }

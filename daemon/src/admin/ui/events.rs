@@ -233,74 +233,12 @@ pub(super) fn routes(
     let form = warp::body::content_length_limit(16 * 1024)
         .and(warp::body::form::<HashMap<String, String>>());
 
-    let list = page_route(
-        warp::path!("ui" / "events"),
-        session.clone(),
-        app.clone(),
-        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-            let mut shown = Events {
-                nav: nav(&s, "events"),
-                filter: Shown::of(&q),
-                states: STATES,
-                problem: None,
-                events: Vec::new(),
-                older: None,
-                search_older: None,
-                query: String::new(),
-            };
-            match EventFilter::from_query(&q, PAGE, PAGE) {
-                Err(problem) => shown.problem = Some(problem),
-                Ok(filter) => {
-                    shown.query = encode(&filter.to_query());
-                    let store = app.store().as_ref();
-                    match ops::event_page(store, filter.clone(), SEARCH_WINDOW).await {
-                        Ok(found) => {
-                            let events = found.events;
-                            if events.len() == filter.limit {
-                                let mut next = filter.to_query();
-                                next.push(("before", events[events.len() - 1].id.clone()));
-                                shown.older = Some(format!("/ui/events?{}", encode(&next)));
-                            }
-                            if let Some(to) = found.searched_to {
-                                let at = ulid::Ulid::from_string(&to)
-                                    .map(|u| when(u.timestamp_ms() as i64))
-                                    .unwrap_or_default();
-                                let mut next = filter.to_query();
-                                next.push(("before", to));
-                                shown.search_older =
-                                    Some((at, format!("/ui/events?{}", encode(&next))));
-                            }
-                            shown.events = events.into_iter().map(Row::from).collect();
-                        }
-                        Err(e) => shown.problem = Some(e.to_string()),
-                    }
-                }
-            }
-            page(StatusCode::OK, shown.render())
-        },
-    );
-
+    let list = page_route(warp::path!("ui" / "events"), session.clone(), app, list);
     let tail = warp::path!("ui" / "tail")
         .and(warp::get())
         .and(session.clone())
         .and(warp::query::<HashMap<String, String>>())
-        .map(|s: Option<(String, Session)>, q: HashMap<String, String>| {
-            let Some((_, s)) = s else {
-                return see_other("/ui/sign-in");
-            };
-            let problem = EventFilter::from_query(&q, PAGE, PAGE).err();
-            page(
-                StatusCode::OK,
-                Tail {
-                    nav: nav(&s, "tail"),
-                    filter: Shown::of(&q),
-                    states: STATES,
-                    problem,
-                }
-                .render(),
-            )
-        });
-
+        .map(tail_page);
     let tails = Arc::new(Semaphore::new(TAILS));
     let stream = warp::path!("ui" / "tail" / "stream")
         .and(warp::get())
@@ -313,88 +251,21 @@ pub(super) fn routes(
                   q: HashMap<String, String>,
                   last: Option<String>,
                   app: Arc<Switchyard>| {
-                let Some((id, _)) = s else {
-                    return plain(StatusCode::UNAUTHORIZED, "sign in first");
-                };
-                let Ok(filter) = EventFilter::from_query(&q, TAIL_FIRST, TAIL_FIRST) else {
-                    return plain(StatusCode::BAD_REQUEST, "the filter does not read");
-                };
-                let Ok(permit) = tails.clone().try_acquire_owned() else {
-                    return plain(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too many live tails are open",
-                    );
-                };
-                let last = last.filter(|l| ulid::Ulid::from_string(l).is_ok());
-                let events = tail_events(app, sessions.clone(), id, filter, last, permit);
-                let mut resp =
-                    warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response();
-                resp.headers_mut().insert(
-                    warp::http::header::CACHE_CONTROL,
-                    warp::http::HeaderValue::from_static("no-store"),
-                );
-                super::secured(resp)
+                tail_stream(app, &sessions, &tails, s, q, last)
             },
         );
-
     let event = warp::path!("ui" / "events" / String)
         .and(warp::get())
         .and(session.clone())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_app.clone())
-        .then(
-            |id: String,
-             s: Option<(String, Session)>,
-             q: HashMap<String, String>,
-             app: Arc<Switchyard>| async move {
-                let Some((_, s)) = s else {
-                    return see_other("/ui/sign-in");
-                };
-                let notice = q
-                    .contains_key("replayed")
-                    .then_some("Replayed: it is routed again through the current rules.");
-                match ops::show_event(app.store().as_ref(), id).await {
-                    Ok(d) => {
-                        let config = app.config();
-                        let known = |a: &str| config.actions.contains_key(a);
-                        page(
-                            StatusCode::OK,
-                            EventPage::new(d, &s, notice, &known).render(),
-                        )
-                    }
-                    Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
-                    Err(e) => {
-                        tracing::error!("dashboard: {e}");
-                        plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
-                    }
-                }
-            },
-        );
-
+        .then(event_page);
     let replay = warp::path!("ui" / "events" / String / "replay")
         .and(warp::post())
         .and(session)
         .and(form)
         .and(with_app)
-        .then(
-            |id: String, s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
-                let s = match may_act(s, &f, "replay") {
-                    Ok(s) => s,
-                    Err(refused) => return *refused,
-                };
-                match ops::replay(app.store().as_ref(), id.clone()).await {
-                    Ok(_) => {
-                        tracing::info!(who = s.role.who(), event_id = %id, "dashboard: event replayed");
-                        see_other(&format!("/ui/events/{id}?replayed"))
-                    }
-                    Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
-                    Err(e) => {
-                        tracing::error!("dashboard: {e}");
-                        plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
-                    }
-                }
-            },
-        );
+        .then(replay);
 
     list.or(tail)
         .unify()
@@ -404,6 +275,157 @@ pub(super) fn routes(
         .unify()
         .or(event)
         .unify()
+}
+
+/// `GET /ui/events`: a page of events by the filter, with links to older
+/// ones.
+async fn list(s: Session, q: HashMap<String, String>, app: Arc<Switchyard>) -> Reply {
+    let mut shown = Events {
+        nav: nav(&s, "events"),
+        filter: Shown::of(&q),
+        states: STATES,
+        problem: None,
+        events: Vec::new(),
+        older: None,
+        search_older: None,
+        query: String::new(),
+    };
+    let filter = match EventFilter::from_query(&q, PAGE, PAGE) {
+        Ok(filter) => filter,
+        Err(problem) => {
+            shown.problem = Some(problem);
+            return page(StatusCode::OK, shown.render());
+        }
+    };
+    shown.query = encode(&filter.to_query());
+    let store = app.store().as_ref();
+    match ops::event_page(store, filter.clone(), SEARCH_WINDOW).await {
+        Ok(found) => {
+            let events = found.events;
+            if events.len() == filter.limit {
+                let mut next = filter.to_query();
+                next.push(("before", events[events.len() - 1].id.clone()));
+                shown.older = Some(format!("/ui/events?{}", encode(&next)));
+            }
+            if let Some(to) = found.searched_to {
+                let at = ulid::Ulid::from_string(&to)
+                    .map(|u| when(u.timestamp_ms() as i64))
+                    .unwrap_or_default();
+                let mut next = filter.to_query();
+                next.push(("before", to));
+                shown.search_older = Some((at, format!("/ui/events?{}", encode(&next))));
+            }
+            shown.events = events.into_iter().map(Row::from).collect();
+        }
+        Err(e) => shown.problem = Some(e.to_string()),
+    }
+    page(StatusCode::OK, shown.render())
+}
+
+/// `GET /ui/tail`: the live tail's page (its events come from the stream).
+fn tail_page(s: Option<(String, Session)>, q: HashMap<String, String>) -> Reply {
+    let Some((_, s)) = s else {
+        return see_other("/ui/sign-in");
+    };
+    let problem = EventFilter::from_query(&q, PAGE, PAGE).err();
+    page(
+        StatusCode::OK,
+        Tail {
+            nav: nav(&s, "tail"),
+            filter: Shown::of(&q),
+            states: STATES,
+            problem,
+        }
+        .render(),
+    )
+}
+
+/// `GET /ui/tail/stream`: the live tail's server-sent events, resumed
+/// after `Last-Event-ID`; at most [`TAILS`] open at once.
+fn tail_stream(
+    app: Arc<Switchyard>,
+    sessions: &Arc<Sessions>,
+    tails: &Arc<Semaphore>,
+    s: Option<(String, Session)>,
+    q: HashMap<String, String>,
+    last: Option<String>,
+) -> Reply {
+    let Some((id, _)) = s else {
+        return plain(StatusCode::UNAUTHORIZED, "sign in first");
+    };
+    let Ok(filter) = EventFilter::from_query(&q, TAIL_FIRST, TAIL_FIRST) else {
+        return plain(StatusCode::BAD_REQUEST, "the filter does not read");
+    };
+    let Ok(permit) = tails.clone().try_acquire_owned() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live tails are open",
+        );
+    };
+    let last = last.filter(|l| ulid::Ulid::from_string(l).is_ok());
+    let events = tail_events(app, sessions.clone(), id, filter, last, permit);
+    let mut resp = warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response();
+    resp.headers_mut().insert(
+        warp::http::header::CACHE_CONTROL,
+        warp::http::HeaderValue::from_static("no-store"),
+    );
+    super::secured(resp)
+}
+
+/// `GET /ui/events/{id}`: one event with its request, routing, jobs and
+/// attempts.
+async fn event_page(
+    id: String,
+    s: Option<(String, Session)>,
+    q: HashMap<String, String>,
+    app: Arc<Switchyard>,
+) -> Reply {
+    let Some((_, s)) = s else {
+        return see_other("/ui/sign-in");
+    };
+    let notice = q
+        .contains_key("replayed")
+        .then_some("Replayed: it is routed again through the current rules.");
+    match ops::show_event(app.store().as_ref(), id).await {
+        Ok(d) => {
+            let config = app.config();
+            let known = |a: &str| config.actions.contains_key(a);
+            page(
+                StatusCode::OK,
+                EventPage::new(d, &s, notice, &known).render(),
+            )
+        }
+        Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
+        Err(e) => {
+            tracing::error!("dashboard: {e}");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
+        }
+    }
+}
+
+/// `POST /ui/events/{id}/replay`: routes the event again, for a session
+/// that may act.
+async fn replay(
+    id: String,
+    s: Option<(String, Session)>,
+    f: HashMap<String, String>,
+    app: Arc<Switchyard>,
+) -> Reply {
+    let s = match may_act(s, &f, "replay") {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    match ops::replay(app.store().as_ref(), id.clone()).await {
+        Ok(_) => {
+            tracing::info!(who = s.role.who(), event_id = %id, "dashboard: event replayed");
+            see_other(&format!("/ui/events/{id}?replayed"))
+        }
+        Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
+        Err(e) => {
+            tracing::error!("dashboard: {e}");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
+        }
+    }
 }
 
 /// A query string of `pairs`, percent-encoded.

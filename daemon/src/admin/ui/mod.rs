@@ -255,95 +255,25 @@ pub fn filter(
 
     let statics = warp::path!("ui" / "static" / String)
         .and(warp::get())
-        .and_then(|name: String| async move {
-            let (body, kind) = match name.as_str() {
-                "app.css" => (include_str!("static/app.css"), "text/css"),
-                "tail.js" => (include_str!("static/tail.js"), "text/javascript"),
-                "favicon.svg" => (include_str!("static/favicon.svg"), "image/svg+xml"),
-                _ => return Err(warp::reject::not_found()),
-            };
-            let mut resp = body.into_response();
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("max-age=3600"),
-            );
-            Ok::<_, Rejection>(secured(resp))
-        });
-
+        .and_then(|name: String| async move { static_file(&name) });
     let root = warp::path("ui")
         .and(warp::path::end())
         .and(warp::get())
         .map(|| see_other("/ui/overview"));
-
-    let sign_in_page = warp::path!("ui" / "sign-in").and(warp::get()).map(|| {
-        page(
-            StatusCode::OK,
-            SignIn {
-                nav: None,
-                problem: None,
-            }
-            .render(),
-        )
-    });
-
+    let sign_in_page = warp::path!("ui" / "sign-in")
+        .and(warp::get())
+        .map(|| sign_in_page(StatusCode::OK, None));
     let sign_in = warp::path!("ui" / "sign-in")
         .and(warp::post())
         .and(form)
         .and(with_sessions.clone())
-        .map(|f: HashMap<String, String>, sessions: Arc<Sessions>| {
-            let token = f.get("token").map(String::as_str).unwrap_or("");
-            match sessions.sign_in(token) {
-                Some((id, role)) => {
-                    tracing::info!(who = role.who(), "dashboard: signed in");
-                    let mut resp = see_other("/ui/overview");
-                    let cookie = format!(
-                        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
-                        SESSION_TTL.as_secs()
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&cookie) {
-                        resp.headers_mut().insert(header::SET_COOKIE, v);
-                    }
-                    resp
-                }
-                None => {
-                    tracing::warn!("dashboard: sign-in refused (wrong token)");
-                    page(
-                        StatusCode::UNAUTHORIZED,
-                        SignIn {
-                            nav: None,
-                            problem: Some("That is not a token this Switchyard takes."),
-                        }
-                        .render(),
-                    )
-                }
-            }
-        });
-
+        .map(sign_in);
     let sign_out = warp::path!("ui" / "sign-out")
         .and(warp::post())
         .and(session.clone())
         .and(form)
         .and(with_sessions.clone())
-        .map(
-            |s: Option<(String, Session)>, f: HashMap<String, String>, sessions: Arc<Sessions>| {
-                let Some((id, s)) = s else {
-                    return plain(StatusCode::UNAUTHORIZED, "sign in first");
-                };
-                if !s.csrf_ok(f.get("csrf").map(String::as_str)) {
-                    return plain(StatusCode::FORBIDDEN, "the form is stale; reload the page");
-                }
-                sessions.sign_out(&id);
-                tracing::info!(who = s.role.who(), "dashboard: signed out");
-                let mut resp = see_other("/ui/sign-in");
-                let cookie = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");
-                if let Ok(v) = HeaderValue::from_str(&cookie) {
-                    resp.headers_mut().insert(header::SET_COOKIE, v);
-                }
-                resp
-            },
-        );
+        .map(sign_out);
 
     let dead_letters = dead_letters::routes(app.clone(), session.clone());
     let events = events::routes(app.clone(), sessions.clone(), session.clone());
@@ -375,4 +305,72 @@ pub fn filter(
         .unify()
         .or(subscriptions)
         .unify()
+}
+
+/// `GET /ui/static/{name}`: the stylesheet, script and icon compiled in.
+fn static_file(name: &str) -> Result<Reply, Rejection> {
+    let (body, kind) = match name {
+        "app.css" => (include_str!("static/app.css"), "text/css"),
+        "tail.js" => (include_str!("static/tail.js"), "text/javascript"),
+        "favicon.svg" => (include_str!("static/favicon.svg"), "image/svg+xml"),
+        _ => return Err(warp::reject::not_found()),
+    };
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    Ok(secured(resp))
+}
+
+/// The sign-in page, with a problem if the last try was refused.
+fn sign_in_page(status: StatusCode, problem: Option<&'static str>) -> Reply {
+    page(status, SignIn { nav: None, problem }.render())
+}
+
+/// `POST /ui/sign-in`: a session for a token this Switchyard takes (the
+/// admin token acts, the read-only one looks), in a strict cookie.
+fn sign_in(f: HashMap<String, String>, sessions: Arc<Sessions>) -> Reply {
+    let token = f.get("token").map(String::as_str).unwrap_or("");
+    let Some((id, role)) = sessions.sign_in(token) else {
+        tracing::warn!("dashboard: sign-in refused (wrong token)");
+        return sign_in_page(
+            StatusCode::UNAUTHORIZED,
+            Some("That is not a token this Switchyard takes."),
+        );
+    };
+    tracing::info!(who = role.who(), "dashboard: signed in");
+    let mut resp = see_other("/ui/overview");
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `POST /ui/sign-out`: the session ended and its cookie cleared.
+fn sign_out(
+    s: Option<(String, Session)>,
+    f: HashMap<String, String>,
+    sessions: Arc<Sessions>,
+) -> Reply {
+    let Some((id, s)) = s else {
+        return plain(StatusCode::UNAUTHORIZED, "sign in first");
+    };
+    if !s.csrf_ok(f.get("csrf").map(String::as_str)) {
+        return plain(StatusCode::FORBIDDEN, "the form is stale; reload the page");
+    }
+    sessions.sign_out(&id);
+    tracing::info!(who = s.role.who(), "dashboard: signed out");
+    let mut resp = see_other("/ui/sign-in");
+    let cookie = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
 }

@@ -295,133 +295,154 @@ pub(super) fn routes(
         warp::path!("ui" / "rules"),
         session.clone(),
         app.clone(),
-        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-            let set = app.rules().current();
-            let rules = set
-                .rules()
-                .iter()
-                .map(|r| RuleRow {
-                    name: r.name.clone(),
-                    file: r.path.display().to_string(),
-                    patterns: r.patterns.join(", "),
-                    actions: r.literal_actions().join(", "),
-                })
-                .collect();
-            let broken = set
-                .broken
-                .iter()
-                .map(|p| (p.location.clone(), p.message.clone()))
-                .collect();
-            let notice = q.get("saved").map(|name| {
-                format!(
-                    "{name}.rhai saved; the rules are now version {}.",
-                    set.version
-                )
-            });
-            page(
-                StatusCode::OK,
-                RulesPage {
-                    nav: nav(&s, "rules"),
-                    notice,
-                    version: set.version,
-                    rules,
-                    broken,
-                }
-                .render(),
-            )
-        },
+        list,
     );
-
-    let form_body = warp::body::content_length_limit(MAX_TEXT + 16 * 1024)
-        .and(warp::body::form::<HashMap<String, String>>());
     let playground = page_route(
         warp::path!("ui" / "rules" / "playground"),
         session.clone(),
-        app.clone(),
-        |s: Session, q: HashMap<String, String>, app: Arc<Switchyard>| async move {
-            let mut form = Form::of(&q);
-            let set = app.rules().current();
-            let live = set.rules().iter().find(|r| r.name == form.rule);
-            let mut problem = None;
-            if let Some(rule) = live {
-                match std::fs::read_to_string(&rule.path) {
-                    Ok(text) => form.text = text,
-                    Err(e) => problem = Some(format!("{}: {e}", rule.path.display())),
-                }
-            } else if form.text.is_empty() {
-                if form.rule.is_empty() {
-                    form.rule = "my-rule".into();
-                }
-                form.text = "const EVENTS = [\"tight.invoiceViewed\"];\n\n\
-                             action(\"notify\", #{ invoice: event.data.eventData.entityId });\n"
-                    .into();
-            }
-            page(StatusCode::OK, show(&s, &app, form, problem, None))
-        },
+        app,
+        playground,
     );
-
+    let form_body = || {
+        warp::body::content_length_limit(MAX_TEXT + 16 * 1024)
+            .and(warp::body::form::<HashMap<String, String>>())
+    };
     let try_it = warp::path!("ui" / "rules" / "playground")
         .and(warp::post())
         .and(session.clone())
-        .and(form_body)
+        .and(form_body())
         .and(with_app.clone())
-        .then(|s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
-            let s = match may_look(s, &f) {
-                Ok(s) => s,
-                Err(refused) => return *refused,
-            };
-            let form = Form::of(&f);
-            let (problem, outcome) = match run(&app, &form).await {
-                Ok(outcome) => (None, Some(outcome)),
-                Err(problem) => (Some(problem), None),
-            };
-            page(StatusCode::OK, show(&s, &app, form, problem, outcome))
-        });
-
+        .then(try_it);
     let save = warp::path!("ui" / "rules" / "save")
         .and(warp::post())
         .and(session)
-        .and(warp::body::content_length_limit(MAX_TEXT + 16 * 1024))
-        .and(warp::body::form::<HashMap<String, String>>())
+        .and(form_body())
         .and(with_app)
-        .then(|s: Option<(String, Session)>, f: HashMap<String, String>, app: Arc<Switchyard>| async move {
-            let s = match may_act(s, &f, "save rules") {
-                Ok(s) => s,
-                Err(refused) => return *refused,
-            };
-            let form = Form::of(&f);
-            let rules = app.rules().clone();
-            let name = form.rule.clone();
-            let saved = tokio::task::spawn_blocking(move || -> Result<(), String> {
-                let path = rule_file(&rules.dir, &form.rule)?;
-                rules::compile(&rules.engine, &path, &form.text)
-                    .map_err(|p| format!("not saved: {}: {}", p.location, p.message))?;
-                // Whole or not at all: the watcher never sees half a file.
-                let tmp = rules.dir.join(format!(".{}.rhai.saving", form.rule));
-                std::fs::write(&tmp, &form.text)
-                    .and_then(|_| std::fs::rename(&tmp, &path))
-                    .map_err(|e| format!("not saved: {}: {e}", path.display()))?;
-                rules.reload().map_err(|p| format!("{}: {}", p.location, p.message))?;
-                Ok(())
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-            match saved {
-                Ok(()) => {
-                    tracing::info!(who = s.role.who(), rule = %name, "dashboard: rule saved");
-                    see_other(&format!("/ui/rules?saved={name}"))
-                }
-                Err(problem) => page(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    show(&s, &app, Form::of(&f), Some(problem), None),
-                ),
-            }
-        });
-
+        .then(save);
     list.or(playground)
         .unify()
         .or(try_it)
         .unify()
         .or(save)
         .unify()
+}
+
+/// `GET /ui/rules`: the live rules, what each wants and calls, and the
+/// files that do not compile.
+async fn list(s: Session, q: HashMap<String, String>, app: Arc<Switchyard>) -> Reply {
+    let set = app.rules().current();
+    let rules = set
+        .rules()
+        .iter()
+        .map(|r| RuleRow {
+            name: r.name.clone(),
+            file: r.path.display().to_string(),
+            patterns: r.patterns.join(", "),
+            actions: r.literal_actions().join(", "),
+        })
+        .collect();
+    let broken = set
+        .broken
+        .iter()
+        .map(|p| (p.location.clone(), p.message.clone()))
+        .collect();
+    let notice = q.get("saved").map(|name| {
+        format!(
+            "{name}.rhai saved; the rules are now version {}.",
+            set.version
+        )
+    });
+    page(
+        StatusCode::OK,
+        RulesPage {
+            nav: nav(&s, "rules"),
+            notice,
+            version: set.version,
+            rules,
+            broken,
+        }
+        .render(),
+    )
+}
+
+/// `GET /ui/rules/playground`: a live rule's text (or a new one's) to try.
+async fn playground(s: Session, q: HashMap<String, String>, app: Arc<Switchyard>) -> Reply {
+    let mut form = Form::of(&q);
+    let set = app.rules().current();
+    let live = set.rules().iter().find(|r| r.name == form.rule);
+    let mut problem = None;
+    if let Some(rule) = live {
+        match std::fs::read_to_string(&rule.path) {
+            Ok(text) => form.text = text,
+            Err(e) => problem = Some(format!("{}: {e}", rule.path.display())),
+        }
+    } else if form.text.is_empty() {
+        if form.rule.is_empty() {
+            form.rule = "my-rule".into();
+        }
+        form.text = "const EVENTS = [\"tight.invoiceViewed\"];\n\n\
+                     action(\"notify\", #{ invoice: event.data.eventData.entityId });\n"
+            .into();
+    }
+    page(StatusCode::OK, show(&s, &app, form, problem, None))
+}
+
+/// `POST /ui/rules/playground`: the rule run on the sample, nothing done.
+async fn try_it(
+    s: Option<(String, Session)>,
+    f: HashMap<String, String>,
+    app: Arc<Switchyard>,
+) -> Reply {
+    let s = match may_look(s, &f) {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let form = Form::of(&f);
+    let (problem, outcome) = match run(&app, &form).await {
+        Ok(outcome) => (None, Some(outcome)),
+        Err(problem) => (Some(problem), None),
+    };
+    page(StatusCode::OK, show(&s, &app, form, problem, outcome))
+}
+
+/// `POST /ui/rules/save`: a rule that compiles written whole to the rules
+/// folder and made live; one that does not, shown with its problem.
+async fn save(
+    s: Option<(String, Session)>,
+    f: HashMap<String, String>,
+    app: Arc<Switchyard>,
+) -> Reply {
+    let s = match may_act(s, &f, "save rules") {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let form = Form::of(&f);
+    let rules = app.rules().clone();
+    let name = form.rule.clone();
+    let saved = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let path = rule_file(&rules.dir, &form.rule)?;
+        rules::compile(&rules.engine, &path, &form.text)
+            .map_err(|p| format!("not saved: {}: {}", p.location, p.message))?;
+        // Whole or not at all: the watcher never sees half a file.
+        let tmp = rules.dir.join(format!(".{}.rhai.saving", form.rule));
+        std::fs::write(&tmp, &form.text)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("not saved: {}: {e}", path.display()))?;
+        rules
+            .reload()
+            .map_err(|p| format!("{}: {}", p.location, p.message))?;
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match saved {
+        Ok(()) => {
+            tracing::info!(who = s.role.who(), rule = %name, "dashboard: rule saved");
+            see_other(&format!("/ui/rules?saved={name}"))
+        }
+        Err(problem) => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            show(&s, &app, Form::of(&f), Some(problem), None),
+        ),
+    }
 }

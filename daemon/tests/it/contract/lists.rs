@@ -449,7 +449,9 @@ pub async fn the_dashboard_counts_what_waits(f: Fixture) {
         s.waiting().await.unwrap().oldest_pending_job_ms,
         Some(1_000)
     );
+    assert_eq!(s.waiting().await.unwrap().running_jobs, 0);
     let claimed = s.claim_jobs(1_000, 1).await.unwrap();
+    assert_eq!(s.waiting().await.unwrap().running_jobs, 1, "claimed");
     s.finish_attempt(attempt(
         &claimed[0],
         Finish::Dead {
@@ -459,7 +461,10 @@ pub async fn the_dashboard_counts_what_waits(f: Fixture) {
     .await
     .unwrap();
     let w = s.waiting().await.unwrap();
-    assert_eq!((w.oldest_pending_job_ms, w.dead_letters), (Some(2_000), 1));
+    assert_eq!(
+        (w.oldest_pending_job_ms, w.running_jobs, w.dead_letters),
+        (Some(2_000), 0, 1)
+    );
     let dead = s.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, claimed[0].id);
