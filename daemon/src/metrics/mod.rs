@@ -118,6 +118,13 @@ pub struct Metrics {
     pub recent: recent::Recent,
 }
 
+/// Registers each `"name", "help" => metric;` in a registry.
+macro_rules! registered {
+    ($registry:expr, $($name:literal, $help:literal => $metric:expr;)*) => {
+        $($registry.register($name, $help, $metric.clone());)*
+    };
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -158,143 +165,70 @@ impl Metrics {
             recent: Default::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
-        r.register(
-            "webhooks_accepted",
-            "Webhooks verified and stored, per source",
-            m.accepted.clone(),
-        );
-        r.register(
-            "webhooks_rejected",
-            "Webhooks refused, per source and reason",
-            m.rejected.clone(),
-        );
-        r.register(
-            "webhooks_duplicate",
-            "Deliveries already seen (answered 2xx, not routed)",
-            m.duplicates.clone(),
-        );
-        r.register(
-            "events_stale",
-            "Events older than their object's last version (stored, not routed)",
-            m.stale.clone(),
-        );
-        r.register(
-            "webhooks_handshakes",
-            "Handshakes answered: a provider checking the endpoint (stored, not routed)",
-            m.handshakes.clone(),
-        );
-        r.register(
-            "ingest_seconds",
-            "From a webhook's body being read to its answer",
-            m.ingest_seconds.clone(),
-        );
-        r.register(
-            "store_commit_seconds",
-            "One group commit of the store",
-            m.store_commit_seconds.clone(),
-        );
-        r.register(
-            "rule_runs",
-            "Rule runs, per rule and outcome (ok, error)",
-            m.rule_runs.clone(),
-        );
-        r.register(
-            "rule_seconds",
-            "Time of one rule run",
-            m.rule_seconds.clone(),
-        );
-        r.register(
-            "action_attempts",
-            "Action attempts, per action and outcome",
-            m.action_attempts.clone(),
-        );
-        r.register(
-            "action_seconds",
-            "Time of one action attempt",
-            m.action_seconds.clone(),
-        );
-        r.register(
-            "dead_letters",
-            "Jobs moved to dead letters, per action",
-            m.dead_letters.clone(),
-        );
-        r.register(
-            "action_paused",
-            "0 running, 1 circuit open, 2 disabled (410 Gone), 3 paused by an operator",
-            m.action_paused.clone(),
-        );
-        r.register(
-            "subscription_checks",
-            "Checks of a provider's subscriptions, per source and outcome (ok, failed)",
-            m.subscription_checks.clone(),
-        );
-        r.register(
-            "subscriptions_off",
-            "Subscriptions of a source found disabled at the provider at the last check",
-            m.subscriptions_off.clone(),
-        );
-        r.register(
-            "subscriptions_reenabled",
-            "Subscriptions switched on again after the provider disabled them",
-            m.subscriptions_reenabled.clone(),
-        );
-        r.register(
-            "plugin_calls",
-            "Plugin calls, per plugin, call and outcome",
-            m.plugin_calls.clone(),
-        );
-        r.register(
-            "unrouted_events",
-            "Events stored and not yet routed",
-            m.unrouted_events.clone(),
-        );
-        r.register(
-            "pending_jobs",
-            "Jobs waiting to run",
-            m.pending_jobs.clone(),
-        );
-        r.register(
-            "rules_version",
-            "The version of the live rule set",
-            m.rules_version.clone(),
-        );
-        r.register(
-            "rules_broken",
-            "Rule files that do not compile (their last good version runs)",
-            m.rules_broken.clone(),
-        );
-        r.register(
-            "rules_reload_failures",
-            "Reloads that found a rule file that does not compile",
-            m.rules_reload_failures.clone(),
-        );
-        r.register(
-            "rules_reloads",
-            "Reloads of the rules run (the folder compiled again), changed or not",
-            m.rules_reloads.clone(),
-        );
-        r.register(
-            "config_reloads",
-            "Reloads of the configuration and plugins, per outcome (done, refused)",
-            m.config_reloads.clone(),
-        );
-        r.register(
-            "connections_open",
-            "Connections open, per listener",
-            m.connections_open.clone(),
-        );
-        r.register(
-            "connections_refused",
-            "Connections answered 503 and closed at once: the listener's max_connections were open",
-            m.connections_refused.clone(),
-        );
-        r.register(
-            "connections_timed_out",
-            "Connections closed by a deadline, per listener and phase (head, body, idle, write)",
-            m.connections_timed_out.clone(),
-        );
+        m.register_all(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    /// Every family in `registry`, by name (prefixed `switchyard_`) with
+    /// its help text.
+    fn register_all(&self, registry: &mut Registry) {
+        let m = self;
+        registered!(registry,
+            "webhooks_accepted",
+            "Webhooks verified and stored, per source" => m.accepted;
+            "webhooks_rejected",
+            "Webhooks refused, per source and reason" => m.rejected;
+            "webhooks_duplicate",
+            "Deliveries already seen (answered 2xx, not routed)" => m.duplicates;
+            "events_stale",
+            "Events older than their object's last version (stored, not routed)" => m.stale;
+            "webhooks_handshakes",
+            "Handshakes answered: a provider checking the endpoint (stored, not routed)" => m.handshakes;
+            "ingest_seconds",
+            "From a webhook's body being read to its answer" => m.ingest_seconds;
+            "store_commit_seconds",
+            "One group commit of the store" => m.store_commit_seconds;
+            "rule_runs",
+            "Rule runs, per rule and outcome (ok, error)" => m.rule_runs;
+            "rule_seconds",
+            "Time of one rule run" => m.rule_seconds;
+            "action_attempts",
+            "Action attempts, per action and outcome" => m.action_attempts;
+            "action_seconds",
+            "Time of one action attempt" => m.action_seconds;
+            "dead_letters",
+            "Jobs moved to dead letters, per action" => m.dead_letters;
+            "action_paused",
+            "0 running, 1 circuit open, 2 disabled (410 Gone), 3 paused by an operator" => m.action_paused;
+            "subscription_checks",
+            "Checks of a provider's subscriptions, per source and outcome (ok, failed)" => m.subscription_checks;
+            "subscriptions_off",
+            "Subscriptions of a source found disabled at the provider at the last check" => m.subscriptions_off;
+            "subscriptions_reenabled",
+            "Subscriptions switched on again after the provider disabled them" => m.subscriptions_reenabled;
+            "plugin_calls",
+            "Plugin calls, per plugin, call and outcome" => m.plugin_calls;
+            "unrouted_events",
+            "Events stored and not yet routed" => m.unrouted_events;
+            "pending_jobs",
+            "Jobs waiting to run" => m.pending_jobs;
+            "rules_version",
+            "The version of the live rule set" => m.rules_version;
+            "rules_broken",
+            "Rule files that do not compile (their last good version runs)" => m.rules_broken;
+            "rules_reload_failures",
+            "Reloads that found a rule file that does not compile" => m.rules_reload_failures;
+            "rules_reloads",
+            "Reloads of the rules run (the folder compiled again), changed or not" => m.rules_reloads;
+            "config_reloads",
+            "Reloads of the configuration and plugins, per outcome (done, refused)" => m.config_reloads;
+            "connections_open",
+            "Connections open, per listener" => m.connections_open;
+            "connections_refused",
+            "Connections answered 503 and closed at once: the listener's max_connections were open" => m.connections_refused;
+            "connections_timed_out",
+            "Connections closed by a deadline, per listener and phase (head, body, idle, write)" => m.connections_timed_out;
+        );
     }
 
     /// The Prometheus text exposition of every metric.

@@ -151,6 +151,135 @@ pub struct Webhook {
     methods: &'static [&'static str],
 }
 
+/// How a request is authenticated, from `verify` and its settings (taken
+/// out of `c`).
+fn check_of(c: &mut Config) -> Result<Check, String> {
+    let scheme = c.verify.ok_or(
+        "webhook settings: choose verify = \"hmac\", \"standard-webhooks\", \"token\", \
+         \"basic\" or \"none\"",
+    )?;
+    let default_encoding = match scheme {
+        Scheme::StandardWebhooks => SecretEncoding::Whsec,
+        _ => SecretEncoding::Utf8,
+    };
+    let secrets = c
+        .secret
+        .iter()
+        .chain(c.secrets.iter())
+        .map(|s| {
+            Secret::decode(
+                s,
+                c.encoding.unwrap_or(default_encoding),
+                "webhook settings: secret",
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match scheme {
+        Scheme::Hmac => Check::Hmac(hmac_check(c, secrets)?),
+        Scheme::StandardWebhooks => {
+            if secrets.is_empty() {
+                return Err(
+                    "webhook settings: verify = \"standard-webhooks\" needs secret (whsec_…)"
+                        .into(),
+                );
+            }
+            Check::Standard(secrets)
+        }
+        Scheme::Token => {
+            let token = need(c.token.take(), "token", "token")?;
+            let places = [
+                c.token_header.is_some(),
+                c.token_param.is_some(),
+                c.token_pointer.is_some(),
+            ];
+            if places.iter().filter(|p| **p).count() != 1 {
+                return Err(
+                    "webhook settings: verify = \"token\" needs one of token_header, \
+                            token_param or token_pointer"
+                        .into(),
+                );
+            }
+            if let Some(p) = &c.token_pointer {
+                pointer::check(p)?;
+            }
+            Check::Token {
+                token,
+                header: c.token_header.take(),
+                param: c.token_param.take(),
+                pointer: c.token_pointer.take(),
+            }
+        }
+        Scheme::Basic => Check::Basic {
+            username: need(c.username.take(), "username", "basic")?,
+            password: need(c.password.take(), "password", "basic")?,
+        },
+        Scheme::None => Check::None,
+    })
+}
+
+/// `verify = "hmac"`: the signature's header, encoding and signed content.
+fn hmac_check(c: &mut Config, secrets: Vec<Secret>) -> Result<HmacCheck, String> {
+    if secrets.is_empty() {
+        return Err("webhook settings: verify = \"hmac\" needs secret (or secrets)".into());
+    }
+    if c.timestamp_key.is_some() && c.signature_key.is_none() {
+        return Err(
+            "webhook settings: timestamp_key reads the signature header's \
+                    k=v pairs; set signature_key too"
+                .into(),
+        );
+    }
+    let check = HmacCheck {
+        secrets,
+        algorithm: c.algorithm,
+        header: need(c.signature_header.take(), "signature_header", "hmac")?,
+        encoding: c.signature_encoding,
+        prefix: c.signature_prefix.take().filter(|p| !p.is_empty()),
+        key: c.signature_key.take(),
+        timestamp_key: c.timestamp_key.take(),
+        timestamp_header: c.timestamp_header.take(),
+        content: std::mem::take(&mut c.signed_content),
+    };
+    if !check.content.contains("{body}") {
+        return Err("webhook settings: signed_content must contain {body}".into());
+    }
+    if check.content.contains("{timestamp}")
+        && check.timestamp_key.is_none()
+        && check.timestamp_header.is_none()
+    {
+        return Err("webhook settings: signed_content uses {timestamp}; \
+                    set timestamp_header or timestamp_key"
+            .into());
+    }
+    Ok(check)
+}
+
+/// The handshake a source answers, if any, with the settings it reads;
+/// those settings without a handshake that reads them are refused.
+fn handshake_of(c: &mut Config, check: &Check) -> Result<Option<Handshake>, String> {
+    let extra = handshake::Extra {
+        verify_token: c.verify_token.take(),
+        allowed_origins: c.allowed_origins.take(),
+        allowed_rate: c.allowed_rate.take(),
+        hmac_secret: match check {
+            Check::Hmac(h) => Some(h.secrets[0].bytes().to_vec()),
+            _ => None,
+        },
+    };
+    match c.handshake.take() {
+        Some(setting) => Handshake::new(setting, extra).map(Some),
+        None if extra.verify_token.is_some() => {
+            Err("webhook settings: verify_token is read by handshake = \"meta\"".into())
+        }
+        None if extra.allowed_origins.is_some() || extra.allowed_rate.is_some() => Err(
+            "webhook settings: allowed_origins and allowed_rate are read by \
+             handshake = \"cloudevents\""
+                .into(),
+        ),
+        None => Ok(None),
+    }
+}
+
 fn need(v: Option<String>, what: &str, scheme: &str) -> Result<String, String> {
     v.filter(|s| !s.is_empty())
         .ok_or_else(|| format!("webhook settings: verify = \"{scheme}\" needs {what}"))
@@ -291,105 +420,9 @@ impl Webhook {
 
 impl Provider for Webhook {
     fn create(host: Host, config: Value) -> Result<Self, String> {
-        let c: Config =
+        let mut c: Config =
             serde_json::from_value(config).map_err(|e| format!("webhook settings: {e}"))?;
-        let scheme = c.verify.ok_or(
-            "webhook settings: choose verify = \"hmac\", \"standard-webhooks\", \"token\", \
-             \"basic\" or \"none\"",
-        )?;
-        let default_encoding = match scheme {
-            Scheme::StandardWebhooks => SecretEncoding::Whsec,
-            _ => SecretEncoding::Utf8,
-        };
-        let secrets = c
-            .secret
-            .iter()
-            .chain(c.secrets.iter())
-            .map(|s| {
-                Secret::decode(
-                    s,
-                    c.encoding.unwrap_or(default_encoding),
-                    "webhook settings: secret",
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let check = match scheme {
-            Scheme::Hmac => {
-                if secrets.is_empty() {
-                    return Err(
-                        "webhook settings: verify = \"hmac\" needs secret (or secrets)".into(),
-                    );
-                }
-                if c.timestamp_key.is_some() && c.signature_key.is_none() {
-                    return Err(
-                        "webhook settings: timestamp_key reads the signature header's \
-                                k=v pairs; set signature_key too"
-                            .into(),
-                    );
-                }
-                let check = HmacCheck {
-                    secrets,
-                    algorithm: c.algorithm,
-                    header: need(c.signature_header, "signature_header", "hmac")?,
-                    encoding: c.signature_encoding,
-                    prefix: c.signature_prefix.filter(|p| !p.is_empty()),
-                    key: c.signature_key,
-                    timestamp_key: c.timestamp_key,
-                    timestamp_header: c.timestamp_header,
-                    content: c.signed_content,
-                };
-                if !check.content.contains("{body}") {
-                    return Err("webhook settings: signed_content must contain {body}".into());
-                }
-                if check.content.contains("{timestamp}")
-                    && check.timestamp_key.is_none()
-                    && check.timestamp_header.is_none()
-                {
-                    return Err("webhook settings: signed_content uses {timestamp}; \
-                                set timestamp_header or timestamp_key"
-                        .into());
-                }
-                Check::Hmac(check)
-            }
-            Scheme::StandardWebhooks => {
-                if secrets.is_empty() {
-                    return Err(
-                        "webhook settings: verify = \"standard-webhooks\" needs secret (whsec_…)"
-                            .into(),
-                    );
-                }
-                Check::Standard(secrets)
-            }
-            Scheme::Token => {
-                let token = need(c.token, "token", "token")?;
-                let places = [
-                    c.token_header.is_some(),
-                    c.token_param.is_some(),
-                    c.token_pointer.is_some(),
-                ];
-                if places.iter().filter(|p| **p).count() != 1 {
-                    return Err(
-                        "webhook settings: verify = \"token\" needs one of token_header, \
-                                token_param or token_pointer"
-                            .into(),
-                    );
-                }
-                if let Some(p) = &c.token_pointer {
-                    pointer::check(p)?;
-                }
-                Check::Token {
-                    token,
-                    header: c.token_header,
-                    param: c.token_param,
-                    pointer: c.token_pointer,
-                }
-            }
-            Scheme::Basic => Check::Basic {
-                username: need(c.username, "username", "basic")?,
-                password: need(c.password, "password", "basic")?,
-            },
-            Scheme::None => Check::None,
-        };
+        let check = check_of(&mut c)?;
         if c.tolerance_secs == 0 {
             return Err("webhook settings: tolerance_secs must be at least 1".into());
         }
@@ -399,29 +432,7 @@ impl Provider for Webhook {
         {
             pointer::check(p)?;
         }
-        let extra = handshake::Extra {
-            verify_token: c.verify_token,
-            allowed_origins: c.allowed_origins,
-            allowed_rate: c.allowed_rate,
-            hmac_secret: match &check {
-                Check::Hmac(h) => Some(h.secrets[0].bytes().to_vec()),
-                _ => None,
-            },
-        };
-        let handshake = match c.handshake {
-            Some(setting) => Some(Handshake::new(setting, extra)?),
-            None if extra.verify_token.is_some() => {
-                return Err("webhook settings: verify_token is read by handshake = \"meta\"".into())
-            }
-            None if extra.allowed_origins.is_some() || extra.allowed_rate.is_some() => {
-                return Err(
-                    "webhook settings: allowed_origins and allowed_rate are read by \
-                            handshake = \"cloudevents\""
-                        .into(),
-                )
-            }
-            None => None,
-        };
+        let handshake = handshake_of(&mut c, &check)?;
         let success = handshake::success(c.success_status, c.success_body, c.success_content_type)?;
         // Both are answers only a host of ABI 1.5 or later gives; an older
         // one would route a handshake as an event (a host of 1.1 or older,
