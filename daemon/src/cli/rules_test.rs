@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use switchyard::app::config;
+use switchyard::app::config::{self, Config};
+use switchyard::event::Event;
+use switchyard::rules::{testing, Rules};
 
 use super::send::sample_events;
 
@@ -16,7 +18,6 @@ pub fn rules_test(
     sample: Option<&[String]>,
     json: bool,
 ) -> Result<ExitCode> {
-    use switchyard::rules::testing;
     let (config, _) = config::load(path).map_err(|p| anyhow!("{p}"))?;
     let limits = switchyard::rules::Limits {
         timeout: config.rule_timeout,
@@ -25,9 +26,35 @@ pub fn rules_test(
     let engine = switchyard::rules::engine(&limits);
     let set = switchyard::rules::RuleSet::load_dir(&engine, &config.rules_dir)
         .map_err(|p| anyhow!("{}", switchyard::config::Problems(p)))?;
-    let rules = switchyard::rules::Rules::new(engine, limits, config.rules_dir.clone(), set);
+    let rules = Rules::new(engine, limits, config.rules_dir.clone(), set);
+    let events = given_events(&config, path, files, ids, sample)?;
+    if events.is_empty() {
+        return run_cases(&config, path, &rules);
+    }
     let known = |name: &str| config.actions.contains_key(name);
+    for event in &events {
+        let (_, runs) = testing::run(&rules, event);
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(&serde_json::json!({"event": event, "runs": runs}))?
+            );
+        } else {
+            print!("{}", testing::describe(&runs, event, &known));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
+/// The events given on the command line: files of JSON, stored events by
+/// id, a provider's sample.
+fn given_events(
+    config: &Config,
+    path: &Path,
+    files: &[PathBuf],
+    ids: &[String],
+    sample: Option<&[String]>,
+) -> Result<Vec<Event>> {
     let mut events = Vec::new();
     for f in files {
         let text =
@@ -38,33 +65,20 @@ pub fn rules_test(
     }
     if !ids.is_empty() {
         let target = super::operate::target(path)?;
-        let mut found = Vec::new();
         for id in ids {
-            found.push(target.show_event(id.clone())?["envelope"].take());
-        }
-        for v in found {
-            events.push(serde_json::from_value(v).context("a stored envelope")?);
+            let envelope = target.show_event(id.clone())?["envelope"].take();
+            events.push(serde_json::from_value(envelope).context("a stored envelope")?);
         }
     }
     if let Some([source, event]) = sample {
-        events.extend(sample_events(&config, path, source, event)?);
+        events.extend(sample_events(config, path, source, event)?);
     }
+    Ok(events)
+}
 
-    if !events.is_empty() {
-        for event in &events {
-            let (_, runs) = testing::run(&rules, event);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&serde_json::json!({"event": event, "runs": runs}))?
-                );
-            } else {
-                print!("{}", testing::describe(&runs, event, &known));
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-
+/// The rules folder's test cases (`tests/*.json`), each run and compared
+/// with what it expects.
+fn run_cases(config: &Config, path: &Path, rules: &Rules) -> Result<ExitCode> {
     let cases = testing::load_cases(&config.rules_dir).map_err(|e| anyhow!(e))?;
     if cases.is_empty() {
         println!(
@@ -75,32 +89,10 @@ pub fn rules_test(
     }
     let mut failed = 0;
     for (name, case) in &cases {
-        let result: Result<Vec<String>> = (|| {
-            let case = case.as_ref().map_err(|e| anyhow!("not a test case: {e}"))?;
-            let events = match (&case.event, &case.sample) {
-                (Some(_), None) => vec![testing::case_event(case)
-                    .expect("event is set")
-                    .map_err(|e| anyhow!(e))?],
-                (None, Some(s)) => sample_events(&config, path, &s.source, &s.event)?,
-                _ => bail!("give either \"event\" or \"sample\""),
-            };
-            let mut runs = Vec::new();
-            for e in &events {
-                runs.extend(testing::run(&rules, e).1);
-            }
-            let mut problems = testing::compare(&runs, case);
-            for r in &runs {
-                for c in &r.calls {
-                    if !known(&c.action) {
-                        problems.push(format!(
-                            "rule {} calls action {:?}, which the config does not define",
-                            r.rule, c.action
-                        ));
-                    }
-                }
-            }
-            Ok(problems)
-        })();
+        let result = case
+            .as_ref()
+            .map_err(|e| anyhow!("not a test case: {e}"))
+            .and_then(|case| case_problems(config, path, rules, case));
         let description = case
             .as_ref()
             .ok()
@@ -128,4 +120,37 @@ pub fn rules_test(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What is wrong with one case's run: what it expects and did not get,
+/// and calls to actions the config does not define.
+fn case_problems(
+    config: &Config,
+    path: &Path,
+    rules: &Rules,
+    case: &testing::Case,
+) -> Result<Vec<String>> {
+    let events = match (&case.event, &case.sample) {
+        (Some(_), None) => vec![testing::case_event(case)
+            .expect("event is set")
+            .map_err(|e| anyhow!(e))?],
+        (None, Some(s)) => sample_events(config, path, &s.source, &s.event)?,
+        _ => bail!("give either \"event\" or \"sample\""),
+    };
+    let mut runs = Vec::new();
+    for e in &events {
+        runs.extend(testing::run(rules, e).1);
+    }
+    let mut problems = testing::compare(&runs, case);
+    for r in &runs {
+        for c in &r.calls {
+            if !config.actions.contains_key(&c.action) {
+                problems.push(format!(
+                    "rule {} calls action {:?}, which the config does not define",
+                    r.rule, c.action
+                ));
+            }
+        }
+    }
+    Ok(problems)
 }

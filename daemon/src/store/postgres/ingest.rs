@@ -4,6 +4,7 @@
 //! A request of one event is one statement; of several, a transaction of a
 //! few.
 
+use deadpool_postgres::Transaction;
 use serde_json::value::RawValue;
 use tokio_postgres::types::Json;
 
@@ -128,71 +129,7 @@ impl PgStore {
         let tx = client.transaction().await.map_err(map_err)?;
         // Decide first (the keys and versions are rows of their own), then
         // write the request with its verdict, then the events.
-        let take_key = tx
-            .prepare_cached(
-                "INSERT INTO dedup (source, key, event_id, expires_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (source, key) DO UPDATE
-                     SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
-                     WHERE dedup.expires_at <= $5
-                 RETURNING event_id",
-            )
-            .await
-            .map_err(map_err)?;
-        let holder = tx
-            .prepare_cached("SELECT event_id FROM dedup WHERE source = $1 AND key = $2")
-            .await
-            .map_err(map_err)?;
-        let set_version = tx
-            .prepare_cached(
-                "INSERT INTO versions (source, key, version, event_id, updated_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (source, key) DO UPDATE SET
-                     version = EXCLUDED.version, event_id = EXCLUDED.event_id,
-                     updated_at = EXCLUDED.updated_at
-                 WHERE EXCLUDED.version > versions.version
-                 RETURNING 1",
-            )
-            .await
-            .map_err(map_err)?;
-        let until = now + dedup_window_ms;
-        let mut results = Vec::with_capacity(events.len());
-        for (ev, _) in &events {
-            let taken = tx
-                .query_opt(
-                    &take_key,
-                    &[&ev.source, &ev.dedup_key, &ev.id, &until, &now],
-                )
-                .await
-                .map_err(map_err)?;
-            if taken.is_none() {
-                let original: Option<String> = tx
-                    .query_opt(&holder, &[&ev.source, &ev.dedup_key])
-                    .await
-                    .map_err(map_err)?
-                    .map(|r| r.get(0));
-                results.push(Ingested::Duplicate(original.unwrap_or_default()));
-                continue;
-            }
-            if ev.handshake {
-                results.push(Ingested::Handshake(ev.id.clone()));
-                continue;
-            }
-            let fresh = match &ev.order {
-                None => true,
-                Some(order) => tx
-                    .query_opt(
-                        &set_version,
-                        &[&ev.source, &order.key, &order.version, &ev.id, &now],
-                    )
-                    .await
-                    .map_err(map_err)?
-                    .is_some(),
-            };
-            results.push(match fresh {
-                true => Ingested::New(ev.id.clone()),
-                false => Ingested::Stale(ev.id.clone()),
-            });
-        }
+        let results = decide(&tx, &events, now, now + dedup_window_ms).await?;
         let all_duplicates =
             !events.is_empty() && results.iter().all(|r| matches!(r, Ingested::Duplicate(_)));
         let verdict = if all_duplicates {
@@ -213,6 +150,22 @@ impl PgStore {
                 &request.body.as_ref(),
                 &verdict,
             ],).await?;
+        self.write_events(&tx, &request.id, now, &events, &results)
+            .await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(results)
+    }
+
+    /// The events' rows: each new, stale or handshake event with its state
+    /// and this instance as its owner; a duplicate counted on its original.
+    async fn write_events(
+        &self,
+        tx: &Transaction<'_>,
+        request_id: &str,
+        now: i64,
+        events: &[(Event, Box<RawValue>)],
+        results: &[Ingested],
+    ) -> StoreResult<()> {
         let insert_event = tx
             .prepare_cached(
                 "INSERT INTO events (id, request_id, source, type, received_at, envelope, state, owner)
@@ -224,7 +177,7 @@ impl PgStore {
             .prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = $1")
             .await
             .map_err(map_err)?;
-        for ((ev, envelope), result) in events.iter().zip(&results) {
+        for ((ev, envelope), result) in events.iter().zip(results) {
             let state = match result {
                 Ingested::Duplicate(original) => {
                     tx.execute(&bump, &[original]).await.map_err(map_err)?;
@@ -238,7 +191,7 @@ impl PgStore {
                 &insert_event,
                 &[
                     &ev.id,
-                    &request.id,
+                    &request_id,
                     &ev.source,
                     &ev.kind,
                     &now,
@@ -250,7 +203,82 @@ impl PgStore {
             .await
             .map_err(map_err)?;
         }
-        tx.commit().await.map_err(map_err)?;
-        Ok(results)
+        Ok(())
     }
+}
+
+/// What becomes of each event, in order: a duplicate (another holds its
+/// dedup key until it expires), a handshake, stale (its object has a newer
+/// version already), or new. Takes the keys and versions as it goes.
+async fn decide(
+    tx: &Transaction<'_>,
+    events: &[(Event, Box<RawValue>)],
+    now: i64,
+    until: i64,
+) -> StoreResult<Vec<Ingested>> {
+    let take_key = tx
+        .prepare_cached(
+            "INSERT INTO dedup (source, key, event_id, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (source, key) DO UPDATE
+                 SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
+                 WHERE dedup.expires_at <= $5
+             RETURNING event_id",
+        )
+        .await
+        .map_err(map_err)?;
+    let holder = tx
+        .prepare_cached("SELECT event_id FROM dedup WHERE source = $1 AND key = $2")
+        .await
+        .map_err(map_err)?;
+    let set_version = tx
+        .prepare_cached(
+            "INSERT INTO versions (source, key, version, event_id, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (source, key) DO UPDATE SET
+                 version = EXCLUDED.version, event_id = EXCLUDED.event_id,
+                 updated_at = EXCLUDED.updated_at
+             WHERE EXCLUDED.version > versions.version
+             RETURNING 1",
+        )
+        .await
+        .map_err(map_err)?;
+    let mut results = Vec::with_capacity(events.len());
+    for (ev, _) in events {
+        let taken = tx
+            .query_opt(
+                &take_key,
+                &[&ev.source, &ev.dedup_key, &ev.id, &until, &now],
+            )
+            .await
+            .map_err(map_err)?;
+        if taken.is_none() {
+            let original: Option<String> = tx
+                .query_opt(&holder, &[&ev.source, &ev.dedup_key])
+                .await
+                .map_err(map_err)?
+                .map(|r| r.get(0));
+            results.push(Ingested::Duplicate(original.unwrap_or_default()));
+            continue;
+        }
+        if ev.handshake {
+            results.push(Ingested::Handshake(ev.id.clone()));
+            continue;
+        }
+        let fresh = match &ev.order {
+            None => true,
+            Some(order) => tx
+                .query_opt(
+                    &set_version,
+                    &[&ev.source, &order.key, &order.version, &ev.id, &now],
+                )
+                .await
+                .map_err(map_err)?
+                .is_some(),
+        };
+        results.push(match fresh {
+            true => Ingested::New(ev.id.clone()),
+            false => Ingested::Stale(ev.id.clone()),
+        });
+    }
+    Ok(results)
 }

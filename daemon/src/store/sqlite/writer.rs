@@ -98,17 +98,8 @@ pub(super) fn writer(
     } = checkpointer;
     let mut synchronous = "";
     let mut since_checkpoint = 0u32;
-    // Statements run per batch and per write: parse them once.
-    let run =
-        |sql: &str| -> rusqlite::Result<()> { conn.prepare_cached(sql)?.execute([]).map(|_| ()) };
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
+        let batch = take_batch(&rx, first);
         let wanted = if durability == Durability::Full && batch.iter().any(|op| op.needs_sync()) {
             "FULL"
         } else {
@@ -117,7 +108,7 @@ pub(super) fn writer(
         if wanted != synchronous && conn.pragma_update(None, "synchronous", wanted).is_ok() {
             synchronous = wanted;
         }
-        if let Err(e) = run("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             let err = map_err(e);
             tracing::error!("store: cannot begin a transaction: {err}");
             for op in batch {
@@ -127,54 +118,8 @@ pub(super) fn writer(
         }
         let ops = batch.len();
         let started = std::time::Instant::now();
-        let mut replies = Vec::with_capacity(batch.len());
-        for op in batch {
-            if let Err(e) = run("SAVEPOINT op") {
-                op.fail(map_err(e));
-                continue;
-            }
-            let mark = state.journal.mark();
-            let (ok, reply) = op.run(&conn, &mut state);
-            if !ok {
-                state.journal.rewind(mark);
-                let _ = run("ROLLBACK TO op");
-            }
-            let _ = run("RELEASE op");
-            replies.push(reply);
-        }
-        // The group's journal records go to disk before the commit that
-        // holds their rows: the database never holds what the journal lacks.
-        let journal = &mut state.journal;
-        let journaled = if !journal.has_staged() || conn.is_autocommit() {
-            journal.discard();
-            Ok(())
-        } else {
-            let last = journal.next_seq() - 1;
-            ingest::set_applied_seq(&conn, last).and_then(|()| {
-                journal
-                    .commit()
-                    .map_err(|e| StoreError::Unavailable(format!("cannot write the journal: {e}")))
-            })
-        };
-        let commit = if let Err(e) = journaled {
-            journal.discard();
-            Err(e)
-        } else if conn.is_autocommit() {
-            // SQLite rolled the whole transaction back itself (it does on a
-            // full disk or an I/O error): nothing of this batch was kept.
-            Err(StoreError::Unavailable(
-                "the batch was rolled back after a write failed (disk full or I/O error)".into(),
-            ))
-        } else {
-            run("COMMIT").map_err(map_err)
-        };
-        if let Err(e) = &commit {
-            tracing::error!("store: commit failed: {e}");
-            let _ = run("ROLLBACK");
-            state.keys.undo();
-        } else {
-            state.keys.keep();
-        }
+        let replies = run_batch(&conn, &mut state, batch);
+        let commit = commit_batch(&conn, &mut state);
         let took = started.elapsed();
         if let Some(f) = on_commit.get() {
             f(took);
@@ -189,27 +134,112 @@ pub(super) fn writer(
             let _ = checkpoints.try_send(());
             since_checkpoint = 0;
         }
-        // A checkpoint on another connection never catches a writer that
-        // keeps writing, and the WAL starts over only once one has: past a
-        // bound, the writer copies the last frames itself (the checkpointer
-        // copied the rest), and its next transaction starts the WAL over.
-        if wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
-            wal_frames.store(0, Ordering::Relaxed);
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!("store: checkpoint failed (tried again later): {e}");
-            }
-        }
-        if state.keys.len() >= keys::FLUSH_AT {
-            match state.keys.flush(&conn, crate::store::now_ms()) {
-                Ok(n) => tracing::debug!(keys = n, "dedup keys written"),
-                Err(e) => tracing::warn!("cannot write the dedup keys yet: {e}"),
-            }
-        }
+        between_batches(&conn, &mut state, &wal_frames);
     }
     // The checkpointer's connection closes before the writer's: the last
     // to close folds the WAL into the database.
     drop(checkpoints);
     let _ = checkpoint_thread.join();
+}
+
+/// Runs a statement the writer runs per batch or per write, parsed once.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// `first` and every write waiting behind it, at most [`MAX_BATCH`].
+fn take_batch(rx: &std_mpsc::Receiver<Op>, first: Op) -> Vec<Op> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Runs each write of a batch in a savepoint of the open transaction: one
+/// that fails is rolled back alone, with what it staged in the journal.
+/// The answers wait for the commit.
+fn run_batch(conn: &Connection, state: &mut WriterState, batch: Vec<Op>) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(batch.len());
+    for op in batch {
+        if let Err(e) = exec(conn, "SAVEPOINT op") {
+            op.fail(map_err(e));
+            continue;
+        }
+        let mark = state.journal.mark();
+        let (ok, reply) = op.run(conn, state);
+        if !ok {
+            state.journal.rewind(mark);
+            let _ = exec(conn, "ROLLBACK TO op");
+        }
+        let _ = exec(conn, "RELEASE op");
+        replies.push(reply);
+    }
+    replies
+}
+
+/// Writes and syncs the batch's journal records, then commits the
+/// transaction that holds their rows; on failure rolls back and forgets
+/// the batch's dedup keys.
+fn commit_batch(conn: &Connection, state: &mut WriterState) -> StoreResult<()> {
+    // The group's journal records go to disk before the commit that
+    // holds their rows: the database never holds what the journal lacks.
+    let journal = &mut state.journal;
+    let journaled = if !journal.has_staged() || conn.is_autocommit() {
+        journal.discard();
+        Ok(())
+    } else {
+        let last = journal.next_seq() - 1;
+        ingest::set_applied_seq(conn, last).and_then(|()| {
+            journal
+                .commit()
+                .map_err(|e| StoreError::Unavailable(format!("cannot write the journal: {e}")))
+        })
+    };
+    let commit = if let Err(e) = journaled {
+        journal.discard();
+        Err(e)
+    } else if conn.is_autocommit() {
+        // SQLite rolled the whole transaction back itself (it does on a
+        // full disk or an I/O error): nothing of this batch was kept.
+        Err(StoreError::Unavailable(
+            "the batch was rolled back after a write failed (disk full or I/O error)".into(),
+        ))
+    } else {
+        exec(conn, "COMMIT").map_err(map_err)
+    };
+    if let Err(e) = &commit {
+        tracing::error!("store: commit failed: {e}");
+        let _ = exec(conn, "ROLLBACK");
+        state.keys.undo();
+    } else {
+        state.keys.keep();
+    }
+    commit
+}
+
+/// Between batches: the WAL started over once it has grown past its
+/// bound, the recent dedup keys written once there are enough of them.
+fn between_batches(conn: &Connection, state: &mut WriterState, wal_frames: &AtomicI64) {
+    // A checkpoint on another connection never catches a writer that
+    // keeps writing, and the WAL starts over only once one has: past a
+    // bound, the writer copies the last frames itself (the checkpointer
+    // copied the rest), and its next transaction starts the WAL over.
+    if wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+        wal_frames.store(0, Ordering::Relaxed);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!("store: checkpoint failed (tried again later): {e}");
+        }
+    }
+    if state.keys.len() >= keys::FLUSH_AT {
+        match state.keys.flush(conn, crate::store::now_ms()) {
+            Ok(n) => tracing::debug!(keys = n, "dedup keys written"),
+            Err(e) => tracing::warn!("cannot write the dedup keys yet: {e}"),
+        }
+    }
 }
 
 /// The checkpointer: a connection of its own that copies the WAL into the
