@@ -78,6 +78,27 @@ pub(super) struct IngestRecord {
     /// What became of each event, in order: decided once, when it came in.
     results: Vec<Ingested>,
     dedup_window_ms: i64,
+    /// The record's JSON but for `results` and its closing brace, written
+    /// on the caller's thread (the headers escaped, the envelopes copied):
+    /// the writer thread, which every ingest waits for, only adds the
+    /// results. Empty for a record read back from the journal.
+    #[serde(skip)]
+    head: Vec<u8>,
+}
+
+/// The fields of an [`IngestRecord`] known before the writer decides,
+/// borrowed, in the record's JSON form.
+#[derive(Serialize)]
+struct Head<'a> {
+    id: &'a str,
+    source: &'a str,
+    received_at_ms: i64,
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    headers: &'a str,
+    events: &'a [EncodedEvent],
+    dedup_window_ms: i64,
 }
 
 impl IngestRecord {
@@ -86,7 +107,7 @@ impl IngestRecord {
         events: Vec<EncodedEvent>,
         dedup_window_ms: i64,
     ) -> IngestRecord {
-        IngestRecord {
+        let mut record = IngestRecord {
             id: request.id.clone(),
             source: request.source.clone(),
             received_at_ms: request.received_at_ms,
@@ -97,16 +118,45 @@ impl IngestRecord {
             events,
             results: Vec::new(),
             dedup_window_ms,
+            head: Vec::new(),
+        };
+        let head = Head {
+            id: &record.id,
+            source: &record.source,
+            received_at_ms: record.received_at_ms,
+            method: &record.method,
+            path: &record.path,
+            query: &record.query,
+            headers: &record.headers,
+            events: &record.events,
+            dedup_window_ms: record.dedup_window_ms,
+        };
+        if let Ok(mut json) = serde_json::to_vec(&head) {
+            if json.pop() == Some(b'}') {
+                record.head = json;
+            }
         }
+        record
     }
 
-    /// `[INGEST][json length u32][json][body]`.
+    /// `[INGEST][json length u32][json][body]`: the head written on the
+    /// caller's thread with the results added, or (a record read back) the
+    /// whole record serialized here.
     fn encode(&self, body: &[u8]) -> StoreResult<Vec<u8>> {
-        let json = serde_json::to_vec(self).map_err(|e| StoreError::Other(e.to_string()))?;
-        let mut out = Vec::with_capacity(5 + json.len() + body.len());
+        let error = |e: serde_json::Error| StoreError::Other(e.to_string());
+        let mut out = Vec::with_capacity(5 + self.head.len() + 64 + body.len());
         out.push(INGEST);
-        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        out.extend_from_slice(&json);
+        out.extend_from_slice(&[0; 4]);
+        if self.head.is_empty() {
+            serde_json::to_writer(&mut out, self).map_err(error)?;
+        } else {
+            out.extend_from_slice(&self.head);
+            out.extend_from_slice(b",\"results\":");
+            serde_json::to_writer(&mut out, &self.results).map_err(error)?;
+            out.push(b'}');
+        }
+        let len = (out.len() - 5) as u32;
+        out[1..5].copy_from_slice(&len.to_le_bytes());
         out.extend_from_slice(body);
         Ok(out)
     }
@@ -511,6 +561,44 @@ mod tests {
         out.extend_from_slice(json.as_bytes());
         out.extend_from_slice(body);
         out
+    }
+
+    #[test]
+    fn a_record_written_from_its_head_reads_back_as_one_serialized_whole() {
+        let request = StoredRequest {
+            id: "r1".into(),
+            source: "tight".into(),
+            received_at_ms: 7,
+            method: "POST".into(),
+            path: "/".into(),
+            query: "a=\"b\"".into(),
+            headers: vec![("x-quote".into(), "say \"hi\"".into())],
+            body: bytes::Bytes::from_static(b"{}"),
+        };
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "id": "01J", "source": "tight", "provider": "tight", "type": "tight.a",
+            "received_at": "2026-01-01T00:00:00Z", "time": "2026-01-01T00:00:00Z", "dedup_key": "k", "data": {"q": "\"x\""}
+        }))
+        .unwrap();
+        let mut record = IngestRecord::new(&request, vec![EncodedEvent::new(&event).unwrap()], 9);
+        assert!(!record.head.is_empty());
+        record.results = vec![Ingested::New("01J".into())];
+        let from_head = record.encode(b"body").unwrap();
+        let (decoded, body) = IngestRecord::decode(&from_head).unwrap();
+        assert_eq!(body, b"body");
+        // The same bytes as the record serialized whole.
+        let whole = decoded.encode(body).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&from_head[5..from_head.len() - 4])
+                .unwrap(),
+            serde_json::from_slice::<serde_json::Value>(&whole[5..whole.len() - 4]).unwrap()
+        );
+        assert_eq!(decoded.results.len(), 1);
+        assert_eq!(decoded.headers, record.headers);
+        assert_eq!(
+            decoded.events[0].envelope.get(),
+            record.events[0].envelope.get()
+        );
     }
 
     #[test]

@@ -117,10 +117,10 @@ fn open_connection(path: &Path, options: &StoreOptions, write: bool) -> StoreRes
     if write {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(map_err)?;
-        // Each write of a group runs in a savepoint: what it changes is
-        // copied to a sub-journal, which SQLite would spill to a temporary
-        // file past 64 KiB, a write(2) per page. In memory it is only the
-        // pages one group touches.
+        // A statement that may fail after changing several rows (an
+        // UPDATE of many) has its pages copied to a statement journal,
+        // which SQLite would spill to a temporary file past 64 KiB, a
+        // write(2) per page. In memory it is only the pages it touches.
         conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(map_err)?;
         let sync = match options.durability {

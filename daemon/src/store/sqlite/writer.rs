@@ -1,6 +1,6 @@
 //! The writer thread: every write of the embedded store, in groups. It
 //! takes what waits in its queue (at most [`MAX_BATCH`]), runs each write
-//! in a savepoint of one transaction, writes and syncs the group's journal
+//! in one transaction, writes and syncs the group's journal
 //! records once, and commits once; then answers each write. Beside it, the
 //! checkpointer's thread copies the WAL into the database when asked.
 
@@ -29,9 +29,9 @@ pub(super) trait WriteOp: Send {
     /// Whether the caller needs the write on disk before its answer (an
     /// acknowledgement hangs on it), not only safe from a crash of the process.
     fn needs_sync(&self) -> bool;
-    /// Runs inside its own savepoint; says whether it succeeded (else the
-    /// savepoint is rolled back, and what it staged in the journal dropped)
-    /// and how to answer once the batch commits.
+    /// Runs in the batch's transaction; says whether it succeeded (else
+    /// what it staged in the journal is dropped, and the batch rolled back
+    /// if it had changed rows) and how to answer once the batch commits.
     fn run(self: Box<Self>, conn: &Connection, state: &mut WriterState) -> (bool, Reply);
     /// Answers with an error without running.
     fn fail(self: Box<Self>, error: StoreError);
@@ -63,7 +63,8 @@ where
         let result = f(conn, state);
         let ok = result.is_ok();
         let reply: Reply = Box::new(move |commit: StoreResult<()>| {
-            let _ = tx.send(commit.and(result));
+            // A write that failed says its own why; one that ran, the commit's.
+            let _ = tx.send(result.and_then(|v| commit.map(|()| v)));
         });
         (ok, reply)
     }
@@ -118,8 +119,11 @@ pub(super) fn writer(
         }
         let ops = batch.len();
         let started = std::time::Instant::now();
-        let replies = run_batch(&conn, &mut state, batch);
-        let commit = commit_batch(&conn, &mut state);
+        let (replies, broken) = run_batch(&conn, &mut state, batch);
+        let commit = match broken {
+            None => commit_batch(&conn, &mut state),
+            Some(e) => roll_back(&conn, &mut state, e),
+        };
         let took = started.elapsed();
         if let Some(f) = on_commit.get() {
             f(took);
@@ -159,26 +163,51 @@ fn take_batch(rx: &std_mpsc::Receiver<Op>, first: Op) -> Vec<Op> {
     batch
 }
 
-/// Runs each write of a batch in a savepoint of the open transaction: one
-/// that fails is rolled back alone, with what it staged in the journal.
-/// The answers wait for the commit.
-fn run_batch(conn: &Connection, state: &mut WriterState, batch: Vec<Op>) -> Vec<Reply> {
+/// Runs each write of a batch in the open transaction. A write that fails
+/// before changing a row (a command for an id that is not there, a full
+/// store) fails alone: what it staged in the journal is dropped. One that
+/// fails after changing rows cannot be undone alone, so the batch is
+/// rolled back whole (its writes answered with the error, those not run
+/// yet failed with it): an I/O error or a broken invariant, not the usual
+/// way. No savepoint per write: a savepoint has SQLite copy every page a
+/// write touches to its sub-journal first, a tenth of the writer's time.
+fn run_batch(
+    conn: &Connection,
+    state: &mut WriterState,
+    batch: Vec<Op>,
+) -> (Vec<Reply>, Option<StoreError>) {
     let mut replies = Vec::with_capacity(batch.len());
+    let mut broken: Option<StoreError> = None;
     for op in batch {
-        if let Err(e) = exec(conn, "SAVEPOINT op") {
-            op.fail(map_err(e));
+        if let Some(e) = &broken {
+            op.fail(e.clone());
             continue;
         }
         let mark = state.journal.mark();
+        let changes = conn.total_changes();
         let (ok, reply) = op.run(conn, state);
         if !ok {
             state.journal.rewind(mark);
-            let _ = exec(conn, "ROLLBACK TO op");
+            if conn.total_changes() != changes || conn.is_autocommit() {
+                broken = Some(StoreError::Unavailable(
+                    "a write of the group failed after changing rows; the group was rolled back"
+                        .into(),
+                ));
+            }
         }
-        let _ = exec(conn, "RELEASE op");
         replies.push(reply);
     }
-    replies
+    (replies, broken)
+}
+
+/// A batch that cannot be kept: rolled back, its journal records and dedup
+/// keys dropped.
+fn roll_back(conn: &Connection, state: &mut WriterState, error: StoreError) -> StoreResult<()> {
+    tracing::error!("store: {error}");
+    let _ = exec(conn, "ROLLBACK");
+    state.journal.discard();
+    state.keys.undo();
+    Err(error)
 }
 
 /// Writes and syncs the batch's journal records, then commits the
@@ -281,4 +310,133 @@ pub(super) struct Checkpointer {
     /// The WAL's length in frames, as the last checkpoint found it.
     wal_frames: Arc<AtomicI64>,
     thread: std::thread::JoinHandle<()>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::journal::JournalOptions;
+    use super::*;
+
+    type Answer = oneshot::Receiver<StoreResult<()>>;
+
+    fn setup(dir: &Path) -> (Connection, WriterState) {
+        let conn = Connection::open(dir.join("t.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+            .unwrap();
+        let options = JournalOptions {
+            sync: false,
+            ..Default::default()
+        };
+        let (journal, _) = Journal::open(&dir.join("journal"), options, 1).unwrap();
+        let state = WriterState {
+            journal,
+            keys: Default::default(),
+        };
+        (conn, state)
+    }
+
+    /// A write that inserts `rows`, then fails with `fail` if given.
+    fn write(rows: &'static [i64], fail: Option<StoreError>) -> (Op, Answer) {
+        let (tx, rx) = oneshot::channel();
+        let f = move |conn: &Connection, _: &mut WriterState| {
+            for v in rows {
+                conn.execute("INSERT INTO t (v) VALUES (?1)", [v])
+                    .map_err(map_err)?;
+            }
+            fail.map_or(Ok(()), Err)
+        };
+        (Box::new(Write { f, tx, sync: false }), rx)
+    }
+
+    /// Runs `ops` as one batch, as the writer does; the rows kept, and
+    /// each write's answer.
+    fn batch(
+        conn: &Connection,
+        state: &mut WriterState,
+        ops: Vec<(Op, Answer)>,
+    ) -> Vec<StoreResult<()>> {
+        let (ops, answers): (Vec<Op>, Vec<Answer>) = ops.into_iter().unzip();
+        exec(conn, "BEGIN IMMEDIATE").unwrap();
+        let (replies, broken) = run_batch(conn, state, ops);
+        let commit = match broken {
+            None => commit_batch(conn, state),
+            Some(e) => roll_back(conn, state, e),
+        };
+        for reply in replies {
+            reply(commit.clone());
+        }
+        answers
+            .into_iter()
+            .map(|a| a.blocking_recv().unwrap())
+            .collect()
+    }
+
+    fn rows(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn a_write_that_fails_before_changing_a_row_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, mut state) = setup(dir.path());
+        let answers = batch(
+            &conn,
+            &mut state,
+            vec![
+                write(&[1], None),
+                write(&[], Some(StoreError::NotFound("x".into()))),
+                write(&[2], None),
+            ],
+        );
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(matches!(answers[1], Err(StoreError::NotFound(_))));
+        assert_eq!(rows(&conn), [1, 2]);
+        assert!(conn.is_autocommit(), "committed");
+    }
+
+    #[test]
+    fn a_write_that_fails_after_changing_rows_rolls_the_batch_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, mut state) = setup(dir.path());
+        let answers = batch(
+            &conn,
+            &mut state,
+            vec![
+                write(&[1], None),
+                write(&[3], Some(StoreError::Other("broken".into()))),
+                write(&[2], None),
+            ],
+        );
+        assert!(
+            matches!(answers[0], Err(StoreError::Unavailable(_))),
+            "{answers:?}"
+        );
+        assert!(matches!(answers[1], Err(StoreError::Other(_))));
+        assert!(matches!(answers[2], Err(StoreError::Unavailable(_))));
+        assert_eq!(rows(&conn), Vec::<i64>::new(), "nothing of the batch kept");
+        // The writer goes on with the next batch.
+        let answers = batch(&conn, &mut state, vec![write(&[4], None)]);
+        assert!(answers[0].is_ok());
+        assert_eq!(rows(&conn), [4]);
+    }
+
+    #[test]
+    fn a_constraint_that_fails_a_statement_changes_nothing_it_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, mut state) = setup(dir.path());
+        // The second write's insert hits the first's key: SQLite undoes
+        // the statement, no row changed, the others are kept.
+        let answers = batch(
+            &conn,
+            &mut state,
+            vec![write(&[1], None), write(&[1], None), write(&[2], None)],
+        );
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(answers[1].is_err());
+        assert_eq!(rows(&conn), [1, 2]);
+    }
 }
