@@ -69,7 +69,16 @@ settle() {
 costs="$work/costs.jsonl"
 # What a process has used so far: bytes handed to write(2) (WAL frames,
 # checkpoints, the action's file) and CPU ticks.
-usage() { echo "$(awk '/^wchar/ {print $2}' "/proc/$1/io") $(awk '{print $14 + $15}' "/proc/$1/stat")"; }
+# Also the store's writer thread's ticks (every write of the embedded store
+# goes through it: the part of a webhook that does not spread over cores).
+writer_ticks() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = switchyard-stor ] && { awk '{print $14 + $15}' "$t/stat"; return; }
+  done
+  echo 0
+}
+usage() { echo "$(awk '/^wchar/ {print $2}' "/proc/$1/io") $(awk '{print $14 + $15}' "/proc/$1/stat") $(writer_ticks "$1")"; }
 # The full path's work goes on after its load ends: wait (at most 30 s)
 # until every action line is written (drained), so that its cost is all counted.
 full_ok=0
@@ -78,15 +87,15 @@ run() { settle; target/release/switchyard-bench load --seconds "$SECONDS_PER_RUN
 measured() {
   local pid=$1; shift
   settle
-  read -r w0 t0 <<< "$(usage "$pid")"
+  read -r w0 t0 s0 <<< "$(usage "$pid")"
   local line; line=$(target/release/switchyard-bench load --seconds "$SECONDS_PER_RUN" --secret "$SECRET" "$@")
   echo "$line" | tee -a "$results"
   if [ "$pid" = "$sy_pid" ]; then
     full_ok=$((full_ok + $(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')))
     drained "$full_ok"
   fi
-  read -r w1 t1 <<< "$(usage "$pid")"
-  echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({"label": r["label"], "connections": r["connections"], "wchar": int(sys.argv[1]), "ticks": int(sys.argv[2])}))' $((w1 - w0)) $((t1 - t0)) >> "$costs"
+  read -r w1 t1 s1 <<< "$(usage "$pid")"
+  echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({"label": r["label"], "connections": r["connections"], "wchar": int(sys.argv[1]), "ticks": int(sys.argv[2]), "writer": int(sys.argv[3])}))' $((w1 - w0)) $((t1 - t0)) $((s1 - s0)) >> "$costs"
 }
 for conns in 1 32; do
   measured "$sy_pid" --label switchyard --url "http://127.0.0.1:$SY_PORT/hooks/tight" --signing tight --connections $conns
@@ -104,13 +113,13 @@ costs = {(c["label"], c["connections"]): c for c in map(json.loads, open(sys.arg
 rss_mib, actions, tck = int(sys.argv[3]) / 1024, int(sys.argv[4]), int(sys.argv[5])
 by = {(r["label"], r["connections"]): r for r in rows}
 print()
-print(f"{'target':<12}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}{'CPU us/req':>12}{'KiB/req':>9}")
+print(f"{'target':<12}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}{'CPU us/req':>12}{'writer us':>10}{'KiB/req':>9}")
 for r in rows:
     c = costs.get((r["label"], r["connections"]))
     per = ""
     if c:
         n = max(r["ok"], 1)
-        per = f"{c['ticks'] / tck / n * 1e6:>12.0f}{c['wchar'] / n / 1024:>9.1f}"
+        per = f"{c['ticks'] / tck / n * 1e6:>12.0f}{c['writer'] / tck / n * 1e6:>10.0f}{c['wchar'] / n / 1024:>9.1f}"
     print(f"{r['label']:<12}{r['connections']:>6}{r['rps']:>10}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['failed']:>8}{per}")
 print()
 for c in (1, 32):
