@@ -39,6 +39,8 @@ pub(super) struct EncodedEvent {
     handshake: bool,
 }
 
+/// JSON kept as it is, whether written as JSON or (older records) as a
+/// string holding JSON.
 fn envelope_json<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
     let raw = Box::<RawValue>::deserialize(d)?;
     if !raw.get().starts_with('"') {
@@ -72,8 +74,10 @@ pub(super) struct IngestRecord {
     method: String,
     path: String,
     query: String,
-    /// JSON `[[name, value], ...]`, redacted.
-    headers: String,
+    /// `[[name, value], ...]`, redacted: JSON in the record (records
+    /// written before held it as a JSON string: both read back the same).
+    #[serde(deserialize_with = "envelope_json")]
+    headers: Box<RawValue>,
     events: Vec<EncodedEvent>,
     /// What became of each event, in order: decided once, when it came in.
     results: Vec<Ingested>,
@@ -96,7 +100,7 @@ struct Head<'a> {
     method: &'a str,
     path: &'a str,
     query: &'a str,
-    headers: &'a str,
+    headers: &'a RawValue,
     events: &'a [EncodedEvent],
     dedup_window_ms: i64,
 }
@@ -114,7 +118,8 @@ impl IngestRecord {
             method: request.method.clone(),
             path: request.path.clone(),
             query: request.query.clone(),
-            headers: serde_json::to_string(&request.headers).unwrap_or_else(|_| "[]".into()),
+            headers: serde_json::value::to_raw_value(&request.headers)
+                .unwrap_or_else(|_| RawValue::from_string("[]".into()).expect("JSON")),
             events,
             results: Vec::new(),
             dedup_window_ms,
@@ -183,7 +188,7 @@ impl IngestRecord {
             method: self.method.clone(),
             path: self.path.clone(),
             query: self.query.clone(),
-            headers: serde_json::from_str(&self.headers).unwrap_or_default(),
+            headers: serde_json::from_str(self.headers.get()).unwrap_or_default(),
             body: String::from_utf8_lossy(body).into_owned(),
             verdict,
         }
@@ -594,7 +599,8 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&whole[5..whole.len() - 4]).unwrap()
         );
         assert_eq!(decoded.results.len(), 1);
-        assert_eq!(decoded.headers, record.headers);
+        assert_eq!(decoded.headers.get(), record.headers.get());
+        assert_eq!(decoded.request(b"", String::new()).headers, request.headers);
         assert_eq!(
             decoded.events[0].envelope.get(),
             record.events[0].envelope.get()
@@ -607,7 +613,7 @@ mod tests {
         let record = |envelope: &str| {
             format!(
                 r#"{{"id":"r","source":"s","received_at_ms":1,"method":"POST","path":"/","query":"",
-                "headers":"[]","events":[{{"id":"01J","source":"s","kind":"a.b","dedup_key":"k",
+                "headers":"[[\"x-a\",\"1\"]]","events":[{{"id":"01J","source":"s","kind":"a.b","dedup_key":"k",
                 "envelope":{envelope},"order":null}}],"results":[],"dedup_window_ms":0}}"#
             )
         };
@@ -617,6 +623,10 @@ mod tests {
             let (decoded, body) = IngestRecord::decode(bytes).unwrap();
             assert_eq!(body, b"body");
             assert_eq!(decoded.events[0].envelope.get(), envelope);
+            // Headers written as a string of JSON (as records before held
+            // them) read back as they were.
+            let shown = decoded.request(body, String::new()).headers;
+            assert_eq!(shown, [("x-a".to_string(), "1".to_string())]);
             // Written again, it is written as JSON, not as a string.
             let again = decoded.encode(body).unwrap();
             let text = String::from_utf8_lossy(&again);
