@@ -132,11 +132,6 @@ impl Config {
     pub fn load(path: &Path) -> Result<(Config, Vec<Problem>), Problems> {
         load(path)
     }
-
-    /// See [`parse`].
-    pub fn parse(text: &str, path: Option<&Path>) -> Result<(Config, Vec<Problem>), Problems> {
-        parse(text, path)
-    }
 }
 
 /// Reads and validates a config file. Besides the config, returns warnings

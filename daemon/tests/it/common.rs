@@ -534,14 +534,12 @@ pub fn reloads(daemon: &Daemon, outcome: &str) -> f64 {
 
 /// Waits (at most 10 s) until `reloads(outcome)` reaches `n`; returns it.
 pub fn wait_reloads(daemon: &Daemon, outcome: &str, n: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let count = reloads(daemon, outcome);
-        if count >= n || Instant::now() > deadline {
-            return count;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut count = 0.0;
+    eventually(10, || {
+        count = reloads(daemon, outcome);
+        count >= n
+    });
+    count
 }
 
 /// Webhooks of `source` refused for `reason`, as /metrics counts them.
@@ -698,20 +696,17 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 /// socket) — and returns that status. The barrier before checking that
 /// something did not happen: whatever was going to happen has.
 pub fn wait_quiet(config: &Path) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, out) = cli(&["status"], config);
-        let status: Value = serde_json::from_str(&out).unwrap_or_default();
-        let backlog = &status["backlog"];
-        let idle = ["unrouted_events", "pending_jobs", "running_jobs"]
-            .iter()
-            .all(|k| backlog[*k] == 0);
-        if code == 0 && idle {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "never quiet: {out}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut last = (0, String::new());
+    let quiet = eventually(20, || {
+        last = cli(&["status"], config);
+        let status: Value = serde_json::from_str(&last.1).unwrap_or_default();
+        last.0 == 0
+            && ["unrouted_events", "pending_jobs", "running_jobs"]
+                .iter()
+                .all(|k| status["backlog"][*k] == 0)
+    });
+    assert!(quiet, "never quiet: {}", last.1);
+    serde_json::from_str(&last.1).unwrap()
 }
 
 /// `switchyard events show ID` as JSON.

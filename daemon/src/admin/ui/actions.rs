@@ -14,7 +14,8 @@ use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
 use super::{
-    form_post, may_act, nav, page, page_route, plain, see_other, when, Nav, SessionFilter,
+    form_post, may_act, nav, page, page_route, plain, see_other, store_failed, when, Nav,
+    SessionFilter,
 };
 use crate::admin::ops;
 use crate::app::Switchyard;
@@ -175,9 +176,6 @@ async fn act(
             see_other(&format!("/ui/actions?{query}"))
         }
         Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such action"),
-        Err(e) => {
-            tracing::error!("dashboard: {e}");
-            plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
-        }
+        Err(e) => store_failed(e),
     }
 }

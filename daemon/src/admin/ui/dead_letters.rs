@@ -14,7 +14,7 @@ use warp::reply::Response as Reply;
 use warp::{Filter, Rejection};
 
 use super::session::{Role, Session};
-use super::{may_act, nav, page, page_route, plain, see_other, Nav, SessionFilter};
+use super::{may_act, nav, page, page_route, plain, see_other, store_failed, Nav, SessionFilter};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::store::{given, DeadFilter, JobRecord};
@@ -267,10 +267,7 @@ async fn redrive_chosen(
             Ok(r) => sent += r.redriven,
             // Redriven already (by another hand), or gone.
             Err(ops::OpError::NotFound(_)) => {}
-            Err(e) => {
-                tracing::error!("dashboard: {e}");
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer");
-            }
+            Err(e) => return store_failed(e),
         }
     }
     app.wake_dispatcher();

@@ -17,7 +17,10 @@ use warp::{Filter, Rejection, Reply as _};
 
 use super::rules::RunView;
 use super::session::{Role, Session, Sessions};
-use super::{may_act, nav, page, page_route, plain, pretty, see_other, when, Nav, SessionFilter};
+use super::{
+    may_act, nav, page, page_route, plain, pretty, see_other, store_failed, when, Nav,
+    SessionFilter,
+};
 use crate::admin::ops;
 use crate::app::Switchyard;
 use crate::store::{EventDetail, EventFilter, EventSummary, STATES};
@@ -396,10 +399,7 @@ async fn event_page(
             )
         }
         Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
-        Err(e) => {
-            tracing::error!("dashboard: {e}");
-            plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
-        }
+        Err(e) => store_failed(e),
     }
 }
 
@@ -421,10 +421,7 @@ async fn replay(
             see_other(&format!("/ui/events/{id}?replayed"))
         }
         Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
-        Err(e) => {
-            tracing::error!("dashboard: {e}");
-            plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
-        }
+        Err(e) => store_failed(e),
     }
 }
 

@@ -94,6 +94,12 @@ pub(super) fn plain(status: StatusCode, text: &'static str) -> Reply {
     secured(warp::reply::with_status(text, status).into_response())
 }
 
+/// A store that did not answer a page or a command: logged, 503.
+pub(super) fn store_failed(e: impl std::fmt::Display) -> Reply {
+    tracing::error!("dashboard: {e}");
+    plain(StatusCode::SERVICE_UNAVAILABLE, "the store did not answer")
+}
+
 /// The session of a POST that acts (replay, redrive): signed in, the form's
 /// CSRF token its own, and the admin's; else the answer refusing it.
 pub(super) fn may_act(

@@ -200,10 +200,10 @@ fn run_batch(
     (replies, broken)
 }
 
-/// A batch that cannot be kept: rolled back, its journal records and dedup
-/// keys dropped.
+/// A batch that cannot be kept (a write broke it, its journal or its
+/// commit failed): rolled back, its journal records and dedup keys dropped.
 fn roll_back(conn: &Connection, state: &mut WriterState, error: StoreError) -> StoreResult<()> {
-    tracing::error!("store: {error}");
+    tracing::error!("store: the group was not kept: {error}");
     let _ = exec(conn, "ROLLBACK");
     state.journal.discard();
     state.keys.undo();
@@ -211,8 +211,7 @@ fn roll_back(conn: &Connection, state: &mut WriterState, error: StoreError) -> S
 }
 
 /// Writes and syncs the batch's journal records, then commits the
-/// transaction that holds their rows; on failure rolls back and forgets
-/// the batch's dedup keys.
+/// transaction that holds their rows; on failure, [`roll_back`].
 fn commit_batch(conn: &Connection, state: &mut WriterState) -> StoreResult<()> {
     // The group's journal records go to disk before the commit that
     // holds their rows: the database never holds what the journal lacks.
@@ -229,7 +228,6 @@ fn commit_batch(conn: &Connection, state: &mut WriterState) -> StoreResult<()> {
         })
     };
     let commit = if let Err(e) = journaled {
-        journal.discard();
         Err(e)
     } else if conn.is_autocommit() {
         // SQLite rolled the whole transaction back itself (it does on a
@@ -240,14 +238,13 @@ fn commit_batch(conn: &Connection, state: &mut WriterState) -> StoreResult<()> {
     } else {
         exec(conn, "COMMIT").map_err(map_err)
     };
-    if let Err(e) = &commit {
-        tracing::error!("store: commit failed: {e}");
-        let _ = exec(conn, "ROLLBACK");
-        state.keys.undo();
-    } else {
-        state.keys.keep();
+    match commit {
+        Ok(()) => {
+            state.keys.keep();
+            Ok(())
+        }
+        Err(e) => roll_back(conn, state, e),
     }
-    commit
 }
 
 /// Between batches: the WAL started over once it has grown past its
