@@ -12,43 +12,29 @@ SECRET=bench-secret-0123456789abcdefghijklmnop
 PORT=18094
 
 cargo build --release -q -p switchyard -p switchyard-tight -p switchyard-file -p switchyard-bench
-work=$(mktemp -d)
+root=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$root"; }
 trap cleanup EXIT
 
+. bench/lib.sh
 for mode in full ingest; do
-  dir="$work/$mode"
-  mkdir -p "$dir/plugins" "$dir/rules" "$dir/data"
-  cp target/release/libswitchyard_tight.so target/release/libswitchyard_file.so "$dir/plugins/"
-  [ "$mode" = full ] && cp rules/invoice-viewed.rhai "$dir/rules/"
-  cat > "$dir/switchyard.toml" <<TOML
-listen = "127.0.0.1:$PORT"
-data_dir = "data"
-plugin_dir = "plugins"
-rules_dir = "rules"
-[sources.tight]
-plugin = "tight"
-secret = { env = "BENCH_SECRET" }
-[actions.notify-owner]
-plugin = "file"
-path = "$dir/actions.jsonl"
-TOML
-  BENCH_SECRET=$SECRET SWITCHYARD_LOG=warn target/release/switchyard run --config "$dir/switchyard.toml" 2>"$dir/log" &
+  # lib.sh's helpers work in $work.
+  work="$root/$mode"
+  setup_full_path
+  mkdir -p "$work/data" "$work/no-rules"
+  rules=rules; [ "$mode" = ingest ] && rules=no-rules
+  config $PORT data $rules > "$work/switchyard.toml"
+  BENCH_SECRET=$SECRET SWITCHYARD_LOG=warn target/release/switchyard run --config "$work/switchyard.toml" 2>"$work/log" &
   pid=$!
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  wait_port $PORT
   ok=$(target/release/switchyard-bench load --seconds "$SECONDS_PER_RUN" --secret "$SECRET" --label "$mode" \
          --url "http://127.0.0.1:$PORT/hooks/tight" --signing tight --connections 32 |
        python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
-  if [ "$mode" = full ]; then
-    for _ in $(seq 1 300); do
-      [ "$(cat "$dir/actions.jsonl" 2>/dev/null | wc -l)" -ge "$ok" ] && break
-      sleep 0.1
-    done
-  fi
+  [ "$mode" = full ] && drained "$ok"
   kill -TERM "$pid"; wait "$pid" || true; pid=
-  journal=$(du -sb "$dir/data/journal" | cut -f1)
-  sqlite=$(cat "$dir"/data/switchyard.db* | wc -c)
+  journal=$(du -sb "$work/data/journal" | cut -f1)
+  sqlite=$(cat "$work"/data/switchyard.db* | wc -c)
   python3 -c "ok, j, d = $ok, $journal, $sqlite
 print(f'$mode: {ok} webhooks; per webhook: journal {j/ok:.0f} B, SQLite {d/ok:.0f} B, together {(j+d)/ok:.0f} B')"
 done

@@ -1,6 +1,6 @@
-# Shared by bench/run.sh and bench/restart.sh (sourced, with $work set):
-# the Tight source, the example rule and the file action, as the full path
-# is measured.
+# Shared by bench/run.sh, bench/restart.sh and bench/at-rest.sh (sourced,
+# with $work set): the Tight source, the example rule and the file action,
+# as the full path is measured; waiting for a port.
 
 # Copies the plugins and the example rule into $work.
 setup_full_path() {
@@ -35,4 +35,14 @@ drained() {
     [ "$(action_lines)" -ge "$1" ] && return 0
     sleep 0.1
   done
+}
+
+# Waits (at most 10 s) until something listens on 127.0.0.1:$1; exits if not.
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 never opened" >&2
+  exit 1
 }

@@ -48,7 +48,6 @@ pids+=("$!")
 webhook -hooks "$work/hooks.json" -ip 127.0.0.1 -port $HOOK_PORT >/dev/null 2>&1 &
 pids+=("$!")
 
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port $SY_PORT; wait_port $SY_INGEST_PORT; wait_port $CEIL_PORT; wait_port $HOOK_PORT
 
 results="$work/results.jsonl"
