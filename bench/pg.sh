@@ -19,6 +19,10 @@
 # timing each from its scheduled send to its arrival; ends with the highest
 # rate each keeps with every event delivered and p99 at most 20 ms.
 # SKIP_LOAD=1 runs only the end-to-end part.
+# After each PostgreSQL load run, what the database spent per webhook
+# acknowledged: CPU of all its processes (from /proc), statement execution
+# time and calls (pg_stat_statements, preloaded here), WAL bytes, records
+# and syncs (pg_stat_wal), and the statements that took the most time.
 # ONLY="2" runs only the PostgreSQL run with that many instances; DEBUG=1
 # prints the jobs and events by state and owner after each PostgreSQL run,
 # and each run database's requests; KEEP=1 keeps the runs' folders.
@@ -52,9 +56,60 @@ trap cleanup EXIT
 pgport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 pgrun initdb -A trust -U postgres -E UTF8 -D "$pgdir/data" >/dev/null
 pgrun pg_ctl -D "$pgdir/data" -l "$pgdir/log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $pgport -k $pgdir -c max_connections=300" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $pgport -k $pgdir -c max_connections=300 -c shared_preload_libraries=pg_stat_statements" start >/dev/null
 pg="postgres://postgres@127.0.0.1:$pgport"
 psql() { command psql -q -X "$@"; }
+psql "$pg/postgres" -c "CREATE EXTENSION pg_stat_statements"
+
+# CPU seconds the database's processes have used: the postmaster, its live
+# children, and the children it has reaped (their backends gone).
+pg_cpu() {
+    python3 - "$(head -1 "$pgdir/data/postmaster.pid")" <<'PY'
+import os, sys
+hz = os.sysconf("SC_CLK_TCK")
+def fields(pid):
+    text = open(f"/proc/{pid}/stat").read()
+    return text[text.rindex(")") + 2:].split()
+root = sys.argv[1]
+f = fields(root)
+ticks = sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+for pid in os.listdir("/proc"):
+    if pid.isdigit() and pid != root:
+        try:
+            g = fields(pid)
+        except OSError:
+            continue
+        if g[1] == root:
+            ticks += int(g[11]) + int(g[12])
+print(ticks / hz)
+PY
+}
+
+# What the database spent on the last run, per webhook acknowledged ($1),
+# appended to $results under label $2; CPU from $3 (pg_cpu before the run).
+pg_costs() {
+    local ok=$1 label=$2 cpu0=$3 cpu1
+    sleep 0.5
+    cpu1=$(pg_cpu)
+    psql -At -F ' ' "$pg/postgres" -c "SELECT coalesce(sum(total_exec_time), 0), coalesce(sum(calls), 0) FROM pg_stat_statements" \
+        -c "SELECT wal_bytes, wal_records, wal_sync FROM pg_stat_wal" \
+        -c "SELECT round(total_exec_time::numeric / $ok * 1000, 1), round(calls::numeric / $ok, 2), regexp_replace(left(query, 70), '\s+', ' ', 'g')
+            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 6" > "$work/pgstat"
+    python3 - "$ok" "$label" "$cpu0" "$cpu1" "$work/pgstat" <<'PY' | tee -a "$work/pgcost.jsonl"
+import json, sys
+ok, label, cpu0, cpu1 = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+lines = open(sys.argv[5]).read().splitlines()
+exec_ms, calls = map(float, lines[0].split())
+wal_bytes, wal_records, wal_sync = map(float, lines[1].split())
+print(json.dumps({
+    "label": label, "ok": ok,
+    "cpu_us": round((cpu1 - cpu0) / ok * 1e6), "exec_us": round(exec_ms / ok * 1000),
+    "statements": round(calls / ok, 2), "wal_bytes": round(wal_bytes / ok),
+    "wal_records": round(wal_records / ok, 1), "commits_synced": round(wal_sync / ok, 3),
+    "top": [line.split(" ", 2) for line in lines[2:]],
+}))
+PY
+}
 
 cp target/release/libswitchyard_tight.so target/release/libswitchyard_file.so \
     target/release/libswitchyard_http.so "$work/plugins/"
@@ -133,7 +188,10 @@ if [ -z "${SKIP_LOAD:-}" ]; then
 [ -z "${ONLY:-}" ] && run embedded 1
 for n in ${ONLY:-1 2 3}; do
     psql "$pg/postgres" -c "CREATE DATABASE sy$n"
+    psql "$pg/postgres" -c "SELECT pg_stat_statements_reset(), pg_stat_reset_shared('wal')" >/dev/null
+    cpu0=$(pg_cpu)
     run "postgres-$n" "$n" "$pg/sy$n"
+    pg_costs "$(tail -1 "$results" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["ok"])')" "postgres-$n" "$cpu0"
 done
 
 python3 - "$results" <<'PY'
@@ -143,12 +201,27 @@ print()
 print(f"{'store':<12} {'inst':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'done/s':>7} {'failed':>6}")
 for r in rows.values():
     print(f"{r['label']:<12} {r['instances']:>4} {r['rps']:>7} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['done_per_s']:>7} {r['failed']:>6}")
-one, emb = rows["postgres-1"], rows["embedded"]
+one, emb = rows.get("postgres-1"), rows.get("embedded")
 print()
 for n in (1, 2, 3):
-    r = rows[f"postgres-{n}"]
+    r = rows.get(f"postgres-{n}")
+    if not (r and one and emb):
+        continue
     print(f"postgres x{n}: req/s {r['rps'] / one['rps']:.2f}x one instance, {r['rps'] / emb['rps']:.2f}x embedded; "
           f"done/s {r['done_per_s'] / max(one['done_per_s'], 1):.2f}x one instance, {r['done_per_s'] / max(emb['done_per_s'], 1):.2f}x embedded")
+PY
+python3 - "$work/pgcost.jsonl" <<'PY'
+import json, sys
+print()
+print("PostgreSQL per webhook acknowledged:")
+print(f"{'run':<12} {'CPU us':>7} {'exec us':>8} {'stmts':>6} {'WAL B':>7} {'WAL recs':>8} {'syncs':>6}")
+costs = [json.loads(l) for l in open(sys.argv[1])]
+for c in costs:
+    print(f"{c['label']:<12} {c['cpu_us']:>7} {c['exec_us']:>8} {c['statements']:>6} {c['wal_bytes']:>7} {c['wal_records']:>8} {c['commits_synced']:>6}")
+for c in costs:
+    print(f"\n{c['label']}: statements by time (us and calls per webhook)")
+    for us, calls, query in c["top"]:
+        print(f"  {us:>7} {calls:>6}  {query}")
 PY
 fi
 

@@ -23,6 +23,7 @@ mod journal;
 mod layers;
 mod notices;
 mod pg;
+mod pg_groups;
 mod pg_order;
 mod pg_store;
 mod pg_tls;

@@ -19,7 +19,7 @@ pub(crate) fn request(id: &str) -> StoredRequest {
 }
 
 /// A routing of `event` with one job per idempotency key given.
-fn routing(event: &Event, keys: &[&str], claim: bool) -> Routing {
+pub(crate) fn routing(event: &Event, keys: &[&str], claim: bool) -> Routing {
     Routing {
         event_id: event.id.clone(),
         rule_runs: json!([{"rule": "r"}]),

@@ -5,8 +5,9 @@
 
 use super::run;
 
+use super::book::{Booked, Entry};
 use super::{map_err, notify, sql, PgStore, ORDER_LOCK};
-use crate::store::{envelope_of, AttemptRow, ClaimedJob, FinishedAttempt, StoreResult, Work};
+use crate::store::{envelope_of, ClaimedJob, FinishedAttempt, StoreError, StoreResult, Work};
 
 /// Claimed jobs from the rows of a claim, in the order they fell due.
 fn claimed(rows: Vec<tokio_postgres::Row>) -> Vec<ClaimedJob> {
@@ -83,42 +84,24 @@ impl PgStore {
         Ok(claimed(rows))
     }
 
+    /// An attempt's record, in the next bookkeeping group (`book.rs`),
+    /// fenced: recorded only by the instance the job is leased to, while it
+    /// runs. A job handed back from this instance (its heartbeat stopped
+    /// too long) belongs to whoever took it since.
     pub(super) async fn finish_tx(&self, a: FinishedAttempt) -> StoreResult<()> {
-        let AttemptRow {
-            outcome,
-            message,
-            state,
-            next_at_ms: next_at,
-            finished_at_ms: finished_at,
-        } = a.row();
-        let client = self.relaxed().await?;
-        // Fenced: recorded only by the instance the job is leased to, while
-        // it runs. A job handed back from this instance (its heartbeat
-        // stopped too long) belongs to whoever took it since.
-        let recorded = run::query_opt(
-            &client,
-            sql::FINISH,
-            &[
-                &a.job_id,
-                &state,
-                &next_at,
-                &finished_at,
-                &message,
-                &self.instance,
-                &(a.attempt as i32),
-                &a.started_at_ms,
-                &a.finished_at_ms,
-                &outcome,
-            ],
-        )
-        .await?;
-        match recorded.map(|r| r.get::<_, bool>(0)) {
+        let job_id = a.job_id.clone();
+        let Booked::Finished(recorded) = self.book.submit(Entry::Finish(a)).await? else {
+            return Err(StoreError::Other(
+                "an attempt was booked as a routing".into(),
+            ));
+        };
+        match recorded {
             None => tracing::warn!(
-                job_id = %a.job_id,
+                job_id = %job_id,
                 "an attempt finished after its job was handed to another instance; not recorded"
             ),
             // The next job of its key may run now, perhaps on another instance.
-            Some(true) if self.notice_due() => notify(&client, Work::Jobs).await?,
+            Some(true) if self.notice_due() => notify(&self.relaxed().await?, Work::Jobs).await?,
             Some(_) => {}
         }
         Ok(())

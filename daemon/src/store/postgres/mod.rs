@@ -40,6 +40,8 @@
 //! Lease and heartbeat times are the database's clock (`clock_timestamp()`):
 //! instances whose clocks differ still agree on when a lease ran out.
 
+mod book;
+mod group;
 mod ingest;
 mod jobs;
 mod operations;
@@ -69,6 +71,21 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/0002_order_keys.sql")),
     (3, include_str!("migrations/0003_retention_indexes.sql")),
 ];
+
+/// Groups of requests taken in at once, each on a connection of the
+/// synchronous pool: two, so that one group commits while the next
+/// gathers.
+const INGEST_LANES: usize = 2;
+
+/// The most requests one ingest group takes (one transaction).
+const INGEST_GROUP: usize = 64;
+
+/// Groups of routings and attempts' records booked at once, each on a
+/// connection of the relaxed pool (which claims use too).
+const BOOK_LANES: usize = 2;
+
+/// The most routings and attempts one bookkeeping group takes.
+const BOOK_GROUP: usize = 128;
 
 /// The advisory lock ordered jobs are claimed under, by one instance at a
 /// time (see `claim_ordered`).
@@ -138,6 +155,10 @@ impl PgOptions {
 
 pub struct PgStore {
     pool: Pool,
+    /// Requests taken in together (`ingest.rs`, `group.rs`).
+    ingest: group::Group<ingest::Intake, Vec<super::Ingested>>,
+    /// Routings and attempts' records booked together (`book.rs`).
+    book: group::Group<book::Entry, book::Booked>,
     relaxed: Pool,
     /// This instance's id (a ULID, new at each start).
     instance: String,
@@ -254,9 +275,27 @@ impl PgStore {
         }
         let instance = crate::event::new_id();
         let lease_ms = options.dead_after.as_millis() as i64;
+        let ingest = {
+            let (pool, instance) = (pool.clone(), instance.clone());
+            group::Group::start("ingest", INGEST_LANES, INGEST_GROUP, move |items| {
+                ingest::ingest_group(pool.clone(), instance.clone(), items)
+            })
+        };
+        let book = {
+            let booker = book::Booker {
+                pool: relaxed.clone(),
+                instance: instance.clone(),
+                lease_ms,
+            };
+            group::Group::start("bookkeeping", BOOK_LANES, BOOK_GROUP, move |entries| {
+                booker.clone().book(entries)
+            })
+        };
         if !options.join {
             return Ok(PgStore {
                 pool,
+                ingest,
+                book,
                 relaxed,
                 instance,
                 lease_ms,
@@ -283,6 +322,8 @@ impl PgStore {
         }
         let mut store = PgStore {
             pool,
+            ingest,
+            book,
             relaxed,
             instance,
             lease_ms,
@@ -540,8 +581,12 @@ pub(super) async fn beat_once(pool: &Pool, instance: &str, lease_ms: i64) -> Sto
     run::execute(
         &client,
         &format!(
+            // Locked in the order of their ids, as bookkeeping groups lock
+            // the jobs they finish: the two never wait on each other in a
+            // circle.
             "UPDATE jobs SET lease_until = {DB_NOW_MS} + $2
-                 WHERE owner = $1 AND state = 'running'"
+                 WHERE id IN (SELECT id FROM jobs WHERE owner = $1 AND state = 'running'
+                              ORDER BY id FOR UPDATE)"
         ),
         &[&instance, &lease_ms],
     )

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use tokio_postgres::types::Json;
 
+use super::book::{Booked, Entry};
+use super::{ingest, run, sql};
 use super::{notify, PgStore, DB_NOW_MS, LEADER};
-use super::{run, sql};
 use crate::event::Event;
 use crate::store::sql::shared;
 use crate::store::{
@@ -23,65 +23,29 @@ fn json_err(e: serde_json::Error) -> StoreError {
 }
 
 impl PgStore {
-    /// An event's routing and its jobs in one statement (one round trip):
-    /// the event marked routed only while pending, its jobs added (unique
-    /// by idempotency key), those claimed with it leased to this instance
-    /// — never an ordered job, which waits its turn in the store.
+    /// An event's routing and its jobs, in the next bookkeeping group
+    /// (`book.rs`): the event marked routed only while pending, its jobs
+    /// added (unique by idempotency key), those claimed with it leased to
+    /// this instance — never an ordered job, which waits its turn in the
+    /// store.
     async fn routing_tx(&self, routing: Routing) -> StoreResult<Vec<ClaimedJob>> {
-        let client = self.relaxed().await?;
-        let offered = routing.claim_with.is_some();
-        let n = routing.jobs.len();
-        let (mut ids, mut rules, mut calls, mut actions) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut params, mut keys, mut claims, mut order_keys) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for job in &routing.jobs {
-            ids.push(job.id.as_str());
-            rules.push(job.rule.as_str());
-            calls.push(job.call_index as i32);
-            actions.push(job.action.as_str());
-            params.push(Json(&job.params));
-            keys.push(job.idempotency_key.as_str());
-            claims.push(offered && job.order_key.is_none());
-            order_keys.push(job.order_key.as_deref());
-        }
-        let row = run::query_one(
-            &client,
-            &sql::ROUTE,
-            &[
-                &routing.event_id,
-                &routing.routed_at_ms,
-                &Json(&routing.rule_runs),
-                &(routing.rules_version as i64),
-                &self.instance,
-                &self.lease_ms,
-                &ids,
-                &rules,
-                &calls,
-                &actions,
-                &params,
-                &keys,
-                &claims,
-                &order_keys,
-            ],
-        )
-        .await?;
-        let (marked, running, unclaimed): (bool, Vec<String>, i64) =
-            (row.get(0), row.get(1), row.get(2));
+        let Booked::Routed {
+            marked,
+            running,
+            unclaimed,
+            routing,
+        } = self.book.submit(Entry::Route(routing)).await?
+        else {
+            return Err(StoreError::Other(
+                "a routing was booked as an attempt".into(),
+            ));
+        };
         if !marked {
             // Routed already (by this instance before, or by another).
             return Ok(Vec::new());
         }
         if unclaimed > 0 && self.notice_due() {
-            notify(&client, Work::Jobs).await?;
+            notify(&self.relaxed().await?, Work::Jobs).await?;
         }
         let Some(event) = routing.claim_with else {
             return Ok(Vec::new());
@@ -176,15 +140,12 @@ impl Pipeline for PgStore {
             .map(|e| serde_json::value::to_raw_value(e).map(|raw| (e.clone(), raw)))
             .collect();
         Box::pin(async move {
-            let mut events = encoded.map_err(json_err)?;
-            // A handshake is rare: the general path records it.
-            if events.len() == 1 && !events[0].0.handshake {
-                let (event, envelope) = events.pop().expect("one event");
-                return self
-                    .ingest_one(request, event, envelope, dedup_window_ms)
-                    .await;
-            }
-            self.ingest_tx(request, events, dedup_window_ms).await
+            let intake = ingest::Intake {
+                request,
+                events: encoded.map_err(json_err)?,
+                dedup_window_ms,
+            };
+            self.ingest.submit(intake).await
         })
     }
 

@@ -11,18 +11,36 @@ use crate::store::StoreResult;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-type Recorded = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+/// Where a recorded task's statements go.
+pub(super) type Recorder = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
 
 tokio::task_local! {
     /// The statements run by the task being recorded ([`recording`]).
-    static RECORDED: Recorded;
+    static RECORDED: Recorder;
+}
+
+/// The recorder of the current task, if it is being recorded: handed to a
+/// task doing the work on its behalf (`group.rs`).
+pub(super) fn current_recorder() -> Option<Recorder> {
+    RECORDED.try_with(|r| r.clone()).ok()
+}
+
+/// Runs `f` recording into `recorder`, if there is one.
+pub(super) async fn recorded_by<T>(
+    recorder: Option<Recorder>,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    match recorder {
+        Some(r) => RECORDED.scope(r, f).await,
+        None => f.await,
+    }
 }
 
 /// Runs `f`, and hands back with its output the text of every statement
 /// the store ran for it (in this task): what the store's plan test plans.
 #[doc(hidden)]
 pub async fn recording<T>(f: impl std::future::Future<Output = T>) -> (T, Vec<String>) {
-    let recorded = Recorded::default();
+    let recorded = Recorder::default();
     let out = RECORDED.scope(recorded.clone(), f).await;
     let statements = recorded.lock().unwrap_or_else(|p| p.into_inner()).clone();
     (out, statements.into_iter().collect())
