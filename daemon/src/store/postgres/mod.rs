@@ -70,6 +70,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_order_keys.sql")),
     (3, include_str!("migrations/0003_retention_indexes.sql")),
+    (4, include_str!("migrations/0004_json_as_text.sql")),
 ];
 
 /// Groups of requests taken in at once, each on a connection of the

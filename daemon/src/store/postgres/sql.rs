@@ -29,7 +29,7 @@ pub(super) static ROUTE: LazyLock<String> = LazyLock::new(|| {
                    CASE WHEN u.claim THEN {DB_NOW_MS} + $6 END,
                    u.order_key, CASE WHEN u.order_key IS NOT NULL THEN ev.seq END
             FROM ev, unnest($7::text[], $8::text[], $9::int4[], $10::text[],
-                            $11::jsonb[], $12::text[], $13::bool[], $14::text[])
+                            $11::json[], $12::text[], $13::bool[], $14::text[])
                  WITH ORDINALITY AS u(id, rule, call_index, action, params, key,
                                       claim, order_key, n)
             ORDER BY u.n

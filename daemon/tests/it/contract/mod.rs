@@ -286,6 +286,7 @@ contract!(
     pipeline::events_of_one_request_are_decided_in_their_order,
     pipeline::claims_take_the_longest_due_first,
     pipeline::capabilities_said_are_kept,
+    pipeline::json_with_any_character_is_kept_as_it_came,
     order::jobs_of_one_key_run_one_at_a_time_in_the_order_their_events_came,
     order::an_ordered_job_is_never_claimed_with_its_routing,
     order::order_is_kept_across_a_restart,

@@ -565,3 +565,39 @@ pub async fn capabilities_said_are_kept(f: Fixture) {
         assert!(left.iter().all(|i| !i.this), "{left:?}");
     }
 }
+
+/// JSON holding any character a webhook's JSON may carry — U+0000 among
+/// them, which PostgreSQL's `jsonb` refuses — is taken in, routed and
+/// read back as it came: the event, the request's headers, the rule runs,
+/// the jobs' parameters.
+pub async fn json_with_any_character_is_kept_as_it_came(f: Fixture) {
+    let s = f.store();
+    let odd = "nul \u{0} bell \u{7} quote \" and \u{2028}";
+    let id = new_id();
+    let mut e = event(&id, "k-odd");
+    e.data = serde_json::json!({ "note": odd });
+    let mut r = request(&new_id(), now_ms());
+    r.headers.push(("x-note".into(), "tab\there".into()));
+    assert_eq!(
+        s.ingest(r, std::slice::from_ref(&e), 60_000).await.unwrap(),
+        [Ingested::New(id.clone())]
+    );
+    let pending = s.pending_events(10).await.unwrap();
+    assert_eq!(pending[0].event.data["note"], odd);
+    let mut j = job(&id, 0, "notify", None);
+    j.params = serde_json::json!({ "text": odd });
+    let mut routed = routing(&e, vec![j], true);
+    routed.rule_runs = serde_json::json!([{ "rule": "r", "log": [odd] }]);
+    let claimed = s.record_routing(routed).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].params["text"], odd);
+    let shown = s.show_event(id).await.unwrap();
+    assert_eq!(shown.envelope["data"]["note"], odd);
+    assert_eq!(shown.rule_runs[0]["log"][0], odd);
+    assert_eq!(shown.jobs[0].params["text"], odd);
+    assert!(shown
+        .request
+        .headers
+        .iter()
+        .any(|(name, value)| name == "x-note" && value == "tab\there"));
+}
