@@ -22,7 +22,9 @@
 # After each PostgreSQL load run, what the database spent per webhook
 # acknowledged: CPU of all its processes (from /proc), statement execution
 # time and calls (pg_stat_statements, preloaded here), WAL bytes, records
-# and syncs (pg_stat_wal), and the statements that took the most time.
+# and syncs (pg_stat_wal), and the statements that took the most time;
+# for every load run, the instances' own CPU per webhook, and on
+# PostgreSQL the bytes its tables and indexes hold per webhook.
 # ONLY="2" runs only the PostgreSQL run with that many instances; DEBUG=1
 # prints the jobs and events by state and owner after each PostgreSQL run,
 # and each run database's requests; KEEP=1 keeps the runs' folders.
@@ -157,8 +159,16 @@ run() {
         [ "$(wc -l < "$run_dir/out.jsonl" 2>/dev/null || echo 0)" -ge "$ok" ] && break
         sleep 0.1
     done
-    local end
+    local end cpu db_bytes=0
     end=$(date +%s.%N)
+    # The instances' CPU (user and system, all threads), and on PostgreSQL
+    # what the tables and their indexes hold.
+    cpu=$(python3 -c '
+import os, sys
+print(sum(sum(int(x) for x in open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[11:13])
+          for p in sys.argv[1:]) / os.sysconf("SC_CLK_TCK"))' "${pids[@]}")
+    [ -n "$url" ] && db_bytes=$(psql -At "$url" -c "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'")
     if [ -n "${DEBUG:-}" ] && [ -n "$url" ]; then
         psql "$url" -c "select state, owner, count(*) from jobs group by 1, 2" -c "select state, owner, count(*) from events group by 1, 2" -c "select verdict, count(*) from requests group by 1" -c "select * from instances" >&2
         for db in $(psql -At "$pg/postgres" -c "select datname from pg_database where datname like 'sy%'"); do
@@ -166,9 +176,10 @@ run() {
         done
         grep -iE "error|warn" "$run_dir"/log* | grep -v "plugin refused\|literal secret" | head -5 >&2 || true
     fi
-    python3 - "$label" "$n" "$ok" "$start" "$end" "$run_dir" <<'PY' >> "$results"
+    python3 - "$label" "$n" "$ok" "$start" "$end" "$run_dir" "$cpu" "$db_bytes" <<'PY' >> "$results"
 import json, sys, glob
 label, n, ok, start, end, run_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+cpu, db_bytes = float(sys.argv[7]), int(sys.argv[8] or 0)
 loads = [json.loads(open(f).read()) for f in sorted(glob.glob(f"{run_dir}/load*.json"))]
 lines = sum(1 for _ in open(f"{run_dir}/out.jsonl"))
 print(json.dumps({
@@ -176,6 +187,7 @@ print(json.dumps({
     "rps": round(sum(l["rps"] for l in loads)),
     "p50_ms": max(l["p50_ms"] for l in loads), "p99_ms": max(l["p99_ms"] for l in loads),
     "actions": lines, "done_per_s": round(lines / (end - start)),
+    "daemon_cpu_us": round(cpu / max(ok, 1) * 1e6), "db_bytes": round(db_bytes / max(ok, 1)),
 }))
 PY
     tail -1 "$results"
@@ -198,9 +210,9 @@ python3 - "$results" <<'PY'
 import json, sys
 rows = {r["label"]: r for r in map(json.loads, open(sys.argv[1]))}
 print()
-print(f"{'store':<12} {'inst':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'done/s':>7} {'failed':>6}")
+print(f"{'store':<12} {'inst':>4} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'done/s':>7} {'failed':>6} {'inst CPU us':>11} {'table B':>8}")
 for r in rows.values():
-    print(f"{r['label']:<12} {r['instances']:>4} {r['rps']:>7} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['done_per_s']:>7} {r['failed']:>6}")
+    print(f"{r['label']:<12} {r['instances']:>4} {r['rps']:>7} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['done_per_s']:>7} {r['failed']:>6} {r['daemon_cpu_us']:>11} {r['db_bytes']:>8}")
 one, emb = rows.get("postgres-1"), rows.get("embedded")
 print()
 for n in (1, 2, 3):
