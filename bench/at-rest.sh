@@ -4,7 +4,9 @@
 # example rule and the file action, every action line written) and ingest
 # only (no rules), then a clean stop (the WAL folded into the database).
 # Prints, per webhook, the journal's bytes, SQLite's (database, WAL) and
-# both together. Everything on 127.0.0.1; every wait bounded.
+# both together, and (with Debian's sqlite3) SQLite's bytes per webhook by
+# table and index, from its dbstat table. KEEP=1 keeps the runs' folders.
+# Everything on 127.0.0.1; every wait bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
@@ -14,7 +16,10 @@ PORT=18094
 cargo build --release -q -p switchyard -p switchyard-tight -p switchyard-file -p switchyard-bench
 root=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$root"; }
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then echo "kept: $root" >&2; else rm -rf "$root"; fi
+}
 trap cleanup EXIT
 
 . bench/lib.sh
@@ -37,4 +42,11 @@ for mode in full ingest; do
   sqlite=$(cat "$work"/data/switchyard.db* | wc -c)
   python3 -c "ok, j, d = $ok, $journal, $sqlite
 print(f'$mode: {ok} webhooks; per webhook: journal {j/ok:.0f} B, SQLite {d/ok:.0f} B, together {(j+d)/ok:.0f} B')"
+  if command -v sqlite3 >/dev/null; then
+    sqlite3 "$work/data/switchyard.db" "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 12" |
+      python3 -c "import sys
+for line in sys.stdin:
+    name, size = line.rstrip().rsplit('|', 1)
+    print(f'  {name:<32} {int(size) / $ok:>7.0f} B per webhook')"
+  fi
 done

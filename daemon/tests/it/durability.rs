@@ -593,15 +593,14 @@ fn a_torn_tail_and_a_damaged_record_cost_no_acknowledged_event() {
 
     let segment = journal_segment(&env);
     let mut bytes = std::fs::read(&segment).unwrap();
-    let needle = b"inv_torn_3";
-    let at = bytes
-        .windows(needle.len())
-        .rposition(|w| w == needle)
-        .expect("the third request's body in the journal");
-    bytes[at] ^= 0x20;
+    let record = crate::journal::record_holding(&bytes, b"inv_torn_3")
+        .expect("the third request's record in the journal");
+    bytes[record.start + record.len() / 2] ^= 0x20;
     // Half a frame where the records end (over the zeros written ahead).
     let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
-    let half_a_frame = bytes[..40].to_vec();
+    // (Its last byte not zero: the zeros ahead would hide it.)
+    let mut half_a_frame = bytes[..40].to_vec();
+    half_a_frame[39] = 0xff;
     bytes[end..end + 40].copy_from_slice(&half_a_frame);
     std::fs::write(&segment, &bytes).unwrap();
 

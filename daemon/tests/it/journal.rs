@@ -163,15 +163,13 @@ async fn a_torn_tail_and_a_damaged_record_are_passed_over_and_said() {
         .find(|p| p.extension().is_some_and(|x| x == "log"))
         .unwrap();
     let mut bytes = std::fs::read(&segment).unwrap();
-    let body = b"{\"body\":\"b2\"}";
-    let at = bytes
-        .windows(body.len())
-        .position(|w| w == body)
-        .expect("b2's body in the journal");
-    bytes[at + 1] = b'X';
+    let record = record_holding(&bytes, b"{\"body\":\"b2\"}").expect("b2's record in the journal");
+    bytes[record.start + record.len() / 2] ^= 0x20;
     // Half a frame where the records end (over the zeros written ahead).
     let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
-    let half_a_frame = bytes[..40].to_vec();
+    // (Its last byte not zero: the zeros ahead would hide it.)
+    let mut half_a_frame = bytes[..40].to_vec();
+    half_a_frame[39] = 0xff;
     bytes[end..end + 40].copy_from_slice(&half_a_frame);
     std::fs::write(&segment, &bytes).unwrap();
 
@@ -201,6 +199,35 @@ async fn a_torn_tail_and_a_damaged_record_are_passed_over_and_said() {
     );
 }
 
+/// Where, in a journal segment's bytes, the payload of the record holding
+/// `needle` is (in its JSON or its body, compressed or not): read frame by
+/// frame, as the journal lays them out.
+pub(crate) fn record_holding(segment: &[u8], needle: &[u8]) -> Option<std::ops::Range<usize>> {
+    let holds = |text: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+    let mut at = 0;
+    while at + 16 <= segment.len() {
+        let len = u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 || at + 16 + len > segment.len() {
+            return None;
+        }
+        let payload = &segment[at + 16..at + 16 + len];
+        let found = match payload[0] {
+            // Compressed: [2][frame length][frame][the JSON's end].
+            2 => {
+                let frame_len = u32::from_le_bytes(payload[1..5].try_into().unwrap()) as usize;
+                let plain = zstd::stream::decode_all(&payload[5..5 + frame_len]).unwrap();
+                holds(&plain) || holds(&payload[5 + frame_len..])
+            }
+            _ => holds(payload),
+        };
+        if found {
+            return Some(at + 16..at + 16 + len);
+        }
+        at += 16 + len;
+    }
+    None
+}
+
 #[tokio::test]
 async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
     let (dir, store) = small_segments();
@@ -210,7 +237,13 @@ async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
     // Old requests, each its own group: several segments fill up.
     for n in 0..12u128 {
         let mut req = request(&id(1000 + n), old);
-        req.body = bytes::Bytes::from(vec![b'x'; 1500]);
+        // Bytes that do not compress: each request fills its share of a
+        // segment.
+        req.body = bytes::Bytes::from(
+            (0..1500)
+                .map(|_| fastrand::alphanumeric() as u8)
+                .collect::<Vec<u8>>(),
+        );
         store
             .ingest(req, &[event(&id(n), &format!("k{n}"))], 1_000)
             .await

@@ -4,196 +4,18 @@
 //! records the database lost (a power cut after the journal's sync, before
 //! the database's own commit reached the disk).
 //!
-//! The journal record holds the whole request (headers and body are kept
-//! only there), the events' envelopes and what became of each; the
-//! database holds the request's row (its seq and offset in the journal), the
+//! The journal record (`journal_record.rs`) holds the whole request
+//! (headers and body are kept only there), the events' envelopes and what
+//! became of each, compressed; the database holds the request's row (its seq and offset in the journal), the
 //! events and the keys. Applying a record twice is harmless: rows are keyed
 //! by the ids the record carries.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::value::RawValue;
 
 use super::journal::{self, Damage, Journal, Position};
+use super::journal_record::{EncodedEvent, IngestRecord};
 use super::keys::RecentKeys;
 use super::*;
-use crate::event::Event;
-
-/// The first byte of an ingest record's payload (other kinds may follow).
-const INGEST: u8 = 1;
-
-/// What the writer needs of an event: its keys and its envelope, encoded
-/// on the caller's thread.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct EncodedEvent {
-    id: String,
-    source: String,
-    kind: String,
-    dedup_key: String,
-    /// The event as JSON, held in the record as it is (records written
-    /// before held it as a JSON string: both read back the same).
-    #[serde(deserialize_with = "envelope_json")]
-    envelope: Box<RawValue>,
-    order: Option<switchyard_plugin_api::Order>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    handshake: bool,
-}
-
-/// JSON kept as it is, whether written as JSON or (older records) as a
-/// string holding JSON.
-fn envelope_json<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
-    let raw = Box::<RawValue>::deserialize(d)?;
-    if !raw.get().starts_with('"') {
-        return Ok(raw);
-    }
-    let text: String = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
-    RawValue::from_string(text).map_err(serde::de::Error::custom)
-}
-
-impl EncodedEvent {
-    pub(super) fn new(e: &Event) -> StoreResult<EncodedEvent> {
-        Ok(EncodedEvent {
-            id: e.id.clone(),
-            source: e.source.clone(),
-            kind: e.kind.clone(),
-            dedup_key: e.dedup_key.clone(),
-            envelope: serde_json::value::to_raw_value(e)
-                .map_err(|err| StoreError::Other(err.to_string()))?,
-            order: e.order.clone(),
-            handshake: e.handshake,
-        })
-    }
-}
-
-/// A request as its journal record holds it (the body follows the JSON).
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct IngestRecord {
-    id: String,
-    source: String,
-    received_at_ms: i64,
-    method: String,
-    path: String,
-    query: String,
-    /// `[[name, value], ...]`, redacted: JSON in the record (records
-    /// written before held it as a JSON string: both read back the same).
-    #[serde(deserialize_with = "envelope_json")]
-    headers: Box<RawValue>,
-    events: Vec<EncodedEvent>,
-    /// What became of each event, in order: decided once, when it came in.
-    results: Vec<Ingested>,
-    dedup_window_ms: i64,
-    /// The record's JSON but for `results` and its closing brace, written
-    /// on the caller's thread (the headers escaped, the envelopes copied):
-    /// the writer thread, which every ingest waits for, only adds the
-    /// results. Empty for a record read back from the journal.
-    #[serde(skip)]
-    head: Vec<u8>,
-}
-
-/// The fields of an [`IngestRecord`] known before the writer decides,
-/// borrowed, in the record's JSON form.
-#[derive(Serialize)]
-struct Head<'a> {
-    id: &'a str,
-    source: &'a str,
-    received_at_ms: i64,
-    method: &'a str,
-    path: &'a str,
-    query: &'a str,
-    headers: &'a RawValue,
-    events: &'a [EncodedEvent],
-    dedup_window_ms: i64,
-}
-
-impl IngestRecord {
-    pub(super) fn new(
-        request: &StoredRequest,
-        events: Vec<EncodedEvent>,
-        dedup_window_ms: i64,
-    ) -> IngestRecord {
-        let mut record = IngestRecord {
-            id: request.id.clone(),
-            source: request.source.clone(),
-            received_at_ms: request.received_at_ms,
-            method: request.method.clone(),
-            path: request.path.clone(),
-            query: request.query.clone(),
-            headers: serde_json::value::to_raw_value(&request.headers)
-                .unwrap_or_else(|_| RawValue::from_string("[]".into()).expect("JSON")),
-            events,
-            results: Vec::new(),
-            dedup_window_ms,
-            head: Vec::new(),
-        };
-        let head = Head {
-            id: &record.id,
-            source: &record.source,
-            received_at_ms: record.received_at_ms,
-            method: &record.method,
-            path: &record.path,
-            query: &record.query,
-            headers: &record.headers,
-            events: &record.events,
-            dedup_window_ms: record.dedup_window_ms,
-        };
-        if let Ok(mut json) = serde_json::to_vec(&head) {
-            if json.pop() == Some(b'}') {
-                record.head = json;
-            }
-        }
-        record
-    }
-
-    /// `[INGEST][json length u32][json][body]`: the head written on the
-    /// caller's thread with the results added, or (a record read back) the
-    /// whole record serialized here.
-    fn encode(&self, body: &[u8]) -> StoreResult<Vec<u8>> {
-        let error = |e: serde_json::Error| StoreError::Other(e.to_string());
-        let mut out = Vec::with_capacity(5 + self.head.len() + 64 + body.len());
-        out.push(INGEST);
-        out.extend_from_slice(&[0; 4]);
-        if self.head.is_empty() {
-            serde_json::to_writer(&mut out, self).map_err(error)?;
-        } else {
-            out.extend_from_slice(&self.head);
-            out.extend_from_slice(b",\"results\":");
-            serde_json::to_writer(&mut out, &self.results).map_err(error)?;
-            out.push(b'}');
-        }
-        let len = (out.len() - 5) as u32;
-        out[1..5].copy_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(body);
-        Ok(out)
-    }
-
-    /// The record and its body, from a payload.
-    pub(super) fn decode(payload: &[u8]) -> Result<(IngestRecord, &[u8]), String> {
-        let (&kind, rest) = payload.split_first().ok_or("an empty record")?;
-        if kind != INGEST {
-            return Err(format!("a record of unknown kind {kind}"));
-        }
-        let len = rest
-            .get(..4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-            .ok_or("a record cut short")?;
-        let json = rest.get(4..4 + len).ok_or("a record cut short")?;
-        let record = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-        Ok((record, &rest[4 + len..]))
-    }
-
-    /// The request as the admin API shows it.
-    pub(super) fn request(&self, body: &[u8], verdict: String) -> RequestRecord {
-        RequestRecord {
-            id: self.id.clone(),
-            method: self.method.clone(),
-            path: self.path.clone(),
-            query: self.query.clone(),
-            headers: serde_json::from_str(self.headers.get()).unwrap_or_default(),
-            body: String::from_utf8_lossy(body).into_owned(),
-            verdict,
-        }
-    }
-}
 
 /// Whether an ordered event's version is not newer than the last accepted
 /// for its object: stored, or taken earlier in the same request
@@ -517,7 +339,7 @@ pub(super) fn request_record(
     let read = journal::read_at(journal_dir, at).map_err(|e| e.to_string());
     match read.and_then(|payload| {
         IngestRecord::decode(&payload)
-            .map(|(record, body)| record.request(body, row.verdict.clone()))
+            .map(|(record, body)| record.request(&body, row.verdict.clone()))
     }) {
         Ok(request) => Ok(request),
         // The event and its routing are in the database; only what came in
@@ -554,86 +376,4 @@ pub(super) fn free_segments(conn: &Connection, journal: &mut Journal) -> StoreRe
         }
     }
     Ok(freed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn payload(json: &str, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![INGEST];
-        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        out.extend_from_slice(json.as_bytes());
-        out.extend_from_slice(body);
-        out
-    }
-
-    #[test]
-    fn a_record_written_from_its_head_reads_back_as_one_serialized_whole() {
-        let request = StoredRequest {
-            id: "r1".into(),
-            source: "tight".into(),
-            received_at_ms: 7,
-            method: "POST".into(),
-            path: "/".into(),
-            query: "a=\"b\"".into(),
-            headers: vec![("x-quote".into(), "say \"hi\"".into())],
-            body: bytes::Bytes::from_static(b"{}"),
-        };
-        let event: Event = serde_json::from_value(serde_json::json!({
-            "id": "01J", "source": "tight", "provider": "tight", "type": "tight.a",
-            "received_at": "2026-01-01T00:00:00Z", "time": "2026-01-01T00:00:00Z", "dedup_key": "k", "data": {"q": "\"x\""}
-        }))
-        .unwrap();
-        let mut record = IngestRecord::new(&request, vec![EncodedEvent::new(&event).unwrap()], 9);
-        assert!(!record.head.is_empty());
-        record.results = vec![Ingested::New("01J".into())];
-        let from_head = record.encode(b"body").unwrap();
-        let (decoded, body) = IngestRecord::decode(&from_head).unwrap();
-        assert_eq!(body, b"body");
-        // The same bytes as the record serialized whole.
-        let whole = decoded.encode(body).unwrap();
-        assert_eq!(
-            serde_json::from_slice::<serde_json::Value>(&from_head[5..from_head.len() - 4])
-                .unwrap(),
-            serde_json::from_slice::<serde_json::Value>(&whole[5..whole.len() - 4]).unwrap()
-        );
-        assert_eq!(decoded.results.len(), 1);
-        assert_eq!(decoded.headers.get(), record.headers.get());
-        assert_eq!(decoded.request(b"", String::new()).headers, request.headers);
-        assert_eq!(
-            decoded.events[0].envelope.get(),
-            record.events[0].envelope.get()
-        );
-    }
-
-    #[test]
-    fn an_envelope_reads_back_the_same_written_as_json_or_as_an_older_record_string() {
-        let envelope = r#"{"id":"01J","type":"a.b","data":{"quote":"\"x\""}}"#;
-        let record = |envelope: &str| {
-            format!(
-                r#"{{"id":"r","source":"s","received_at_ms":1,"method":"POST","path":"/","query":"",
-                "headers":"[[\"x-a\",\"1\"]]","events":[{{"id":"01J","source":"s","kind":"a.b","dedup_key":"k",
-                "envelope":{envelope},"order":null}}],"results":[],"dedup_window_ms":0}}"#
-            )
-        };
-        let as_json = payload(&record(envelope), b"body");
-        let as_string = payload(&record(&serde_json::to_string(envelope).unwrap()), b"body");
-        for bytes in [&as_json, &as_string] {
-            let (decoded, body) = IngestRecord::decode(bytes).unwrap();
-            assert_eq!(body, b"body");
-            assert_eq!(decoded.events[0].envelope.get(), envelope);
-            // Headers written as a string of JSON (as records before held
-            // them) read back as they were.
-            let shown = decoded.request(body, String::new()).headers;
-            assert_eq!(shown, [("x-a".to_string(), "1".to_string())]);
-            // Written again, it is written as JSON, not as a string.
-            let again = decoded.encode(body).unwrap();
-            let text = String::from_utf8_lossy(&again);
-            assert!(
-                text.contains(&format!(r#""envelope":{envelope}"#)),
-                "{text}"
-            );
-        }
-    }
 }

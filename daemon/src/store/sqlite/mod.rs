@@ -20,7 +20,7 @@
 //!
 //! Here: opening, the read pool; `writer.rs`: the writer thread with
 //! group commit, and the checkpointer. `migrate.rs`: the schema, in numbered migrations
-//! (`migrations/`). `ingest.rs`: what becomes of a request's events, its journal record and its rows; `pipeline.rs`: the
+//! (`migrations/`). `ingest.rs`: what becomes of a request's events, its journal record and its rows; `journal_record.rs`: that record's bytes (compressed); `pipeline.rs`: the
 //! pipeline's other transactions ([`Pipeline`]); `operations.rs`: the
 //! operators' reads and commands ([`Operations`]).
 
@@ -356,6 +356,7 @@ fn parse_json(text: &str) -> Value {
 
 mod ingest;
 pub mod journal;
+mod journal_record;
 mod keys;
 mod migrate;
 mod operations;

@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicBool;
 
 use rusqlite::{params, Connection};
 
-use super::ingest::{free_segments, ingest_tx, EncodedEvent, IngestRecord};
+use super::ingest::{free_segments, ingest_tx};
+use super::journal_record::{EncodedEvent, IngestRecord};
 use super::sql;
 use super::*;
 use crate::event::Event;
