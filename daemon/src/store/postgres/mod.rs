@@ -7,12 +7,16 @@
 //! leader's), and the [`Pipeline`] (`pipeline.rs`) and [`Operations`]
 //! (`operations.rs`) over the same tables as the embedded store; ingest is
 //! `ingest.rs`, the job queue (claims, ordered claims, fenced attempts)
-//! `jobs.rs`, statements prepared per connection `sql.rs`; TLS to the
+//! `jobs.rs`, work of concurrent callers done in groups `group.rs` (ingest)
+//! and `book.rs` (routings, attempts), statements prepared per connection
+//! `sql.rs`; TLS to the
 //! database (`?sslmode=require`, certificates verified) is `tls.rs`.
 //!
 //! ## How instances share the work
 //! - **Ingest** is one transaction holding the raw request, its verdict and
-//!   its events; the acknowledgement waits for its commit. Dedup keys and
+//!   its events; the acknowledgement waits for its commit. Requests arriving
+//!   together share one transaction and one commit (`group.rs`), as do
+//!   routings and attempts' records (`book.rs`). Dedup keys and
 //!   object versions are primary keys: a delivery that reaches two
 //!   instances at once is one event, whichever commits first.
 //! - **Routing**: the instance that took an event in routes it (its
