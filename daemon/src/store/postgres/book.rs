@@ -1,9 +1,11 @@
 //! The pipeline's bookkeeping in groups (`group.rs`): the routings and the
 //! attempts' records of concurrent callers (a batch of routed events, the
 //! dispatcher's finished attempts) in one transaction on the relaxed pool,
-//! their statements pipelined, one commit. Each is the statement it was
-//! alone ([`ROUTE`](super::sql::ROUTE), [`FINISH`](super::sql::FINISH));
-//! a group that fails on a statement is done again one entry at a time.
+//! their statements pipelined, one commit. A routing is the statement it
+//! was alone ([`ROUTE`](super::sql::ROUTE)); a group's attempts are one
+//! statement ([`FINISH_MANY`](super::sql::FINISH_MANY)), or
+//! [`FINISH`](super::sql::FINISH) for one. A group that fails on a
+//! statement is done again one entry at a time.
 
 use deadpool_postgres::{GenericClient, Object, Pool};
 use tokio_postgres::types::Json;
@@ -110,20 +112,105 @@ impl Booker {
             .collect()
     }
 
-    /// A group in one transaction, statements pipelined, one commit.
+    /// A group in one transaction, one commit: its routings pipelined, its
+    /// attempts one statement ([`sql::FINISH_MANY`]) if there are several.
     async fn together(&self, client: &mut Object, entries: &[Entry]) -> StoreResult<Vec<Said>> {
         let mut order: Vec<usize> = (0..entries.len()).collect();
         order.sort_by(|a, b| entries[*a].lock_order().cmp(&entries[*b].lock_order()));
+        let (finishes, routes): (Vec<usize>, Vec<usize>) = order
+            .iter()
+            .partition(|i| matches!(entries[**i], Entry::Finish(_)));
+        let attempts: Vec<&FinishedAttempt> = finishes
+            .iter()
+            .filter_map(|i| match &entries[*i] {
+                Entry::Finish(a) => Some(a),
+                Entry::Route(_) => None,
+            })
+            .collect();
+        let many = attempts.len() > 1;
         let tx = client.transaction().await.map_err(map_err)?;
-        let said =
-            futures_util::future::try_join_all(order.iter().map(|i| self.say(&tx, &entries[*i])))
-                .await?;
+        let singles = routes
+            .iter()
+            .chain(if many { &[][..] } else { &finishes[..] })
+            .map(|i| self.say(&tx, &entries[*i]));
+        let (said, recorded) =
+            futures_util::future::try_join(futures_util::future::try_join_all(singles), async {
+                match many {
+                    true => self.finish_many(&tx, &attempts).await,
+                    false => Ok(Default::default()),
+                }
+            })
+            .await?;
         tx.commit().await.map_err(map_err)?;
         let mut out: Vec<Option<Said>> = entries.iter().map(|_| None).collect();
-        for (i, said) in order.into_iter().zip(said) {
-            out[i] = Some(said);
+        let alone = routes
+            .iter()
+            .chain(if many { &[][..] } else { &finishes[..] });
+        for (i, said) in alone.zip(said) {
+            out[*i] = Some(said);
+        }
+        if many {
+            for i in &finishes {
+                if let Entry::Finish(a) = &entries[*i] {
+                    out[*i] = Some(Said::Finished(recorded.get(&a.job_id).copied()));
+                }
+            }
         }
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Several attempts' records as one statement: which jobs were
+    /// recorded (this instance held them), and whether each has an order
+    /// key.
+    async fn finish_many(
+        &self,
+        client: &impl GenericClient,
+        attempts: &[&FinishedAttempt],
+    ) -> StoreResult<std::collections::HashMap<String, bool>> {
+        let n = attempts.len();
+        let mut columns = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut more = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for a in attempts {
+            let row = a.row();
+            columns.0.push(a.job_id.as_str());
+            columns.1.push(row.state);
+            columns.2.push(row.next_at_ms);
+            columns.3.push(row.finished_at_ms);
+            columns.4.push(row.message);
+            more.0.push(a.attempt as i32);
+            more.1.push(a.started_at_ms);
+            more.2.push(a.finished_at_ms);
+            more.3.push(row.outcome);
+        }
+        let rows = run::query(
+            client,
+            sql::FINISH_MANY,
+            &[
+                &columns.0,
+                &columns.1,
+                &columns.2,
+                &columns.3,
+                &columns.4,
+                &more.0,
+                &more.1,
+                &more.2,
+                &more.3,
+                &self.instance,
+            ],
+        )
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// One entry's statement.

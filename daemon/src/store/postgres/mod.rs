@@ -275,6 +275,7 @@ impl PgStore {
                 sql::ORDERED_DUE,
                 sql::TAKE_ORDER_LOCK,
                 sql::FINISH,
+                sql::FINISH_MANY,
             ];
             warm(&relaxed, (options.connections - half).max(2), &hot).await?;
         }

@@ -128,6 +128,33 @@ pub(super) const FINISH: &str = "WITH j AS (
             outcome = EXCLUDED.outcome, message = EXCLUDED.message)
     SELECT order_key IS NOT NULL FROM j";
 
+/// Records several attempts at once, each fenced as [`FINISH`] (arrays,
+/// an element per attempt: $1 job, $2 its new state, $3 when due again,
+/// $4 when finished, $5 the message, $6 the attempt, $7 started, $8 ended,
+/// $9 the outcome; $10 this instance): the jobs recorded, each with
+/// whether it has an order key. The attempts come in their jobs' order:
+/// rows are locked in that order.
+pub(super) const FINISH_MANY: &str = "WITH a AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[],
+                             $6::int4[], $7::int8[], $8::int8[], $9::text[])
+            AS a(job_id, state, next_at, finished_at, message, n, started_at, ended_at, outcome)),
+    j AS (
+        UPDATE jobs SET state = a.state, next_at = COALESCE(a.next_at, jobs.next_at),
+                        finished_at = a.finished_at,
+                        last_error = COALESCE(a.message, jobs.last_error),
+                        owner = NULL, lease_until = NULL
+        FROM a
+        WHERE jobs.id = a.job_id AND jobs.owner = $10 AND jobs.state = 'running'
+        RETURNING jobs.id, jobs.order_key),
+    i AS (
+        INSERT INTO attempts (job_id, n, started_at, finished_at, outcome, message)
+        SELECT a.job_id, a.n, a.started_at, a.ended_at, a.outcome, a.message
+        FROM a JOIN j ON j.id = a.job_id
+        ON CONFLICT (job_id, n) DO UPDATE SET
+            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+            outcome = EXCLUDED.outcome, message = EXCLUDED.message)
+    SELECT id, order_key IS NOT NULL FROM j";
+
 /// Puts a job claimed by this instance ($3) back, due at $2, without
 /// using an attempt.
 pub(super) const RELEASE_JOB: &str = "UPDATE jobs SET state = 'pending', next_at = $2,
