@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 
 use crate::pg::{query, sql};
 use crate::pg_store::{event, instances, request, routing};
-use switchyard::store::{now_ms, Finish, FinishedAttempt, Ingested, Pipeline};
+use switchyard::store::{now_ms, Finish, FinishedAttempt, Ingested, Operations, Pipeline};
 
 /// How many transactions the rows of `table` were written by (rows written
 /// in one transaction share its `xmin`), and how many rows there are.
@@ -247,4 +247,64 @@ async fn routings_and_attempts_booked_together_and_a_refused_routing_fails_alone
         |r| done = r[0].as_deref().unwrap().parse().unwrap(),
     );
     assert_eq!(done, 19);
+}
+
+#[tokio::test]
+async fn routings_made_together_claim_each_its_own_jobs_once() {
+    let (url, stores) = instances(1).await;
+    let events: Vec<_> = (0..24)
+        .map(|i| event(&format!("e{i:02}"), &format!("k{i}")))
+        .collect();
+    for (i, e) in events.iter().enumerate() {
+        stores[0]
+            .ingest(
+                request(&format!("r{i:02}")),
+                std::slice::from_ref(e),
+                60_000,
+            )
+            .await
+            .unwrap();
+    }
+    // Two jobs an event; every other event's jobs claimed with it.
+    let routings: Vec<_> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let keys = [format!("{}:r:0", e.id), format!("{}:r:1", e.id)];
+            routing(e, &[keys[0].as_str(), keys[1].as_str()], i % 2 == 0)
+        })
+        .collect();
+    let routed = join_all(
+        routings
+            .iter()
+            .cloned()
+            .map(|r| stores[0].record_routing(r)),
+    )
+    .await;
+    for (i, (e, claimed)) in events.iter().zip(routed).enumerate() {
+        let claimed = claimed.unwrap();
+        match i % 2 {
+            0 => {
+                assert_eq!(claimed.len(), 2, "{}", e.id);
+                assert!(claimed.iter().all(|j| j.event_id == e.id && j.attempt == 1));
+            }
+            _ => assert!(claimed.is_empty(), "{}: {claimed:?}", e.id),
+        }
+    }
+    let (transactions, jobs) = transactions_and_rows(&url, "jobs");
+    assert_eq!(jobs, 48);
+    assert!(
+        transactions < 24,
+        "24 routings together took {transactions} transactions"
+    );
+    assert_eq!(stores[0].backlog().await.unwrap().unrouted_events, 0);
+    // Routed again (together): nothing new, nothing claimed twice.
+    let again = join_all(routings.into_iter().map(|r| stores[0].record_routing(r))).await;
+    assert!(again.into_iter().all(|r| r.unwrap().is_empty()));
+    assert_eq!(transactions_and_rows(&url, "jobs").1, 48);
+    // The unclaimed ones are there to claim, once.
+    let claimed = stores[0].claim_jobs(now_ms() + 1, 100).await.unwrap();
+    assert_eq!(claimed.len(), 24);
+    let shown = stores[0].show_event("e01".into()).await.unwrap();
+    assert_eq!((shown.state.as_str(), shown.jobs.len()), ("routed", 2));
 }

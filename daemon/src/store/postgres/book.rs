@@ -1,11 +1,12 @@
 //! The pipeline's bookkeeping in groups (`group.rs`): the routings and the
 //! attempts' records of concurrent callers (a batch of routed events, the
 //! dispatcher's finished attempts) in one transaction on the relaxed pool,
-//! their statements pipelined, one commit. A routing is the statement it
-//! was alone ([`ROUTE`](super::sql::ROUTE)); a group's attempts are one
-//! statement ([`FINISH_MANY`](super::sql::FINISH_MANY)), or
-//! [`FINISH`](super::sql::FINISH) for one. A group that fails on a
-//! statement is done again one entry at a time.
+//! one commit: a group's routings one statement
+//! ([`ROUTE_MANY`](super::sql::ROUTE_MANY)), its attempts one statement
+//! ([`FINISH_MANY`](super::sql::FINISH_MANY)), or for one of a kind the
+//! statement it was alone ([`ROUTE`](super::sql::ROUTE),
+//! [`FINISH`](super::sql::FINISH)). A group that fails on a statement is
+//! done again one entry at a time.
 
 use deadpool_postgres::{GenericClient, Object, Pool};
 use tokio_postgres::types::Json;
@@ -127,27 +128,60 @@ impl Booker {
                 Entry::Route(_) => None,
             })
             .collect();
+        let routings: Vec<&Routing> = routes
+            .iter()
+            .filter_map(|i| match &entries[*i] {
+                Entry::Route(r) => Some(r),
+                Entry::Finish(_) => None,
+            })
+            .collect();
         let many = attempts.len() > 1;
+        // One statement for several routings, unless one event is routed
+        // twice in the group (each must see the other's mark).
+        let events: std::collections::HashSet<&str> =
+            routings.iter().map(|r| r.event_id.as_str()).collect();
+        let many_routes = routings.len() > 1 && events.len() == routings.len();
         let tx = client.transaction().await.map_err(map_err)?;
-        let singles = routes
+        let singles = (if many_routes { &[][..] } else { &routes[..] })
             .iter()
             .chain(if many { &[][..] } else { &finishes[..] })
             .map(|i| self.say(&tx, &entries[*i]));
-        let (said, recorded) =
-            futures_util::future::try_join(futures_util::future::try_join_all(singles), async {
+        let (said, routed, recorded) = futures_util::future::try_join3(
+            futures_util::future::try_join_all(singles),
+            async {
+                match many_routes {
+                    true => self.route_many(&tx, &routings).await.map(Some),
+                    false => Ok(None),
+                }
+            },
+            async {
                 match many {
                     true => self.finish_many(&tx, &attempts).await,
                     false => Ok(Default::default()),
                 }
-            })
-            .await?;
+            },
+        )
+        .await?;
         tx.commit().await.map_err(map_err)?;
         let mut out: Vec<Option<Said>> = entries.iter().map(|_| None).collect();
-        let alone = routes
+        let alone = (if many_routes { &[][..] } else { &routes[..] })
             .iter()
             .chain(if many { &[][..] } else { &finishes[..] });
         for (i, said) in alone.zip(said) {
             out[*i] = Some(said);
+        }
+        if let Some((marked, running, unclaimed)) = routed {
+            for i in &routes {
+                if let Entry::Route(r) = &entries[*i] {
+                    let own: Vec<String> = r
+                        .jobs
+                        .iter()
+                        .filter(|j| running.contains(&j.id))
+                        .map(|j| j.id.clone())
+                        .collect();
+                    out[*i] = Some(Said::Routed(marked.contains(&r.event_id), own, unclaimed));
+                }
+            }
         }
         if many {
             for i in &finishes {
@@ -157,6 +191,70 @@ impl Booker {
             }
         }
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Several events' routings as one statement ([`sql::ROUTE_MANY`]):
+    /// the events that were pending, the jobs claimed, how many were
+    /// stored unclaimed (in all).
+    async fn route_many(
+        &self,
+        client: &impl GenericClient,
+        routings: &[&Routing],
+    ) -> StoreResult<(
+        std::collections::HashSet<String>,
+        std::collections::HashSet<String>,
+        i64,
+    )> {
+        let mut events = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut jobs = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut more = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in routings {
+            events.0.push(r.event_id.as_str());
+            events.1.push(r.routed_at_ms);
+            events.2.push(Json(&r.rule_runs));
+            events.3.push(r.rules_version as i64);
+            let offered = r.claim_with.is_some();
+            for job in &r.jobs {
+                jobs.0.push(r.event_id.as_str());
+                jobs.1.push(job.id.as_str());
+                jobs.2.push(job.rule.as_str());
+                jobs.3.push(job.call_index as i32);
+                jobs.4.push(job.action.as_str());
+                more.0.push(Json(&job.params));
+                more.1.push(job.idempotency_key.as_str());
+                more.2.push(offered && job.order_key.is_none());
+                more.3.push(job.order_key.as_deref());
+            }
+        }
+        let row = run::query_one(
+            client,
+            &sql::ROUTE_MANY,
+            &[
+                &events.0,
+                &events.1,
+                &events.2,
+                &events.3,
+                &jobs.0,
+                &jobs.1,
+                &jobs.2,
+                &jobs.3,
+                &jobs.4,
+                &more.0,
+                &more.1,
+                &more.2,
+                &more.3,
+                &self.instance,
+                &self.lease_ms,
+            ],
+        )
+        .await?;
+        let marked: Vec<String> = row.get(0);
+        let running: Vec<String> = row.get(1);
+        Ok((
+            marked.into_iter().collect(),
+            running.into_iter().collect(),
+            row.get(2),
+        ))
     }
 
     /// Several attempts' records as one statement: which jobs were

@@ -268,6 +268,7 @@ impl PgStore {
             warm(&pool, half.max(2), &[ingest::INGEST_ONE]).await?;
             let hot = [
                 sql::ROUTE.as_str(),
+                sql::ROUTE_MANY.as_str(),
                 sql::PENDING_EVENTS.as_str(),
                 sql::NEXT_DUE,
                 sql::CLAIM.as_str(),

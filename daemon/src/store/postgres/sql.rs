@@ -41,6 +41,49 @@ pub(super) static ROUTE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Several events' routings and their jobs at once, each as [`ROUTE`]
+/// (arrays: $1.. $4 an element per event — id, routed at, rule runs, rules
+/// version; $5.. $13 an element per job — its event, id, rule, call,
+/// action, parameters, idempotency key, whether it is claimed, order key;
+/// $14 this instance, $15 the lease): the events that were pending (now
+/// routed), the jobs claimed with them, and how many were stored
+/// unclaimed. The events come in their ids' order: rows are locked in it.
+pub(super) static ROUTE_MANY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH r AS (
+            SELECT * FROM unnest($1::text[], $2::int8[], $3::json[], $4::int8[])
+                AS r(event_id, routed_at, rule_runs, rules_version)),
+        ev AS (
+            UPDATE events SET state = 'routed', routings = routings + 1, routed_at = r.routed_at,
+                              rule_runs = r.rule_runs, rules_version = r.rules_version,
+                              owner = NULL
+            FROM r
+            WHERE events.id = r.event_id AND events.state = 'pending'
+            RETURNING events.id, events.seq, r.routed_at),
+        j AS (
+            INSERT INTO jobs (id, event_id, rule, call_index, action, params,
+                              idempotency_key, state, attempts, next_at, created_at,
+                              owner, lease_until, order_key, order_seq)
+            SELECT u.id, u.event_id, u.rule, u.call_index, u.action, u.params, u.key,
+                   CASE WHEN u.claim THEN 'running' ELSE 'pending' END,
+                   CASE WHEN u.claim THEN 1 ELSE 0 END, ev.routed_at, ev.routed_at,
+                   CASE WHEN u.claim THEN $14 END,
+                   CASE WHEN u.claim THEN {DB_NOW_MS} + $15 END,
+                   u.order_key, CASE WHEN u.order_key IS NOT NULL THEN ev.seq END
+            FROM unnest($5::text[], $6::text[], $7::text[], $8::int4[], $9::text[],
+                        $10::json[], $11::text[], $12::bool[], $13::text[])
+                 WITH ORDINALITY AS u(event_id, id, rule, call_index, action, params, key,
+                                      claim, order_key, n)
+            JOIN ev ON ev.id = u.event_id
+            ORDER BY u.n
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING id, state)
+        SELECT ARRAY(SELECT id FROM ev),
+               ARRAY(SELECT id FROM j WHERE state = 'running'),
+               (SELECT count(*) FROM j WHERE state = 'pending')"
+    )
+});
+
 /// Takes this instance's pending events, and those of instances that
 /// stopped beating ($1 this instance, $2 how many, $3 the lease).
 pub(super) static PENDING_EVENTS: LazyLock<String> = LazyLock::new(|| {

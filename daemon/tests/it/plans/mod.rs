@@ -106,12 +106,14 @@ pub async fn workload(s: &dyn Store, filled: u64, bulk: usize) {
         ))
         .await
         .unwrap();
-    s.record_routing(routing(&e2, vec![job(&e2, 0, None)], false))
-        .await
-        .unwrap();
-    s.record_routing(routing(&e3, vec![job(&e3, 0, Some("obj1"))], false))
-        .await
-        .unwrap();
+    // Two at once, as the router records a batch's routings (PostgreSQL's
+    // groups record them as one statement).
+    let (a, b) = tokio::join!(
+        s.record_routing(routing(&e2, vec![job(&e2, 0, None)], false)),
+        s.record_routing(routing(&e3, vec![job(&e3, 0, Some("obj1"))], false)),
+    );
+    a.unwrap();
+    b.unwrap();
     s.record_routing(routing(&e5, vec![], false)).await.unwrap();
     let claimed = s.claim_jobs(now_ms() + 1000, 10).await.unwrap();
     assert_eq!((at_once.len(), claimed.len()), (2, 2), "{claimed:?}");
