@@ -588,12 +588,13 @@ pub(super) async fn beat_once(pool: &Pool, instance: &str, lease_ms: i64) -> Sto
     run::execute(
         &client,
         &format!(
-            // Locked in the order of their ids, as bookkeeping groups lock
-            // the jobs they finish: the two never wait on each other in a
-            // circle.
+            // A job another transaction holds (a group finishing it) is
+            // skipped, not waited for: its lease is renewed at the next beat
+            // if it still runs (leases outlast several beats), and the
+            // heartbeat never waits in a circle with a group.
             "UPDATE jobs SET lease_until = {DB_NOW_MS} + $2
                  WHERE id IN (SELECT id FROM jobs WHERE owner = $1 AND state = 'running'
-                              ORDER BY id FOR UPDATE)"
+                              ORDER BY id FOR UPDATE SKIP LOCKED)"
         ),
         &[&instance, &lease_ms],
     )
