@@ -6,7 +6,8 @@ use futures_util::future::join_all;
 
 use crate::pg::{query, sql};
 use crate::pg_store::{event, instances, request, routing};
-use switchyard::store::{now_ms, Finish, FinishedAttempt, Ingested, Operations, Pipeline};
+use switchyard::event::Event;
+use switchyard::store::{now_ms, Finish, FinishedAttempt, Ingested, Operations, PgStore, Pipeline};
 
 /// How many transactions the rows of `table` were written by (rows written
 /// in one transaction share its `xmin`), and how many rows there are.
@@ -40,12 +41,33 @@ fn refuse(url: &str, table: &str, condition: &str, message: &str) {
     );
 }
 
+/// `n` events (`e00`, `e01`…, keys `k0`, `k1`…).
+fn events(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| event(&format!("e{i:02}"), &format!("k{i}")))
+        .collect()
+}
+
+/// `n` events taken in by `store` one after another (requests `r00`…).
+async fn taken_in(store: &PgStore, n: usize) -> Vec<Event> {
+    let events = events(n);
+    for (i, e) in events.iter().enumerate() {
+        store
+            .ingest(
+                request(&format!("r{i:02}")),
+                std::slice::from_ref(e),
+                60_000,
+            )
+            .await
+            .unwrap();
+    }
+    events
+}
+
 #[tokio::test]
 async fn requests_arriving_together_are_committed_together_each_answered() {
     let (url, stores) = instances(1).await;
-    let events: Vec<_> = (0..40)
-        .map(|i| event(&format!("e{i:02}"), &format!("k{i}")))
-        .collect();
+    let events = events(40);
     let results = join_all(events.iter().enumerate().map(|(i, e)| {
         stores[0].ingest(
             request(&format!("r{i:02}")),
@@ -96,9 +118,7 @@ async fn a_request_the_database_refuses_fails_alone_and_its_group_is_kept() {
         "NEW.query = 'poison'",
         "this request is refused",
     );
-    let events: Vec<_> = (0..30)
-        .map(|i| event(&format!("e{i:02}"), &format!("k{i}")))
-        .collect();
+    let events = events(30);
     let results = join_all(events.iter().enumerate().map(|(i, e)| {
         let mut r = request(&format!("r{i:02}"));
         if i == 17 {
@@ -177,19 +197,7 @@ async fn routings_and_attempts_booked_together_and_a_refused_routing_fails_alone
         "NEW.idempotency_key = 'e07:r:0'",
         "this job is refused",
     );
-    let events: Vec<_> = (0..20)
-        .map(|i| event(&format!("e{i:02}"), &format!("k{i}")))
-        .collect();
-    for (i, e) in events.iter().enumerate() {
-        stores[0]
-            .ingest(
-                request(&format!("r{i:02}")),
-                std::slice::from_ref(e),
-                60_000,
-            )
-            .await
-            .unwrap();
-    }
+    let events = taken_in(&stores[0], 20).await;
     let keys: Vec<String> = events.iter().map(|e| format!("{}:r:0", e.id)).collect();
     let routed = join_all(
         events
@@ -252,19 +260,7 @@ async fn routings_and_attempts_booked_together_and_a_refused_routing_fails_alone
 #[tokio::test]
 async fn routings_made_together_claim_each_its_own_jobs_once() {
     let (url, stores) = instances(1).await;
-    let events: Vec<_> = (0..24)
-        .map(|i| event(&format!("e{i:02}"), &format!("k{i}")))
-        .collect();
-    for (i, e) in events.iter().enumerate() {
-        stores[0]
-            .ingest(
-                request(&format!("r{i:02}")),
-                std::slice::from_ref(e),
-                60_000,
-            )
-            .await
-            .unwrap();
-    }
+    let events = taken_in(&stores[0], 24).await;
     // Two jobs an event; every other event's jobs claimed with it.
     let routings: Vec<_> = events
         .iter()
