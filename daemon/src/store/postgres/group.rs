@@ -10,7 +10,12 @@
 //! A group's work is done in a task of its own: a caller that stops
 //! waiting (its deadline passed) takes nothing from the others of its
 //! group, and a panic in a group answers its callers with an error and
-//! leaves the lane running. The statements a caller's task records for
+//! leaves the lane running. What waits is bounded: while the database does
+//! not answer (frozen, failing over), at most [`WAITING`] items queue and
+//! the next caller is told at once that the store is unavailable; an item
+//! whose caller stopped waiting before a lane took it is not done at all
+//! (the webhook was answered 503 and will be sent again; a routing or an
+//! attempt is done again from the store). The statements a caller's task records for
 //! the plan tests (`run::recording`) are recorded in the group's task too.
 
 use std::future::Future;
@@ -30,10 +35,13 @@ struct Item<T, R> {
     recorder: Option<Recorder>,
 }
 
+/// The most items waiting for a lane, per group.
+pub(super) const WAITING: usize = 4096;
+
 /// A queue of items and the lanes that do them in groups (see the module
 /// doc). The lanes stop when the group is dropped.
 pub(super) struct Group<T, R> {
-    queue: mpsc::UnboundedSender<Item<T, R>>,
+    queue: mpsc::Sender<Item<T, R>>,
     name: &'static str,
 }
 
@@ -45,7 +53,7 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
         W: Fn(Vec<T>) -> F + Send + Sync + 'static,
         F: Future<Output = Vec<StoreResult<R>>> + Send + 'static,
     {
-        let (queue, waiting) = mpsc::unbounded_channel();
+        let (queue, waiting) = mpsc::channel(WAITING);
         let waiting = Arc::new(Mutex::new(waiting));
         let work = Arc::new(work);
         for _ in 0..lanes.max(1) {
@@ -62,11 +70,20 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
             reply,
             recorder: run::current_recorder(),
         };
-        if self.queue.send(item).is_err() {
-            return Err(StoreError::Unavailable(format!(
-                "the store's {} lanes have stopped",
-                self.name
-            )));
+        match self.queue.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "the database is behind: {WAITING} {} items wait already",
+                    self.name
+                )))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "the store's {} lanes have stopped",
+                    self.name
+                )))
+            }
         }
         result.await.unwrap_or_else(|_| {
             Err(StoreError::Other(format!(
@@ -81,7 +98,7 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
 /// them, answers each; until the queue closes.
 async fn lane<T, R, W, F>(
     name: &'static str,
-    waiting: Arc<Mutex<mpsc::UnboundedReceiver<Item<T, R>>>>,
+    waiting: Arc<Mutex<mpsc::Receiver<Item<T, R>>>>,
     most: usize,
     work: Arc<W>,
 ) where
@@ -95,6 +112,11 @@ async fn lane<T, R, W, F>(
             if queue.recv_many(&mut items, most).await == 0 {
                 return;
             }
+        }
+        // Callers that stopped waiting: nobody is told, nothing is done.
+        items.retain(|i| !i.reply.is_closed());
+        if items.is_empty() {
+            continue;
         }
         let recorder = items.iter().find_map(|i| i.recorder.clone());
         let (values, replies): (Vec<T>, Vec<_>) =
@@ -168,6 +190,62 @@ mod tests {
         let err = group.submit(13).await.unwrap_err();
         assert!(err.to_string().contains("test group failed"), "{err}");
         assert_eq!(group.submit(7).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_says_so_at_once_and_an_abandoned_item_is_not_done() {
+        let (release, held) = tokio::sync::watch::channel(false);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let group = Arc::new(Group::start("test", 1, 1, move |values: Vec<u32>| {
+            log.lock().unwrap().extend(values.iter().copied());
+            let mut held = held.clone();
+            async move {
+                // The database does not answer until released.
+                let _ = held.wait_for(|released| *released).await;
+                values.into_iter().map(Ok).collect()
+            }
+        }));
+        // The first is taken by the lane, which hangs on it.
+        let first = tokio::spawn({
+            let group = group.clone();
+            async move { group.submit(0).await }
+        });
+        while seen.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // One gives up waiting (its deadline passed) while it is queued.
+        let gave_up =
+            tokio::time::timeout(std::time::Duration::from_millis(10), group.submit(1)).await;
+        assert!(gave_up.is_err());
+        // The queue fills (the abandoned item holds a place until a lane
+        // takes it); the next caller is told at once.
+        let queued: Vec<_> = (0..WAITING as u32 - 1)
+            .map(|v| {
+                let group = group.clone();
+                tokio::spawn(async move { group.submit(100 + v).await })
+            })
+            .collect();
+        for _ in 0..100_000 {
+            if group.queue.capacity() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(group.queue.capacity(), 0);
+        let refused = group.submit(7).await.unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Unavailable(m) if m.contains("behind")),
+            "{refused}"
+        );
+        release.send(true).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 0);
+        for (v, q) in queued.into_iter().enumerate() {
+            assert_eq!(q.await.unwrap().unwrap(), 100 + v as u32);
+        }
+        let seen = seen.lock().unwrap();
+        assert!(!seen.contains(&1), "the abandoned item was done");
+        assert_eq!(seen.len(), WAITING);
     }
 
     #[tokio::test]
