@@ -2,18 +2,20 @@
 //! attempts' records of concurrent callers (a batch of routed events, the
 //! dispatcher's finished attempts) in one transaction on the relaxed pool,
 //! one commit: a group's routings one statement
-//! ([`ROUTE_MANY`](super::sql::ROUTE_MANY)), its attempts one statement
-//! ([`FINISH_MANY`](super::sql::FINISH_MANY)), or for one of a kind the
-//! statement it was alone ([`ROUTE`](super::sql::ROUTE),
-//! [`FINISH`](super::sql::FINISH)). A group that fails on a statement is
-//! done again one entry at a time.
+//! ([`ROUTE`](super::sql::ROUTE)), its attempts one statement
+//! ([`FINISH`](super::sql::FINISH)) — the same statements that record a
+//! lone routing or attempt. A group that fails on a statement is done again
+//! one entry at a time.
+
+use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Object, Pool};
+use futures_util::future::{try_join, try_join_all};
 use tokio_postgres::types::Json;
 
 use super::group::retry_alone;
 use super::{map_err, pool_err, run, sql};
-use crate::store::{AttemptRow, FinishedAttempt, Routing, StoreResult};
+use crate::store::{FinishedAttempt, Routing, StoreError, StoreResult};
 
 /// A routing to record, or an attempt's outcome.
 pub(super) enum Entry {
@@ -51,17 +53,6 @@ pub(super) struct Booker {
     pub(super) lease_ms: i64,
 }
 
-impl Entry {
-    /// The order a group books in: routings by event, then attempts by job,
-    /// so that two instances' groups lock rows in one order.
-    fn lock_order(&self) -> (u8, &str) {
-        match self {
-            Entry::Route(r) => (0, &r.event_id),
-            Entry::Finish(a) => (1, &a.job_id),
-        }
-    }
-}
-
 impl Booker {
     /// The bookkeeping lanes' work: a group in one transaction, or one by
     /// one if that fails on a statement.
@@ -74,7 +65,7 @@ impl Booker {
             }
         };
         let said = match entries.len() {
-            1 => vec![self.say(&client, &entries[0]).await],
+            1 => self.each_alone(&client, &entries).await,
             _ => match self.together(&mut client, &entries).await {
                 Ok(said) => said.into_iter().map(Ok).collect(),
                 Err(e) if retry_alone(&e) => {
@@ -82,11 +73,7 @@ impl Booker {
                         "store: a group of {} routings and attempts failed ({e}); each alone",
                         entries.len()
                     );
-                    let mut said = Vec::with_capacity(entries.len());
-                    for entry in &entries {
-                        said.push(self.say(&client, entry).await);
-                    }
-                    said
+                    self.each_alone(&client, &entries).await
                 }
                 Err(e) => entries.iter().map(|_| Err(e.clone())).collect(),
             },
@@ -113,102 +100,92 @@ impl Booker {
             .collect()
     }
 
-    /// A group in one transaction, one commit: its routings pipelined, its
-    /// attempts one statement ([`sql::FINISH_MANY`]) if there are several.
+    /// A group in one transaction, one commit.
     async fn together(&self, client: &mut Object, entries: &[Entry]) -> StoreResult<Vec<Said>> {
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_by(|a, b| entries[*a].lock_order().cmp(&entries[*b].lock_order()));
-        let (finishes, routes): (Vec<usize>, Vec<usize>) = order
-            .iter()
-            .partition(|i| matches!(entries[**i], Entry::Finish(_)));
-        let attempts: Vec<&FinishedAttempt> = finishes
-            .iter()
-            .filter_map(|i| match &entries[*i] {
-                Entry::Finish(a) => Some(a),
-                Entry::Route(_) => None,
-            })
-            .collect();
-        let routings: Vec<&Routing> = routes
-            .iter()
-            .filter_map(|i| match &entries[*i] {
-                Entry::Route(r) => Some(r),
-                Entry::Finish(_) => None,
-            })
-            .collect();
-        let many = attempts.len() > 1;
-        // One statement for several routings, unless one event is routed
-        // twice in the group (each must see the other's mark).
-        let events: std::collections::HashSet<&str> =
-            routings.iter().map(|r| r.event_id.as_str()).collect();
-        let many_routes = routings.len() > 1 && events.len() == routings.len();
         let tx = client.transaction().await.map_err(map_err)?;
-        let singles = (if many_routes { &[][..] } else { &routes[..] })
-            .iter()
-            .chain(if many { &[][..] } else { &finishes[..] })
-            .map(|i| self.say(&tx, &entries[*i]));
-        let (said, routed, recorded) = futures_util::future::try_join3(
-            futures_util::future::try_join_all(singles),
-            async {
-                match many_routes {
-                    true => self.route_many(&tx, &routings).await.map(Some),
-                    false => Ok(None),
-                }
-            },
-            async {
-                match many {
-                    true => self.finish_many(&tx, &attempts).await,
-                    false => Ok(Default::default()),
-                }
-            },
-        )
-        .await?;
+        let said = self.say(&tx, entries).await?;
         tx.commit().await.map_err(map_err)?;
-        let mut out: Vec<Option<Said>> = entries.iter().map(|_| None).collect();
-        let alone = (if many_routes { &[][..] } else { &routes[..] })
-            .iter()
-            .chain(if many { &[][..] } else { &finishes[..] });
-        for (i, said) in alone.zip(said) {
-            out[*i] = Some(said);
-        }
-        if let Some((marked, running, unclaimed)) = routed {
-            for i in &routes {
-                if let Entry::Route(r) = &entries[*i] {
-                    let own: Vec<String> = r
-                        .jobs
-                        .iter()
-                        .filter(|j| running.contains(&j.id))
-                        .map(|j| j.id.clone())
-                        .collect();
-                    out[*i] = Some(Said::Routed(marked.contains(&r.event_id), own, unclaimed));
-                }
-            }
-        }
-        if many {
-            for i in &finishes {
-                if let Entry::Finish(a) = &entries[*i] {
-                    out[*i] = Some(Said::Finished(recorded.get(&a.job_id).copied()));
-                }
-            }
-        }
-        Ok(out.into_iter().flatten().collect())
+        Ok(said)
     }
 
-    /// Several events' routings as one statement ([`sql::ROUTE_MANY`]):
-    /// the events that were pending, the jobs claimed, how many were
-    /// stored unclaimed (in all).
-    async fn route_many(
+    /// Each entry by itself, its statements their own transaction.
+    async fn each_alone(
         &self,
         client: &impl GenericClient,
-        routings: &[&Routing],
-    ) -> StoreResult<(
-        std::collections::HashSet<String>,
-        std::collections::HashSet<String>,
-        i64,
-    )> {
+        entries: &[Entry],
+    ) -> Vec<StoreResult<Said>> {
+        let mut said = Vec::with_capacity(entries.len());
+        for one in entries.chunks(1) {
+            said.push(self.say(client, one).await.map(|mut s| s.remove(0)));
+        }
+        said
+    }
+
+    /// The entries' statements on `client`, pipelined: the routings as one
+    /// statement (one each if an event is routed twice: each must see the
+    /// other's mark), then the attempts as one. Rows are locked in one
+    /// order — events by id, then jobs by id — so that two instances'
+    /// groups never wait on each other in a circle.
+    async fn say(&self, client: &impl GenericClient, entries: &[Entry]) -> StoreResult<Vec<Said>> {
+        let mut routings = Vec::new();
+        let mut attempts = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            match entry {
+                Entry::Route(r) => routings.push((i, r)),
+                Entry::Finish(a) => attempts.push((i, a)),
+            }
+        }
+        routings.sort_by(|a, b| a.1.event_id.cmp(&b.1.event_id));
+        attempts.sort_by(|a, b| a.1.job_id.cmp(&b.1.job_id));
+        let routed_twice = routings
+            .windows(2)
+            .any(|w| w[0].1.event_id == w[1].1.event_id);
+        let statements: Vec<&[(usize, &Routing)]> = match routed_twice {
+            true => routings.chunks(1).collect(),
+            false if routings.is_empty() => Vec::new(),
+            false => vec![&routings[..]],
+        };
+        let (routed, recorded) = try_join(
+            try_join_all(statements.iter().map(|r| self.route(client, r))),
+            self.finish(client, &attempts),
+        )
+        .await?;
+        let mut out: Vec<Option<Said>> = entries.iter().map(|_| None).collect();
+        for (routings, (marked, running, unclaimed)) in statements.into_iter().zip(routed) {
+            for (i, r) in routings {
+                let claimed = r
+                    .jobs
+                    .iter()
+                    .filter(|j| running.contains(&j.id))
+                    .map(|j| j.id.clone())
+                    .collect();
+                out[*i] = Some(Said::Routed(
+                    marked.contains(&r.event_id),
+                    claimed,
+                    unclaimed,
+                ));
+            }
+        }
+        for (i, a) in &attempts {
+            out[*i] = Some(Said::Finished(recorded.get(&a.job_id).copied()));
+        }
+        out.into_iter()
+            .map(|said| said.ok_or_else(|| StoreError::Other("an entry went unbooked".into())))
+            .collect()
+    }
+
+    /// Events' routings and their jobs as one statement ([`sql::ROUTE`]):
+    /// the events that were pending (now routed), the jobs claimed with
+    /// them, and how many were stored unclaimed (in all).
+    async fn route(
+        &self,
+        client: &impl GenericClient,
+        routings: &[(usize, &Routing)],
+    ) -> StoreResult<(HashSet<String>, HashSet<String>, i64)> {
         let mut events = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut jobs = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut more = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for r in routings {
+        for (_, r) in routings {
             events.0.push(r.event_id.as_str());
             events.1.push(r.routed_at_ms);
             events.2.push(Json(&r.rule_runs));
@@ -228,7 +205,7 @@ impl Booker {
         }
         let row = run::query_one(
             client,
-            &sql::ROUTE_MANY,
+            &sql::ROUTE,
             &[
                 &events.0,
                 &events.1,
@@ -257,29 +234,21 @@ impl Booker {
         ))
     }
 
-    /// Several attempts' records as one statement: which jobs were
-    /// recorded (this instance held them), and whether each has an order
-    /// key.
-    async fn finish_many(
+    /// Attempts' records as one statement ([`sql::FINISH`]), each fenced
+    /// on its job's owner: the jobs recorded (this instance held them,
+    /// running), each with whether it has an order key. None to record:
+    /// no statement.
+    async fn finish(
         &self,
         client: &impl GenericClient,
-        attempts: &[&FinishedAttempt],
-    ) -> StoreResult<std::collections::HashMap<String, bool>> {
-        let n = attempts.len();
-        let mut columns = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let mut more = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for a in attempts {
+        attempts: &[(usize, &FinishedAttempt)],
+    ) -> StoreResult<HashMap<String, bool>> {
+        if attempts.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut more = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (_, a) in attempts {
             let row = a.row();
             columns.0.push(a.job_id.as_str());
             columns.1.push(row.state);
@@ -293,7 +262,7 @@ impl Booker {
         }
         let rows = run::query(
             client,
-            sql::FINISH_MANY,
+            sql::FINISH,
             &[
                 &columns.0,
                 &columns.1,
@@ -309,95 +278,5 @@ impl Booker {
         )
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
-    /// One entry's statement.
-    async fn say(&self, client: &impl GenericClient, entry: &Entry) -> StoreResult<Said> {
-        match entry {
-            Entry::Route(routing) => self.route(client, routing).await,
-            Entry::Finish(attempt) => self.finish(client, attempt).await,
-        }
-    }
-
-    /// An event's routing and its jobs, as one statement (see
-    /// [`sql::ROUTE`]).
-    async fn route(&self, client: &impl GenericClient, routing: &Routing) -> StoreResult<Said> {
-        let offered = routing.claim_with.is_some();
-        let n = routing.jobs.len();
-        let (mut ids, mut rules, mut calls, mut actions) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut params, mut keys, mut claims, mut order_keys) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for job in &routing.jobs {
-            ids.push(job.id.as_str());
-            rules.push(job.rule.as_str());
-            calls.push(job.call_index as i32);
-            actions.push(job.action.as_str());
-            params.push(Json(&job.params));
-            keys.push(job.idempotency_key.as_str());
-            claims.push(offered && job.order_key.is_none());
-            order_keys.push(job.order_key.as_deref());
-        }
-        let row = run::query_one(
-            client,
-            &sql::ROUTE,
-            &[
-                &routing.event_id,
-                &routing.routed_at_ms,
-                &Json(&routing.rule_runs),
-                &(routing.rules_version as i64),
-                &self.instance,
-                &self.lease_ms,
-                &ids,
-                &rules,
-                &calls,
-                &actions,
-                &params,
-                &keys,
-                &claims,
-                &order_keys,
-            ],
-        )
-        .await?;
-        Ok(Said::Routed(row.get(0), row.get(1), row.get(2)))
-    }
-
-    /// An attempt's record, fenced on the job's owner: recorded only by
-    /// the instance the job is leased to, while it runs (see
-    /// [`sql::FINISH`]).
-    async fn finish(&self, client: &impl GenericClient, a: &FinishedAttempt) -> StoreResult<Said> {
-        let AttemptRow {
-            outcome,
-            message,
-            state,
-            next_at_ms: next_at,
-            finished_at_ms: finished_at,
-        } = a.row();
-        let recorded = run::query_opt(
-            client,
-            sql::FINISH,
-            &[
-                &a.job_id,
-                &state,
-                &next_at,
-                &finished_at,
-                &message,
-                &self.instance,
-                &(a.attempt as i32),
-                &a.started_at_ms,
-                &a.finished_at_ms,
-                &outcome,
-            ],
-        )
-        .await?;
-        Ok(Said::Finished(recorded.map(|r| r.get::<_, bool>(0))))
     }
 }

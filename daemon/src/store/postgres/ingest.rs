@@ -124,18 +124,21 @@ async fn together(
 ) -> StoreResult<Vec<Vec<Ingested>>> {
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|a, b| items[*a].lock_order().cmp(&items[*b].lock_order()));
+    let (singles, others): (Vec<usize>, Vec<usize>) =
+        order.into_iter().partition(|i| items[*i].single());
     let tx = client.transaction().await.map_err(map_err)?;
-    let singles = order
-        .iter()
-        .filter(|i| items[**i].single())
-        .map(|i| ingest_one(&tx, instance, &items[*i]));
     let mut results: Vec<Option<Vec<Ingested>>> = vec![None; items.len()];
-    let decided = futures_util::future::try_join_all(singles).await?;
-    for (i, ingested) in order.iter().filter(|i| items[**i].single()).zip(decided) {
-        results[*i] = Some(ingested);
+    let decided = futures_util::future::try_join_all(
+        singles
+            .iter()
+            .map(|i| ingest_one(&tx, instance, &items[*i])),
+    )
+    .await?;
+    for (i, ingested) in singles.into_iter().zip(decided) {
+        results[i] = Some(ingested);
     }
-    for i in order.iter().filter(|i| !items[**i].single()) {
-        results[*i] = Some(ingest_many(&tx, instance, &items[*i]).await?);
+    for i in others {
+        results[i] = Some(ingest_many(&tx, instance, &items[i]).await?);
     }
     tx.commit().await.map_err(map_err)?;
     Ok(results.into_iter().map(Option::unwrap_or_default).collect())

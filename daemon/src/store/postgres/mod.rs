@@ -268,7 +268,6 @@ impl PgStore {
             warm(&pool, half.max(2), &[ingest::INGEST_ONE]).await?;
             let hot = [
                 sql::ROUTE.as_str(),
-                sql::ROUTE_MANY.as_str(),
                 sql::PENDING_EVENTS.as_str(),
                 sql::NEXT_DUE,
                 sql::CLAIM.as_str(),
@@ -276,7 +275,6 @@ impl PgStore {
                 sql::ORDERED_DUE,
                 sql::TAKE_ORDER_LOCK,
                 sql::FINISH,
-                sql::FINISH_MANY,
             ];
             warm(&relaxed, (options.connections - half).max(2), &hot).await?;
         }

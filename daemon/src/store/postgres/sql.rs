@@ -7,48 +7,13 @@ use std::sync::LazyLock;
 
 use super::DB_NOW_MS;
 
-/// An event's routing and its jobs ($1 event, $2 routed at, $3 rule runs,
-/// $4 rules version, $5 this instance, $6 the lease, $7.. the jobs as
-/// arrays): whether the event was pending, the jobs claimed with it, and
-/// how many were stored unclaimed.
-pub(super) static ROUTE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH ev AS (
-            UPDATE events SET state = 'routed', routings = routings + 1, routed_at = $2,
-                              rule_runs = $3, rules_version = $4, owner = NULL
-            WHERE id = $1 AND state = 'pending'
-            RETURNING seq),
-        j AS (
-            INSERT INTO jobs (id, event_id, rule, call_index, action, params,
-                              idempotency_key, state, attempts, next_at, created_at,
-                              owner, lease_until, order_key, order_seq)
-            SELECT u.id, $1, u.rule, u.call_index, u.action, u.params, u.key,
-                   CASE WHEN u.claim THEN 'running' ELSE 'pending' END,
-                   CASE WHEN u.claim THEN 1 ELSE 0 END, $2, $2,
-                   CASE WHEN u.claim THEN $5 END,
-                   CASE WHEN u.claim THEN {DB_NOW_MS} + $6 END,
-                   u.order_key, CASE WHEN u.order_key IS NOT NULL THEN ev.seq END
-            FROM ev, unnest($7::text[], $8::text[], $9::int4[], $10::text[],
-                            $11::json[], $12::text[], $13::bool[], $14::text[])
-                 WITH ORDINALITY AS u(id, rule, call_index, action, params, key,
-                                      claim, order_key, n)
-            ORDER BY u.n
-            ON CONFLICT (idempotency_key) DO NOTHING
-            RETURNING id, state)
-        SELECT EXISTS (SELECT 1 FROM ev),
-               ARRAY(SELECT id FROM j WHERE state = 'running'),
-               (SELECT count(*) FROM j WHERE state = 'pending')"
-    )
-});
-
-/// Several events' routings and their jobs at once, each as [`ROUTE`]
-/// (arrays: $1.. $4 an element per event — id, routed at, rule runs, rules
-/// version; $5.. $13 an element per job — its event, id, rule, call,
+/// Events' routings and their jobs, one event or many (arrays: $1.. $4 an
+/// element per event — id, routed at, rule runs, rules version; $5.. $13 an element per job — its event, id, rule, call,
 /// action, parameters, idempotency key, whether it is claimed, order key;
 /// $14 this instance, $15 the lease): the events that were pending (now
 /// routed), the jobs claimed with them, and how many were stored
 /// unclaimed. The events come in their ids' order: rows are locked in it.
-pub(super) static ROUTE_MANY: LazyLock<String> = LazyLock::new(|| {
+pub(super) static ROUTE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH r AS (
             SELECT * FROM unnest($1::text[], $2::int8[], $3::json[], $4::int8[])
@@ -155,29 +120,14 @@ pub(super) static CLAIM_ORDERED: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Records an attempt, fenced on the job's owner: says whether the job has
-/// an order key, or nothing if this instance no longer holds it.
-pub(super) const FINISH: &str = "WITH j AS (
-        UPDATE jobs SET state = $2, next_at = COALESCE($3, next_at), finished_at = $4,
-                        last_error = COALESCE($5, last_error),
-                        owner = NULL, lease_until = NULL
-        WHERE id = $1 AND owner = $6 AND state = 'running'
-        RETURNING id, order_key),
-    a AS (
-        INSERT INTO attempts (job_id, n, started_at, finished_at, outcome, message)
-        SELECT id, $7, $8, $9, $10, $5 FROM j
-        ON CONFLICT (job_id, n) DO UPDATE SET
-            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
-            outcome = EXCLUDED.outcome, message = EXCLUDED.message)
-    SELECT order_key IS NOT NULL FROM j";
-
-/// Records several attempts at once, each fenced as [`FINISH`] (arrays,
-/// an element per attempt: $1 job, $2 its new state, $3 when due again,
-/// $4 when finished, $5 the message, $6 the attempt, $7 started, $8 ended,
+/// Records attempts, each fenced on its job's owner: only the instance the
+/// job is leased to records it, while it runs; one attempt or many
+/// (arrays, an element per attempt: $1 job, $2 its new state, $3 when due
+/// again, $4 when finished, $5 the message, $6 the attempt, $7 started, $8 ended,
 /// $9 the outcome; $10 this instance): the jobs recorded, each with
 /// whether it has an order key. The attempts come in their jobs' order:
 /// rows are locked in that order.
-pub(super) const FINISH_MANY: &str = "WITH a AS (
+pub(super) const FINISH: &str = "WITH a AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[],
                              $6::int4[], $7::int8[], $8::int8[], $9::text[])
             AS a(job_id, state, next_at, finished_at, message, n, started_at, ended_at, outcome)),
