@@ -4,14 +4,18 @@
 //! payload field — each the median of five calls, and as a ratio to the
 //! newest page measured in the same run.
 //!
-//! The store is made by the embedded backend (its schema) and filled in
-//! bulk with plain inserts, as a long-running daemon's would look.
+//! The store is made by the embedded backend and filled through its own
+//! ingest, as a long-running daemon's would look.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use switchyard::admin::ops;
-use switchyard::store::{EventFilter, FieldMatch, Operations, SqliteStore, StoreOptions};
+use switchyard::event::Event;
+use switchyard::store::{
+    Durability, EventFilter, FieldMatch, Operations, Pipeline, SqliteStore, StoreOptions,
+    StoredRequest,
+};
 
 /// The dashboard's search window.
 const WINDOW: usize = 100_000;
@@ -23,22 +27,28 @@ const SOURCES: [(&str, u32); 4] = [
     ("rare", 1),
 ];
 
+/// Fills the store through its own ingest (relaxed durability, 512 at a
+/// time), as a daemon's store is made — each request's record in the
+/// journal, the events' envelopes there — then marks every event routed
+/// in one statement.
 fn fill(path: &std::path::Path, n: usize) -> Result<()> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")?;
-    let tx = conn.unchecked_transaction()?;
-    tx.execute(
-        "INSERT INTO requests (id, source, received_at, method, path, query, headers, body, verdict)
-         VALUES ('r', 'tight', 0, 'POST', '/hooks/tight', '', '[]', x'', 'accepted')",
-        [],
-    )?;
-    {
-        let mut stmt = tx.prepare(
-            "INSERT INTO events (id, request_id, source, type, received_at, envelope, state, routings, routed_at)
-             VALUES (?1, 'r', ?2, ?3, ?4, ?5, 'routed', 1, ?4)",
-        )?;
-        let start_ms: u64 = 1_700_000_000_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = std::sync::Arc::new(SqliteStore::open(
+        path,
+        StoreOptions {
+            durability: Durability::Relaxed,
+            ..Default::default()
+        },
+    )?);
+    let start_ms: u64 = 1_700_000_000_000;
+    rt.block_on(async {
+        let mut running = tokio::task::JoinSet::new();
         for i in 0..n {
+            if running.len() >= 512 {
+                running.join_next().await.expect("one runs")??;
+            }
             let slot = (i as u32 * 7919) % 1000;
             let mut acc = 0;
             let source = SOURCES
@@ -55,21 +65,50 @@ fn fill(path: &std::path::Path, n: usize) -> Result<()> {
             // A second of event time per 100 events: a long-running daemon's spread.
             let ms = start_ms + (i as u64) * 10;
             let id = ulid::Ulid::from_parts(ms, i as u128).to_string();
-            let envelope = serde_json::json!({
-                "id": id, "source": source, "type": kind, "time": "2025-04-01T11:31:04Z",
-                "data": {"invoice": {"id": format!("inv_{i}"), "amount": i % 1000}, "company": {"id": "co_1"}},
-                "provider": source, "dedup_key": format!("k{i}"), "received_at": "2025-04-01T11:31:04Z",
+            let data = serde_json::json!({
+                "invoice": {"id": format!("inv_{i}"), "amount": i % 1000}, "company": {"id": "co_1"}
             });
-            stmt.execute(rusqlite::params![
+            let request = StoredRequest {
+                id: ulid::Ulid::from_parts(ms, i as u128 + (1 << 64)).to_string(),
+                source: source.into(),
+                received_at_ms: ms as i64,
+                method: "POST".into(),
+                path: format!("/hooks/{source}"),
+                query: String::new(),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: bytes::Bytes::from(data.to_string()),
+            };
+            let event = Event {
                 id,
-                source,
+                source: source.into(),
                 kind,
-                ms as i64,
-                envelope.to_string()
-            ])?;
+                subject: None,
+                time: "2025-04-01T11:31:04Z".into(),
+                data,
+                provider: source.into(),
+                dedup_key: format!("k{i}"),
+                received_at: "2025-04-01T11:31:04Z".into(),
+                extensions: Default::default(),
+                order: None,
+                handshake: false,
+            };
+            let store = store.clone();
+            running.spawn(async move { store.ingest(request, &[event], 60_000).await.map(drop) });
         }
-    }
-    tx.commit()?;
+        while let Some(done) = running.join_next().await {
+            done??;
+        }
+        anyhow::Ok(())
+    })?;
+    drop(rt);
+    std::sync::Arc::into_inner(store)
+        .expect("every ingest has ended")
+        .close();
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute(
+        "UPDATE events SET state = 'routed', routings = 1, routed_at = received_at",
+        [],
+    )?;
     Ok(())
 }
 
@@ -81,7 +120,6 @@ fn median(mut d: Vec<Duration>) -> Duration {
 pub fn run(events: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("store.db");
-    drop(SqliteStore::open(&path, StoreOptions::default())?);
     let started = Instant::now();
     fill(&path, events)?;
     println!(

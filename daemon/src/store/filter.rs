@@ -106,6 +106,17 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// An event row's envelope (the row as `e`): the embedded store keeps
+    /// it in the journal (`sqlite/envelopes.rs`).
+    pub(crate) fn envelope(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => super::sqlite::ENVELOPE,
+            Dialect::Postgres => "e.envelope",
+        }
+    }
+}
+
 impl EventFilter {
     /// Reads a query string's parameters (`source`, `type`, `state`,
     /// `field`, `since`, `until`, `before`, `after`, `limit`); empty ones
@@ -261,15 +272,16 @@ impl EventFilter {
                     });
                     bind(&mut sql, &mut args, "", path);
                     let p = args.len();
+                    let envelope = dialect.envelope();
                     // json_extract gives SQL values: true is 1, so booleans
                     // are spelled as JSON spells them, the rest as text.
                     bind(
                         &mut sql,
                         &mut args,
                         &format!(
-                            " AND (CASE json_type(e.envelope, ?{p}) WHEN 'true' THEN 'true' \
+                            " AND (CASE json_type({envelope}, ?{p}) WHEN 'true' THEN 'true' \
                              WHEN 'false' THEN 'false' \
-                             ELSE CAST(json_extract(e.envelope, ?{p}) AS TEXT) END) = {{}}"
+                             ELSE CAST(json_extract({envelope}, ?{p}) AS TEXT) END) = {{}}"
                         ),
                         field.value.clone(),
                     );
@@ -279,7 +291,7 @@ impl EventFilter {
                     bind(
                         &mut sql,
                         &mut args,
-                        " AND e.envelope #>> ({}::text)::text[]",
+                        &format!(" AND {} #>> ({{}}::text)::text[]", dialect.envelope()),
                         path,
                     );
                     bind(&mut sql, &mut args, " = {}", field.value.clone());

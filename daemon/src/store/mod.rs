@@ -28,12 +28,13 @@
 //!
 //! ## What is the record of what
 //! **Embedded** (`data_dir/switchyard.db` and `data_dir/journal/`). The
-//! journal is the record of every accepted request: its headers and body
-//! (only there), its events and what became of each (new, duplicate,
-//! stale, handshake), one CRC-framed record, written with the others of
-//! its group and synced (`fdatasync`) before any of them is answered 2xx.
-//! SQLite is the record of everything that follows: the events' rows (the
-//! envelope again, and their state), dedup keys and object versions,
+//! journal is the record of every accepted request: its headers and body,
+//! its events' envelopes (all three only there), and what became of each
+//! event (new, duplicate, stale, handshake), one CRC-framed record, written
+//! with the others of its group and synced (`fdatasync`) before any of them
+//! is answered 2xx. SQLite is the record of everything that follows: the
+//! events' rows (their state, and where their envelope is in the journal,
+//! read through `journal_envelope`), dedup keys and object versions,
 //! routings, jobs, attempts, gates. Its rows of an ingest commit in the
 //! same round without a sync of their own; routings, claims and attempts
 //! commit without one too (a power cut that takes them only repeats work
@@ -94,7 +95,7 @@ pub use records::{
     ActionState, AttemptRecord, DeadFilter, EventDetail, EventSummary, InstanceInfo, JobRecord,
     RequestRecord, Waiting,
 };
-pub use sqlite::{record_statements, Recovery, SqliteStore, StoreOptions};
+pub use sqlite::{record_statements, register_functions, Recovery, SqliteStore, StoreOptions};
 pub(crate) use sweep::SWEEP_WINDOW;
 pub use sweep::{sweep, Pruned, Sweep, SweepPhase};
 

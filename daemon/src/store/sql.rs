@@ -374,9 +374,12 @@ impl<B: SqlBackend> Operations for B {
         Box::pin(async move {
             let rows = self
                 .rows(Statement::new(
-                    "SELECT envelope, state, routings, routed_at, duplicates, rule_runs,
-                            rules_version, request_id
-                     FROM events WHERE id = $1",
+                    format!(
+                        "SELECT {}, e.state, e.routings, e.routed_at, e.duplicates, e.rule_runs,
+                                e.rules_version, e.request_id
+                         FROM events e WHERE e.id = $1",
+                        B::DIALECT.envelope()
+                    ),
                     vec![id.clone().into()],
                 ))
                 .await?;

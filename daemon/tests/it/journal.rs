@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde_json::json;
 use switchyard::store::{
-    now_ms, Ingested, Operations, Pipeline, Routing, SqliteStore, StoreError, StoreOptions,
-    StoredRequest,
+    now_ms, EventFilter, FieldMatch, Ingested, NewJob, Operations, Pipeline, Routing, SqliteStore,
+    StoreError, StoreOptions, StoredRequest,
 };
 
 use crate::contract::{event, request, swept};
@@ -282,6 +282,113 @@ async fn journal_segments_go_once_retention_has_pruned_every_request_in_them() {
         store.show_event(id(11)).await.unwrap().request.body.len(),
         1500
     );
+}
+
+/// An event's envelope is kept once, in its request's journal record: its
+/// row holds where that record is, and every read finds the envelope
+/// there — shown, filtered on, waiting for routing, carried by a claimed
+/// job — across segments started after a reader last looked. A record
+/// that is gone leaves its event listed, with no envelope, said in the log.
+#[tokio::test]
+async fn an_events_envelope_is_kept_once_in_its_journal_record() {
+    let (dir, store) = small_segments();
+    let id = |i: usize| format!("01JF0000000000000000000E{i:02}");
+    for i in 0..24 {
+        let mut e = event(&id(i), &format!("k{i}"));
+        // Text that does not compress: the records fill several segments.
+        let mut x = i as u64 + 1;
+        let note: String = (0..1200)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                char::from(b'a' + (x >> 59) as u8)
+            })
+            .collect();
+        e.data = json!({"n": i, "note": note});
+        let r = store
+            .ingest(request(&format!("r{i}"), now_ms()), &[e], 60_000)
+            .await
+            .unwrap();
+        assert_eq!(r, vec![Ingested::New(id(i))]);
+        // Read as it comes in: the reader's segments grow meanwhile.
+        let shown = store.show_event(id(i)).await.unwrap();
+        assert_eq!(shown.envelope["data"]["n"], i, "{}", shown.envelope);
+    }
+    assert!(
+        segment_files(dir.path()).len() > 3,
+        "records in several segments"
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
+    let rows: Vec<(String, Option<i64>)> = conn
+        .prepare("SELECT envelope, journal_seq FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 24);
+    assert!(
+        rows.iter().all(|(e, seq)| e.is_empty() && seq.is_some()),
+        "the rows hold no envelope, only where it is: {rows:?}"
+    );
+    let field = |text: &str| EventFilter {
+        field: Some(FieldMatch::parse(text).unwrap()),
+        limit: 50,
+        ..EventFilter::default()
+    };
+    let found = store.list_events(field("data.n=7")).await.unwrap();
+    assert_eq!(
+        found.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        [id(7)]
+    );
+    let pending = store.pending_events(100).await.unwrap();
+    assert_eq!(pending.len(), 24);
+    assert_eq!(pending[5].event.data["n"], 5);
+    // A job claimed later (a retry, an ordered one) carries its event.
+    store
+        .record_routing(Routing {
+            jobs: vec![NewJob {
+                id: "01JF00000000000000000000J1".into(),
+                rule: "r".into(),
+                call_index: 0,
+                action: "a".into(),
+                params: json!({}),
+                idempotency_key: format!("{}:r:0", id(3)),
+                order_key: None,
+            }],
+            ..no_jobs(&id(3), now_ms())
+        })
+        .await
+        .unwrap();
+    let claimed = store.claim_jobs(now_ms() + 1, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let carried: serde_json::Value = serde_json::from_str(claimed[0].event.get()).unwrap();
+    assert_eq!(carried["data"]["n"], 3);
+    // The first segment removed by hand: its events are still listed and
+    // shown, with a null envelope; the others are as they were.
+    let first = dir
+        .path()
+        .join("journal")
+        .join(&segment_files(dir.path())[0]);
+    std::fs::remove_file(first).unwrap();
+    let all = store
+        .list_events(EventFilter {
+            limit: 50,
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 24);
+    let lost = store.show_event(id(0)).await.unwrap();
+    assert!(lost.envelope.is_null(), "{}", lost.envelope);
+    assert_eq!(lost.state, "pending");
+    assert_eq!(
+        store.show_event(id(23)).await.unwrap().envelope["data"]["n"],
+        23
+    );
+    let found = store.list_events(field("data.n=20")).await.unwrap();
+    assert_eq!(found.len(), 1, "a filter reads past what is gone");
 }
 
 /// A store whose journal starts a new segment every 4 KiB.

@@ -36,11 +36,12 @@ async fn a_store_of_the_previous_release_opens_with_all_it_held() {
     assert_eq!(user_version(&db), 0, "0.1.0 numbered nothing");
     let store = SqliteStore::open(&db, StoreOptions::default()).unwrap();
     assert!(store.recovery().damage.is_empty(), "{:?}", store.recovery());
-    assert_eq!(user_version(&db), 2, "migrated to this release's schema");
+    assert_eq!(user_version(&db), 3, "migrated to this release's schema");
 
     // What it held: the request (from the journal), jobs and their log.
     let e1 = store.show_event(E1.into()).await.unwrap();
     assert_eq!(e1.request.body, "{\"invoice\":0}");
+    assert_eq!(e1.envelope["id"], E1, "an envelope kept in its row");
     assert_eq!((e1.state.as_str(), e1.rules_version), ("routed", Some(3)));
     let mut states: Vec<(&str, &str)> = e1
         .jobs
@@ -102,7 +103,7 @@ async fn a_store_of_the_previous_release_opens_with_all_it_held() {
     let again = SqliteStore::open(&db, StoreOptions::default()).unwrap();
     assert_eq!(again.backlog().await.unwrap().unrouted_events, 0);
     again.close();
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), 3);
 }
 
 #[tokio::test]

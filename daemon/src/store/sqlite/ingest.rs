@@ -124,8 +124,8 @@ fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<
     let mut insert_event = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO events (id, request_id, source, type, received_at, envelope, state,
-                                          dedup_key, dedup_until)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                          dedup_key, dedup_until, journal_seq, journal_offset)
+             VALUES (?1, ?2, ?3, ?4, ?5, '', ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(map_err)?;
     let mut set_version = conn
@@ -158,10 +158,11 @@ fn apply(conn: &Connection, record: &IngestRecord, at: Position) -> StoreResult<
                 ev.source,
                 ev.kind,
                 now,
-                ev.envelope.get(),
                 state,
                 ev.dedup_key,
-                now + record.dedup_window_ms
+                now + record.dedup_window_ms,
+                at.seq as i64,
+                at.offset as i64
             ])
             .map_err(map_err)?;
         if let (Some(order), "pending") = (&ev.order, state) {

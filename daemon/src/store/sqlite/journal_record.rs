@@ -31,6 +31,10 @@ thread_local! {
     /// A compression context per thread, made once.
     static PACKER: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    /// A decompression context per thread, made once (making one is most of
+    /// what reading a small record would cost: queries read many).
+    static UNPACKER: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// `[head length u32][head][body]`, compressed.
@@ -58,7 +62,17 @@ fn unpack(frame: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
     if size > journal::MAX_RECORD as u64 {
         return Err(format!("a compressed record claiming {size} bytes"));
     }
-    let mut plain = zstd::bulk::decompress(frame, size as usize).map_err(|e| e.to_string())?;
+    let mut plain = UNPACKER
+        .with(|u| {
+            let mut u = u.borrow_mut();
+            if u.is_none() {
+                *u = Some(zstd::bulk::Decompressor::new()?);
+            }
+            u.as_mut()
+                .expect("made above")
+                .decompress(frame, size as usize)
+        })
+        .map_err(|e| e.to_string())?;
     let len = plain
         .get(..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)

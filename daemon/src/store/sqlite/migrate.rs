@@ -17,6 +17,10 @@ use crate::store::{StoreError, StoreResult};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_order_keys.sql")),
+    (
+        3,
+        include_str!("migrations/0003_envelopes_in_the_journal.sql"),
+    ),
 ];
 
 /// Brings the store up to this release's schema. Two processes opening

@@ -20,7 +20,7 @@
 //!
 //! Here: opening, the read pool; `writer.rs`: the writer thread with
 //! group commit, and the checkpointer. `migrate.rs`: the schema, in numbered migrations
-//! (`migrations/`). `ingest.rs`: what becomes of a request's events, its journal record and its rows; `journal_record.rs`: that record's bytes (compressed); `pipeline.rs`: the
+//! (`migrations/`). `ingest.rs`: what becomes of a request's events, its journal record and its rows; `journal_record.rs`: that record's bytes (compressed); `envelopes.rs`: events' envelopes read from those records by SQL (`journal_envelope`); `pipeline.rs`: the
 //! pipeline's other transactions ([`Pipeline`]); `operations.rs`: the
 //! operators' reads and commands ([`Operations`]).
 
@@ -99,6 +99,16 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Where the journal's segments are: by default a `journal` folder beside
+/// the database file.
+fn journal_dir(path: &Path, options: &StoreOptions) -> PathBuf {
+    options.journal_dir.clone().unwrap_or_else(|| {
+        path.parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("journal")
+    })
+}
+
 fn open_connection(path: &Path, options: &StoreOptions, write: bool) -> StoreResult<Connection> {
     let flags = if write {
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -112,6 +122,7 @@ fn open_connection(path: &Path, options: &StoreOptions, write: bool) -> StoreRes
     })?;
     let conn = record::recorded(path, conn);
     conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+    envelopes::register(&conn, journal_dir(path, options)).map_err(map_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(map_err)?;
     if write {
@@ -151,11 +162,7 @@ impl SqliteStore {
         }
         let conn = open_connection(path, &options, true)?;
         migrate::migrate(&conn)?;
-        let journal_dir = options.journal_dir.clone().unwrap_or_else(|| {
-            path.parent()
-                .unwrap_or_else(|| Path::new("."))
-                .join("journal")
-        });
+        let journal_dir = journal_dir(path, &options);
         let journal_options = JournalOptions {
             sync: options.durability == Durability::Full,
             segment_bytes: options.segment_bytes,
@@ -354,6 +361,15 @@ fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
+mod envelopes;
+pub(crate) use envelopes::ENVELOPE;
+
+/// Gives a connection of one's own to the store's database the SQL
+/// functions its statements use (`journal_envelope`, reading from the
+/// journal in `journal_dir`): for tools that read it beside the daemon.
+pub fn register_functions(conn: &Connection, journal_dir: &Path) -> rusqlite::Result<()> {
+    envelopes::register(conn, journal_dir.to_path_buf())
+}
 mod ingest;
 pub mod journal;
 mod journal_record;

@@ -155,12 +155,14 @@ fn claimed(
     let mut envelope = conn.prepare_cached(sql::ENVELOPE).map_err(map_err)?;
     for (id, event_id, rule, action, params_text, key, attempts, series_start, _, order_key) in rows
     {
-        let event: String = envelope
+        // No envelope (its journal record damaged, said in the log): the
+        // attempt carries null, as for one that is not JSON.
+        let event: Option<String> = envelope
             .query_row(params![event_id], |r| r.get(0))
             .map_err(map_err)?;
         jobs.push(ClaimedJob {
             id,
-            event: envelope_of(event),
+            event: envelope_of(event.unwrap_or_else(|| "null".into())),
             event_id,
             rule,
             action,
@@ -304,12 +306,14 @@ impl Pipeline for SqliteStore {
             let mut stmt = conn.prepare_cached(sql::PENDING_EVENTS).map_err(map_err)?;
             let rows = stmt
                 .query_map(params![limit as i64], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
                 })
                 .map_err(map_err)?;
             let mut out = Vec::new();
             for row in rows {
                 let (envelope, routings) = row.map_err(map_err)?;
+                // None: its journal record is damaged (said in the log).
+                let envelope = envelope.unwrap_or_default();
                 match serde_json::from_str::<Event>(&envelope) {
                     Ok(event) => out.push(PendingEvent {
                         event,

@@ -3,6 +3,8 @@
 //! by side. What both run in one text is in `store/sql.rs`. Placeholders
 //! are SQLite's `?n`.
 
+use super::envelopes::journal_envelope;
+
 /// Marks a pending event routed (?1 event, ?2 when, ?3 rule runs, ?4 rules
 /// version). No row changed: routed already.
 pub(super) const ROUTE: &str = "UPDATE events
@@ -20,8 +22,11 @@ pub(super) const INSERT_JOB: &str = "INSERT OR IGNORE INTO jobs
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)";
 
 /// Events waiting for routing, oldest first (?1 how many).
-pub(super) const PENDING_EVENTS: &str =
-    "SELECT envelope, routings FROM events WHERE state = 'pending' ORDER BY id LIMIT ?1";
+pub(super) const PENDING_EVENTS: &str = concat!(
+    "SELECT ",
+    journal_envelope!(),
+    ", e.routings FROM events e WHERE e.state = 'pending' ORDER BY e.id LIMIT ?1"
+);
 
 /// When the next job not waiting for its order key's turn is due (?1 now).
 pub(super) const NEXT_DUE: &str = "SELECT MIN(next_at) FROM jobs
@@ -62,7 +67,11 @@ pub(super) const CLAIM_ORDERED: &str = "UPDATE jobs SET state = 'running', attem
               order_key";
 
 /// A claimed job's event, as the attempt carries it.
-pub(super) const ENVELOPE: &str = "SELECT envelope FROM events WHERE id = ?1";
+pub(super) const ENVELOPE: &str = concat!(
+    "SELECT ",
+    journal_envelope!(),
+    " FROM events e WHERE e.id = ?1"
+);
 
 /// A job's state after an attempt (?2 state, ?3 when due again, ?4 when
 /// finished, ?5 the error).

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{params, Connection};
-use switchyard::store::{now_ms, record_statements, SqliteStore, StoreOptions};
+use switchyard::store::{now_ms, record_statements, register_functions, SqliteStore, StoreOptions};
 
 use super::{assert_recorded, plannable, workload, GROWING};
 
@@ -193,6 +193,7 @@ async fn no_statement_of_the_pipeline_or_the_pruner_reads_a_whole_growing_table(
         "the keys were written out in bulk"
     );
     let conn = Connection::open(&path).unwrap();
+    register_functions(&conn, &dir.path().join("journal")).unwrap();
     let mut wrong = Vec::new();
     for sql in plannable(&statements) {
         let scans = full_scans(&conn, sql);

@@ -35,7 +35,7 @@
 //! database points into it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -580,38 +580,14 @@ pub fn read_from(dir: &Path, from: u64) -> io::Result<(Vec<Record>, Vec<Damage>)
     Ok((records, damage))
 }
 
-/// Reads the record at `position` from the journal in `dir`.
+/// Reads the record at `position` from the journal in `dir` (one read;
+/// a [`Reader`] keeps its segment list and file for the next).
 pub fn read_at(dir: &Path, position: Position) -> io::Result<Vec<u8>> {
-    let segments = list_segments(dir)?;
-    let i = segments.partition_point(|&s| s <= position.seq);
-    let Some(&first) = i.checked_sub(1).and_then(|i| segments.get(i)) else {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("journal record {} was removed", position.seq),
-        ));
-    };
-    let mut file = File::open(dir.join(segment_name(first)))?;
-    file.seek(SeekFrom::Start(position.offset))?;
-    let mut head = [0u8; HEADER];
-    file.read_exact(&mut head)?;
-    let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
-    let damaged = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("journal record {} is damaged (its CRC fails)", position.seq),
-        )
-    };
-    if len > MAX_RECORD {
-        return Err(damaged());
-    }
-    let mut buf = head.to_vec();
-    buf.resize(HEADER + len, 0);
-    file.read_exact(&mut buf[HEADER..]).map_err(|_| damaged())?;
-    match frame_at(&buf, 0, position.seq..position.seq + 1) {
-        Some((_, body)) => Ok(buf[body].to_vec()),
-        None => Err(damaged()),
-    }
+    Reader::new(dir).read(position)
 }
+
+mod reader;
+pub use reader::Reader;
 
 #[cfg(test)]
 mod tests;
