@@ -2,6 +2,11 @@
 //! call (ABI 1.3 `execute_batch`) wait in its queue while a call runs; the
 //! next call takes them all, up to [`BATCH_MAX`], on one pool thread.
 //!
+//! An action's `concurrency` counts jobs in flight, however they are
+//! batched: a call of n jobs holds n of its slots, and takes at most
+//! `concurrency` jobs (a plugin may run a batch's jobs all at once — the
+//! http action sends its requests in parallel).
+//!
 //! One task makes an action's calls while they are quick. When every call
 //! running has taken longer than [`SLOW_CALL`] (a slow target, a stuck
 //! request), another task starts on what waits, up to the action's
@@ -131,7 +136,14 @@ impl Dispatcher {
                     return;
                 }
                 queue.tasks.insert(id, Some(Instant::now()));
-                let n = queue.jobs.len().min(BATCH_MAX);
+                // A call of n jobs holds n of the action's slots (requests
+                // in flight at its destination), so it takes at most as
+                // many as the action's concurrency.
+                let n = queue
+                    .jobs
+                    .len()
+                    .min(BATCH_MAX)
+                    .min(self.concurrency(action));
                 queue.jobs.drain(..n).collect()
             };
             let (jobs, _permits): (Vec<ClaimedJob>, Vec<_>) = batch.into_iter().unzip();

@@ -68,7 +68,10 @@ impl Execute {
                 .map(|job| logged(job, ExecOutcome::Permanent(msg.clone()), 0))
                 .collect();
         };
-        let Ok(slot) = action.permits.clone().acquire_owned().await else {
+        // A slot per job: `concurrency` bounds the jobs in flight, not the
+        // calls (the batch queue takes at most that many into one call).
+        let slots = jobs.len().clamp(1, action.concurrency.max(1)) as u32;
+        let Ok(slot) = action.permits.clone().acquire_many_owned(slots).await else {
             return vec![ExecOutcome::Retryable("action is shutting down".into()); jobs.len()];
         };
         let batch: Vec<_> = jobs.iter().map(plugin_job).collect();

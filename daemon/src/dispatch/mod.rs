@@ -71,7 +71,8 @@ pub struct Action {
     pub instance: Arc<Instance>,
     pub timeout: Duration,
     pub permits: Arc<Semaphore>,
-    /// Calls at once at most (`concurrency`), the size of `permits`.
+    /// Jobs in flight at once at most (`concurrency`), batched or not: the
+    /// size of `permits`.
     pub concurrency: usize,
     /// The circuit breaker and the pause after 410 Gone.
     pub breaker: gate::Breaker,

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -47,6 +48,15 @@ impl Fixture {
         Self::start(
             "receiver.py",
             &["--secret", secret, "--script", script],
+            dir.join("receiver.jsonl"),
+        )
+    }
+
+    /// receiver.py answering every request as `step` says (`sleep:0.1`).
+    pub fn receiver_all(dir: &std::path::Path, secret: &str, step: &str) -> Fixture {
+        Self::start(
+            "receiver.py",
+            &["--secret", secret, "--default", step],
             dir.join("receiver.jsonl"),
         )
     }
@@ -682,4 +692,51 @@ order_by = "customer"
         let gap = w[1]["at"].as_f64().unwrap() - w[0]["at"].as_f64().unwrap();
         assert!(gap >= 0.28, "overlapped: {gap:.2}s apart");
     }
+}
+
+/// `concurrency` bounds the requests in flight at the destination, however
+/// the dispatcher batches the jobs: the http action sends a batch's
+/// requests at once, so a batch call takes at most `concurrency` jobs and
+/// holds a slot for each. (It once sent up to 64 at a time whatever
+/// `concurrency` said.)
+#[test]
+fn an_actions_concurrency_bounds_its_requests_in_flight_however_batched() {
+    let env = Env::new();
+    let rx = Fixture::receiver_all(env.dir.path(), HOOK_SECRET, "sleep:0.1");
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_http"));
+    env.rule(
+        "forward",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("forward", #{ body: #{ invoice: event.data.eventData.entityId } });"#,
+    );
+    let config = env.config(&format!(
+        r#"
+{TIGHT_SOURCE}
+[actions.forward]
+plugin = "http"
+url = "{}"
+secret = "{HOOK_SECRET}"
+concurrency = 3
+"#,
+        rx.url()
+    ));
+    let signed = bulk_signed(30, "inv_c", 0);
+    let daemon = Daemon::start(&config);
+    let sent = daemon.send_in_background(signed, Duration::ZERO);
+    assert_eq!(sent.join().unwrap().len(), 30);
+    let reqs = rx.wait(30, 30);
+    assert_eq!(reqs.len(), 30, "{}", daemon.logs());
+    let mut ids: Vec<&str> = reqs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "each job delivered once");
+    assert!(reqs.iter().all(|r| r["verified"] == true));
+    let most = reqs
+        .iter()
+        .map(|r| r["in_flight"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    // Reached (the jobs waited for slots), never passed.
+    assert_eq!(most, 3, "requests in flight at most");
 }
