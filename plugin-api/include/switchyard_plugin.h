@@ -58,7 +58,7 @@ extern "C" {
 #endif
 
 #define SWITCHYARD_ABI_MAJOR 1
-#define SWITCHYARD_ABI_MINOR 6
+#define SWITCHYARD_ABI_MINOR 7
 #define SWITCHYARD_ENTRY_SYMBOL "switchyard_plugin_v1"
 
 /*
@@ -216,6 +216,13 @@ typedef struct sy_host {
  *     verify reads that carry a credential (a token, a signature); the host
  *     replaces their values whole wherever a request is kept or shown (a
  *     refused delivery's old token too). At most 16 header names.
+ *     From ABI 1.7 an action with execute_batch may set_json(
+ *     {"batch_is_one_operation": true}) on SY_OK: a batch is one operation
+ *     at its destination (the file action: one write and one sync for all
+ *     its lines), so the host counts a call as one against the action's
+ *     concurrency and may hand it more jobs than that. Otherwise each job
+ *     of a batch counts as one in flight (the http action sends a batch's
+ *     requests at once), and a call takes at most `concurrency` jobs.
  * destroy(instance)
  * verify(instance, request, out)                         [providers; else NULL]
  *     On SY_OK: set_json({"events":[EVENT, ...]}) with at least one EVENT

@@ -141,6 +141,14 @@ pub trait Action: Send + Sync + Sized + 'static {
     /// less than one by one (one write and one sync for many lines).
     const BATCHES: bool = false;
 
+    /// Whether a batch is one operation at the destination (ABI 1.7): the
+    /// file action writes a batch's lines with one write and one sync, so
+    /// the host counts its call as one against the action's `concurrency`
+    /// and hands it every ready job. Left false (the http action sends a
+    /// batch's requests at once), each job counts as one in flight and a
+    /// call takes at most `concurrency` jobs.
+    const BATCH_IS_ONE_OPERATION: bool = false;
+
     /// Carry out several jobs within `timeout` in all, one outcome per job,
     /// in order. Called only when [`BATCHES`](Action::BATCHES) is true.
     fn execute_batch(&self, jobs: &[Job], timeout: Duration) -> Vec<Outcome> {

@@ -134,6 +134,7 @@ pub unsafe extern "C" fn create_provider<T: Provider>(
         Some(CreateOutput {
             methods: p.methods().iter().map(|m| m.to_string()).collect(),
             credential_headers: p.credential_headers(),
+            batch_is_one_operation: false,
         })
     })
 }
@@ -146,7 +147,12 @@ pub unsafe extern "C" fn create_action<T: Action>(
     out: *mut SyOut,
     instance: *mut *mut c_void,
 ) -> i32 {
-    create_with::<T>(host, config_json, out, instance, T::create, |_| None)
+    create_with::<T>(host, config_json, out, instance, T::create, |_| {
+        (T::BATCHES && T::BATCH_IS_ONE_OPERATION).then(|| CreateOutput {
+            batch_is_one_operation: true,
+            ..CreateOutput::default()
+        })
+    })
 }
 
 /// # Safety

@@ -299,6 +299,10 @@ pub struct CreateOutput {
     pub methods: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credential_headers: Vec<String>,
+    /// An action's (ABI 1.7): a batch is one operation at its destination
+    /// ([`Action::BATCH_IS_ONE_OPERATION`](crate::Action::BATCH_IS_ONE_OPERATION)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch_is_one_operation: bool,
 }
 
 /// A correctly signed sample request, produced by a provider's `sample`.

@@ -5,7 +5,9 @@
 //! An action's `concurrency` counts jobs in flight, however they are
 //! batched: a call of n jobs holds n of its slots, and takes at most
 //! `concurrency` jobs (a plugin may run a batch's jobs all at once — the
-//! http action sends its requests in parallel).
+//! http action sends its requests in parallel). A plugin whose batch is
+//! one operation at its destination says so (ABI 1.7: the file action,
+//! one write and one sync): its call holds one slot, whatever it carries.
 //!
 //! One task makes an action's calls while they are quick. When every call
 //! running has taken longer than [`SLOW_CALL`] (a slow target, a stuck
@@ -83,9 +85,17 @@ impl BatchQueue {
 }
 
 impl Dispatcher {
-    /// The action's concurrency: at most this many calls at once.
+    /// The action's concurrency: at most this many jobs in flight.
     fn concurrency(&self, action: &str) -> usize {
         self.actions().get(action).map_or(1, |a| a.concurrency)
+    }
+
+    /// Whether the action's plugin makes a batch one operation at its
+    /// destination (ABI 1.7).
+    fn one_operation(&self, action: &str) -> bool {
+        self.actions()
+            .get(action)
+            .is_some_and(|a| a.instance.batch_is_one_operation())
     }
 
     /// Queues a job for its action's next batch call (at most
@@ -138,12 +148,14 @@ impl Dispatcher {
                 queue.tasks.insert(id, Some(Instant::now()));
                 // A call of n jobs holds n of the action's slots (requests
                 // in flight at its destination), so it takes at most as
-                // many as the action's concurrency.
-                let n = queue
-                    .jobs
-                    .len()
-                    .min(BATCH_MAX)
-                    .min(self.concurrency(action));
+                // many as the action's concurrency — unless the plugin
+                // says a batch is one operation there (one slot).
+                let n = queue.jobs.len().min(BATCH_MAX);
+                let n = if self.one_operation(action) {
+                    n
+                } else {
+                    n.min(self.concurrency(action))
+                };
                 queue.jobs.drain(..n).collect()
             };
             let (jobs, _permits): (Vec<ClaimedJob>, Vec<_>) = batch.into_iter().unzip();
@@ -197,6 +209,7 @@ mod tests {
                 attempt: 1,
                 series_attempt: 1,
                 order_key: None,
+                rate_slot: None,
             };
             queue
                 .jobs

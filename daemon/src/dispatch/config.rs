@@ -1,6 +1,6 @@
 //! `[delivery]` (how jobs are retried, how many run at once) and the
 //! dispatch part of each `[actions.NAME]` table (deadline, concurrency,
-//! circuit breaker, ordering). The rest of an action's table is its
+//! circuit breaker, ordering, rate). The rest of an action's table is its
 //! plugin's settings.
 
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::rate::Rate;
 use crate::config::{de, settings, Problem};
 
 /// The `[delivery]` section; every key is optional.
@@ -71,6 +72,8 @@ pub struct ActionConfig {
     /// A parameter whose value orders jobs: jobs with the same value run
     /// one at a time, in order.
     pub order_by: Option<String>,
+    /// Jobs per period at most (`rate`, `burst`, `rate_key`).
+    pub rate: Option<Rate>,
 }
 
 /// The keys of an action's table that dispatch reads.
@@ -88,6 +91,9 @@ struct Keys {
     )]
     breaker_cooldown: Duration,
     order_by: Option<String>,
+    rate: Option<String>,
+    burst: Option<u32>,
+    rate_key: Option<String>,
     #[serde(flatten)]
     settings: serde_json::Map<String, Value>,
 }
@@ -123,6 +129,32 @@ impl ActionConfig {
         if keys.order_by.as_deref() == Some("") {
             bad(format!("{scope}.order_by must name a parameter"));
         }
+        let rate = match &keys.rate {
+            None => None,
+            Some(text) => match Rate::parse(text) {
+                Ok((count, period_ms)) => Some(Rate {
+                    count,
+                    period_ms,
+                    burst: keys.burst.unwrap_or(count),
+                    key: keys.rate_key.clone(),
+                }),
+                Err(why) => {
+                    bad(format!("{scope}.rate: {why}"));
+                    None
+                }
+            },
+        };
+        if keys.burst == Some(0) {
+            bad(format!("{scope}.burst must be at least 1"));
+        }
+        if keys.rate.is_none() && (keys.burst.is_some() || keys.rate_key.is_some()) {
+            bad(format!(
+                "{scope}.burst and rate_key need a rate (rate = \"50/s\")"
+            ));
+        }
+        if keys.rate_key.as_deref() == Some("") {
+            bad(format!("{scope}.rate_key must name a parameter"));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -136,6 +168,47 @@ impl ActionConfig {
             breaker_failures: keys.breaker_failures,
             breaker_cooldown: keys.breaker_cooldown,
             order_by: keys.order_by,
+            rate,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(table: Value) -> Result<ActionConfig, Vec<String>> {
+        ActionConfig::from_table("a", table, "switchyard.toml:3")
+            .map_err(|p| p.into_iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn a_rate_reads_with_its_burst_and_key() {
+        let a = action(serde_json::json!({"plugin": "http", "rate": "50/s"})).unwrap();
+        let rate = a.rate.unwrap();
+        assert_eq!((rate.count, rate.period_ms, rate.burst), (50, 1_000, 50));
+        assert_eq!(rate.key, None);
+        let a = action(serde_json::json!({
+            "plugin": "slack", "rate": "20/m", "burst": 2, "rate_key": "channel"
+        }))
+        .unwrap();
+        let rate = a.rate.unwrap();
+        assert_eq!((rate.count, rate.period_ms, rate.burst), (20, 60_000, 2));
+        assert_eq!(rate.key.as_deref(), Some("channel"));
+        assert!(!a.settings.as_object().unwrap().contains_key("rate"));
+    }
+
+    #[test]
+    fn a_bad_rate_is_named() {
+        let e = action(serde_json::json!({"plugin": "http", "rate": "50 per second"})).unwrap_err();
+        assert!(
+            e[0].contains("actions.a.rate") && e[0].contains("\"50/s\""),
+            "{e:?}"
+        );
+        let e = action(serde_json::json!({"plugin": "http", "burst": 5})).unwrap_err();
+        assert!(e[0].contains("need a rate"), "{e:?}");
+        let e =
+            action(serde_json::json!({"plugin": "http", "rate": "5/s", "burst": 0})).unwrap_err();
+        assert!(e[0].contains("burst must be at least 1"), "{e:?}");
     }
 }

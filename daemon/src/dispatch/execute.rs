@@ -70,7 +70,11 @@ impl Execute {
         };
         // A slot per job: `concurrency` bounds the jobs in flight, not the
         // calls (the batch queue takes at most that many into one call).
-        let slots = jobs.len().clamp(1, action.concurrency.max(1)) as u32;
+        let slots = if action.instance.batch_is_one_operation() {
+            1
+        } else {
+            jobs.len().clamp(1, action.concurrency.max(1)) as u32
+        };
         let Ok(slot) = action.permits.clone().acquire_many_owned(slots).await else {
             return vec![ExecOutcome::Retryable("action is shutting down".into()); jobs.len()];
         };

@@ -49,6 +49,7 @@ mod tests {
             attempt: 2,
             series_attempt: 1,
             order_key: None,
+            rate_slot: None,
         };
         let text = serde_json::to_string(&plugin_job(&job)).unwrap();
         let read: switchyard_plugin_api::Job = serde_json::from_str(&text).unwrap();

@@ -8,7 +8,9 @@
 //! attempt: done; retryable → again after the next delay of the retry
 //! schedule (with jitter); permanent, or out of attempts → dead letter.
 //! Also owns each [`Action`]'s state beside its plugin instance: deadline,
-//! concurrency, gate (`gate`: circuit breaker, 410 pause). Jobs of an
+//! concurrency, gate (`gate`: circuit breaker, 410 pause), rate (`rate`:
+//! a job over its action's budget goes back to the store, due at the slot
+//! reserved for it). Jobs of an
 //! ordered action come from the store one of a key at a time (the key
 //! computed at routing, carried on the job); when one ends, the next of
 //! its key is looked for at once.
@@ -46,6 +48,7 @@ mod config;
 mod execute;
 pub mod gate;
 mod job;
+pub mod rate;
 mod record;
 mod retry;
 
@@ -78,6 +81,8 @@ pub struct Action {
     pub breaker: gate::Breaker,
     /// The parameter that orders this action's jobs, if any.
     pub order_by: Option<String>,
+    /// Jobs per period at most, if limited.
+    pub rate: Option<rate::Rate>,
 }
 
 /// An action's deadline when the config sets none (Standard Webhooks
@@ -94,6 +99,7 @@ impl Action {
             concurrency: config.concurrency,
             breaker: gate::Breaker::new(config.breaker_failures, config.breaker_cooldown),
             order_by: config.order_by.clone(),
+            rate: config.rate.clone(),
         }
     }
 }
@@ -141,6 +147,8 @@ pub struct Dispatcher {
     /// How far past now the next claim reaches: a due time found beyond
     /// any retry's delay (see [`RetryPolicy::beyond_any_retry`]).
     stepped_to: Arc<AtomicI64>,
+    /// The rate limits' budgets (`rate.rs`).
+    budgets: Arc<rate::Budgets>,
 }
 
 impl Dispatcher {
@@ -153,6 +161,7 @@ impl Dispatcher {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Dispatcher {
         let (handoff_tx, handoff_rx) = mpsc::channel(max_in_flight.max(1));
+        let budgets = Arc::new(rate::Budgets::for_store(store.as_ref()));
         Dispatcher {
             actions: Arc::new(ArcSwap::from_pointee(actions)),
             execute: execute::Execute {
@@ -169,6 +178,7 @@ impl Dispatcher {
             metrics,
             announce: None,
             stepped_to: Arc::default(),
+            budgets,
         }
     }
 
@@ -311,7 +321,8 @@ impl Dispatcher {
     }
 
     /// Starts an attempt once a slot is free, unless the action's gate says
-    /// wait, or another job with the same ordering key is running.
+    /// wait, its rate has no room for the job now, or another job with the
+    /// same ordering key is running.
     async fn start(&self, job: ClaimedJob, tasks: &mut JoinSet<()>) {
         if let Some(action) = self.actions().get(&job.action).cloned() {
             if let Admit::Wait(until) = action.breaker.admit(now_ms()) {
@@ -324,8 +335,65 @@ impl Dispatcher {
                 }
                 return;
             }
+            if let Some(rate) = &action.rate {
+                if !self.within_rate(&action.name, rate, &job).await {
+                    return;
+                }
+            }
         }
         self.spawn_attempt(job, tasks).await
+    }
+
+    /// Whether `job` may go now by its action's rate: claimed at the slot
+    /// reserved for it, or given one now. Else it goes back to the store,
+    /// due at the slot reserved for it (not an attempt, not a failure).
+    /// A budget that cannot be asked (the shared store unreachable) lets
+    /// the job wait a second rather than go unmetered.
+    async fn within_rate(&self, action: &str, rate: &rate::Rate, job: &ClaimedJob) -> bool {
+        let now_us = now_ms() * 1_000;
+        if job.rate_slot.is_some_and(|slot| slot * 1_000 <= now_us) {
+            return true;
+        }
+        let key = rate.key_of(job);
+        let slot_ms = match self
+            .budgets
+            .reserve_one(self.store.as_ref(), action, &key, rate, now_us)
+            .await
+        {
+            Ok(slot_us) if slot_us <= now_us => return true,
+            // Rounded up: never due before its slot.
+            Ok(slot_us) => (slot_us + 999) / 1_000,
+            Err(e) => {
+                // No slot reserved: back without one, to ask again.
+                tracing::warn!(action, "cannot ask the rate budget: {e}");
+                if let Err(e) = self
+                    .store
+                    .release_job(job.id.clone(), now_ms() + 1_000)
+                    .await
+                {
+                    tracing::error!(job_id = %job.id, "cannot put a job back: {e}");
+                }
+                return false;
+            }
+        };
+        self.metrics
+            .action_deferred
+            .get_or_create(&crate::metrics::ActionLabel {
+                action: action.to_string(),
+            })
+            .inc();
+        tracing::debug!(
+            event_id = %job.event_id, action, job_id = %job.id, slot_ms,
+            "job waits for its action's rate"
+        );
+        if let Err(e) = self.store.defer_job(job.id.clone(), slot_ms).await {
+            tracing::error!(job_id = %job.id, "cannot put a job back for its rate: {e}");
+        }
+        // The dispatcher looks again, and so sleeps until the first job it
+        // finds due (this one's slot at the latest), not its idle poll: a
+        // job claimed late would go out bunched with the next.
+        self.wake.notify_one();
+        false
     }
 
     /// Runs an attempt on a task of its own. A job with an order key was

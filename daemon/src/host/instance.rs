@@ -132,6 +132,8 @@ pub struct Instance {
     methods: Vec<String>,
     /// The headers its verification reads that carry a credential (ABI 1.6).
     credential_headers: Vec<String>,
+    /// An action's batch is one operation at its destination (ABI 1.7).
+    batch_is_one_operation: bool,
     _host: Box<HostBlock>,
 }
 
@@ -316,18 +318,23 @@ impl Instance {
             return Err(PluginError::BadOutput("create returned no instance".into()));
         }
         let provider = plugin.table.verify.is_some();
-        let said = buf.json.take().filter(|_| provider && plugin.speaks(5));
+        let said = buf
+            .json
+            .take()
+            .filter(|_| (provider && plugin.speaks(5)) || (!provider && plugin.speaks(7)));
         let speaks_6 = plugin.speaks(6);
         let mut instance = Instance {
             plugin,
             ptr,
             methods: Vec::new(),
             credential_headers: Vec::new(),
+            batch_is_one_operation: false,
             _host: host,
         };
         // Dropping the instance on an error destroys it.
         let said = created(said.as_deref())?;
         instance.methods = declared_methods(said.methods)?;
+        instance.batch_is_one_operation = said.batch_is_one_operation;
         if speaks_6 {
             instance.credential_headers = declared_headers(said.credential_headers)?;
         }
@@ -464,6 +471,13 @@ impl Instance {
     /// Whether the action takes several jobs in one call (ABI 1.3).
     pub fn batches(&self) -> bool {
         self.plugin.table.execute_batch.is_some()
+    }
+
+    /// Whether a batch call is one operation at the action's destination
+    /// (ABI 1.7, declared by its `create`): it counts once against the
+    /// action's concurrency, however many jobs it carries.
+    pub fn batch_is_one_operation(&self) -> bool {
+        self.batch_is_one_operation
     }
 
     /// Runs `n` jobs (`jobs_json`, a JSON array) in one call: an outcome

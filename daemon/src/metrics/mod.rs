@@ -94,6 +94,8 @@ pub struct Metrics {
     pub action_attempts: Family<ActionLabels, Counter>,
     pub action_seconds: Histograms<ActionLabel>,
     pub dead_letters: Family<ActionLabel, Counter>,
+    /// Jobs put back to wait for their action's rate.
+    pub action_deferred: Family<ActionLabel, Counter>,
     /// 0 closed, 1 open or half-open, 2 disabled.
     pub action_paused: Family<ActionLabel, Gauge>,
     pub plugin_calls: Family<PluginLabels, Counter>,
@@ -147,6 +149,7 @@ impl Metrics {
             action_attempts: Family::default(),
             action_seconds: Family::new_with_constructor(latency),
             dead_letters: Family::default(),
+            action_deferred: Family::default(),
             action_paused: Family::default(),
             plugin_calls: Family::default(),
             unrouted_events: Gauge::default(),
@@ -198,6 +201,8 @@ impl Metrics {
             "Time of one action attempt" => m.action_seconds;
             "dead_letters",
             "Jobs moved to dead letters, per action" => m.dead_letters;
+            "action_deferred",
+            "Jobs put back to wait for their action's rate (a slot reserved), per action" => m.action_deferred;
             "action_paused",
             "0 running, 1 circuit open, 2 disabled (410 Gone), 3 paused by an operator" => m.action_paused;
             "subscription_checks",

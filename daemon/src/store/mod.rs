@@ -224,6 +224,7 @@ impl NewJob {
             attempt: 1,
             series_attempt: 1,
             order_key: self.order_key,
+            rate_slot: None,
         }
     }
 }
@@ -246,6 +247,9 @@ pub struct ClaimedJob {
     /// Its order key (see [`NewJob::order_key`]), as computed at routing:
     /// the store claims one job of a key at a time.
     pub order_key: Option<String>,
+    /// The slot its action's rate reserved for it when it was deferred
+    /// (`dispatch/rate.rs`): claimed at it, it goes without asking again.
+    pub rate_slot: Option<i64>,
 }
 
 /// The outcome of one attempt, as the dispatcher decided it.
@@ -378,6 +382,10 @@ pub trait Pipeline: Send + Sync + 'static {
     /// (its action was paused).
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()>;
 
+    /// Puts a claimed job back without using an attempt, due at the slot
+    /// its action's rate reserved for it, and notes the slot on it.
+    fn defer_job(&self, job_id: String, slot_ms: i64) -> StoreFuture<'_, ()>;
+
     /// Records an action's gate (breaker or pause).
     fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()>;
 
@@ -433,6 +441,17 @@ pub trait Shared: Send + Sync {
 
     /// The instances sharing the store.
     fn instances(&self) -> StoreFuture<'_, Vec<InstanceInfo>>;
+
+    /// Takes a slot of `step_us` from the rate budget of `action` and
+    /// `key`, shared by the instances: the budget's new time (µs), from
+    /// which the slot follows (`dispatch::rate::slots_from`).
+    fn reserve_rate(
+        &self,
+        action: String,
+        key: String,
+        step_us: i64,
+        now_us: i64,
+    ) -> StoreFuture<'_, i64>;
 }
 
 /// Told the time each commit took.

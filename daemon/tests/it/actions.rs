@@ -740,3 +740,124 @@ concurrency = 3
     // Reached (the jobs waited for slots), never passed.
     assert_eq!(most, 3, "requests in flight at most");
 }
+
+/// `rate` holds an action to its budget: a receiver that refuses past its
+/// own limit (429) gets a burst of events without refusing one — each
+/// arrives once, jobs over the budget wait in the store (deferred, not
+/// attempts, not failures) and go out as the budget frees.
+#[test]
+fn an_actions_rate_keeps_a_burst_of_events_under_the_receivers_limit() {
+    let env = Env::new();
+    // 10/s with a burst of 3: at most 13 in any second; the receiver
+    // refuses past 15 (a little room for scheduling).
+    let rx = Fixture::start(
+        "receiver.py",
+        &["--secret", HOOK_SECRET, "--limit", "15"],
+        env.dir.path().join("receiver.jsonl"),
+    );
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_http"));
+    env.rule(
+        "forward",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+action("forward", #{ body: #{ invoice: event.data.eventData.entityId } });"#,
+    );
+    let config = env.config(&format!(
+        r#"
+{TIGHT_SOURCE}
+[actions.forward]
+plugin = "http"
+url = "{}"
+secret = "{HOOK_SECRET}"
+concurrency = 16
+rate = "10/s"
+burst = 3
+"#,
+        rx.url()
+    ));
+    let signed = bulk_signed(60, "inv_r", 0);
+    let daemon = Daemon::start(&config);
+    let sent = daemon.send_in_background(signed, Duration::ZERO);
+    assert_eq!(sent.join().unwrap().len(), 60);
+    let reqs = rx.wait(60, 60);
+    assert_eq!(reqs.len(), 60, "{}", daemon.logs());
+    let refused: Vec<&Value> = reqs.iter().filter(|r| r["step"] != "200").collect();
+    let at: Vec<String> = reqs
+        .iter()
+        .map(|r| {
+            format!(
+                "{:.3}:{}",
+                r["at"].as_f64().unwrap() - reqs[0]["at"].as_f64().unwrap(),
+                r["step"]
+            )
+        })
+        .collect();
+    assert!(refused.is_empty(), "the receiver refused: {at:?}");
+    let mut ids: Vec<&str> = reqs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "each job delivered once");
+    let samples = scrape(&daemon);
+    let deferred = value(
+        &samples,
+        "switchyard_action_deferred_total",
+        &[("action", "forward")],
+    );
+    assert!(deferred >= 40.0, "jobs waited for the budget: {deferred}");
+    let attempts = value(
+        &samples,
+        "switchyard_action_attempts_total",
+        &[("action", "forward"), ("outcome", "done")],
+    );
+    assert_eq!(attempts, 60.0, "a wait is not an attempt");
+    let (_, dead) = cli(&["dlq", "list"], &config);
+    assert!(!dead.contains("forward"), "{dead}");
+}
+
+/// A plugin whose batch is one operation at its destination (the file
+/// action: one write and one sync) says so (ABI 1.7): its call counts once
+/// against `concurrency`, so `concurrency = 1` still writes every ready
+/// line in one call rather than one call per line.
+#[test]
+fn a_batch_that_is_one_operation_counts_once_against_concurrency() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    let lines = env.path("data/lines.jsonl");
+    // A hundred jobs from each event, handed to the dispatcher together.
+    env.rule(
+        "audit",
+        r#"const EVENTS = ["tight.invoiceViewed"];
+for i in 0..100 { action("audit", #{ invoice: event.data.eventData.entityId, n: i }); }"#,
+    );
+    let config = env.config(&format!(
+        "{TIGHT_SOURCE}\n[actions.audit]\nplugin = \"file\"\npath = \"{}\"\nconcurrency = 1\n",
+        lines.display()
+    ));
+    let daemon = Daemon::start(&config);
+    daemon.send_viewed("inv_b1");
+    daemon.send_viewed("inv_b2");
+    assert!(
+        eventually(30, || std::fs::read_to_string(&lines)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 200),
+        "{}",
+        daemon.logs()
+    );
+    let samples = scrape(&daemon);
+    let calls = value(
+        &samples,
+        "switchyard_plugin_calls_total",
+        &[
+            ("plugin", "file"),
+            ("call", "execute_batch"),
+            ("outcome", "ok"),
+        ],
+    );
+    // One job a call would be 200 calls.
+    assert!(
+        (1.0..=100.0).contains(&calls),
+        "200 lines in {calls} calls: batches past concurrency = 1"
+    );
+}

@@ -453,3 +453,73 @@ fn order_by_holds_across_three_instances() {
         );
     }
 }
+
+/// Two instances share one `rate`: their action's budget is kept in the
+/// database, so a receiver that refuses past its own limit sees the one
+/// rate, not one per instance.
+#[test]
+fn one_rate_holds_across_two_instances() {
+    const TOTAL: usize = 60;
+    let url = fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    // 10/s with a burst of 3: at most 13 in any second for the two
+    // together; the receiver refuses past 15 (room for scheduling), and
+    // would refuse often at the 20/s two budgets of their own allow.
+    let rx = crate::actions::Fixture::start(
+        "receiver.py",
+        &["--limit", "15"],
+        dir.path().join("receiver.jsonl"),
+    );
+    let cluster = Cluster::with(
+        2,
+        &url,
+        "",
+        "",
+        &format!(
+            "plugin = \"http\"\nurl = \"{}\"\nconcurrency = 16\nrate = \"10/s\"\nburst = 3",
+            rx.url()
+        ),
+    );
+    let daemons = cluster.start();
+    let signed = bulk_signed(TOTAL, "inv_rate_", 0);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for (i, s) in signed.iter().enumerate() {
+        let resp = client
+            .post(daemons[i % 2].url("/hooks/tight"))
+            .header("Tight-Verification", &s.token)
+            .body(s.body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let got = rx.wait(TOTAL, 60);
+    let at: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let t = r["at"].as_f64().unwrap() - got[0]["at"].as_f64().unwrap();
+            format!("{t:.3} {}", r["step"])
+        })
+        .collect();
+    assert_eq!(got.len(), TOTAL, "the receiver refused some: {at:?}");
+    let ids: HashSet<&str> = got.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), TOTAL, "each job delivered once");
+    let deferred: f64 = daemons
+        .iter()
+        .map(|d| {
+            value(
+                &scrape(d),
+                "switchyard_action_deferred_total",
+                &[("action", "audit")],
+            )
+        })
+        .sum();
+    assert!(deferred >= 40.0, "jobs waited for the budget: {deferred}");
+    let mut budgets = 0;
+    query(&url, "SELECT count(*) FROM rate_budgets", |r| {
+        budgets = r[0].as_deref().unwrap().parse::<usize>().unwrap()
+    });
+    assert_eq!(budgets, 1, "one budget, in the database");
+}

@@ -117,6 +117,8 @@ impl Action for FileAction {
 
     /// Every ready job in one call: their lines in one `write`, one sync.
     const BATCHES: bool = true;
+    /// One write and one sync for a batch's lines.
+    const BATCH_IS_ONE_OPERATION: bool = true;
 
     fn execute_batch(&self, jobs: &[Job], _timeout: Duration) -> Vec<Outcome> {
         let lines: Vec<u8> = jobs.iter().flat_map(|job| self.line(job)).collect();

@@ -30,6 +30,7 @@ fn claimed(rows: Vec<tokio_postgres::Row>) -> Vec<ClaimedJob> {
                     series_attempt: (attempts - series_start).max(1) as u32,
                     event: envelope_of(r.get::<_, Option<String>>(9).unwrap_or_default()),
                     order_key: r.get(10),
+                    rate_slot: r.get(11),
                 },
             )
         })

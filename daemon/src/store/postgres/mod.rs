@@ -75,6 +75,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/0002_order_keys.sql")),
     (3, include_str!("migrations/0003_retention_indexes.sql")),
     (4, include_str!("migrations/0004_json_as_text.sql")),
+    (5, include_str!("migrations/0005_rate_budgets.sql")),
 ];
 
 /// Groups of requests taken in at once, each on a connection of the

@@ -246,6 +246,19 @@ impl Pipeline for PgStore {
         None
     }
 
+    fn defer_job(&self, job_id: String, slot_ms: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let client = self.relaxed().await?;
+            run::execute(
+                &client,
+                sql::DEFER_JOB,
+                &[&job_id, &slot_ms, &self.instance],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.relaxed().await?;
@@ -271,6 +284,25 @@ impl Pipeline for PgStore {
 impl Shared for PgStore {
     fn leave(&self) -> StoreFuture<'_, ()> {
         Box::pin(self.hand_back())
+    }
+
+    fn reserve_rate(
+        &self,
+        action: String,
+        key: String,
+        step_us: i64,
+        now_us: i64,
+    ) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            let client = self.relaxed().await?;
+            let row = run::query_one(
+                &client,
+                sql::RESERVE_RATE,
+                &[&action, &key, &step_us, &now_us],
+            )
+            .await?;
+            Ok(row.get(0))
+        })
     }
 
     fn on_work(&self, wake: OnWork) {

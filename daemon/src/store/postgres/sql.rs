@@ -77,7 +77,7 @@ pub(super) const ORDERED_DUE: &str = "SELECT EXISTS (SELECT 1 FROM jobs
 pub(super) const CLAIMED: &str =
     "j.id, j.event_id, j.rule, j.action, j.params::text, j.idempotency_key,
      j.attempts, j.series_start, j.next_at,
-     (SELECT e.envelope::text FROM events e WHERE e.id = j.event_id), j.order_key";
+     (SELECT e.envelope::text FROM events e WHERE e.id = j.event_id), j.order_key, j.rate_slot";
 
 /// Claims due jobs without an order key ($1 now, $2 how many, $3 this
 /// instance, $4 the lease).
@@ -135,7 +135,7 @@ pub(super) const FINISH: &str = "WITH a AS (
         UPDATE jobs SET state = a.state, next_at = COALESCE(a.next_at, jobs.next_at),
                         finished_at = a.finished_at,
                         last_error = COALESCE(a.message, jobs.last_error),
-                        owner = NULL, lease_until = NULL
+                        owner = NULL, lease_until = NULL, rate_slot = NULL
         FROM a
         WHERE jobs.id = a.job_id AND jobs.owner = $10 AND jobs.state = 'running'
         RETURNING jobs.id, jobs.order_key),
@@ -153,6 +153,19 @@ pub(super) const FINISH: &str = "WITH a AS (
 pub(super) const RELEASE_JOB: &str = "UPDATE jobs SET state = 'pending', next_at = $2,
         attempts = GREATEST(attempts - 1, 0), owner = NULL, lease_until = NULL
     WHERE id = $1 AND state = 'running' AND owner = $3";
+
+/// Puts a job claimed by this instance ($3) back, due at the slot its
+/// action's rate reserved for it ($2), noted on it, without using an attempt.
+pub(super) const DEFER_JOB: &str = "UPDATE jobs SET state = 'pending', next_at = $2,
+        rate_slot = $2, attempts = GREATEST(attempts - 1, 0), owner = NULL, lease_until = NULL
+    WHERE id = $1 AND state = 'running' AND owner = $3";
+
+/// Takes a slot of $3 µs from a rate budget ($1 action, $2 key) at $4 (µs):
+/// the budget's new time (GCRA, `dispatch/rate.rs`).
+pub(super) const RESERVE_RATE: &str = "INSERT INTO rate_budgets (action, key, tat_us)
+    VALUES ($1, $2, $4::int8 + $3::int8)
+    ON CONFLICT (action, key) DO UPDATE SET tat_us = GREATEST(rate_budgets.tat_us, $4::int8) + $3::int8
+    RETURNING tat_us";
 
 /// Hands back the jobs of instances that stopped beating: their leases
 /// ran out (a crashed earlier run of this machine among them). Another

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("migrations/0003_envelopes_in_the_journal.sql"),
     ),
+    (4, include_str!("migrations/0004_rate_slots.sql")),
 ];
 
 /// Brings the store up to this release's schema. Two processes opening

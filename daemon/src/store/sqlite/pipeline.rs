@@ -146,6 +146,7 @@ fn claimed(
                 r.get::<_, i64>(7)?,
                 r.get::<_, i64>(8)?,
                 r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<i64>>(10)?,
             ))
         })
         .map_err(map_err)?
@@ -153,7 +154,19 @@ fn claimed(
         .map_err(map_err)?;
     rows.sort_by(|a, b| (a.8, &a.0).cmp(&(b.8, &b.0)));
     let mut envelope = conn.prepare_cached(sql::ENVELOPE).map_err(map_err)?;
-    for (id, event_id, rule, action, params_text, key, attempts, series_start, _, order_key) in rows
+    for (
+        id,
+        event_id,
+        rule,
+        action,
+        params_text,
+        key,
+        attempts,
+        series_start,
+        _,
+        order_key,
+        slot,
+    ) in rows
     {
         // No envelope (its journal record damaged, said in the log): the
         // attempt carries null, as for one that is not JSON.
@@ -171,6 +184,7 @@ fn claimed(
             attempt: attempts as u32,
             series_attempt: (attempts - series_start).max(1) as u32,
             order_key,
+            rate_slot: slot,
         });
     }
     Ok(())
@@ -395,6 +409,16 @@ impl Pipeline for SqliteStore {
             conn.prepare_cached(sql::RELEASE_JOB)
                 .map_err(map_err)?
                 .execute(params![job_id, next_at_ms])
+                .map_err(map_err)?;
+            Ok(())
+        })
+    }
+
+    fn defer_job(&self, job_id: String, slot_ms: i64) -> StoreFuture<'_, ()> {
+        self.write_relaxed(move |conn| {
+            conn.prepare_cached(sql::DEFER_JOB)
+                .map_err(map_err)?
+                .execute(params![job_id, slot_ms])
                 .map_err(map_err)?;
             Ok(())
         })

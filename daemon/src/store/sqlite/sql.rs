@@ -46,7 +46,7 @@ pub(super) const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = at
                  AND order_key IS NULL
                  ORDER BY next_at, id LIMIT ?2)
     RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at,
-              order_key";
+              order_key, rate_slot";
 
 /// Claims each order key's next job (?1 now, ?2 how many): see `pipeline::claim_tx`.
 pub(super) const CLAIM_ORDERED: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1
@@ -64,7 +64,7 @@ pub(super) const CLAIM_ORDERED: &str = "UPDATE jobs SET state = 'running', attem
                     OR (e.next_at <= ?1 AND (e.order_seq, e.rowid) < (o.order_seq, o.rowid))))
        ORDER BY o.order_seq, o.rowid LIMIT ?2)
     RETURNING id, event_id, rule, action, params, idempotency_key, attempts, series_start, next_at,
-              order_key";
+              order_key, rate_slot";
 
 /// A claimed job's event, as the attempt carries it.
 pub(super) const ENVELOPE: &str = concat!(
@@ -77,7 +77,7 @@ pub(super) const ENVELOPE: &str = concat!(
 /// finished, ?5 the error).
 pub(super) const FINISH: &str = "UPDATE jobs
     SET state = ?2, next_at = COALESCE(?3, next_at), finished_at = ?4,
-        last_error = COALESCE(?5, last_error)
+        last_error = COALESCE(?5, last_error), rate_slot = NULL
     WHERE id = ?1";
 
 /// An attempt's row (?1 job, ?2 its number, ?3 started, ?4 finished,
@@ -89,6 +89,12 @@ pub(super) const RECORD_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts
 /// Puts a claimed job back, due at ?2, without using an attempt.
 pub(super) const RELEASE_JOB: &str = "UPDATE jobs
     SET state = 'pending', next_at = ?2, attempts = MAX(attempts - 1, 0)
+    WHERE id = ?1 AND state = 'running'";
+
+/// Puts a claimed job back, due at the slot its action's rate reserved
+/// for it (?2), noted on it, without using an attempt.
+pub(super) const DEFER_JOB: &str = "UPDATE jobs
+    SET state = 'pending', next_at = ?2, rate_slot = ?2, attempts = MAX(attempts - 1, 0)
     WHERE id = ?1 AND state = 'running'";
 
 /// Hands back the jobs a stopped process left running: at start, before

@@ -1,0 +1,6 @@
+-- Switchyard's embedded store, migration 4: rate limits (`rate` on an
+-- action). A job over its action's budget goes back to waiting, due at
+-- the slot the budget reserved for it; the slot is noted here, so that
+-- claimed at it the job goes without asking the budget again. An attempt
+-- clears it: a retry asks anew.
+ALTER TABLE jobs ADD COLUMN rate_slot INTEGER;
