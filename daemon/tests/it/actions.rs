@@ -703,24 +703,7 @@ order_by = "customer"
 fn an_actions_concurrency_bounds_its_requests_in_flight_however_batched() {
     let env = Env::new();
     let rx = Fixture::receiver_all(env.dir.path(), HOOK_SECRET, "sleep:0.1");
-    env.with_standard_plugins();
-    env.add_plugin(&built_plugin("switchyard_http"));
-    env.rule(
-        "forward",
-        r#"const EVENTS = ["tight.invoiceViewed"];
-action("forward", #{ body: #{ invoice: event.data.eventData.entityId } });"#,
-    );
-    let config = env.config(&format!(
-        r#"
-{TIGHT_SOURCE}
-[actions.forward]
-plugin = "http"
-url = "{}"
-secret = "{HOOK_SECRET}"
-concurrency = 3
-"#,
-        rx.url()
-    ));
+    let config = forwarding(&env, &rx.url(), "concurrency = 3", "");
     let signed = bulk_signed(30, "inv_c", 0);
     let daemon = Daemon::start(&config);
     let sent = daemon.send_in_background(signed, Duration::ZERO);
@@ -755,26 +738,12 @@ fn an_actions_rate_keeps_a_burst_of_events_under_the_receivers_limit() {
         &["--secret", HOOK_SECRET, "--limit", "15"],
         env.dir.path().join("receiver.jsonl"),
     );
-    env.with_standard_plugins();
-    env.add_plugin(&built_plugin("switchyard_http"));
-    env.rule(
-        "forward",
-        r#"const EVENTS = ["tight.invoiceViewed"];
-action("forward", #{ body: #{ invoice: event.data.eventData.entityId } });"#,
+    let config = forwarding(
+        &env,
+        &rx.url(),
+        "concurrency = 16\nrate = \"10/s\"\nburst = 3",
+        "",
     );
-    let config = env.config(&format!(
-        r#"
-{TIGHT_SOURCE}
-[actions.forward]
-plugin = "http"
-url = "{}"
-secret = "{HOOK_SECRET}"
-concurrency = 16
-rate = "10/s"
-burst = 3
-"#,
-        rx.url()
-    ));
     let signed = bulk_signed(60, "inv_r", 0);
     let daemon = Daemon::start(&config);
     let sent = daemon.send_in_background(signed, Duration::ZERO);
