@@ -46,7 +46,7 @@ pub type OpResult<T> = Result<T, OpError>;
 pub struct ActionRow {
     pub name: String,
     pub plugin: String,
-    /// `closed`, `open`, `half-open`, `disabled` or `paused`.
+    /// `closed`, `open`, `half-open`, `throttled`, `disabled` or `paused`.
     pub state: String,
     pub failures: u32,
     pub until_ms: Option<i64>,

@@ -20,7 +20,7 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
                 .map(|row| {
                     let until = row
                         .until_ms
-                        .filter(|_| row.state == "open")
+                        .filter(|_| row.state == "open" || row.state == "throttled")
                         .map(rfc3339_ms)
                         .unwrap_or_default();
                     vec![

@@ -137,7 +137,8 @@ pub enum SubscriptionsCommand {
 #[derive(Subcommand)]
 pub enum ActionsCommand {
     /// Every action of the config with its gate: closed (running), open
-    /// (paused by the breaker), half-open, or disabled (the target said 410).
+    /// (paused by the breaker), half-open, throttled (the target said
+    /// Retry-After), or disabled (the target said 410).
     List {
         #[command(flatten)]
         config: ConfigArg,

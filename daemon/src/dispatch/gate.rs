@@ -1,4 +1,5 @@
-//! Per-action gates: the circuit breaker and the pause after a 410.
+//! Per-action gates: the circuit breaker, the pause after a 410, and the
+//! wait a destination asks for.
 //! (Ordering by key is the store's: it claims one job of a key at a time.)
 //!
 //! Breaker: after `threshold` consecutive retryable failures (the target
@@ -8,7 +9,10 @@
 //! target, and do not count. A target that answers 410 Gone *disables* the
 //! action until `switchyard actions enable NAME`. An operator may *pause*
 //! an action (`switchyard actions pause NAME`, the dashboard): its jobs
-//! wait, none lost, until it is enabled again.
+//! wait, none lost, until it is enabled again. A target that answers 429
+//! or 503 with `Retry-After` has the whole action *throttled* until then
+//! (at most [`THROTTLE_CAP_MS`]): every job of it waits, not only the one
+//! that got the answer.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -27,7 +31,14 @@ pub enum Admit {
 /// A change worth logging and storing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    Opened { until_ms: i64, failures: u32 },
+    Opened {
+        until_ms: i64,
+        failures: u32,
+    },
+    /// The target asked to wait (429/503 with `Retry-After`).
+    Throttled {
+        until_ms: i64,
+    },
     Closed,
     Disabled(String),
 }
@@ -36,6 +47,8 @@ pub enum Transition {
 struct State {
     failures: u32,
     open_until_ms: Option<i64>,
+    /// Until when the target asked the action to wait.
+    throttled_until_ms: Option<i64>,
     probing: bool,
     disabled: Option<String>,
     /// Paused by an operator (why, and by whom).
@@ -57,6 +70,9 @@ pub struct Breaker {
 const DISABLED_RECHECK_MS: i64 = 60_000;
 /// How long a job waits while another probes a half-open breaker.
 const PROBE_WAIT_MS: i64 = 1_000;
+/// The longest a target's `Retry-After` throttles its whole action (the
+/// job that got it waits as long as it says, up to a day).
+pub const THROTTLE_CAP_MS: i64 = 3_600_000;
 
 impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
@@ -75,6 +91,9 @@ impl Breaker {
         let mut s = self.lock();
         if s.disabled.is_some() || s.paused.is_some() {
             return Admit::Wait(now_ms + DISABLED_RECHECK_MS);
+        }
+        if let Some(until) = s.throttled_until_ms.filter(|&u| now_ms < u) {
+            return Admit::Wait(until);
         }
         match s.open_until_ms {
             None => Admit::Run,
@@ -110,6 +129,18 @@ impl Breaker {
                 Some(Transition::Disabled(message.clone()))
             }
             ExecOutcome::Retryable(_) | ExecOutcome::RetryAfter(..) => {
+                let mut throttled = None;
+                if let ExecOutcome::RetryAfter(_, after) = outcome {
+                    let until = now_ms + (after.as_millis() as i64).min(THROTTLE_CAP_MS);
+                    let was = s.throttled_until_ms.filter(|&u| now_ms < u);
+                    if was.is_none_or(|w| until > w) {
+                        s.throttled_until_ms = Some(until);
+                        // Said once when it starts; an extension is kept quietly.
+                        throttled = was
+                            .is_none()
+                            .then_some(Transition::Throttled { until_ms: until });
+                    }
+                }
                 s.failures = s.failures.saturating_add(1);
                 if self.threshold > 0 && (was_open || s.failures >= self.threshold) {
                     let until_ms = now_ms + self.cooldown.as_millis() as i64;
@@ -119,7 +150,7 @@ impl Breaker {
                         failures: s.failures,
                     })
                 } else {
-                    None
+                    throttled
                 }
             }
             ExecOutcome::Permanent(_) => None,
@@ -149,9 +180,14 @@ impl Breaker {
                 s.open_until_ms = stored.until_ms;
                 s.failures = stored.failures;
             }
+            "throttled" => {
+                s.disabled = None;
+                s.throttled_until_ms = stored.until_ms;
+            }
             _ => {
                 s.disabled = None;
                 s.open_until_ms = None;
+                s.throttled_until_ms = None;
                 s.failures = 0;
             }
         }
@@ -160,11 +196,13 @@ impl Breaker {
     /// The state to show and store.
     pub fn snapshot(&self, action: &str, now_ms: i64) -> ActionState {
         let s = self.lock();
+        let throttled = s.throttled_until_ms.filter(|&u| now_ms < u);
         let (state, until) = match (&s.disabled, s.open_until_ms) {
             _ if s.paused.is_some() => ("paused", None),
             (Some(_), _) => ("disabled", None),
             (None, Some(until)) if now_ms < until => ("open", Some(until)),
             (None, Some(until)) => ("half-open", Some(until)),
+            (None, None) if throttled.is_some() => ("throttled", throttled),
             (None, None) => ("closed", None),
         };
         ActionState {
@@ -284,5 +322,39 @@ mod tests {
         assert_eq!(shown.reason.as_deref(), Some("paused by the admin token"));
         b.sync(&stored("closed", 4_000));
         assert_eq!(b.admit(4_000), Admit::Run);
+    }
+
+    #[test]
+    fn a_targets_retry_after_throttles_every_job_until_then() {
+        // Threshold 0: only the throttle, no breaker.
+        let b = Breaker::new(0, Duration::from_secs(1));
+        let told = |secs| ExecOutcome::RetryAfter("HTTP 429".into(), Duration::from_secs(secs));
+        assert_eq!(
+            b.record(&told(2), 1_000),
+            Some(Transition::Throttled { until_ms: 3_000 })
+        );
+        assert_eq!(b.admit(1_500), Admit::Wait(3_000));
+        // A later answer extends it, quietly; a shorter one does not shorten it.
+        assert_eq!(b.record(&told(4), 2_000), None);
+        assert_eq!(b.record(&told(1), 2_500), None);
+        assert_eq!(b.admit(2_900), Admit::Wait(6_000));
+        let shown = b.snapshot("a", 2_900);
+        assert_eq!(
+            (shown.state.as_str(), shown.until_ms),
+            ("throttled", Some(6_000))
+        );
+        // A success of a job already in flight does not lift it.
+        assert_eq!(b.record(&ExecOutcome::Done(None), 3_000), None);
+        assert_eq!(b.admit(3_000), Admit::Wait(6_000));
+        assert_eq!(b.admit(6_000), Admit::Run);
+        assert_eq!(b.snapshot("a", 6_000).state, "closed");
+        // At most an hour, whatever the target says.
+        let c = Breaker::new(0, Duration::from_secs(1));
+        c.record(&told(86_400), 0);
+        assert_eq!(c.admit(0), Admit::Wait(THROTTLE_CAP_MS));
+        // Another instance's throttle is taken on.
+        let d = Breaker::new(0, Duration::from_secs(1));
+        d.sync(&shown);
+        assert_eq!(d.admit(2_950), Admit::Wait(6_000));
     }
 }

@@ -113,6 +113,11 @@ impl Dispatcher {
                 "circuit open: the action is paused after repeated failures"
             ),
             Transition::Closed => tracing::info!(action, "circuit closed: the action runs again"),
+            Transition::Throttled { until_ms } => tracing::warn!(
+                action,
+                wait_ms = until_ms - now,
+                "throttled: the target asked to wait (Retry-After); every job of the action waits"
+            ),
             Transition::Disabled(reason) => tracing::error!(
                 action,
                 "action disabled (the target is gone): {reason}; `switchyard actions enable {action}` resumes it"
@@ -127,7 +132,7 @@ impl Dispatcher {
                 "switchyard.action.disabled",
                 serde_json::json!({"action": action, "reason": reason}),
             )),
-            Transition::Closed => None,
+            Transition::Closed | Transition::Throttled { .. } => None,
         };
         if let Some((kind, data)) = notice {
             self.announce(job, || Notice {
@@ -140,6 +145,7 @@ impl Dispatcher {
         let state = handle.breaker.snapshot(action, now);
         let paused = match state.state.as_str() {
             "paused" => 3,
+            "throttled" => 4,
             "disabled" => 2,
             "open" | "half-open" => 1,
             _ => 0,

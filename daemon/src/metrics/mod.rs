@@ -204,7 +204,7 @@ impl Metrics {
             "action_deferred",
             "Jobs put back to wait for their action's rate (a slot reserved), per action" => m.action_deferred;
             "action_paused",
-            "0 running, 1 circuit open, 2 disabled (410 Gone), 3 paused by an operator" => m.action_paused;
+            "0 running, 1 circuit open, 2 disabled (410 Gone), 3 paused by an operator, 4 throttled (the target's Retry-After)" => m.action_paused;
             "subscription_checks",
             "Checks of a provider's subscriptions, per source and outcome (ok, failed)" => m.subscription_checks;
             "subscriptions_off",

@@ -130,6 +130,8 @@ impl ActionState {
         match state.map(|s| (s.state.as_str(), s.until_ms)) {
             None => "closed",
             Some(("open", Some(until))) if until <= now_ms => "half-open",
+            // The target's wait is over: nothing holds the action.
+            Some(("throttled", Some(until))) if until <= now_ms => "closed",
             Some((s, _)) => s,
         }
     }

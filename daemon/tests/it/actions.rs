@@ -830,3 +830,48 @@ for i in 0..100 { action("audit", #{ invoice: event.data.eventData.entityId, n: 
         "200 lines in {calls} calls: batches past concurrency = 1"
     );
 }
+
+/// A target that answers 429 with `Retry-After` throttles its whole
+/// action: the jobs that come meanwhile wait too (back in the store, not
+/// an attempt), and go once the wait is over — not only the job that got
+/// the answer.
+#[test]
+fn a_429_with_retry_after_holds_every_job_of_the_action_until_then() {
+    let env = Env::new();
+    let rx = Fixture::receiver(env.dir.path(), HOOK_SECRET, "429:2");
+    let config = forwarding(&env, &rx.url(), "", "");
+    let daemon = Daemon::start(&config);
+    daemon.send_viewed("inv_t0");
+    let first = rx.wait(1, 10);
+    assert_eq!(first[0]["step"], "429:2");
+    assert!(
+        eventually(10, || daemon.logged("throttled")),
+        "{}",
+        daemon.logs()
+    );
+    for i in 1..4 {
+        daemon.send_viewed(&format!("inv_t{i}"));
+    }
+    let reqs = rx.wait(5, 20);
+    assert_eq!(reqs.len(), 5, "{}", daemon.logs());
+    let refused_at = reqs[0]["at"].as_f64().unwrap();
+    for r in &reqs[1..] {
+        assert_eq!(r["step"], "200");
+        let waited = r["at"].as_f64().unwrap() - refused_at;
+        assert!(waited >= 1.9, "a job went {waited:.2}s after the 429");
+    }
+    let mut ids: Vec<&str> = reqs[1..]
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "each delivered once");
+    let samples = scrape(&daemon);
+    let retried = value(
+        &samples,
+        "switchyard_action_attempts_total",
+        &[("action", "forward"), ("outcome", "retryable")],
+    );
+    assert_eq!(retried, 1.0, "the jobs that waited used no attempt");
+}

@@ -1,5 +1,6 @@
 //! The actions page: each configured action's gate (running, circuit open,
-//! half-open, disabled after a 410, paused by hand), its attempts and
+//! half-open, throttled by a target's `Retry-After`, disabled after a 410,
+//! paused by hand), its attempts and
 //! failure rate over the last 15 minutes (this instance's), and the forms
 //! to pause it or to enable it again (admin). A paused action's jobs wait
 //! in the store, none lost, and are due at once when it is enabled.
@@ -81,7 +82,7 @@ async fn list(s: Session, q: HashMap<String, String>, app: Arc<Switchyard>) -> R
             Row {
                 until: a
                     .until_ms
-                    .filter(|_| a.state == "open")
+                    .filter(|_| a.state == "open" || a.state == "throttled")
                     .map(when)
                     .unwrap_or_default(),
                 rate: if attempts == 0 {
