@@ -19,6 +19,7 @@ pub mod de;
 pub mod file;
 mod pinpoint;
 mod problem;
+pub mod rate;
 mod secret;
 pub mod settings;
 

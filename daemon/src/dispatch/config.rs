@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::rate::Rate;
+use crate::config::rate::Rate;
 use crate::config::{de, settings, Problem};
 
 /// The `[delivery]` section; every key is optional.

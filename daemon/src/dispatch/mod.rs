@@ -354,7 +354,7 @@ impl Dispatcher {
         if job.rate_slot.is_some_and(|slot| slot * 1_000 <= now_us) {
             return true;
         }
-        let key = rate.key_of(job);
+        let key = rate::key_of(rate, job);
         let slot_ms = match self
             .budgets
             .reserve_one(self.store.as_ref(), action, &key, rate, now_us)

@@ -94,6 +94,10 @@ pub fn sources(
                 instance,
                 redact_headers,
                 allow_ips: sc.allow_ips.clone(),
+                limits: super::limit::SourceLimits::new(
+                    sc.rate.clone(),
+                    sc.rate_per_sender.clone(),
+                ),
                 credentials: sc.credentials.clone(),
                 lane: Lane::new(pool.clone()),
             };

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::rate::Rate;
 use crate::config::{de, settings, Problem};
 
 /// Default body limit for one webhook: 1 MiB.
@@ -25,6 +26,10 @@ pub struct SourceConfig {
     pub redact_headers: Vec<String>,
     /// Sender addresses or networks allowed; empty allows all (403 otherwise).
     pub allow_ips: Vec<ipnet::IpNet>,
+    /// Requests per period at most, in all (`rate`, `burst`) and from
+    /// each sender (`rate_per_sender`): 429 past either.
+    pub rate: Option<Rate>,
+    pub rate_per_sender: Option<Rate>,
     /// Credential values from the settings (secrets, tokens, passwords):
     /// wherever a request carries one, it is redacted before storing.
     pub credentials: Vec<String>,
@@ -50,6 +55,9 @@ struct Keys {
     redact_headers: Vec<String>,
     #[serde(default, deserialize_with = "de::nets")]
     allow_ips: Vec<ipnet::IpNet>,
+    rate: Option<String>,
+    burst: Option<u32>,
+    rate_per_sender: Option<String>,
     #[serde(default, deserialize_with = "watch_every")]
     watch: Option<std::time::Duration>,
     #[serde(default)]
@@ -65,6 +73,33 @@ impl SourceConfig {
     pub fn from_table(name: &str, table: Value, location: &str) -> Result<Self, Vec<Problem>> {
         let scope = format!("sources.{name}");
         let keys: Keys = settings::section(table, &scope, location).map_err(|p| vec![p])?;
+        let mut problems = Vec::new();
+        let mut read = |key: &str, text: &Option<String>, burst: Option<u32>| {
+            let text = text.as_deref()?;
+            match Rate::parse(text) {
+                Ok((count, period_ms)) => Some(Rate {
+                    count,
+                    period_ms,
+                    burst: burst.unwrap_or(count).max(1),
+                    key: None,
+                }),
+                Err(why) => {
+                    problems.push(Problem::new(location, format!("{scope}.{key}: {why}")));
+                    None
+                }
+            }
+        };
+        let rate = read("rate", &keys.rate, keys.burst);
+        let rate_per_sender = read("rate_per_sender", &keys.rate_per_sender, None);
+        if keys.burst.is_some() && keys.rate.is_none() {
+            problems.push(Problem::new(
+                location,
+                format!("{scope}.burst needs a rate (rate = \"100/s\")"),
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let settings = Value::Object(keys.settings);
         let mut redact_headers = keys.redact_headers;
         redact_headers.extend(verification_headers(&settings));
@@ -76,6 +111,8 @@ impl SourceConfig {
             location: location.to_string(),
             redact_headers,
             allow_ips: keys.allow_ips,
+            rate,
+            rate_per_sender,
             watch: keys.watch,
             reenable: keys.reenable,
             api_timeout: keys.api_timeout,

@@ -13,6 +13,7 @@
 //! | `mod.rs` | [`Ingress`]: one webhook from its body to its answer |
 //! | `filter.rs` | the warp filter, the peer's address, reading the body |
 //! | `sender.rs` | the sender behind trusted proxies, `allow_ips` |
+//! | `limit.rs` | a source's inbound limits: `rate`, `rate_per_sender` |
 //! | `redact.rs` | credentials redacted before the request is stored |
 //! | `rejections.rs` | the most recent refused requests, in memory only |
 //! | `sample.rs` | a provider's sample as the events it becomes |
@@ -36,6 +37,7 @@
 //! | 405 | not a method the source takes (POST, unless its plugin declares more: GET or OPTIONS for a handshake); `Allow` lists them |
 //! | 408 | the body did not arrive within the listener's `body_timeout` |
 //! | 413 | body over `max_body_bytes` |
+//! | 429 | over the source's `rate` or `rate_per_sender` (`Retry-After`: seconds until one would pass) |
 //! | 500 | the provider plugin failed (panicked, returned nonsense, or said OK with no event) |
 //! | 503 | plugin overloaded or timed out, the plugin said "retry later" (`SY_RETRY_LATER`, ABI 1.6: `Retry-After: 30`), backlog over its bound, or the store cannot write (`Retry-After`) |
 
@@ -46,6 +48,7 @@ mod answer;
 mod build;
 mod config;
 mod filter;
+mod limit;
 mod quiet;
 mod redact;
 pub mod rejections;
@@ -90,6 +93,8 @@ pub struct Source {
     pub redact_headers: Vec<String>,
     /// Sender networks allowed (empty: any).
     pub allow_ips: Vec<ipnet::IpNet>,
+    /// Requests per period, in all and per sender (`limit.rs`).
+    pub limits: limit::SourceLimits,
     /// Credential values to redact wherever a stored request carries them.
     pub credentials: Vec<String>,
     /// Where its verifications run (on the plugin call pool).
@@ -410,6 +415,24 @@ impl Ingress {
                 resp,
                 "sender_not_allowed",
                 format!("the sender {who} is not in allow_ips"),
+            ));
+        }
+        let limited = source.limits.any().then(|| {
+            let now_us = crate::store::now_ms() * 1_000;
+            source.limits.admit(sender, now_us)
+        });
+        if let Some(Err(over)) = limited {
+            let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(over.retry_after_secs));
+            let who = sender.map_or_else(|| "(unknown)".to_string(), |ip| ip.to_string());
+            return Err(refused(
+                resp,
+                "rate_limited",
+                format!(
+                    "over the source's {} (sender {who}); asked to retry in {} s",
+                    over.limit, over.retry_after_secs
+                ),
             ));
         }
         Ok(sender)

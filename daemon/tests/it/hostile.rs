@@ -337,3 +337,72 @@ fn a_flood_of_forged_signatures_is_counted_not_logged_line_by_line() {
         "{lines} lines for 300 refusals (at most {most})"
     );
 }
+
+/// A source's inbound limits: a sender over `rate_per_sender` gets 429
+/// with `Retry-After` (before its request is verified) while other
+/// senders are served; a source over its `rate` refuses every sender; the
+/// refusals are counted. Senders told apart behind a trusted proxy.
+#[test]
+fn a_sender_over_its_sources_rate_gets_429_with_retry_after_and_others_are_served() {
+    let env = Env::new();
+    env.with_bundled_plugins();
+    let config = env.config(
+        r#"trusted_proxies = ["127.0.0.1"]
+[sources.tk]
+plugin = "tightknit"
+unsigned = true
+rate_per_sender = "2/m"
+[sources.tk2]
+plugin = "tightknit"
+unsigned = true
+rate = "1/m"
+"#,
+    );
+    let d = Daemon::start(&config);
+    tls_provider();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let post = |path: &str, sender: &str, n: usize| {
+        let body = format!(
+            r#"{{"action":"post.created","date":"2025-05-01T10:00:00Z","post":{{"id":"p{n}"}}}}"#
+        );
+        let resp = client
+            .post(d.url(path))
+            .header("X-Forwarded-For", sender)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        (status, retry_after, resp.text().unwrap())
+    };
+    let a: Vec<_> = (0..4)
+        .map(|n| post("/hooks/tk", "203.0.113.1", n))
+        .collect();
+    assert_eq!(a[0].0, 200, "{a:?}");
+    assert_eq!(a[1].0, 200, "{a:?}");
+    for refused in &a[2..] {
+        assert_eq!(refused.0, 429, "{a:?}");
+        assert!(refused.2.contains("rate_limited"), "{a:?}");
+        // 2/m: the next one half a minute after the burst, at most.
+        assert!(
+            matches!(refused.1, Some(s) if (1..=30).contains(&s)),
+            "{a:?}"
+        );
+    }
+    // Another sender is served.
+    assert_eq!(post("/hooks/tk", "203.0.113.2", 10).0, 200);
+    // A source's own rate holds for all its senders.
+    assert_eq!(post("/hooks/tk2", "203.0.113.3", 20).0, 200);
+    let (status, retry_after, _) = post("/hooks/tk2", "203.0.113.4", 21);
+    assert_eq!(status, 429);
+    assert!(retry_after.is_some_and(|s| s >= 1));
+    assert_eq!(refused(&d, "tk", "rate_limited"), 2.0);
+    assert_eq!(refused(&d, "tk2", "rate_limited"), 1.0);
+    assert!(d.logged("over the source's rate_per_sender (sender 203.0.113.1)"));
+}
