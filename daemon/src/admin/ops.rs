@@ -48,6 +48,9 @@ pub struct ActionRow {
     pub plugin: String,
     /// `closed`, `open`, `half-open`, `throttled`, `disabled` or `paused`.
     pub state: String,
+    /// Its rate limit as configured (`10/s, burst 3 per customer`), if any.
+    #[serde(default)]
+    pub rate: Option<String>,
     pub failures: u32,
     pub until_ms: Option<i64>,
     pub reason: Option<String>,
@@ -63,6 +66,7 @@ pub fn action_rows(config: &Config, states: &[ActionState], now_ms: i64) -> Vec<
             ActionRow {
                 name: name.clone(),
                 plugin: a.plugin.clone(),
+                rate: a.rate.as_ref().map(ToString::to_string),
                 state: ActionState::shown(st, now_ms).to_string(),
                 failures: st.map_or(0, |s| s.failures),
                 until_ms: st.and_then(|s| s.until_ms),

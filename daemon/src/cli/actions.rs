@@ -26,6 +26,7 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
                     vec![
                         row.name,
                         row.plugin,
+                        row.rate.unwrap_or_else(|| "-".into()),
                         row.state,
                         row.failures.to_string(),
                         until,
@@ -33,8 +34,10 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
                     ]
                 })
                 .collect();
-            let header = ["ACTION", "PLUGIN", "STATE", "FAILURES", "UNTIL", "REASON"];
-            println!("{}", table(&header, rows, &[3]));
+            let header = [
+                "ACTION", "PLUGIN", "RATE", "STATE", "FAILURES", "UNTIL", "REASON",
+            ];
+            println!("{}", table(&header, rows, &[4]));
             Ok(ExitCode::SUCCESS)
         }
         ActionsCommand::Pause { config, name } => {

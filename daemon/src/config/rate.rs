@@ -46,6 +46,25 @@ impl Rate {
     }
 }
 
+/// `10/s`, `300/m, burst 20`, `1/s per channel`: as the settings say it.
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per = match self.period_ms {
+            1_000 => "s",
+            60_000 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{per}", self.count)?;
+        if self.burst != self.count {
+            write!(f, ", burst {}", self.burst)?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, " per {key}")?;
+        }
+        Ok(())
+    }
+}
+
 /// GCRA reservations of `n` jobs at `now_us` against a budget whose
 /// theoretical arrival time is `tat_us` (none yet: `i64::MIN`): the new
 /// time, and each job's slot (the first at or after `now_us`).
@@ -170,5 +189,16 @@ mod tests {
         assert_eq!(check(tat, 0, &r), Err(100_000));
         assert_eq!(check(tat, 40_000, &r), Err(60_000));
         assert!(check(tat, 100_000, &r).is_ok());
+    }
+
+    #[test]
+    fn a_rate_is_shown_as_written() {
+        assert_eq!(rate(10, 1_000, 10).to_string(), "10/s");
+        assert_eq!(rate(300, 60_000, 20).to_string(), "300/m, burst 20");
+        let keyed = Rate {
+            key: Some("channel".into()),
+            ..rate(1, 3_600_000, 1)
+        };
+        assert_eq!(keyed.to_string(), "1/h per channel");
     }
 }

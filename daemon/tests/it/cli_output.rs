@@ -40,6 +40,8 @@ retry_schedule = []
 [actions.audit]
 plugin = "file"
 path = "{}"
+rate = "300/m"
+burst = 20
 
 [actions.fails]
 plugin = "exec"

@@ -36,7 +36,9 @@ struct Row {
     attempts: u64,
     failed: u64,
     /// Failed attempts per hundred, or "-" with none.
-    rate: String,
+    failure_rate: String,
+    /// Its rate limit, or "-".
+    limit: String,
 }
 
 #[derive(Template)]
@@ -85,7 +87,8 @@ async fn list(s: Session, q: HashMap<String, String>, app: Arc<Switchyard>) -> R
                     .filter(|_| a.state == "open" || a.state == "throttled")
                     .map(when)
                     .unwrap_or_default(),
-                rate: if attempts == 0 {
+                limit: a.rate.unwrap_or_else(|| "-".into()),
+                failure_rate: if attempts == 0 {
                     "-".into()
                 } else {
                     format!("{:.0}%", failed as f64 * 100.0 / attempts as f64)
