@@ -51,13 +51,21 @@ pub struct ActionRow {
     /// Its rate limit as configured (`10/s, burst 3 per customer`), if any.
     #[serde(default)]
     pub rate: Option<String>,
+    /// Its jobs waiting for the rate (each due at the slot reserved for it).
+    #[serde(default)]
+    pub waiting_for_rate: u64,
     pub failures: u32,
     pub until_ms: Option<i64>,
     pub reason: Option<String>,
 }
 
 /// Every configured action with its gate as stored, as of `now_ms`.
-pub fn action_rows(config: &Config, states: &[ActionState], now_ms: i64) -> Vec<ActionRow> {
+pub fn action_rows(
+    config: &Config,
+    states: &[ActionState],
+    waiting: &[(String, u64)],
+    now_ms: i64,
+) -> Vec<ActionRow> {
     config
         .actions
         .iter()
@@ -67,6 +75,10 @@ pub fn action_rows(config: &Config, states: &[ActionState], now_ms: i64) -> Vec<
                 name: name.clone(),
                 plugin: a.plugin.clone(),
                 rate: a.rate.as_ref().map(ToString::to_string),
+                waiting_for_rate: waiting
+                    .iter()
+                    .find(|(action, _)| action == name)
+                    .map_or(0, |(_, n)| *n),
                 state: ActionState::shown(st, now_ms).to_string(),
                 failures: st.map_or(0, |s| s.failures),
                 until_ms: st.and_then(|s| s.until_ms),
@@ -235,7 +247,8 @@ pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
         Some(shared) => shared.instances().await,
         None => Ok(Vec::new()),
     };
-    let actions = action_rows(&config, &states, now_ms());
+    let waiting = app.store().waiting_for_rate().await.unwrap_or_default();
+    let actions = action_rows(&config, &states, &waiting, now_ms());
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "sources": app.sources().iter().map(|(name, s)| json!({"name": name, "plugin": s.provider()})).collect::<Vec<_>>(),
@@ -267,7 +280,8 @@ pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
 /// Every configured action with its gate.
 pub async fn actions(store: &dyn Store, config: &Config) -> OpResult<Vec<ActionRow>> {
     let states = store.action_states().await?;
-    Ok(action_rows(config, &states, now_ms()))
+    let waiting = store.waiting_for_rate().await?;
+    Ok(action_rows(config, &states, &waiting, now_ms()))
 }
 
 /// The answer to enabling an action.

@@ -27,6 +27,7 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
                         row.name,
                         row.plugin,
                         row.rate.unwrap_or_else(|| "-".into()),
+                        row.waiting_for_rate.to_string(),
                         row.state,
                         row.failures.to_string(),
                         until,
@@ -35,9 +36,9 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
                 })
                 .collect();
             let header = [
-                "ACTION", "PLUGIN", "RATE", "STATE", "FAILURES", "UNTIL", "REASON",
+                "ACTION", "PLUGIN", "RATE", "WAITING", "STATE", "FAILURES", "UNTIL", "REASON",
             ];
-            println!("{}", table(&header, rows, &[4]));
+            println!("{}", table(&header, rows, &[3, 5]));
             Ok(ExitCode::SUCCESS)
         }
         ActionsCommand::Pause { config, name } => {

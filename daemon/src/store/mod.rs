@@ -407,6 +407,9 @@ pub trait Operations: Send + Sync + 'static {
     /// Routes a stored event again through the current rules.
     fn replay(&self, id: String) -> StoreFuture<'_, ()>;
     fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<JobRecord>>;
+    /// Jobs waiting for their action's rate (deferred to a reserved slot),
+    /// per action that has any.
+    fn waiting_for_rate(&self) -> StoreFuture<'_, Vec<(String, u64)>>;
     /// Sends dead jobs (one, or all with `None`) back to the queue, due now.
     fn redrive(&self, id: Option<String>, now_ms: i64) -> StoreFuture<'_, u64>;
     /// Closes an action's gate and makes its waiting jobs due now; returns

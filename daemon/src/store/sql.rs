@@ -416,6 +416,21 @@ impl<B: SqlBackend> Operations for B {
         Box::pin(async move { job_records(self, "state = 'dead'", vec![], limit as i64).await })
     }
 
+    fn waiting_for_rate(&self) -> StoreFuture<'_, Vec<(String, u64)>> {
+        Box::pin(async move {
+            // Read from the partial index of deferred jobs: as long as
+            // what waits, whatever the table holds.
+            let rows = self
+                .rows(Statement::new(
+                    "SELECT action, count(*) FROM jobs
+                     WHERE state = 'pending' AND rate_slot IS NOT NULL GROUP BY action",
+                    vec![],
+                ))
+                .await?;
+            Ok(rows.iter().map(|r| (r.text(0), r.int(1) as u64)).collect())
+        })
+    }
+
     fn redrive(&self, id: Option<String>, now_ms: i64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let redrive = Statement::new(

@@ -748,6 +748,16 @@ fn an_actions_rate_keeps_a_burst_of_events_under_the_receivers_limit() {
     let daemon = Daemon::start(&config);
     let sent = daemon.send_in_background(signed, Duration::ZERO);
     assert_eq!(sent.join().unwrap().len(), 60);
+    // `actions list` shows the jobs waiting for the rate, then none.
+    let waiting = || -> u64 {
+        let (_, out) = cli(&["actions", "list", "--json"], &config);
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|r| r["name"] == "forward")
+            .and_then(|r| r["waiting_for_rate"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(eventually(10, || waiting() > 0), "shown waiting");
     let reqs = rx.wait(60, 60);
     assert_eq!(reqs.len(), 60, "{}", daemon.logs());
     let refused: Vec<&Value> = reqs.iter().filter(|r| r["step"] != "200").collect();
@@ -781,6 +791,7 @@ fn an_actions_rate_keeps_a_burst_of_events_under_the_receivers_limit() {
     assert_eq!(attempts, 60.0, "a wait is not an attempt");
     let (_, dead) = cli(&["dlq", "list"], &config);
     assert!(!dead.contains("forward"), "{dead}");
+    assert!(eventually(10, || waiting() == 0), "none left waiting");
 }
 
 /// A plugin whose batch is one operation at its destination (the file

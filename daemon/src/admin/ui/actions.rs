@@ -39,6 +39,8 @@ struct Row {
     failure_rate: String,
     /// Its rate limit, or "-".
     limit: String,
+    /// Its jobs waiting for the rate.
+    waiting: u64,
 }
 
 #[derive(Template)]
@@ -88,6 +90,7 @@ async fn list(s: Session, q: HashMap<String, String>, app: Arc<Switchyard>) -> R
                     .map(when)
                     .unwrap_or_default(),
                 limit: a.rate.unwrap_or_else(|| "-".into()),
+                waiting: a.waiting_for_rate,
                 failure_rate: if attempts == 0 {
                     "-".into()
                 } else {

@@ -20,6 +20,7 @@ const WORK_QUEUES: &[&str] = &[
     "jobs_running",
     "jobs_ordered",
     "jobs_ordered_due",
+    "jobs_rate_waiting",
 ];
 
 const KEYWORDS: &[&str] = &[

@@ -158,6 +158,7 @@ pub async fn workload(s: &dyn Store, filled: u64, bulk: usize) {
     .await
     .unwrap();
     s.action_states().await.unwrap();
+    s.waiting_for_rate().await.unwrap();
     s.ping().await.unwrap();
     // Retention: a whole sweep over the old rows, every phase.
     let pruned = swept(s, now - 1000, now).await;

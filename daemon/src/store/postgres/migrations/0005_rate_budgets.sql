@@ -6,6 +6,9 @@
 -- instance claims it at that time sends it without asking again. An
 -- attempt clears it: a retry asks anew.
 ALTER TABLE jobs ADD COLUMN rate_slot BIGINT;
+-- The jobs waiting so, per action (`switchyard actions list`): an index
+-- of only them.
+CREATE INDEX jobs_rate_waiting ON jobs (action) WHERE state = 'pending' AND rate_slot IS NOT NULL;
 
 -- Each budget (an action's, or one key's of it) as GCRA keeps it: the
 -- time, in microseconds, at which it is full again.
