@@ -35,6 +35,22 @@ impl Rate {
         Ok((count, period_ms))
     }
 
+    /// A rate as the settings give it: its text, its `burst` (by default
+    /// the rate's count, at least 1) and, for an action, its key.
+    pub fn from_settings(
+        text: &str,
+        burst: Option<u32>,
+        key: Option<String>,
+    ) -> Result<Rate, String> {
+        let (count, period_ms) = Rate::parse(text)?;
+        Ok(Rate {
+            count,
+            period_ms,
+            burst: burst.unwrap_or(count).max(1),
+            key,
+        })
+    }
+
     /// Microseconds between two jobs at the rate.
     pub fn interval_us(&self) -> i64 {
         (self.period_ms * 1_000 / i64::from(self.count)).max(1)
@@ -65,36 +81,32 @@ impl std::fmt::Display for Rate {
     }
 }
 
-/// GCRA reservations of `n` jobs at `now_us` against a budget whose
-/// theoretical arrival time is `tat_us` (none yet: `i64::MIN`): the new
-/// time, and each job's slot (the first at or after `now_us`).
-pub fn reserve(tat_us: i64, n: u32, now_us: i64, rate: &Rate) -> (i64, Vec<i64>) {
-    let t = rate.interval_us();
+/// GCRA: reserves one slot at `now_us` in a budget whose theoretical
+/// arrival time is `tat_us` (none yet: `i64::MIN`). The budget's new time,
+/// and the slot (the first time at or after `now_us` the job conforms).
+pub fn reserve(tat_us: i64, now_us: i64, rate: &Rate) -> (i64, i64) {
     let base = tat_us.max(now_us);
-    let slots = (0..i64::from(n))
-        .map(|k| (base + k * t - rate.tolerance_us()).max(now_us))
-        .collect();
-    (base + i64::from(n) * t, slots)
+    (base + rate.interval_us(), slot_at(base, now_us, rate))
 }
 
-/// The slots of `n` jobs from the budget's new time as the shared store
-/// returns it (what [`reserve`] gives, worked back from its result).
-pub fn slots_from(new_tat_us: i64, n: u32, now_us: i64, rate: &Rate) -> Vec<i64> {
-    let base = new_tat_us - i64::from(n) * rate.interval_us();
-    (0..i64::from(n))
-        .map(|k| (base + k * rate.interval_us() - rate.tolerance_us()).max(now_us))
-        .collect()
+/// The slot of the one reservation that left a budget at `new_tat_us`
+/// (what [`reserve`] gives, worked back from the time the shared store
+/// returns).
+pub fn slot_from(new_tat_us: i64, now_us: i64, rate: &Rate) -> i64 {
+    slot_at(new_tat_us - rate.interval_us(), now_us, rate)
 }
 
-/// Whether one request at `now_us` conforms to a budget at `tat_us`
-/// (none yet: `i64::MIN`): the budget's new time if it does, else how long
-/// until one would (µs).
+fn slot_at(base_us: i64, now_us: i64, rate: &Rate) -> i64 {
+    base_us.saturating_sub(rate.tolerance_us()).max(now_us)
+}
+
+/// Whether one request at `now_us` conforms to a budget at `tat_us`: the
+/// budget's new time if it does, else how long until one would (µs) — a
+/// reservation kept only when its slot is now.
 pub fn check(tat_us: i64, now_us: i64, rate: &Rate) -> Result<i64, i64> {
-    let earliest = tat_us.saturating_sub(rate.tolerance_us());
-    if now_us >= earliest {
-        Ok(tat_us.max(now_us) + rate.interval_us())
-    } else {
-        Err(earliest - now_us)
+    match reserve(tat_us, now_us, rate) {
+        (next, slot) if slot <= now_us => Ok(next),
+        (_, slot) => Err(slot - now_us),
     }
 }
 
@@ -121,16 +133,27 @@ mod tests {
         }
     }
 
-    /// Jobs asked for one at a time, `gap_us` apart: which go at once.
-    fn admitted(rate: &Rate, asks: usize, gap_us: i64) -> Vec<i64> {
-        let mut tat = i64::MIN;
+    /// Jobs asked for one at a time, `gap_us` apart, from `tat`: the
+    /// budget's time after them, and their slots.
+    fn reserved(
+        rate: &Rate,
+        mut tat: i64,
+        asks: usize,
+        start_us: i64,
+        gap_us: i64,
+    ) -> (i64, Vec<i64>) {
         let mut slots = Vec::new();
         for i in 0..asks {
-            let (next, s) = reserve(tat, 1, i as i64 * gap_us, rate);
+            let (next, slot) = reserve(tat, start_us + i as i64 * gap_us, rate);
             tat = next;
-            slots.push(s[0]);
+            slots.push(slot);
         }
-        slots
+        (tat, slots)
+    }
+
+    /// Jobs asked for one at a time, `gap_us` apart: which go at once.
+    fn admitted(rate: &Rate, asks: usize, gap_us: i64) -> Vec<i64> {
+        reserved(rate, i64::MIN, asks, 0, gap_us).1
     }
 
     #[test]
@@ -151,24 +174,22 @@ mod tests {
         assert_eq!(admitted(&r, 3, 200_000), [0, 200_000, 400_000]);
         // A quiet spell refills the burst, no more.
         let r = rate(10, 1_000, 2);
-        let (tat, _) = reserve(i64::MIN, 5, 0, &r);
-        let (_, later) = reserve(tat, 3, 10_000_000, &r);
+        let (tat, _) = reserved(&r, i64::MIN, 5, 0, 0);
+        let (_, later) = reserved(&r, tat, 3, 10_000_000, 0);
         assert_eq!(later, [10_000_000, 10_000_000, 10_100_000]);
     }
 
     #[test]
-    fn many_reserved_together_get_the_slots_one_by_one_would() {
+    fn the_slot_worked_back_from_the_shared_time_is_the_one_reserved() {
         let r = rate(20, 1_000, 4);
-        let (tat, slots) = reserve(123_456, 9, 100_000, &r);
-        let mut one_by_one = Vec::new();
-        let mut t = 123_456;
+        let mut tat = 123_456;
         for _ in 0..9 {
-            let (next, s) = reserve(t, 1, 100_000, &r);
-            t = next;
-            one_by_one.push(s[0]);
+            let (next, slot) = reserve(tat, 100_000, &r);
+            assert_eq!(slot_from(next, 100_000, &r), slot);
+            tat = next;
         }
-        assert_eq!((tat, &slots), (t, &one_by_one));
-        assert_eq!(slots_from(tat, 9, 100_000, &r), slots);
+        // Nine at once from a budget full at 123,456 µs, four a burst.
+        assert_eq!(tat, 123_456 + 9 * r.interval_us());
     }
 
     #[test]

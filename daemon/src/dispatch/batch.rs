@@ -90,14 +90,6 @@ impl Dispatcher {
         self.actions().get(action).map_or(1, |a| a.concurrency)
     }
 
-    /// Whether the action's plugin makes a batch one operation at its
-    /// destination (ABI 1.7).
-    fn one_operation(&self, action: &str) -> bool {
-        self.actions()
-            .get(action)
-            .is_some_and(|a| a.instance.batch_is_one_operation())
-    }
-
     /// Queues a job for its action's next batch call (at most
     /// `concurrency` calls at once), and says what the queue needs now.
     pub(super) fn enqueue_batch(
@@ -146,16 +138,11 @@ impl Dispatcher {
                     return;
                 }
                 queue.tasks.insert(id, Some(Instant::now()));
-                // A call of n jobs holds n of the action's slots (requests
-                // in flight at its destination), so it takes at most as
-                // many as the action's concurrency — unless the plugin
-                // says a batch is one operation there (one slot).
-                let n = queue.jobs.len().min(BATCH_MAX);
-                let n = if self.one_operation(action) {
-                    n
-                } else {
-                    n.min(self.concurrency(action))
-                };
+                // A call holds a slot per job (requests in flight at the
+                // destination): at most `concurrency` of them, unless a
+                // batch is one operation there (`Action::jobs_per_call`).
+                let per_call = self.actions().get(action).map_or(1, |a| a.jobs_per_call());
+                let n = queue.jobs.len().min(BATCH_MAX).min(per_call);
                 queue.jobs.drain(..n).collect()
             };
             let (jobs, _permits): (Vec<ClaimedJob>, Vec<_>) = batch.into_iter().unzip();

@@ -129,21 +129,11 @@ impl ActionConfig {
         if keys.order_by.as_deref() == Some("") {
             bad(format!("{scope}.order_by must name a parameter"));
         }
-        let rate = match &keys.rate {
-            None => None,
-            Some(text) => match Rate::parse(text) {
-                Ok((count, period_ms)) => Some(Rate {
-                    count,
-                    period_ms,
-                    burst: keys.burst.unwrap_or(count),
-                    key: keys.rate_key.clone(),
-                }),
-                Err(why) => {
-                    bad(format!("{scope}.rate: {why}"));
-                    None
-                }
-            },
-        };
+        let rate = keys.rate.as_deref().and_then(|text| {
+            Rate::from_settings(text, keys.burst, keys.rate_key.clone())
+                .map_err(|why| bad(format!("{scope}.rate: {why}")))
+                .ok()
+        });
         if keys.burst == Some(0) {
             bad(format!("{scope}.burst must be at least 1"));
         }

@@ -68,13 +68,8 @@ impl Execute {
                 .map(|job| logged(job, ExecOutcome::Permanent(msg.clone()), 0))
                 .collect();
         };
-        // A slot per job: `concurrency` bounds the jobs in flight, not the
-        // calls (the batch queue takes at most that many into one call).
-        let slots = if action.instance.batch_is_one_operation() {
-            1
-        } else {
-            jobs.len().clamp(1, action.concurrency.max(1)) as u32
-        };
+        // `concurrency` bounds the jobs in flight, not the calls.
+        let slots = action.slots_for(jobs.len());
         let Ok(slot) = action.permits.clone().acquire_many_owned(slots).await else {
             return vec![ExecOutcome::Retryable("action is shutting down".into()); jobs.len()];
         };

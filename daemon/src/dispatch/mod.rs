@@ -102,6 +102,27 @@ impl Action {
             rate: config.rate.clone(),
         }
     }
+
+    /// The most jobs one batch call takes: `concurrency`, as each job of a
+    /// batch is one in flight — or every ready one when the plugin says a
+    /// batch is one operation at its destination (ABI 1.7).
+    pub fn jobs_per_call(&self) -> usize {
+        if self.instance.batch_is_one_operation() {
+            usize::MAX
+        } else {
+            self.concurrency
+        }
+    }
+
+    /// The slots of `permits` a call of `jobs` jobs holds: one per job, or
+    /// one for the call when a batch is one operation.
+    pub fn slots_for(&self, jobs: usize) -> u32 {
+        if self.instance.batch_is_one_operation() {
+            1
+        } else {
+            jobs.clamp(1, self.concurrency.max(1)) as u32
+        }
+    }
 }
 
 /// The configured actions by name.

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-pub use crate::config::rate::{reserve, slots_from, Rate};
+pub use crate::config::rate::{reserve, slot_from, Rate};
 use crate::store::{ClaimedJob, Pipeline, StoreError, StoreResult};
 
 /// The budget a job counts against: its key's value, or the action's.
@@ -74,9 +74,9 @@ impl Budgets {
                 let tat = budgets
                     .entry((action.to_string(), key.to_string()))
                     .or_insert(i64::MIN);
-                let (next, slots) = reserve(*tat, 1, now_us, rate);
+                let (next, slot) = reserve(*tat, now_us, rate);
                 *tat = next;
-                Ok(slots[0])
+                Ok(slot)
             }
             Budgets::Shared => {
                 let step = rate.interval_us();
@@ -86,7 +86,7 @@ impl Budgets {
                 let tat = shared
                     .reserve_rate(action.to_string(), key.to_string(), step, now_us)
                     .await?;
-                Ok(slots_from(tat, 1, now_us, rate)[0])
+                Ok(slot_from(tat, now_us, rate))
             }
         }
     }

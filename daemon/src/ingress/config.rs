@@ -75,19 +75,11 @@ impl SourceConfig {
         let keys: Keys = settings::section(table, &scope, location).map_err(|p| vec![p])?;
         let mut problems = Vec::new();
         let mut read = |key: &str, text: &Option<String>, burst: Option<u32>| {
-            let text = text.as_deref()?;
-            match Rate::parse(text) {
-                Ok((count, period_ms)) => Some(Rate {
-                    count,
-                    period_ms,
-                    burst: burst.unwrap_or(count).max(1),
-                    key: None,
-                }),
-                Err(why) => {
-                    problems.push(Problem::new(location, format!("{scope}.{key}: {why}")));
-                    None
-                }
-            }
+            Rate::from_settings(text.as_deref()?, burst, None)
+                .map_err(|why| {
+                    problems.push(Problem::new(location, format!("{scope}.{key}: {why}")))
+                })
+                .ok()
         };
         let rate = read("rate", &keys.rate, keys.burst);
         let rate_per_sender = read("rate_per_sender", &keys.rate_per_sender, None);

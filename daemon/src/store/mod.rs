@@ -447,7 +447,7 @@ pub trait Shared: Send + Sync {
 
     /// Takes a slot of `step_us` from the rate budget of `action` and
     /// `key`, shared by the instances: the budget's new time (µs), from
-    /// which the slot follows (`dispatch::rate::slots_from`).
+    /// which the slot follows (`config::rate::slot_from`).
     fn reserve_rate(
         &self,
         action: String,
