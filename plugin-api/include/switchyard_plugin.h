@@ -267,7 +267,9 @@ typedef struct sy_host {
  *     Must return within timeout_ms. SY_OK, SY_FAIL_RETRYABLE or
  *     SY_FAIL_PERMANENT, with a message; on SY_OK set_json may carry a result
  *     object (recorded with the attempt). From ABI 1.1, on a failure set_json
- *     may carry {"retry_after_ms": N} (retry no sooner: a Retry-After) or
+ *     may carry {"retry_after_ms": N} (retry no sooner: a Retry-After; the
+ *     target refused for load, as HTTP 429 or 503 with Retry-After do: the
+ *     host slows the whole action; 0 when it refused without a time) or
  *     {"disable": true} (the target is gone, HTTP 410: the host pauses the
  *     action until it is enabled again).
  * execute_batch(instance, jobs_json, timeout_ms, out)    [optional, actions; ABI 1.3]

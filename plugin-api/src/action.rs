@@ -29,6 +29,8 @@ pub enum Outcome {
     /// Failed; worth trying again later.
     Retryable(String),
     /// Failed; worth trying again, not before this long (a `Retry-After`).
+    /// The target refused for load (HTTP 429, or 503 with `Retry-After`):
+    /// the host slows the whole action. Zero when it refused without a time.
     RetryAfter(String, Duration),
     /// Failed; will never succeed as it is.
     Permanent(String),

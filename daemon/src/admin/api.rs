@@ -12,7 +12,7 @@
 //! | POST | `/v1/events/{id}/replay` | route it again through the current rules |
 //! | GET | `/v1/dead-letters?limit=` | dead letters |
 //! | POST | `/v1/dead-letters/redrive` | `{"id": "…"}` or `{"all": true}`, optionally with `"action"` and `"error"` (a text of the last error) |
-//! | GET | `/v1/actions` | every action with its gate (state, failures, until, reason) |
+//! | GET | `/v1/actions` | every action with its gate (state, failures, until, reason) and its rate (as configured, lowered by its destination's 429s, budget left, jobs waiting, time to drain) |
 //! | POST | `/v1/actions/{name}/enable` | resume a paused or disabled action |
 //! | POST | `/v1/actions/{name}/pause` | pause an action by hand (its jobs wait) |
 //! | GET | `/v1/subscriptions` | each source's last check of its subscriptions at its provider |
@@ -278,7 +278,7 @@ fn actions(app: &App) -> impl Route {
         .and(with_app(app))
         .then(|app: App| async move {
             answer(
-                ops::actions(app.store().as_ref(), &app.config())
+                ops::live_actions(&app)
                     .await
                     .map(|actions| json!({ "actions": actions })),
             )

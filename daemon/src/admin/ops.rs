@@ -8,9 +8,12 @@
 //! functions on the store when none runs — one path, the same answers.
 //! Calls: `config`, `store`; for [`status`], the running `app`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::app::Config;
+use crate::app::{Config, Switchyard};
+use crate::dispatch::rate::LiveRate;
 use crate::store::{
     now_ms, ActionState, DeadFilter, EventDetail, EventFilter, EventSummary, JobRecord, Store,
     StoreError,
@@ -54,16 +57,73 @@ pub struct ActionRow {
     /// Its jobs waiting for the rate (each due at the slot reserved for it).
     #[serde(default)]
     pub waiting_for_rate: u64,
+    /// Jobs a second it may go at now, when its destination's refusals
+    /// (429) lowered its rate; it comes back as the destination accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_lowered_to: Option<f64>,
+    /// Jobs its rate lets go at once now (of its burst).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_left: Option<u32>,
+    /// How long the jobs waiting for its rate take to go, at the rate (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_ms: Option<i64>,
     pub failures: u32,
     pub until_ms: Option<i64>,
     pub reason: Option<String>,
 }
 
-/// Every configured action with its gate as stored, as of `now_ms`.
+impl ActionRow {
+    /// Its rate as shown: `10/s`, `10/s, lowered to 2.5/s`, or `-`.
+    pub fn rate_shown(&self) -> String {
+        match (&self.rate, self.rate_lowered_to) {
+            (Some(rate), Some(to)) => format!("{rate}, lowered to {}", per_second(to)),
+            (None, Some(to)) => format!("lowered to {}", per_second(to)),
+            (Some(rate), None) => rate.clone(),
+            (None, None) => "-".into(),
+        }
+    }
+
+    /// Jobs its budget lets go at once now, or `-` (no rate, a budget per
+    /// key, or no daemon running to ask).
+    pub fn budget_shown(&self) -> String {
+        self.budget_left
+            .map_or_else(|| "-".into(), |n| n.to_string())
+    }
+
+    /// How long its jobs waiting for the rate take to go: `1m40s`, or `-`.
+    pub fn drain_shown(&self) -> String {
+        match self.drain_ms {
+            Some(ms) if ms > 0 => {
+                let s = (ms + 999) / 1_000;
+                match s {
+                    0..60 => format!("{s}s"),
+                    60..3_600 => format!("{}m{:02}s", s / 60, s % 60),
+                    _ => format!("{}h{:02}m", s / 3_600, s % 3_600 / 60),
+                }
+            }
+            _ => "-".into(),
+        }
+    }
+}
+
+/// `2.5/s`, `12/s`, `30/m`.
+fn per_second(per_s: f64) -> String {
+    if per_s >= 10.0 {
+        format!("{per_s:.0}/s")
+    } else if per_s >= 1.0 {
+        format!("{per_s:.1}/s")
+    } else {
+        format!("{:.1}/m", per_s * 60.0)
+    }
+}
+
+/// Every configured action with its gate as stored, as of `now_ms`, and
+/// its rate as the running daemon holds it (`live`; empty without one).
 pub fn action_rows(
     config: &Config,
     states: &[ActionState],
     waiting: &[(String, u64)],
+    live: &BTreeMap<String, LiveRate>,
     now_ms: i64,
 ) -> Vec<ActionRow> {
     config
@@ -71,14 +131,19 @@ pub fn action_rows(
         .iter()
         .map(|(name, a)| {
             let st = states.iter().find(|s| &s.action == name);
+            let live = live.get(name).cloned().unwrap_or_default();
+            let waiting_for_rate = waiting
+                .iter()
+                .find(|(action, _)| action == name)
+                .map_or(0, |(_, n)| *n);
             ActionRow {
+                rate_lowered_to: live.lowered_to,
+                budget_left: live.budget_left,
+                drain_ms: live.drain_ms.filter(|_| waiting_for_rate > 0),
                 name: name.clone(),
                 plugin: a.plugin.clone(),
                 rate: a.rate.as_ref().map(ToString::to_string),
-                waiting_for_rate: waiting
-                    .iter()
-                    .find(|(action, _)| action == name)
-                    .map_or(0, |(_, n)| *n),
+                waiting_for_rate,
                 state: ActionState::shown(st, now_ms).to_string(),
                 failures: st.map_or(0, |s| s.failures),
                 until_ms: st.and_then(|s| s.until_ms),
@@ -248,7 +313,8 @@ pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
         None => Ok(Vec::new()),
     };
     let waiting = app.store().waiting_for_rate().await.unwrap_or_default();
-    let actions = action_rows(&config, &states, &waiting, now_ms());
+    let live = app.live_rates().await;
+    let actions = action_rows(&config, &states, &waiting, &live, now_ms());
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "sources": app.sources().iter().map(|(name, s)| json!({"name": name, "plugin": s.provider()})).collect::<Vec<_>>(),
@@ -281,7 +347,28 @@ pub async fn status(app: &crate::app::Switchyard) -> serde_json::Value {
 pub async fn actions(store: &dyn Store, config: &Config) -> OpResult<Vec<ActionRow>> {
     let states = store.action_states().await?;
     let waiting = store.waiting_for_rate().await?;
-    Ok(action_rows(config, &states, &waiting, now_ms()))
+    Ok(action_rows(
+        config,
+        &states,
+        &waiting,
+        &BTreeMap::new(),
+        now_ms(),
+    ))
+}
+
+/// Every configured action with its gate, and its rate as the running
+/// daemon holds it (lowered, budget left, time to drain).
+pub async fn live_actions(app: &Switchyard) -> OpResult<Vec<ActionRow>> {
+    let states = app.store().action_states().await?;
+    let waiting = app.store().waiting_for_rate().await?;
+    let live = app.live_rates().await;
+    Ok(action_rows(
+        &app.config(),
+        &states,
+        &waiting,
+        &live,
+        now_ms(),
+    ))
 }
 
 /// The answer to enabling an action.

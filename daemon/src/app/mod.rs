@@ -531,13 +531,18 @@ impl Switchyard {
         let metrics = warp::path("metrics")
             .and(warp::path::end())
             .and(warp::get())
-            .map(move || {
-                warp::reply::with_header(
-                    app.render_metrics(),
-                    "content-type",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )
-                .into_response()
+            .then(move || {
+                let app = app.clone();
+                async move {
+                    // The rate gauges, as of now.
+                    app.live_rates().await;
+                    warp::reply::with_header(
+                        app.render_metrics(),
+                        "content-type",
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
+                    .into_response()
+                }
             });
         health.or(ready).unify().or(metrics).unify()
     }
@@ -550,6 +555,30 @@ impl Switchyard {
         let _ =
             tokio::task::spawn_blocking(move || crate::rules::watch::reload_and_log(&rules, &why))
                 .await;
+    }
+
+    /// Every action's rate as it stands (lowered, budget left, time to
+    /// drain), and the rate gauges set to it.
+    pub async fn live_rates(
+        &self,
+    ) -> std::collections::BTreeMap<String, crate::dispatch::rate::LiveRate> {
+        let live = self.dispatcher.live_rates().await;
+        for (action, rate) in &live {
+            let label = crate::metrics::ActionLabel {
+                action: action.clone(),
+            };
+            let m = &self.metrics;
+            m.action_rate
+                .get_or_create(&label)
+                .set(rate.per_s.unwrap_or(0.0));
+            m.action_budget_left
+                .get_or_create(&label)
+                .set(rate.budget_left.map_or(-1, i64::from));
+            m.action_drain_seconds
+                .get_or_create(&label)
+                .set(rate.drain_ms.unwrap_or(0) as f64 / 1e3);
+        }
+        live
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -24,10 +24,12 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
                         .map(rfc3339_ms)
                         .unwrap_or_default();
                     vec![
-                        row.name,
-                        row.plugin,
-                        row.rate.unwrap_or_else(|| "-".into()),
+                        row.name.clone(),
+                        row.plugin.clone(),
+                        row.rate_shown(),
+                        row.budget_shown(),
                         row.waiting_for_rate.to_string(),
+                        row.drain_shown(),
                         row.state,
                         row.failures.to_string(),
                         until,
@@ -36,9 +38,10 @@ pub fn actions(command: ActionsCommand) -> Result<ExitCode> {
                 })
                 .collect();
             let header = [
-                "ACTION", "PLUGIN", "RATE", "WAITING", "STATE", "FAILURES", "UNTIL", "REASON",
+                "ACTION", "PLUGIN", "RATE", "BUDGET", "WAITING", "DRAIN", "STATE", "FAILURES",
+                "UNTIL", "REASON",
             ];
-            println!("{}", table(&header, rows, &[3, 5]));
+            println!("{}", table(&header, rows, &[3, 4, 7]));
             Ok(ExitCode::SUCCESS)
         }
         ActionsCommand::Pause { config, name } => {

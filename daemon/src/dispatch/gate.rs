@@ -130,7 +130,13 @@ impl Breaker {
             }
             ExecOutcome::Retryable(_) | ExecOutcome::RetryAfter(..) => {
                 let mut throttled = None;
-                if let ExecOutcome::RetryAfter(_, after) = outcome {
+                // A time said throttles the action until then; a refusal
+                // without one lowers its rate instead (`adapt.rs`).
+                let said = match outcome {
+                    ExecOutcome::RetryAfter(_, after) if !after.is_zero() => Some(after),
+                    _ => None,
+                };
+                if let Some(after) = said {
                     let until = now_ms + (after.as_millis() as i64).min(THROTTLE_CAP_MS);
                     let was = s.throttled_until_ms.filter(|&u| now_ms < u);
                     if was.is_none_or(|w| until > w) {

@@ -43,6 +43,7 @@ use crate::event::{Announce, Notice};
 use crate::host::{CallPool, Instance};
 use crate::store::{now_ms, ClaimedJob, Pipeline};
 
+pub mod adapt;
 mod batch;
 mod config;
 mod execute;
@@ -83,6 +84,12 @@ pub struct Action {
     pub order_by: Option<String>,
     /// Jobs per period at most, if limited.
     pub rate: Option<rate::Rate>,
+    /// Its rate as its destination's refusals lowered it (`adapt.rs`).
+    pub adapt: adapt::Adaptive,
+    /// Backlog's share of `concurrency` (half, rounded up): redriven and
+    /// replayed jobs take one of these before one of `permits`, so live
+    /// jobs always find the rest.
+    pub backlog_permits: Arc<Semaphore>,
 }
 
 /// An action's deadline when the config sets none (Standard Webhooks
@@ -100,7 +107,15 @@ impl Action {
             breaker: gate::Breaker::new(config.breaker_failures, config.breaker_cooldown),
             order_by: config.order_by.clone(),
             rate: config.rate.clone(),
+            adapt: adapt::Adaptive::default(),
+            backlog_permits: Arc::new(Semaphore::new(config.concurrency.div_ceil(2).max(1))),
         }
+    }
+
+    /// The rate in force at `now_ms`: as configured, or lower while the
+    /// destination refuses for load.
+    pub fn rate_at(&self, now_ms: i64) -> Option<rate::Rate> {
+        self.adapt.rate_at(self.rate.as_ref(), now_ms)
     }
 
     /// The most jobs one batch call takes: `concurrency`, as each job of a
@@ -243,6 +258,17 @@ impl Dispatcher {
         self.actions.store(Arc::new(actions));
     }
 
+    /// Every action's rate as it stands: lowered, budget left, drain time.
+    pub async fn live_rates(&self) -> BTreeMap<String, rate::LiveRate> {
+        rate::live_rates(
+            &self.actions(),
+            &self.budgets,
+            self.store.as_ref(),
+            now_ms(),
+        )
+        .await
+    }
+
     /// Where the router hands over jobs it claimed with their routing.
     pub fn handoff(&self) -> mpsc::Sender<ClaimedJob> {
         self.handoff_tx.clone()
@@ -356,8 +382,8 @@ impl Dispatcher {
                 }
                 return;
             }
-            if let Some(rate) = &action.rate {
-                if !self.within_rate(&action.name, rate, &job).await {
+            if let Some(rate) = action.rate_at(now_ms()) {
+                if !self.within_rate(&action.name, &rate, &job).await {
                     return;
                 }
             }
@@ -368,33 +394,44 @@ impl Dispatcher {
     /// Whether `job` may go now by its action's rate: claimed at the slot
     /// reserved for it, or given one now. Else it goes back to the store,
     /// due at the slot reserved for it (not an attempt, not a failure).
-    /// A budget that cannot be asked (the shared store unreachable) lets
-    /// the job wait a second rather than go unmetered.
+    /// Backlog (`rate.rs`) takes a slot only when the budget is full, and
+    /// else waits its turn in its lane. A budget that cannot be asked (the
+    /// shared store unreachable) lets the job wait a second rather than go
+    /// unmetered.
     async fn within_rate(&self, action: &str, rate: &rate::Rate, job: &ClaimedJob) -> bool {
         let now_us = now_ms() * 1_000;
         if job.rate_slot.is_some_and(|slot| slot * 1_000 <= now_us) {
             return true;
         }
         let key = rate::key_of(rate, job);
-        let slot_ms = match self
-            .budgets
-            .reserve_one(self.store.as_ref(), action, &key, rate, now_us)
-            .await
-        {
-            Ok(slot_us) if slot_us <= now_us => return true,
-            // Rounded up: never due before its slot.
-            Ok(slot_us) => (slot_us + 999) / 1_000,
-            Err(e) => {
-                // No slot reserved: back without one, to ask again.
-                tracing::warn!(action, "cannot ask the rate budget: {e}");
-                if let Err(e) = self
-                    .store
-                    .release_job(job.id.clone(), now_ms() + 1_000)
+        let store = self.store.as_ref();
+        let slot = if job.is_backlog() {
+            match self
+                .budgets
+                .take_if_full(store, action, &key, rate, now_us)
+                .await
+            {
+                Ok(true) => return true,
+                Ok(false) => self
+                    .budgets
+                    .reserve_one(store, action, &rate::lane_of(&key), rate, now_us)
                     .await
-                {
-                    tracing::error!(job_id = %job.id, "cannot put a job back: {e}");
-                }
-                return false;
+                    .map(|slot| (slot, false)),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.budgets
+                .reserve_one(store, action, &key, rate, now_us)
+                .await
+                .map(|slot| (slot, true))
+        };
+        let (slot_ms, reserved) = match slot {
+            Ok((slot_us, true)) if slot_us <= now_us => return true,
+            // Rounded up: never due before its slot.
+            Ok((slot_us, reserved)) => ((slot_us + 999) / 1_000, reserved),
+            Err(e) => {
+                tracing::warn!(action, "cannot ask the rate budget: {e}");
+                (now_ms() + 1_000, false)
             }
         };
         self.metrics
@@ -407,7 +444,14 @@ impl Dispatcher {
             event_id = %job.event_id, action, job_id = %job.id, slot_ms,
             "job waits for its action's rate"
         );
-        if let Err(e) = self.store.defer_job(job.id.clone(), slot_ms).await {
+        // A slot of the live budget is the job's: claimed at it, it goes.
+        // A turn in the lane (or none) only lets it ask again then.
+        let put_back = if reserved {
+            self.store.defer_job(job.id.clone(), slot_ms).await
+        } else {
+            self.store.release_job(job.id.clone(), slot_ms).await
+        };
+        if let Err(e) = put_back {
             tracing::error!(job_id = %job.id, "cannot put a job back for its rate: {e}");
         }
         // The dispatcher looks again, and so sleeps until the first job it
@@ -437,9 +481,18 @@ impl Dispatcher {
             }
             return;
         }
+        let share = self
+            .actions()
+            .get(&job.action)
+            .filter(|_| job.is_backlog())
+            .map(|a| a.backlog_permits.clone());
         let this = self.clone();
         tasks.spawn(async move {
             let _permit = permit;
+            let _share = match share {
+                Some(share) => share.acquire_owned().await.ok(),
+                None => None,
+            };
             let ordered = job.order_key.is_some();
             this.attempt_and_record(job).await;
             if ordered {

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::adapt::Change;
 use super::execute::outcome_label;
 use super::gate::Transition;
 use super::Dispatcher;
@@ -45,10 +46,9 @@ impl Dispatcher {
         }
         let recent = &self.metrics.recent;
         recent.count(finished, Kind::Attempt, &job.action, outcome, 1);
-        // First attempts of a first routing (a replay's keys say so): from
-        // the event's id, a ULID, the time it was taken in.
-        let first_routing = !job.idempotency_key.contains(":replay");
-        if job.attempt == 1 && first_routing && matches!(finish, Finish::Done { .. }) {
+        // First attempts of a first routing (not a replay's): from the
+        // event's id, a ULID, the time it was taken in.
+        if job.attempt == 1 && !job.is_backlog() && matches!(finish, Finish::Done { .. }) {
             if let Ok(id) = ulid::Ulid::from_string(&job.event_id) {
                 let took = (finished - id.timestamp_ms() as i64).max(0) as f64 / 1e3;
                 recent.latency(finished, Latency::EndToEnd, took);
@@ -102,6 +102,38 @@ impl Dispatcher {
         let Some(handle) = self.actions().get(action).cloned() else {
             return;
         };
+        let refused = matches!(attempt, ExecOutcome::RetryAfter(..));
+        match handle.adapt.record(refused, handle.rate.as_ref(), now) {
+            None => {}
+            Some(Change::Lowered { per_s, ceiling }) => {
+                tracing::warn!(
+                    action,
+                    rate_per_s = format!("{per_s:.2}"),
+                    ceiling_per_s = format!("{ceiling:.2}"),
+                    "rate lowered: the target refuses for load; it comes back as the target accepts"
+                );
+                let label = crate::metrics::ActionLabel {
+                    action: action.to_string(),
+                };
+                self.metrics.action_rate_lowered.get_or_create(&label).inc();
+                // Slots reserved at the old rate are given up: each waiting
+                // job asks the lowered one when it falls due.
+                self.budgets.forget(action);
+                match self.store.forget_rate_slots(action.to_string()).await {
+                    Ok(0) => {}
+                    Ok(jobs) => {
+                        tracing::info!(action, jobs, "waiting jobs re-paced at the lowered rate")
+                    }
+                    Err(e) => tracing::error!(action, "cannot re-pace the waiting jobs: {e}"),
+                }
+            }
+            Some(Change::Recovered) => {
+                tracing::info!(
+                    action,
+                    "rate recovered: the target accepts the whole rate again"
+                )
+            }
+        }
         let Some(change) = handle.breaker.record(attempt, now) else {
             return;
         };

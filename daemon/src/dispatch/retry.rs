@@ -59,6 +59,12 @@ impl RetryPolicy {
             ExecOutcome::Permanent(message) | ExecOutcome::Gone(message) => Finish::Dead {
                 message: message.clone(),
             },
+            // A refusal for load without a time: retried on the schedule.
+            ExecOutcome::RetryAfter(message, after) if after.is_zero() => self.decide(
+                series_attempt,
+                &ExecOutcome::Retryable(message.clone()),
+                now_ms,
+            ),
             ExecOutcome::RetryAfter(message, after) => {
                 if series_attempt as usize > self.schedule.len() {
                     return Finish::Dead {

@@ -96,6 +96,14 @@ pub struct Metrics {
     pub dead_letters: Family<ActionLabel, Counter>,
     /// Jobs put back to wait for their action's rate.
     pub action_deferred: Family<ActionLabel, Counter>,
+    /// Times a destination's refusals lowered its action's rate.
+    pub action_rate_lowered: Family<ActionLabel, Counter>,
+    /// Jobs a second an action's rate allows now (configured or lowered).
+    pub action_rate: Family<ActionLabel, Gauge<f64, AtomicU64>>,
+    /// Jobs an action's rate lets go at once now (-1: a budget per key).
+    pub action_budget_left: Family<ActionLabel, Gauge>,
+    /// How long an action's jobs waiting for its rate take to go.
+    pub action_drain_seconds: Family<ActionLabel, Gauge<f64, AtomicU64>>,
     /// 0 closed, 1 open or half-open, 2 disabled.
     pub action_paused: Family<ActionLabel, Gauge>,
     pub plugin_calls: Family<PluginLabels, Counter>,
@@ -150,6 +158,10 @@ impl Metrics {
             action_seconds: Family::new_with_constructor(latency),
             dead_letters: Family::default(),
             action_deferred: Family::default(),
+            action_rate_lowered: Family::default(),
+            action_rate: Family::default(),
+            action_budget_left: Family::default(),
+            action_drain_seconds: Family::default(),
             action_paused: Family::default(),
             plugin_calls: Family::default(),
             unrouted_events: Gauge::default(),
@@ -203,6 +215,14 @@ impl Metrics {
             "Jobs moved to dead letters, per action" => m.dead_letters;
             "action_deferred",
             "Jobs put back to wait for their action's rate (a slot reserved), per action" => m.action_deferred;
+            "action_rate_lowered",
+            "Times a destination's refusals for load (429) halved its action's rate, per action" => m.action_rate_lowered;
+            "action_rate",
+            "Jobs a second an action's rate allows now: as configured, or lowered by its destination's refusals (0: no rate)" => m.action_rate;
+            "action_budget_left",
+            "Jobs an action's rate lets go at once now, of its burst (-1: a budget per key)" => m.action_budget_left;
+            "action_drain_seconds",
+            "How long the jobs waiting for an action's rate take to go, at the rate" => m.action_drain_seconds;
             "action_paused",
             "0 running, 1 circuit open, 2 disabled (410 Gone), 3 paused by an operator, 4 throttled (the target's Retry-After)" => m.action_paused;
             "subscription_checks",

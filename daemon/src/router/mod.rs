@@ -71,7 +71,10 @@ pub fn idempotency_key(event_id: &str, rule: &str, index: usize, routings: u32) 
     if routings == 0 {
         format!("{event_id}:{rule}:{index}")
     } else {
-        format!("{event_id}:{rule}:{index}:replay{routings}")
+        format!(
+            "{event_id}:{rule}:{index}{}{routings}",
+            crate::store::REPLAY_MARK
+        )
     }
 }
 

@@ -229,6 +229,10 @@ impl NewJob {
     }
 }
 
+/// What marks the idempotency key of a job of a replayed event
+/// (`router::idempotency_key`).
+pub const REPLAY_MARK: &str = ":replay";
+
 /// A job claimed for an attempt.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
@@ -250,6 +254,15 @@ pub struct ClaimedJob {
     /// The slot its action's rate reserved for it when it was deferred
     /// (`dispatch/rate.rs`): claimed at it, it goes without asking again.
     pub rate_slot: Option<i64>,
+}
+
+impl ClaimedJob {
+    /// Whether the job is backlog rather than live traffic: redriven from
+    /// the dead letters, or made by a replay. Its action's rate and
+    /// concurrency serve live jobs first (`dispatch/rate.rs`).
+    pub fn is_backlog(&self) -> bool {
+        self.attempt > self.series_attempt || self.idempotency_key.contains(REPLAY_MARK)
+    }
 }
 
 /// The outcome of one attempt, as the dispatcher decided it.
@@ -379,12 +392,19 @@ pub trait Pipeline: Send + Sync + 'static {
     fn commit_timing(&self) -> Option<&dyn CommitTiming>;
 
     /// Puts a claimed job back, due at `next_at_ms`, without using an attempt
-    /// (its action was paused).
+    /// (its action was paused or throttled, or it is backlog waiting its
+    /// turn). A slot its rate reserved is given up: it asks again then,
+    /// rather than go with every other job that waited, in a rush.
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()>;
 
     /// Puts a claimed job back without using an attempt, due at the slot
     /// its action's rate reserved for it, and notes the slot on it.
     fn defer_job(&self, job_id: String, slot_ms: i64) -> StoreFuture<'_, ()>;
+
+    /// Forgets the slots `action`'s rate reserved for its waiting jobs
+    /// (its rate was lowered: each asks again, due when it was), and on
+    /// the shared store its budgets: how many jobs.
+    fn forget_rate_slots(&self, action: String) -> StoreFuture<'_, u64>;
 
     /// Records an action's gate (breaker or pause).
     fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()>;
@@ -455,6 +475,20 @@ pub trait Shared: Send + Sync {
         step_us: i64,
         now_us: i64,
     ) -> StoreFuture<'_, i64>;
+
+    /// Takes a slot of `step_us` from that budget only when it is full
+    /// (its time not past `now_us`): whether it did. Backlog goes so,
+    /// leaving the burst to live jobs.
+    fn take_rate_if_full(
+        &self,
+        action: String,
+        key: String,
+        step_us: i64,
+        now_us: i64,
+    ) -> StoreFuture<'_, bool>;
+
+    /// The budgets of `action` (key, time µs), to show.
+    fn rate_budgets(&self, action: String) -> StoreFuture<'_, Vec<(String, i64)>>;
 }
 
 /// Told the time each commit took.

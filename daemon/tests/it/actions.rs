@@ -98,7 +98,12 @@ impl Drop for Fixture {
 }
 
 /// A deployment whose rule sends every invoiceViewed to an http action.
-fn forwarding(env: &Env, url: &str, action_extra: &str, host_extra: &str) -> std::path::PathBuf {
+pub(crate) fn forwarding(
+    env: &Env,
+    url: &str,
+    action_extra: &str,
+    host_extra: &str,
+) -> std::path::PathBuf {
     env.with_standard_plugins();
     env.add_plugin(&built_plugin("switchyard_http"));
     env.rule(

@@ -40,7 +40,7 @@ retry_schedule = []
 [actions.audit]
 plugin = "file"
 path = "{}"
-rate = "300/m"
+rate = "300/h"
 burst = 20
 
 [actions.fails]

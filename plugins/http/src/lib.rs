@@ -7,7 +7,8 @@
 //! `v1,<base64>` per configured secret (several while rotating).
 //!
 //! Answers: 2xx done; 410 gone (dead, and the host pauses the action until it
-//! is enabled again); 429, 502, 503, 504 retry, no sooner than `Retry-After`;
+//! is enabled again); 429, 502, 503, 504 retry, no sooner than `Retry-After`
+//! (a 429, or one with `Retry-After`, also slows the whole action);
 //! other 4xx permanent; other 5xx, timeouts and connection errors retry.
 //!
 //! The body is the rule's `body` parameter when it gives one, else

@@ -31,13 +31,18 @@ pub fn answer_text(body: impl Read) -> String {
 /// What an HTTP answer means for the job.
 pub fn http_outcome(code: u16, retry_after_header: Option<&str>, body: &str) -> Outcome {
     let snippet: String = body.chars().take(200).collect();
-    let message = format!("HTTP {code} {}", snippet.trim());
+    let message = format!("HTTP {code} {}", snippet.trim())
+        .trim_end()
+        .to_string();
     match code {
         200..=299 => Outcome::Done(Some(json!({ "status": code }))),
         410 => Outcome::Gone(message),
         429 | 502 | 503 | 504 => {
             match retry_after_header.and_then(|v| retry_after(v, SystemTime::now())) {
                 Some(after) => Outcome::RetryAfter(message, after),
+                // Too many requests, no time said: still a refusal for load
+                // (the host retries on its schedule and slows the action).
+                None if code == 429 => Outcome::RetryAfter(message, Duration::ZERO),
                 None => Outcome::Retryable(message),
             }
         }
@@ -64,6 +69,10 @@ mod tests {
             http_outcome(s(503), None, ""),
             Outcome::Retryable(_)
         ));
+        assert_eq!(
+            http_outcome(s(429), None, ""),
+            Outcome::RetryAfter("HTTP 429".into(), Duration::ZERO)
+        );
         assert!(matches!(
             http_outcome(s(500), None, ""),
             Outcome::Retryable(_)

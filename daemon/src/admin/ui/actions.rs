@@ -37,8 +37,12 @@ struct Row {
     failed: u64,
     /// Failed attempts per hundred, or "-" with none.
     failure_rate: String,
-    /// Its rate limit, or "-".
+    /// Its rate limit (lowered, when its destination refuses), or "-".
     limit: String,
+    /// Jobs its rate lets go at once now, or "-".
+    budget: String,
+    /// How long the jobs waiting for its rate take to go, or "-".
+    drain: String,
     /// Its jobs waiting for the rate.
     waiting: u64,
 }
@@ -75,7 +79,7 @@ pub(super) fn routes(
 /// attempts and failure rate.
 async fn list(s: Session, q: HashMap<String, String>, app: Arc<Switchyard>) -> Reply {
     let tally = attempts_by_action(&app);
-    let (rows, problem) = match ops::actions(app.store().as_ref(), &app.config()).await {
+    let (rows, problem) = match ops::live_actions(&app).await {
         Ok(rows) => (rows, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
@@ -89,7 +93,9 @@ async fn list(s: Session, q: HashMap<String, String>, app: Arc<Switchyard>) -> R
                     .filter(|_| a.state == "open" || a.state == "throttled")
                     .map(when)
                     .unwrap_or_default(),
-                limit: a.rate.unwrap_or_else(|| "-".into()),
+                limit: a.rate_shown(),
+                budget: a.budget_shown(),
+                drain: a.drain_shown(),
                 waiting: a.waiting_for_rate,
                 failure_rate: if attempts == 0 {
                     "-".into()

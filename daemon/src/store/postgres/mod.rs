@@ -76,6 +76,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("migrations/0003_retention_indexes.sql")),
     (4, include_str!("migrations/0004_json_as_text.sql")),
     (5, include_str!("migrations/0005_rate_budgets.sql")),
+    (6, include_str!("migrations/0006_rate_budgets_time.sql")),
 ];
 
 /// Groups of requests taken in at once, each on a connection of the

@@ -111,7 +111,15 @@ impl PgStore {
                 pruned.dedup_keys =
                     run::execute(&client, sql::PRUNE_DEDUP, &[&sweep.now_ms, &SWEEP_WINDOW])
                         .await?;
-                Sweep::again_if_full(pruned.dedup_keys)
+                // Beside them, rate budgets unused for a minute.
+                let unused_us = (sweep.now_ms - 60_000) * 1_000;
+                let budgets = run::execute(
+                    &client,
+                    sql::PRUNE_RATE_BUDGETS,
+                    &[&unused_us, &SWEEP_WINDOW],
+                )
+                .await?;
+                Sweep::again_if_full(pruned.dedup_keys.max(budgets))
             }
             SweepPhase::Versions => {
                 pruned.versions = run::execute(
@@ -259,6 +267,15 @@ impl Pipeline for PgStore {
         })
     }
 
+    fn forget_rate_slots(&self, action: String) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let client = self.relaxed().await?;
+            let n = run::execute(&client, sql::FORGET_RATE_SLOTS, &[&action]).await?;
+            run::execute(&client, sql::FORGET_RATE_BUDGETS, &[&action]).await?;
+            Ok(n)
+        })
+    }
+
     fn release_job(&self, job_id: String, next_at_ms: i64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.relaxed().await?;
@@ -302,6 +319,33 @@ impl Shared for PgStore {
             )
             .await?;
             Ok(row.get(0))
+        })
+    }
+
+    fn take_rate_if_full(
+        &self,
+        action: String,
+        key: String,
+        step_us: i64,
+        now_us: i64,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let client = self.relaxed().await?;
+            let row = run::query_opt(
+                &client,
+                sql::TAKE_RATE_IF_FULL,
+                &[&action, &key, &step_us, &now_us],
+            )
+            .await?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn rate_budgets(&self, action: String) -> StoreFuture<'_, Vec<(String, i64)>> {
+        Box::pin(async move {
+            let client = self.relaxed().await?;
+            let rows = run::query(&client, sql::RATE_BUDGETS, &[&action]).await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
 

@@ -151,7 +151,7 @@ pub(super) const FINISH: &str = "WITH a AS (
 /// Puts a job claimed by this instance ($3) back, due at $2, without
 /// using an attempt.
 pub(super) const RELEASE_JOB: &str = "UPDATE jobs SET state = 'pending', next_at = $2,
-        attempts = GREATEST(attempts - 1, 0), owner = NULL, lease_until = NULL
+        rate_slot = NULL, attempts = GREATEST(attempts - 1, 0), owner = NULL, lease_until = NULL
     WHERE id = $1 AND state = 'running' AND owner = $3";
 
 /// Puts a job claimed by this instance ($3) back, due at the slot its
@@ -167,6 +167,25 @@ pub(super) const RESERVE_RATE: &str = "INSERT INTO rate_budgets (action, key, ta
     ON CONFLICT (action, key) DO UPDATE SET tat_us = GREATEST(rate_budgets.tat_us, $4::int8) + $3::int8
     RETURNING tat_us";
 
+/// Takes a slot of $3 µs from a rate budget ($1 action, $2 key) at $4
+/// (µs) only when the budget is full (its time not past $4): a row when
+/// it did.
+pub(super) const TAKE_RATE_IF_FULL: &str = "INSERT INTO rate_budgets (action, key, tat_us)
+    VALUES ($1, $2, $4::int8 + $3::int8)
+    ON CONFLICT (action, key) DO UPDATE SET tat_us = $4::int8 + $3::int8
+        WHERE rate_budgets.tat_us <= $4::int8
+    RETURNING tat_us";
+
+/// An action's ($1) budgets, to show.
+pub(super) const RATE_BUDGETS: &str = "SELECT key, tat_us FROM rate_budgets WHERE action = $1";
+
+/// Forgets the slots an action's ($1) rate reserved for its waiting jobs
+/// (from the partial index of them) ...
+pub(super) const FORGET_RATE_SLOTS: &str = "UPDATE jobs SET rate_slot = NULL
+    WHERE action = $1 AND state = 'pending' AND rate_slot IS NOT NULL";
+/// ... and its budgets, so that the lowered rate counts from now.
+pub(super) const FORGET_RATE_BUDGETS: &str = "DELETE FROM rate_budgets WHERE action = $1";
+
 /// Hands back the jobs of instances that stopped beating: their leases
 /// ran out (a crashed earlier run of this machine among them). Another
 /// instance's running jobs stay its own.
@@ -181,6 +200,11 @@ pub(super) static RECOVER: LazyLock<String> = LazyLock::new(|| {
 /// their index's order by `ctid` (see `PgStore::prune_step`).
 pub(super) const PRUNE_DEDUP: &str = "DELETE FROM dedup WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM dedup WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2))";
+
+/// Retention: rate budgets whose time passed before $1 (µs; at most $2):
+/// as good as none, until a job asks again.
+pub(super) const PRUNE_RATE_BUDGETS: &str = "DELETE FROM rate_budgets WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM rate_budgets WHERE tat_us < $1 ORDER BY tat_us LIMIT $2))";
 
 /// Retention: a window of object versions not updated since $1 (at most $2).
 pub(super) const PRUNE_VERSIONS: &str = "DELETE FROM versions WHERE ctid = ANY(ARRAY(

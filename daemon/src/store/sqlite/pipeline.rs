@@ -424,6 +424,17 @@ impl Pipeline for SqliteStore {
         })
     }
 
+    fn forget_rate_slots(&self, action: String) -> StoreFuture<'_, u64> {
+        self.write_relaxed(move |conn| {
+            let n = conn
+                .prepare_cached(sql::FORGET_RATE_SLOTS)
+                .map_err(map_err)?
+                .execute(params![action])
+                .map_err(map_err)?;
+            Ok(n as u64)
+        })
+    }
+
     fn save_action_state(&self, state: ActionState) -> StoreFuture<'_, ()> {
         Box::pin(shared::save_action_state(self, state))
     }

@@ -86,13 +86,19 @@ pub(super) const RECORD_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts
         (job_id, n, started_at, finished_at, outcome, message)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-/// Puts a claimed job back, due at ?2, without using an attempt.
+/// Puts a claimed job back, due at ?2, without using an attempt. A slot
+/// its rate reserved is given up (the wait outlasted it): it asks again.
 pub(super) const RELEASE_JOB: &str = "UPDATE jobs
-    SET state = 'pending', next_at = ?2, attempts = MAX(attempts - 1, 0)
+    SET state = 'pending', next_at = ?2, rate_slot = NULL, attempts = MAX(attempts - 1, 0)
     WHERE id = ?1 AND state = 'running'";
 
 /// Puts a claimed job back, due at the slot its action's rate reserved
 /// for it (?2), noted on it, without using an attempt.
+/// Forgets the slots an action's ($1) rate reserved for its waiting jobs:
+/// read from the partial index of them, as long as what waits.
+pub(super) const FORGET_RATE_SLOTS: &str = "UPDATE jobs SET rate_slot = NULL
+    WHERE action = ?1 AND state = 'pending' AND rate_slot IS NOT NULL";
+
 pub(super) const DEFER_JOB: &str = "UPDATE jobs
     SET state = 'pending', next_at = ?2, rate_slot = ?2, attempts = MAX(attempts - 1, 0)
     WHERE id = ?1 AND state = 'running'";

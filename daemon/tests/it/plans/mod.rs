@@ -25,7 +25,13 @@ use crate::contract::{event, request, swept};
 
 /// Tables that grow with traffic (until retention prunes them).
 pub const GROWING: &[&str] = &[
-    "requests", "events", "jobs", "attempts", "dedup", "versions",
+    "requests",
+    "events",
+    "jobs",
+    "attempts",
+    "dedup",
+    "versions",
+    "rate_budgets",
 ];
 
 /// A dedup key the fills put in the `dedup` table, in force.
@@ -159,6 +165,21 @@ pub async fn workload(s: &dyn Store, filled: u64, bulk: usize) {
     .unwrap();
     s.action_states().await.unwrap();
     s.waiting_for_rate().await.unwrap();
+    s.defer_job(at_once[1].id.clone(), now + 1_000).await.ok();
+    s.forget_rate_slots("a".into()).await.unwrap();
+    if let Some(shared) = s.shared() {
+        // The budgets several instances share.
+        let now_us = now * 1_000;
+        shared
+            .reserve_rate("a".into(), String::new(), 1_000, now_us)
+            .await
+            .unwrap();
+        shared
+            .take_rate_if_full("a".into(), "k".into(), 1_000, now_us)
+            .await
+            .unwrap();
+        shared.rate_budgets("a".into()).await.unwrap();
+    }
     s.ping().await.unwrap();
     // Retention: a whole sweep over the old rows, every phase.
     let pruned = swept(s, now - 1000, now).await;

@@ -40,6 +40,9 @@ fn fill(url: &str, n: i64, old_ms: i64) {
                VALUES ('tight', '{FILLED_KEY}', '01' || lpad('1', 24, '0'), 9000000000000000);
              INSERT INTO versions (source, key, version, event_id, updated_at)
                SELECT 'tight', 'obj' || id, 1, id, received_at FROM events;
+             INSERT INTO rate_budgets (action, key, tat_us)
+               SELECT 'b' || (i % 100), 'customer' || i, ({old_ms} + i) * 1000
+               FROM generate_series(1, {n}) i;
              ANALYZE;"
         ),
     );
