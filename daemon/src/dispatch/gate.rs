@@ -12,7 +12,8 @@
 //! wait, none lost, until it is enabled again. A target that answers 429
 //! or 503 with `Retry-After` has the whole action *throttled* until then
 //! (at most [`THROTTLE_CAP_MS`]): every job of it waits, not only the one
-//! that got the answer.
+//! that got the answer. Such a refusal for load is not a failure the
+//! breaker counts: the target is up, and says when to come back.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,8 +25,12 @@ use crate::store::ActionState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admit {
     Run,
-    /// Put back, due again at this time (ms); no attempt used.
+    /// Put back, due again at this time (ms); no attempt used: the breaker
+    /// is open, or the target said when to come back.
     Wait(i64),
+    /// The same, held by an operator's pause or a 410 until the action is
+    /// enabled (looked at again at this time).
+    Hold(i64),
 }
 
 /// A change worth logging and storing.
@@ -90,7 +95,7 @@ impl Breaker {
     pub fn admit(&self, now_ms: i64) -> Admit {
         let mut s = self.lock();
         if s.disabled.is_some() || s.paused.is_some() {
-            return Admit::Wait(now_ms + DISABLED_RECHECK_MS);
+            return Admit::Hold(now_ms + DISABLED_RECHECK_MS);
         }
         if let Some(until) = s.throttled_until_ms.filter(|&u| now_ms < u) {
             return Admit::Wait(until);
@@ -128,25 +133,25 @@ impl Breaker {
                 s.disabled = Some(message.clone());
                 Some(Transition::Disabled(message.clone()))
             }
-            ExecOutcome::Retryable(_) | ExecOutcome::RetryAfter(..) => {
-                let mut throttled = None;
-                // A time said throttles the action until then; a refusal
-                // without one lowers its rate instead (`adapt.rs`).
-                let said = match outcome {
-                    ExecOutcome::RetryAfter(_, after) if !after.is_zero() => Some(after),
-                    _ => None,
-                };
-                if let Some(after) = said {
-                    let until = now_ms + (after.as_millis() as i64).min(THROTTLE_CAP_MS);
-                    let was = s.throttled_until_ms.filter(|&u| now_ms < u);
-                    if was.is_none_or(|w| until > w) {
-                        s.throttled_until_ms = Some(until);
-                        // Said once when it starts; an extension is kept quietly.
-                        throttled = was
-                            .is_none()
-                            .then_some(Transition::Throttled { until_ms: until });
-                    }
+            // A refusal for load: the target is up, and busy. It throttles
+            // the action until the time it said, if it said one; its rate
+            // is lowered when they repeat (`adapt.rs`). It is not a failure
+            // the breaker counts: it does not say the target is down.
+            ExecOutcome::RetryAfter(_, after) => {
+                if after.is_zero() {
+                    return None;
                 }
+                let until = now_ms + (after.as_millis() as i64).min(THROTTLE_CAP_MS);
+                let was = s.throttled_until_ms.filter(|&u| now_ms < u);
+                if was.is_some_and(|w| until <= w) {
+                    return None;
+                }
+                s.throttled_until_ms = Some(until);
+                // Said once when it starts; an extension is kept quietly.
+                was.is_none()
+                    .then_some(Transition::Throttled { until_ms: until })
+            }
+            ExecOutcome::Retryable(_) => {
                 s.failures = s.failures.saturating_add(1);
                 if self.threshold > 0 && (was_open || s.failures >= self.threshold) {
                     let until_ms = now_ms + self.cooldown.as_millis() as i64;
@@ -156,7 +161,7 @@ impl Breaker {
                         failures: s.failures,
                     })
                 } else {
-                    throttled
+                    None
                 }
             }
             ExecOutcome::Permanent(_) => None,
@@ -296,7 +301,7 @@ mod tests {
             b.record(&ExecOutcome::Gone("HTTP 410".into()), 0),
             Some(Transition::Disabled("HTTP 410".into()))
         );
-        assert_eq!(b.admit(10), Admit::Wait(10 + DISABLED_RECHECK_MS));
+        assert_eq!(b.admit(10), Admit::Hold(10 + DISABLED_RECHECK_MS));
         let mut stored = b.snapshot("a", 10);
         assert_eq!(stored.state, "disabled");
         stored.state = "closed".into();
@@ -320,7 +325,7 @@ mod tests {
             updated_at_ms: at,
         };
         b.sync(&stored("paused", 1_000));
-        assert_eq!(b.admit(2_000), Admit::Wait(2_000 + DISABLED_RECHECK_MS));
+        assert_eq!(b.admit(2_000), Admit::Hold(2_000 + DISABLED_RECHECK_MS));
         // An attempt that was in flight ends: still paused.
         assert_eq!(b.record(&ExecOutcome::Done(None), 2_500), None);
         let shown = b.snapshot("a", 3_000);

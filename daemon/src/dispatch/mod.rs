@@ -8,9 +8,12 @@
 //! attempt: done; retryable → again after the next delay of the retry
 //! schedule (with jitter); permanent, or out of attempts → dead letter.
 //! Also owns each [`Action`]'s state beside its plugin instance: deadline,
-//! concurrency, gate (`gate`: circuit breaker, 410 pause), rate (`rate`:
-//! a job over its action's budget goes back to the store, due at the slot
-//! reserved for it). Jobs of an
+//! concurrency, gate (`gate`: circuit breaker, 410 pause, a target's
+//! `Retry-After`), rate (`rate`: a job over its action's budget goes back
+//! to the store, due at the slot reserved for it; backlog — redriven and
+//! replayed jobs — after live ones), and the rate its destination's
+//! repeated refusals lowered (`adapt`: AIMD). Backlog also holds at most
+//! half of an action's concurrency (`backlog_permits`). Jobs of an
 //! ordered action come from the store one of a key at a time (the key
 //! computed at routing, carried on the job); when one ends, the next of
 //! its key is looked for at once.
@@ -372,13 +375,28 @@ impl Dispatcher {
     /// same ordering key is running.
     async fn start(&self, job: ClaimedJob, tasks: &mut JoinSet<()>) {
         if let Some(action) = self.actions().get(&job.action).cloned() {
-            if let Admit::Wait(until) = action.breaker.admit(now_ms()) {
-                tracing::info!(
-                    event_id = %job.event_id, action = %job.action, job_id = %job.id,
-                    "job waits: its action is paused"
-                );
+            let held = match action.breaker.admit(now_ms()) {
+                Admit::Run => None,
+                Admit::Hold(until) => {
+                    tracing::info!(
+                        event_id = %job.event_id, action = %job.action, job_id = %job.id,
+                        "job waits: its action is paused"
+                    );
+                    Some(until)
+                }
+                // Under an open breaker or a throttle of thousands, a line
+                // per job would flood the log: the change was said once.
+                Admit::Wait(until) => {
+                    tracing::debug!(
+                        event_id = %job.event_id, action = %job.action, job_id = %job.id,
+                        "job waits for its action's gate"
+                    );
+                    Some(until)
+                }
+            };
+            if let Some(until) = held {
                 if let Err(e) = self.store.release_job(job.id.clone(), until).await {
-                    tracing::error!(job_id = %job.id, "cannot put a paused job back: {e}");
+                    tracing::error!(job_id = %job.id, "cannot put a waiting job back: {e}");
                 }
                 return;
             }

@@ -29,6 +29,10 @@ pub struct HttpLimits {
     /// Connections at once; beyond, new ones get 503 and are closed. Also
     /// bounded by the open-file limit (see `listener`).
     pub max_connections: usize,
+    /// Connections one client address holds at once (an IPv6 one: its
+    /// /64); beyond, its new ones get 503 and are closed. 0: no bound (the
+    /// default: behind a proxy, every connection is the proxy's).
+    pub max_connections_per_client: usize,
     /// Header lines in one request (431 beyond).
     pub max_headers: usize,
     /// Bytes of request line and headers together (431 beyond).
@@ -43,6 +47,7 @@ impl Default for HttpLimits {
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            max_connections_per_client: 0,
             max_headers: 100,
             max_header_bytes: 32 * 1024,
         }

@@ -15,8 +15,9 @@
 //! delivered to a listening socket — the restart on a held socket would
 //! then not be invisible after all.
 //!
-//! Owns: the accept loop (connections beyond `max_connections` get a 503 and
-//! are closed at once, never queued), the hyper connection settings (header
+//! Owns: the accept loop (connections beyond `max_connections`, or beyond
+//! `max_connections_per_client` from one client (`per_client.rs`), get a
+//! 503 and are closed at once, never queued), the hyper connection settings (header
 //! count and size answered 431), the open-file limit at start and the
 //! connection bound it allows, and the listener metrics
 //! (`switchyard_connections_*`). Serves any warp filter that answers every
@@ -50,6 +51,7 @@ pub mod activation;
 mod admin_config;
 mod config;
 pub mod conn;
+mod per_client;
 pub mod socket;
 
 pub use admin_config::{AdminConfig, DEFAULT_ADMIN_MAX_CONNECTIONS};
@@ -229,6 +231,8 @@ pub async fn serve<L: Accept, F>(
     // Tells each connection the daemon is stopping.
     let (stop, stopping) = watch::channel(false);
     let mut refusals = Occasional::new();
+    let per_client = per_client::PerClient::new(limits.max_connections_per_client);
+    let mut client_refusals = Occasional::new();
     let mut accept_errors = Occasional::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -242,6 +246,19 @@ pub async fn serve<L: Accept, F>(
                     continue;
                 }
             },
+        };
+        let Some(held) = per_client.take(peer) else {
+            counters.refused.inc();
+            L::refuse(stream);
+            if let Some(n) = client_refusals.tick() {
+                tracing::warn!(
+                    listener = name,
+                    max_connections_per_client = limits.max_connections_per_client,
+                    refused = n,
+                    "a client holds its most connections: its new ones are answered 503 and closed"
+                );
+            }
+            continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             counters.refused.inc();
@@ -263,7 +280,7 @@ pub async fn serve<L: Accept, F>(
             counters.open.inc();
             serve_connection(stream, peer, routes, limits, &counters, stopping).await;
             counters.open.dec();
-            drop(permit);
+            drop((permit, held));
         });
     }
     drop(listener);

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::common::*;
 
-const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A Python server from tests/fixtures/ on 127.0.0.1: it prints its port,
 /// logs what it receives as JSON lines, and is killed on drop.

@@ -240,6 +240,71 @@ fn connections_over_the_bound_are_refused_at_once() {
     );
 }
 
+/// Opens a connection from `from` (another loopback address: another
+/// client, as the daemon sees it) and writes `bytes` on it.
+fn open_from(from: &str, addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&addr.into()).expect("connect to the daemon");
+    let mut s: TcpStream = socket.into();
+    s.write_all(bytes).unwrap();
+    s
+}
+
+/// `max_connections_per_client`: one address holding its most connections
+/// gets 503 for a new one, closed at once, while another address is
+/// served; once it lets go of one, it is served again.
+#[test]
+fn one_client_cannot_hold_more_than_its_connections() {
+    let env = Env::new();
+    let config = env.standard_with(
+        "[http]
+max_connections_per_client = 5
+",
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    let mut held: Vec<TcpStream> = (0..5)
+        .map(|_| open_from("127.0.0.2", daemon.addr, b"POST /hooks/tight HTTP/1.1\r\n"))
+        .collect();
+    let mut sixth = open_from("127.0.0.2", daemon.addr, b"");
+    let (got, closed) = until_closed(&mut sixth, Instant::now() + Duration::from_secs(10));
+    assert!(closed, "closed, not queued");
+    assert!(
+        got.starts_with(b"HTTP/1.1 503"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(daemon.logged("a client holds its most connections"));
+    // Another client is served meanwhile.
+    let webhook = |from: &str, invoice: &str| {
+        let body = invoice_viewed(invoice);
+        let token = pyjwt(SECRET, body.as_bytes(), &[]);
+        let mut s = open_from(
+            from,
+            daemon.addr,
+            format!(
+                "POST /hooks/tight HTTP/1.1\r\nhost: x\r\ntight-verification: {token}\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let (got, _) = until_closed(&mut s, Instant::now() + Duration::from_secs(10));
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let other = webhook("127.0.0.3", "inv_other_client");
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    // The first client lets go of one: served again.
+    drop(held.pop());
+    assert!(
+        eventually(10, || webhook("127.0.0.2", "inv_let_go")
+            .starts_with("HTTP/1.1 200")),
+        "served again once it held fewer"
+    );
+}
+
 /// A keep-alive connection is closed after `idle_timeout` without a request,
 /// on both listeners; the admin listener closes a slow head too.
 #[test]

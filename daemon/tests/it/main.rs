@@ -15,6 +15,7 @@ pub mod dashboard;
 mod dashboard_browser;
 mod durability;
 mod embed;
+mod flow;
 mod handover;
 mod handshakes;
 mod hostile;
