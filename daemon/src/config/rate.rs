@@ -51,6 +51,11 @@ impl Rate {
         })
     }
 
+    /// Jobs a second.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.count) * 1e3 / self.period_ms as f64
+    }
+
     /// Microseconds between two jobs at the rate.
     pub fn interval_us(&self) -> i64 {
         (self.period_ms * 1_000 / i64::from(self.count)).max(1)

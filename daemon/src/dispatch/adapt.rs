@@ -25,7 +25,7 @@
 
 use std::sync::Mutex;
 
-use super::rate::Rate;
+use crate::config::rate::Rate;
 
 /// Lowered at most once in this long: refusals closer together are one
 /// round.
@@ -109,11 +109,6 @@ pub struct Adaptive {
     state: Mutex<State>,
 }
 
-/// A rate's jobs a second.
-pub fn per_second(rate: &Rate) -> f64 {
-    f64::from(rate.count) * 1e3 / rate.period_ms as f64
-}
-
 impl Adaptive {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -147,7 +142,7 @@ impl Adaptive {
             }
         }
         if !s.lowered || limit.is_none() {
-            s.ceiling = configured.map_or_else(|| s.pace(), per_second);
+            s.ceiling = configured.map_or_else(|| s.pace(), Rate::per_second);
         }
         let from = limit.unwrap_or(s.ceiling);
         let per_s = from / 2.0;

@@ -238,7 +238,7 @@ pub async fn live_rates(
             ..LiveRate::default()
         };
         if let Some(rate) = action.rate_at(now_ms) {
-            live.per_s = Some(super::adapt::per_second(&rate));
+            live.per_s = Some(rate.per_second());
             let now_us = now_ms * 1_000;
             match budgets.view(store, name, &rate, now_us).await {
                 Ok(view) => {

@@ -356,9 +356,12 @@ path = "{}"
             .map(|l| l["params"].clone())
             .collect::<Vec<_>>()
     };
+    // Both are told, each through its own job: the two may be written in
+    // either order.
     assert!(
-        eventually(30, || !told("switchyard.subscription.reenabled").is_empty()),
-        "not re-enabled; logs:\n{}",
+        eventually(30, || !told("switchyard.subscription.reenabled").is_empty()
+            && !told("switchyard.subscription.disabled").is_empty()),
+        "not told of both; logs:\n{}",
         daemon.logs()
     );
     let disabled = told("switchyard.subscription.disabled");
