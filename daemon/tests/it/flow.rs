@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::actions::{forwarding, Fixture, HOOK_SECRET};
 use crate::common::*;
+use crate::dashboard::{get, sign_in, TOKEN};
 
 /// Requests each webhook id got a 200 for.
 fn accepted(lines: &[Value]) -> HashMap<String, usize> {
@@ -69,7 +70,7 @@ fn a_burst_of_two_thousand_events_keeps_to_the_receivers_limit() {
         &env,
         &rx.url(),
         "concurrency = 16\nrate = \"80/s\"\nburst = 10",
-        "",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
     );
     let signed = bulk_signed(2_000, "inv_b", 0);
     let daemon = Daemon::start(&config);
@@ -81,6 +82,12 @@ fn a_burst_of_two_thousand_events_keeps_to_the_receivers_limit() {
     assert!(
         row["waiting_for_rate"].as_u64().unwrap_or(0) > 0 && row["drain_ms"].as_i64().is_some(),
         "{row}"
+    );
+    let base = format!("http://{}", daemon.admin_addr());
+    let (_, page, _) = get(&base, "/ui/actions", Some(&sign_in(&base, TOKEN)));
+    assert!(
+        page.contains("80/s, burst 10") && page.contains("waiting for it, gone in"),
+        "{page}"
     );
     assert!(
         eventually(120, || accepted(&rx.lines()).len() == 2_000),

@@ -379,3 +379,39 @@ pub(crate) async fn swept(
     done.unwrap();
     pruned
 }
+
+/// Retention prunes the rate budgets no job has asked of for a minute (a
+/// budget whose time has passed is as good as none), and keeps the others:
+/// a rate per customer leaves no row per customer for ever.
+#[tokio::test]
+async fn rate_budgets_unused_for_a_minute_are_pruned() {
+    let (_url, stores) = instances(1).await;
+    let shared = stores[0].shared().unwrap();
+    let now = now_ms();
+    let step = 100_000;
+    for (key, at_ms) in [("long-ago", now - 120_000), ("now", now)] {
+        shared
+            .reserve_rate("notify".into(), key.into(), step, at_ms * 1_000)
+            .await
+            .unwrap();
+    }
+    let keys = |budgets: Vec<(String, i64)>| -> Vec<String> {
+        let mut keys: Vec<_> = budgets.into_iter().map(|b| b.0).collect();
+        keys.sort();
+        keys
+    };
+    let before = shared.rate_budgets("notify".into()).await.unwrap();
+    assert_eq!(keys(before), ["long-ago", "now"]);
+    swept(&stores[0], now - 1_000, now, 1000).await;
+    let after = shared.rate_budgets("notify".into()).await.unwrap();
+    assert_eq!(keys(after), ["now"]);
+    // A budget taken only when full: not while in use, then again.
+    assert!(!shared
+        .take_rate_if_full("notify".into(), "now".into(), step, now * 1_000)
+        .await
+        .unwrap());
+    assert!(shared
+        .take_rate_if_full("notify".into(), "now".into(), step, (now + 1_000) * 1_000)
+        .await
+        .unwrap());
+}
