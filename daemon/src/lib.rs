@@ -70,6 +70,7 @@ pub mod event;
 pub mod listener;
 pub mod metrics;
 pub mod server;
+pub mod telemetry;
 
 pub use app::Config;
 pub use app::{check, Switchyard};

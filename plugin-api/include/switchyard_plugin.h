@@ -263,7 +263,11 @@ typedef struct sy_host {
  *     See "What the host enforces" above for every status's answer.
  * execute(instance, job_json, timeout_ms, out)           [actions; else NULL]
  *     job_json: {"id", "idempotency_key", "action", "rule", "attempt",
- *                "params": {...}, "event": {ENVELOPE}}
+ *                "params": {...}, "event": {ENVELOPE},
+ *                "trace": {"traceparent": "00-…"}}   (when the host traces)
+ *     "trace" is the attempt's W3C trace context: an action that makes a
+ *     request sends it on as `traceparent`; a plugin that does not know it
+ *     ignores it (an added key, as JSON's keys may be).
  *     Must return within timeout_ms. SY_OK, SY_FAIL_RETRYABLE or
  *     SY_FAIL_PERMANENT, with a message; on SY_OK set_json may carry a result
  *     object (recorded with the attempt). From ABI 1.1, on a failure set_json

@@ -19,6 +19,19 @@ pub struct Job {
     pub attempt: u32,
     pub params: Value,
     pub event: Value,
+    /// The attempt's trace context, when the host traces (an added key: a
+    /// plugin that does not know it ignores it): an action that makes a
+    /// request sends it on (`traceparent`), one that logs can log with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
+}
+
+/// A W3C trace context: the attempt's span as the next hop's parent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceContext {
+    pub traceparent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// What an action made of a job.

@@ -24,7 +24,9 @@ mod text;
 #[doc(hidden)]
 pub mod export;
 
-pub use action::{Action, BatchOutcome, BatchOutput, BatchStatus, FailureDetail, Job, Outcome};
+pub use action::{
+    Action, BatchOutcome, BatchOutput, BatchStatus, FailureDetail, Job, Outcome, TraceContext,
+};
 pub use host::Host;
 pub use provider::{
     Answer, CreateOutput, EventDraft, Order, Provider, RejectKind, Rejection, Request, SampleError,

@@ -26,6 +26,7 @@ use crate::dispatch::{ActionConfig, DeliveryConfig};
 use crate::ingress::{SourceConfig, DEFAULT_MAX_BODY_BYTES};
 use crate::listener::{AdminConfig, HttpLimits};
 use crate::store::StoreConfig;
+use crate::telemetry::TelemetryConfig;
 
 /// The file as written: the top-level keys, and each section in its
 /// stage's type.
@@ -53,6 +54,8 @@ struct RawConfig {
     delivery: DeliveryConfig,
     #[serde(default)]
     http: HttpLimits,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
     /// Read after its secret references are resolved.
     #[serde(default)]
     admin: Option<Spanned<toml::Table>>,
@@ -107,6 +110,8 @@ pub struct Config {
     /// Limits of the webhook listener's connections (and, but for
     /// `max_connections`, the admin listener's).
     pub http: HttpLimits,
+    /// Traces (`[telemetry]`): where they go, how many.
+    pub telemetry: TelemetryConfig,
     /// The admin API, when `[admin]` is set.
     pub admin: Option<AdminConfig>,
     pub sources: BTreeMap<String, SourceConfig>,
@@ -194,6 +199,7 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
     note(raw.check());
     note(raw.delivery.check());
     note(raw.http.check());
+    note(raw.telemetry.check());
     let public_url = raw
         .public_url
         .as_deref()
@@ -268,6 +274,7 @@ pub fn parse_partial(text: &str, path: Option<&Path>) -> Result<Partial, Problem
             delivery: raw.delivery,
             trusted_proxies: raw.trusted_proxies,
             http: raw.http,
+            telemetry: raw.telemetry,
             admin,
             sources,
             actions,

@@ -211,6 +211,10 @@ impl Switchyard {
         built: Built,
         store: Arc<dyn Store>,
     ) -> Result<Switchyard, Problems> {
+        match crate::telemetry::start(&config.telemetry) {
+            Ok(_) => {}
+            Err(e) => tracing::error!("traces are not sent: {e}"),
+        }
         let pool = CallPool::new(config.plugin_concurrency);
         let rules = Arc::new(built.rules);
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -480,6 +484,15 @@ impl Switchyard {
             &self.rules.failed_reloads,
         );
         catch_up(&self.metrics.rules_reloads, &self.rules.reloads);
+        if let Some(t) = crate::telemetry::get() {
+            let (exported, dropped) = t.counts();
+            for (counter, total) in [
+                (&self.metrics.trace_spans_exported, exported),
+                (&self.metrics.trace_spans_dropped, dropped),
+            ] {
+                catch_up(counter, &AtomicU64::new(total));
+            }
+        }
         self.metrics.render()
     }
 
@@ -611,5 +624,7 @@ impl Switchyard {
                 tracing::warn!("store: could not hand back this instance's work at once: {e}");
             }
         }
+        // The last spans go to the collector (at most a few seconds).
+        let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
     }
 }

@@ -35,7 +35,9 @@ impl Execute {
         let Ok(_slot) = action.permits.clone().acquire_owned().await else {
             return ExecOutcome::Retryable("action is shutting down".into());
         };
-        let json = serde_json::to_vec(&plugin_job(job)).unwrap_or_default();
+        let span = super::trace::start(job);
+        let traceparent = span.as_ref().map(|s| s.traceparent.as_str());
+        let json = serde_json::to_vec(&plugin_job(job, traceparent)).unwrap_or_default();
         let instance = action.instance.clone();
         let timeout = action.timeout;
         let started = Instant::now();
@@ -45,6 +47,7 @@ impl Execute {
             .await
             .and_then(|r| r);
         let attempt = result.unwrap_or_else(failed_call);
+        super::trace::end(span, &attempt);
         self.metrics.plugin_call(
             &action.instance.plugin().name,
             "execute",
@@ -73,7 +76,12 @@ impl Execute {
         let Ok(slot) = action.permits.clone().acquire_many_owned(slots).await else {
             return vec![ExecOutcome::Retryable("action is shutting down".into()); jobs.len()];
         };
-        let batch: Vec<_> = jobs.iter().map(plugin_job).collect();
+        let spans: Vec<_> = jobs.iter().map(super::trace::start).collect();
+        let batch: Vec<_> = jobs
+            .iter()
+            .zip(&spans)
+            .map(|(job, span)| plugin_job(job, span.as_ref().map(|s| s.traceparent.as_str())))
+            .collect();
         let json = serde_json::to_vec(&batch).unwrap_or_default();
         let (instance, timeout, n) = (action.instance.clone(), action.timeout, jobs.len());
         let started = Instant::now();
@@ -103,8 +111,13 @@ impl Execute {
                     "execute_batch",
                     outcome_label(&failed_call(e)),
                 );
-                // The jobs alone take their own slots.
+                // The jobs alone take their own slots (and spans).
                 drop(slot);
+                let tried_alone =
+                    ExecOutcome::Retryable("the batch call failed; tried alone".into());
+                for span in spans {
+                    super::trace::end(span, &tried_alone);
+                }
                 return join_all(jobs.iter().map(|job| self.one(Some(action.clone()), job))).await;
             }
             Err(e) => {
@@ -117,7 +130,11 @@ impl Execute {
             .plugin_call(&action.instance.plugin().name, "execute_batch", label);
         jobs.iter()
             .zip(outcomes)
-            .map(|(job, outcome)| logged(job, outcome, ms))
+            .zip(spans)
+            .map(|((job, outcome), span)| {
+                super::trace::end(span, &outcome);
+                logged(job, outcome, ms)
+            })
             .collect()
     }
 }

@@ -17,10 +17,20 @@ pub(super) struct PluginJob<'a> {
     attempt: u32,
     params: &'a Value,
     event: &'a serde_json::value::RawValue,
+    /// The attempt's trace context, when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<Trace<'a>>,
 }
 
-pub(super) fn plugin_job(job: &ClaimedJob) -> PluginJob<'_> {
+#[derive(serde::Serialize)]
+struct Trace<'a> {
+    traceparent: &'a str,
+}
+
+/// The job as the plugin reads it; `traceparent`: its attempt's span.
+pub(super) fn plugin_job<'a>(job: &'a ClaimedJob, traceparent: Option<&'a str>) -> PluginJob<'a> {
     PluginJob {
+        trace: traceparent.map(|traceparent| Trace { traceparent }),
         id: &job.id,
         idempotency_key: &job.idempotency_key,
         action: &job.action,
@@ -51,7 +61,7 @@ mod tests {
             order_key: None,
             rate_slot: None,
         };
-        let text = serde_json::to_string(&plugin_job(&job)).unwrap();
+        let text = serde_json::to_string(&plugin_job(&job, None)).unwrap();
         let read: switchyard_plugin_api::Job = serde_json::from_str(&text).unwrap();
         assert_eq!(
             (

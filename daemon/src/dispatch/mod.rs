@@ -55,6 +55,7 @@ mod job;
 pub mod rate;
 mod record;
 mod retry;
+mod trace;
 
 pub use batch::BATCH_MAX;
 pub use config::{ActionConfig, DeliveryConfig};

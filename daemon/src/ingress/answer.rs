@@ -1,5 +1,6 @@
 //! The answers ingress gives: JSON bodies, never cached; 503s say when to
-//! come back; a provider's own answer (a handshake's) as it said it.
+//! come back; a provider's own answer (a handshake's) as it said it; and
+//! a refusal with what is kept and logged of it.
 
 use serde_json::json;
 use warp::http::{HeaderValue, StatusCode};
@@ -53,4 +54,51 @@ pub fn custom(said: switchyard_plugin_api::Answer) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// A refusal: the answer, and the reason (as the `rejected` metric counts
+/// it) and message the rejections ring keeps.
+pub(super) struct Refused {
+    pub response: Response,
+    pub reason: &'static str,
+    pub message: String,
+    /// How the refusal is logged (at most a line per source and reason in
+    /// a while, see `quiet.rs`).
+    pub level: tracing::Level,
+}
+
+pub(super) fn refused(
+    response: Response,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> Refused {
+    Refused {
+        response,
+        reason,
+        message: message.into(),
+        level: tracing::Level::WARN,
+    }
+}
+
+impl Refused {
+    pub(super) fn at(self, level: tracing::Level) -> Refused {
+        Refused { level, ..self }
+    }
+}
+
+/// One line for a refusal; `unlogged`: how many like it went unlogged
+/// since the last line.
+pub(super) fn log_refusal(why: &Refused, source: &str, unlogged: u64) {
+    let status = why.response.status().as_u16();
+    let reason = why.reason;
+    let message = &why.message;
+    match why.level {
+        tracing::Level::ERROR => {
+            tracing::error!(%source, reason, status, unlogged, "webhook refused: {message}")
+        }
+        tracing::Level::WARN => {
+            tracing::warn!(%source, reason, status, unlogged, "webhook refused: {message}")
+        }
+        _ => tracing::info!(%source, reason, status, unlogged, "webhook refused: {message}"),
+    }
 }

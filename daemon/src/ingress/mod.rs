@@ -54,8 +54,12 @@ mod redact;
 pub mod rejections;
 mod sample;
 mod sender;
+mod trace;
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use opentelemetry::trace::SpanContext;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +79,7 @@ use crate::metrics::recent::{Kind, Latency};
 use crate::metrics::Metrics;
 use crate::store::{BacklogGauge, Ingested, PendingEvent, Pipeline};
 
-use answer::{answer, error, unavailable};
+use answer::{answer, error, log_refusal, refused, unavailable, Refused};
 use filter::{read_body, BodyError, Incoming};
 
 pub use build::{sources, Limits, Links};
@@ -137,49 +141,6 @@ pub struct Ingress {
     pub quiet: quiet::Quiet,
 }
 
-/// A refusal: the answer, and the reason (as the `rejected` metric counts
-/// it) and message the rejections ring keeps.
-struct Refused {
-    response: Response,
-    reason: &'static str,
-    message: String,
-    /// How the refusal is logged (at most a line per source and reason in
-    /// a while, see `quiet.rs`).
-    level: tracing::Level,
-}
-
-fn refused(response: Response, reason: &'static str, message: impl Into<String>) -> Refused {
-    Refused {
-        response,
-        reason,
-        message: message.into(),
-        level: tracing::Level::WARN,
-    }
-}
-
-impl Refused {
-    fn at(self, level: tracing::Level) -> Refused {
-        Refused { level, ..self }
-    }
-}
-
-/// One line for a refusal; `unlogged`: how many like it went unlogged
-/// since the last line.
-fn log_refusal(why: &Refused, source: &str, unlogged: u64) {
-    let status = why.response.status().as_u16();
-    let reason = why.reason;
-    let message = &why.message;
-    match why.level {
-        tracing::Level::ERROR => {
-            tracing::error!(%source, reason, status, unlogged, "webhook refused: {message}")
-        }
-        tracing::Level::WARN => {
-            tracing::warn!(%source, reason, status, unlogged, "webhook refused: {message}")
-        }
-        _ => tracing::info!(%source, reason, status, unlogged, "webhook refused: {message}"),
-    }
-}
-
 impl Ingress {
     /// The sources now configured.
     pub fn sources(&self) -> Arc<BTreeMap<String, Arc<Source>>> {
@@ -208,9 +169,14 @@ impl Ingress {
             .at(tracing::Level::INFO);
             return self.note(why, &req, None, None, None);
         };
-        let response = match self.handle_source(req, &source, body).await {
+        // The webhook's trace, when tracing is on: its span, from now to
+        // the answer.
+        let mut span = trace::start(&req, &source.name);
+        let trace = span.as_ref().map(crate::telemetry::context);
+        let response = match self.handle_source(req, &source, body, trace.as_ref()).await {
             Ok(response) | Err(response) => response,
         };
+        trace::end(span.as_mut(), response.status().as_u16());
         let took = started.elapsed().as_secs_f64();
         self.metrics
             .ingest_seconds
@@ -229,6 +195,7 @@ impl Ingress {
         req: Incoming,
         source: &Source,
         body: S,
+        trace: Option<&SpanContext>,
     ) -> Result<Response, Response>
     where
         S: Stream<Item = Result<B, warp::Error>> + Send,
@@ -244,15 +211,43 @@ impl Ingress {
         let received_at = time::OffsetDateTime::now_utc();
         let remote_addr = sender.map(|ip| ip.to_string()).unwrap_or_default();
         let request = Arc::new(req.owned(remote_addr, body));
-        let (events, custom) = match self.verify(source, &request, received_at).await {
+        let verifying = SystemTime::now();
+        let verdict = self.verify(source, &request, received_at).await;
+        if let Some(cx) = trace {
+            let outcome = match &verdict {
+                Ok((events, _)) => format!("{} event(s)", events.len()),
+                Err(why) => why.reason.to_string(),
+            };
+            trace::verified(
+                cx,
+                source.provider(),
+                &outcome,
+                verifying,
+                request.body.len(),
+            );
+        }
+        let (mut events, custom) = match verdict {
             Ok(verified) => verified,
             Err(why) => {
                 return Err(self.note(why, &req, Some(source), sender, Some(&request.body)))
             }
         };
-        self.store(source, &request, received_at, events, custom)
-            .await
-            .map_err(|why| self.note(why, &req, Some(source), sender, Some(&request.body)))
+        // Each event carries the webhook's trace into the store, and so to
+        // its routing and its jobs' attempts.
+        if let Some(cx) = trace {
+            trace::mark(&mut events, cx);
+        }
+        let storing = SystemTime::now();
+        let stored = self
+            .store(source, &request, received_at, events, custom)
+            .await;
+        if let Some(cx) = trace {
+            let outcome = stored
+                .as_ref()
+                .map_or_else(|why| why.reason, |_| "committed");
+            trace::stored(cx, outcome, storing);
+        }
+        stored.map_err(|why| self.note(why, &req, Some(source), sender, Some(&request.body)))
     }
 
     /// Counts a refusal, keeps it in the rejections ring (redacted, cut
@@ -571,7 +566,16 @@ impl Ingress {
                     handshakes.push(id);
                 }
                 Ingested::New(id) => {
-                    tracing::info!(event_id = %id, source = %source.name, "webhook accepted");
+                    match event.extensions.get("traceparent").and_then(|t| t.as_str()) {
+                        // `00-{trace id}-…`: the log line names the trace.
+                        Some(tp) => tracing::info!(
+                            event_id = %id, source = %source.name,
+                            trace_id = tp.get(3..35).unwrap_or_default(), "webhook accepted"
+                        ),
+                        None => {
+                            tracing::info!(event_id = %id, source = %source.name, "webhook accepted")
+                        }
+                    }
                     accepted.push(id);
                     let pending = PendingEvent { event, routings: 0 };
                     if self.router.try_send(pending).is_err() {

@@ -114,6 +114,10 @@ pub struct Metrics {
     pub rules_reload_failures: Counter<u64, AtomicU64>,
     /// Reloads of the rules run, changed or not.
     pub rules_reloads: Counter<u64, AtomicU64>,
+    /// Spans sent to the trace collector, and spans dropped (a full queue,
+    /// a collector that did not take them).
+    pub trace_spans_exported: Counter<u64, AtomicU64>,
+    pub trace_spans_dropped: Counter<u64, AtomicU64>,
     /// Reloads of the configuration and plugins (done, refused).
     pub config_reloads: Family<OutcomeLabel, Counter>,
     /// The watcher's checks of a provider's subscriptions (ok, failed).
@@ -170,6 +174,8 @@ impl Metrics {
             rules_broken: Gauge::default(),
             rules_reload_failures: Counter::default(),
             rules_reloads: Counter::default(),
+            trace_spans_exported: Counter::default(),
+            trace_spans_dropped: Counter::default(),
             config_reloads: Family::default(),
             subscription_checks: Family::default(),
             subscriptions_off: Family::default(),
@@ -245,6 +251,10 @@ impl Metrics {
             "Reloads that found a rule file that does not compile" => m.rules_reload_failures;
             "rules_reloads",
             "Reloads of the rules run (the folder compiled again), changed or not" => m.rules_reloads;
+            "trace_spans_exported",
+            "Spans sent to the trace collector (OTLP)" => m.trace_spans_exported;
+            "trace_spans_dropped",
+            "Spans dropped: the queue to the collector was full, or the collector did not take them" => m.trace_spans_dropped;
             "config_reloads",
             "Reloads of the configuration and plugins, per outcome (done, refused)" => m.config_reloads;
             "connections_open",

@@ -150,6 +150,25 @@ impl Router {
     }
 
     async fn route_batch(&self, batch: Vec<PendingEvent>) {
+        // Each event's trace (its `traceparent`), when tracing is on: a
+        // routing is a child of the webhook's span, a replay's its own
+        // trace linked to it.
+        let started = std::time::SystemTime::now();
+        let traces: Vec<_> = match crate::telemetry::get() {
+            Some(_) => batch
+                .iter()
+                .map(|p| {
+                    let cx = p
+                        .event
+                        .extensions
+                        .get("traceparent")
+                        .and_then(|v| v.as_str())
+                        .and_then(crate::telemetry::parse_traceparent);
+                    (cx, p.routings)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let rules = self.rules.clone();
         let known = self.actions.load_full();
         let metrics = self.metrics.clone();
@@ -199,10 +218,29 @@ impl Router {
             .iter()
             .map(|r| (r.event_id.clone(), r.jobs.len()))
             .collect();
+        let runs: Vec<usize> = routings
+            .iter()
+            .map(|r| r.rule_runs.as_array().map_or(0, Vec::len))
+            .collect();
+        let version = routings.first().map_or(0, |r| r.rules_version);
         let results = join_all(routings.into_iter().map(|r| self.store.record_routing(r))).await;
         let mut waiting = 0;
         let mut routed = 0;
-        for (((event_id, n), result), reserved) in summaries.into_iter().zip(results).zip(permits) {
+        for (i, (((event_id, n), result), reserved)) in
+            summaries.into_iter().zip(results).zip(permits).enumerate()
+        {
+            if let (Some(t), Some((cx, routings))) = (crate::telemetry::get(), traces.get(i)) {
+                trace_routing(
+                    t,
+                    cx.as_ref(),
+                    *routings,
+                    started,
+                    runs[i],
+                    n,
+                    version,
+                    &result,
+                );
+            }
             match result {
                 Ok(claimed) => {
                     routed += 1;
@@ -222,6 +260,46 @@ impl Router {
             self.dispatch.notify_one();
         }
     }
+}
+
+/// An event's routing as a span: a child of its webhook's, or (a replay)
+/// a trace of its own linked to it.
+#[allow(clippy::too_many_arguments)]
+fn trace_routing(
+    t: &crate::telemetry::Telemetry,
+    webhook: Option<&opentelemetry::trace::SpanContext>,
+    routings: u32,
+    started: std::time::SystemTime,
+    rules_run: usize,
+    jobs: usize,
+    version: u64,
+    result: &crate::store::StoreResult<Vec<crate::store::ClaimedJob>>,
+) {
+    use crate::telemetry::Parent;
+    use opentelemetry::trace::Span as _;
+    use opentelemetry::KeyValue;
+    let (name, parent) = match webhook {
+        Some(cx) if routings > 0 => ("route (replay)", Parent::Linked(cx)),
+        Some(cx) => ("route", Parent::Child(cx)),
+        None if routings > 0 => ("route (replay)", Parent::Root),
+        None => ("route", Parent::Root),
+    };
+    let mut span = t.start(
+        name,
+        opentelemetry::trace::SpanKind::Internal,
+        parent,
+        Some(started),
+        vec![
+            KeyValue::new("switchyard.rules_run", rules_run as i64),
+            KeyValue::new("switchyard.jobs", jobs as i64),
+            KeyValue::new("switchyard.rules_version", version as i64),
+            KeyValue::new("switchyard.routing", i64::from(routings) + 1),
+        ],
+    );
+    if let Err(e) = result {
+        span.set_status(crate::telemetry::Status::error(e.to_string()));
+    }
+    span.end();
 }
 
 fn routing(

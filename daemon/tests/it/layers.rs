@@ -61,6 +61,7 @@ const LAYERS: &[&str] = &[
     "config",
     "event",
     "metrics",
+    "telemetry",
     "host",
     "store",
     "rules",

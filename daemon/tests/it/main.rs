@@ -38,3 +38,4 @@ mod service;
 mod store_upgrade;
 mod subscriptions;
 mod tight;
+mod traces;

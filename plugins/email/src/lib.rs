@@ -317,6 +317,7 @@ mod tests {
             attempt: 1,
             params,
             event: json!({}),
+            trace: None,
         }
     }
 

@@ -314,6 +314,10 @@ impl Action for Exec {
             .process_group(0)
             .env_clear()
             .envs(vars);
+        // The attempt's trace, for a program that traces too.
+        if let Some(trace) = &job.trace {
+            cmd.env("TRACEPARENT", &trace.traceparent);
+        }
         if let Some(dir) = &self.working_dir {
             cmd.current_dir(dir);
         }
@@ -417,6 +421,7 @@ mod tests {
             attempt: 1,
             params: json!({"invoice": "inv_7"}),
             event: json!({"id": "ev", "type": "tight.invoiceViewed"}),
+            trace: None,
         }
     }
 

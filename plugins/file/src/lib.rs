@@ -185,6 +185,7 @@ mod tests {
             attempt: 1,
             params: json!({"n": n}),
             event: json!({"id": "ev", "type": "tight.invoiceViewed"}),
+            trace: None,
         }
     }
 

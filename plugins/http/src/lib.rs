@@ -6,6 +6,8 @@
 //! `webhook-timestamp` the attempt's Unix time, `webhook-signature` one
 //! `v1,<base64>` per configured secret (several while rotating).
 //!
+//! With the host tracing, each request carries the attempt's `traceparent`.
+//!
 //! Answers: 2xx done; 410 gone (dead, and the host pauses the action until it
 //! is enabled again); 429, 502, 503, 504 retry, no sooner than `Retry-After`
 //! (a 429, or one with `Retry-After`, also slows the whole action);
@@ -163,6 +165,13 @@ impl HttpAction {
             .headers(self.headers.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &job.idempotency_key);
+        // The attempt's trace goes on to the destination (W3C Trace Context).
+        if let Some(trace) = &job.trace {
+            request = request.header("traceparent", &trace.traceparent);
+            if let Some(state) = &trace.tracestate {
+                request = request.header("tracestate", state);
+            }
+        }
         if !self.secrets.is_empty() {
             let ts = unix_now();
             let signatures: Vec<String> = self

@@ -95,7 +95,7 @@ impl Action for Slack {
             Ok(b) => b,
             Err(e) => return Outcome::Permanent(e),
         };
-        let sent = self
+        let mut request = self
             .client
             .post(self.url.clone())
             .timeout(
@@ -103,8 +103,12 @@ impl Action for Slack {
                     .saturating_sub(Duration::from_millis(100))
                     .max(Duration::from_millis(100)),
             )
-            .json(&body)
-            .send();
+            .json(&body);
+        // The attempt's trace goes on (W3C Trace Context), when there is one.
+        if let Some(trace) = &job.trace {
+            request = request.header("traceparent", &trace.traceparent);
+        }
+        let sent = request.send();
         match sent {
             Ok(resp) => {
                 let status = resp.status().as_u16();

@@ -1,0 +1,63 @@
+//! Each attempt of a job as a span (when tracing is on): a child of its
+//! event's webhook span, whose context the event's envelope carries — or,
+//! for backlog (a redrive, a replay), a trace of its own linked to it. Its
+//! context goes to the plugin with the job (`trace.traceparent`), to be
+//! sent on to the destination.
+
+use opentelemetry::trace::{Span as _, SpanKind};
+use opentelemetry::KeyValue;
+
+use crate::host::ExecOutcome;
+use crate::store::ClaimedJob;
+use crate::telemetry::{self, Parent, Span, Status};
+
+/// An attempt's span under way, and its context as `traceparent` text.
+pub struct Attempt {
+    span: Span,
+    pub traceparent: String,
+}
+
+/// Starts the span of an attempt of `job`, if tracing is on.
+pub fn start(job: &ClaimedJob) -> Option<Attempt> {
+    let t = telemetry::get()?;
+    let webhook = telemetry::of_envelope(job.event.get());
+    let parent = match &webhook {
+        Some(cx) if job.is_backlog() => Parent::Linked(cx),
+        Some(cx) => Parent::Child(cx),
+        None => Parent::Root,
+    };
+    let span = t.start(
+        format!("attempt {}", job.action),
+        SpanKind::Client,
+        parent,
+        None,
+        vec![
+            KeyValue::new("switchyard.action", job.action.clone()),
+            KeyValue::new("switchyard.rule", job.rule.clone()),
+            KeyValue::new("switchyard.job_id", job.id.clone()),
+            KeyValue::new("switchyard.event_id", job.event_id.clone()),
+            KeyValue::new("switchyard.attempt", i64::from(job.attempt)),
+        ],
+    );
+    let traceparent = telemetry::traceparent(&telemetry::context(&span));
+    Some(Attempt { span, traceparent })
+}
+
+/// Ends an attempt's span with its outcome.
+pub fn end(attempt: Option<Attempt>, outcome: &ExecOutcome) {
+    let Some(Attempt { mut span, .. }) = attempt else {
+        return;
+    };
+    let (label, message) = match outcome {
+        ExecOutcome::Done(_) => ("done", None),
+        ExecOutcome::Retryable(m) => ("retryable", Some(m)),
+        ExecOutcome::RetryAfter(m, _) => ("retry_after", Some(m)),
+        ExecOutcome::Permanent(m) => ("permanent", Some(m)),
+        ExecOutcome::Gone(m) => ("gone", Some(m)),
+    };
+    span.set_attribute(KeyValue::new("switchyard.outcome", label));
+    if let Some(m) = message {
+        span.set_status(Status::error(m.chars().take(200).collect::<String>()));
+    }
+    span.end();
+}
