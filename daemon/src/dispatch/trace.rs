@@ -15,6 +15,7 @@ use crate::telemetry::{self, Parent, Span, Status};
 pub struct Attempt {
     span: Span,
     pub traceparent: String,
+    pub trace_id: String,
 }
 
 /// Starts the span of an attempt of `job`, if tracing is on.
@@ -39,8 +40,12 @@ pub fn start(job: &ClaimedJob) -> Option<Attempt> {
             KeyValue::new("switchyard.attempt", i64::from(job.attempt)),
         ],
     );
-    let traceparent = telemetry::traceparent(&telemetry::context(&span));
-    Some(Attempt { span, traceparent })
+    let cx = telemetry::context(&span);
+    Some(Attempt {
+        traceparent: telemetry::traceparent(&cx),
+        trace_id: telemetry::trace_id(&cx),
+        span,
+    })
 }
 
 /// Ends an attempt's span with its outcome.
@@ -60,4 +65,9 @@ pub fn end(attempt: Option<Attempt>, outcome: &ExecOutcome) {
         span.set_status(Status::error(m.chars().take(200).collect::<String>()));
     }
     span.end();
+}
+
+/// While it lives, log lines carry the trace's id (`trace_id`).
+pub fn in_log(trace_id: Option<String>) -> Option<tracing::span::EnteredSpan> {
+    trace_id.map(|id| tracing::info_span!("trace", trace_id = %id).entered())
 }

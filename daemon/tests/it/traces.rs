@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::actions::{forwarding, Fixture, HOOK_SECRET};
 use crate::common::*;
+use crate::dashboard::{get, sign_in, TOKEN};
 
 /// The spans the collector got so far.
 fn spans(collector: &Fixture) -> Vec<Value> {
@@ -34,7 +35,9 @@ fn one_webhook_is_one_trace_from_the_socket_to_the_destination() {
         &rx.url(),
         "",
         &format!(
-            "[telemetry]\nendpoint = \"http://127.0.0.1:{}\"\nservice_name = \"switchyard-test\"\n",
+            "[telemetry]\nendpoint = \"http://127.0.0.1:{}\"\nservice_name = \"switchyard-test\"\n\
+             trace_url = \"https://traces.example/trace/{{trace_id}}\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
             collector.port
         ),
     );
@@ -92,8 +95,36 @@ fn one_webhook_is_one_trace_from_the_socket_to_the_destination() {
             n + 1
         );
     }
-    // The log line of the accepted webhook names the trace.
-    assert!(daemon.logged(trace_id), "{}", daemon.logs());
+    // The log lines of the accepted webhook and of each attempt name the
+    // trace; the dashboard's event page shows it, linked.
+    let naming = daemon
+        .logs()
+        .lines()
+        .filter(|l| l.contains(trace_id))
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_default();
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        naming.iter().any(|m| m == "webhook accepted")
+            && naming.iter().any(|m| m == "job done")
+            && naming.iter().any(|m| m.starts_with("job failed")),
+        "{naming:?}"
+    );
+    let base = format!("http://{}", daemon.admin_addr());
+    let (_, page, _) = get(
+        &base,
+        &format!("/ui/events/{event_id}"),
+        Some(&sign_in(&base, TOKEN)),
+    );
+    assert!(
+        page.contains(&format!("href=\"https://traces.example/trace/{trace_id}\"")),
+        "{page}"
+    );
 
     // A replay: a trace of its own, linked to the webhook's.
     let (code, out) = cli(&["replay", &event_id], &config);

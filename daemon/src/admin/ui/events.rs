@@ -145,6 +145,10 @@ struct EventPage {
     routed: String,
     rules_version: String,
     duplicates: u64,
+    /// Its webhook's trace (the envelope's `traceparent`), and where
+    /// `[telemetry] trace_url` says to look it up.
+    trace_id: Option<String>,
+    trace_link: Option<String>,
     jobs: Vec<JobView>,
     rule_runs: Vec<RunView>,
     envelope: String,
@@ -163,7 +167,16 @@ impl EventPage {
         known: &dyn Fn(&str) -> bool,
     ) -> EventPage {
         let id = d.envelope["id"].as_str().unwrap_or_default().to_string();
+        let trace_id = d.envelope["extensions"]["traceparent"]
+            .as_str()
+            .and_then(crate::telemetry::parse_traceparent)
+            .map(|cx| crate::telemetry::trace_id(&cx));
+        let trace_link = trace_id
+            .as_deref()
+            .and_then(|t| crate::telemetry::get()?.trace_link(t));
         EventPage {
+            trace_id,
+            trace_link,
             nav: nav(session, "events"),
             id,
             notice,
