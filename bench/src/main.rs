@@ -52,6 +52,12 @@ pub(crate) enum Signing {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve POST requests with an empty 200: a stand-in for an OTLP/HTTP
+    /// trace collector (an empty body is an empty ExportTraceServiceResponse).
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:4318")]
+        listen: SocketAddr,
+    },
     /// Serve POST requests checking X-Signature (HMAC-SHA256 of the body).
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:9101")]
@@ -135,6 +141,11 @@ fn main() -> Result<()> {
             seconds,
             connections,
         } => one_worker()?.block_on(e2e::run(url, secret, listen, rate, seconds, connections)),
+        Command::Sink { listen } => one_worker()?.block_on(async move {
+            let listener = TcpListener::bind(listen).await?;
+            println!("sink listening on {}", listener.local_addr()?);
+            serve(listener, |_, _| (hyper::StatusCode::OK, b"")).await
+        }),
         Command::Ceiling { listen, secret } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

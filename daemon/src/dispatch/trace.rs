@@ -61,6 +61,9 @@ pub fn end(attempt: Option<Attempt>, outcome: &ExecOutcome) {
         ExecOutcome::Gone(m) => ("gone", Some(m)),
     };
     span.set_attribute(KeyValue::new("switchyard.outcome", label));
+    if let Some(status) = http_status(outcome) {
+        span.set_attribute(KeyValue::new("http.response.status_code", status));
+    }
     if let Some(m) = message {
         span.set_status(Status::error(m.chars().take(200).collect::<String>()));
     }
@@ -70,4 +73,38 @@ pub fn end(attempt: Option<Attempt>, outcome: &ExecOutcome) {
 /// While it lives, log lines carry the trace's id (`trace_id`).
 pub fn in_log(trace_id: Option<String>) -> Option<tracing::span::EnteredSpan> {
     trace_id.map(|id| tracing::info_span!("trace", trace_id = %id).entered())
+}
+
+/// The destination's HTTP status, when the action says it: a result's
+/// `status` (the http action's), or a failure's message `HTTP 503 …` (the
+/// first-party actions' words).
+fn http_status(outcome: &ExecOutcome) -> Option<i64> {
+    match outcome {
+        ExecOutcome::Done(result) => result.as_ref()?.get("status")?.as_i64(),
+        ExecOutcome::Retryable(m)
+        | ExecOutcome::RetryAfter(m, _)
+        | ExecOutcome::Permanent(m)
+        | ExecOutcome::Gone(m) => m.strip_prefix("HTTP ")?.get(..3)?.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_destinations_status_is_read_from_what_the_action_said() {
+        let done = ExecOutcome::Done(Some(serde_json::json!({"status": 202})));
+        assert_eq!(http_status(&done), Some(202));
+        assert_eq!(
+            http_status(&ExecOutcome::Retryable("HTTP 503 busy".into())),
+            Some(503)
+        );
+        assert_eq!(http_status(&ExecOutcome::Permanent("HTTP 4".into())), None);
+        assert_eq!(
+            http_status(&ExecOutcome::Retryable("timed out".into())),
+            None
+        );
+        assert_eq!(http_status(&ExecOutcome::Done(None)), None);
+    }
 }

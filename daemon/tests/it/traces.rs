@@ -83,6 +83,8 @@ fn one_webhook_is_one_trace_from_the_socket_to_the_destination() {
         assert_eq!(attempt["kind"], 3, "a client span");
         assert_eq!(attempt["attributes"]["switchyard.attempt"], n as i64 + 1);
         assert_eq!(attempt["attributes"]["switchyard.outcome"], outcome);
+        let status = [500, 200][n];
+        assert_eq!(attempt["attributes"]["http.response.status_code"], status);
         assert_eq!(attempt["attributes"]["switchyard.event_id"], event_id);
         // The destination got this attempt's context.
         let sent = requests[n]["headers"]["traceparent"]
@@ -126,6 +128,35 @@ fn one_webhook_is_one_trace_from_the_socket_to_the_destination() {
         "{page}"
     );
 
+    // A sender's own trace context is linked, not adopted.
+    let theirs = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let body = invoice_viewed("inv_with_their_trace");
+    let token = pyjwt(SECRET, body.as_bytes(), &[]);
+    let sent_by_them = format!("00-{theirs}-00f067aa0ba902b7-01");
+    let (status, text) = daemon.post(
+        "/hooks/tight",
+        &[
+            ("Tight-Verification", &token),
+            ("traceparent", &sent_by_them),
+        ],
+        body,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        eventually(20, || named(&spans(&collector), "POST /hooks/tight").len()
+            == 2),
+        "{:#?}",
+        spans(&collector)
+    );
+    let all = spans(&collector);
+    let second = named(&all, "POST /hooks/tight")
+        .into_iter()
+        .find(|s| s["trace_id"] != trace_id)
+        .unwrap();
+    assert_ne!(second["trace_id"], theirs, "not adopted");
+    assert_eq!(second["parent_span_id"], "");
+    assert_eq!(second["links"][0]["trace_id"], theirs, "linked");
+
     // A replay: a trace of its own, linked to the webhook's.
     let (code, out) = cli(&["replay", &event_id], &config);
     assert_eq!(code, 0, "{out}");
@@ -140,13 +171,22 @@ fn one_webhook_is_one_trace_from_the_socket_to_the_destination() {
     assert_ne!(replay["trace_id"], trace_id);
     assert_eq!(replay["links"][0]["trace_id"], trace_id);
     assert_eq!(replay["links"][0]["span_id"], root["span_id"]);
+    // The replay's job is backlog: its attempt is a trace of its own too,
+    // linked to the webhook's.
+    assert!(
+        eventually(20, || named(&spans(&collector), "attempt forward")
+            .iter()
+            .any(|s| s["links"][0]["trace_id"] == trace_id)),
+        "{:#?}",
+        spans(&collector)
+    );
 
     // The collector goes away: webhooks are still served and delivered,
     // and the spans that could not go are counted.
     drop(collector);
     daemon.send_viewed("inv_no_collector");
     assert!(
-        eventually(20, || rx.lines().len() >= 4),
+        eventually(20, || rx.lines().len() >= 5),
         "{}",
         daemon.logs()
     );
