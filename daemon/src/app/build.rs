@@ -182,7 +182,22 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
         ));
     }
     summary.push(check_store(&partial.config)?);
+    summary.push(check_telemetry(&partial.config.telemetry));
     Ok(CheckReport { summary, warnings })
+}
+
+/// The traces' line of `switchyard check`: where they go (the config's or
+/// the environment's collector) and how many, or off.
+fn check_telemetry(t: &crate::telemetry::TelemetryConfig) -> String {
+    let env = |k: &str| std::env::var(k).ok();
+    match t.traces_url(env) {
+        None => "telemetry: off (no OTLP collector named)".into(),
+        Some(url) => format!(
+            "telemetry: traces to {url} as {}, {}% of webhooks",
+            t.service(env),
+            t.ratio(env) * 100.0
+        ),
+    }
 }
 
 /// The store's line of `switchyard check`: the embedded store's file, or

@@ -41,6 +41,15 @@ fn one_webhook_is_one_trace_from_the_socket_to_the_destination() {
             collector.port
         ),
     );
+    let (code, checked) = cli(&["check"], &config);
+    assert_eq!(code, 0, "{checked}");
+    assert!(
+        checked.contains(&format!(
+            "telemetry: traces to http://127.0.0.1:{}/v1/traces as switchyard-test, 100% of webhooks",
+            collector.port
+        )),
+        "{checked}"
+    );
     let daemon = Daemon::start(&config);
     assert!(daemon.logged("tracing on"), "{}", daemon.logs());
     let event_id = daemon.send_viewed("inv_traced");
@@ -214,6 +223,8 @@ fn without_a_collector_nothing_is_traced() {
     let env = Env::new();
     let rx = Fixture::receiver(env.dir.path(), HOOK_SECRET, "200");
     let config = forwarding(&env, &rx.url(), "", "");
+    let (_, checked) = cli(&["check"], &config);
+    assert!(checked.contains("telemetry: off"), "{checked}");
     let daemon = Daemon::start(&config);
     let event_id = daemon.send_viewed("inv_untraced");
     let requests = rx.wait(1, 20);
