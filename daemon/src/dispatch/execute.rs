@@ -47,9 +47,7 @@ impl Execute {
             .await
             .and_then(|r| r);
         let attempt = result.unwrap_or_else(failed_call);
-        let trace_id = span.as_ref().map(|s| s.trace_id.clone());
-        super::trace::end(span, &attempt);
-        let _in_trace = super::trace::in_log(trace_id);
+        let _in_trace = super::trace::end(span, &attempt);
         self.metrics.plugin_call(
             &action.instance.plugin().name,
             "execute",
@@ -134,9 +132,7 @@ impl Execute {
             .zip(outcomes)
             .zip(spans)
             .map(|((job, outcome), span)| {
-                let trace_id = span.as_ref().map(|s| s.trace_id.clone());
-                super::trace::end(span, &outcome);
-                let _in_trace = super::trace::in_log(trace_id);
+                let _in_trace = super::trace::end(span, &outcome);
                 logged(job, outcome, ms)
             })
             .collect()

@@ -96,6 +96,23 @@ impl Budgets {
         budgets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The time of `action`'s budget for `key` kept in memory (none yet:
+    /// `i64::MIN`), the map swept of the full ones past [`LOCAL_MAX`].
+    fn local_tat<'a>(
+        budgets: &'a mut HashMap<(String, String), i64>,
+        action: &str,
+        key: &str,
+        now_us: i64,
+    ) -> &'a mut i64 {
+        if budgets.len() > LOCAL_MAX {
+            // A budget whose time has passed is as good as none.
+            budgets.retain(|_, tat| *tat > now_us);
+        }
+        budgets
+            .entry((action.to_string(), key.to_string()))
+            .or_insert(i64::MIN)
+    }
+
     /// Takes one job's slot now only when the budget is full: whether it
     /// did (backlog's way, leaving the burst to live jobs).
     pub async fn take_if_full(
@@ -109,9 +126,7 @@ impl Budgets {
         match self {
             Budgets::Local(budgets) => {
                 let mut budgets = Self::local(budgets);
-                let tat = budgets
-                    .entry((action.to_string(), key.to_string()))
-                    .or_insert(i64::MIN);
+                let tat = Self::local_tat(&mut budgets, action, key, now_us);
                 if *tat > now_us {
                     return Ok(false);
                 }
@@ -186,13 +201,7 @@ impl Budgets {
         match self {
             Budgets::Local(budgets) => {
                 let mut budgets = Self::local(budgets);
-                if budgets.len() > LOCAL_MAX {
-                    // A budget whose time has passed is as good as none.
-                    budgets.retain(|_, tat| *tat > now_us);
-                }
-                let tat = budgets
-                    .entry((action.to_string(), key.to_string()))
-                    .or_insert(i64::MIN);
+                let tat = Self::local_tat(&mut budgets, action, key, now_us);
                 let (next, slot) = reserve(*tat, now_us, rate);
                 *tat = next;
                 Ok(slot)

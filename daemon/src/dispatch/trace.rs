@@ -6,6 +6,7 @@
 
 use opentelemetry::trace::{Span as _, SpanKind};
 use opentelemetry::KeyValue;
+use tracing::span::EnteredSpan;
 
 use crate::host::ExecOutcome;
 use crate::store::ClaimedJob;
@@ -15,7 +16,7 @@ use crate::telemetry::{self, Parent, Span, Status};
 pub struct Attempt {
     span: Span,
     pub traceparent: String,
-    pub trace_id: String,
+    trace_id: String,
 }
 
 /// Starts the span of an attempt of `job`, if tracing is on.
@@ -48,11 +49,12 @@ pub fn start(job: &ClaimedJob) -> Option<Attempt> {
     })
 }
 
-/// Ends an attempt's span with its outcome.
-pub fn end(attempt: Option<Attempt>, outcome: &ExecOutcome) {
-    let Some(Attempt { mut span, .. }) = attempt else {
-        return;
-    };
+/// Ends an attempt's span with its outcome. While what it returns lives,
+/// log lines carry the trace's id (`trace_id`).
+pub fn end(attempt: Option<Attempt>, outcome: &ExecOutcome) -> Option<EnteredSpan> {
+    let Attempt {
+        mut span, trace_id, ..
+    } = attempt?;
     let (label, message) = match outcome {
         ExecOutcome::Done(_) => ("done", None),
         ExecOutcome::Retryable(m) => ("retryable", Some(m)),
@@ -68,11 +70,7 @@ pub fn end(attempt: Option<Attempt>, outcome: &ExecOutcome) {
         span.set_status(Status::error(m.chars().take(200).collect::<String>()));
     }
     span.end();
-}
-
-/// While it lives, log lines carry the trace's id (`trace_id`).
-pub fn in_log(trace_id: Option<String>) -> Option<tracing::span::EnteredSpan> {
-    trace_id.map(|id| tracing::info_span!("trace", trace_id = %id).entered())
+    Some(tracing::info_span!("trace", trace_id = %trace_id).entered())
 }
 
 /// The destination's HTTP status, when the action says it: a result's

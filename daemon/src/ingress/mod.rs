@@ -566,11 +566,11 @@ impl Ingress {
                     handshakes.push(id);
                 }
                 Ingested::New(id) => {
-                    match event.extensions.get("traceparent").and_then(|t| t.as_str()) {
-                        // `00-{trace id}-…`: the log line names the trace.
-                        Some(tp) => tracing::info!(
+                    match crate::telemetry::of_extensions(&event.extensions) {
+                        // The log line names the webhook's trace.
+                        Some(cx) => tracing::info!(
                             event_id = %id, source = %source.name,
-                            trace_id = tp.get(3..35).unwrap_or_default(), "webhook accepted"
+                            trace_id = %crate::telemetry::trace_id(&cx), "webhook accepted"
                         ),
                         None => {
                             tracing::info!(event_id = %id, source = %source.name, "webhook accepted")

@@ -96,6 +96,6 @@ pub(super) fn mark(events: &mut [Event], webhook: &SpanContext) {
     for event in events {
         event
             .extensions
-            .insert("traceparent".into(), text.clone().into());
+            .insert(telemetry::EXTENSION.into(), text.clone().into());
     }
 }

@@ -158,13 +158,10 @@ impl Router {
             Some(_) => batch
                 .iter()
                 .map(|p| {
-                    let cx = p
-                        .event
-                        .extensions
-                        .get("traceparent")
-                        .and_then(|v| v.as_str())
-                        .and_then(crate::telemetry::parse_traceparent);
-                    (cx, p.routings)
+                    (
+                        crate::telemetry::of_extensions(&p.event.extensions),
+                        p.routings,
+                    )
                 })
                 .collect(),
             None => Vec::new(),
@@ -216,17 +213,16 @@ impl Router {
         }
         let summaries: Vec<_> = routings
             .iter()
-            .map(|r| (r.event_id.clone(), r.jobs.len()))
-            .collect();
-        let runs: Vec<usize> = routings
-            .iter()
-            .map(|r| r.rule_runs.as_array().map_or(0, Vec::len))
+            .map(|r| {
+                let runs = r.rule_runs.as_array().map_or(0, Vec::len);
+                (r.event_id.clone(), r.jobs.len(), runs)
+            })
             .collect();
         let version = routings.first().map_or(0, |r| r.rules_version);
         let results = join_all(routings.into_iter().map(|r| self.store.record_routing(r))).await;
         let mut waiting = 0;
         let mut routed = 0;
-        for (i, (((event_id, n), result), reserved)) in
+        for (i, (((event_id, n, runs), result), reserved)) in
             summaries.into_iter().zip(results).zip(permits).enumerate()
         {
             if let (Some(t), Some((cx, routings))) = (crate::telemetry::get(), traces.get(i)) {
@@ -235,7 +231,7 @@ impl Router {
                     cx.as_ref(),
                     *routings,
                     started,
-                    runs[i],
+                    runs,
                     n,
                     version,
                     &result,

@@ -142,6 +142,16 @@ pub fn parse_traceparent(text: &str) -> Option<SpanContext> {
     span.is_valid().then_some(span)
 }
 
+/// The key of an event's extensions that carries its webhook's trace.
+pub const EXTENSION: &str = "traceparent";
+
+/// The trace an event's extensions carry, if any.
+pub fn of_extensions(
+    extensions: &serde_json::Map<String, serde_json::Value>,
+) -> Option<SpanContext> {
+    parse_traceparent(extensions.get(EXTENSION)?.as_str()?)
+}
+
 /// The `traceparent` an event's envelope carries (its CloudEvents
 /// distributed-tracing extension), if any.
 pub fn of_envelope(envelope: &str) -> Option<SpanContext> {

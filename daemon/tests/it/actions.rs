@@ -104,6 +104,18 @@ pub(crate) fn forwarding(
     action_extra: &str,
     host_extra: &str,
 ) -> std::path::PathBuf {
+    let quick = r#"["200ms", "200ms", "200ms", "200ms", "200ms"]"#;
+    forwarding_retried(env, url, action_extra, host_extra, quick)
+}
+
+/// As [`forwarding`], with `retry_schedule` as given (TOML).
+pub(crate) fn forwarding_retried(
+    env: &Env,
+    url: &str,
+    action_extra: &str,
+    host_extra: &str,
+    retry_schedule: &str,
+) -> std::path::PathBuf {
     env.with_standard_plugins();
     env.add_plugin(&built_plugin("switchyard_http"));
     env.rule(
@@ -114,7 +126,7 @@ action("forward", #{ invoice: event.data.eventData.entityId });"#,
     env.config(&format!(
         r#"{host_extra}
 [delivery]
-retry_schedule = ["200ms", "200ms", "200ms", "200ms", "200ms"]
+retry_schedule = {retry_schedule}
 jitter = 0.0
 
 {TIGHT_SOURCE}

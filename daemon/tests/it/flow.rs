@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::actions::{forwarding, Fixture, HOOK_SECRET};
+use crate::actions::{forwarding, forwarding_retried, Fixture, HOOK_SECRET};
 use crate::common::*;
 use crate::dashboard::{get, sign_in, TOKEN};
 
@@ -118,33 +118,18 @@ fn a_burst_of_two_thousand_events_keeps_to_the_receivers_limit() {
 #[test]
 fn a_destination_that_keeps_refusing_slows_its_action_until_it_accepts() {
     let env = Env::new();
-    env.with_standard_plugins();
-    env.add_plugin(&built_plugin("switchyard_http"));
-    env.rule(
-        "forward",
-        r#"const EVENTS = ["tight.invoiceViewed"];
-action("forward", #{ invoice: event.data.eventData.entityId });"#,
-    );
     let rx = Fixture::start(
         "receiver.py",
         &["--secret", HOOK_SECRET, "--limit", "20", "--bare-429"],
         env.dir.path().join("receiver.jsonl"),
     );
-    let config = env.config(&format!(
-        r#"
-[delivery]
-retry_schedule = ["1s", "2s", "4s", "8s", "16s", "30s", "60s"]
-jitter = 0.0
-
-{TIGHT_SOURCE}
-[actions.forward]
-plugin = "http"
-url = "{}"
-secret = "{HOOK_SECRET}"
-concurrency = 8
-"#,
-        rx.url()
-    ));
+    let config = forwarding_retried(
+        &env,
+        &rx.url(),
+        "concurrency = 8",
+        "",
+        r#"["1s", "2s", "4s", "8s", "16s", "30s", "60s"]"#,
+    );
     let signed = bulk_signed(300, "inv_a", 0);
     let daemon = Daemon::start(&config);
     let sent = daemon.send_in_background(signed, Duration::ZERO);

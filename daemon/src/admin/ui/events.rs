@@ -167,9 +167,9 @@ impl EventPage {
         known: &dyn Fn(&str) -> bool,
     ) -> EventPage {
         let id = d.envelope["id"].as_str().unwrap_or_default().to_string();
-        let trace_id = d.envelope["extensions"]["traceparent"]
-            .as_str()
-            .and_then(crate::telemetry::parse_traceparent)
+        let trace_id = d.envelope["extensions"]
+            .as_object()
+            .and_then(crate::telemetry::of_extensions)
             .map(|cx| crate::telemetry::trace_id(&cx));
         let trace_link = trace_id
             .as_deref()
