@@ -135,6 +135,7 @@ pub unsafe extern "C" fn create_provider<T: Provider>(
             methods: p.methods().iter().map(|m| m.to_string()).collect(),
             credential_headers: p.credential_headers(),
             batch_is_one_operation: false,
+            catalog: p.catalog(),
         })
     })
 }

@@ -29,8 +29,8 @@ pub use action::{
 };
 pub use host::Host;
 pub use provider::{
-    Answer, CreateOutput, EventDraft, Order, Provider, RejectKind, Rejection, Request, SampleError,
-    SampleRequest, VerifyOutput,
+    Answer, CreateOutput, EventDraft, EventType, Order, Provider, RejectKind, Rejection, Request,
+    SampleError, SampleRequest, VerifyOutput,
 };
 pub use serde_json;
 pub use subscription::{

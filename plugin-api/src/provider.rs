@@ -303,6 +303,48 @@ pub struct CreateOutput {
     /// ([`Action::BATCH_IS_ONE_OPERATION`](crate::Action::BATCH_IS_ONE_OPERATION)).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub batch_is_one_operation: bool,
+    /// A provider's (ABI 1.8): the event types it sends, each with a JSON
+    /// Schema of its `data` ([`Provider::catalog`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub catalog: Vec<EventType>,
+}
+
+/// One event type of a provider's catalog (ABI 1.8): its name as the
+/// provider's events carry it (`invoiceViewed`, `entity.invoice`; the host
+/// prefixes the plugin's name, as it does the events'), and a JSON Schema
+/// (draft 2020-12 unless `$schema` says another) of the event's `data`,
+/// written from the provider's documentation.
+///
+/// The host checks each stored event of the type against the schema, off
+/// the acknowledgement's path, and records what does not match as drift:
+/// a property the schema requires and the event lacks, a value of another
+/// JSON type, a property an object the schema closes
+/// (`"additionalProperties": false`) does not declare; and an event of a
+/// type the catalog does not list. So close an object only where the
+/// documentation lists all of it, and leave it open where the provider
+/// says "the rest of the entity's properties". Rules' reads of `event.data`
+/// are checked against the same schemas: a path a closed object cannot
+/// have is reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventType {
+    /// The provider's own name for it, without the plugin's prefix.
+    #[serde(rename = "type")]
+    pub name: String,
+    /// What it means, in a sentence; where the documentation says it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// A JSON Schema of the event's `data`.
+    pub schema: Value,
+}
+
+impl EventType {
+    pub fn new(name: impl Into<String>, description: impl Into<String>, schema: Value) -> Self {
+        EventType {
+            name: name.into(),
+            description: description.into(),
+            schema,
+        }
+    }
 }
 
 /// A correctly signed sample request, produced by a provider's `sample`.
@@ -363,6 +405,13 @@ pub trait Provider: Send + Sync + Sized + 'static {
     /// logs, the API), whatever they hold. `Authorization`, `Cookie` and
     /// API-key headers always are.
     fn credential_headers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The event types this instance's provider sends, with a JSON Schema
+    /// of each one's `data` (ABI 1.8; see [`EventType`]). Empty (the
+    /// default): the host checks nothing, and no type is unknown.
+    fn catalog(&self) -> Vec<EventType> {
         Vec::new()
     }
 

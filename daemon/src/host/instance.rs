@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use switchyard_plugin_api::ffi::{self, SyBytes, SyHeader, SyHost, SyOut, SyRequest};
 use switchyard_plugin_api::{
-    Answer, BatchOutcome, BatchStatus, CreateOutput, RejectKind, Rejection, SampleRequest,
-    Subscription, SubscriptionCall, SubscriptionError, SubscriptionsOutput, VerifyOutput,
+    Answer, BatchOutcome, BatchStatus, CreateOutput, EventType, RejectKind, Rejection,
+    SampleRequest, Subscription, SubscriptionCall, SubscriptionError, SubscriptionsOutput,
+    VerifyOutput,
 };
 
 use super::library::Plugin;
@@ -134,7 +135,41 @@ pub struct Instance {
     credential_headers: Vec<String>,
     /// An action's batch is one operation at its destination (ABI 1.7).
     batch_is_one_operation: bool,
+    /// A provider's event types with their schemas (ABI 1.8), as said:
+    /// the catalog compiles and checks them.
+    catalog: Arc<Vec<EventType>>,
     _host: Box<HostBlock>,
+}
+
+/// The most event types a provider's catalog may list.
+pub const MAX_CATALOG_TYPES: usize = 4096;
+/// The longest name an event type of a catalog may have, in bytes.
+pub const MAX_TYPE_NAME: usize = 200;
+
+/// The catalog a provider's `create` declared, within bounds.
+fn declared_catalog(types: Vec<EventType>) -> Result<Vec<EventType>, PluginError> {
+    if types.len() > MAX_CATALOG_TYPES {
+        return Err(PluginError::BadOutput(format!(
+            "create declared {} event types (at most {MAX_CATALOG_TYPES})",
+            types.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in &types {
+        if t.name.is_empty() || t.name.len() > MAX_TYPE_NAME {
+            return Err(PluginError::BadOutput(format!(
+                "create declared an event type named {:?} (1 to {MAX_TYPE_NAME} bytes)",
+                t.name.chars().take(40).collect::<String>()
+            )));
+        }
+        if !seen.insert(t.name.as_str()) {
+            return Err(PluginError::BadOutput(format!(
+                "create declared the event type {:?} twice",
+                t.name
+            )));
+        }
+    }
+    Ok(types)
 }
 
 /// The methods a provider may declare for its source.
@@ -329,6 +364,7 @@ impl Instance {
             methods: Vec::new(),
             credential_headers: Vec::new(),
             batch_is_one_operation: false,
+            catalog: Arc::new(Vec::new()),
             _host: host,
         };
         // Dropping the instance on an error destroys it.
@@ -337,6 +373,9 @@ impl Instance {
         instance.batch_is_one_operation = said.batch_is_one_operation;
         if speaks_6 {
             instance.credential_headers = declared_headers(said.credential_headers)?;
+        }
+        if provider && instance.plugin.speaks(8) {
+            instance.catalog = Arc::new(declared_catalog(said.catalog)?);
         }
         Ok(instance)
     }
@@ -354,6 +393,12 @@ impl Instance {
 
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
+    }
+
+    /// The event types a provider declared (ABI 1.8), without the plugin's
+    /// prefix; empty when it declared none.
+    pub fn catalog(&self) -> &Arc<Vec<EventType>> {
+        &self.catalog
     }
 
     /// Verifies a request. `Ok(Err(_))` is the provider's verdict against the

@@ -66,18 +66,20 @@ path = "{}"
 ///   point after `sample` the host does not know: it loads, the host reads
 ///   only what it knows, and it learns the host's version from sy_host and
 ///   the size of sy_out;
-/// - a plugin built before a minor bump keeps working: the host is at 1.7
-///   and c-example is compiled against the 1.1 … 1.6 headers as
-///   released (frozen in plugin-api/tests/abi-1.1/ … abi-1.6/; 1.5 added
+/// - a plugin built before a minor bump keeps working: the host is at 1.8
+///   and c-example is compiled against the 1.1 … 1.7 headers as
+///   released (frozen in plugin-api/tests/abi-1.1/ … abi-1.7/; 1.5 added
 ///   no entry, only what verify's and create's documents may say, 1.6 a
-///   status, 1.7 what an action's create may say); 1.1's sy_host and
+///   status, 1.7 what an action's create may say, 1.8 a provider's
+///   catalog); 1.1's sy_host and
 ///   sy_out are shorter and it has no SY_HAS. Such a plugin says its minor,
 ///   and the host reads its table up to its struct_size.
 #[test]
 fn plugins_of_every_abi_1_minor_load_and_work() {
     let root = repo_root();
     for (header, minor) in [
-        (root.join("plugin-api/include"), "7"),
+        (root.join("plugin-api/include"), "8"),
+        (root.join("plugin-api/tests/abi-1.7"), "7"),
         (root.join("plugin-api/tests/abi-1.6"), "6"),
         (root.join("plugin-api/tests/abi-1.5"), "5"),
         (root.join("plugin-api/tests/abi-1.4"), "4"),
@@ -131,7 +133,7 @@ path = "{}"
         let example = loaded("c-example");
         assert_eq!(example["abi"], format!("1.{minor}"));
         let entries = match minor {
-            "7" | "6" | "5" | "4" => 10,
+            "8" | "7" | "6" | "5" | "4" => 10,
             "3" => 9,
             _ => 8,
         };
@@ -140,10 +142,10 @@ path = "{}"
             8 + entries * std::mem::size_of::<usize>()
         );
         let future = loaded("c-future");
-        assert_eq!(future["abi"], "1.8");
+        assert_eq!(future["abi"], "1.9");
         assert_eq!(future["table_size"], 8 + 11 * std::mem::size_of::<usize>());
         if minor != "1" {
-            assert!(daemon.logged("c-example instance created (host ABI 1.7)"));
+            assert!(daemon.logged("c-example instance created (host ABI 1.8)"));
         } else {
             assert!(daemon.logged("c-example instance created\""));
         }
@@ -185,7 +187,7 @@ path = "{}"
         };
         assert_eq!(data("c-example.message")["say"], "from C");
         let probe = data("c-future.probe");
-        assert_eq!(probe["host_abi_minor"], 7);
+        assert_eq!(probe["host_abi_minor"], 8);
         assert_eq!(probe["out_struct_size"], 4 * std::mem::size_of::<usize>());
     }
 }

@@ -12,12 +12,16 @@
 //! - [`fuzz`]: fuzzer bytes as a request, for the fuzz targets;
 //! - [`http`]: what an HTTP answer means for an action's job;
 //! - [`api`] (feature `api`): a provider's management API, for the plugins
-//!   that manage their provider's subscriptions.
+//!   that manage their provider's subscriptions;
+//! - [`catalog_check`] (feature `catalog-check`, for tests): a provider's
+//!   catalog compiles, and its documents' examples match their schemas.
 //!
 //! It is linked into each plugin library; it is not part of the ABI.
 
 #[cfg(feature = "api")]
 pub mod api;
+#[cfg(feature = "catalog-check")]
+pub mod catalog_check;
 pub mod fuzz;
 pub mod hmac;
 pub mod http;

@@ -20,6 +20,8 @@
 //! `subject` = `user_id`, `time` from `timestamp`, the whole (decrypted) body
 //! as `data`. See README.md.
 
+mod catalog;
+
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Nonce};
 use serde::Deserialize;
@@ -176,6 +178,10 @@ fn normalize_time(s: &str) -> Option<String> {
 }
 
 impl Provider for Teal {
+    fn catalog(&self) -> Vec<switchyard_plugin_api::EventType> {
+        catalog::catalog()
+    }
+
     fn create(host: Host, config: Value) -> Result<Self, String> {
         let config: Config =
             serde_json::from_value(config).map_err(|e| format!("teal settings: {e}"))?;

@@ -287,3 +287,33 @@ fn fuzz_corpus_replays_without_panics() {
     let n = switchyard_plugin_support::fuzz::replay_dir(&dir, fuzz_one);
     assert!(n > 0, "no corpus at {}", dir.display());
 }
+
+/// The documents' examples are the catalog's test vectors: each, as the
+/// plugin makes it an event, matches its type's schema.
+#[test]
+fn the_documents_examples_match_the_catalog() {
+    use switchyard_plugin_support::catalog_check::{
+        assert_compiles, assert_events_match, problems,
+    };
+    let catalog = catalog::catalog();
+    assert_compiles(&catalog);
+    // The signature vector's body, and the decryption vector's plaintext.
+    for body in [VECTOR_BODY, PLAIN] {
+        assert_events_match(&catalog, &normalize(body.as_bytes()).unwrap());
+    }
+    // Every shape the documents describe, as the samples make them.
+    for event in EVENTS {
+        for name in [event.to_string(), format!("{event}+payload")] {
+            let body = sample_body(&name).unwrap().to_string();
+            assert_events_match(&catalog, &normalize(body.as_bytes()).unwrap());
+        }
+    }
+    let payslip = sample_body("user-payroll-submitted+payslip")
+        .unwrap()
+        .to_string();
+    assert_events_match(&catalog, &normalize(payslip.as_bytes()).unwrap());
+    // A field the documents do not list, and one missing: both found.
+    let drifted = json!({"event": "user-payroll-submitted", "timestamp": "2025-04-04T10:56:16.388Z", "userId": "u"});
+    let found = problems(&catalog, "user-payroll-submitted", &drifted);
+    assert_eq!(found.len(), 2, "{found:?}");
+}

@@ -20,6 +20,7 @@
 //!   gives one event per entity;
 //! - anything else → `tight.<type>`, passed through untouched.
 
+mod catalog;
 mod entities;
 
 use base64::engine::general_purpose::STANDARD;
@@ -324,6 +325,10 @@ impl Provider for Tight {
     }
 
     /// The JWT it verifies: a delivery's credential, never kept or shown.
+    fn catalog(&self) -> Vec<switchyard_plugin_api::EventType> {
+        catalog::catalog()
+    }
+
     fn credential_headers(&self) -> Vec<String> {
         vec![HEADER.to_string()]
     }

@@ -288,3 +288,79 @@ fn fuzz_corpus_replays_without_panics() {
     let n = switchyard_plugin_support::fuzz::replay_dir(&dir, fuzz_one);
     assert!(n > 0, "no corpus at {}", dir.display());
 }
+
+/// The documents' examples are the catalog's test vectors: each, as the
+/// plugin makes it an event, matches its type's schema.
+#[test]
+fn the_documents_examples_match_the_catalog() {
+    use switchyard_plugin_support::catalog_check::{assert_compiles, assert_events_match};
+    let catalog = catalog::catalog();
+    assert_compiles(&catalog);
+    // Seed 001, "Entity update webhooks" (its stray "id:" key and all).
+    let entity = json!({
+        "editor": {"userId": "fake_userId"},
+        "company": {"id": "co_1234", "apiCompanyId": "id_1234"},
+        "type": "ENTITY_UPDATE",
+        "url": "/v6/banks/transactions/btn_936723",
+        "data": {"id:": "btn_936723", "type": "REVENUE", "amount": 15399}
+    });
+    // Seed 001, "Lifecycle webhooks".
+    let lifecycle = json!({
+        "editor": {"userId": "fake_userId"},
+        "company": {"id": "co_1234"},
+        "type": "LIFECYCLE",
+        "event": "bankAccountCreated",
+        "datetime": "2025-04-01T11:31:04.1Z",
+        "eventData": {"entityId": "fake_id", "apiName": "PLAID", "type": "DEPOSITORY"}
+    });
+    // The legacy forms (PROVIDERS.md).
+    let legacy_entities =
+        json!({"userId": "u1", "type": "ENTITY_UPDATE", "entities": ["bankTransfer", "expense"]});
+    let legacy_lifecycle = json!({"userId": "u1", "type": "LIFECYCLE_EVENT", "event": "INVOICE_VIEWED", "eventData": {"entityId": "inv_1"}});
+    for body in [entity, lifecycle, legacy_entities, legacy_lifecycle] {
+        let events = normalize(&body, body.to_string().as_bytes()).unwrap();
+        assert_events_match(&catalog, &events);
+    }
+    // And every sample the plugin can sign.
+    let names = LIFECYCLE_EVENTS
+        .iter()
+        .chain(LEGACY_EVENTS.iter())
+        .map(|n| n.to_string())
+        .chain(ENTITIES.iter().map(|(e, _)| format!("entity.{e}")));
+    for name in names {
+        let body = sample_body(&name).unwrap();
+        let events = normalize(&body, b"x").unwrap();
+        assert_eq!(events[0].kind, name);
+        assert_events_match(&catalog, &events);
+    }
+}
+
+#[test]
+fn the_catalog_finds_what_the_documents_do_not_say() {
+    use switchyard_plugin_support::catalog_check::problems;
+    let catalog = catalog::catalog();
+    let viewed = |event_data: Value| {
+        json!({"editor": {"userId": "u"}, "company": {"id": "c"}, "type": "LIFECYCLE",
+               "event": "invoiceViewed", "datetime": "2025-04-01T11:31:04.1Z", "eventData": event_data})
+    };
+    assert!(problems(
+        &catalog,
+        "invoiceViewed",
+        &viewed(json!({"entityId": "inv_1"}))
+    )
+    .is_empty());
+    // A renamed field, a number where a string was: both found.
+    let found = problems(
+        &catalog,
+        "invoiceViewed",
+        &viewed(json!({"invoiceId": "inv_1"})),
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    let found = problems(&catalog, "invoiceViewed", &viewed(json!({"entityId": 7})));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("/eventData/entityId"), "{found:?}");
+    // An entity's data is open: more of it is not drift.
+    let entity = json!({"editor": {"userId": "u"}, "company": {"id": "c"}, "type": "ENTITY_UPDATE",
+                        "url": "/v6/invoices/inv_1", "data": {"id": "inv_1", "total": 5}});
+    assert!(problems(&catalog, "entity.invoice", &entity).is_empty());
+}

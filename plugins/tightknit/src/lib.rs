@@ -17,6 +17,8 @@
 //! newer payloads (`extensions.legacy = true`, the body untouched in `data`);
 //! every other `action` passes through as `tightknit.<action>`.
 
+mod catalog;
+
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use switchyard_plugin_api::{
@@ -146,6 +148,10 @@ pub fn normalize(body: &[u8], message_id: Option<&str>) -> Result<Vec<EventDraft
 }
 
 impl Provider for Tightknit {
+    fn catalog(&self) -> Vec<switchyard_plugin_api::EventType> {
+        catalog::catalog()
+    }
+
     fn create(host: Host, config: Value) -> Result<Self, String> {
         let c: Config =
             serde_json::from_value(config).map_err(|e| format!("tightknit settings: {e}"))?;

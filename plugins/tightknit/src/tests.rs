@@ -181,3 +181,35 @@ fn fuzz_corpus_replays_without_panics() {
     let n = switchyard_plugin_support::fuzz::replay_dir(&dir, fuzz_one);
     assert!(n > 0, "no corpus at {}", dir.display());
 }
+
+/// The documents' examples are the catalog's test vectors: each, as the
+/// plugin makes it an event, matches its type's schema.
+#[test]
+fn the_documents_examples_match_the_catalog() {
+    use switchyard_plugin_support::catalog_check::{
+        assert_compiles, assert_events_match, problems,
+    };
+    let catalog = catalog::catalog();
+    assert_compiles(&catalog);
+    // The documents' "Event User Registration" shape, filled in, with the
+    // optional parts absent; and every sample (legacy and newer forms).
+    let documented = json!({
+        "version": "1.0", "action": LEGACY_ACTION, "status": "registered",
+        "date": "2025-05-01T10:00:00Z",
+        "event": {"id": "e1", "title": "Community call", "slug": "community-call"},
+        "source": {"slack_workspace_id": "T1"},
+        "user": {"id": "u1", "first_name": "Ada", "last_name": "Lovelace", "real_name": "Ada Lovelace",
+                 "display_name": "ada", "email": "ada@example.com",
+                 "profile_fields": {"role": {"label": "Role", "value": "Engineer"}}}
+    })
+    .to_string();
+    assert_events_match(&catalog, &normalize(documented.as_bytes(), None).unwrap());
+    for name in SAMPLES {
+        let body = sample_body(name).unwrap().to_string();
+        assert_events_match(&catalog, &normalize(body.as_bytes(), None).unwrap());
+    }
+    // The calendar event's title changed to a number: found.
+    let mut changed = sample_body(REGISTERED).unwrap();
+    changed["event"]["title"] = json!(7);
+    assert_eq!(problems(&catalog, REGISTERED, &changed).len(), 1);
+}

@@ -22,6 +22,8 @@
 //! event carries its object's version so the host can drop one that is not
 //! newer than the last it accepted for that object.
 
+mod catalog;
+
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
@@ -304,6 +306,10 @@ pub fn normalize(
 }
 
 impl Provider for Tripletex {
+    fn catalog(&self) -> Vec<switchyard_plugin_api::EventType> {
+        catalog::catalog()
+    }
+
     fn create(host: Host, config: Value) -> Result<Self, String> {
         let c: Config =
             serde_json::from_value(config).map_err(|e| format!("tripletex settings: {e}"))?;

@@ -316,3 +316,33 @@ fn fuzz_corpus_replays_without_panics() {
     let n = switchyard_plugin_support::fuzz::replay_dir(&dir, fuzz_one);
     assert!(n > 0, "no corpus at {}", dir.display());
 }
+
+/// The documents' examples are the catalog's test vectors: each, as the
+/// plugin makes it an event, matches its type's schema.
+#[test]
+fn the_documents_examples_match_the_catalog() {
+    use switchyard_plugin_support::catalog_check::{
+        assert_compiles, assert_events_match, problems,
+    };
+    let catalog = catalog::catalog();
+    assert_compiles(&catalog);
+    // The HMAC vector's body, and the "WebHook format" (an object, and a
+    // delete's null value), as Tripletex spells closeGroup.
+    let bodies = [
+        BODY.to_string(),
+        r#"{"subscriptionId":7,"event":"product.update","id":42,"value":{"id":42,"version":3,"name":"Consulting hour"}}"#.into(),
+        r#"{"subscriptionId":7,"event":"customer.delete","id":42,"value":null}"#.into(),
+        r#"{"subscriptionId":7,"event":"closeGroup.create","id":9,"value":{"id":9}}"#.into(),
+    ];
+    for body in bodies
+        .iter()
+        .cloned()
+        .chain(EVENTS.iter().map(|e| sample_body(e).to_string()))
+    {
+        assert_events_match(&catalog, &normalize(body.as_bytes(), None, false).unwrap());
+    }
+    // A delete that carries its object, an id sent as text: both found.
+    let odd =
+        json!({"subscriptionId": 7, "event": "customer.delete", "id": "42", "value": {"id": 42}});
+    assert_eq!(problems(&catalog, "customer.delete", &odd).len(), 2);
+}
