@@ -53,11 +53,13 @@ pub mod ingress;
 pub mod host;
 // 3. it is stored before the answer,
 pub mod store;
-// 4. routed
+// 4. checked against its type's schema,
+pub mod catalog;
+// 5. routed
 pub mod router;
-// 5. through the rules,
+// 6. through the rules,
 pub mod rules;
-// 6. whose jobs are carried out by action plugins.
+// 7. whose jobs are carried out by action plugins.
 pub mod dispatch;
 // People look at and act on all of it.
 pub mod admin;

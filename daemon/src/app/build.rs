@@ -17,6 +17,8 @@ pub struct Built {
     pub registry: Registry,
     pub topology: Topology,
     pub rules: Rules,
+    /// Each source's event types.
+    pub catalog: crate::catalog::Catalog,
     /// Things worth saying that do not stop the daemon.
     pub warnings: Vec<Problem>,
 }
@@ -110,8 +112,18 @@ pub fn build(config: &Config) -> Result<Built, Problems> {
             None
         }
     };
-    match (topology, set) {
-        (Some(topology), Some(set)) if problems.is_empty() => {
+    let catalog = match &topology {
+        Some(t) => match super::catalog::catalog_of(config, t, None) {
+            Ok(c) => Some(c),
+            Err(p) => {
+                problems.extend(p);
+                None
+            }
+        },
+        None => None,
+    };
+    match (topology, set, catalog) {
+        (Some(topology), Some(set), Some(catalog)) if problems.is_empty() => {
             warnings.extend(unwatchable(config, &topology));
             if set.rules().is_empty() {
                 warnings.push(Problem::new(
@@ -123,6 +135,7 @@ pub fn build(config: &Config) -> Result<Built, Problems> {
                 registry,
                 topology,
                 rules: Rules::new(engine, limits, config.rules_dir.clone(), set),
+                catalog,
                 warnings,
             })
         }

@@ -8,7 +8,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -17,8 +16,10 @@ use warp::reply::Response;
 use warp::Filter;
 
 mod build;
+mod catalog;
 pub mod config;
 pub mod notices;
+mod prune;
 
 pub use build::{build, build_topology, check, open_store, unknown_actions, Built, CheckReport};
 pub use config::Config;
@@ -29,7 +30,7 @@ use crate::host::CallPool;
 use crate::ingress::{self, Ingress};
 use crate::router::{ActionTable, Router};
 use crate::rules::Rules;
-use crate::store::{now_ms, sweep, BacklogGauge, Pipeline, Store};
+use crate::store::{BacklogGauge, Store};
 
 /// A running Switchyard: everything behind the webhook filter.
 pub struct Switchyard {
@@ -55,6 +56,8 @@ pub struct Switchyard {
     plugin_watcher: std::sync::Mutex<Option<crate::rules::watch::RulesWatcher>>,
     /// The last check of each source's subscriptions at its provider.
     subscription_checks: Arc<crate::subscriptions::watch::Checks>,
+    /// Each source's event types, swapped on a reload.
+    catalog: Arc<ArcSwap<crate::catalog::Catalog>>,
 }
 
 /// The store's commit times into the metrics, when it tells them.
@@ -133,52 +136,6 @@ fn watched(
         .collect()
 }
 
-/// How often old events are pruned: a tenth of the retention, between a
-/// second and ten minutes.
-fn prune_every(retention: Duration) -> Duration {
-    (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600))
-}
-
-/// Steps of one sweep, at most: a bound on the loop, far above what a
-/// sweep needs (each step looks at a window of rows).
-const SWEEP_STEPS: usize = 1_000_000;
-
-fn spawn_pruner(
-    store: Arc<dyn Pipeline>,
-    retention: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let now = now_ms();
-            let before = now - retention.as_millis() as i64;
-            // Step by step, each a short transaction of its own: ingest's
-            // writes queued meanwhile go in between (the writer takes at
-            // most one step per group).
-            let stopping = || *stop.borrow();
-            let (total, done) = sweep(&*store, before, now, SWEEP_STEPS, &stopping).await;
-            if let Err(e) = done {
-                tracing::warn!("pruning failed (tried again at the next round): {e}");
-            }
-            if total.any() {
-                tracing::info!(
-                    events = total.events,
-                    requests = total.requests,
-                    dedup_keys = total.dedup_keys,
-                    versions = total.versions,
-                    journal_segments = total.segments,
-                    steps = total.steps,
-                    "pruned"
-                );
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(prune_every(retention)) => {}
-                _ = stop.wait_for(|s| *s) => break,
-            }
-        }
-    })
-}
-
 impl Switchyard {
     /// Builds everything from a config, opens the store, and starts the
     /// background tasks (router, dispatcher, pruner) on the current runtime.
@@ -248,6 +205,14 @@ impl Switchyard {
         )
         .with_announce(notices.announcer());
         let router_actions = Arc::new(ArcSwap::from_pointee(action_table(&config)));
+        let (catalog, recorder) = catalog::start(
+            built.catalog,
+            store.clone(),
+            &config,
+            notices.announcer(),
+            stop_rx.clone(),
+        )
+        .await;
         let router = Router {
             rules: rules.clone(),
             store: store.clone(),
@@ -259,12 +224,15 @@ impl Switchyard {
             actions: router_actions.clone(),
             wake: Arc::new(tokio::sync::Notify::new()),
             metrics: metrics.clone(),
+            catalog: catalog.catalog.clone(),
+            counter: catalog.counter,
         };
         wake_on_others_work(&store, &dispatcher, &router);
         let mut tasks = vec![
             router.spawn(stop_rx.clone()),
             dispatcher.clone().spawn(stop_rx.clone()),
-            spawn_pruner(store.clone(), config.store.retention, stop_rx),
+            prune::spawn_pruner(store.clone(), config.store.retention, stop_rx),
+            recorder,
         ];
         let sources = crate::ingress::sources(&config.sources, built.topology.sources, &pool);
         let links = crate::ingress::Links {
@@ -317,6 +285,7 @@ impl Switchyard {
             reloading: tokio::sync::Mutex::new(()),
             plugin_watcher: std::sync::Mutex::new(None),
             subscription_checks,
+            catalog: catalog.catalog,
         })
     }
 
@@ -395,6 +364,10 @@ impl Switchyard {
         for what in restart_only(&self.config(), &config) {
             tracing::warn!("{what} changed: it takes effect at the next start");
         }
+        let before = self.catalog.load();
+        let types = catalog::catalog_of(&config, &topology, Some(&before))
+            .map_err(|p| self.refused(why, Problems(p)))?;
+        self.catalog.store(Arc::new(types));
         let (sources, actions) = (topology.sources.len(), topology.actions.len());
         self.ingress.set_sources(crate::ingress::sources(
             &config.sources,
@@ -444,6 +417,11 @@ impl Switchyard {
 
     pub fn rules(&self) -> &Arc<Rules> {
         &self.rules
+    }
+
+    /// Each source's event types now.
+    pub fn catalog(&self) -> Arc<crate::catalog::Catalog> {
+        self.catalog.load_full()
     }
 
     /// Has the dispatcher look for due jobs now.

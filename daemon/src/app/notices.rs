@@ -153,7 +153,11 @@ impl Notices {
                 self.gauge.unrouted_events.fetch_add(1, Ordering::Relaxed);
                 if self
                     .inbox
-                    .try_send(PendingEvent { event, routings: 0 })
+                    .try_send(PendingEvent {
+                        event,
+                        routings: 0,
+                        released: false,
+                    })
                     .is_err()
                 {
                     self.overflowed.store(true, Ordering::Relaxed);

@@ -42,6 +42,13 @@ pub struct SourceConfig {
     /// (`api_timeout`, 30 s unless set): `subscriptions plan|apply|list`,
     /// the watcher and the dashboard's check say "timed out after …" past it.
     pub api_timeout: std::time::Duration,
+    /// An event that drifted from its type's schema waits (state `held`)
+    /// for an operator to release it, rather than being routed: read by
+    /// the catalog.
+    pub strict: bool,
+    /// Types the provider's catalog does not describe get a schema learned
+    /// from their first events (`learn_schemas`).
+    pub learn_schemas: bool,
 }
 
 /// One call to a provider's subscriptions API, unless `api_timeout` says.
@@ -64,6 +71,10 @@ struct Keys {
     reenable: bool,
     #[serde(default = "default_api_timeout", deserialize_with = "api_timeout")]
     api_timeout: std::time::Duration,
+    #[serde(default)]
+    strict: bool,
+    #[serde(default)]
+    learn_schemas: bool,
     #[serde(flatten)]
     settings: serde_json::Map<String, Value>,
 }
@@ -108,6 +119,8 @@ impl SourceConfig {
             watch: keys.watch,
             reenable: keys.reenable,
             api_timeout: keys.api_timeout,
+            strict: keys.strict,
+            learn_schemas: keys.learn_schemas,
         })
     }
 }

@@ -577,7 +577,11 @@ impl Ingress {
                         }
                     }
                     accepted.push(id);
-                    let pending = PendingEvent { event, routings: 0 };
+                    let pending = PendingEvent {
+                        event,
+                        routings: 0,
+                        released: false,
+                    };
                     if self.router.try_send(pending).is_err() {
                         self.router_overflowed.store(true, Ordering::Relaxed);
                     }

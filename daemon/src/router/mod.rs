@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use serde_json::Value;
 
+use crate::catalog::{Catalog, Counter, Verdict};
 use crate::event::new_id;
 use crate::rules::{RuleRun, Rules};
 use crate::store::{
@@ -59,6 +60,12 @@ pub struct Router {
     /// process's replay, a stopped instance's events).
     pub wake: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Each source's event types: every event is checked against its
+    /// type's schema before the rules run; a strict source's drifted
+    /// event is held instead. Swapped on a reload.
+    pub catalog: Arc<ArcSwap<Catalog>>,
+    /// Where what was checked is counted, for the catalog's recorder.
+    pub counter: Arc<Counter>,
 }
 
 /// The configured actions as routing sees them: by name, the parameter
@@ -169,13 +176,34 @@ impl Router {
         let rules = self.rules.clone();
         let known = self.actions.load_full();
         let metrics = self.metrics.clone();
+        let catalog = self.catalog.load_full();
+        let counter = self.counter.clone();
         let routed = tokio::task::spawn_blocking(move || {
+            // Each event checked against its type's schema first: a strict
+            // source's drifted event is held for an operator, unrouted
+            // (unless an operator released it).
+            let mut learned = Vec::new();
+            let verdicts: Vec<Verdict> = batch
+                .iter()
+                .map(|p| catalog.check(&p.event, &mut learned))
+                .collect();
+            let checked: Vec<_> = batch.iter().map(|p| &p.event).zip(&verdicts).collect();
+            counter.add(&checked, learned);
+            let mut holds = Vec::new();
             // One version of the rules for the whole batch, recorded with
             // each event: a reload never splits an event's routing.
             let set = rules.current();
-            batch
+            let routings = batch
                 .iter()
-                .map(|p| {
+                .zip(verdicts)
+                .enumerate()
+                .filter_map(|(i, (p, verdict))| {
+                    if let Verdict::Drifted(drift) = &verdict {
+                        if !p.released && catalog.strict(&p.event.source) {
+                            holds.push((p.event.id.clone(), held_because(drift)));
+                            return None;
+                        }
+                    }
                     let runs = set.route(&rules.engine, &rules.limits, &p.event);
                     for run in &runs {
                         metrics.rule_run(&run.rule, run.error.is_none(), run.elapsed_us);
@@ -186,18 +214,21 @@ impl Router {
                             tracing::warn!(rule = %run.rule, event_id = %p.event.id, "rule failed: {error}");
                         }
                     }
-                    routing(p, set.version, runs, known.as_ref())
+                    Some((i, routing(p, set.version, runs, known.as_ref())))
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (routings, holds)
         })
         .await;
-        let mut routings = match routed {
+        let (routings, holds) = match routed {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("routing failed: {e}");
                 return;
             }
         };
+        self.hold(holds).await;
+        let (positions, mut routings): (Vec<usize>, Vec<Routing>) = routings.into_iter().unzip();
         // Jobs the dispatcher has room for are claimed in the routing's own
         // transaction and handed over in memory; the rest wait in the store.
         let mut permits = Vec::with_capacity(routings.len());
@@ -222,8 +253,11 @@ impl Router {
         let results = join_all(routings.into_iter().map(|r| self.store.record_routing(r))).await;
         let mut waiting = 0;
         let mut routed = 0;
-        for (i, (((event_id, n, runs), result), reserved)) in
-            summaries.into_iter().zip(results).zip(permits).enumerate()
+        for ((((event_id, n, runs), result), reserved), i) in summaries
+            .into_iter()
+            .zip(results)
+            .zip(permits)
+            .zip(positions)
         {
             if let (Some(t), Some((cx, routings))) = (crate::telemetry::get(), traces.get(i)) {
                 trace_routing(
@@ -256,6 +290,42 @@ impl Router {
             self.dispatch.notify_one();
         }
     }
+}
+
+impl Router {
+    /// Holds strict sources' drifted events for an operator.
+    async fn hold(&self, holds: Vec<(String, String)>) {
+        for (event_id, why) in holds {
+            match self
+                .store
+                .hold_event(event_id.clone(), why.clone(), now_ms())
+                .await
+            {
+                Ok(true) => {
+                    self.gauge.routed(1);
+                    tracing::warn!(%event_id, "event held for an operator: {why} (switchyard events release {event_id})");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(%event_id, "cannot hold the event (will retry): {e}"),
+            }
+        }
+    }
+}
+
+/// Why a drifted event is held: its first drifts, in a line.
+fn held_because(drift: &[crate::catalog::Drift]) -> String {
+    let mut parts: Vec<String> = drift
+        .iter()
+        .take(3)
+        .map(|d| match d.path.as_str() {
+            "" => format!("{}: {}", d.kind.as_str(), d.detail),
+            path => format!("{} {path}: {}", d.kind.as_str(), d.detail),
+        })
+        .collect();
+    if drift.len() > 3 {
+        parts.push(format!("and {} more", drift.len() - 3));
+    }
+    format!("schema drift ({})", parts.join("; "))
 }
 
 /// An event's routing as a span: a child of its webhook's, or (a replay)

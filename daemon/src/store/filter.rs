@@ -37,7 +37,7 @@ pub struct EventFilter {
 }
 
 /// The states an event filter takes.
-pub const STATES: [&str; 5] = ["pending", "routed", "stale", "dead", "handshake"];
+pub const STATES: [&str; 6] = ["pending", "routed", "stale", "dead", "handshake", "held"];
 
 /// `path = value`: a field of the event's envelope, by its keys (and array
 /// indexes) from the top (`data.invoice.id`, `data.lines.0.sku`), compared

@@ -72,12 +72,14 @@
 //! commits once; the batch's journal records are written in one `write`
 //! and synced with one `fdatasync` before that commit.
 
+pub mod catalog;
 pub mod clock;
 mod config;
 mod filter;
 pub mod postgres;
 mod records;
 mod sql;
+mod sql_backend;
 mod sqlite;
 mod sweep;
 
@@ -88,6 +90,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use catalog::{DriftRow, DriftTally, Learned, Tally, TypeRow, TypeTally};
 pub use config::{Durability, StoreConfig};
 pub use filter::{given, parse_time, Dialect, EventFilter, FieldMatch, STATES};
 pub use postgres::{PgOptions, PgStore};
@@ -152,6 +155,9 @@ pub struct PendingEvent {
     pub event: Event,
     /// Times it was routed before (a replay routes it again).
     pub routings: u32,
+    /// It was held for an operator, who released it: it is routed as it
+    /// is, not held again.
+    pub released: bool,
 }
 
 /// An event as the JSON text it is stored as, shared by the jobs it makes:
@@ -411,6 +417,18 @@ pub trait Pipeline: Send + Sync + 'static {
 
     /// Every action's gate as last stored.
     fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>>;
+
+    /// Records what the catalog counted ([`Tally`]) in one transaction:
+    /// the drift seen for the first time comes back, to be announced.
+    fn record_catalog(&self, tally: Tally) -> StoreFuture<'_, Vec<DriftTally>>;
+
+    /// Holds a pending event for an operator instead of routing it (a
+    /// strict source's event that drifted): whether it was pending.
+    fn hold_event(&self, event_id: String, why: String, at_ms: i64) -> StoreFuture<'_, bool>;
+
+    /// The event types the store knows, of a source or of all, with the
+    /// schemas learned for them.
+    fn event_types(&self, source: Option<String>) -> StoreFuture<'_, Vec<TypeRow>>;
 }
 
 /// What operators read and do, through the admin API, the dashboard and
@@ -447,6 +465,20 @@ pub trait Operations: Send + Sync + 'static {
     ) -> StoreFuture<'_, u64>;
     /// The oldest pending job, and how many dead letters there are.
     fn waiting(&self) -> StoreFuture<'_, Waiting>;
+    /// The drift recorded, of a source and type or of all, newest first.
+    fn schema_drift(
+        &self,
+        source: Option<String>,
+        kind: Option<String>,
+    ) -> StoreFuture<'_, Vec<DriftRow>>;
+    /// Releases a held event (or up to `limit` of a source's, or of all,
+    /// with `None`) to be routed as it is: how many.
+    fn release_held(
+        &self,
+        id: Option<String>,
+        source: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, u64>;
 }
 
 /// What a store shared by several instances does beyond [`Pipeline`]

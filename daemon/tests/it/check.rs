@@ -133,7 +133,7 @@ fn check_says_whether_the_shared_store_answers_and_at_which_schema() {
     let (code, out) = check(&config);
     assert_eq!(code, 0, "{out}\n{}", daemon.logs());
     assert!(
-        out.contains("reachable; schema version 6; 1 instance(s) alive"),
+        out.contains("reachable; schema version 7; 1 instance(s) alive"),
         "{out}"
     );
     drop(daemon);

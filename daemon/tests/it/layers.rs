@@ -64,6 +64,7 @@ const LAYERS: &[&str] = &[
     "telemetry",
     "host",
     "store",
+    "catalog",
     "rules",
     "ingress",
     "router",

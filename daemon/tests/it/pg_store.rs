@@ -76,7 +76,7 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
         "SELECT version FROM schema_migrations ORDER BY version",
         |r| rows.push(r),
     );
-    let once: Vec<_> = (1..=6).map(|v| vec![Some(v.to_string())]).collect();
+    let once: Vec<_> = (1..=7).map(|v| vec![Some(v.to_string())]).collect();
     assert_eq!(rows, once, "each migration, once");
     // A client (the CLI) does not migrate; it reads what the instances made.
     let mut client = PgOptions::new(url.clone());

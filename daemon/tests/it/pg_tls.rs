@@ -159,7 +159,7 @@ action("audit", #{ invoice: event.data.eventData.entityId });"#,
     let (code, out) = cli(&["check"], &config);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("schema version 6; 1 instance(s) alive"),
+        out.contains("schema version 7; 1 instance(s) alive"),
         "{out}"
     );
 }

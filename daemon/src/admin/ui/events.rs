@@ -94,7 +94,7 @@ impl Shown {
 struct Events {
     nav: Option<Nav>,
     filter: Shown,
-    states: [&'static str; 5],
+    states: [&'static str; 6],
     problem: Option<String>,
     events: Vec<Row>,
     /// The next page's URL, when this one is full.
@@ -110,7 +110,7 @@ struct Events {
 struct Tail {
     nav: Option<Nav>,
     filter: Shown,
-    states: [&'static str; 5],
+    states: [&'static str; 6],
     problem: Option<String>,
 }
 

@@ -77,6 +77,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("migrations/0004_json_as_text.sql")),
     (5, include_str!("migrations/0005_rate_budgets.sql")),
     (6, include_str!("migrations/0006_rate_budgets_time.sql")),
+    (7, include_str!("migrations/0007_catalog.sql")),
 ];
 
 /// Groups of requests taken in at once, each on a connection of the

@@ -173,12 +173,14 @@ impl Pipeline for PgStore {
                 let id: String = r.get(0);
                 let envelope: String = r.get(1);
                 let routings: i32 = r.get(2);
+                let released: bool = r.get(3);
                 match serde_json::from_str::<Event>(&envelope) {
                     Ok(event) => out.push((
                         id,
                         PendingEvent {
                             event,
                             routings: routings as u32,
+                            released,
                         },
                     )),
                     Err(e) => {
@@ -295,6 +297,21 @@ impl Pipeline for PgStore {
 
     fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>> {
         Box::pin(shared::action_states(self))
+    }
+
+    fn record_catalog(
+        &self,
+        tally: crate::store::Tally,
+    ) -> StoreFuture<'_, Vec<crate::store::DriftTally>> {
+        Box::pin(crate::store::catalog::record(self, tally))
+    }
+
+    fn hold_event(&self, event_id: String, why: String, at_ms: i64) -> StoreFuture<'_, bool> {
+        Box::pin(crate::store::catalog::hold(self, event_id, why, at_ms))
+    }
+
+    fn event_types(&self, source: Option<String>) -> StoreFuture<'_, Vec<crate::store::TypeRow>> {
+        Box::pin(crate::store::catalog::types(self, source))
     }
 }
 

@@ -61,7 +61,7 @@ pub(super) static PENDING_EVENTS: LazyLock<String> = LazyLock::new(|| {
                          AND i.heartbeat_at > {DB_NOW_MS} - $3))
                   ORDER BY p.id LIMIT $2 FOR UPDATE SKIP LOCKED) c
             WHERE e.id = c.id
-            RETURNING e.id, e.envelope::text, e.routings"
+            RETURNING e.id, e.envelope::text, e.routings, e.held IS NOT NULL"
     )
 });
 

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/0003_envelopes_in_the_journal.sql"),
     ),
     (4, include_str!("migrations/0004_rate_slots.sql")),
+    (5, include_str!("migrations/0005_catalog.sql")),
 ];
 
 /// Brings the store up to this release's schema. Two processes opening

@@ -320,18 +320,23 @@ impl Pipeline for SqliteStore {
             let mut stmt = conn.prepare_cached(sql::PENDING_EVENTS).map_err(map_err)?;
             let rows = stmt
                 .query_map(params![limit as i64], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
                 })
                 .map_err(map_err)?;
             let mut out = Vec::new();
             for row in rows {
-                let (envelope, routings) = row.map_err(map_err)?;
+                let (envelope, routings, released) = row.map_err(map_err)?;
                 // None: its journal record is damaged (said in the log).
                 let envelope = envelope.unwrap_or_default();
                 match serde_json::from_str::<Event>(&envelope) {
                     Ok(event) => out.push(PendingEvent {
                         event,
                         routings: routings as u32,
+                        released,
                     }),
                     Err(e) => tracing::error!("store: unreadable event envelope skipped: {e}"),
                 }
@@ -441,6 +446,21 @@ impl Pipeline for SqliteStore {
 
     fn action_states(&self) -> StoreFuture<'_, Vec<ActionState>> {
         Box::pin(shared::action_states(self))
+    }
+
+    fn record_catalog(
+        &self,
+        tally: crate::store::Tally,
+    ) -> StoreFuture<'_, Vec<crate::store::DriftTally>> {
+        Box::pin(crate::store::catalog::record(self, tally))
+    }
+
+    fn hold_event(&self, event_id: String, why: String, at_ms: i64) -> StoreFuture<'_, bool> {
+        Box::pin(crate::store::catalog::hold(self, event_id, why, at_ms))
+    }
+
+    fn event_types(&self, source: Option<String>) -> StoreFuture<'_, Vec<crate::store::TypeRow>> {
+        Box::pin(crate::store::catalog::types(self, source))
     }
 }
 

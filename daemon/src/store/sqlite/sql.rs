@@ -25,7 +25,7 @@ pub(super) const INSERT_JOB: &str = "INSERT OR IGNORE INTO jobs
 pub(super) const PENDING_EVENTS: &str = concat!(
     "SELECT ",
     journal_envelope!(),
-    ", e.routings FROM events e WHERE e.state = 'pending' ORDER BY e.id LIMIT ?1"
+    ", e.routings, e.held IS NOT NULL FROM events e WHERE e.state = 'pending' ORDER BY e.id LIMIT ?1"
 );
 
 /// When the next job not waiting for its order key's turn is due (?1 now).

@@ -21,6 +21,7 @@ const WORK_QUEUES: &[&str] = &[
     "jobs_ordered",
     "jobs_ordered_due",
     "jobs_rate_waiting",
+    "events_held",
 ];
 
 const KEYWORDS: &[&str] = &[

@@ -32,6 +32,9 @@ pub const GROWING: &[&str] = &[
     "dedup",
     "versions",
     "rate_budgets",
+    // Not `event_types`: a row a type, bounded (`catalog::tally`); read
+    // whole when asked for every type.
+    "schema_drift",
 ];
 
 /// A dedup key the fills put in the `dedup` table, in force.
@@ -82,6 +85,56 @@ pub async fn workload(s: &dyn Store, filled: u64, bulk: usize) {
         .map(|i| event(&new_id(), &format!("bulk-{i}")))
         .collect();
     s.ingest(request(&new_id(), now), &many, 60_000)
+        .await
+        .unwrap();
+    // The catalog's: an event held, what arrived and drifted recorded
+    // (twice: the second time, the rows are there), learned, pruned.
+    let held = new_id();
+    s.ingest(request(&new_id(), now), &[event(&held, "held")], 60_000)
+        .await
+        .unwrap();
+    assert!(s
+        .hold_event(held.clone(), "drift".into(), now)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.release_held(None, Some("tight".into()), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    for round in 0..2 {
+        let tally = switchyard::store::Tally {
+            at_ms: now,
+            types: vec![switchyard::store::TypeTally {
+                source: "s".into(),
+                kind: "s.t".into(),
+                count: 3,
+                last_event: e1.clone(),
+            }],
+            drift: vec![switchyard::store::DriftTally {
+                source: "s".into(),
+                kind: "s.t".into(),
+                path: "/a".into(),
+                drift: "missing".into(),
+                detail: "absent".into(),
+                count: 1,
+                first_event: format!("{e1}{round}"),
+                last_event: e1.clone(),
+            }],
+            learned: vec![switchyard::store::Learned {
+                source: "s".into(),
+                kind: "s.u".into(),
+                schema: json!({"type": "object"}),
+                from: 20 + round,
+            }],
+            prune_before_ms: Some(now - 60_000),
+        };
+        let new = s.record_catalog(tally).await.unwrap();
+        assert_eq!(new.len(), usize::from(round == 0));
+    }
+    s.event_types(None).await.unwrap();
+    s.schema_drift(Some("s".into()), Some("s.t".into()))
         .await
         .unwrap();
     assert!(!s.pending_events(10).await.unwrap().is_empty());
@@ -197,6 +250,12 @@ pub fn assert_recorded(statements: &[String]) {
         "o.order_key IS NOT NULL",
         "DELETE FROM events",
         "DELETE FROM requests",
+        "INTO event_types",
+        "INTO schema_drift",
+        "UPDATE schema_drift",
+        "DELETE FROM schema_drift",
+        "DELETE FROM event_types",
+        "SET state = 'held'",
         "DELETE FROM dedup",
         "DELETE FROM versions",
     ] {

@@ -43,6 +43,11 @@ fn fill(url: &str, n: i64, old_ms: i64) {
              INSERT INTO rate_budgets (action, key, tat_us)
                SELECT 'b' || (i % 100), 'customer' || i, ({old_ms} + i) * 1000
                FROM generate_series(1, {n}) i;
+             INSERT INTO schema_drift (source, type, path, kind, detail, count, first_event,
+                                       last_event, first_seen, last_seen)
+               SELECT 'tight', 'tight.t' || (i % 300), '/p' || i, 'added', '', 1, 'e', 'e',
+                      {old_ms} + i, {old_ms} + i
+               FROM generate_series(1, 20000) i;
              ANALYZE;"
         ),
     );
