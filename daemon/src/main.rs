@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         } => cli::send::send(&config.config, &source, &event, to.as_deref(), print),
         Command::Events { command } => cli::events::events(command),
         Command::Replay { config, id } => cli::events::replay(&config.config, id),
+        Command::Types { command } => cli::types::types(command),
         Command::Dlq { command } => cli::dlq::dlq(command),
         Command::Actions { command } => cli::actions::actions(command),
         Command::Subscriptions { command } => cli::subscriptions::subscriptions(command),

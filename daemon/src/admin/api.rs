@@ -10,6 +10,9 @@
 //! | GET | `/v1/events?source=&type=&since=&until=&limit=` | stored events, newest first |
 //! | GET | `/v1/events/{id}` | one event: envelope, request, rule runs, jobs, attempts |
 //! | POST | `/v1/events/{id}/replay` | route it again through the current rules |
+//! | POST | `/v1/events/release` | `{"id": "…"}`, `{"source": "…"}` or `{"all": true}`: route held events (a strict source's drifted ones) as they are |
+//! | GET | `/v1/types?source=` | each source's event types: declared, learned or undeclared, counts, last seen, drift |
+//! | GET | `/v1/types/{source}/{type}` | one type: its schema, a sample (the last event's data), its drift with the first and last event that showed it |
 //! | GET | `/v1/dead-letters?limit=` | dead letters |
 //! | POST | `/v1/dead-letters/redrive` | `{"id": "…"}` or `{"all": true}`, optionally with `"action"` and `"error"` (a text of the last error) |
 //! | GET | `/v1/actions` | every action with its gate (state, failures, until, reason) and its rate (as configured, lowered by its destination's 429s, budget left, jobs waiting, time to drain) |
@@ -125,6 +128,12 @@ fn routes(
         .unify()
         .or(replay(&app))
         .unify()
+        .or(release(&app))
+        .unify()
+        .or(types(&app))
+        .unify()
+        .or(show_type(&app))
+        .unify()
         .or(show_event(&app))
         .unify()
         .or(dead_letters(&app))
@@ -233,6 +242,46 @@ fn replay(app: &App) -> impl Route {
         .and(with_app(app))
         .then(|id: String, app: App| async move {
             answer(ops::replay(app.store().as_ref(), id).await)
+        })
+}
+
+/// `POST /v1/events/release`
+fn release(app: &App) -> impl Route {
+    warp::path!("v1" / "events" / "release")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(4096))
+        .and(warp::body::json::<super::types::Release>())
+        .and(with_app(app))
+        .then(|r: super::types::Release, app: App| async move {
+            answer(super::types::release(app.store().as_ref(), r).await)
+        })
+}
+
+/// `GET /v1/types?source=`
+fn types(app: &App) -> impl Route {
+    warp::path!("v1" / "types")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app(app))
+        .then(|q: HashMap<String, String>, app: App| async move {
+            let source = q.get("source").cloned();
+            answer(
+                super::types::types(app.store().as_ref(), &app.catalog(), source)
+                    .await
+                    .map(|types| json!({ "types": types })),
+            )
+        })
+}
+
+/// `GET /v1/types/{source}/{type}`
+fn show_type(app: &App) -> impl Route {
+    warp::path!("v1" / "types" / String / String)
+        .and(warp::get())
+        .and(with_app(app))
+        .then(|source: String, kind: String, app: App| async move {
+            answer(
+                super::types::show_type(app.store().as_ref(), &app.catalog(), source, kind).await,
+            )
         })
 }
 

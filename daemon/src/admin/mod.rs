@@ -3,7 +3,8 @@
 //!
 //! Owns: [`ops`], the operations (events, replay, dead letters, redrive,
 //! actions, enable) over a store and the config, which the CLI also runs on
-//! the store when no daemon runs; and [`api`], the admin API on its own
+//! the store when no daemon runs, and [`types`], the catalog's (event
+//! types, their schemas and drift; releasing held events); and [`api`], the admin API on its own
 //! listener (bearer token) serving them with the daemon's status, reload
 //! and metrics; and [`ui`], the dashboard on the same listener (its own
 //! sign-in sessions). Calls: `config`, `store`, and the running
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod ops;
+pub mod types;
 pub mod ui;
 
 pub use api::{filter, local_filter};

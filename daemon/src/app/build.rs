@@ -61,6 +61,13 @@ pub fn build_topology(config: &Config) -> Result<(Registry, Topology, Vec<Proble
     Ok((registry, topology, warnings))
 }
 
+/// The catalog of a config's sources, made from its plugins (what the CLI
+/// shows when no daemon runs).
+pub fn catalog_for(config: &Config) -> Result<crate::catalog::Catalog, Problems> {
+    let (_, topology, _) = build_topology(config)?;
+    super::catalog::catalog_of(config, &topology, None).map_err(Problems)
+}
+
 /// Sources with `watch` whose provider plugin manages no subscriptions
 /// (no API, or none declared): the watcher would have nothing to check.
 fn unwatchable(config: &Config, topology: &Topology) -> Vec<Problem> {
@@ -163,6 +170,10 @@ pub fn check(path: &Path) -> Result<CheckReport, Problems> {
         }
     };
     warnings.extend(built.warnings);
+    // Reads of event fields the rule's types cannot have.
+    for rule in built.rules.current().rules() {
+        warnings.extend(crate::rules::reads::check(rule, &built.catalog));
+    }
     let unknown = unknown_actions(&built.rules, &partial.config);
     if !unknown.is_empty() {
         return Err(Problems(unknown));

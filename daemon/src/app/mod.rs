@@ -21,7 +21,9 @@ pub mod config;
 pub mod notices;
 mod prune;
 
-pub use build::{build, build_topology, check, open_store, unknown_actions, Built, CheckReport};
+pub use build::{
+    build, build_topology, catalog_for, check, open_store, unknown_actions, Built, CheckReport,
+};
 pub use config::Config;
 
 use crate::config::{Problem, Problems};

@@ -64,6 +64,12 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The event types each source's provider sends (its catalog, with
+    /// JSON Schemas), what arrived of them, and where it drifted.
+    Types {
+        #[command(subcommand)]
+        command: TypesCommand,
+    },
     /// Route a stored event again through the current rules.
     Replay {
         #[command(flatten)]
@@ -202,8 +208,9 @@ pub enum EventsCommand {
         /// Only received before: a time (RFC 3339) or an age (`1h`, `2d`).
         #[arg(long)]
         until: Option<String>,
-        /// Only in this state: pending, routed, stale, dead (a job gave up), or
-        /// handshake (a provider checking the endpoint, never routed).
+        /// Only in this state: pending, routed, stale, dead (a job gave up),
+        /// handshake (a provider checking the endpoint, never routed), or
+        /// held (a strict source's event that drifted from its schema).
         #[arg(long)]
         state: Option<String>,
         /// Only where a field of the event has this value:
@@ -226,6 +233,51 @@ pub enum EventsCommand {
         config: ConfigArg,
         /// The event id.
         id: String,
+    },
+    /// Route held events (a strict source's events that drifted from their
+    /// type's schema) as they are.
+    Release {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One held event.
+        #[arg(required_unless_present_any = ["source", "all"])]
+        id: Option<String>,
+        /// Every held event of this source.
+        #[arg(long, conflicts_with = "id")]
+        source: Option<String>,
+        /// Every held event.
+        #[arg(long, conflicts_with_all = ["id", "source"])]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TypesCommand {
+    /// Each source's event types: declared by its provider, learned, or
+    /// undeclared; how many arrived (last hour, all time), last seen, drift.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this source's.
+        #[arg(long)]
+        source: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One type: its schema, a sample (its last event's data), and its
+    /// drift with the first and last event that showed it.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The source, e.g. `tight`.
+        source: String,
+        /// The type, e.g. `tight.invoiceViewed`.
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        /// The whole as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

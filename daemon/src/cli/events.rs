@@ -83,5 +83,16 @@ pub fn events(command: EventsCommand) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&detail)?);
             Ok(ExitCode::SUCCESS)
         }
+        EventsCommand::Release {
+            config,
+            id,
+            source,
+            all,
+        } => {
+            let which = switchyard::admin::types::Release { id, source, all };
+            let done = super::operate::target(&config.config)?.release(which)?;
+            println!("{} held event(s) will be routed as they are", done.released);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod rules_test;
 pub mod run;
 pub mod send;
 pub mod subscriptions;
+pub mod types;
 
 use anyhow::{Context, Result};
 use switchyard::store::now_ms;

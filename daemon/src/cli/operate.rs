@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard::admin::ops::{self, ActionRow, Enabled, Redrive, Redriven, Replayed};
+use switchyard::admin::types::{self, Release, Released, TypeDetail, TypeSummary};
 use switchyard::app::config::{self, Config};
 use switchyard::store::{EventFilter, EventSummary, JobRecord, Store};
 
@@ -266,6 +267,54 @@ impl Target {
             Target::Api(api) => api.call("POST", &format!("/v1/actions/{name}/pause"), &[], None),
             Target::Store { .. } => Ok(self.local(|s, c| ops::pause_action(s, c, name, "CLI"))?),
         }
+    }
+
+    pub fn types(&self, source: Option<String>) -> Result<Vec<TypeSummary>> {
+        #[derive(Deserialize)]
+        struct Types {
+            types: Vec<TypeSummary>,
+        }
+        match self {
+            Target::Api(api) => {
+                let query: Vec<(&str, String)> =
+                    source.into_iter().map(|s| ("source", s)).collect();
+                Ok(api.call::<Types>("GET", "/v1/types", &query, None)?.types)
+            }
+            Target::Store { .. } => {
+                let catalog = self.catalog()?;
+                Ok(self.local(|s, _| types::types(s, &catalog, source))?)
+            }
+        }
+    }
+
+    pub fn show_type(&self, source: String, kind: String) -> Result<TypeDetail> {
+        match self {
+            Target::Api(api) => api.call("GET", &format!("/v1/types/{source}/{kind}"), &[], None),
+            Target::Store { .. } => {
+                let catalog = self.catalog()?;
+                Ok(self.local(|s, _| types::show_type(s, &catalog, source, kind))?)
+            }
+        }
+    }
+
+    pub fn release(&self, which: Release) -> Result<Released> {
+        match self {
+            Target::Api(api) => api.call(
+                "POST",
+                "/v1/events/release",
+                &[],
+                Some(serde_json::to_value(&which)?),
+            ),
+            Target::Store { .. } => Ok(self.local(|s, _| types::release(s, which))?),
+        }
+    }
+
+    /// With no daemon running, the catalog made from the config's plugins.
+    fn catalog(&self) -> Result<switchyard::catalog::Catalog> {
+        let Target::Store { config, .. } = self else {
+            unreachable!("the store target's")
+        };
+        switchyard::app::catalog_for(config).map_err(|p| anyhow!("{p}"))
     }
 
     pub fn enable_action(&self, name: String) -> Result<Enabled> {

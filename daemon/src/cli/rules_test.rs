@@ -27,6 +27,7 @@ pub fn rules_test(
     let set = switchyard::rules::RuleSet::load_dir(&engine, &config.rules_dir)
         .map_err(|p| anyhow!("{}", switchyard::config::Problems(p)))?;
     let rules = Rules::new(engine, limits, config.rules_dir.clone(), set);
+    warn_of_reads(&config, &rules);
     let events = given_events(&config, path, files, ids, sample)?;
     if events.is_empty() {
         return run_cases(&config, path, &rules);
@@ -44,6 +45,22 @@ pub fn rules_test(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads of event fields the rules' types cannot have, as warnings on
+/// stderr (the catalog made from the config's plugins; none if they do
+/// not load).
+fn warn_of_reads(config: &Config, rules: &Rules) {
+    match switchyard::app::catalog_for(config) {
+        Ok(catalog) => {
+            for rule in rules.current().rules() {
+                for w in switchyard::rules::reads::check(rule, &catalog) {
+                    eprintln!("warning: {w}");
+                }
+            }
+        }
+        Err(e) => eprintln!("note: event fields are not checked: the plugins do not load ({e})"),
+    }
 }
 
 /// The events given on the command line: files of JSON, stored events by

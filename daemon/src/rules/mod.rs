@@ -5,7 +5,10 @@
 //! running the matching rules for one event. A rule decides by calling
 //! `action("name", #{ ... })`; the calls come back as [`ActionCall`]s, and
 //! turning them into jobs is the caller's business.
-//! Calls: `event` and config's `Problem` only: no stage.
+//! Calls: `event`, config's `Problem` and the `catalog` (to check reads):
+//! no stage.
+//! `reads.rs` finds what a rule reads from `event` and checks it against
+//! the catalog's schemas of the types it wants.
 //! `testing.rs` is `switchyard rules test`'s side (events from files, test
 //! cases); `watch.rs` reloads the folder when it changes.
 //!
@@ -96,6 +99,18 @@ impl Rule {
             true
         });
         names
+    }
+}
+
+impl Rule {
+    /// Whether the rule wants events of this type (its `EVENTS`).
+    pub fn wants(&self, kind: &str) -> bool {
+        self.patterns.iter().any(|p| {
+            p == kind
+                || Glob::new(p)
+                    .map(|g| g.compile_matcher().is_match(kind))
+                    .unwrap_or(false)
+        })
     }
 }
 
@@ -526,6 +541,7 @@ impl Rules {
 }
 
 mod engine;
+pub mod reads;
 pub mod testing;
 pub mod watch;
 

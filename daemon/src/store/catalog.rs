@@ -10,7 +10,7 @@
 //! by its key; retention deletes rows not seen within it, through an index
 //! on `last_seen`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::sql_backend::{SqlBackend, SqlRow, SqlValue, Statement};
@@ -112,7 +112,7 @@ impl TypeRow {
 }
 
 /// A drift as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftRow {
     pub source: String,
     #[serde(rename = "type")]

@@ -318,6 +318,7 @@ fn static_file(name: &str) -> Result<Reply, Rejection> {
     let (body, kind) = match name {
         "app.css" => (include_str!("static/app.css"), "text/css"),
         "tail.js" => (include_str!("static/tail.js"), "text/javascript"),
+        "playground.js" => (include_str!("static/playground.js"), "text/javascript"),
         "favicon.svg" => (include_str!("static/favicon.svg"), "image/svg+xml"),
         _ => return Err(warp::reject::not_found()),
     };

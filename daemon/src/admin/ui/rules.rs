@@ -143,6 +143,47 @@ struct Playground {
     rule_names: Vec<String>,
     problem: Option<String>,
     outcome: Option<Outcome>,
+    /// The text's reads of event fields its types cannot have.
+    checks: Vec<String>,
+}
+
+/// What the catalog says of a rule's text: each read of an event field
+/// none of its types can have, `line:col: …`; nothing when the text does
+/// not compile (running it says why).
+fn checks_of(app: &Switchyard, name: &str, text: &str) -> Vec<String> {
+    let rules = app.rules();
+    let Ok(path) = rule_file(&rules.dir, name) else {
+        return Vec::new();
+    };
+    let Ok(rule) = rules::compile(&rules.engine, &path, text) else {
+        return Vec::new();
+    };
+    let file = format!("{}:", path.display());
+    rules::reads::check(&rule, &app.catalog())
+        .into_iter()
+        .map(|p| {
+            let at = p.location.strip_prefix(&file).unwrap_or(&p.location);
+            format!("{at}: {}", p.message)
+        })
+        .collect()
+}
+
+/// `POST /ui/rules/check`: the playground's checks of a text, as you type
+/// (`static/playground.js`): `{"checks": ["3:36: reads …"]}`.
+async fn check_text(
+    s: Option<(String, Session)>,
+    f: HashMap<String, String>,
+    app: Arc<Switchyard>,
+) -> Reply {
+    if let Err(refused) = may_look(s, &f) {
+        return *refused;
+    }
+    let name = f.get("rule").cloned().unwrap_or_default();
+    let text = f.get("text").cloned().unwrap_or_default();
+    let checks = tokio::task::spawn_blocking(move || checks_of(&app, &name, &text))
+        .await
+        .unwrap_or_default();
+    warp::reply::Reply::into_response(warp::reply::json(&serde_json::json!({ "checks": checks })))
 }
 
 fn views(runs: Vec<RuleRun>, known: &dyn Fn(&str) -> bool) -> Vec<RunView> {
@@ -270,6 +311,7 @@ fn show(
     let mut sources: Vec<String> = app.sources().keys().cloned().collect();
     sources.sort();
     let set = app.rules().current();
+    let checks = checks_of(app, &form.rule, &form.text);
     Playground {
         nav: nav(s, "rules"),
         csrf: s.csrf.clone(),
@@ -279,6 +321,7 @@ fn show(
         rule_names: set.rules().iter().map(|r| r.name.clone()).collect(),
         problem,
         outcome,
+        checks,
     }
     .render()
 }
@@ -313,6 +356,12 @@ pub(super) fn routes(
         .and(form_body())
         .and(with_app.clone())
         .then(try_it);
+    let check = warp::path!("ui" / "rules" / "check")
+        .and(warp::post())
+        .and(session.clone())
+        .and(form_body())
+        .and(with_app.clone())
+        .then(check_text);
     let save = warp::path!("ui" / "rules" / "save")
         .and(warp::post())
         .and(session)
@@ -324,6 +373,8 @@ pub(super) fn routes(
         .or(try_it)
         .unify()
         .or(save)
+        .unify()
+        .or(check)
         .unify()
 }
 
