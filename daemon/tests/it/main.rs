@@ -8,6 +8,7 @@ mod common;
 mod actions;
 mod admin;
 mod browser;
+mod catalog;
 mod check;
 mod cli_output;
 mod contract;

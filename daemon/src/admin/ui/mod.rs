@@ -24,6 +24,8 @@
 //! | `GET /ui/actions` | each action's gate and recent failure rate |
 //! | `POST /ui/actions/{name}/pause`, `…/enable` | pause by hand, resume (admin) |
 //! | `GET /ui/rules` | the live rules, and files that do not compile |
+//! | `GET /ui/types?source=`, `/ui/types/{source}/{type}` | each source's event types (declared, learned, undeclared; counts, last seen, drift); one type's schema, sample and drift with links to its events |
+//! | `POST /ui/rules/check` | the playground's checks of a rule's text as you type (JSON) |
 //! | `GET`/`POST /ui/rules/playground` | a rule's text run on an event in the sandbox, beside the live rules |
 //! | `POST /ui/rules/save` | writes a rule that compiles to the rules folder (admin) |
 //! | `GET /ui/subscriptions` | each source's last check of its subscriptions at its provider |
@@ -37,6 +39,7 @@ mod rejections;
 mod rules;
 pub mod session;
 mod subscriptions;
+mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -288,6 +291,7 @@ pub fn filter(
     let rules = rules::routes(app.clone(), session.clone());
     let overview = overview::routes(app.clone(), session.clone());
     let subscriptions = subscriptions::routes(app.clone(), session.clone());
+    let types = types::routes(app.clone(), session.clone());
     statics
         .or(root)
         .unify()
@@ -310,6 +314,8 @@ pub fn filter(
         .or(overview)
         .unify()
         .or(subscriptions)
+        .unify()
+        .or(types)
         .unify()
 }
 
