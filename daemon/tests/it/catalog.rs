@@ -316,3 +316,109 @@ fn check_points_at_a_misspelt_field_and_is_quiet_on_the_shipped_rules() {
         "{out}"
     );
 }
+
+/// The generic plugin: a type's schema from a file the source names, and
+/// another learned from its first 20 events; drift from either raises its
+/// alert.
+#[test]
+fn the_generic_plugin_takes_schema_files_and_learns_the_rest() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_webhook"));
+    let schema = env.path("order-created.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"type": {"type": "string"}, "amount": {"type": "number"}},
+            "required": ["type", "amount"]}"#,
+    )
+    .unwrap();
+    env.rule(
+        "drift",
+        r#"const EVENTS = ["switchyard.schema.drift"];
+action("audit", #{ alert: event.data.drift, path: event.data.path, of: event.data.type });"#,
+    );
+    let config = env.config(&format!(
+        r#"[sources.shop]
+plugin = "webhook"
+verify = "token"
+token = {{ env = "SWITCHYARD_IT_SECRET" }}
+token_header = "X-Shop-Token"
+event_type = "/type"
+learn_schemas = true
+schemas = {{ "order.created" = "{}" }}
+
+[actions.audit]
+plugin = "file"
+path = "{}"
+"#,
+        schema.display(),
+        env.audit_path().display()
+    ));
+    let daemon = Daemon::start(&config);
+    let post = |body: String| {
+        let (status, text) = daemon.post("/hooks/shop", &[("X-Shop-Token", SECRET)], body);
+        assert_eq!(status, 200, "{text}");
+        accepted_id(&text)
+    };
+    post(r#"{"type": "order.created", "amount": 12.5}"#.into());
+    let changed = post(r#"{"type": "order.created", "amount": "12.50"}"#.into());
+    for i in 0..20 {
+        post(format!(
+            r#"{{"type": "order.shipped", "id": {i}, "carrier": "posten"}}"#
+        ));
+    }
+    // Learned from those 20 (the store has it once it is recorded).
+    assert!(
+        eventually(20, || {
+            let (_, out) = cli(&["types", "list", "--source", "shop", "--json"], &config);
+            out.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|t| t["type"] == "webhook.order.shipped" && t["known_as"] == "learned")
+        }),
+        "{}",
+        daemon.logs()
+    );
+    let added = post(
+        r#"{"type": "order.shipped", "id": 21, "carrier": "posten", "tracking": "T1"}"#.into(),
+    );
+    let alerts = || -> Vec<(String, String, String)> {
+        let mut a: Vec<_> = env
+            .audit_lines()
+            .iter()
+            .map(|l| {
+                let p = &l["params"];
+                let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+                (s("alert"), s("of"), s("path"))
+            })
+            .collect();
+        a.sort();
+        a
+    };
+    assert!(
+        eventually(20, || alerts().len() >= 2),
+        "{:?}\n{}",
+        alerts(),
+        daemon.logs()
+    );
+    assert_eq!(
+        alerts(),
+        vec![
+            (
+                "added".into(),
+                "webhook.order.shipped".into(),
+                "/tracking".into()
+            ),
+            (
+                "type_changed".into(),
+                "webhook.order.created".into(),
+                "/amount".into()
+            ),
+        ]
+    );
+    let detail = type_detail(&config, "shop", "webhook.order.shipped");
+    assert_eq!(detail["schema"]["properties"]["carrier"]["type"], "string");
+    assert_eq!(drift_rows(&detail)[0].3, added);
+    let detail = type_detail(&config, "shop", "webhook.order.created");
+    assert_eq!(detail["known_as"], "declared");
+    assert_eq!(drift_rows(&detail)[0].3, changed);
+}

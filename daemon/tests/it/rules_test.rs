@@ -10,7 +10,8 @@ fn the_shipped_rules_pass_their_cases() {
     let config = env.example_config();
     let (code, out) = cli(&["rules", "test"], &config);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("6 passed, 0 failed"), "{out}");
+    assert!(out.contains("7 passed, 0 failed"), "{out}");
+    assert!(!out.contains("warning"), "{out}");
     assert!(
         out.contains("ok      ") && out.contains("invoice-viewed-sample.json"),
         "{out}"

@@ -37,7 +37,7 @@ use signature::HmacCheck;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use switchyard_plugin_api::{
-    Answer, EventDraft, Host, Provider, Rejection, Request, SampleError, SampleRequest,
+    Answer, EventDraft, EventType, Host, Provider, Rejection, Request, SampleError, SampleRequest,
     VerifyOutput,
 };
 use switchyard_plugin_support::hmac::{equal, Algorithm, Encoding};
@@ -103,6 +103,38 @@ struct Config {
     success_status: Option<u16>,
     success_body: Option<String>,
     success_content_type: Option<String>,
+    // the catalog: a JSON Schema file per event type
+    #[serde(default)]
+    schemas: std::collections::BTreeMap<String, String>,
+}
+
+/// The catalog the source's `schemas` name: each type's JSON Schema read
+/// from its file (a path as written: relative to the working directory).
+fn catalog_of(
+    files: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<EventType>, String> {
+    files
+        .iter()
+        .map(|(kind, file)| {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                format!("webhook settings: schemas.{kind}: cannot read {file}: {e}")
+            })?;
+            let schema: Value = serde_json::from_str(&text).map_err(|e| {
+                format!("webhook settings: schemas.{kind}: {file} is not JSON: {e}")
+            })?;
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(format!(
+                    "webhook settings: schemas.{kind}: {file} is not a JSON Schema (an object)"
+                ));
+            }
+            let description = schema
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            Ok(EventType::new(kind.clone(), description, schema))
+        })
+        .collect()
 }
 
 fn default_algorithm() -> Algorithm {
@@ -137,6 +169,8 @@ enum Check {
 
 pub struct Webhook {
     host: Host,
+    /// The event types `schemas` names, with their schemas.
+    catalog: Vec<EventType>,
     check: Check,
     tolerance_secs: i64,
     event_type: Option<String>,
@@ -419,6 +453,10 @@ impl Webhook {
 }
 
 impl Provider for Webhook {
+    fn catalog(&self) -> Vec<EventType> {
+        self.catalog.clone()
+    }
+
     fn create(host: Host, config: Value) -> Result<Self, String> {
         let mut c: Config =
             serde_json::from_value(config).map_err(|e| format!("webhook settings: {e}"))?;
@@ -446,7 +484,9 @@ impl Provider for Webhook {
             }
         }
         let methods = handshake.as_ref().map_or(&["POST"][..], Handshake::methods);
+        let catalog = catalog_of(&c.schemas)?;
         Ok(Webhook {
+            catalog,
             host,
             check,
             tolerance_secs: c.tolerance_secs.min(i64::MAX as u64) as i64,

@@ -587,3 +587,41 @@ fn a_source_answers_its_events_as_configured() {
         RejectKind::Malformed
     );
 }
+
+#[test]
+fn schemas_name_the_catalog_and_a_bad_file_is_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("sy-webhook-schemas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("opened.json");
+    std::fs::write(
+        &good,
+        r#"{"description": "An issue was opened.", "type": "object", "required": ["action"]}"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    let make = |schemas: Value| {
+        Webhook::create(
+            Host::detached(),
+            json!({"verify": "none", "event_type": "/action", "schemas": schemas}),
+        )
+    };
+    let w = make(json!({"issues.opened": good.display().to_string()})).unwrap();
+    let catalog = w.catalog();
+    assert_eq!(catalog.len(), 1);
+    assert_eq!(catalog[0].name, "issues.opened");
+    assert_eq!(catalog[0].description, "An issue was opened.");
+    assert_eq!(catalog[0].schema["required"], json!(["action"]));
+    let Err(e) = make(json!({"issues.closed": bad.display().to_string()})) else {
+        panic!("a file that is not JSON is refused");
+    };
+    assert!(
+        e.contains("schemas.issues.closed") && e.contains("not JSON"),
+        "{e}"
+    );
+    let Err(e) = make(json!({"x": dir.join("missing.json").display().to_string()})) else {
+        panic!("a missing file is refused");
+    };
+    assert!(e.contains("schemas.x: cannot read"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
