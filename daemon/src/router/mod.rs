@@ -4,12 +4,15 @@
 //! Owns: the router task. It takes the events ingress committed from an
 //! in-memory inbox, and reads unrouted events from the store at start, when
 //! the inbox overflowed, and about once a second (what a restart, an
-//! overflow or a replay left unrouted); it runs the rules off the
+//! overflow or a replay left unrouted); it checks each against its type's
+//! schema in the catalog (counting what arrived and drifted; a strict
+//! source's drifted event is held for an operator instead of routed,
+//! unless an operator released it), runs the rules off the
 //! async threads, and records each event's rule runs and jobs together: an
 //! event is either unrouted, or routed with all of its jobs. Jobs the
 //! dispatcher has room for are stored already claimed and handed to it in
 //! memory, saving a claim round trip through the store.
-//! Calls: `rules` (to decide) and `store`; wakes the dispatcher and hands
+//! Calls: `catalog` (to check), `rules` (to decide) and `store`; wakes the dispatcher and hands
 //! it jobs through the `Notify` and handoff it is given, importing no later
 //! stage.
 

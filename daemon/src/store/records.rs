@@ -66,6 +66,10 @@ pub struct EventDetail {
     /// The rule set version of the last routing (versions count from 1 at
     /// each start of the daemon).
     pub rules_version: Option<i64>,
+    /// Why it was held for an operator (a strict source's drifted event),
+    /// if it was; it stays once released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     pub request: RequestRecord,
     pub jobs: Vec<JobRecord>,
 }

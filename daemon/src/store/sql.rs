@@ -258,7 +258,7 @@ impl<B: SqlBackend> Operations for B {
                 .rows(Statement::new(
                     format!(
                         "SELECT {}, e.state, e.routings, e.routed_at, e.duplicates, e.rule_runs,
-                                e.rules_version, e.request_id
+                                e.rules_version, e.request_id, e.held
                          FROM events e WHERE e.id = $1",
                         B::DIALECT.envelope()
                     ),
@@ -278,6 +278,7 @@ impl<B: SqlBackend> Operations for B {
                 duplicates: row.int(4) as u64,
                 rule_runs: row.json(5),
                 rules_version: row.opt_int(6),
+                held: row.opt_text(8),
                 request,
                 jobs,
             })

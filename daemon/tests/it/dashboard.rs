@@ -1117,3 +1117,116 @@ path = "{}"
         assert!(found.is_empty(), "{secret} kept in {found:?}");
     }
 }
+
+/// The types pages show a source's types, one type's drift linked to its
+/// events and its schema; a held event is released from its page (the
+/// admin only); the playground checks a rule's reads as it is typed.
+#[test]
+fn types_drift_held_events_and_the_playground_checks_on_the_dashboard() {
+    let env = Env::new();
+    let config = env.standard_with(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = { env = \"ADMIN_TOKEN\" }\nread_only_token = { env = \"READ_TOKEN\" }\n",
+        "strict = true\n",
+    );
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[("ADMIN_TOKEN", TOKEN), ("READ_TOKEN", READ_ONLY)],
+    );
+    let base = format!("http://{}", daemon.admin_addr());
+    let body = r#"{"editor":{"userId":"usr_1"},"company":{"id":"co_1"},"type":"LIFECYCLE","event":"invoiceViewed","datetime":"2025-04-01T11:31:04.1Z","eventData":{"entityId":42}}"#;
+    let token = pyjwt(SECRET, body.as_bytes(), &[]);
+    let (status, text) = daemon.post("/hooks/tight", &[("Tight-Verification", &token)], body);
+    assert_eq!(status, 200, "{text}");
+    let held = accepted_id(&text);
+    let after = daemon.send_viewed("inv_after");
+    env.wait_audit_of(&after);
+    let admin = sign_in(&base, TOKEN);
+    let viewer = sign_in(&base, READ_ONLY);
+
+    // The drift is recorded about a second after: the type's page shows it.
+    let mut page = String::new();
+    assert!(
+        eventually(20, || {
+            page = get(&base, "/ui/types/tight/tight.invoiceViewed", Some(&admin)).1;
+            page.contains("type_changed")
+        }),
+        "{page}"
+    );
+    assert!(
+        page.contains("/eventData/entityId")
+            && page.contains("documented as string, sent as integer"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("href=\"/ui/events/{held}\"")),
+        "{page}"
+    );
+    assert!(page.contains("&#34;LIFECYCLE&#34;"), "the schema: {page}");
+    let (status, list, _) = get(&base, "/ui/types?source=tight", Some(&viewer));
+    assert_eq!(status, 200);
+    assert!(
+        list.contains("tight.entity.invoice") && list.contains("1 path(s)"),
+        "{list}"
+    );
+    assert_eq!(
+        get(&base, "/ui/types/tight/tight.nothing", Some(&admin)).0,
+        404
+    );
+
+    // The held event: why, and a release for the admin only.
+    let (_, page, _) = get(&base, &format!("/ui/events/{held}"), Some(&viewer));
+    assert!(
+        page.contains("Held for an operator: schema drift (type_changed /eventData/entityId"),
+        "{page}"
+    );
+    assert!(!page.contains("/release\""), "{page}");
+    let form = csrf(&page);
+    assert_eq!(
+        post(
+            &base,
+            &format!("/ui/events/{held}/release"),
+            Some(&viewer),
+            &[("csrf", &form)]
+        )
+        .0,
+        403
+    );
+    let (_, page, _) = get(&base, &format!("/ui/events/{held}"), Some(&admin));
+    let form = csrf(&page);
+    let (status, _) = post(
+        &base,
+        &format!("/ui/events/{held}/release"),
+        Some(&admin),
+        &[("csrf", &form)],
+    );
+    assert_eq!(status, 303);
+    let lines = env.wait_audit_of(&held);
+    assert!(lines.iter().any(|l| l["event_id"] == held.as_str()));
+
+    // The playground's checks, as the script asks for them.
+    let (_, page, _) = get(&base, "/ui/rules/playground", Some(&viewer));
+    let form = csrf(&page);
+    let text = "const EVENTS = [\"tight.invoiceViewed\"];\naction(\"audit\", #{ i: event.data.eventData.entityID });\n";
+    let (status, answer) = post(
+        &base,
+        "/ui/rules/check",
+        Some(&viewer),
+        &[("csrf", &form), ("rule", "mine"), ("text", text)],
+    );
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        answer["checks"],
+        serde_json::json!(["2:44: reads event.data.eventData.entityID; tight.invoiceViewed's data.eventData has entityId"])
+    );
+    assert_eq!(
+        post(
+            &base,
+            "/ui/rules/check",
+            Some(&viewer),
+            &[("csrf", "stale"), ("rule", "mine"), ("text", text)]
+        )
+        .0,
+        403
+    );
+}

@@ -119,6 +119,13 @@ shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
     b.goto(&format!("{base}/ui/events/{wanted}"));
     b.click("a[href^='/ui/rules/playground']");
     b.type_into("input[name=rule]", "viewed");
+    // A misspelt field is pointed at as it is typed.
+    b.type_into(
+        "textarea[name=text]",
+        "const EVENTS = [\"tight.invoiceViewed\"];\n\
+         action(\"notify\", #{ invoice: event.data.eventData.entityid });",
+    );
+    b.wait_text("#checks", "2:51: reads event.data.eventData.entityid; tight.invoiceViewed's data.eventData has entityId");
     b.type_into(
         "textarea[name=text]",
         "const EVENTS = [\"tight.invoiceViewed\"];\n\
@@ -160,5 +167,13 @@ shell = "test -e '{}' || {{ echo mail server said no >&2; exit 3; }}"
     b.goto(&format!("{base}/ui/subscriptions"));
     b.wait_text("table.subscriptions", "not checked yet");
     b.check_page(&base);
+    // The event types, and one of them with its schema.
+    b.goto(&format!("{base}/ui/types"));
+    b.wait_text("table.types", "tight.invoiceViewed");
+    b.check_page(&base);
+    b.click("a[href='/ui/types/tight/tight.invoiceViewed']");
+    b.wait_text("main", "eventData");
+    b.check_page(&base);
+    b.screenshot("types");
     assert_eq!(env.audit_lines().len(), done, "the playground did nothing");
 }

@@ -145,6 +145,8 @@ struct EventPage {
     routed: String,
     rules_version: String,
     duplicates: u64,
+    /// Why it was held for an operator, if it was.
+    held: Option<String>,
     /// Its webhook's trace (the envelope's `traceparent`), and where
     /// `[telemetry] trace_url` says to look it up.
     trace_id: Option<String>,
@@ -190,6 +192,7 @@ impl EventPage {
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
             duplicates: d.duplicates,
+            held: d.held,
             jobs: d
                 .jobs
                 .into_iter()
@@ -278,16 +281,24 @@ pub(super) fn routes(
         .then(event_page);
     let replay = warp::path!("ui" / "events" / String / "replay")
         .and(warp::post())
+        .and(session.clone())
+        .and(form.clone())
+        .and(with_app.clone())
+        .then(replay);
+    let release = warp::path!("ui" / "events" / String / "release")
+        .and(warp::post())
         .and(session)
         .and(form)
         .and(with_app)
-        .then(replay);
+        .then(release);
 
     list.or(tail)
         .unify()
         .or(stream)
         .unify()
         .or(replay)
+        .unify()
+        .or(release)
         .unify()
         .or(event)
         .unify()
@@ -399,9 +410,12 @@ async fn event_page(
     let Some((_, s)) = s else {
         return see_other("/ui/sign-in");
     };
-    let notice = q
-        .contains_key("replayed")
-        .then_some("Replayed: it is routed again through the current rules.");
+    let notice = if q.contains_key("released") {
+        Some("Released: it is routed as it is.")
+    } else {
+        q.contains_key("replayed")
+            .then_some("Replayed: it is routed again through the current rules.")
+    };
     match ops::show_event(app.store().as_ref(), id).await {
         Ok(d) => {
             let config = app.config();
@@ -434,6 +448,32 @@ async fn replay(
             see_other(&format!("/ui/events/{id}?replayed"))
         }
         Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such event"),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// `POST /ui/events/{id}/release`: routes a held event as it is, for a
+/// session that may act.
+async fn release(
+    id: String,
+    s: Option<(String, Session)>,
+    f: HashMap<String, String>,
+    app: Arc<Switchyard>,
+) -> Reply {
+    let s = match may_act(s, &f, "release") {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let which = crate::admin::types::Release {
+        id: Some(id.clone()),
+        ..Default::default()
+    };
+    match crate::admin::types::release(app.store().as_ref(), which).await {
+        Ok(_) => {
+            tracing::info!(who = s.role.who(), event_id = %id, "dashboard: held event released");
+            see_other(&format!("/ui/events/{id}?released"))
+        }
+        Err(ops::OpError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "no such held event"),
         Err(e) => store_failed(e),
     }
 }
