@@ -282,7 +282,7 @@ pub(super) fn routes(
     let replay = warp::path!("ui" / "events" / String / "replay")
         .and(warp::post())
         .and(session.clone())
-        .and(form.clone())
+        .and(form)
         .and(with_app.clone())
         .then(replay);
     let release = warp::path!("ui" / "events" / String / "release")
