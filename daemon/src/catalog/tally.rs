@@ -259,3 +259,59 @@ pub fn drift_notice(d: &DriftTally) -> Notice {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::DriftKind;
+    use serde_json::json;
+    use switchyard_plugin_api::EventDraft;
+    use time::OffsetDateTime;
+
+    fn event(kind: &str) -> Event {
+        let draft = EventDraft::new(kind, json!({}));
+        Event::from_draft(draft, "s", "p", b"{}", 0, OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn added(path: String) -> Drift {
+        Drift {
+            path,
+            kind: DriftKind::Added,
+            detail: "not in the documentation".into(),
+        }
+    }
+
+    #[test]
+    fn counts_merge_and_what_is_tracked_is_bounded() {
+        let counter = Counter::default();
+        let e = event("kind");
+        let drifted = Verdict::Drifted(vec![added("/a".into())]);
+        counter.add(&[(&e, &drifted), (&e, &drifted)], Vec::new());
+        let tally = counter.take(0);
+        assert_eq!(tally.types.len(), 1);
+        assert_eq!(tally.types[0].count, 2);
+        assert_eq!(tally.drift[0].count, 2);
+        assert_eq!(tally.drift[0].first_event, e.id);
+        // A record that failed comes back, merged with what came since.
+        counter.restore(tally);
+        counter.add(&[(&e, &drifted)], Vec::new());
+        let tally = counter.take(0);
+        assert_eq!((tally.types[0].count, tally.drift[0].count), (3, 3));
+
+        // A provider inventing types and fields without end: bounded.
+        let events: Vec<Event> = (0..MAX_TYPES + 100)
+            .map(|i| event(&format!("t{i}")))
+            .collect();
+        let matches = Verdict::Matches;
+        let checked: Vec<_> = events.iter().map(|e| (e, &matches)).collect();
+        counter.add(&checked, Vec::new());
+        assert_eq!(counter.take(0).types.len(), MAX_TYPES - 1);
+        let wide = Verdict::Drifted(
+            (0..MAX_PATHS + 50)
+                .map(|i| added(format!("/f{i}")))
+                .collect(),
+        );
+        counter.add(&[(&e, &wide)], Vec::new());
+        assert_eq!(counter.take(0).drift.len(), MAX_PATHS - 1);
+    }
+}

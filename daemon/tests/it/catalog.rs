@@ -421,4 +421,20 @@ path = "{}"
     let detail = type_detail(&config, "shop", "webhook.order.created");
     assert_eq!(detail["known_as"], "declared");
     assert_eq!(drift_rows(&detail)[0].3, changed);
+
+    // What was learned outlives a restart: the next event is checked at once.
+    drop(daemon);
+    let daemon = Daemon::start(&config);
+    let (status, text) = daemon.post(
+        "/hooks/shop",
+        &[("X-Shop-Token", SECRET)],
+        r#"{"type": "order.shipped", "id": 22, "carrier": "posten", "weight": 2}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        eventually(20, || alerts().iter().any(|a| a.2 == "/weight")),
+        "{:?}\n{}",
+        alerts(),
+        daemon.logs()
+    );
 }
