@@ -66,7 +66,8 @@ fn segment(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// A value's JSON Schema type (`integer` for a whole number).
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

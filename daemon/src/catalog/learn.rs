@@ -37,16 +37,7 @@ impl Shape {
     }
 
     fn add_at(&mut self, v: &Value, depth: usize) {
-        let t = match v {
-            Value::Null => "null",
-            Value::Bool(_) => "boolean",
-            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-            Value::Number(_) => "number",
-            Value::String(_) => "string",
-            Value::Array(_) => "array",
-            Value::Object(_) => "object",
-        };
-        self.types.insert(t);
+        self.types.insert(super::drift::json_type(v));
         if depth >= MAX_DEPTH {
             self.open = true;
             return;
