@@ -223,6 +223,24 @@ typedef struct sy_host {
  *     concurrency and may hand it more jobs than that. Otherwise each job
  *     of a batch counts as one in flight (the http action sends a batch's
  *     requests at once), and a call takes at most `concurrency` jobs.
+ *     From ABI 1.8 a provider's document may say "catalog": [TYPE, ...],
+ *     the event types it sends (none said: an empty catalog, nothing is
+ *     checked and no type is unknown):
+ *       {"type": "invoiceViewed",      the provider's own name, as its
+ *                                      events carry it (no plugin prefix)
+ *        "description": "...",         optional, one sentence
+ *        "schema": {...}}              a JSON Schema (2020-12 unless its
+ *                                      $schema says) of the event's "data"
+ *     The host checks each stored event against its type's schema, off
+ *     the acknowledgement's path, and records what does not match as
+ *     drift: a required property missing, a value of another JSON type, a
+ *     property a closed object ("additionalProperties": false) does not
+ *     declare, a type the catalog does not list. Close an object only
+ *     where the documentation lists all of it. At most 4096 types, each
+ *     named once, a name at most 200 bytes; a schema that does not compile
+ *     refuses the config (at start, at a reload, in `switchyard check`),
+ *     naming the source and the type. Only $refs within the schema are
+ *     followed.
  * destroy(instance)
  * verify(instance, request, out)                         [providers; else NULL]
  *     On SY_OK: set_json({"events":[EVENT, ...]}) with at least one EVENT

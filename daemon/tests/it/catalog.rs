@@ -438,3 +438,28 @@ path = "{}"
         daemon.logs()
     );
 }
+
+/// A schema that does not compile refuses the config, naming the source
+/// and the type.
+#[test]
+fn a_schema_that_does_not_compile_is_refused_by_name() {
+    let env = Env::new();
+    env.with_standard_plugins();
+    env.add_plugin(&built_plugin("switchyard_webhook"));
+    let schema = env.path("broken.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"amount": {"type": 5}}}"#,
+    )
+    .unwrap();
+    let config = env.config(&format!(
+        "[sources.shop]\nplugin = \"webhook\"\nverify = \"none\"\nevent_type = \"/type\"\nschemas = {{ \"order.created\" = \"{}\" }}\n",
+        schema.display()
+    ));
+    let (code, out) = cli(&["check"], &config);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("sources.shop: the schema of webhook.order.created does not compile"),
+        "{out}"
+    );
+}
