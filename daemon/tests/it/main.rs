@@ -32,6 +32,7 @@ mod pg_tls;
 mod plans;
 mod plugins;
 mod providers;
+mod queues;
 mod reload;
 mod reload_config;
 mod rules_test;
