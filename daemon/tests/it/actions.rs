@@ -278,8 +278,15 @@ fn the_circuit_breaker_opens_and_closes() {
         "{}",
         daemon.logs()
     );
-    let (_, list) = cli(&["actions", "list"], &config);
-    assert!(list.contains("open"), "{list}");
+    // The state is stored just after the line is logged: read until it is.
+    let mut list = String::new();
+    assert!(
+        eventually(10, || {
+            list = cli(&["actions", "list"], &config).1;
+            list.contains("open")
+        }),
+        "{list}"
+    );
     // After the cool-down (with no request during it: see the gap below),
     // one probe succeeds and closes it.
     assert!(
@@ -287,8 +294,13 @@ fn the_circuit_breaker_opens_and_closes() {
         "{}",
         daemon.logs()
     );
-    let (_, list) = cli(&["actions", "list"], &config);
-    assert!(list.contains("closed"), "{list}");
+    assert!(
+        eventually(10, || {
+            list = cli(&["actions", "list"], &config).1;
+            list.contains("closed")
+        }),
+        "{list}"
+    );
     let reqs = rx.lines();
     let gap = reqs[2]["at"].as_f64().unwrap() - reqs[1]["at"].as_f64().unwrap();
     assert!(
