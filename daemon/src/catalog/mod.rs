@@ -207,18 +207,27 @@ impl SourceCatalog {
 
     fn learn(&self, event: &Event, learned: &mut Vec<Learned>) -> Verdict {
         let mut map = self.learned_map();
-        let gathering = map
-            .values()
-            .filter(|l| matches!(l, Learning::Gathering(..)))
-            .count();
-        let entry = match map.get_mut(&event.kind) {
-            Some(Learning::Known(t)) => return verdict(t.check(&event.data)),
-            Some(entry) => entry,
-            None if gathering >= MAX_GATHERING => return Verdict::Unchecked,
-            None => map
-                .entry(event.kind.clone())
-                .or_insert(Learning::Gathering(learn::Shape::default(), 0)),
+        // Only a type not met before looks at how many are being learned:
+        // the events of a known type cost a lookup.
+        if !map.contains_key(&event.kind) {
+            let gathering = map
+                .values()
+                .filter(|l| matches!(l, Learning::Gathering(..)))
+                .count();
+            if gathering >= MAX_GATHERING {
+                return Verdict::Unchecked;
+            }
+            map.insert(
+                event.kind.clone(),
+                Learning::Gathering(learn::Shape::default(), 0),
+            );
+        }
+        let Some(entry) = map.get_mut(&event.kind) else {
+            return Verdict::Unchecked;
         };
+        if let Learning::Known(t) = entry {
+            return verdict(t.check(&event.data));
+        }
         if let Learning::Gathering(shape, seen) = entry {
             shape.add(&event.data);
             *seen += 1;
