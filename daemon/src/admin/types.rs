@@ -7,6 +7,8 @@
 //! come from the store, its schema from the live catalog (or, with no
 //! daemon running, one made from the config's plugins).
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -68,7 +70,7 @@ fn summary(
     kind: &str,
     row: Option<&TypeRow>,
     catalog: &Catalog,
-    drift: &[DriftRow],
+    drift: u64,
     now: i64,
 ) -> TypeSummary {
     let entry = catalog.sources.get(source).and_then(|s| s.entry(kind));
@@ -86,10 +88,7 @@ fn summary(
         last_hour: row.map_or(0, |r| r.in_last_hour(now)),
         last_seen_ms: row.filter(|r| r.total > 0).map(|r| r.last_seen_ms),
         last_event: row.map(|r| r.last_event.clone()).filter(|e| !e.is_empty()),
-        drift: drift
-            .iter()
-            .filter(|d| d.source == source && d.kind == kind)
-            .count() as u64,
+        drift,
     }
 }
 
@@ -108,9 +107,20 @@ pub async fn types(
     let rows = store.event_types(source.clone()).await?;
     let drift = store.schema_drift(source.clone(), None).await?;
     let now = now_ms();
-    let mut names: Vec<(String, String)> = rows
+    // By (source, type), each looked up once per type listed.
+    let rows: HashMap<(&str, &str), &TypeRow> = rows
         .iter()
-        .map(|r| (r.source.clone(), r.kind.clone()))
+        .map(|r| ((r.source.as_str(), r.kind.as_str()), r))
+        .collect();
+    let mut paths: HashMap<(&str, &str), u64> = HashMap::new();
+    for d in &drift {
+        *paths
+            .entry((d.source.as_str(), d.kind.as_str()))
+            .or_default() += 1;
+    }
+    let mut names: Vec<(String, String)> = rows
+        .keys()
+        .map(|(s, k)| (s.to_string(), k.to_string()))
         .collect();
     for (name, s) in &catalog.sources {
         if source.as_ref().is_some_and(|want| want != name) {
@@ -123,8 +133,10 @@ pub async fn types(
     Ok(names
         .iter()
         .map(|(s, k)| {
-            let row = rows.iter().find(|r| &r.source == s && &r.kind == k);
-            summary(s, k, row, catalog, &drift, now)
+            let key = (s.as_str(), k.as_str());
+            let row = rows.get(&key).copied();
+            let drift = paths.get(&key).copied().unwrap_or(0);
+            summary(s, k, row, catalog, drift, now)
         })
         .collect())
 }
@@ -147,7 +159,14 @@ pub async fn show_type(
     let drift_rows = store
         .schema_drift(Some(source.clone()), Some(kind.clone()))
         .await?;
-    let summary = summary(&source, &kind, row, catalog, &drift_rows, now_ms());
+    let summary = summary(
+        &source,
+        &kind,
+        row,
+        catalog,
+        drift_rows.len() as u64,
+        now_ms(),
+    );
     let sample = match &summary.last_event {
         Some(id) => match store.show_event(id.clone()).await {
             Ok(detail) => detail.envelope.get("data").cloned(),

@@ -103,14 +103,17 @@ impl Rule {
 }
 
 impl Rule {
-    /// Whether the rule wants events of this type (its `EVENTS`).
-    pub fn wants(&self, kind: &str) -> bool {
-        self.patterns.iter().any(|p| {
-            p == kind
-                || Glob::new(p)
-                    .map(|g| g.compile_matcher().is_match(kind))
-                    .unwrap_or(false)
-        })
+    /// Whether the rule wants events of a type (its `EVENTS`): a test
+    /// whose patterns are compiled once, for asking of many types.
+    pub fn wants(&self) -> impl Fn(&str) -> bool + '_ {
+        let mut builder = GlobSetBuilder::new();
+        for p in &self.patterns {
+            if let Ok(glob) = Glob::new(p) {
+                builder.add(glob);
+            }
+        }
+        let globs = builder.build().unwrap_or_else(|_| GlobSet::empty());
+        move |kind| self.patterns.iter().any(|p| p == kind) || globs.is_match(kind)
     }
 }
 

@@ -142,7 +142,7 @@ impl Rule {
 /// A warning for each read of `rule` that cannot exist for the types it
 /// wants, `file:line:col` at the step that cannot be taken.
 pub fn check(rule: &Rule, catalog: &Catalog) -> Vec<Problem> {
-    let types = catalog.matching(|t| rule.wants(t));
+    let types = catalog.matching(rule.wants());
     let mut out = Vec::new();
     for read in rule.event_reads() {
         let at = |i: usize| {
