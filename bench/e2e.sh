@@ -18,26 +18,21 @@ work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+. bench/lib.sh
 mkdir -p "$work/plugins" "$work/rules" "$work/data"
 cp target/release/libswitchyard_tight.so target/release/libswitchyard_http.so "$work/plugins/"
 cat > "$work/rules/forward.rhai" <<'RHAI'
 const EVENTS = ["tight.invoiceViewed"];
 action("forward", #{ body: #{ invoice: event.data.eventData.entityId, id: event.id } });
 RHAI
-cat > "$work/switchyard.toml" <<TOML
-listen = "127.0.0.1:$SY_PORT"
-data_dir = "data"
-plugin_dir = "plugins"
-rules_dir = "rules"
-[sources.tight]
-plugin = "tight"
-secret = { env = "BENCH_SECRET" }
+{ tight_host $SY_PORT data rules; cat <<TOML
 [actions.forward]
 plugin = "http"
 url = "http://127.0.0.1:$RX_PORT/in"
 secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 concurrency = 32
 TOML
+} > "$work/switchyard.toml"
 one_rate() {
   rm -rf "$work/data"; mkdir -p "$work/data"
   BENCH_SECRET=$SECRET SWITCHYARD_LOG=warn target/release/switchyard run --config "$work/switchyard.toml" 2>"$work/switchyard.log" &

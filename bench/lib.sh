@@ -1,4 +1,4 @@
-# Shared by bench/run.sh, bench/restart.sh and bench/at-rest.sh (sourced,
+# Shared by bench/run.sh, restart.sh, at-rest.sh, tracing.sh, e2e.sh and queues.sh (sourced,
 # with $work set): the Tight source, the example rule and the file action,
 # as the full path is measured; waiting for a port.
 
@@ -9,9 +9,10 @@ setup_full_path() {
   cp rules/invoice-viewed.rhai "$work/rules/"
 }
 
-# A config on 127.0.0.1:$1 with data_dir $2 and rules_dir $3 (under $work);
-# the action's lines go to $work/data/notify-owner.jsonl.
-config() {
+# The host settings of a config on 127.0.0.1:$1 with data_dir $2 and
+# rules_dir $3 (under $work), plugins from $work/plugins, and the Tight
+# source (its secret from BENCH_SECRET); the actions follow.
+tight_host() {
   cat <<TOML
 listen = "127.0.0.1:$1"
 data_dir = "$2"
@@ -20,6 +21,14 @@ rules_dir = "$3"
 [sources.tight]
 plugin = "tight"
 secret = { env = "BENCH_SECRET" }
+TOML
+}
+
+# A config as tight_host's, with the file action of the example rule; its
+# lines go to $work/data/notify-owner.jsonl.
+config() {
+  tight_host "$@"
+  cat <<TOML
 [actions.notify-owner]
 plugin = "file"
 path = "$work/data/notify-owner.jsonl"

@@ -30,19 +30,13 @@ cat > "$work/rules/to-the-bus.rhai" <<'RHAI'
 const EVENTS = ["tight.invoiceViewed"];
 action("bus", #{});
 RHAI
-cat > "$work/switchyard.toml" <<TOML
-listen = "127.0.0.1:$SY_PORT"
-data_dir = "data"
-plugin_dir = "plugins"
-rules_dir = "rules"
-[sources.tight]
-plugin = "tight"
-secret = { env = "BENCH_SECRET" }
+{ tight_host $SY_PORT data rules; cat <<TOML
 [actions.bus]
 plugin = "redis"
 url = "redis://127.0.0.1:$REDIS_PORT/0"
 stream = "webhooks"
 TOML
+} > "$work/switchyard.toml"
 
 redis-server --bind 127.0.0.1 --port $REDIS_PORT --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
 pids+=("$!")
