@@ -298,12 +298,17 @@ impl Router {
 impl Router {
     /// Holds strict sources' drifted events for an operator.
     async fn hold(&self, holds: Vec<(String, String)>) {
-        for (event_id, why) in holds {
-            match self
-                .store
-                .hold_event(event_id.clone(), why.clone(), now_ms())
-                .await
-            {
+        // Together, as a batch's routings are: the store's writer takes
+        // them in one commit, not one each.
+        let now = now_ms();
+        let results = join_all(
+            holds
+                .iter()
+                .map(|(event_id, why)| self.store.hold_event(event_id.clone(), why.clone(), now)),
+        )
+        .await;
+        for ((event_id, why), result) in holds.iter().zip(results) {
+            match result {
                 Ok(true) => {
                     self.gauge.routed(1);
                     tracing::warn!(%event_id, "event held for an operator: {why} (switchyard events release {event_id})");
