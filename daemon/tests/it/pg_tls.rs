@@ -3,23 +3,9 @@
 //! `openssl` command, not the code under test).
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::*;
 use crate::pg::{sql, start_private_with};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (Debian: apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A server whose database `sy` takes only TLS connections (its
 /// `postgres` database also plain ones, to set up); the CA's certificate
@@ -27,64 +13,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 fn tls_server(certs: &Path) -> String {
     let certs = certs.to_path_buf();
     start_private_with(move |data| {
-        openssl(
-            &certs,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=switchyard test CA",
-            ],
-        );
-        openssl(
-            &certs,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        );
-        std::fs::write(
-            certs.join("ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(
-            &certs,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "ext",
-            ],
-        );
+        make_test_certs(&certs);
         for f in ["server.crt", "server.key"] {
             std::fs::copy(certs.join(f), data.join(f)).unwrap();
         }

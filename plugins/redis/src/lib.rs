@@ -12,12 +12,15 @@
 //! as JSON text unless it is a string; else the event's envelope as JSON),
 //! `event_id`, `event_type`, `source`, `idempotency_key` (the same on every
 //! retry of the job: a consumer that has seen it drops the entry, as
-//! `XADD` itself cannot) and `traceparent` when the host traces.
+//! `XADD` itself cannot) and `traceparent` (and `tracestate`) when the host
+//! traces.
 //!
 //! Settings: `url` (`redis://host:6379/0`), `username` and `password`
 //! (secret references), `stream` (the key, default `switchyard`; a job's
 //! `stream` parameter overrides it), `maxlen` (trim the stream to about
-//! this many entries, `MAXLEN ~`), `connect_timeout_ms` (5000).
+//! this many entries, `MAXLEN ~`), `ca_file` (for `rediss://`: a PEM file
+//! of the CAs to trust instead of the system's), `connect_timeout_ms`
+//! (5000).
 //!
 //! Failures: credentials refused (`WRONGPASS`, `NOAUTH`, `NOPERM`) and a
 //! key of another type (`WRONGTYPE`) are permanent — the job is a dead
@@ -31,6 +34,7 @@ use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError};
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
+use switchyard_plugin_support::message::{destination, Message};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +45,7 @@ struct Config {
     #[serde(default = "default_stream")]
     stream: String,
     maxlen: Option<u64>,
+    ca_file: Option<std::path::PathBuf>,
     #[serde(default = "default_connect_timeout")]
     connect_timeout_ms: u64,
 }
@@ -86,48 +91,25 @@ fn brief(e: &RedisError) -> String {
     match (e.code(), e.detail()) {
         (Some(code), Some(detail)) => format!("{code} {detail}"),
         (Some(code), None) => code.to_string(),
-        _ => format!("{:?}: {}", e.kind(), e.detail().unwrap_or("no detail")),
+        // A client-side failure (I/O, TLS, a timeout): its own words, which
+        // never hold a command's arguments.
+        _ => e.to_string(),
     }
 }
 
 impl RedisAction {
     /// The `XADD` of one job.
     fn xadd(&self, job: &Job) -> Result<redis::Cmd, String> {
-        let stream = match job.params.get("stream") {
-            None | Some(Value::Null) => self.stream.as_str(),
-            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
-            Some(_) => return Err("the stream parameter must be a text".into()),
-        };
-        let body = match job.params.get("body") {
-            None | Some(Value::Null) => job.event.to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-        };
-        let text = |k: &str| {
-            job.event
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let stream = destination(job, "stream", &self.stream)?;
+        let message = Message::of(job);
         let mut cmd = redis::cmd("XADD");
         cmd.arg(stream);
         if let Some(n) = self.maxlen {
             cmd.arg("MAXLEN").arg("~").arg(n);
         }
-        cmd.arg("*")
-            .arg("body")
-            .arg(body)
-            .arg("event_id")
-            .arg(text("id"))
-            .arg("event_type")
-            .arg(text("type"))
-            .arg("source")
-            .arg(text("source"))
-            .arg("idempotency_key")
-            .arg(&job.idempotency_key);
-        if let Some(trace) = &job.trace {
-            cmd.arg("traceparent").arg(&trace.traceparent);
+        cmd.arg("*").arg("body").arg(&message.body);
+        for (k, v) in message.fields() {
+            cmd.arg(k).arg(v);
         }
         Ok(cmd)
     }
@@ -186,7 +168,22 @@ impl Action for RedisAction {
             settings = settings.set_password(p);
         }
         info = info.set_redis_settings(settings);
-        let client = Client::open(info).map_err(|e| format!("redis settings: {}", brief(&e)))?;
+        // rediss://: ring as the process's rustls provider (another library
+        // may have installed one already, which is as good).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = match &c.ca_file {
+            None => Client::open(info),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("redis settings: ca_file: {}: {e}", path.display()))?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(info, certs)
+            }
+        }
+        .map_err(|e| format!("redis settings: {}", brief(&e)))?;
         Ok(RedisAction {
             client,
             stream: c.stream,

@@ -11,6 +11,7 @@
 //! - [`dedup_key`]: a stable key from the parts that identify a delivery;
 //! - [`fuzz`]: fuzzer bytes as a request, for the fuzz targets;
 //! - [`http`]: what an HTTP answer means for an action's job;
+//! - [`message`]: what a queue action (redis, amqp, nats) sends for a job;
 //! - [`api`] (feature `api`): a provider's management API, for the plugins
 //!   that manage their provider's subscriptions;
 //! - [`catalog_check`] (feature `catalog-check`, for tests): a provider's
@@ -25,6 +26,7 @@ pub mod catalog_check;
 pub mod fuzz;
 pub mod hmac;
 pub mod http;
+pub mod message;
 pub mod standard_webhooks;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};

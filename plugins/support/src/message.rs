@@ -1,0 +1,145 @@
+//! What a queue action sends for a job, the same for every broker: the
+//! body (the rule's `body` parameter, or the event's envelope) and the
+//! fields that name the event and the delivery, which each broker carries
+//! in its own way (a stream entry's fields, AMQP headers, NATS headers).
+
+use serde_json::Value;
+use switchyard_plugin_api::Job;
+
+/// One job as a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The rule's `body` parameter (a string as it is, anything else as
+    /// JSON), or the event's envelope as JSON.
+    pub body: String,
+    /// Whether `body` is JSON (everything but a string `body` parameter).
+    pub json: bool,
+    pub event_id: String,
+    pub event_type: String,
+    pub source: String,
+    /// The same on every retry of the job: what a consumer dedupes on.
+    pub idempotency_key: String,
+    /// The attempt's W3C trace context, when the host traces.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl Message {
+    pub fn of(job: &Job) -> Message {
+        let (body, json) = match job.params.get("body") {
+            None | Some(Value::Null) => (job.event.to_string(), true),
+            Some(Value::String(s)) => (s.clone(), false),
+            Some(other) => (other.to_string(), true),
+        };
+        let text = |k: &str| {
+            job.event
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Message {
+            body,
+            json,
+            event_id: text("id"),
+            event_type: text("type"),
+            source: text("source"),
+            idempotency_key: job.idempotency_key.clone(),
+            traceparent: job.trace.as_ref().map(|t| t.traceparent.clone()),
+            tracestate: job.trace.as_ref().and_then(|t| t.tracestate.clone()),
+        }
+    }
+
+    /// The fields that name the event and the delivery, by the names every
+    /// queue action gives them; the trace context only when there is one.
+    pub fn fields(&self) -> Vec<(&'static str, &str)> {
+        let mut out = vec![
+            ("event_id", self.event_id.as_str()),
+            ("event_type", self.event_type.as_str()),
+            ("source", self.source.as_str()),
+            ("idempotency_key", self.idempotency_key.as_str()),
+        ];
+        if let Some(t) = &self.traceparent {
+            out.push(("traceparent", t));
+        }
+        if let Some(t) = &self.tracestate {
+            out.push(("tracestate", t));
+        }
+        out
+    }
+}
+
+/// A job's text parameter `name` (a destination: a stream, a routing key,
+/// a subject), or `default` when the job gives none; an empty text or one
+/// that is not a text is the rule's mistake, said by name.
+pub fn destination<'a>(job: &'a Job, name: &str, default: &'a str) -> Result<&'a str, String> {
+    match job.params.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.as_str()),
+        Some(_) => Err(format!(
+            "the {name} parameter must be a text that is not empty"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use switchyard_plugin_api::TraceContext;
+
+    fn job(params: Value) -> Job {
+        Job {
+            id: "j".into(),
+            idempotency_key: "evt_1:r:0".into(),
+            action: "bus".into(),
+            rule: "r".into(),
+            attempt: 1,
+            params,
+            event: json!({"id": "evt_1", "type": "tight.invoiceViewed", "source": "tight", "data": {}}),
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn the_body_is_the_event_or_what_the_rule_built() {
+        let m = Message::of(&job(json!({})));
+        assert!(m.json);
+        let back: Value = serde_json::from_str(&m.body).unwrap();
+        assert_eq!(back["id"], "evt_1");
+        let m = Message::of(&job(json!({"body": "plain text"})));
+        assert_eq!((m.body.as_str(), m.json), ("plain text", false));
+        let m = Message::of(&job(json!({"body": {"n": 1}})));
+        assert_eq!((m.body.as_str(), m.json), (r#"{"n":1}"#, true));
+    }
+
+    #[test]
+    fn the_fields_name_the_event_and_the_trace_only_when_there_is_one() {
+        let mut j = job(json!({}));
+        let names = |m: &Message| m.fields().iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        let m = Message::of(&j);
+        assert_eq!(
+            names(&m),
+            ["event_id", "event_type", "source", "idempotency_key"]
+        );
+        assert_eq!(m.fields()[1].1, "tight.invoiceViewed");
+        j.trace = Some(TraceContext {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: None,
+        });
+        assert_eq!(names(&Message::of(&j)).last(), Some(&"traceparent"));
+    }
+
+    #[test]
+    fn a_destination_from_the_job_or_the_default() {
+        assert_eq!(destination(&job(json!({})), "stream", "d"), Ok("d"));
+        assert_eq!(
+            destination(&job(json!({"stream": "s"})), "stream", "d"),
+            Ok("s")
+        );
+        for bad in [json!(""), json!(5), json!([])] {
+            let e = destination(&job(json!({ "stream": bad })), "stream", "d").unwrap_err();
+            assert!(e.contains("stream parameter"), "{e}");
+        }
+    }
+}
