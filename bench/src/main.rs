@@ -13,6 +13,7 @@
 //! - `soak`: a steady load on a daemon with a short retention, reported per
 //!   slice: throughput, store size, longest commit (see `soak.rs`).
 
+mod broker;
 mod e2e;
 mod listing;
 mod restart;
@@ -120,6 +121,9 @@ enum Command {
     /// Send Tight webhooks at a steady rate, a new connection each, while
     /// the daemon is restarted; report refused connections and latency.
     Restart(restart::Options),
+    /// The queue benchmark's broker side: make the queue or stream, read
+    /// its depth, or measure the broker's own publish rate.
+    Broker(broker::Options),
     /// Keep-alive connections sending for a while, reported per slice:
     /// throughput, store size and longest commit (pruning runs meanwhile
     /// when the daemon's retention is short).
@@ -133,6 +137,7 @@ fn main() -> Result<()> {
         Command::List { events } => listing::run(events),
         Command::Restart(options) => one_worker()?.block_on(restart::run(options)),
         Command::Soak(options) => one_worker()?.block_on(soak::run(options)),
+        Command::Broker(options) => one_worker()?.block_on(broker::run(options)),
         Command::E2e {
             url,
             secret,

@@ -48,7 +48,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
-use switchyard_plugin_support::message::{destination, Message};
+use switchyard_plugin_support::message::{batch, destination, Message};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,28 +250,21 @@ impl AmqpAction {
         Ok(channel)
     }
 
-    /// Publishes every job, then awaits every confirm: one outcome each.
-    async fn publish_all(&self, publishes: Vec<Option<Publish>>) -> Vec<Option<Outcome>> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; publishes.len()];
+    /// Publishes every message, then awaits every confirm: one outcome
+    /// each.
+    async fn publish_all(&self, publishes: Vec<Publish>) -> Vec<Option<Outcome>> {
         let channel = match self.channel().await {
             Ok(c) => c,
-            Err(failed) => {
-                for (i, p) in publishes.iter().enumerate() {
-                    if p.is_some() {
-                        outcomes[i] = Some(failed.clone());
-                    }
-                }
-                return outcomes;
-            }
+            Err(failed) => return vec![Some(failed); publishes.len()],
         };
         let options = BasicPublishOptions {
             mandatory: self.mandatory,
             ..BasicPublishOptions::default()
         };
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; publishes.len()];
         let mut waiting = Vec::new();
         let mut broken = false;
         for (i, p) in publishes.into_iter().enumerate() {
-            let Some(p) = p else { continue };
             if broken {
                 outcomes[i] = Some(Outcome::Retryable(
                     "rabbitmq: the channel failed before this message was sent".into(),
@@ -286,6 +279,9 @@ impl AmqpAction {
             {
                 Ok(confirm) => waiting.push((i, exchange, routing_key, confirm)),
                 Err(e) => {
+                    // The channel failed: the rest are not sent, and are
+                    // tried again (a channel or connection that failed is
+                    // dead to the next call, which connects again).
                     outcomes[i] = Some(outcome_of(&e, false));
                     broken = true;
                 }
@@ -314,60 +310,37 @@ impl AmqpAction {
                 Err(e) => outcome_of(&e, false),
             });
         }
-        // A channel or connection that failed is dead to the next call,
-        // which connects again.
         outcomes
     }
 
     fn run(&self, jobs: &[Job], timeout: Duration) -> Vec<Outcome> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
-        let publishes: Vec<Option<Publish>> = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, job)| match self.publish_of(job) {
-                Ok(p) => Some(p),
-                Err(why) => {
-                    outcomes[i] = Some(Outcome::Permanent(why));
-                    None
-                }
-            })
-            .collect();
-        if publishes.iter().any(Option::is_some) {
-            let timeout = timeout.max(Duration::from_millis(1));
-            let result = self.runtime.block_on(async {
-                tokio::time::timeout(timeout, self.publish_all(publishes)).await
-            });
-            match result {
-                Ok(published) => {
-                    for (o, p) in outcomes.iter_mut().zip(published) {
-                        if o.is_none() {
-                            *o = p;
-                        }
-                    }
-                }
-                Err(_) => {
-                    // The confirms did not all come in time: the connection
-                    // is suspect (a broker that stopped reading, a network
-                    // that drops without a reset), and is made again; every
-                    // job without a confirm is tried again.
-                    self.runtime.block_on(async {
+        let timeout = timeout.max(Duration::from_millis(1));
+        let send = |publishes: Vec<Publish>| {
+            let n = publishes.len();
+            self.runtime.block_on(async {
+                match tokio::time::timeout(timeout, self.publish_all(publishes)).await {
+                    Ok(outcomes) => outcomes,
+                    Err(_) => {
+                        // The confirms did not all come in time: the
+                        // connection is suspect (a broker that stopped
+                        // reading, a network that drops without a reset)
+                        // and is made again; every job is tried again.
                         if let Some(old) = self.link.lock().await.take() {
                             self.runtime.spawn(async move {
                                 let _ = old.connection.close(200, "timed out".into()).await;
                             });
                         }
-                    });
+                        vec![None; n]
+                    }
                 }
-            }
-        }
-        outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| {
-                    Outcome::Retryable("rabbitmq: no confirm within the action's timeout".into())
-                })
             })
-            .collect()
+        };
+        batch(
+            jobs,
+            |job| self.publish_of(job),
+            send,
+            "rabbitmq: no confirm within the action's timeout",
+        )
     }
 }
 
@@ -460,18 +433,7 @@ mod tests {
         AmqpAction::create(Host::detached(), config)
     }
 
-    fn job(params: Value) -> Job {
-        Job {
-            id: "j".into(),
-            idempotency_key: "e:r:0".into(),
-            action: "bus".into(),
-            rule: "r".into(),
-            attempt: 1,
-            params,
-            event: json!({"id": "e", "type": "tight.invoiceViewed", "source": "tight"}),
-            trace: None,
-        }
-    }
+    use switchyard_plugin_support::message::sample_job as job;
 
     #[test]
     fn settings_are_checked_by_name() {

@@ -40,7 +40,7 @@ use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
-use switchyard_plugin_support::message::{destination, Message};
+use switchyard_plugin_support::message::{batch, destination, Message};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,27 +185,19 @@ impl NatsAction {
         Ok(context)
     }
 
-    /// Publishes every job, then awaits every ack: one outcome each.
+    /// Publishes every message, then awaits every ack: one outcome each.
     async fn publish_all(
         &self,
-        publishes: Vec<Option<Publish>>,
+        publishes: Vec<Publish>,
         timeout: Duration,
     ) -> Vec<Option<Outcome>> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; publishes.len()];
         let context = match self.context(timeout).await {
             Ok(c) => c,
-            Err(failed) => {
-                for (i, p) in publishes.iter().enumerate() {
-                    if p.is_some() {
-                        outcomes[i] = Some(failed.clone());
-                    }
-                }
-                return outcomes;
-            }
+            Err(failed) => return vec![Some(failed); publishes.len()],
         };
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; publishes.len()];
         let mut waiting: Vec<(usize, String, PublishAckFuture)> = Vec::new();
         for (i, p) in publishes.into_iter().enumerate() {
-            let Some(p) = p else { continue };
             match context
                 .publish_with_headers(p.subject.clone(), p.headers, p.body.into())
                 .await
@@ -228,39 +220,21 @@ impl NatsAction {
     }
 
     fn run(&self, jobs: &[Job], timeout: Duration) -> Vec<Outcome> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
-        let publishes: Vec<Option<Publish>> = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, job)| match self.publish_of(job) {
-                Ok(p) => Some(p),
-                Err(why) => {
-                    outcomes[i] = Some(Outcome::Permanent(why));
-                    None
-                }
+        let timeout = timeout.max(Duration::from_millis(1));
+        let send = |publishes: Vec<Publish>| {
+            let n = publishes.len();
+            self.runtime.block_on(async {
+                tokio::time::timeout(timeout, self.publish_all(publishes, timeout))
+                    .await
+                    .unwrap_or_else(|_| vec![None; n])
             })
-            .collect();
-        if publishes.iter().any(Option::is_some) {
-            let timeout = timeout.max(Duration::from_millis(1));
-            let published = self.runtime.block_on(async {
-                tokio::time::timeout(timeout, self.publish_all(publishes, timeout)).await
-            });
-            if let Ok(published) = published {
-                for (o, p) in outcomes.iter_mut().zip(published) {
-                    if o.is_none() {
-                        *o = p;
-                    }
-                }
-            }
-        }
-        outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| {
-                    Outcome::Retryable("nats: no ack within the action's timeout".into())
-                })
-            })
-            .collect()
+        };
+        batch(
+            jobs,
+            |job| self.publish_of(job),
+            send,
+            "nats: no ack within the action's timeout",
+        )
     }
 }
 
@@ -338,18 +312,7 @@ mod tests {
         NatsAction::create(Host::detached(), config)
     }
 
-    fn job(params: Value) -> Job {
-        Job {
-            id: "j".into(),
-            idempotency_key: "e:r:0".into(),
-            action: "bus".into(),
-            rule: "r".into(),
-            attempt: 1,
-            params,
-            event: json!({"id": "e", "type": "tight.invoiceViewed", "source": "tight"}),
-            trace: None,
-        }
-    }
+    use switchyard_plugin_support::message::sample_job as job;
 
     #[test]
     fn settings_are_checked_by_name() {

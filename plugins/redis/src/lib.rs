@@ -34,7 +34,7 @@ use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError};
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
-use switchyard_plugin_support::message::{destination, Message};
+use switchyard_plugin_support::message::{batch, destination, Message};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,24 +215,18 @@ impl Action for RedisAction {
     const BATCH_IS_ONE_OPERATION: bool = true;
 
     fn execute_batch(&self, jobs: &[Job], timeout: Duration) -> Vec<Outcome> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        let mut sent = Vec::new();
-        for (i, job) in jobs.iter().enumerate() {
-            match self.xadd(job) {
-                Ok(cmd) => {
-                    pipe.add_command(cmd);
-                    sent.push(i);
-                }
-                Err(why) => outcomes[i] = Some(Outcome::Permanent(why)),
+        let send = |commands: Vec<redis::Cmd>| {
+            let n = commands.len();
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for cmd in commands {
+                pipe.add_command(cmd);
             }
-        }
-        if !sent.is_empty() {
             match self.with_connection(timeout, |con| pipe.query::<Vec<redis::Value>>(con)) {
-                Ok(replies) => {
-                    for (i, reply) in sent.iter().zip(replies) {
-                        outcomes[*i] = Some(match reply {
+                Ok(replies) => replies
+                    .into_iter()
+                    .map(|reply| {
+                        Some(match reply {
                             redis::Value::ServerError(e) => outcome_of(&RedisError::from(e)),
                             other => match redis::from_redis_value::<String>(other) {
                                 Ok(id) => {
@@ -240,23 +234,18 @@ impl Action for RedisAction {
                                 }
                                 Err(e) => outcome_of(&e.into()),
                             },
-                        });
-                    }
-                }
-                Err(e) => {
-                    let o = outcome_of(&e);
-                    for i in &sent {
-                        outcomes[*i] = Some(o.clone());
-                    }
-                }
+                        })
+                    })
+                    .collect(),
+                Err(e) => vec![Some(outcome_of(&e)); n],
             }
-        }
-        outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| Outcome::Retryable("redis: no reply for this entry".into()))
-            })
-            .collect()
+        };
+        batch(
+            jobs,
+            |job| self.xadd(job),
+            send,
+            "redis: no reply for this entry",
+        )
     }
 }
 
@@ -289,16 +278,7 @@ mod tests {
     #[test]
     fn nothing_listening_is_retryable_and_a_bad_stream_permanent() {
         let a = action(json!({"url": "redis://127.0.0.1:1/0", "connect_timeout_ms": 200})).unwrap();
-        let job = |params: Value| Job {
-            id: "j".into(),
-            idempotency_key: "e:r:0".into(),
-            action: "bus".into(),
-            rule: "r".into(),
-            attempt: 1,
-            params,
-            event: json!({"id": "e", "type": "t", "source": "s"}),
-            trace: None,
-        };
+        let job = switchyard_plugin_support::message::sample_job;
         assert!(matches!(
             a.execute(&job(json!({})), Duration::from_secs(1)),
             Outcome::Retryable(_)

@@ -4,7 +4,7 @@
 //! in its own way (a stream entry's fields, AMQP headers, NATS headers).
 
 use serde_json::Value;
-use switchyard_plugin_api::Job;
+use switchyard_plugin_api::{Job, Outcome};
 
 /// One job as a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +82,55 @@ pub fn destination<'a>(job: &'a Job, name: &str, default: &'a str) -> Result<&'a
     }
 }
 
+/// One call's jobs as a queue action handles them: each made into what the
+/// broker is sent (`prepare`; its error is the rule's mistake, a permanent
+/// failure), the prepared ones sent together (`send`: an outcome for each,
+/// in their order, `None` for one it has no answer for), and an outcome for
+/// every job in order; a job without one is retryable, saying `missing`.
+pub fn batch<T>(
+    jobs: &[Job],
+    prepare: impl Fn(&Job) -> Result<T, String>,
+    send: impl FnOnce(Vec<T>) -> Vec<Option<Outcome>>,
+    missing: &str,
+) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+    let mut prepared = Vec::new();
+    let mut at = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match prepare(job) {
+            Ok(p) => {
+                prepared.push(p);
+                at.push(i);
+            }
+            Err(why) => outcomes[i] = Some(Outcome::Permanent(why)),
+        }
+    }
+    if !prepared.is_empty() {
+        for (i, o) in at.into_iter().zip(send(prepared)) {
+            outcomes[i] = o;
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Retryable(missing.to_string())))
+        .collect()
+}
+
+/// A job as the queue actions' tests make them: event `e` of type
+/// `tight.invoiceViewed` from `tight`, idempotency key `e:r:0`.
+pub fn sample_job(params: Value) -> Job {
+    Job {
+        id: "j".into(),
+        idempotency_key: "e:r:0".into(),
+        action: "bus".into(),
+        rule: "r".into(),
+        attempt: 1,
+        params,
+        event: serde_json::json!({"id": "e", "type": "tight.invoiceViewed", "source": "tight", "data": {}}),
+        trace: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,16 +138,31 @@ mod tests {
     use switchyard_plugin_api::TraceContext;
 
     fn job(params: Value) -> Job {
-        Job {
-            id: "j".into(),
-            idempotency_key: "evt_1:r:0".into(),
-            action: "bus".into(),
-            rule: "r".into(),
-            attempt: 1,
-            params,
-            event: json!({"id": "evt_1", "type": "tight.invoiceViewed", "source": "tight", "data": {}}),
-            trace: None,
-        }
+        sample_job(params)
+    }
+
+    #[test]
+    fn a_batch_has_an_outcome_per_job_in_order() {
+        let jobs = [
+            job(json!({"stream": "a"})),
+            job(json!({"stream": 5})),
+            job(json!({"stream": "c"})),
+        ];
+        let sent = std::cell::Cell::new(0);
+        let outcomes = batch(
+            &jobs,
+            |j| destination(j, "stream", "d").map(str::to_string),
+            |prepared| {
+                sent.set(prepared.len());
+                assert_eq!(prepared, ["a", "c"]);
+                vec![Some(Outcome::Done(None))]
+            },
+            "no answer",
+        );
+        assert_eq!(sent.get(), 2);
+        assert_eq!(outcomes[0], Outcome::Done(None));
+        assert!(matches!(&outcomes[1], Outcome::Permanent(e) if e.contains("stream")));
+        assert_eq!(outcomes[2], Outcome::Retryable("no answer".into()));
     }
 
     #[test]
@@ -106,7 +170,7 @@ mod tests {
         let m = Message::of(&job(json!({})));
         assert!(m.json);
         let back: Value = serde_json::from_str(&m.body).unwrap();
-        assert_eq!(back["id"], "evt_1");
+        assert_eq!(back["id"], "e");
         let m = Message::of(&job(json!({"body": "plain text"})));
         assert_eq!((m.body.as_str(), m.json), ("plain text", false));
         let m = Message::of(&job(json!({"body": {"n": 1}})));

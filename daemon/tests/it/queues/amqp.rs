@@ -149,21 +149,7 @@ impl Broker for Rabbit {
     const ELSEWHERE: &'static str = r#"#{ routing_key: "elsewhere" }"#;
 
     fn delivered(&self) -> Vec<Delivered> {
-        queue_client(&["amqp-read", &self.admin_url(), "invoices"])
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let raw: Value = serde_json::from_str(l).unwrap();
-                Delivered {
-                    event_id: raw["headers"]["event_id"].as_str().unwrap().to_string(),
-                    idempotency_key: raw["headers"]["idempotency_key"]
-                        .as_str()
-                        .unwrap()
-                        .to_string(),
-                    raw,
-                }
-            })
-            .collect()
+        by_headers(queue_client(&["amqp-read", &self.admin_url(), "invoices"]))
     }
 
     fn count(&self) -> usize {

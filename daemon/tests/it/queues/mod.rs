@@ -105,6 +105,24 @@ pub fn queue_client_trusting(ca: Option<&Path>, args: &[&str]) -> Option<String>
     None
 }
 
+/// The messages `queue_client.py` read, their event id and idempotency
+/// key from their headers.
+pub fn by_headers(lines: Option<String>) -> Vec<Delivered> {
+    lines
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let raw: Value = serde_json::from_str(l).unwrap();
+            let header = |k: &str| raw["headers"][k].as_str().unwrap().to_string();
+            Delivered {
+                event_id: header("event_id"),
+                idempotency_key: header("idempotency_key"),
+                raw,
+            }
+        })
+        .collect()
+}
+
 /// A Tight source, a rule sending every invoiceViewed to the `bus`
 /// action, the broker's plugin, quick retries.
 fn config<B: Broker>(env: &Env, broker: &B) -> PathBuf {

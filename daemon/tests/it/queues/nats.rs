@@ -115,21 +115,7 @@ impl Broker for Nats {
     const ELSEWHERE: &'static str = r#"#{ subject: "elsewhere.x" }"#;
 
     fn delivered(&self) -> Vec<Delivered> {
-        self.client(&["nats-read", &self.client_url(), "INVOICES"])
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let raw: Value = serde_json::from_str(l).unwrap();
-                Delivered {
-                    event_id: raw["headers"]["event_id"].as_str().unwrap().to_string(),
-                    idempotency_key: raw["headers"]["idempotency_key"]
-                        .as_str()
-                        .unwrap()
-                        .to_string(),
-                    raw,
-                }
-            })
-            .collect()
+        by_headers(self.client(&["nats-read", &self.client_url(), "INVOICES"]))
     }
 }
 
