@@ -14,7 +14,9 @@
 #   nats   the nats action into a file-backed JetStream stream; the same
 #          reference with JetStream acks.
 #
-# Usage: bash bench/queues.sh [redis|amqp|nats|all]   (all by default)
+# Usage: bash bench/queues.sh [redis|amqp|nats|all]   (all by default);
+# DELIVERY_CONCURRENCY=N sets the daemon's [delivery] concurrency (jobs in
+# flight across actions, 64 by default).
 # Needs: a Rust toolchain, python3, and the brokers measured (apt-get
 # install redis-server rabbitmq-server nats-server).
 set -euo pipefail
@@ -48,7 +50,9 @@ daemon() {
 const EVENTS = ["tight.invoiceViewed"];
 action("bus", #{});
 RHAI
-  { tight_host $SY_PORT data rules; printf '[actions.bus]\n%s\n' "$1"; } > "$work/switchyard.toml"
+  { tight_host $SY_PORT data rules; printf '[actions.bus]\n%s\n' "$1"
+    [ -n "${DELIVERY_CONCURRENCY:-}" ] && printf '[delivery]\nconcurrency = %s\n' "$DELIVERY_CONCURRENCY"
+  } > "$work/switchyard.toml"
   BENCH_SECRET=$SECRET BUS_PASSWORD=$PASSWORD SWITCHYARD_LOG=warn \
     target/release/switchyard run --config "$work/switchyard.toml" 2>"$work/switchyard-$2.log" &
   pids+=("$!")

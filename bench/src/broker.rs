@@ -114,7 +114,20 @@ async fn amqp(o: Options) -> Result<()> {
 
 async fn nats(o: Options) -> Result<()> {
     use async_nats::jetstream::{self, stream};
-    let client = async_nats::connect(&o.url).await.context("nats")?;
+    // nats://user:password@host:port: the credentials as options.
+    let (rest, auth) = match o
+        .url
+        .strip_prefix("nats://")
+        .and_then(|r| r.rsplit_once('@'))
+    {
+        Some((userinfo, host)) => (format!("nats://{host}"), userinfo.split_once(':')),
+        None => (o.url.clone(), None),
+    };
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some((user, password)) = auth {
+        options = options.user_and_password(user.into(), password.into());
+    }
+    let client = options.connect(rest.as_str()).await.context("nats")?;
     let js = jetstream::new(client);
     match o.op {
         Op::Declare => {
