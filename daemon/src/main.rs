@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         Command::Dlq { command } => cli::dlq::dlq(command),
         Command::Actions { command } => cli::actions::actions(command),
         Command::Subscriptions { command } => cli::subscriptions::subscriptions(command),
+        Command::Listen(args) => cli::listen::listen(&args),
         Command::Reload(c) => cli::admin::admin_call(&c.config, "POST", "/v1/reload"),
         Command::Status(c) => cli::admin::admin_call(&c.config, "GET", "/v1/status"),
         Command::Rules {

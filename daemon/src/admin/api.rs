@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | GET | `/v1/status` | sources, rules (version, broken files), actions (gates), backlog, the store (on PostgreSQL, the instances sharing it) |
 //! | GET | `/v1/events?source=&type=&since=&until=&limit=` | stored events, newest first |
+//! | GET | `/v1/events/stream?source=&type=&state=&field=&since=&after=` | the events as they are stored, with their envelopes, as server-sent events (`stream.rs`) |
 //! | GET | `/v1/events/{id}` | one event: envelope, request, rule runs, jobs, attempts |
 //! | POST | `/v1/events/{id}/replay` | route it again through the current rules |
 //! | POST | `/v1/events/release` | `{"id": "…"}`, `{"source": "…"}` or `{"all": true}`: route held events (a strict source's drifted ones) as they are |
@@ -24,7 +25,9 @@
 //! | POST | `/v1/reload` | reload the config, plugins and rules (422 with the problems if refused) |
 //! | GET | `/metrics`, `/healthz`, `/readyz` | as on the webhook listener |
 //!
-//! Each does what [`ops`] says; the CLI calls the same routes.
+//! Each does what [`ops`] says; the CLI calls the same routes. The
+//! read-only token (`[admin] read_only_token`), where there is one, is
+//! taken for every GET; a write with it is a 403.
 //! `since`/`until` are Unix milliseconds or RFC 3339 (anything else is a
 //! 400); `limit` is at most [`MAX_LIMIT`] (default 50 events, 100 dead
 //! letters). The scheme of `Authorization` is case-insensitive, as HTTP
@@ -102,10 +105,16 @@ pub fn filter(
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let sessions = Arc::new(super::ui::session::Sessions::new(
         token.clone(),
-        read_only_token,
+        read_only_token.clone(),
     ));
     super::ui::filter(app.clone(), sessions)
-        .or(routes(app, Some(Arc::new(token))))
+        .or(routes(
+            app,
+            Some(Tokens {
+                admin: Arc::new(token),
+                read_only: read_only_token.map(Arc::new),
+            }),
+        ))
         .unify()
 }
 
@@ -118,12 +127,22 @@ pub fn local_filter(
     routes(app, None)
 }
 
-/// Every route of the API, behind the bearer token when there is one.
+/// The tokens the API takes: the admin token for everything, the
+/// read-only one (`[admin] read_only_token`) for reads (GET and HEAD).
+#[derive(Clone)]
+struct Tokens {
+    admin: Arc<String>,
+    read_only: Option<Arc<String>>,
+}
+
+/// Every route of the API, behind the bearer tokens when there are any.
 fn routes(
     app: Arc<Switchyard>,
-    token: Option<Arc<String>>,
+    token: Option<Tokens>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let api = status(&app)
+        .or(super::stream::route(&app))
+        .unify()
         .or(list_events(&app))
         .unify()
         .or(replay(&app))
@@ -161,27 +180,36 @@ fn routes(
         .map(|r: Response| r)
 }
 
-/// Passes a request whose bearer token is `token` (any, without one);
-/// refuses the rest as [`Unauthorized`].
-fn authorized(
-    token: Option<Arc<String>>,
-) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and_then(move |header: Option<String>| {
+/// Whether `given` is `token`, in constant time.
+fn same(given: &str, token: &str) -> bool {
+    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
+/// Passes a request whose bearer token is the admin token, or the
+/// read-only one for a read (any, without tokens); refuses the rest as
+/// [`Unauthorized`], or a write with the read-only token as [`ReadOnly`].
+fn authorized(token: Option<Tokens>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(move |method: warp::http::Method, header: Option<String>| {
             let token = token.clone();
             async move {
-                let Some(token) = token else {
+                let Some(tokens) = token else {
                     return Ok(());
                 };
                 let given = header.as_deref().and_then(bearer_token).unwrap_or("");
-                let ok = given.len() == token.len()
-                    && bool::from(given.as_bytes().ct_eq(token.as_bytes()));
-                if ok {
-                    Ok(())
-                } else {
-                    tracing::warn!("admin API: request refused (missing or wrong bearer token)");
-                    Err(warp::reject::custom(Unauthorized))
+                if same(given, &tokens.admin) {
+                    return Ok(());
                 }
+                if tokens.read_only.as_deref().is_some_and(|t| same(given, t)) {
+                    if method == warp::http::Method::GET || method == warp::http::Method::HEAD {
+                        return Ok(());
+                    }
+                    tracing::warn!(%method, "admin API: a write refused to the read-only token");
+                    return Err(warp::reject::custom(ReadOnly));
+                }
+                tracing::warn!("admin API: request refused (missing or wrong bearer token)");
+                Err(warp::reject::custom(Unauthorized))
             }
         })
         .untuple_one()
@@ -428,6 +456,10 @@ fn reload(app: &App) -> impl Route {
 struct Unauthorized;
 impl warp::reject::Reject for Unauthorized {}
 
+#[derive(Debug)]
+struct ReadOnly;
+impl warp::reject::Reject for ReadOnly {}
+
 async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
     if r.find::<Unauthorized>().is_some() {
         let mut resp = reply(StatusCode::UNAUTHORIZED, json!({ "error": "unauthorized" }));
@@ -436,6 +468,12 @@ async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
             warp::http::HeaderValue::from_static("Bearer"),
         );
         return Ok(resp);
+    }
+    if r.find::<ReadOnly>().is_some() {
+        return Ok(reply(
+            StatusCode::FORBIDDEN,
+            json!({ "error": "the read-only token may only read (GET)" }),
+        ));
     }
     if r.is_not_found() {
         return Ok(reply(

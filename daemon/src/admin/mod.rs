@@ -6,7 +6,8 @@
 //! the store when no daemon runs, and [`types`], the catalog's (event
 //! types, their schemas and drift; releasing held events); and [`api`], the admin API on its own
 //! listener (bearer token) serving them with the daemon's status, reload
-//! and metrics; and [`ui`], the dashboard on the same listener (its own
+//! and metrics; [`stream`], its stream of events as they are stored (what
+//! `switchyard listen` reads); and [`ui`], the dashboard on the same listener (its own
 //! sign-in sessions). Calls: `config`, `store`, and the running
 //! [`Switchyard`] (`app`) for status and reload.
 //!
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod ops;
+pub mod stream;
 pub mod types;
 pub mod ui;
 

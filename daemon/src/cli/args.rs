@@ -98,6 +98,10 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Develop against live traffic: a running Switchyard's events, as
+    /// they are stored, posted to a local endpoint, signed per Standard
+    /// Webhooks under a secret printed at start. Only reads.
+    Listen(ListenArgs),
     /// The providers' side: make the webhooks each source declares
     /// (`[sources.NAME.subscription]`) real at its provider (Teal,
     /// Tripletex), pointed at `<public_url>/hooks/NAME`.
@@ -105,6 +109,32 @@ pub enum Command {
         #[command(subcommand)]
         command: SubscriptionsCommand,
     },
+}
+
+#[derive(Args)]
+pub struct ListenArgs {
+    /// The running Switchyard's admin API, e.g. https://switchyard.example.com:8081
+    #[arg(long)]
+    pub from: String,
+    /// A file holding a token of its `[admin]` (`read_only_token` is enough).
+    #[arg(long)]
+    pub token_file: std::path::PathBuf,
+    /// Where to post the events: a URL, or TYPE_GLOB=URL for the types it
+    /// matches (several; the first that matches takes an event).
+    #[arg(long = "forward-to", required = true)]
+    pub forward_to: Vec<String>,
+    /// Only events of these types (a glob: `tight.*`).
+    #[arg(long)]
+    pub events: Option<String>,
+    /// Only events of this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// First the events stored since then (an age like 1h, or RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// The signing secret (`whsec_…`); default: a new one, printed.
+    #[arg(long)]
+    pub secret: Option<String>,
 }
 
 #[derive(Args)]

@@ -8,6 +8,7 @@ pub mod args;
 pub mod check;
 pub mod dlq;
 pub mod events;
+pub mod listen;
 pub mod operate;
 pub mod rules_test;
 pub mod run;

@@ -19,8 +19,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token (resolved; never logged).
     pub token: String,
-    /// A token that signs in to the dashboard to look, not act (resolved;
-    /// never logged).
+    /// A token that looks, not acts: it signs in to the dashboard, and the
+    /// API takes it for every GET (`switchyard listen`) and answers a
+    /// write with it 403 (resolved; never logged).
     #[serde(default)]
     pub read_only_token: Option<String>,
     /// Connections at once on the admin listener.

@@ -34,6 +34,8 @@ pub struct EventFilter {
     /// end of a bounded search (see [`EventFilter::is_selective`]).
     pub floor: Option<String>,
     pub limit: usize,
+    /// Whether each event comes with its envelope (the events stream).
+    pub envelopes: bool,
 }
 
 /// The states an event filter takes.
@@ -169,6 +171,7 @@ impl EventFilter {
             after: id("after")?,
             floor: None,
             limit: limit.clamp(1, max_limit),
+            envelopes: false,
         })
     }
 

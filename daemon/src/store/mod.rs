@@ -574,7 +574,7 @@ impl BacklogGauge {
 
 /// The smallest ULID of a millisecond: ids below it were made before it
 /// (ids are ULIDs, so a time range is an id range).
-pub(crate) fn ulid_floor(ms: i64) -> String {
+pub fn ulid_floor(ms: i64) -> String {
     ulid::Ulid::from_parts(ms.max(0) as u64, 0).to_string()
 }
 

@@ -17,6 +17,10 @@ pub struct EventSummary {
     pub jobs: u64,
     pub jobs_dead: u64,
     pub duplicates: u64,
+    /// The event as stored, when the filter asked for it
+    /// ([`EventFilter::envelopes`](super::EventFilter::envelopes)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -210,12 +210,18 @@ fn filter_params(filter: &DeadFilter) -> Vec<SqlValue> {
 impl<B: SqlBackend> Operations for B {
     fn list_events(&self, filter: EventFilter) -> StoreFuture<'_, Vec<EventSummary>> {
         let (condition, args) = filter.sql(B::DIALECT);
+        let envelopes = filter.envelopes;
         let read = Statement::new(
             format!(
                 "SELECT e.id, e.source, e.type, e.received_at, e.state, e.duplicates,
                         (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id),
-                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'dead')
+                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'dead'){}
                  FROM events e WHERE {condition} ORDER BY e.id {} LIMIT {}",
+                if filter.envelopes {
+                    format!(", {}", B::DIALECT.envelope())
+                } else {
+                    String::new()
+                },
                 if filter.oldest_first() { "ASC" } else { "DESC" },
                 filter.limit.max(1)
             ),
@@ -235,6 +241,9 @@ impl<B: SqlBackend> Operations for B {
                     duplicates: r.int(5) as u64,
                     jobs: r.int(6) as u64,
                     jobs_dead: r.int(7) as u64,
+                    envelope: envelopes.then(|| {
+                        serde_json::from_str(&r.text(8)).unwrap_or(serde_json::Value::Null)
+                    }),
                 })
                 .collect())
         })

@@ -23,6 +23,7 @@ mod hostile;
 mod instances;
 mod journal;
 mod layers;
+mod listen;
 mod notices;
 mod pg;
 mod pg_groups;

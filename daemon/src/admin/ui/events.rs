@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warp::http::StatusCode;
 use warp::reply::Response as Reply;
@@ -540,15 +540,7 @@ fn tail_events(
             }
         }
     });
-    stream::unfold(rx, |mut rx| async move {
-        let e = rx.recv().await?;
-        let sent = warp::sse::Event::default()
-            .id(e.id.clone())
-            .event("event")
-            .json_data(TailRow::from(e))
-            .unwrap_or_default();
-        Some((Ok(sent), rx))
-    })
+    crate::admin::stream::sse_events(rx, |e| (e.id.clone(), TailRow::from(e)))
 }
 
 /// An event as the tail's script shows it.

@@ -44,7 +44,8 @@ pub const FILLED_KEY: &str = "key3";
 /// (one event, several, a duplicate of a key in the `dedup` table, a
 /// versioned event, a handshake, enough keys at once to be written out in
 /// bulk), routings (claimed with them, stored, ordered), claims, attempts,
-/// a release, the housekeeping reads, gates, and a whole sweep (of the
+/// a release, the housekeeping reads, gates, an events stream's look, and
+/// a whole sweep (of the
 /// `filled` old events, and what they hold). `bulk`
 /// events come in one request, each with a key of its own: enough for the
 /// embedded store to write its keys out (it holds 16,384 before it does).
@@ -234,6 +235,21 @@ pub async fn workload(s: &dyn Store, filled: u64, bulk: usize) {
         shared.rate_budgets("a".into()).await.unwrap();
     }
     s.ping().await.unwrap();
+    // An open events stream's look (`GET /v1/events/stream`, every 250 ms
+    // while a client listens): the page after an id, with envelopes,
+    // under a source and a type glob.
+    let page = s
+        .list_events(switchyard::store::EventFilter {
+            source: Some("tight".into()),
+            kind: Some("tight.*".into()),
+            after: Some(switchyard::store::ulid_floor(now - 2_000)),
+            limit: 500,
+            envelopes: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.iter().all(|e| e.envelope.is_some()));
     // Retention: a whole sweep over the old rows, every phase.
     let pruned = swept(s, now - 1000, now).await;
     assert_eq!(pruned.events, filled, "{pruned:?}");
