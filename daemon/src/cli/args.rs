@@ -121,8 +121,18 @@ pub struct ListenArgs {
     pub token_file: std::path::PathBuf,
     /// Where to post the events: a URL, or TYPE_GLOB=URL for the types it
     /// matches (several; the first that matches takes an event).
-    #[arg(long = "forward-to", required = true)]
+    #[arg(long = "forward-to")]
     pub forward_to: Vec<String>,
+    /// A local rules folder to try on each event, printed beside what the
+    /// live rules did with it (no action runs); read again when it changes.
+    #[arg(long)]
+    pub rules: Option<std::path::PathBuf>,
+    /// Run the local rules' calls for real, on the actions of `--config`.
+    #[arg(long, requires = "config")]
+    pub run_actions: bool,
+    /// A local config whose actions `--run-actions` runs the calls on.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// Only events of these types (a glob: `tight.*`).
     #[arg(long)]
     pub events: Option<String>,

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -121,9 +122,24 @@ pub fn listen(args: &ListenArgs) -> Result<ExitCode> {
         .iter()
         .map(|t| target(t))
         .collect::<Result<Vec<_>>>()?;
-    if targets.is_empty() {
-        bail!("--forward-to: where to post the events (a URL, or TYPE_GLOB=URL)");
+    if targets.is_empty() && args.rules.is_none() {
+        bail!("--forward-to: where to post the events (a URL, or TYPE_GLOB=URL); or --rules: a rules folder to try on them");
     }
+    let local = args
+        .rules
+        .as_deref()
+        .map(super::listen_rules::LocalRules::new)
+        .transpose()?;
+    let actions = match (args.run_actions, &args.config) {
+        (false, _) => None,
+        (true, Some(config)) if local.is_some() => {
+            Some(super::listen_rules::LocalActions::load(config)?)
+        }
+        (true, Some(_)) => bail!("--run-actions runs the calls of --rules: give a rules folder"),
+        (true, None) => bail!(
+            "--run-actions runs the local rules' calls on a local config's actions: give --config"
+        ),
+    };
     let secret_text = match &args.secret {
         Some(s) => s.clone(),
         None => new_secret()?,
@@ -143,31 +159,60 @@ pub fn listen(args: &ListenArgs) -> Result<ExitCode> {
     let from = args.from.trim_end_matches('/');
     let stream_url = reqwest::Url::parse_with_params(&format!("{from}/v1/events/stream"), &query)
         .with_context(|| format!("--from {from:?}"))?;
-    println!(
-        "Ready: forwarding the events of {from} to {}",
-        targets
-            .iter()
-            .map(|t| match &t.types {
-                Some(g) => format!("{} ({})", t.url, g.glob()),
-                None => t.url.clone(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("Signing secret: {secret_text} (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)");
+    if targets.is_empty() {
+        println!(
+            "Ready: trying the rules of {} on the events of {from} ({})",
+            args.rules.as_deref().unwrap_or(Path::new(".")).display(),
+            if actions.is_some() {
+                "their calls run on the local config's actions"
+            } else {
+                "no action runs"
+            }
+        );
+    } else {
+        println!(
+            "Ready: forwarding the events of {from} to {}",
+            targets
+                .iter()
+                .map(|t| match &t.types {
+                    Some(g) => format!("{} ({})", t.url, g.glob()),
+                    None => t.url.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!("Signing secret: {secret_text} (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)");
+    }
     let _ = std::io::stdout().flush();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(stream_url, token, targets, secret))
+    runtime.block_on(run(Listener {
+        stream_url,
+        from: from.to_string(),
+        token,
+        targets,
+        secret,
+        local,
+        actions,
+    }))
 }
 
-async fn run(
+/// What a `listen` does with each event.
+struct Listener {
     stream_url: reqwest::Url,
+    from: String,
     token: String,
     targets: Vec<Target>,
     secret: Secret,
-) -> Result<ExitCode> {
+    local: Option<super::listen_rules::LocalRules>,
+    /// The local config's actions, with `--run-actions`.
+    actions: Option<super::listen_rules::LocalActions>,
+}
+
+async fn run(mut job: Listener) -> Result<ExitCode> {
+    let stream_url = job.stream_url.clone();
+    let token = job.token.clone();
     let client = reqwest::Client::builder()
         .user_agent(concat!("switchyard-listen/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
@@ -244,7 +289,7 @@ async fn run(
                     let done = std::mem::take(&mut event);
                     if let Some(id) = done.id.filter(|_| !done.data.is_empty()) {
                         if seen.first(&id) {
-                            forward(&client, &targets, &secret, &id, &done.data).await;
+                            handle(&client, &mut job, &id, &done.data).await;
                         }
                     }
                 } else if let Some(v) = line.strip_prefix("id:") {
@@ -272,20 +317,53 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// Posts one event's envelope to its target, signed; prints a line.
-async fn forward(
-    client: &reqwest::Client,
-    targets: &[Target],
-    secret: &Secret,
-    id: &str,
-    data: &str,
-) {
+/// One event of the stream: forwarded, and tried on the local rules
+/// beside what the live ones did.
+async fn handle(client: &reqwest::Client, job: &mut Listener, id: &str, data: &str) {
     let event: Value = serde_json::from_str(data).unwrap_or(Value::Null);
     let kind = event["type"].as_str().unwrap_or_default();
     let when = event["received_at_ms"]
         .as_i64()
         .map(super::rfc3339_ms)
         .unwrap_or_default();
+    if !job.targets.is_empty() {
+        forward(client, &job.targets, &job.secret, id, &event, &when).await;
+    }
+    if let Some(local) = &mut job.local {
+        if job.targets.is_empty() {
+            println!("{when}  {kind:<28}  {id}");
+        }
+        let (text, calls) = local.describe(&event["envelope"]);
+        print!("{text}");
+        let (live, live_calls) = super::listen_rules::live_calls(
+            client,
+            &job.from,
+            &job.token,
+            id,
+            Duration::from_secs(5),
+        )
+        .await;
+        print!("{live}");
+        if let Some(live_calls) = live_calls {
+            print!("{}", super::listen_rules::verdict(&calls, &live_calls));
+        }
+        if let Some(actions) = &job.actions {
+            print!("{}", actions.run(&calls, &event["envelope"]).await);
+        }
+    }
+    let _ = std::io::stdout().flush();
+}
+
+/// Posts one event's envelope to its target, signed; prints a line.
+async fn forward(
+    client: &reqwest::Client,
+    targets: &[Target],
+    secret: &Secret,
+    id: &str,
+    event: &Value,
+    when: &str,
+) {
+    let kind = event["type"].as_str().unwrap_or_default();
     let Some(target) = route(targets, kind) else {
         println!("{when}  {kind:<28}  {id}  (no --forward-to takes it)");
         return;

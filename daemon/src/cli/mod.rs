@@ -9,6 +9,7 @@ pub mod check;
 pub mod dlq;
 pub mod events;
 pub mod listen;
+pub mod listen_rules;
 pub mod operate;
 pub mod rules_test;
 pub mod run;

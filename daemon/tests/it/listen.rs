@@ -346,3 +346,130 @@ fn a_wrong_token_is_a_clear_error_and_the_read_only_token_cannot_write() {
         .unwrap();
     assert_eq!(admin_post.status(), 200);
 }
+
+/// A local rules folder whose `viewed` rule sends every invoiceViewed to
+/// `audit` with the invoice and `extra` (a map entry).
+fn local_rules(env: &Env, extra: &str) -> std::path::PathBuf {
+    let local = env.path("local-rules");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::write(
+        local.join("viewed.rhai"),
+        format!(
+            "const EVENTS = [\"tight.invoiceViewed\"];\naction(\"audit\", #{{ invoice: event.data.eventData.entityId, {extra} }});"
+        ),
+    )
+    .unwrap();
+    local
+}
+
+#[test]
+fn listen_rules_prints_the_local_rules_calls_beside_the_live_ones_and_runs_nothing() {
+    let env = Env::new();
+    let admin = free_port();
+    let config = deployment(&env, admin);
+    let daemon = Daemon::start(&config);
+    let local = local_rules(&env, "edited: true");
+    let listen = Listen::start(
+        &env,
+        admin,
+        READ_ONLY,
+        &["--rules", local.to_str().unwrap()],
+    );
+    listen.connected(1);
+    let first = daemon.send_viewed("inv_try");
+    assert!(
+        eventually(20, || listen.output().contains("live  rule viewed")),
+        "{}",
+        listen.output()
+    );
+    let out = listen.output();
+    assert!(out.contains(&first), "{out}");
+    assert!(
+        out.contains(r#"local → audit {"edited":true,"invoice":"inv_try"}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            r#"live  rule viewed: → audit {"invoice":"inv_try","type":"tight.invoiceViewed"}"#
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("≠     call 1 (viewed → audit) differs in edited, type"),
+        "{out}"
+    );
+    // Nothing of the local rule ran: the audit file has the live rule's
+    // line only, once the daemon has nothing left to do.
+    wait_quiet(&config);
+    let lines = env.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].get("edited").is_none());
+
+    // An edit (a second file) shows on the next event.
+    std::fs::write(
+        local.join("also.rhai"),
+        r#"const EVENTS = ["tight.*"];
+action("notify", #{ kind: event.type });"#,
+    )
+    .unwrap();
+    daemon.send_viewed("inv_again");
+    assert!(
+        eventually(20, || listen
+            .output()
+            .contains(r#"local → notify {"kind":"tight.invoiceViewed"}"#)),
+        "{}",
+        listen.output()
+    );
+    assert!(listen.output().contains("rules: 2 rule(s)"));
+}
+
+#[test]
+fn listen_run_actions_runs_the_local_calls_on_the_local_configs_actions_only() {
+    let env = Env::new();
+    let admin = free_port();
+    let config = deployment(&env, admin);
+    let daemon = Daemon::start(&config);
+    let local = local_rules(&env, "locally: true");
+    // A local config: the same plugins, its own file for the audit action.
+    let local_audit = env.path("local-audit.jsonl");
+    let local_config = env.path("local.toml");
+    std::fs::write(
+        &local_config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"local-data\"\nplugin_dir = \"plugins\"\nrules_dir = \"local-rules\"\n[actions.audit]\nplugin = \"file\"\npath = \"{}\"\n",
+            local_audit.display()
+        ),
+    )
+    .unwrap();
+    let listen = Listen::start(
+        &env,
+        admin,
+        READ_ONLY,
+        &[
+            "--rules",
+            local.to_str().unwrap(),
+            "--run-actions",
+            "--config",
+            local_config.to_str().unwrap(),
+        ],
+    );
+    listen.connected(1);
+    daemon.send_viewed("inv_local");
+    assert!(
+        eventually(20, || listen
+            .output()
+            .contains("ran   viewed → audit: done")),
+        "{}",
+        listen.output()
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&local_audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["params"]["locally"], true, "{lines:?}");
+    // The server's own action ran its own rule's call, once.
+    wait_quiet(&config);
+    assert_eq!(env.audit_lines().len(), 1);
+}
