@@ -1,6 +1,7 @@
 //! # switchyard-plugin-support
 //!
-//! What several provider plugins verify the same way, written once:
+//! What several plugins do the same way, written once (the daemon's
+//! `switchyard listen` signs with it too):
 //!
 //! - [`Secret`]: a configured secret as bytes (`utf8`, `base64`, or a
 //!   Standard Webhooks `whsec_` secret);
