@@ -71,8 +71,14 @@ fn answer<T: serde::Serialize>(result: OpResult<T>) -> Response {
 /// The most items a list answers with; a larger `limit` is cut to it.
 pub const MAX_LIMIT: usize = 10_000;
 
+/// An error answer: `{"error": message}` with its status (also the events
+/// stream's, `stream.rs`).
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
+    reply(status, json!({ "error": message }))
+}
+
 fn bad_request(message: String) -> Response {
-    reply(StatusCode::BAD_REQUEST, json!({ "error": message }))
+    error(StatusCode::BAD_REQUEST, &message)
 }
 
 /// The query parameter `limit` (at most [`MAX_LIMIT`]), `default`, or what

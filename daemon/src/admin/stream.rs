@@ -28,6 +28,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use super::api::error;
 use super::ops;
 use crate::app::Switchyard;
 use crate::store::{now_ms, ulid_floor, EventFilter, EventSummary};
@@ -59,14 +60,6 @@ pub fn route(
         })
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
-    warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({ "error": message })),
-        status,
-    )
-    .into_response()
-}
-
 fn open_stream(
     app: Arc<Switchyard>,
     open: &Arc<Semaphore>,
@@ -75,10 +68,10 @@ fn open_stream(
 ) -> Response {
     let mut filter = match EventFilter::from_query(&q, PAGE, PAGE) {
         Ok(f) => f,
-        Err(bad) => return refuse(StatusCode::BAD_REQUEST, &bad),
+        Err(bad) => return error(StatusCode::BAD_REQUEST, &bad),
     };
     if filter.before.is_some() || filter.until_ms.is_some() {
-        return refuse(
+        return error(
             StatusCode::BAD_REQUEST,
             "a stream has no end: before and until are for the events list",
         );
@@ -86,10 +79,10 @@ fn open_stream(
     let last = match last.filter(|l| !l.is_empty()) {
         None => None,
         Some(l) if ulid::Ulid::from_string(&l).is_ok() => Some(l),
-        Some(_) => return refuse(StatusCode::BAD_REQUEST, "Last-Event-ID is not an event id"),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "Last-Event-ID is not an event id"),
     };
     let Ok(permit) = open.clone().try_acquire_owned() else {
-        return refuse(
+        return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many event streams are open",
         );
@@ -119,8 +112,8 @@ fn open_stream(
     resp
 }
 
-/// The milliseconds of a ULID.
-fn ms_of(id: &str) -> i64 {
+/// The milliseconds of a ULID (0 for what is not one).
+pub fn ms_of(id: &str) -> i64 {
     ulid::Ulid::from_string(id)
         .map(|u| u.timestamp_ms() as i64)
         .unwrap_or(0)

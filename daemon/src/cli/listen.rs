@@ -98,11 +98,9 @@ impl Seen {
         }
         if self.newest.as_deref().is_none_or(|n| id > n) {
             self.newest = Some(id.to_string());
-            let ms = ulid::Ulid::from_string(id)
-                .map(|u| u.timestamp_ms())
-                .unwrap_or(0);
-            let keep = switchyard::admin::stream::LOOKBACK.as_millis() as u64 * 2;
-            let floor = ulid::Ulid::from_parts(ms.saturating_sub(keep), 0).to_string();
+            use switchyard::admin::stream::{ms_of, LOOKBACK};
+            let keep = LOOKBACK.as_millis() as i64 * 2;
+            let floor = switchyard::store::ulid_floor(ms_of(id) - keep);
             self.ids = self.ids.split_off(&floor);
         }
         true

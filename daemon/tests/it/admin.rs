@@ -225,11 +225,7 @@ fn the_cli_operates_through_the_daemon_and_without_it() {
 action("audit", #{ invoice: event.data.eventData.entityId });"#,
     );
     // The admin listener on a fixed free port, so that the CLI finds it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = env.config(&format!(
         r#"
 [admin]

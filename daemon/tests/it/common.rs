@@ -676,6 +676,15 @@ pub fn tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A port free on 127.0.0.1 just now (for a server that must keep its
+/// port across a restart, or be named before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Polls `f` until it returns true or `secs` pass; returns the last result.
 pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -28,14 +28,6 @@ fn deployment(env: &Env, admin: u16) -> std::path::PathBuf {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `switchyard listen` running, its output lines gathered.
 struct Listen {
     child: Child,

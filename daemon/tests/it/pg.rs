@@ -159,10 +159,7 @@ pub fn start_private_with(setup: impl FnOnce(&Path) -> String) -> String {
             .expect("chown");
         assert!(status.success(), "chown the test server's data");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::common::free_port();
     let options = format!(
         "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=300 -c fsync=off {extra}",
         dir.display()

@@ -304,11 +304,7 @@ fn the_watcher_switches_a_disabled_subscription_back_on_and_rules_hear_of_it() {
     let env = Env::new();
     with_plugins(&env);
     let f = fake(env.dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     env.rule(
         "told",
         r#"const EVENTS = ["switchyard.subscription.*", "tripletex.*"];

@@ -524,7 +524,7 @@ fn tail_events(
                 events.reverse();
                 filter.after = Some(match events.last() {
                     Some(e) => e.id.clone(),
-                    None => ulid::Ulid::from_parts(crate::store::now_ms() as u64, 0).to_string(),
+                    None => crate::store::ulid_floor(crate::store::now_ms()),
                 });
                 first = false;
             }

@@ -22,14 +22,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One message as the broker holds it.
 pub struct Delivered {
     pub event_id: String,
