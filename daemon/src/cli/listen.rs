@@ -208,7 +208,7 @@ struct Listener {
     actions: Option<super::listen_rules::LocalActions>,
 }
 
-async fn run(mut job: Listener) -> Result<ExitCode> {
+async fn run(job: Listener) -> Result<ExitCode> {
     let stream_url = job.stream_url.clone();
     let token = job.token.clone();
     let client = reqwest::Client::builder()
@@ -287,7 +287,7 @@ async fn run(mut job: Listener) -> Result<ExitCode> {
                     let done = std::mem::take(&mut event);
                     if let Some(id) = done.id.filter(|_| !done.data.is_empty()) {
                         if seen.first(&id) {
-                            handle(&client, &mut job, &id, &done.data).await;
+                            handle(&client, &job, &id, &done.data).await;
                         }
                     }
                 } else if let Some(v) = line.strip_prefix("id:") {
@@ -317,7 +317,7 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// One event of the stream: forwarded, and tried on the local rules
 /// beside what the live ones did.
-async fn handle(client: &reqwest::Client, job: &mut Listener, id: &str, data: &str) {
+async fn handle(client: &reqwest::Client, job: &Listener, id: &str, data: &str) {
     let event: Value = serde_json::from_str(data).unwrap_or(Value::Null);
     let kind = event["type"].as_str().unwrap_or_default();
     let when = event["received_at_ms"]
@@ -327,7 +327,7 @@ async fn handle(client: &reqwest::Client, job: &mut Listener, id: &str, data: &s
     if !job.targets.is_empty() {
         forward(client, &job.targets, &job.secret, id, &event, &when).await;
     }
-    if let Some(local) = &mut job.local {
+    if let Some(local) = &job.local {
         if job.targets.is_empty() {
             println!("{when}  {kind:<28}  {id}");
         }

@@ -2,34 +2,20 @@
 //! stream, in the rules' sandbox (the playground's: no action runs, the
 //! engine's limits hold), printed beside what the live rules did with the
 //! same event — try a rule on production traffic without deploying it.
-//! The folder is read again when a file in it changes, so an edit shows on
-//! the next event.
+//! The folder is compiled again before each event as the daemon's hot
+//! reload does it ([`Rules::reload`]: unchanged files reused, a file that
+//! does not compile keeps its last good version), so an edit shows on the
+//! next event.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 use switchyard::rules::{testing, Limits, RuleSet, Rules};
 
-/// The local rules, and what their folder looked like when read.
+/// The local rules.
 pub struct LocalRules {
-    dir: PathBuf,
-    stamp: Option<(usize, SystemTime)>,
-    rules: Option<Rules>,
-}
-
-/// The folder's files and their newest change: a new file, a deleted one
-/// or an edit changes it.
-fn stamp(dir: &Path) -> Option<(usize, SystemTime)> {
-    let mut count = 0;
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        count += 1;
-        if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
-            newest = newest.max(modified);
-        }
-    }
-    Some((count, newest))
+    rules: Rules,
 }
 
 impl LocalRules {
@@ -37,47 +23,39 @@ impl LocalRules {
         if !dir.is_dir() {
             anyhow::bail!("--rules {}: not a folder", dir.display());
         }
-        let mut local = LocalRules {
-            dir: dir.to_path_buf(),
-            stamp: None,
-            rules: None,
+        let limits = Limits::default();
+        let engine = switchyard::rules::engine(&limits);
+        let empty = RuleSet::from_rules(Vec::new()).map_err(|p| anyhow::anyhow!("{p}"))?;
+        let local = LocalRules {
+            rules: Rules::new(engine, limits, dir.to_path_buf(), empty),
         };
         local.fresh();
         Ok(local)
     }
 
-    /// The rules, read again if the folder changed; a folder that does not
-    /// compile keeps the rules read before (and says why).
-    fn fresh(&mut self) -> Option<&Rules> {
-        let now = stamp(&self.dir);
-        if now != self.stamp {
-            self.stamp = now;
-            let limits = Limits::default();
-            let engine = switchyard::rules::engine(&limits);
-            match RuleSet::load_dir(&engine, &self.dir) {
-                Ok(set) => {
-                    println!(
-                        "rules: {} rule(s) from {}",
-                        set.rules().len(),
-                        self.dir.display()
-                    );
-                    self.rules = Some(Rules::new(engine, limits, self.dir.clone(), set));
-                }
-                Err(problems) => {
-                    println!(
-                        "rules: {} does not compile (the rules read before stay):\n{}",
-                        self.dir.display(),
-                        switchyard::config::Problems(problems)
-                    );
+    /// The rules, compiled again if the folder changed; says what changed
+    /// and which files do not compile.
+    fn fresh(&self) -> &Rules {
+        match self.rules.reload() {
+            Ok(r) if r.changed => {
+                println!(
+                    "rules: {} rule(s) from {}",
+                    r.rules,
+                    self.rules.dir.display()
+                );
+                for p in &r.broken {
+                    println!("rules: {p} (its last good version, if any, stays)");
                 }
             }
+            Ok(_) => {}
+            Err(p) => println!("rules: cannot read {}: {p}", self.rules.dir.display()),
         }
-        self.rules.as_ref()
+        &self.rules
     }
 
     /// What the local rules would do with the event, for people to read,
     /// and their calls.
-    pub fn describe(&mut self, envelope: &Value) -> (String, Vec<Call>) {
+    pub fn describe(&self, envelope: &Value) -> (String, Vec<Call>) {
         let event = match testing::event_from_json(envelope.clone()) {
             Ok(e) => e,
             Err(e) => {
@@ -87,10 +65,7 @@ impl LocalRules {
                 )
             }
         };
-        let Some(rules) = self.fresh() else {
-            return ("  local no rules compiled yet\n".into(), Vec::new());
-        };
-        let (_, runs) = testing::run(rules, &event);
+        let (_, runs) = testing::run(self.fresh(), &event);
         let text = testing::describe(&runs, &event, &|_| true);
         // Its first line names the event, which the caller has printed.
         let text = text
