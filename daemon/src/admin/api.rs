@@ -43,15 +43,12 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Filter, Reply};
+use warp::Filter;
 
 use super::ops::{self, OpError, OpResult};
 use crate::app::Switchyard;
+use crate::ingress::answer::{answer as reply, error};
 use crate::store::EventFilter;
-
-fn reply(status: StatusCode, body: Value) -> Response {
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
-}
 
 /// An operation's answer, or its refusal with the status it deserves.
 fn answer<T: serde::Serialize>(result: OpResult<T>) -> Response {
@@ -70,12 +67,6 @@ fn answer<T: serde::Serialize>(result: OpResult<T>) -> Response {
 
 /// The most items a list answers with; a larger `limit` is cut to it.
 pub const MAX_LIMIT: usize = 10_000;
-
-/// An error answer: `{"error": message}` with its status (also the events
-/// stream's, `stream.rs`).
-pub(super) fn error(status: StatusCode, message: &str) -> Response {
-    reply(status, json!({ "error": message }))
-}
 
 fn bad_request(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, &message)

@@ -28,9 +28,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::api::error;
 use super::ops;
 use crate::app::Switchyard;
+use crate::ingress::answer::error;
 use crate::store::{now_ms, ulid_floor, EventFilter, EventSummary};
 
 /// How far back before the newest id sent a stream looks for events

@@ -17,7 +17,7 @@
 //! | `redact.rs` | credentials redacted before the request is stored |
 //! | `rejections.rs` | the most recent refused requests, in memory only |
 //! | `sample.rs` | a provider's sample as the events it becomes |
-//! | `answer.rs` | the JSON answers |
+//! | `answer.rs` | the JSON answers (the admin API answers with them too) |
 //! | `config.rs` | `[sources.NAME]`, `max_body_bytes` |
 //! | `build.rs` | [`Ingress::new`] from its sources, [`Limits`] and [`Links`] |
 //!
@@ -44,7 +44,7 @@
 /// `Retry-After` of a provider plugin's "not now" (`SY_RETRY_LATER`).
 pub const RETRY_LATER_SECS: u32 = 30;
 
-mod answer;
+pub mod answer;
 mod build;
 mod config;
 mod filter;
