@@ -2,8 +2,9 @@
 //!
 //! Owns: the dispatcher task, which takes the jobs the router claimed with
 //! their routing (handed over in memory, when there is room) and claims due
-//! jobs from the store's outbox (retries, redrives, what did not fit),
-//! runs each on its action's plugin instance (within the action's
+//! jobs from the store's outbox (retries, redrives, what did not fit; with
+//! every `[delivery] concurrency` slot taken, again as soon as a quarter
+//! are free), runs each on its action's plugin instance (within the action's
 //! concurrency limit and deadline, on the plugin call pool), and records the
 //! attempt: done; retryable → again after the next delay of the retry
 //! schedule (with jitter); permanent, or out of attempts → dead letter.
@@ -66,7 +67,9 @@ use gate::Admit;
 /// How long the dispatcher sleeps at most when it knows of no due job: it
 /// also picks up jobs another process (the CLI's redrive) made due.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// How soon the dispatcher looks for due jobs again when every slot was taken.
+/// How soon the dispatcher looks for due jobs again when every slot was
+/// taken, at the latest: it looks as soon as a quarter of the slots are
+/// free again (see [`Dispatcher::room`]).
 const FULL_POLL: Duration = Duration::from_millis(50);
 /// The least wait before looking again after a look that claimed nothing.
 const BUSY_FLOOR_MS: i64 = 20;
@@ -174,6 +177,12 @@ pub struct Dispatcher {
     policy: Arc<RetryPolicy>,
     /// Bounds the jobs in flight.
     in_flight: Arc<Semaphore>,
+    /// Free slots of `in_flight` worth a claim when every slot was taken: a
+    /// quarter of them. A backlog larger than the bound is claimed as soon
+    /// as that many attempts have ended, in claims of that many jobs or
+    /// more — not one claim per ended attempt, and not after a fixed pause
+    /// (a 50 ms pause per 64 jobs held a broker action to ~1.6k jobs/s).
+    room: u32,
     /// Woken when new jobs are stored.
     pub wake: Arc<Notify>,
     /// Jobs claimed by the router with their routing, handed over in memory.
@@ -211,6 +220,7 @@ impl Dispatcher {
             store,
             policy: Arc::new(policy),
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            room: u32::try_from(max_in_flight / 4).unwrap_or(u32::MAX).max(1),
             wake: Arc::new(Notify::new()),
             handoff: Arc::new(std::sync::Mutex::new(Some(handoff_rx))),
             handoff_tx,
@@ -303,6 +313,9 @@ impl Dispatcher {
             // redrive). A job handed over costs no store round trip here.
             let mut claim = true;
             let mut next_look = Instant::now() + IDLE_POLL;
+            // Every slot was taken at the last look: look again when there
+            // is room.
+            let mut full = false;
             loop {
                 if *stop.borrow() {
                     break;
@@ -315,7 +328,8 @@ impl Dispatcher {
                     claim = false;
                     self.sync_gates().await;
                     let free = self.in_flight.available_permits().min(256);
-                    if free == 0 {
+                    full = free == 0;
+                    if full {
                         // No room: look again once some attempts have ended.
                         claim = true;
                         next_look = Instant::now() + FULL_POLL;
@@ -357,6 +371,9 @@ impl Dispatcher {
                 }
                 let handed = tokio::select! {
                     _ = self.wake.notified() => { claim = true; None }
+                    // Only this task takes slots, so the room seen here is
+                    // there at the claim (the slots go back at once).
+                    _ = self.in_flight.acquire_many(self.room), if full => { full = false; None }
                     _ = tokio::time::sleep_until(next_look.into()) => None,
                     _ = stop.wait_for(|s| *s) => None,
                     Some(job) = handoff.recv() => Some(job),
