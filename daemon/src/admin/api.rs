@@ -60,7 +60,7 @@ fn answer<T: serde::Serialize>(result: OpResult<T>) -> Response {
                 OpError::Invalid(_) => StatusCode::BAD_REQUEST,
                 OpError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
-            reply(status, json!({ "error": e.to_string() }))
+            error(status, &e.to_string())
         }
     }
 }
@@ -407,7 +407,7 @@ fn check_subscriptions(app: &App) -> impl Route {
             let apply = match verb.as_str() {
                 "check" => false,
                 "apply" => true,
-                _ => return reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+                _ => return error(StatusCode::NOT_FOUND, "not found"),
             };
             let result = ops::check_subscriptions(&app, source.clone(), apply).await;
             if apply && result.is_ok() {
@@ -459,7 +459,7 @@ impl warp::reject::Reject for ReadOnly {}
 
 async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
     if r.find::<Unauthorized>().is_some() {
-        let mut resp = reply(StatusCode::UNAUTHORIZED, json!({ "error": "unauthorized" }));
+        let mut resp = error(StatusCode::UNAUTHORIZED, "unauthorized");
         resp.headers_mut().insert(
             "www-authenticate",
             warp::http::HeaderValue::from_static("Bearer"),
@@ -467,22 +467,16 @@ async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
         return Ok(resp);
     }
     if r.find::<ReadOnly>().is_some() {
-        return Ok(reply(
+        return Ok(error(
             StatusCode::FORBIDDEN,
-            json!({ "error": "the read-only token may only read (GET)" }),
+            "the read-only token may only read (GET)",
         ));
     }
     if r.is_not_found() {
-        return Ok(reply(
-            StatusCode::NOT_FOUND,
-            json!({ "error": "not found" }),
-        ));
+        return Ok(error(StatusCode::NOT_FOUND, "not found"));
     }
     if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        return Ok(reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({ "error": "method not allowed" }),
-        ));
+        return Ok(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
     }
     let (status, message) = if let Some(e) = r.find::<warp::filters::body::BodyDeserializeError>() {
         (StatusCode::BAD_REQUEST, e.to_string())
@@ -504,7 +498,7 @@ async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
         tracing::debug!(rejection = ?r, "admin API: request refused");
         (StatusCode::BAD_REQUEST, "bad request".into())
     };
-    Ok(reply(status, json!({ "error": message })))
+    Ok(error(status, &message))
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! listener (bearer token) serving them with the daemon's status, reload
 //! and metrics; [`stream`], its stream of events as they are stored (what
 //! `switchyard listen` reads); and [`ui`], the dashboard on the same listener (its own
-//! sign-in sessions). Calls: `config`, `store`, and the running
+//! sign-in sessions). Calls: `config`, `store`, `ingress::answer` (the
+//! JSON answers, errors as `{"error": …}`), and the running
 //! [`Switchyard`] (`app`) for status and reload.
 //!
 //! [`Switchyard`]: crate::app::Switchyard
