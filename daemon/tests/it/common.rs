@@ -740,7 +740,8 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA of the test's own and a server certificate it signed, for
 /// 127.0.0.1 and localhost, made with the `openssl` command (not the code
-/// under test): `ca.crt`, `server.crt` and `server.key` in `dir`.
+/// under test): `ca.crt`, `server.crt` and `server.key` in `dir`; and a
+/// client certificate it signed, `client.crt` and `client.key`.
 pub fn make_test_certs(dir: &Path) {
     openssl(
         dir,
@@ -798,6 +799,43 @@ pub fn make_test_certs(dir: &Path) {
             "2",
             "-extfile",
             "ext",
+        ],
+    );
+    // A client certificate from the same CA, for a server that asks for one.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=switchyard",
+        ],
+    );
+    std::fs::write(dir.join("client-ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "client-ext",
         ],
     );
 }

@@ -26,8 +26,9 @@
 //! `routing_key` (the default; else the event type), `mandatory` (true: a
 //! message no queue takes is returned and the job retried, rather than
 //! dropped by the broker and counted done), `ca_file` (a PEM file of the
-//! CAs to trust for `amqps://`, beside the system's), `connect_timeout_ms`
-//! (5000).
+//! CAs to trust for `amqps://`, beside the system's), `cert_file` and
+//! `key_file` (a client certificate, for a broker that verifies clients),
+//! `connect_timeout_ms` (5000).
 //! A job's `exchange` and `routing_key` parameters override them.
 //!
 //! Failures: the credentials refused (`ACCESS_REFUSED` at login), a virtual
@@ -41,14 +42,14 @@ use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
-use lapin::tcp::OwnedTLSConfig;
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
-use switchyard_plugin_support::message::{batch, destination, Message};
+use switchyard_plugin_support::message::{batch, client_cert, destination, ClientCert, Message};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +63,8 @@ struct Config {
     #[serde(default = "yes")]
     mandatory: bool,
     ca_file: Option<std::path::PathBuf>,
+    cert_file: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
     #[serde(default = "default_connect_timeout")]
     connect_timeout_ms: u64,
 }
@@ -98,6 +101,9 @@ pub struct AmqpAction {
     /// The CAs of `ca_file`, as PEM, trusted for `amqps://` beside the
     /// system's.
     ca: Option<String>,
+    /// The client certificate of `cert_file` and `key_file`, for a broker
+    /// that asks for one (`ssl_options.verify = verify_peer`).
+    identity: Option<ClientCert>,
     link: tokio::sync::Mutex<Option<Link>>,
 }
 
@@ -204,7 +210,10 @@ impl AmqpAction {
         let properties = ConnectionProperties::default()
             .with_connection_name(concat!("switchyard/", env!("CARGO_PKG_VERSION")).into());
         let tls = OwnedTLSConfig {
-            identity: None,
+            identity: self.identity.as_ref().map(|id| OwnedIdentity::PKCS8 {
+                pem: id.cert.clone(),
+                key: id.key.clone(),
+            }),
             cert_chain: self.ca.clone(),
         };
         let connect = async {
@@ -369,6 +378,7 @@ impl Action for AmqpAction {
                     .map_err(|e| format!("amqp settings: ca_file: {}: {e}", path.display()))?,
             ),
         };
+        let identity = client_cert("amqp", c.cert_file.as_deref(), c.key_file.as_deref())?;
         // One crypto provider for the process's rustls (amqps://); another
         // library may have installed one already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -386,6 +396,7 @@ impl Action for AmqpAction {
             mandatory: c.mandatory,
             connect_timeout: Duration::from_millis(c.connect_timeout_ms.clamp(1, 600_000)),
             ca,
+            identity,
             link: tokio::sync::Mutex::new(None),
         })
     }
@@ -444,6 +455,17 @@ mod tests {
         assert!(e.contains("exchang"), "{e}");
         let e = action(json!({"url": "http://nowhere"})).err().unwrap();
         assert!(e.contains("url"), "{e}");
+        // A file that is not a certificate (this crate's manifest).
+        let toml = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let e =
+            action(json!({"url": "amqps://127.0.0.1:1/%2f", "cert_file": toml, "key_file": toml}))
+                .err()
+                .unwrap();
+        assert!(
+            e.starts_with("amqp settings: cert_file: ")
+                && e.ends_with("Cargo.toml holds no PEM certificate"),
+            "{e}"
+        );
         let e = action(json!({"url": "amqp://127.0.0.1:1/%2f", "routing_key": "k".repeat(256)}))
             .err()
             .unwrap();

@@ -23,7 +23,8 @@
 //! comma-separated), `username` and `password` or `token` (secret
 //! references), `subject` (the default subject; else `switchyard.` and the
 //! event type), `ca_file` (a PEM file of the CAs to trust for TLS, beside
-//! the system's), `connect_timeout_ms` (5000). A job's `subject` parameter
+//! the system's), `cert_file` and `key_file` (a client certificate, for a
+//! server that verifies clients), `connect_timeout_ms` (5000). A job's `subject` parameter
 //! overrides the default.
 //!
 //! Failures: the credentials refused (an authorization violation) and a
@@ -40,7 +41,7 @@ use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
-use switchyard_plugin_support::message::{batch, destination, Message};
+use switchyard_plugin_support::message::{batch, client_cert, destination, Message};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +52,8 @@ struct Config {
     token: Option<String>,
     subject: Option<String>,
     ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     connect_timeout_ms: u64,
 }
@@ -160,6 +163,9 @@ impl NatsAction {
         if let Some(ca) = &c.ca_file {
             options = options.add_root_certificates(ca.clone());
         }
+        if let (Some(cert), Some(key)) = (&c.cert_file, &c.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
         let client = match options.connect(self.url.as_str()).await {
             Ok(client) => client,
             Err(e) => {
@@ -265,6 +271,7 @@ impl Action for NatsAction {
                 ));
             }
         }
+        client_cert("nats", c.cert_file.as_deref(), c.key_file.as_deref())?;
         // One crypto provider for the process's rustls (tls://); another
         // library may have installed one already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -333,6 +340,10 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("ca_file"), "{e}");
+        let e = action(json!({"url": "nats://127.0.0.1:1", "cert_file": "/etc/hostname"}))
+            .err()
+            .unwrap();
+        assert_eq!(e, "nats settings: cert_file and key_file go together");
     }
 
     #[test]

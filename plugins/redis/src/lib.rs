@@ -19,8 +19,9 @@
 //! (secret references), `stream` (the key, default `switchyard`; a job's
 //! `stream` parameter overrides it), `maxlen` (trim the stream to about
 //! this many entries, `MAXLEN ~`), `ca_file` (for `rediss://`: a PEM file
-//! of the CAs to trust instead of the system's), `connect_timeout_ms`
-//! (5000).
+//! of the CAs to trust instead of the system's), `cert_file` and
+//! `key_file` (a client certificate, for a server that asks for one:
+//! `tls-auth-clients`), `connect_timeout_ms` (5000).
 //!
 //! Failures: credentials refused (`WRONGPASS`, `NOAUTH`, `NOPERM`) and a
 //! key of another type (`WRONGTYPE`) are permanent — the job is a dead
@@ -34,7 +35,7 @@ use redis::{Client, Connection, ErrorKind, IntoConnectionInfo, RedisError};
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_plugin_api::{Action, Host, Job, Outcome};
-use switchyard_plugin_support::message::{batch, destination, Message};
+use switchyard_plugin_support::message::{batch, client_cert, destination, Message};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +47,8 @@ struct Config {
     stream: String,
     maxlen: Option<u64>,
     ca_file: Option<std::path::PathBuf>,
+    cert_file: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
     #[serde(default = "default_connect_timeout")]
     connect_timeout_ms: u64,
 }
@@ -171,14 +174,22 @@ impl Action for RedisAction {
         // rediss://: ring as the process's rustls provider (another library
         // may have installed one already, which is as good).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = match &c.ca_file {
-            None => Client::open(info),
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("redis settings: ca_file: {}: {e}", path.display()))?;
+        let identity = client_cert("redis", c.cert_file.as_deref(), c.key_file.as_deref())?;
+        let client = match (&c.ca_file, identity) {
+            (None, None) => Client::open(info),
+            (ca, identity) => {
+                let root_cert = match ca {
+                    None => None,
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        format!("redis settings: ca_file: {}: {e}", path.display())
+                    })?),
+                };
                 let certs = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
+                    client_tls: identity.map(|id| redis::ClientTlsConfig {
+                        client_cert: id.cert,
+                        client_key: id.key,
+                    }),
+                    root_cert,
                 };
                 Client::build_with_tls(info, certs)
             }
@@ -269,6 +280,10 @@ mod tests {
         assert!(e.contains("streem"), "{e}");
         let e = action(json!({"url": "http://nowhere"})).err().unwrap();
         assert!(e.contains("url"), "{e}");
+        let e = action(json!({"url": "rediss://127.0.0.1:1/0", "key_file": "/etc/hostname"}))
+            .err()
+            .unwrap();
+        assert_eq!(e, "redis settings: cert_file and key_file go together");
         let e = action(json!({"url": "redis://127.0.0.1:1/0", "stream": ""}))
             .err()
             .unwrap();

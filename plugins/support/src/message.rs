@@ -116,6 +116,64 @@ pub fn batch<T>(
         .collect()
 }
 
+/// A queue action's client certificate for TLS, for a broker that asks
+/// for one: the PEM files of `cert_file` (the certificate, then its chain)
+/// and `key_file` (its private key, PKCS#8 or PKCS#1 or SEC1), read once.
+#[derive(Clone)]
+pub struct ClientCert {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClientCert")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client certificate of a queue action's settings `cert_file` and
+/// `key_file` (both or neither), read and checked to be PEM; an error
+/// names the `plugin`'s setting and the file, never the key's contents.
+pub fn client_cert(
+    plugin: &str,
+    cert_file: Option<&std::path::Path>,
+    key_file: Option<&std::path::Path>,
+) -> Result<Option<ClientCert>, String> {
+    let (cert_file, key_file) = match (cert_file, key_file) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            return Err(format!(
+                "{plugin} settings: cert_file and key_file go together"
+            ))
+        }
+    };
+    let read = |setting: &str, path: &std::path::Path, marker: &str, what: &str| {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("{plugin} settings: {setting}: {}: {e}", path.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
+        if !text.contains("-----BEGIN ") || !text.contains(marker) {
+            return Err(format!(
+                "{plugin} settings: {setting}: {} holds no PEM {what}",
+                path.display()
+            ));
+        }
+        Ok(bytes)
+    };
+    Ok(Some(ClientCert {
+        cert: read("cert_file", cert_file, "CERTIFICATE-----", "certificate")?,
+        key: read("key_file", key_file, "PRIVATE KEY-----", "private key")?,
+        cert_file: cert_file.to_path_buf(),
+        key_file: key_file.to_path_buf(),
+    }))
+}
+
 /// A job as the queue actions' tests make them: event `e` of type
 /// `tight.invoiceViewed` from `tight`, idempotency key `e:r:0`.
 pub fn sample_job(params: Value) -> Job {
@@ -133,6 +191,45 @@ pub fn sample_job(params: Value) -> Job {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_client_certificate_is_both_files_or_neither_and_pem() {
+        let dir = std::env::temp_dir().join(format!("sy-client-cert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("c.pem");
+        let key = dir.join("k.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(&key, "not a key: s3cr3t-bytes").unwrap();
+        assert!(client_cert("redis", None, None).unwrap().is_none());
+        let e = client_cert("redis", Some(&cert), None).unwrap_err();
+        assert_eq!(e, "redis settings: cert_file and key_file go together");
+        let e = client_cert("nats", Some(&cert), Some(&key)).unwrap_err();
+        assert!(
+            e.starts_with("nats settings: key_file: ") && e.ends_with("holds no PEM private key"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let e = client_cert("amqp", Some(&dir.join("missing.pem")), Some(&key)).unwrap_err();
+        assert!(
+            e.starts_with("amqp settings: cert_file: ") && e.contains("missing.pem"),
+            "{e}"
+        );
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let id = client_cert("amqp", Some(&cert), Some(&key))
+            .unwrap()
+            .unwrap();
+        assert!(id.key.starts_with(b"-----BEGIN PRIVATE KEY"));
+        assert!(!format!("{id:?}").contains("MIIE"), "{id:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
     use serde_json::json;
     use switchyard_plugin_api::TraceContext;

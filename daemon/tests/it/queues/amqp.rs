@@ -64,7 +64,7 @@ impl Broker for Rabbit {
         let port = free_port();
         let mut conf = std::fs::read_to_string(self.dir.join("rabbitmq.conf")).unwrap();
         conf.push_str(&format!(
-            "listeners.ssl.default = 127.0.0.1:{port}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+            "listeners.ssl.default = 127.0.0.1:{port}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = true\n",
             certs.join("ca.crt").display(),
             certs.join("server.crt").display(),
             certs.join("server.key").display()
@@ -136,8 +136,8 @@ impl Broker for Rabbit {
                 self.port
             ),
             Some((certs, port)) => format!(
-                "plugin = \"amqp\"\nurl = \"amqps://127.0.0.1:{port}/%2f\"\n{common}ca_file = \"{}\"\n",
-                certs.join("ca.crt").display()
+                "plugin = \"amqp\"\nurl = \"amqps://127.0.0.1:{port}/%2f\"\n{common}{}",
+                tls_settings(certs)
             ),
         }
     }

@@ -74,11 +74,15 @@ pub fn queue_client(args: &[&str]) -> Option<String> {
     queue_client_trusting(None, args)
 }
 
-/// As [`queue_client`], trusting the CA of `ca` for `tls://`.
-pub fn queue_client_trusting(ca: Option<&Path>, args: &[&str]) -> Option<String> {
+/// As [`queue_client`], for `tls://` trusting the CA of `certs`
+/// ([`make_test_certs`]) and showing its client certificate.
+pub fn queue_client_trusting(certs: Option<&Path>, args: &[&str]) -> Option<String> {
     let mut command = Command::new("python3");
-    if let Some(ca) = ca {
-        command.env("QUEUE_CLIENT_CA", ca);
+    if let Some(certs) = certs {
+        command
+            .env("QUEUE_CLIENT_CA", certs.join("ca.crt"))
+            .env("QUEUE_CLIENT_CERT", certs.join("client.crt"))
+            .env("QUEUE_CLIENT_KEY", certs.join("client.key"));
     }
     let out = command
         .arg(repo_root().join("daemon/tests/fixtures/queue_client.py"))
@@ -274,9 +278,24 @@ pub fn down_at_start_the_jobs_wait<B: Broker>() {
     );
 }
 
-/// Over TLS: the action with `ca_file` reaches the broker, which takes
-/// only TLS on that port; a second action without it is refused by its own
-/// check of the broker's certificate (signed by a CA it does not know).
+/// An action's TLS settings for a broker with the certificates of
+/// `certs` ([`make_test_certs`]): the CA to trust, and the client
+/// certificate the broker asks for.
+pub fn tls_settings(certs: &Path) -> String {
+    format!(
+        "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        certs.join("ca.crt").display(),
+        certs.join("client.crt").display(),
+        certs.join("client.key").display()
+    )
+}
+
+/// Over TLS, both ways: the action with `ca_file` and a client certificate
+/// reaches the broker, which takes only TLS on that port and only clients
+/// with a certificate of its CA; a second action without `ca_file` is
+/// refused by its own check of the broker's certificate (signed by a CA it
+/// does not know); a third, without a client certificate, is refused by
+/// the broker.
 pub fn over_tls_with_the_certificate_checked<B: Broker>() {
     let env = Env::new();
     let certs = env.path("certs");
@@ -287,24 +306,31 @@ pub fn over_tls_with_the_certificate_checked<B: Broker>() {
     broker.start();
     let settings = broker.settings();
     assert!(settings.contains("ca_file"), "{settings}");
-    let stranger: String = settings
-        .lines()
-        .filter(|l| !l.starts_with("ca_file"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    assert!(settings.contains("cert_file"), "{settings}");
+    let without = |key: &[&str]| -> String {
+        settings
+            .lines()
+            .filter(|l| !key.iter().any(|k| l.starts_with(k)))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let stranger = without(&["ca_file"]);
+    let anonymous = without(&["cert_file", "key_file"]);
     env.with_standard_plugins();
     env.add_plugin(&built_plugin(B::PLUGIN));
-    // The stranger's messages go where the test does not read.
+    // The stranger's and the anonymous one's messages go where the test
+    // does not read.
     env.rule(
         "to-the-bus",
         &format!(
-            "const EVENTS = [\"tight.invoiceViewed\"];\naction(\"bus\", {});\naction(\"stranger\", {});",
+            "const EVENTS = [\"tight.invoiceViewed\"];\naction(\"bus\", {});\naction(\"stranger\", {});\naction(\"anonymous\", {});",
             broker.params(),
+            B::ELSEWHERE,
             B::ELSEWHERE
         ),
     );
     let config = env.config(&format!(
-        "[delivery]\nretry_schedule = [\"200ms\", \"1s\", \"1s\", \"1s\", \"1s\"]\njitter = 0.0\n\n{TIGHT_SOURCE}\n[actions.bus]\n{settings}\n[actions.stranger]\n{stranger}"
+        "[delivery]\nretry_schedule = [\"200ms\", \"1s\", \"1s\", \"1s\", \"1s\"]\njitter = 0.0\n\n{TIGHT_SOURCE}\n[actions.bus]\n{settings}\n[actions.stranger]\n{stranger}\n[actions.anonymous]\n{anonymous}"
     ));
     let daemon = Daemon::start_with_env(&config, &[("BUS_PASSWORD", B::PASSWORD)]);
     let id = daemon.send_viewed("inv_tls");
@@ -322,6 +348,19 @@ pub fn over_tls_with_the_certificate_checked<B: Broker>() {
     };
     assert!(
         eventually(30, || refused(&daemon.logs())),
+        "{}",
+        daemon.logs()
+    );
+    // The broker refuses the action that shows no certificate.
+    let turned_away = |logs: &str| {
+        logs.lines().any(|l| {
+            l.contains("job failed (")
+                && l.contains("\"action\":\"anonymous\"")
+                && l.to_lowercase().contains("certificate")
+        })
+    };
+    assert!(
+        eventually(30, || turned_away(&daemon.logs())),
         "{}",
         daemon.logs()
     );

@@ -27,10 +27,10 @@ impl Nats {
         )
     }
 
-    /// The test's client, trusting the test's CA when the server takes TLS.
+    /// The test's client, trusting the test's CA and showing the test's
+    /// client certificate when the server takes TLS.
     fn client(&self, args: &[&str]) -> Option<String> {
-        let ca = self.tls.as_ref().map(|certs| certs.join("ca.crt"));
-        queue_client_trusting(ca.as_deref(), args)
+        queue_client_trusting(self.tls.as_deref(), args)
     }
 }
 
@@ -62,7 +62,10 @@ impl Broker for Nats {
                 .arg("--tlscert")
                 .arg(certs.join("server.crt"))
                 .arg("--tlskey")
-                .arg(certs.join("server.key"));
+                .arg(certs.join("server.key"))
+                .arg("--tlsverify")
+                .arg("--tlscacert")
+                .arg(certs.join("ca.crt"));
         }
         let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
@@ -101,9 +104,9 @@ impl Broker for Nats {
                 self.port
             ),
             Some(certs) => format!(
-                "plugin = \"nats\"\nurl = \"tls://127.0.0.1:{}\"\n{common}ca_file = \"{}\"\n",
+                "plugin = \"nats\"\nurl = \"tls://127.0.0.1:{}\"\n{common}{}",
                 self.port,
-                certs.join("ca.crt").display()
+                tls_settings(certs)
             ),
         }
     }

@@ -87,7 +87,7 @@ impl Broker for Redis {
         let mut command = Command::new("redis-server");
         if let Some((certs, port)) = &self.tls {
             command
-                .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+                .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "yes"])
                 .arg("--tls-cert-file")
                 .arg(certs.join("server.crt"))
                 .arg("--tls-key-file")
@@ -127,8 +127,8 @@ impl Broker for Redis {
                 self.port
             ),
             Some((certs, port)) => format!(
-                "plugin = \"redis\"\nurl = \"rediss://127.0.0.1:{port}/0\"\n{common}ca_file = \"{}\"\n",
-                certs.join("ca.crt").display()
+                "plugin = \"redis\"\nurl = \"rediss://127.0.0.1:{port}/0\"\n{common}{}",
+                tls_settings(certs)
             ),
         }
     }
