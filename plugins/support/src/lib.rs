@@ -12,7 +12,8 @@
 //! - [`dedup_key`]: a stable key from the parts that identify a delivery;
 //! - [`fuzz`]: fuzzer bytes as a request, for the fuzz targets;
 //! - [`http`]: what an HTTP answer means for an action's job;
-//! - [`message`]: what a queue action (redis, amqp, nats) sends for a job;
+//! - [`message`]: what a queue action (redis, amqp, nats) sends for a job,
+//!   and the client certificate it may show its broker;
 //! - [`api`] (feature `api`): a provider's management API, for the plugins
 //!   that manage their provider's subscriptions;
 //! - [`catalog_check`] (feature `catalog-check`, for tests): a provider's

@@ -1,7 +1,9 @@
 //! What a queue action sends for a job, the same for every broker: the
 //! body (the rule's `body` parameter, or the event's envelope) and the
 //! fields that name the event and the delivery, which each broker carries
-//! in its own way (a stream entry's fields, AMQP headers, NATS headers).
+//! in its own way (a stream entry's fields, AMQP headers, NATS headers);
+//! and the client certificate a queue action shows a broker that asks for
+//! one ([`client_cert`]).
 
 use serde_json::Value;
 use switchyard_plugin_api::{Job, Outcome};
