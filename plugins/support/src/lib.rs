@@ -14,9 +14,9 @@
 //! - [`http`]: what an HTTP answer means for an action's job;
 //! - [`message`]: what a queue action (redis, amqp, nats) sends for a job,
 //!   and the client certificate it may show its broker;
-//! - [`api`] (feature `api`): a provider's management API, for the plugins
+//! - `api` (feature `api`): a provider's management API, for the plugins
 //!   that manage their provider's subscriptions;
-//! - [`catalog_check`] (feature `catalog-check`, for tests): a provider's
+//! - `catalog_check` (feature `catalog-check`, for tests): a provider's
 //!   catalog compiles, and its documents' examples match their schemas.
 //!
 //! It is linked into each plugin library; it is not part of the ABI.
