@@ -24,8 +24,8 @@
 //! references), `subject` (the default subject; else `switchyard.` and the
 //! event type), `ca_file` (a PEM file of the CAs to trust for TLS, beside
 //! the system's), `cert_file` and `key_file` (a client certificate, for a
-//! server that verifies clients), `connect_timeout_ms` (5000). A job's `subject` parameter
-//! overrides the default.
+//! server that verifies clients), `connect_timeout_ms` (5000). A job's
+//! `subject` parameter overrides the default.
 //!
 //! Failures: the credentials refused (an authorization violation) and a
 //! message larger than the server takes are permanent — a dead letter
