@@ -761,81 +761,55 @@ pub fn make_test_certs(dir: &Path) {
             "/CN=switchyard test CA",
         ],
     );
-    openssl(
+    signed_by_the_ca(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext"),
+        "server",
+        "/CN=127.0.0.1",
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
+    );
+    // For a server that asks its clients for a certificate.
+    signed_by_the_ca(
+        dir,
+        "client",
+        "/CN=switchyard",
+        "extendedKeyUsage=clientAuth\n",
+    );
+}
+
+/// `NAME.key` and `NAME.crt` in `dir`: a new key, and its certificate for
+/// `subject` with the extensions `ext`, signed by `ca.key`.
+fn signed_by_the_ca(dir: &Path, name: &str, subject: &str, ext: &str) {
+    let (key, csr, crt, ext_file) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+        format!("{name}.ext"),
+    );
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject,
+        ],
+    );
+    std::fs::write(dir.join(&ext_file), ext).unwrap();
     openssl(
         dir,
         &[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.crt",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "server.crt",
+            &crt,
             "-days",
             "2",
             "-extfile",
-            "ext",
-        ],
-    );
-    // A client certificate from the same CA, for a server that asks for one.
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=switchyard",
-        ],
-    );
-    std::fs::write(dir.join("client-ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "client-ext",
+            &ext_file,
         ],
     );
 }
