@@ -135,7 +135,9 @@ fn events(
         let mut sent = BTreeSet::<String>::new();
         let lookback = LOOKBACK.as_millis() as i64;
         loop {
+            // What lies before the window is never read again.
             let window = ulid_floor(ms_of(&newest) - lookback);
+            sent = sent.split_off(&window);
             let mut from = window.max(start.clone());
             for _ in 0..PAGES {
                 let mut ask = filter.clone();
@@ -164,8 +166,6 @@ fn events(
                     break;
                 }
             }
-            let keep = ulid_floor(ms_of(&newest) - lookback);
-            sent = sent.split_off(&keep);
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}
                 _ = tx.closed() => return,

@@ -245,18 +245,15 @@ async fn run(job: Listener) -> Result<ExitCode> {
                 let body = r.text().await.unwrap_or_default();
                 bail!("the stream was refused ({status}): {body}");
             }
-            Ok(r) => {
-                eprintln!("the stream answered {}; again in {pause:?}", r.status());
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-                continue;
-            }
-            Err(e) => {
-                eprintln!(
-                    "cannot reach {} ({}); again in {pause:?}",
-                    stream_url.origin().ascii_serialization(),
-                    innermost(&e)
-                );
+            failed => {
+                match failed {
+                    Ok(r) => eprintln!("the stream answered {}; again in {pause:?}", r.status()),
+                    Err(e) => eprintln!(
+                        "cannot reach {} ({}); again in {pause:?}",
+                        stream_url.origin().ascii_serialization(),
+                        innermost(&e)
+                    ),
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
                 continue;

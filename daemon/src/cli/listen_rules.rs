@@ -179,6 +179,9 @@ pub async fn live_calls(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
+        if state == "pending" {
+            return ("  live  not routed yet\n".into(), None);
+        }
         let mut jobs: Vec<&Value> = detail["jobs"]
             .as_array()
             .map(|j| j.iter().collect())
@@ -189,9 +192,6 @@ pub async fn live_calls(
                 j["call_index"].as_u64(),
             )
         });
-        if state == "pending" {
-            return ("  live  not routed yet\n".into(), None);
-        }
         let calls: Vec<Call> = jobs
             .iter()
             .map(|j| Call {
@@ -227,7 +227,12 @@ impl LocalActions {
         let timeouts = config
             .actions
             .iter()
-            .map(|(name, a)| (name.clone(), a.timeout.unwrap_or(Duration::from_secs(30))))
+            .map(|(name, a)| {
+                let deadline = a
+                    .timeout
+                    .unwrap_or(switchyard::dispatch::DEFAULT_ACTION_TIMEOUT);
+                (name.clone(), deadline)
+            })
             .collect();
         Ok(LocalActions {
             actions: topology.actions,
@@ -263,7 +268,7 @@ impl LocalActions {
                 .timeouts
                 .get(&call.action)
                 .copied()
-                .unwrap_or(Duration::from_secs(30));
+                .unwrap_or(switchyard::dispatch::DEFAULT_ACTION_TIMEOUT);
             let outcome =
                 tokio::task::spawn_blocking(move || instance.execute(&json, timeout)).await;
             use switchyard_plugin_api::Outcome;
